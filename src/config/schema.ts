@@ -1,0 +1,281 @@
+import { z } from "zod";
+import { parseDuration, parseSize } from "./units.ts";
+
+/**
+ * The configuration schema: the single source of truth for `mcp-edge.yaml`. Defaults live here,
+ * with their units; `schema/mcp-edge.schema.json` is generated from it (`npm run schema`) and a
+ * test fails when the two drift. Every object is strict: an unknown key is a boot error, not a
+ * silently ignored typo.
+ */
+
+/** A duration: "250ms", "30s", "5m", "24h", "7d" or milliseconds. Parsed to milliseconds. */
+const duration = z
+  .union([z.string(), z.number()])
+  .transform((v, ctx) => {
+    try {
+      return parseDuration(v);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+      return z.NEVER;
+    }
+  })
+  .meta({ description: 'Duration: "250ms", "30s", "5m", "24h", "7d", or a number of milliseconds.' });
+
+/** A size: "64KiB", "1MiB" or bytes. Parsed to bytes. */
+const size = z
+  .union([z.string(), z.number()])
+  .transform((v, ctx) => {
+    try {
+      return parseSize(v);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+      return z.NEVER;
+    }
+  })
+  .meta({ description: 'Size: "512B", "64KiB", "1MiB", "1GiB", or a number of bytes.' });
+
+const port = z.number().int().min(0).max(65535);
+
+const listenSchemaWithPort = (defaultPort: number) =>
+  z.strictObject({
+    host: z.string().min(1).prefault("127.0.0.1").meta({ description: "Address to bind." }),
+    port: port.prefault(defaultPort).meta({ description: "TCP port; 0 picks a free one." }),
+  });
+const listenSchema = listenSchemaWithPort(8787);
+const adminListenSchema = listenSchemaWithPort(8788);
+
+const httpUrl = z.url({ protocol: /^https?$/ });
+
+/** Routes are absolute paths without a trailing slash, e.g. /github/mcp. */
+const route = z
+  .string()
+  .regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/, "must be an absolute URL path")
+  .refine((r) => r === "/" || !r.endsWith("/"), "must not end with a slash")
+  .refine((r) => !r.includes("/.well-known/"), "must not be under /.well-known/");
+
+const healthSchema = z.strictObject({
+  interval: duration.prefault("10s").meta({ description: "Time between active probes of each instance." }),
+  timeout: duration.prefault("2s").meta({ description: "A probe slower than this fails." }),
+  unhealthyAfter: z
+    .number()
+    .int()
+    .min(1)
+    .prefault(2)
+    .meta({ description: "Failed probes before an instance is out." }),
+});
+
+const stdioSchema = z.strictObject({
+  command: z.string().min(1).meta({ description: "Executable to spawn." }),
+  args: z.array(z.string()).prefault([]).meta({ description: "Arguments passed to the command." }),
+  cwd: z
+    .string()
+    .optional()
+    .meta({ description: "Working directory of the child. Default: the directory mcp-edge runs in." }),
+  env: z
+    .record(z.string(), z.string())
+    .prefault({})
+    .meta({ description: "Variables set for the child (values support ${ENV} interpolation)." }),
+  inheritEnv: z.array(z.string()).prefault(["PATH", "HOME", "LANG", "TZ", "NODE_OPTIONS"]).meta({
+    description: "Names of the edge's own environment variables passed to the child; nothing else is.",
+  }),
+  mode: z.enum(["session", "shared"]).prefault("session").meta({
+    description: "`session`: one process per MCP session. `shared`: one process for every session.",
+  }),
+  restartBackoff: duration
+    .prefault("1s")
+    .meta({ description: "Wait before respawning a crashed shared process." }),
+});
+
+const upstreamSchema = z
+  .strictObject({
+    urls: z
+      .array(httpUrl)
+      .min(1)
+      .optional()
+      .meta({ description: "Streamable HTTP instances of the server." }),
+    sse: httpUrl
+      .optional()
+      .meta({ description: "A legacy HTTP+SSE (2024-11-05) endpoint, the GET /sse URL." }),
+    stdio: stdioSchema
+      .optional()
+      .meta({ description: "A local command mcp-edge spawns and speaks MCP to over stdin/stdout." }),
+    health: healthSchema
+      .prefault({ interval: "10s", timeout: "2s", unhealthyAfter: 2 })
+      .meta({ description: "Active health checks of each instance (HTTP and SSE upstreams)." }),
+    timeout: duration
+      .prefault("5m")
+      .meta({ description: "Deadline for one upstream request (including a streamed answer)." }),
+    connectTimeout: duration
+      .prefault("5s")
+      .meta({ description: "Deadline for opening a connection to an instance or spawning a process." }),
+    headers: z
+      .record(z.string(), z.string())
+      .prefault({})
+      .meta({ description: "Static headers added to every upstream request (values support ${ENV})." }),
+  })
+  .refine((u) => [u.urls, u.sse, u.stdio].filter((x) => x !== undefined).length === 1, {
+    message: "exactly one of urls, sse, stdio is required",
+  });
+
+const sessionsSchema = z.strictObject({
+  idleTtl: duration.prefault("24h").meta({ description: "A session unused this long ends." }),
+  onBackendLoss: z.enum(["reinitialize", "expire"]).prefault("reinitialize").meta({
+    description:
+      "When the upstream instance holding a session is gone: replay initialize on a healthy one (transparent), or answer 404.",
+  }),
+});
+
+const authMethod = z.enum(["none"]);
+
+const serverSchema = z.strictObject({
+  route: route.meta({ description: "Public path of the MCP endpoint, e.g. /github/mcp." }),
+  upstream: upstreamSchema.meta({
+    description: "Where the MCP server runs: exactly one of `urls`, `sse`, `stdio`.",
+  }),
+  auth: z
+    .array(authMethod)
+    .min(1)
+    .meta({ description: "Accepted credentials. `none` is a named opt-in: loopback listeners only." }),
+  sessions: sessionsSchema
+    .prefault({ idleTtl: "24h", onBackendLoss: "reinitialize" })
+    .meta({ description: "MCP session lifetime and failover." }),
+});
+
+const streamsSchema = z.strictObject({
+  bufferEvents: z
+    .number()
+    .int()
+    .min(1)
+    .prefault(1000)
+    .meta({ description: "Events kept per stream for replay." }),
+  bufferBytes: size.prefault("4MiB").meta({ description: "Bytes kept per stream for replay." }),
+  ttl: duration
+    .prefault("10m")
+    .meta({ description: "How long a finished or abandoned stream stays replayable." }),
+  keepAlive: duration.prefault("15s").meta({ description: "SSE comment sent on idle streams." }),
+  retry: duration.prefault("1s").meta({ description: "`retry:` hint sent when the edge closes a stream." }),
+});
+
+const limitsSchema = z.strictObject({
+  maxBodyBytes: size.prefault("4MiB").meta({ description: "Largest request body; more is 413." }),
+  headersTimeout: duration
+    .prefault("10s")
+    .meta({ description: "Headers must arrive within this; else 408." }),
+  requestTimeout: duration
+    .prefault("30s")
+    .meta({ description: "The whole request body must arrive within this." }),
+  keepAliveTimeout: duration
+    .prefault("65s")
+    .meta({ description: "Idle keep-alive connections close after this (above the load balancer's)." }),
+  maxHeaderBytes: size.prefault("16KiB").meta({ description: "Largest request header block; more is 431." }),
+});
+
+const securitySchema = z.strictObject({
+  allowedOrigins: z.array(z.string()).prefault([]).meta({
+    description:
+      "Browser origins allowed to call MCP routes (exact, e.g. https://app.example.com). Requests without Origin are not affected.",
+  }),
+  allowedHosts: z.array(z.string()).prefault([]).meta({
+    description:
+      "Host header values served (host or host:port). Default: the publicUrl host, plus localhost names on a loopback listener.",
+  }),
+  trustForwardedHeaders: z
+    .boolean()
+    .prefault(false)
+    .meta({ description: "Unsafe opt-in: take client address and scheme from X-Forwarded-*." }),
+});
+
+const unsafeSchema = z.strictObject({
+  allowUnauthenticatedPublic: z
+    .boolean()
+    .prefault(false)
+    .meta({ description: "Let `auth: [none]` routes run on a non-loopback listener." }),
+});
+
+export const configSchema = z
+  .strictObject({
+    listen: listenSchema
+      .prefault({ host: "127.0.0.1", port: 8787 })
+      .meta({ description: "The public listener: MCP routes and their OAuth metadata." }),
+    publicUrl: httpUrl
+      .optional()
+      .meta({ description: "External base URL (used for Host checks and metadata)." }),
+    store: z
+      .strictObject({
+        sqlite: z.string().prefault("./.mcp-edge/mcp-edge.db").meta({ description: "Embedded store file." }),
+      })
+      .prefault({ sqlite: "./.mcp-edge/mcp-edge.db" })
+      .meta({ description: "Where keys, audit records and session records are kept." }),
+    admin: z
+      .strictObject({
+        listen: adminListenSchema
+          .prefault({ host: "127.0.0.1", port: 8788 })
+          .meta({ description: "The admin listener. Keep it on loopback or a private network." }),
+      })
+      .prefault({ listen: { host: "127.0.0.1", port: 8788 } })
+      .meta({ description: "Admin API, dashboard, metrics and health endpoints." }),
+    log: z
+      .strictObject({
+        level: z
+          .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+          .prefault("info")
+          .meta({ description: "Least severe level written to the log (JSON lines on stdout)." }),
+      })
+      .prefault({ level: "info" })
+      .meta({ description: "Logging." }),
+    limits: limitsSchema
+      .prefault({
+        maxBodyBytes: "4MiB",
+        headersTimeout: "10s",
+        requestTimeout: "30s",
+        keepAliveTimeout: "65s",
+        maxHeaderBytes: "16KiB",
+      })
+      .meta({ description: "Request limits on the public listener." }),
+    streams: streamsSchema
+      .prefault({ bufferEvents: 1000, bufferBytes: "4MiB", ttl: "10m", keepAlive: "15s", retry: "1s" })
+      .meta({ description: "SSE streams: the replay buffer behind Last-Event-ID resumption; keep-alives." }),
+    drain: z
+      .strictObject({
+        timeout: duration
+          .prefault("30s")
+          .meta({ description: "In-flight calls get this long to finish on SIGTERM." }),
+      })
+      .prefault({ timeout: "30s" })
+      .meta({ description: "Graceful shutdown." }),
+    security: securitySchema
+      .prefault({ allowedOrigins: [], allowedHosts: [], trustForwardedHeaders: false })
+      .meta({ description: "Origin and Host checks (DNS-rebinding protection) and proxy trust." }),
+    unsafe: unsafeSchema
+      .prefault({ allowUnauthenticatedPublic: false })
+      .meta({ description: "Named opt-ins for unsafe choices; each one logs a coded warning at boot." }),
+    servers: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "server names are 1-64 of A-Z a-z 0-9 _ -"),
+        serverSchema,
+      )
+      .refine((s) => Object.keys(s).length > 0, "at least one server is required")
+      .meta({ description: "The MCP servers behind the edge, by name (1-64 of A-Z a-z 0-9 _ -)." }),
+  })
+  .superRefine((cfg, ctx) => {
+    const seen = new Map<string, string>();
+    for (const [name, server] of Object.entries(cfg.servers)) {
+      const other = seen.get(server.route);
+      if (other) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["servers", name, "route"],
+          message: `route also used by ${other}`,
+        });
+      }
+      seen.set(server.route, name);
+    }
+  });
+
+/** The configuration as written (before defaults and unit parsing). */
+export type ConfigInput = z.input<typeof configSchema>;
+/** The configuration after validation: defaults applied, durations in ms, sizes in bytes. */
+export type Config = z.output<typeof configSchema>;
+export type ServerConfig = Config["servers"][string];
+export type UpstreamConfig = ServerConfig["upstream"];
+export type StdioConfig = NonNullable<UpstreamConfig["stdio"]>;

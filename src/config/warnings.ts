@@ -1,0 +1,124 @@
+import { BlockList, isIP } from "node:net";
+import type { WarningCode } from "../errors/codes.ts";
+import type { Config } from "./schema.ts";
+
+/**
+ * Unsafe opt-ins (DESIGN.md convention 6, SPEC.md §4): a valid config can still ask for something
+ * dangerous. Each such choice either needs its named opt-in (else it is an error: the edge refuses
+ * to boot, `mcp-edge validate` exits 1) or is allowed with a coded warning, logged at boot and
+ * printed by `validate`. Pure: the caller decides how to report.
+ */
+
+export interface ConfigWarning {
+  code: WarningCode;
+  message: string;
+}
+
+export interface ConfigAssessment {
+  warnings: ConfigWarning[];
+  /** Each one makes the config unusable (boot fails with EDGE_CONFIG_UNSAFE). */
+  errors: string[];
+}
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addAddress("::1", "ipv6");
+
+/**
+ * True when a listener bound to `host` is reachable from this machine only: 127.0.0.0/8, ::1 (any
+ * spelling, IPv4-mapped included) or `localhost`. Any other name may resolve anywhere, and the
+ * unspecified addresses (0.0.0.0, ::) are every interface, so they count as public.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = bareHost(host);
+  if (h === "localhost" || h === "localhost.") return true;
+  const family = isIP(h);
+  if (family === 4) return LOOPBACK.check(h, "ipv4");
+  if (family === 6) return LOOPBACK.check(h, "ipv6");
+  return false;
+}
+
+const UNSPECIFIED = new BlockList();
+UNSPECIFIED.addAddress("0.0.0.0", "ipv4");
+UNSPECIFIED.addAddress("::", "ipv6");
+
+function bareHost(host: string): string {
+  const h = host.trim().toLowerCase();
+  return h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h;
+}
+
+/** 0.0.0.0 or :: (any spelling): every interface. */
+function isUnspecified(host: string): boolean {
+  const h = bareHost(host);
+  const family = isIP(h);
+  return family !== 0 && UNSPECIFIED.check(h, family === 4 ? "ipv4" : "ipv6");
+}
+
+/** Whether two listeners would try to bind the same socket. Port 0 picks a free port: never. */
+function sameSocket(a: { host: string; port: number }, b: { host: string; port: number }): boolean {
+  if (a.port === 0 || a.port !== b.port) return false;
+  const ha = bareHost(a.host);
+  const hb = bareHost(b.host);
+  return ha === hb || isUnspecified(ha) || isUnspecified(hb);
+}
+
+export function assessConfig(config: Config): ConfigAssessment {
+  const warnings: ConfigWarning[] = [];
+  const errors: string[] = [];
+  const listen = `${config.listen.host}:${config.listen.port}`;
+  const publicListener = !isLoopbackHost(config.listen.host);
+
+  for (const [name, server] of Object.entries(config.servers)) {
+    if (!server.auth.includes("none")) continue;
+    const what = `route ${server.route} (server ${name})`;
+    if (!publicListener) {
+      warnings.push({
+        code: "EDGE_WARN_AUTH_NONE",
+        message: `${what} accepts requests without authentication (auth: [none]); the listener ${listen} is loopback only`,
+      });
+    } else if (config.unsafe.allowUnauthenticatedPublic) {
+      warnings.push({
+        code: "EDGE_WARN_AUTH_NONE_PUBLIC",
+        message: `${what} accepts requests without authentication on the non-loopback listener ${listen} (unsafe.allowUnauthenticatedPublic)`,
+      });
+    } else {
+      errors.push(
+        `servers.${name}.auth: ${what} has auth: [none] on the non-loopback listener ${listen}; ` +
+          "listen on 127.0.0.1, add an authentication method, or set unsafe.allowUnauthenticatedPublic: true",
+      );
+    }
+  }
+
+  if (publicListener && config.publicUrl === undefined && config.security.allowedHosts.length === 0) {
+    warnings.push({
+      code: "EDGE_WARN_ANY_HOST",
+      message: `the listener ${listen} is not loopback and neither publicUrl nor security.allowedHosts is set: any Host header is accepted (DNS rebinding)`,
+    });
+  }
+
+  if (config.security.trustForwardedHeaders) {
+    warnings.push({
+      code: "EDGE_WARN_TRUST_FORWARDED",
+      message:
+        "security.trustForwardedHeaders is on: client address and scheme are taken from X-Forwarded-* / Forwarded; only do this behind a proxy that overwrites them",
+    });
+  }
+
+  const admin = config.admin.listen;
+  if (!isLoopbackHost(admin.host)) {
+    warnings.push({
+      code: "EDGE_WARN_ADMIN_PUBLIC",
+      message: `the admin listener ${admin.host}:${admin.port} is not loopback: the admin API and dashboard are reachable from the network`,
+    });
+  }
+
+  // Not an opt-in but a boot failure worth catching early: `admin: { listen: { host: x } }` without
+  // a port takes the listener default 8787, the public port.
+  if (sameSocket(config.listen, admin)) {
+    errors.push(
+      `admin.listen: ${admin.host}:${admin.port} collides with listen ${listen}; give the admin listener its own port`,
+    );
+  }
+
+  return { warnings, errors };
+}

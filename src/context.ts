@@ -1,0 +1,47 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ServerConfig } from "./config/schema.ts";
+import type { RpcMessage } from "./listen/jsonrpc.ts";
+import type { Logger } from "./observability/logger.ts";
+import type { SessionRecord } from "./store/types.ts";
+import type { Upstream } from "./upstream/types.ts";
+
+/** A configured server at run time: its config and its upstream. */
+export interface Route {
+  readonly name: string;
+  readonly config: ServerConfig;
+  readonly upstream: Upstream;
+}
+
+/** Who is calling. Sessions belong to principals, never to tokens or keys (SPEC §7.1). */
+export interface Principal {
+  /** Stable identity key: `anonymous`, later `key:<tenant>:<consumer>` or `oauth:<iss>:<tenant>:<sub>`. */
+  readonly id: string;
+  readonly method: "none";
+  readonly tenant: string | null;
+}
+
+/** Which endpoint of a route the request hit. */
+export type Endpoint = "mcp" | "legacy-sse" | "legacy-messages";
+
+/**
+ * Everything one request carries through the pipeline. Each stage reads what earlier stages set
+ * and adds its own part; nothing else is shared between stages.
+ */
+export interface RequestContext {
+  readonly requestId: string;
+  readonly startedAt: number;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly route: Route;
+  readonly endpoint: Endpoint;
+  readonly log: Logger;
+  /** Aborted when the client goes away before the answer is complete. */
+  readonly clientGone: AbortSignal;
+  principal?: Principal;
+  /** The raw body text, when the request has one. */
+  body?: string;
+  messages?: RpcMessage[];
+  batch?: boolean;
+  era?: "session" | "stateless";
+  session?: SessionRecord;
+}

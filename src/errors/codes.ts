@@ -1,0 +1,185 @@
+/**
+ * The one table of mcp-edge error codes. Every error the edge answers with, or fails to boot with,
+ * has a stable code here, its HTTP status and its JSON-RPC error code. `docs/errors.md` mirrors
+ * this table; `test/unit/errors.test.ts` fails when the two disagree.
+ *
+ * JSON-RPC codes: -32700/-32600/-32601/-32603 are JSON-RPC 2.0 §5.1. -32000 is the code the MCP
+ * SDKs use for transport-level errors; -32001 is the SDK's "Session not found"; -32020 is the
+ * 2026-07-28 `HeaderMismatch` error (basic/transports/streamable-http).
+ */
+export interface ErrorSpec {
+  /** HTTP status on the wire; `null` for errors that never reach the wire (boot, CLI). */
+  readonly http: number | null;
+  /** JSON-RPC error code in the body; `null` when the answer carries no JSON-RPC body. */
+  readonly rpc: number | null;
+  /** One line for docs and logs. */
+  readonly summary: string;
+  /** Seconds for `Retry-After`, when the status invites a retry. */
+  readonly retryAfter?: number;
+}
+
+export const ERROR_CODES = {
+  // Request framing (listen stage)
+  EDGE_PARSE_ERROR: { http: 400, rpc: -32700, summary: "The body is not valid JSON." },
+  EDGE_INVALID_REQUEST: {
+    http: 400,
+    rpc: -32600,
+    summary: "The body is JSON but not a valid JSON-RPC 2.0 message (or not one the endpoint accepts).",
+  },
+  EDGE_BATCH_REJECTED: {
+    http: 400,
+    rpc: -32600,
+    summary: "A JSON-RPC batch on a protocol version that removed batching (2025-06-18 and later).",
+  },
+  EDGE_UNSUPPORTED_MEDIA_TYPE: { http: 415, rpc: -32000, summary: "Content-Type is not application/json." },
+  EDGE_NOT_ACCEPTABLE: {
+    http: 406,
+    rpc: -32000,
+    summary: "Accept does not list the media types the MCP transport requires.",
+  },
+  EDGE_METHOD_NOT_ALLOWED: { http: 405, rpc: -32000, summary: "HTTP method not allowed on this endpoint." },
+  EDGE_BODY_TOO_LARGE: { http: 413, rpc: -32000, summary: "The request body is over the configured cap." },
+  EDGE_REQUEST_TIMEOUT: {
+    http: 408,
+    rpc: -32000,
+    summary: "The request headers or body arrived too slowly.",
+  },
+  EDGE_BAD_HEADER: { http: 400, rpc: -32000, summary: "A request header is malformed or repeated." },
+  EDGE_ROUTE_NOT_FOUND: { http: 404, rpc: -32000, summary: "No MCP server is configured at this path." },
+  // Hygiene (listen stage)
+  EDGE_ORIGIN_FORBIDDEN: {
+    http: 403,
+    rpc: -32000,
+    summary: "The Origin header names an origin that is not allowed (DNS-rebinding / CSRF protection).",
+  },
+  EDGE_HOST_FORBIDDEN: {
+    http: 403,
+    rpc: -32000,
+    summary: "The Host header names a host this listener does not serve (DNS-rebinding protection).",
+  },
+  // Protocol (era stage)
+  EDGE_PROTOCOL_VERSION_UNSUPPORTED: {
+    http: 400,
+    rpc: -32000,
+    summary: "MCP-Protocol-Version names a version mcp-edge does not speak.",
+  },
+  EDGE_PROTOCOL_VERSION_MISMATCH: {
+    http: 400,
+    rpc: -32000,
+    summary: "MCP-Protocol-Version differs from the version negotiated for the session.",
+  },
+  EDGE_HEADER_MISMATCH: {
+    http: 400,
+    rpc: -32020,
+    summary:
+      "2026-07-28: Mcp-Method / Mcp-Name / Mcp-Param-* / MCP-Protocol-Version missing or not equal to the body.",
+  },
+  // Sessions
+  EDGE_SESSION_REQUIRED: {
+    http: 400,
+    rpc: -32000,
+    summary: "A session-era request other than initialize arrived without Mcp-Session-Id.",
+  },
+  EDGE_SESSION_ID_INVALID: {
+    http: 400,
+    rpc: -32000,
+    summary: "Mcp-Session-Id is not visible ASCII or is longer than 256 characters.",
+  },
+  EDGE_SESSION_NOT_FOUND: {
+    http: 404,
+    rpc: -32001,
+    summary: "The session is unknown, ended, expired, or belongs to someone else. Re-initialize.",
+  },
+  EDGE_SESSION_BACKEND_LOST: {
+    http: 404,
+    rpc: -32001,
+    summary:
+      "The upstream instance holding the session is gone and the route's policy is `expire`. Re-initialize.",
+  },
+  EDGE_EVENT_ID_INVALID: {
+    http: 400,
+    rpc: -32000,
+    summary: "Last-Event-ID was not issued by mcp-edge for this session.",
+  },
+  EDGE_STREAM_EXPIRED: {
+    http: 400,
+    rpc: -32000,
+    summary:
+      "The stream named by Last-Event-ID is no longer buffered; its remaining events cannot be replayed.",
+  },
+  EDGE_STREAM_CONFLICT: {
+    http: 409,
+    rpc: -32000,
+    summary: "A standalone GET stream is already open for this session.",
+  },
+  // Upstream
+  EDGE_UPSTREAM_UNAVAILABLE: {
+    http: 503,
+    rpc: -32000,
+    summary: "No healthy upstream instance can take the request.",
+    retryAfter: 5,
+  },
+  EDGE_UPSTREAM_ERROR: {
+    http: 502,
+    rpc: -32000,
+    summary: "The upstream failed while handling the request (connection reset, process exit).",
+  },
+  EDGE_UPSTREAM_BAD_RESPONSE: {
+    http: 502,
+    rpc: -32000,
+    summary: "The upstream answered with something that is not a valid MCP response for this request.",
+  },
+  EDGE_UPSTREAM_TIMEOUT: {
+    http: 504,
+    rpc: -32000,
+    summary: "The upstream did not answer within the configured deadline.",
+  },
+  // Lifecycle
+  EDGE_DRAINING: {
+    http: 503,
+    rpc: -32000,
+    summary:
+      "This instance is shutting down and takes no new sessions; retry (another instance will answer).",
+    retryAfter: 1,
+  },
+  EDGE_INTERNAL: {
+    http: 500,
+    rpc: -32603,
+    summary: "An unexpected error inside mcp-edge (logged with the request id).",
+  },
+  // Boot and CLI (never on the wire)
+  EDGE_CONFIG_INVALID: {
+    http: null,
+    rpc: null,
+    summary: "The configuration file does not match the schema.",
+  },
+  EDGE_CONFIG_UNSAFE: {
+    http: null,
+    rpc: null,
+    summary: "The configuration asks for something unsafe without its named opt-in.",
+  },
+  EDGE_CONFIG_ENV_MISSING: {
+    http: null,
+    rpc: null,
+    summary: "The configuration references ${NAME} and the environment has no NAME.",
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/**
+ * Coded warnings printed at boot for unsafe opt-ins (DESIGN.md convention 6). `mcp-edge validate`
+ * prints them too. Mirrored in docs/errors.md.
+ */
+export const WARNING_CODES = {
+  EDGE_WARN_AUTH_NONE: "A route runs without authentication (`auth: [none]`).",
+  EDGE_WARN_AUTH_NONE_PUBLIC:
+    "A route runs without authentication on a non-loopback listener (`unsafe.allowUnauthenticatedPublic`).",
+  EDGE_WARN_ANY_HOST:
+    "The public listener is not on loopback and neither `publicUrl` nor `security.allowedHosts` is set: any Host header is accepted.",
+  EDGE_WARN_TRUST_FORWARDED:
+    "X-Forwarded-* / Forwarded headers are trusted (`security.trustForwardedHeaders`).",
+  EDGE_WARN_ADMIN_PUBLIC: "The admin listener is not on loopback.",
+} as const;
+
+export type WarningCode = keyof typeof WARNING_CODES;

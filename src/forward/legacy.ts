@@ -1,0 +1,211 @@
+import type { Principal, RequestContext, Route } from "../context.ts";
+import { GatewayError } from "../errors/errors.ts";
+import { toGatewayError } from "../errors/wire.ts";
+import { forwardableHeaders } from "../listen/hygiene.ts";
+import { isRequest, isResponse, type RpcMessage, type RpcRequest } from "../listen/jsonrpc.ts";
+import { formatComment, formatEvent } from "../listen/sse.ts";
+import { mintSessionId, type SessionManager, sessionHash } from "../session/manager.ts";
+import { Sink } from "../session/streams.ts";
+import type { SessionRecord } from "../store/types.ts";
+import {
+  type ForwardContext,
+  type UpstreamReply,
+  type UpstreamSession,
+  UpstreamSessionLost,
+} from "../upstream/types.ts";
+import { errorResponseData, sseHeaders } from "./respond.ts";
+
+interface LegacyConnection {
+  id: string;
+  route: Route;
+  principal: string;
+  sink: Sink;
+  record?: SessionRecord;
+  closeStandalone?: () => void;
+}
+
+/**
+ * The 2024-11-05 HTTP+SSE transport for old clients, in front of any upstream: `GET {route}/sse`
+ * opens the stream and names `{route}/messages?sessionId=…` in an `endpoint` event; each POST
+ * there is answered 202 and its results arrive on the stream as `message` events. The old
+ * transport has no resumption, so the session ends with its stream.
+ */
+export class LegacyBridge {
+  readonly #sessions: SessionManager;
+  readonly #draining: () => boolean;
+  readonly #keepAliveMs: number;
+  readonly #conns = new Map<string, LegacyConnection>();
+
+  constructor(sessions: SessionManager, draining: () => boolean, keepAliveMs: number) {
+    this.#sessions = sessions;
+    this.#draining = draining;
+    this.#keepAliveMs = keepAliveMs;
+  }
+
+  async open(ctx: RequestContext): Promise<void> {
+    if (this.#draining()) throw new GatewayError("EDGE_DRAINING");
+    const id = mintSessionId();
+    ctx.res.writeHead(200, sseHeaders());
+    const sink = new Sink(ctx.res);
+    const conn: LegacyConnection = { id, route: ctx.route, principal: (ctx.principal as Principal).id, sink };
+    this.#conns.set(id, conn);
+    sink.write(
+      formatEvent({ event: "endpoint", data: `${ctx.route.config.route}/messages?sessionId=${id}` }),
+    );
+    const timer = setInterval(() => sink.write(formatComment("keep-alive")), this.#keepAliveMs);
+    timer.unref();
+    ctx.res.on("close", () => {
+      clearInterval(timer);
+      this.#conns.delete(id);
+      conn.closeStandalone?.();
+      if (conn.record) void this.#sessions.end(conn.route, conn.record, "legacy SSE stream closed");
+    });
+  }
+
+  async message(ctx: RequestContext): Promise<void> {
+    const id = new URL(ctx.req.url ?? "/", "http://edge").searchParams.get("sessionId") ?? "";
+    const conn = this.#conns.get(id);
+    if (!conn || conn.route !== ctx.route || conn.principal !== (ctx.principal as Principal).id) {
+      throw new GatewayError("EDGE_SESSION_NOT_FOUND");
+    }
+    const messages = ctx.messages as RpcMessage[];
+    if (ctx.batch) throw new GatewayError("EDGE_BATCH_REJECTED");
+    const msg = messages[0] as RpcMessage;
+    ctx.res.writeHead(202, { "content-type": "text/plain" });
+    ctx.res.end("Accepted");
+    try {
+      if (isRequest(msg) && msg.method === "initialize") await this.#initialize(ctx, conn, msg);
+      else await this.#forward(ctx, conn, msg);
+    } catch (err) {
+      const ge = toGatewayError(err);
+      ctx.log.warn({ err: ge.message, code: ge.code }, "legacy SSE message failed");
+      if (isRequest(msg))
+        conn.sink.write(formatEvent({ event: "message", data: errorResponseData(msg.id, ge) }));
+    }
+  }
+
+  #fctx(ctx: RequestContext, version: string | undefined): ForwardContext {
+    return {
+      requestId: ctx.requestId,
+      protocolVersion: version,
+      headers: forwardableHeaders(ctx.req),
+      signal: AbortSignal.timeout(ctx.route.config.upstream.timeout),
+    };
+  }
+
+  async #initialize(ctx: RequestContext, conn: LegacyConnection, msg: RpcRequest): Promise<void> {
+    if (conn.record) throw new GatewayError("EDGE_INVALID_REQUEST", "The session is already initialized.");
+    const { session, reply } = await ctx.route.upstream.initialize(
+      msg,
+      ctx.body as string,
+      this.#fctx(ctx, undefined),
+    );
+    let version: string | undefined;
+    await this.#deliver(conn, reply, (m) => {
+      const r = (m as { result?: { protocolVersion?: unknown } }).result;
+      if (isResponse(m) && m.id === msg.id && typeof r?.protocolVersion === "string")
+        version = r.protocolVersion;
+    });
+    if (!session || !version) {
+      await session?.terminate();
+      return;
+    }
+    const now = Date.now();
+    const rec: SessionRecord = {
+      id: conn.id,
+      server: ctx.route.name,
+      principal: conn.principal,
+      tenant: (ctx.principal as Principal).tenant,
+      transport: "legacy-sse",
+      protocolVersion: version,
+      initParams: (msg.params as Record<string, unknown> | undefined) ?? {},
+      upstream: session.binding,
+      createdAt: now,
+      lastSeenAt: now,
+    };
+    await this.#sessions.create(rec);
+    conn.record = rec;
+    ctx.log.info({ session: sessionHash(rec.id) }, "legacy SSE session initialized");
+  }
+
+  async #forward(ctx: RequestContext, conn: LegacyConnection, msg: RpcMessage): Promise<void> {
+    const rec = conn.record;
+    if (!rec) throw new GatewayError("EDGE_SESSION_REQUIRED", "Send initialize first.");
+    this.#sessions.store.touch(rec.id, Date.now());
+    const fctx = this.#fctx(ctx, rec.protocolVersion);
+    let upstream = await this.#sessions.upstreamOf(ctx.route, rec);
+    let reply: UpstreamReply;
+    try {
+      reply = await upstream.post(ctx.body as string, [msg], fctx);
+    } catch (err) {
+      if (!(err instanceof UpstreamSessionLost)) throw err;
+      upstream = await this.#sessions.upstreamOf(ctx.route, rec, err);
+      reply = await upstream.post(ctx.body as string, [msg], fctx);
+    }
+    if (isRequest(msg) || reply.kind === "passthrough") await this.#deliver(conn, reply, () => {}, msg);
+    else if (reply.kind === "stream") reply.close();
+    // Once initialized, server-initiated messages flow on the same stream (the old transport had one).
+    if (!isRequest(msg) && "method" in msg && msg.method === "notifications/initialized")
+      this.#openStandalone(ctx, conn, upstream);
+  }
+
+  async #deliver(
+    conn: LegacyConnection,
+    reply: UpstreamReply,
+    seen: (m: RpcMessage) => void,
+    msg?: RpcMessage,
+  ) {
+    const send = (data: string) => conn.sink.write(formatEvent({ event: "message", data }));
+    if (reply.kind === "passthrough") {
+      if (msg && isRequest(msg)) {
+        const err = new GatewayError("EDGE_UPSTREAM_ERROR", `The upstream answered HTTP ${reply.status}.`);
+        send(errorResponseData(msg.id, err));
+      }
+      return;
+    }
+    if (reply.kind === "json") {
+      seen(reply.message);
+      send(reply.data);
+      return;
+    }
+    if (reply.kind === "accepted") return;
+    try {
+      for await (const ev of reply.events) {
+        if (ev.data === "") continue;
+        if (ev.message) seen(ev.message);
+        send(ev.data);
+      }
+    } finally {
+      reply.close();
+    }
+  }
+
+  #openStandalone(ctx: RequestContext, conn: LegacyConnection, upstream: UpstreamSession): void {
+    const abort = new AbortController();
+    conn.closeStandalone = () => abort.abort();
+    void (async () => {
+      try {
+        const reply = await upstream.listen({
+          ...this.#fctx(ctx, conn.record?.protocolVersion),
+          signal: abort.signal,
+        });
+        if (reply.kind !== "stream") return;
+        abort.signal.addEventListener("abort", () => reply.close(), { once: true });
+        for await (const ev of reply.events) {
+          if (ev.data !== "") conn.sink.write(formatEvent({ event: "message", data: ev.data }));
+        }
+      } catch {
+        // No standalone stream upstream (405) or it ended: requests still get their answers.
+      }
+    })();
+  }
+
+  /** For tests and drain: open legacy connections. */
+  get size(): number {
+    return this.#conns.size;
+  }
+
+  closeAll(): void {
+    for (const c of this.#conns.values()) c.sink.end();
+  }
+}

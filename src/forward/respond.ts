@@ -1,0 +1,48 @@
+import type { ServerResponse } from "node:http";
+import type { GatewayError } from "../errors/errors.ts";
+import { errorBody } from "../errors/wire.ts";
+import type { RpcId } from "../listen/jsonrpc.ts";
+import type { UpstreamReply } from "../upstream/types.ts";
+
+/** Response headers of every SSE answer. `X-Accel-Buffering: no` keeps proxies in front from buffering. */
+export function sseHeaders(sessionId?: string): Record<string, string> {
+  const h: Record<string, string> = {
+    "content-type": "text/event-stream",
+    "cache-control": "no-cache, no-transform",
+    connection: "keep-alive",
+    "x-accel-buffering": "no",
+  };
+  if (sessionId) h["mcp-session-id"] = sessionId;
+  return h;
+}
+
+/** Upstream error answers go to the client as they came: status, content type and body. */
+export function sendPassthrough(
+  res: ServerResponse,
+  reply: Extract<UpstreamReply, { kind: "passthrough" }>,
+): void {
+  const headers: Record<string, string | number> = { "content-length": reply.body.length };
+  if (reply.contentType) headers["content-type"] = reply.contentType;
+  res.writeHead(reply.status, headers);
+  res.end(reply.body);
+}
+
+export function sendAccepted(res: ServerResponse, sessionId?: string): void {
+  res.writeHead(202, sessionId ? { "mcp-session-id": sessionId } : {});
+  res.end();
+}
+
+export function sendJson(res: ServerResponse, data: string, sessionId?: string): void {
+  const headers: Record<string, string | number> = {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(data),
+  };
+  if (sessionId) headers["mcp-session-id"] = sessionId;
+  res.writeHead(200, headers);
+  res.end(data);
+}
+
+/** The JSON-RPC error response that stands in for an answer the upstream never gave. */
+export function errorResponseData(id: RpcId, err: GatewayError): string {
+  return errorBody(err.withRpcId(id));
+}

@@ -1,0 +1,403 @@
+import type { RequestContext, Route } from "../context.ts";
+import { GatewayError } from "../errors/errors.ts";
+import { forwardableHeaders, single } from "../listen/hygiene.ts";
+import {
+  isRequest,
+  isResponse,
+  type RpcId,
+  type RpcMessage,
+  type RpcRequest,
+  requestIdKey,
+} from "../listen/jsonrpc.ts";
+import { formatEvent } from "../listen/sse.ts";
+import { mintSessionId, type SessionManager, sessionHash } from "../session/manager.ts";
+import { type EdgeStream, Sink, type StreamRegistry } from "../session/streams.ts";
+import type { SessionRecord } from "../store/types.ts";
+import {
+  type ForwardContext,
+  type UpstreamEvent,
+  type UpstreamReply,
+  type UpstreamSession,
+  UpstreamSessionLost,
+} from "../upstream/types.ts";
+import { errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
+
+/** How many times a request stream is resumed upstream after the upstream closed it early. */
+const MAX_UPSTREAM_RESUMES = 5;
+
+export interface ForwarderOptions {
+  sessions: SessionManager;
+  streams: StreamRegistry;
+  /** True while the instance drains: no new sessions. */
+  draining: () => boolean;
+  /** Counts calls in flight, for the drain. */
+  inflight: { add(p: Promise<unknown>): void };
+}
+
+function forwardContext(
+  ctx: RequestContext,
+  protocolVersion: string | undefined,
+  signal: AbortSignal,
+): ForwardContext {
+  return { requestId: ctx.requestId, protocolVersion, headers: forwardableHeaders(ctx.req), signal };
+}
+
+/** Request ids of the requests in a POST: the answers the stream must carry, and only those. */
+function requestKeys(messages: RpcMessage[]): Set<string> {
+  const keys = new Set<string>();
+  for (const m of messages) if (isRequest(m)) keys.add(requestIdKey(m.id));
+  return keys;
+}
+
+function requestIds(messages: RpcMessage[]): RpcId[] {
+  return messages.filter(isRequest).map((m) => m.id);
+}
+
+/**
+ * The forward stage for Streamable HTTP clients: session-era POST/GET/DELETE through edge-owned
+ * sessions and resumable streams, and stateless (2026-07-28) POSTs straight through.
+ */
+export class Forwarder {
+  readonly #sessions: SessionManager;
+  readonly #streams: StreamRegistry;
+  readonly #opts: ForwarderOptions;
+
+  constructor(opts: ForwarderOptions) {
+    this.#sessions = opts.sessions;
+    this.#streams = opts.streams;
+    this.#opts = opts;
+  }
+
+  // ---------------------------------------------------------------- POST, session era
+
+  async initialize(ctx: RequestContext, request: RpcRequest): Promise<void> {
+    if (this.#opts.draining()) throw new GatewayError("EDGE_DRAINING");
+    const route = ctx.route;
+    const signal = AbortSignal.timeout(route.config.upstream.timeout);
+    const version = single(ctx.req, "mcp-protocol-version");
+    const { session, reply } = await route.upstream.initialize(
+      request,
+      ctx.body as string,
+      forwardContext(ctx, version, signal),
+    );
+    if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
+    // The answer to initialize is read whole (it is small) so that the session exists before the
+    // client learns its id.
+    const events: UpstreamEvent[] = [];
+    let response: RpcMessage | undefined;
+    if (reply.kind === "json") {
+      events.push({ data: reply.data, message: reply.message });
+      response = reply.message;
+    } else if (reply.kind === "stream") {
+      try {
+        for await (const ev of reply.events) {
+          events.push(ev);
+          if (ev.message && isResponse(ev.message) && ev.message.id === request.id) {
+            response = ev.message;
+            break;
+          }
+        }
+      } finally {
+        reply.close();
+      }
+    }
+    const result = (response as { result?: { protocolVersion?: unknown } } | undefined)?.result;
+    if (!response || !isResponse(response) || response.id !== request.id) {
+      await session?.terminate();
+      throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream did not answer initialize.");
+    }
+    let sessionId: string | undefined;
+    if (result && session) {
+      sessionId = mintSessionId();
+      const now = Date.now();
+      const rec: SessionRecord = {
+        id: sessionId,
+        server: route.name,
+        principal: ctx.principal?.id ?? "anonymous",
+        tenant: ctx.principal?.tenant ?? null,
+        transport: ctx.endpoint === "mcp" ? "streamable" : "legacy-sse",
+        protocolVersion: typeof result.protocolVersion === "string" ? result.protocolVersion : "2025-03-26",
+        initParams: (request.params as Record<string, unknown> | undefined) ?? {},
+        upstream: session.binding,
+        createdAt: now,
+        lastSeenAt: now,
+      };
+      await this.#sessions.create(rec);
+      ctx.session = rec;
+      ctx.log.info({ session: sessionHash(sessionId) }, "initialize");
+    } else {
+      await session?.terminate(); // an initialize error: no session
+    }
+    if (reply.kind === "json") return sendJson(ctx.res, reply.data, sessionId);
+    ctx.res.writeHead(200, sseHeaders(sessionId));
+    // A stream the client can resume, like any other, when it has a session.
+    if (sessionId) {
+      const stream = this.#streams.create(sessionId, "request");
+      for (const ev of events) stream.append(ev.data, ev.retry);
+      stream.attach(new Sink(ctx.res), 0);
+      stream.finish();
+    } else {
+      for (const ev of events) if (ev.data !== "") ctx.res.write(formatEvent({ data: ev.data }));
+      ctx.res.end();
+    }
+  }
+
+  async post(ctx: RequestContext): Promise<void> {
+    const messages = ctx.messages as RpcMessage[];
+    const init = messages.find((m) => isRequest(m) && m.method === "initialize") as RpcRequest | undefined;
+    if (init) {
+      // MCP lifecycle: initialize is never part of a batch.
+      if (messages.length > 1)
+        throw new GatewayError("EDGE_INVALID_REQUEST", "initialize must be sent alone.");
+      return this.initialize(ctx, init);
+    }
+    const rec = ctx.session as SessionRecord;
+    // JSON-RPC batches exist only in 2025-03-26 (removed by 2025-06-18, PR #416).
+    if (ctx.batch && rec.protocolVersion >= "2025-06-18") throw new GatewayError("EDGE_BATCH_REJECTED");
+    const keys = requestKeys(messages);
+    const signal = AbortSignal.timeout(ctx.route.config.upstream.timeout);
+    const fctx = forwardContext(ctx, single(ctx.req, "mcp-protocol-version") ?? rec.protocolVersion, signal);
+    const { upstream, reply } = await this.#postUpstream(ctx.route, rec, ctx.body as string, messages, fctx);
+    if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
+    if (reply.kind === "accepted") return sendAccepted(ctx.res);
+    if (reply.kind === "json") {
+      // An answer must be to a request of this POST (security.md H78).
+      if (isResponse(reply.message) && !keys.has(requestIdKey(reply.message.id as RpcId))) {
+        throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
+      }
+      return sendJson(ctx.res, reply.data);
+    }
+    if (keys.size === 0) {
+      // Notifications and responses get 202; a stream here would carry nothing for the client.
+      reply.close();
+      return sendAccepted(ctx.res);
+    }
+    const stream = this.#streams.create(rec.id, "request");
+    ctx.res.writeHead(200, sseHeaders());
+    const sink = new Sink(ctx.res);
+    stream.attach(sink, 0);
+    // In the session era a disconnect is not a cancellation: the upstream keeps being read into the
+    // buffer until the answer arrives, and the client can resume with Last-Event-ID.
+    ctx.res.on("close", () => stream.detach(sink));
+    const pumping = this.#pump(stream, reply, keys, requestIds(messages), upstream, fctx);
+    this.#opts.inflight.add(pumping);
+    await pumping;
+  }
+
+  async #postUpstream(
+    route: Route,
+    rec: SessionRecord,
+    body: string,
+    messages: RpcMessage[],
+    fctx: ForwardContext,
+  ): Promise<{ upstream: UpstreamSession; reply: UpstreamReply }> {
+    let upstream = await this.#sessions.upstreamOf(route, rec);
+    try {
+      return { upstream, reply: await upstream.post(body, messages, fctx) };
+    } catch (err) {
+      if (!(err instanceof UpstreamSessionLost)) throw err;
+      // Nothing reached a live session, so sending again on the re-initialized one is safe.
+      upstream = await this.#sessions.upstreamOf(route, rec, err);
+      return { upstream, reply: await upstream.post(body, messages, fctx) };
+    }
+  }
+
+  /**
+   * Copies upstream events into an edge stream until every request of the POST has its answer. An
+   * upstream that closes early after giving event ids (2025-11-25 SSE polling, or a dropped
+   * connection) is resumed with GET + Last-Event-ID; answers that never come become JSON-RPC errors.
+   */
+  async #pump(
+    stream: EdgeStream,
+    first: UpstreamReply & { kind: "stream" },
+    keys: Set<string>,
+    ids: RpcId[],
+    upstream: UpstreamSession,
+    fctx: ForwardContext,
+  ): Promise<void> {
+    const outstanding = new Set(keys);
+    let reply: UpstreamReply = first;
+    let lastUpstreamId: string | undefined;
+    let failure: GatewayError | undefined;
+    stream.closeUpstream = () => (reply.kind === "stream" ? reply.close() : undefined);
+    for (let attempt = 0; attempt <= MAX_UPSTREAM_RESUMES && outstanding.size > 0; attempt++) {
+      let retryMs = 0;
+      try {
+        for await (const ev of (reply as UpstreamReply & { kind: "stream" }).events) {
+          if (ev.upstreamId !== undefined) lastUpstreamId = ev.upstreamId;
+          if (ev.retry !== undefined) retryMs = ev.retry;
+          if (ev.message && isResponse(ev.message)) {
+            const key = requestIdKey(ev.message.id as RpcId);
+            if (!outstanding.delete(key)) continue; // an answer to another request: refused
+          }
+          stream.append(ev.data, ev.retry);
+          if (outstanding.size === 0) break;
+        }
+      } catch (err) {
+        failure =
+          err instanceof GatewayError
+            ? err
+            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
+      } finally {
+        if (reply.kind === "stream") reply.close();
+      }
+      if (outstanding.size === 0 || lastUpstreamId === undefined || fctx.signal.aborted || stream.done) break;
+      await new Promise((r) => setTimeout(r, Math.min(retryMs, 10_000)));
+      try {
+        reply = await upstream.listen(fctx, lastUpstreamId);
+        failure = undefined;
+      } catch (err) {
+        failure =
+          err instanceof GatewayError
+            ? err
+            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
+        break;
+      }
+      if (reply.kind !== "stream") break;
+    }
+    if (outstanding.size > 0 && !stream.done) {
+      const err =
+        failure ??
+        (fctx.signal.aborted
+          ? new GatewayError("EDGE_UPSTREAM_TIMEOUT")
+          : new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream closed the stream without an answer."));
+      for (const id of ids) if (outstanding.has(requestIdKey(id))) stream.append(errorResponseData(id, err));
+    }
+    stream.finish();
+  }
+
+  // ---------------------------------------------------------------- GET
+
+  async get(ctx: RequestContext): Promise<void> {
+    const rec = ctx.session as SessionRecord;
+    const lastEventId = single(ctx.req, "last-event-id");
+    const sink = new Sink(ctx.res);
+    let replay: string[] = [];
+    if (lastEventId !== undefined) {
+      const found = this.#streams.resolve(rec.id, lastEventId);
+      if (found && (found.stream.kind === "request" || !found.stream.done)) {
+        ctx.res.writeHead(200, sseHeaders());
+        found.stream.attach(sink, found.seq);
+        ctx.res.on("close", () => found.stream.detach(sink));
+        return;
+      }
+      // A finished standalone stream: its last events, then a fresh standalone stream.
+      if (found) replay = found.stream.framesAfter(found.seq);
+    }
+    const live = this.#streams.standaloneOf(rec.id);
+    if (live) {
+      // The upstream allows one standalone stream per session; the edge holds it for the client.
+      if (live.attached) throw new GatewayError("EDGE_STREAM_CONFLICT");
+      ctx.res.writeHead(200, sseHeaders());
+      live.attach(sink);
+      ctx.res.on("close", () => live.detach(sink));
+      return;
+    }
+    const abort = new AbortController();
+    const fctx = forwardContext(
+      ctx,
+      single(ctx.req, "mcp-protocol-version") ?? rec.protocolVersion,
+      abort.signal,
+    );
+    let upstream = await this.#sessions.upstreamOf(ctx.route, rec);
+    let reply: UpstreamReply;
+    try {
+      reply = await upstream.listen(fctx);
+    } catch (err) {
+      if (!(err instanceof UpstreamSessionLost)) throw err;
+      upstream = await this.#sessions.upstreamOf(ctx.route, rec, err);
+      reply = await upstream.listen(fctx);
+    }
+    if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
+    if (reply.kind !== "stream")
+      throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream GET is not a stream.");
+    const stream = this.#streams.create(rec.id, "standalone");
+    stream.closeUpstream = () => {
+      abort.abort();
+      reply.close();
+    };
+    ctx.res.writeHead(200, sseHeaders());
+    for (const frame of replay) sink.write(frame);
+    stream.attach(sink, 0);
+    ctx.res.on("close", () => stream.detach(sink));
+    void (async () => {
+      try {
+        for await (const ev of reply.events) {
+          // Standalone streams carry no answers except when resuming (MCP transports).
+          stream.append(ev.data, ev.retry);
+        }
+      } catch {
+        // The upstream stream ended; the client reconnects and gets a new one.
+      } finally {
+        stream.finish();
+      }
+    })();
+  }
+
+  // ---------------------------------------------------------------- DELETE
+
+  async delete(ctx: RequestContext): Promise<void> {
+    const rec = ctx.session as SessionRecord;
+    await this.#sessions.end(ctx.route, rec, "deleted by client");
+    ctx.res.writeHead(200, { "content-length": 0 });
+    ctx.res.end();
+  }
+
+  // ---------------------------------------------------------------- POST, stateless era
+
+  /**
+   * 2026-07-28: no session, any healthy instance, and a client that goes away cancels the request
+   * (closing the response stream is cancellation), so the upstream request is aborted with it.
+   */
+  async stateless(ctx: RequestContext): Promise<void> {
+    const messages = ctx.messages as RpcMessage[];
+    const abort = new AbortController();
+    const onGone = () => abort.abort(new GatewayError("EDGE_UPSTREAM_ERROR", "client went away"));
+    ctx.clientGone.addEventListener("abort", onGone, { once: true });
+    const signal = AbortSignal.any([abort.signal, AbortSignal.timeout(ctx.route.config.upstream.timeout)]);
+    const fctx = forwardContext(ctx, single(ctx.req, "mcp-protocol-version"), signal);
+    const keys = requestKeys(messages);
+    try {
+      const reply = await ctx.route.upstream.stateless(ctx.body as string, messages, fctx);
+      if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
+      if (reply.kind === "accepted") return sendAccepted(ctx.res);
+      if (reply.kind === "json") {
+        if (isResponse(reply.message) && !keys.has(requestIdKey(reply.message.id as RpcId))) {
+          throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
+        }
+        return sendJson(ctx.res, reply.data);
+      }
+      ctx.res.writeHead(200, sseHeaders());
+      const sink = new Sink(ctx.res);
+      ctx.clientGone.addEventListener("abort", () => reply.close(), { once: true });
+      try {
+        for await (const ev of reply.events) {
+          if (ev.message && isResponse(ev.message) && !keys.has(requestIdKey(ev.message.id as RpcId)))
+            continue;
+          // No resumability in 2026-07-28: upstream ids are not passed on, so id-only events carry nothing.
+          if (ev.data === "" && ev.retry === undefined) continue;
+          const frame = formatEvent({
+            ...(ev.data !== "" ? { data: ev.data } : {}),
+            ...(ev.retry !== undefined ? { retry: ev.retry } : {}),
+          });
+          if (!sink.write(frame)) {
+            break;
+          }
+        }
+      } catch (err) {
+        if (!abort.signal.aborted) {
+          const ge =
+            err instanceof GatewayError
+              ? err
+              : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
+          for (const id of requestIds(messages)) sink.write(formatEvent({ data: errorResponseData(id, ge) }));
+        }
+      } finally {
+        reply.close();
+        sink.end();
+      }
+    } finally {
+      ctx.clientGone.removeEventListener("abort", onGone);
+    }
+  }
+}

@@ -1,0 +1,317 @@
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import type { Config } from "./config/schema.ts";
+import { assessConfig } from "./config/warnings.ts";
+import type { Endpoint, RequestContext, Route } from "./context.ts";
+import { Egress } from "./egress/index.ts";
+import { GatewayError } from "./errors/errors.ts";
+import { sendError, toGatewayError } from "./errors/wire.ts";
+import { LegacyBridge } from "./forward/legacy.ts";
+import { Forwarder } from "./forward/streamable.ts";
+import { allowedHostSet } from "./listen/hygiene.ts";
+import { createLogger, type Logger } from "./observability/logger.ts";
+import { Pipeline } from "./pipeline.ts";
+import { SessionManager } from "./session/manager.ts";
+import { StreamRegistry } from "./session/streams.ts";
+import { SqliteSessionStore } from "./store/sqlite.ts";
+import type { SessionStore } from "./store/types.ts";
+import { HttpUpstream } from "./upstream/http.ts";
+import { LegacySseUpstream } from "./upstream/legacy-sse.ts";
+import { StdioUpstream } from "./upstream/stdio.ts";
+import type { Upstream } from "./upstream/types.ts";
+
+export interface GatewayOptions {
+  logger?: Logger;
+  /** Session store; default: SQLite at `store.sqlite`. */
+  sessionStore?: SessionStore;
+}
+
+/** Track promises of work in flight, for the drain. */
+class Inflight {
+  readonly #set = new Set<Promise<unknown>>();
+  add(p: Promise<unknown>): void {
+    const tracked = p.catch(() => undefined).finally(() => this.#set.delete(tracked));
+    this.#set.add(tracked);
+  }
+  get size(): number {
+    return this.#set.size;
+  }
+  async settled(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#set.size > 0 && Date.now() < deadline) {
+      await Promise.race([Promise.allSettled([...this.#set]), new Promise((r) => setTimeout(r, 100))]);
+    }
+    return this.#set.size === 0;
+  }
+}
+
+function createUpstream(
+  route: string,
+  cfg: Config["servers"][string],
+  egress: Egress,
+  log: Logger,
+): Upstream {
+  const u = cfg.upstream;
+  const child = log.child({ server: route });
+  if (u.urls) return new HttpUpstream(u, egress, child);
+  if (u.sse) return new LegacySseUpstream(u, egress, child);
+  return new StdioUpstream(u, child);
+}
+
+/**
+ * The running edge: the public listener (MCP routes, health), the admin listener (health for now),
+ * the session store, streams and upstreams. `start` resolves once both listeners accept; `stop`
+ * drains (SIGTERM semantics).
+ */
+export class Gateway {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly routes = new Map<string, Route>();
+  readonly #byPath = new Map<string, { route: Route; endpoint: Endpoint }>();
+  readonly #egress: Egress;
+  readonly #store: SessionStore;
+  readonly #streams: StreamRegistry;
+  readonly #sessions: SessionManager;
+  readonly #legacy: LegacyBridge;
+  readonly #pipeline: Pipeline;
+  readonly #inflight = new Inflight();
+  readonly #sockets = new Set<Socket>();
+  #public: Server | undefined;
+  #admin: Server | undefined;
+  #hosts: Set<string> | undefined;
+  #draining = false;
+  #stopped: Promise<void> | undefined;
+
+  private constructor(config: Config, options: GatewayOptions) {
+    this.config = config;
+    this.log = options.logger ?? createLogger({ level: config.log.level });
+    this.#egress = new Egress({ connectTimeout: 5000 });
+    for (const [name, cfg] of Object.entries(config.servers)) {
+      const route: Route = { name, config: cfg, upstream: createUpstream(name, cfg, this.#egress, this.log) };
+      this.routes.set(name, route);
+      this.#byPath.set(cfg.route, { route, endpoint: "mcp" });
+      const base = cfg.route === "/" ? "" : cfg.route;
+      this.#byPath.set(`${base}/sse`, { route, endpoint: "legacy-sse" });
+      this.#byPath.set(`${base}/messages`, { route, endpoint: "legacy-messages" });
+    }
+    this.#store = options.sessionStore ?? new SqliteSessionStore(config.store.sqlite);
+    this.#streams = new StreamRegistry(config.streams);
+    this.#sessions = new SessionManager(this.#store, this.#streams, this.routes, this.log);
+    const draining = () => this.#draining;
+    this.#legacy = new LegacyBridge(this.#sessions, draining, config.streams.keepAlive);
+    const forwarder = new Forwarder({
+      sessions: this.#sessions,
+      streams: this.#streams,
+      draining,
+      inflight: this.#inflight,
+    });
+    this.#pipeline = new Pipeline({
+      forwarder,
+      legacy: this.#legacy,
+      sessions: this.#sessions,
+      hosts: () => this.#hosts,
+      origins: new Set(config.security.allowedOrigins),
+      maxBodyBytes: config.limits.maxBodyBytes,
+    });
+  }
+
+  /** Validates unsafe opt-ins, starts upstreams and both listeners. */
+  static async start(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
+    const assessment = assessConfig(config);
+    if (assessment.errors.length > 0) {
+      throw new GatewayError(
+        "EDGE_CONFIG_UNSAFE",
+        `unsafe configuration:\n  ${assessment.errors.join("\n  ")}`,
+      );
+    }
+    const gw = new Gateway(config, options);
+    for (const w of assessment.warnings) gw.log.warn({ code: w.code }, w.message);
+    await Promise.all([...gw.routes.values()].map((r) => r.upstream.start()));
+    gw.#public = await gw.#listen(config.listen, (req, res) => gw.#onPublic(req, res));
+    gw.#admin = await gw.#listen(config.admin.listen, (req, res) => gw.#onAdmin(req, res));
+    gw.#hosts = allowedHostSet({
+      configured: config.security.allowedHosts,
+      publicUrl: config.publicUrl,
+      listenHost: config.listen.host,
+      port: gw.port,
+    });
+    gw.log.info({ url: gw.baseUrl, admin: gw.adminUrl, routes: [...gw.routes.keys()] }, "mcp-edge listening");
+    return gw;
+  }
+
+  async #listen(
+    where: { host: string; port: number },
+    handler: (req: IncomingMessage, res: ServerResponse) => void,
+  ): Promise<Server> {
+    const limits = this.config.limits;
+    const server = createServer(
+      {
+        headersTimeout: limits.headersTimeout,
+        requestTimeout: limits.requestTimeout,
+        keepAliveTimeout: limits.keepAliveTimeout,
+        maxHeaderSize: limits.maxHeaderBytes,
+      },
+      handler,
+    );
+    server.on("connection", (s: Socket) => {
+      this.#sockets.add(s);
+      s.on("close", () => this.#sockets.delete(s));
+    });
+    // Malformed requests (bad header bytes, CR/LF in values, oversized headers) never reach the
+    // handler: answer them here with the same error shape, then close (Node's default is a bare 400).
+    server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+      if (!socket.writable) return socket.destroy();
+      const code = err.code;
+      const status = code === "HPE_HEADER_OVERFLOW" ? 431 : code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+      const ge = new GatewayError(status === 408 ? "EDGE_REQUEST_TIMEOUT" : "EDGE_BAD_HEADER");
+      const body = JSON.stringify({
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: -32000, message: ge.message, data: { code: ge.code } },
+      });
+      const reason =
+        status === 431
+          ? "Request Header Fields Too Large"
+          : status === 408
+            ? "Request Timeout"
+            : "Bad Request";
+      socket.end(
+        `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(where.port, where.host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    return server;
+  }
+
+  get port(): number {
+    return (this.#public as Server).address() ? ((this.#public as Server).address() as AddressInfo).port : 0;
+  }
+
+  get adminPort(): number {
+    return (this.#admin as Server).address() ? ((this.#admin as Server).address() as AddressInfo).port : 0;
+  }
+
+  #hostForUrl(host: string): string {
+    return host.includes(":") ? `[${host}]` : host === "0.0.0.0" ? "127.0.0.1" : host;
+  }
+
+  get baseUrl(): string {
+    return `http://${this.#hostForUrl(this.config.listen.host)}:${this.port}`;
+  }
+
+  get adminUrl(): string {
+    return `http://${this.#hostForUrl(this.config.admin.listen.host)}:${this.adminPort}`;
+  }
+
+  /** The public URL of a server's MCP endpoint. */
+  url(server?: string): string {
+    const route = server ? this.routes.get(server) : this.routes.values().next().value;
+    if (!route) throw new Error(`no server ${server}`);
+    return `${this.baseUrl}${route.config.route}`;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  #health(req: IncomingMessage, res: ServerResponse, path: string): boolean {
+    if (path === "/healthz") {
+      res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
+      res.end('{"status":"ok"}');
+      return true;
+    }
+    if (path === "/readyz") {
+      // Ready = not draining and every route has an upstream that can take work. No session ids,
+      // tokens or instance URLs here: health endpoints are often scraped unauthenticated (D43).
+      const notReady = [...this.routes.values()].filter((r) => !r.upstream.ready()).map((r) => r.name);
+      const ok = !this.#draining && notReady.length === 0;
+      res.writeHead(ok ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" });
+      res.end(
+        JSON.stringify({ status: ok ? "ready" : this.#draining ? "draining" : "unavailable", notReady }),
+      );
+      return true;
+    }
+    return req.method === undefined;
+  }
+
+  #onAdmin(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? "/").split("?")[0] as string;
+    if (this.#health(req, res, path)) return;
+    sendError(res, new GatewayError("EDGE_ROUTE_NOT_FOUND"));
+  }
+
+  #onPublic(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? "/").split("?")[0] as string;
+    if (this.#health(req, res, path)) return;
+    const hit = this.#byPath.get(path);
+    if (!hit) {
+      // Drain the body so the connection can be reused, then 404.
+      req.resume();
+      sendError(res, new GatewayError("EDGE_ROUTE_NOT_FOUND"));
+      return;
+    }
+    const requestId = randomUUID();
+    const gone = new AbortController();
+    res.on("close", () => {
+      if (!res.writableFinished) gone.abort();
+    });
+    const ctx: RequestContext = {
+      requestId,
+      startedAt: performance.now(),
+      req,
+      res,
+      route: hit.route,
+      endpoint: hit.endpoint,
+      log: this.log.child({ reqId: requestId, server: hit.route.name }),
+      clientGone: gone.signal,
+    };
+    res.setHeader("x-mcp-edge-request-id", requestId);
+    const work = this.#pipeline.handle(ctx).catch((err: unknown) => {
+      const ge = toGatewayError(err);
+      if (ge.status >= 500) ctx.log.error({ code: ge.code, err: ge.cause ?? ge }, ge.message);
+      else ctx.log.debug({ code: ge.code, status: ge.status }, ge.message);
+      if (!sendError(res, ge)) res.end();
+      // A refused body is not read further: close the connection rather than read the rest.
+      if (ge.code === "EDGE_BODY_TOO_LARGE") res.once("finish", () => req.socket.destroy());
+    });
+    if (req.method === "POST") this.#inflight.add(work);
+  }
+
+  /**
+   * Drain (SIGTERM): readiness fails, no new sessions or connections, calls in flight get
+   * `drain.timeout` to finish, open streams get a `retry` hint and close (they are resumable
+   * elsewhere or after restart), state is flushed. Sessions stay in the store.
+   */
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
+    this.#draining = true;
+    this.log.info({ inflight: this.#inflight.size }, "draining");
+    this.#public?.close();
+    this.#admin?.close();
+    this.#public?.closeIdleConnections();
+    const clean = await this.#inflight.settled(this.config.drain.timeout);
+    if (!clean)
+      this.log.warn({ inflight: this.#inflight.size }, "drain timeout: closing calls still in flight");
+    this.#streams.closeClients();
+    this.#legacy.closeAll();
+    for (const s of this.#sockets) s.destroy();
+    this.#sessions.close();
+    this.#streams.close();
+    await Promise.allSettled([...this.routes.values()].map((r) => r.upstream.stop()));
+    await this.#store.close();
+    await this.#egress.destroy();
+    this.log.info("stopped");
+    this.log.flush();
+  }
+}

@@ -1,0 +1,121 @@
+import type { IncomingMessage } from "node:http";
+import { isIP } from "node:net";
+import { isLoopbackHost } from "../config/warnings.ts";
+import { GatewayError } from "../errors/errors.ts";
+
+/**
+ * The Host header values a listener serves (DNS-rebinding protection, MCP transports "Security
+ * Warning"). `undefined` means any (a public listener with neither publicUrl nor allowedHosts,
+ * which boot reports as EDGE_WARN_ANY_HOST).
+ */
+export function allowedHostSet(opts: {
+  configured: string[];
+  publicUrl: string | undefined;
+  listenHost: string;
+  port: number;
+}): Set<string> | undefined {
+  const set = new Set<string>(opts.configured.map((h) => h.toLowerCase()));
+  if (opts.publicUrl) set.add(new URL(opts.publicUrl).host.toLowerCase());
+  if (isLoopbackHost(opts.listenHost)) {
+    for (const name of ["localhost", "127.0.0.1", "[::1]"]) set.add(`${name}:${opts.port}`);
+    if (isIP(opts.listenHost) === 4) set.add(`${opts.listenHost}:${opts.port}`);
+  }
+  return set.size > 0 ? set : undefined;
+}
+
+/** Refuses a Host the listener does not serve and a cross-site Origin (403, before anything else). */
+export function checkHostAndOrigin(
+  req: IncomingMessage,
+  hosts: Set<string> | undefined,
+  origins: ReadonlySet<string>,
+): void {
+  const host = req.headers.host?.toLowerCase();
+  if (hosts && (!host || !hosts.has(host))) throw new GatewayError("EDGE_HOST_FORBIDDEN");
+  const origin = req.headers.origin;
+  if (origin === undefined) return;
+  if (origins.has(origin)) return;
+  // Same-origin browser requests: the Origin's host is one this listener serves.
+  let originHost: string | undefined;
+  try {
+    originHost = new URL(origin).host.toLowerCase();
+  } catch {
+    originHost = undefined;
+  }
+  if (originHost && (hosts ? hosts.has(originHost) : originHost === host)) return;
+  throw new GatewayError("EDGE_ORIGIN_FORBIDDEN");
+}
+
+/** A single-valued header; repeated values of headers that must be single are refused. */
+export function single(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  if (Array.isArray(v)) throw new GatewayError("EDGE_BAD_HEADER", `${name} must not be repeated.`);
+  return v;
+}
+
+/** POST bodies must be JSON (MCP transports: "Sending Messages to the Server"). */
+export function checkPostHeaders(req: IncomingMessage, requireEventStream: boolean): void {
+  const type = single(req, "content-type")?.split(";")[0]?.trim().toLowerCase();
+  if (type !== "application/json") throw new GatewayError("EDGE_UNSUPPORTED_MEDIA_TYPE");
+  const accept = (req.headers.accept ?? "").toLowerCase();
+  const json =
+    accept.includes("application/json") || accept.includes("*/*") || accept.includes("application/*");
+  const sse = accept.includes("text/event-stream") || accept.includes("*/*");
+  if (!json || (requireEventStream && !sse)) {
+    throw new GatewayError("EDGE_NOT_ACCEPTABLE", "Accept must list application/json and text/event-stream.");
+  }
+}
+
+/**
+ * Reads the request body up to `max` bytes. A declared Content-Length over the cap is refused
+ * before reading; a chunked body is counted and refused at the first byte over it. Either way at
+ * most `max` bytes are read (security.md H69).
+ */
+export async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = req.headers["content-length"];
+  if (declared !== undefined && Number(declared) > max) {
+    throw new GatewayError("EDGE_BODY_TOO_LARGE", `The body is over ${max} bytes.`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new GatewayError("EDGE_BODY_TOO_LARGE", `The body is over ${max} bytes.`);
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+}
+
+/** Mcp-Session-Id values are visible ASCII (0x21-0x7E), at most 256 characters here. */
+export function checkSessionId(id: string): void {
+  if (id.length === 0 || id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) {
+    throw new GatewayError("EDGE_SESSION_ID_INVALID");
+  }
+}
+
+/**
+ * Client headers that reach the upstream. An allow-list, not a deny-list: credentials, cookies,
+ * hop-by-hop headers (RFC 9110 §7.6.1, including any named in Connection) and the edge's own
+ * asserted headers never pass (RFC 9700 §4.13).
+ */
+export function forwardableHeaders(req: IncomingMessage): Record<string, string> {
+  const out: Record<string, string> = {};
+  const hopByHop = new Set(
+    (req.headers.connection ?? "")
+      .split(",")
+      .map((s) => s.trim().toLowerCase())
+      .filter(Boolean),
+  );
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || hopByHop.has(name)) continue;
+    const forward =
+      name === "mcp-method" ||
+      name === "mcp-name" ||
+      name.startsWith("mcp-param-") ||
+      name === "traceparent" ||
+      name === "tracestate" ||
+      name === "user-agent" ||
+      name === "accept-language";
+    if (forward) out[name] = Array.isArray(value) ? value.join(", ") : value;
+  }
+  return out;
+}

@@ -1,0 +1,36 @@
+import { runInit } from "./cli/init.ts";
+import { runServe } from "./cli/serve.ts";
+import { runValidate } from "./cli/validate.ts";
+
+const USAGE = `mcp-edge — the production edge for remote MCP servers
+
+Usage: mcp-edge <command> [options]
+
+Commands:
+  serve [-c FILE]      run the gateway (no config: quickstart with the bundled demo server)
+  init [-o FILE]       write a commented mcp-edge.yaml
+  validate [-c FILE]   check a configuration and print its unsafe opt-ins
+
+Run 'mcp-edge <command> --help' for a command's options.`;
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  serve: runServe,
+  init: runInit,
+  validate: runValidate,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "-h" || command === "--help" || command === "help") {
+    process.stdout.write(`${USAGE}\n`);
+    return command === undefined ? 2 : 0;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    process.stderr.write(`unknown command: ${command}\n\n${USAGE}\n`);
+    return 2;
+  }
+  return run(rest);
+}
+
+process.exitCode = await main(process.argv.slice(2));

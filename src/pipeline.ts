@@ -1,0 +1,136 @@
+import type { Principal, RequestContext } from "./context.ts";
+import { GatewayError } from "./errors/errors.ts";
+import type { LegacyBridge } from "./forward/legacy.ts";
+import type { Forwarder } from "./forward/streamable.ts";
+import { detectEra, isKnownVersion, metaProtocolVersion, validateStatelessHeaders } from "./listen/era.ts";
+import { checkHostAndOrigin, checkPostHeaders, checkSessionId, readBody, single } from "./listen/hygiene.ts";
+import { isRequest, parseBody } from "./listen/jsonrpc.ts";
+import type { SessionManager } from "./session/manager.ts";
+
+export interface PipelineDeps {
+  forwarder: Forwarder;
+  legacy: LegacyBridge;
+  sessions: SessionManager;
+  /** Host header values served; undefined = any. */
+  hosts: () => Set<string> | undefined;
+  origins: ReadonlySet<string>;
+  maxBodyBytes: number;
+}
+
+const ANONYMOUS: Principal = { id: "anonymous", method: "none", tenant: null };
+
+/**
+ * The request pipeline: the one place where the order of the stages lives (DESIGN.md). Each step
+ * says why it stands where it does. Config turns stages on and tunes them; it never reorders them.
+ *
+ *   host/origin → method → authenticate → body → era → session → forward
+ *
+ * Tenant resolution, per-tool authorization and rate limits take their places between `era` and
+ * `session` as they are built (docs/lifecycle.md keeps the same picture).
+ */
+export class Pipeline {
+  readonly #d: PipelineDeps;
+
+  constructor(deps: PipelineDeps) {
+    this.#d = deps;
+  }
+
+  async handle(ctx: RequestContext): Promise<void> {
+    const { req } = ctx;
+
+    // 1. Host and Origin, first of all: a page that rebinds DNS to the edge, or a foreign site,
+    //    must learn nothing, not even an auth challenge (MCP transports, Security Warning; 403).
+    checkHostAndOrigin(req, this.#d.hosts(), this.#d.origins);
+
+    // 2. Method: the transport's methods per endpoint (405 with Allow otherwise).
+    const method = req.method ?? "";
+    const allowed =
+      ctx.endpoint === "mcp" ? ["GET", "POST", "DELETE"] : ctx.endpoint === "legacy-sse" ? ["GET"] : ["POST"];
+    if (!allowed.includes(method)) {
+      throw new GatewayError("EDGE_METHOD_NOT_ALLOWED", undefined, {
+        headers: { allow: allowed.join(", ") },
+      });
+    }
+
+    // 3. Authenticate before reading the body: credentials are in the headers, and a client that
+    //    cannot authenticate must not make the edge buffer a body. Every request authenticates;
+    //    a session id never does (security.md D38).
+    ctx.principal = this.#authenticate(ctx);
+
+    // 4. Body: capped (413), JSON only (415), a valid JSON-RPC message (400 -32700 / -32600).
+    if (method === "POST") {
+      checkPostHeaders(req, ctx.endpoint === "mcp");
+      const body = await readBody(req, this.#d.maxBodyBytes);
+      const parsed = parseBody(body, { allowBatch: true });
+      ctx.body = typeof body === "string" ? body : body.toString("utf8");
+      ctx.messages = parsed.messages;
+      ctx.batch = parsed.batch;
+    }
+    const first = ctx.messages?.[0];
+    const rpcId = first && isRequest(first) && !ctx.batch ? first.id : null;
+    try {
+      await this.#afterBody(ctx, method);
+    } catch (err) {
+      throw err instanceof GatewayError ? err.withRpcId(rpcId) : err;
+    }
+  }
+
+  async #afterBody(ctx: RequestContext, method: string): Promise<void> {
+    const { req } = ctx;
+    if (ctx.endpoint === "legacy-sse") return this.#d.legacy.open(ctx);
+    if (ctx.endpoint === "legacy-messages") return this.#d.legacy.message(ctx);
+
+    // 5. Era, per request (a dual-era endpoint picks per request: 2026-07-28 transports). Header
+    //    claims are checked against the body before anything relies on them (routing, limits).
+    const version = single(req, "mcp-protocol-version");
+    if (version !== undefined && !isKnownVersion(version)) {
+      throw new GatewayError(
+        "EDGE_PROTOCOL_VERSION_UNSUPPORTED",
+        `Unsupported MCP-Protocol-Version: ${version.slice(0, 40)}`,
+      );
+    }
+    const sessionHeader = single(req, "mcp-session-id");
+    const first = ctx.messages?.[0];
+    ctx.era = detectEra({
+      method: first && "method" in first ? first.method : undefined,
+      headerVersion: version,
+      metaVersion: first && !ctx.batch ? metaProtocolVersion(first) : undefined,
+      hasSessionHeader: sessionHeader !== undefined,
+    });
+    if (ctx.era === "stateless") {
+      // 2026-07-28 is POST only (GET/DELETE → 405) and has no batches.
+      if (method !== "POST") {
+        throw new GatewayError("EDGE_METHOD_NOT_ALLOWED", undefined, { headers: { allow: "POST" } });
+      }
+      if (ctx.batch) throw new GatewayError("EDGE_BATCH_REJECTED");
+      validateStatelessHeaders({ get: (n) => single(req, n) }, first as NonNullable<typeof first>);
+      return this.#d.forwarder.stateless(ctx);
+    }
+
+    // 6. Session (session era): the id must name a live session of this route owned by this
+    //    principal; anything else is 404, a missing id 400 (MCP transports, Session Management).
+    const isInitialize = first !== undefined && "method" in first && first.method === "initialize";
+    if (!isInitialize) {
+      if (sessionHeader === undefined) throw new GatewayError("EDGE_SESSION_REQUIRED");
+      checkSessionId(sessionHeader);
+      ctx.session = await this.#d.sessions.load(ctx.route, sessionHeader, (ctx.principal as Principal).id);
+    }
+
+    // 7. Forward.
+    if (method === "POST") return this.#d.forwarder.post(ctx);
+    if (method === "GET") {
+      const accept = (req.headers.accept ?? "").toLowerCase();
+      if (!accept.includes("text/event-stream") && !accept.includes("*/*")) {
+        throw new GatewayError("EDGE_NOT_ACCEPTABLE", "GET needs Accept: text/event-stream.");
+      }
+      return this.#d.forwarder.get(ctx);
+    }
+    return this.#d.forwarder.delete(ctx);
+  }
+
+  /** `auth: [none]` is the only method so far: a named opt-in, loopback only (checked at boot). */
+  #authenticate(ctx: RequestContext): Principal {
+    if (ctx.route.config.auth.includes("none")) return ANONYMOUS;
+    throw new GatewayError("EDGE_INTERNAL", "No authentication method is configured for this route.");
+  }
+}

@@ -1,0 +1,180 @@
+import { createHash, randomBytes } from "node:crypto";
+import type { Route } from "../context.ts";
+import { GatewayError } from "../errors/errors.ts";
+import type { RpcRequest } from "../listen/jsonrpc.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { SessionRecord, SessionStore } from "../store/types.ts";
+import { type ForwardContext, type UpstreamSession, UpstreamSessionLost } from "../upstream/types.ts";
+import type { StreamRegistry } from "./streams.ts";
+
+/** 256 random bits, base64url: visible ASCII, no structure (security.md D36). */
+export function mintSessionId(): string {
+  return randomBytes(32).toString("base64url");
+}
+
+/** A short, stable, non-reversible tag for logs: session ids themselves are never logged. */
+export function sessionHash(id: string): string {
+  return createHash("sha256").update(id).digest("base64url").slice(0, 12);
+}
+
+/**
+ * Owns session records: lookup with owner binding, creation, re-initialization on backend loss,
+ * ending, and the idle reaper.
+ */
+export class SessionManager {
+  readonly #store: SessionStore;
+  readonly #streams: StreamRegistry;
+  readonly #log: Logger;
+  readonly #routes: Map<string, Route>;
+  readonly #reinit = new Map<string, Promise<UpstreamSession>>();
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(store: SessionStore, streams: StreamRegistry, routes: Map<string, Route>, log: Logger) {
+    this.#store = store;
+    this.#streams = streams;
+    this.#routes = routes;
+    this.#log = log;
+    const minTtl = Math.min(...[...routes.values()].map((r) => r.config.sessions.idleTtl));
+    this.#timer = setInterval(() => void this.reap(), Math.max(1000, Math.min(60_000, minTtl / 10)));
+    this.#timer.unref();
+  }
+
+  get store(): SessionStore {
+    return this.#store;
+  }
+
+  /**
+   * The session a request names. Unknown, expired, another route's or another principal's session
+   * all answer the same 404: the id alone proves nothing and reveals nothing (security.md D38).
+   */
+  async load(route: Route, id: string, principalId: string): Promise<SessionRecord> {
+    const rec = await this.#store.get(id);
+    const now = Date.now();
+    if (!rec || rec.server !== route.name || rec.principal !== principalId) {
+      throw new GatewayError("EDGE_SESSION_NOT_FOUND");
+    }
+    if (now - rec.lastSeenAt > route.config.sessions.idleTtl) {
+      await this.end(route, rec, "idle");
+      throw new GatewayError("EDGE_SESSION_NOT_FOUND");
+    }
+    this.#store.touch(id, now);
+    return rec;
+  }
+
+  async create(rec: SessionRecord): Promise<void> {
+    await this.#store.put(rec);
+    this.#log.info(
+      { session: sessionHash(rec.id), server: rec.server, instance: rec.upstream.instance },
+      "session started",
+    );
+  }
+
+  /**
+   * The live upstream session of a record, re-created when its instance or process is gone and the
+   * route says `reinitialize`: the client's initialize is replayed on a healthy instance, followed
+   * by notifications/initialized, and the record is re-bound. Concurrent callers share one replay.
+   */
+  async upstreamOf(route: Route, rec: SessionRecord, lost?: UpstreamSessionLost): Promise<UpstreamSession> {
+    if (!lost) {
+      try {
+        return route.upstream.attach(rec.upstream, rec.id);
+      } catch (err) {
+        if (!(err instanceof UpstreamSessionLost)) throw err;
+        lost = err;
+      }
+    }
+    if (route.config.sessions.onBackendLoss === "expire") {
+      await this.end(route, rec, "backend lost");
+      throw new GatewayError("EDGE_SESSION_BACKEND_LOST", undefined, { cause: lost });
+    }
+    let pending = this.#reinit.get(rec.id);
+    if (!pending) {
+      pending = this.#reinitialize(route, rec, lost).finally(() => this.#reinit.delete(rec.id));
+      this.#reinit.set(rec.id, pending);
+    }
+    return pending;
+  }
+
+  async #reinitialize(
+    route: Route,
+    rec: SessionRecord,
+    cause: UpstreamSessionLost,
+  ): Promise<UpstreamSession> {
+    const request: RpcRequest = {
+      jsonrpc: "2.0",
+      id: `mcp-edge-reinit-${randomBytes(6).toString("hex")}`,
+      method: "initialize",
+      params: rec.initParams,
+    };
+    const ctx: ForwardContext = {
+      requestId: `reinit-${sessionHash(rec.id)}`,
+      protocolVersion: undefined,
+      headers: {},
+      signal: AbortSignal.timeout(route.config.upstream.connectTimeout + 30_000),
+    };
+    const { session, reply } = await route.upstream.initialize(request, JSON.stringify(request), ctx);
+    let result: { protocolVersion?: unknown } | undefined;
+    if (reply.kind === "json") result = (reply.message as { result?: { protocolVersion?: unknown } }).result;
+    if (reply.kind === "stream") {
+      for await (const ev of reply.events) {
+        const m = ev.message as { id?: unknown; result?: { protocolVersion?: unknown } } | null;
+        if (m && m.id === request.id) {
+          result = m.result;
+          break;
+        }
+      }
+      reply.close();
+    }
+    if (!session || !result) {
+      await session?.terminate();
+      throw new GatewayError("EDGE_UPSTREAM_UNAVAILABLE", "Re-initializing the session upstream failed.", {
+        cause,
+      });
+    }
+    const version = typeof result.protocolVersion === "string" ? result.protocolVersion : rec.protocolVersion;
+    const initialized = JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" });
+    const ack = await session.post(initialized, [JSON.parse(initialized)], {
+      ...ctx,
+      protocolVersion: version,
+    });
+    if (ack.kind === "stream") ack.close();
+    rec.upstream = session.binding;
+    rec.protocolVersion = version;
+    await this.#store.rebind(rec.id, session.binding, version);
+    this.#log.info(
+      {
+        session: sessionHash(rec.id),
+        server: route.name,
+        instance: session.binding.instance,
+        reason: cause.message,
+      },
+      "session re-initialized on a healthy upstream",
+    );
+    return session;
+  }
+
+  /** Ends a session: upstream first (DELETE / stop process), then its streams and record. */
+  async end(route: Route, rec: SessionRecord, reason: string): Promise<void> {
+    this.#streams.dropSession(rec.id);
+    await this.#store.delete(rec.id);
+    try {
+      await route.upstream.attach(rec.upstream, rec.id).terminate();
+    } catch {
+      // Nothing left upstream to end.
+    }
+    this.#log.info({ session: sessionHash(rec.id), server: rec.server, reason }, "session ended");
+  }
+
+  /** Ends sessions idle past their route's TTL. */
+  async reap(): Promise<void> {
+    const now = Date.now();
+    for (const route of this.#routes.values()) {
+      const idle = await this.#store.listIdle(route.name, now - route.config.sessions.idleTtl, 500);
+      for (const rec of idle) await this.end(route, rec, "idle");
+    }
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+  }
+}

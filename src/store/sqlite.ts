@@ -1,0 +1,193 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { SessionRecord, SessionStore, UpstreamBinding } from "./types.ts";
+
+/**
+ * Versioned migrations, applied in order at open; `PRAGMA user_version` records the last one.
+ * Append only: never edit a migration that has shipped.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE sessions (
+     id TEXT PRIMARY KEY,
+     server TEXT NOT NULL,
+     principal TEXT NOT NULL,
+     tenant TEXT,
+     transport TEXT NOT NULL,
+     protocol_version TEXT NOT NULL,
+     init_params TEXT NOT NULL,
+     upstream_instance TEXT NOT NULL,
+     upstream_session TEXT,
+     created_at INTEGER NOT NULL,
+     last_seen_at INTEGER NOT NULL
+   ) STRICT;
+   CREATE INDEX sessions_idle ON sessions (server, last_seen_at);`,
+];
+
+/** Opens (creating if needed) the embedded database file with WAL and the migrations applied. */
+export function openDatabase(file: string): DatabaseSync {
+  if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
+  const db = new DatabaseSync(file);
+  // WAL: readers never block the writer; NORMAL sync is durable across process crashes (a
+  // SIGKILL loses nothing committed), which is the failure mcp-edge promises to survive.
+  db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
+  const row = db.prepare("PRAGMA user_version").get() as { user_version: number };
+  for (let v = row.user_version; v < MIGRATIONS.length; v++) {
+    db.exec("BEGIN");
+    try {
+      db.exec(MIGRATIONS[v] as string);
+      db.exec(`PRAGMA user_version = ${v + 1}`);
+      db.exec("COMMIT");
+    } catch (err) {
+      db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+  return db;
+}
+
+interface SessionRow {
+  id: string;
+  server: string;
+  principal: string;
+  tenant: string | null;
+  transport: string;
+  protocol_version: string;
+  init_params: string;
+  upstream_instance: string;
+  upstream_session: string | null;
+  created_at: number;
+  last_seen_at: number;
+}
+
+function toRecord(row: SessionRow): SessionRecord {
+  return {
+    id: row.id,
+    server: row.server,
+    principal: row.principal,
+    tenant: row.tenant,
+    transport: row.transport === "legacy-sse" ? "legacy-sse" : "streamable",
+    protocolVersion: row.protocol_version,
+    initParams: JSON.parse(row.init_params) as Record<string, unknown>,
+    upstream: { instance: row.upstream_instance, sessionId: row.upstream_session },
+    createdAt: row.created_at,
+    lastSeenAt: row.last_seen_at,
+  };
+}
+
+/**
+ * Session records in SQLite (node:sqlite, no native build). Statements are prepared once.
+ * `touch` is batched: last-seen times are written at most every `touchFlushMs`, so a request never
+ * waits for a write it does not need.
+ */
+export class SqliteSessionStore implements SessionStore {
+  readonly #db: DatabaseSync;
+  readonly #ownsDb: boolean;
+  readonly #pendingTouches = new Map<string, number>();
+  readonly #timer: NodeJS.Timeout;
+  readonly #stmt: {
+    get: StatementSync;
+    put: StatementSync;
+    rebind: StatementSync;
+    touch: StatementSync;
+    del: StatementSync;
+    idle: StatementSync;
+    count: StatementSync;
+  };
+
+  constructor(db: DatabaseSync | string, options: { touchFlushMs?: number } = {}) {
+    this.#ownsDb = typeof db === "string";
+    this.#db = typeof db === "string" ? openDatabase(db) : db;
+    this.#stmt = {
+      get: this.#db.prepare("SELECT * FROM sessions WHERE id = ?"),
+      put: this.#db.prepare(
+        `INSERT OR REPLACE INTO sessions (id, server, principal, tenant, transport, protocol_version, init_params,
+           upstream_instance, upstream_session, created_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      rebind: this.#db.prepare(
+        "UPDATE sessions SET upstream_instance = ?, upstream_session = ?, protocol_version = ? WHERE id = ?",
+      ),
+      touch: this.#db.prepare("UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?"),
+      del: this.#db.prepare("DELETE FROM sessions WHERE id = ?"),
+      idle: this.#db.prepare("SELECT * FROM sessions WHERE server = ? AND last_seen_at < ? LIMIT ?"),
+      count: this.#db.prepare(
+        "SELECT upstream_instance AS instance, COUNT(*) AS n FROM sessions WHERE server = ? GROUP BY upstream_instance",
+      ),
+    };
+    this.#timer = setInterval(() => this.#flushTouches(), options.touchFlushMs ?? 2000);
+    this.#timer.unref();
+  }
+
+  async get(id: string): Promise<SessionRecord | undefined> {
+    const row = this.#stmt.get.get(id) as SessionRow | undefined;
+    if (!row) return undefined;
+    const rec = toRecord(row);
+    const pending = this.#pendingTouches.get(id);
+    if (pending !== undefined && pending > rec.lastSeenAt) rec.lastSeenAt = pending;
+    return rec;
+  }
+
+  async put(r: SessionRecord): Promise<void> {
+    this.#stmt.put.run(
+      r.id,
+      r.server,
+      r.principal,
+      r.tenant,
+      r.transport,
+      r.protocolVersion,
+      JSON.stringify(r.initParams),
+      r.upstream.instance,
+      r.upstream.sessionId,
+      r.createdAt,
+      r.lastSeenAt,
+    );
+  }
+
+  async rebind(id: string, upstream: UpstreamBinding, protocolVersion: string): Promise<void> {
+    this.#stmt.rebind.run(upstream.instance, upstream.sessionId, protocolVersion, id);
+  }
+
+  touch(id: string, at: number): void {
+    const prev = this.#pendingTouches.get(id);
+    if (prev === undefined || at > prev) this.#pendingTouches.set(id, at);
+  }
+
+  async delete(id: string): Promise<boolean> {
+    this.#pendingTouches.delete(id);
+    return this.#stmt.del.run(id).changes > 0;
+  }
+
+  async listIdle(server: string, cutoff: number, limit: number): Promise<SessionRecord[]> {
+    this.#flushTouches();
+    return (this.#stmt.idle.all(server, cutoff, limit) as unknown as SessionRow[]).map(toRecord);
+  }
+
+  async countByInstance(server: string): Promise<Map<string, number>> {
+    const rows = this.#stmt.count.all(server) as unknown as { instance: string; n: number }[];
+    return new Map(rows.map((r) => [r.instance, r.n]));
+  }
+
+  #flushTouches(): void {
+    if (this.#pendingTouches.size === 0) return;
+    const batch = [...this.#pendingTouches];
+    this.#pendingTouches.clear();
+    this.#db.exec("BEGIN");
+    try {
+      for (const [id, at] of batch) this.#stmt.touch.run(at, id, at);
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      this.#db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  async flush(): Promise<void> {
+    this.#flushTouches();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#flushTouches();
+    if (this.#ownsDb) this.#db.close();
+  }
+}

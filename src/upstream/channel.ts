@@ -1,0 +1,215 @@
+import { GatewayError } from "../errors/errors.ts";
+import { isRequest, isResponse, type RpcId, type RpcMessage, requestIdKey } from "../listen/jsonrpc.ts";
+import type { UpstreamBinding } from "../store/types.ts";
+import type { ForwardContext, UpstreamEvent, UpstreamReply, UpstreamSession } from "./types.ts";
+
+/**
+ * A bidirectional JSON-RPC message pipe to one upstream server: a child's stdio, or a legacy
+ * HTTP+SSE connection. Message transports have no HTTP framing of their own, so ChannelSession
+ * below gives them the request/stream shape of Streamable HTTP.
+ */
+export interface MessageChannel {
+  send(text: string): void;
+  /** Registers the receiver of every message the server sends (one receiver). */
+  onMessage(cb: (msg: RpcMessage, text: string) => void): void;
+  onClose(cb: (reason: string) => void): void;
+  close(): Promise<void>;
+  readonly closed: boolean;
+}
+
+/** An async queue of upstream events, ended by the producer. Bounded: a stuck consumer fails it. */
+export class EventQueue implements AsyncIterable<UpstreamEvent> {
+  readonly #items: UpstreamEvent[] = [];
+  #waiter: (() => void) | undefined;
+  #ended = false;
+  #error: unknown;
+  readonly #max: number;
+
+  constructor(max = 10_000) {
+    this.#max = max;
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  push(ev: UpstreamEvent): void {
+    if (this.#ended) return;
+    if (this.#items.length >= this.#max) {
+      this.fail(new GatewayError("EDGE_UPSTREAM_ERROR", "Too many undelivered upstream messages."));
+      return;
+    }
+    this.#items.push(ev);
+    this.#wake();
+  }
+
+  end(): void {
+    this.#ended = true;
+    this.#wake();
+  }
+
+  fail(err: unknown): void {
+    this.#error = err;
+    this.end();
+  }
+
+  #wake(): void {
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<UpstreamEvent> {
+    for (;;) {
+      const item = this.#items.shift();
+      if (item) {
+        yield item;
+        continue;
+      }
+      if (this.#ended) {
+        if (this.#error !== undefined) throw this.#error;
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        this.#waiter = resolve;
+      });
+    }
+  }
+}
+
+interface Exchange {
+  queue: EventQueue;
+  outstanding: Set<string>;
+  startedAt: number;
+}
+
+function progressTokenOf(msg: RpcMessage): string | undefined {
+  const params = (msg as { params?: unknown }).params;
+  if (params === null || typeof params !== "object" || Array.isArray(params)) return undefined;
+  const p = params as { progressToken?: unknown; _meta?: { progressToken?: unknown } };
+  const token = p._meta?.progressToken ?? p.progressToken;
+  return typeof token === "string" || typeof token === "number" ? `${typeof token}:${token}` : undefined;
+}
+
+/**
+ * Streamable HTTP semantics over a message channel, for one MCP session:
+ * - a client request opens an exchange; its response, its progress notifications, and server
+ *   requests or notifications sent while it is the newest one in flight come back on its stream
+ *   (stdio carries no "related request" marker, so the newest exchange is the best owner);
+ * - with no exchange in flight, server-initiated messages go to the standalone stream (GET), or
+ *   wait in a bounded backlog for it.
+ */
+export class ChannelSession implements UpstreamSession {
+  readonly binding: UpstreamBinding;
+  readonly #channel: MessageChannel;
+  readonly #byRequest = new Map<string, Exchange>();
+  readonly #byProgress = new Map<string, Exchange>();
+  readonly #exchanges = new Set<Exchange>();
+  #standalone: EventQueue | undefined;
+  readonly #backlog: UpstreamEvent[] = [];
+  #lostReason: string | undefined;
+  readonly #onEnd: () => void;
+
+  constructor(binding: UpstreamBinding, channel: MessageChannel, onEnd: () => void = () => {}) {
+    this.binding = binding;
+    this.#channel = channel;
+    this.#onEnd = onEnd;
+    channel.onMessage((msg, text) => this.#route(msg, text));
+    channel.onClose((reason) => this.#closed(reason));
+  }
+
+  get lost(): boolean {
+    return this.#lostReason !== undefined || this.#channel.closed;
+  }
+
+  #route(msg: RpcMessage, text: string): void {
+    const ev: UpstreamEvent = { data: text, message: msg };
+    if (isResponse(msg)) {
+      const key = requestIdKey(msg.id as RpcId);
+      const ex = this.#byRequest.get(key);
+      if (!ex) return; // a response to nothing we sent: refused (security.md H78)
+      this.#byRequest.delete(key);
+      ex.outstanding.delete(key);
+      ex.queue.push(ev);
+      if (ex.outstanding.size === 0) this.#finish(ex);
+      return;
+    }
+    const token = progressTokenOf(msg);
+    const owner = (token && this.#byProgress.get(token)) || this.#newest();
+    if (owner && !(this.#standalone && !isRequest(msg) && token === undefined)) {
+      owner.queue.push(ev);
+      return;
+    }
+    if (this.#standalone && !this.#standalone.ended) {
+      this.#standalone.push(ev);
+      return;
+    }
+    if (this.#backlog.length < 1000) this.#backlog.push(ev);
+  }
+
+  #newest(): Exchange | undefined {
+    let newest: Exchange | undefined;
+    for (const ex of this.#exchanges) if (!newest || ex.startedAt >= newest.startedAt) newest = ex;
+    return newest;
+  }
+
+  #finish(ex: Exchange): void {
+    this.#exchanges.delete(ex);
+    for (const [k, v] of this.#byProgress) if (v === ex) this.#byProgress.delete(k);
+    ex.queue.end();
+  }
+
+  #closed(reason: string): void {
+    this.#lostReason = reason;
+    const err = new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream server went away during the request.");
+    for (const ex of this.#exchanges) ex.queue.fail(err);
+    this.#exchanges.clear();
+    this.#byRequest.clear();
+    this.#byProgress.clear();
+    this.#standalone?.end();
+    this.#onEnd();
+  }
+
+  async post(body: string, messages: RpcMessage[], ctx: ForwardContext): Promise<UpstreamReply> {
+    if (this.lost) throw new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream server is gone.");
+    const requests = messages.filter(isRequest);
+    if (requests.length === 0) {
+      for (const m of messages) this.#channel.send(JSON.stringify(m));
+      return { kind: "accepted" };
+    }
+    const ex: Exchange = { queue: new EventQueue(), outstanding: new Set(), startedAt: performance.now() };
+    for (const r of requests) {
+      const key = requestIdKey(r.id);
+      ex.outstanding.add(key);
+      this.#byRequest.set(key, ex);
+      const token = progressTokenOf(r);
+      if (token) this.#byProgress.set(token, ex);
+    }
+    this.#exchanges.add(ex);
+    ctx.signal.addEventListener("abort", () => this.#finish(ex), { once: true });
+    // One line per message: a batch (2025-03-26) is sent as its elements.
+    if (messages.length === 1) this.#channel.send(body.includes("\n") ? JSON.stringify(messages[0]) : body);
+    else for (const m of messages) this.#channel.send(JSON.stringify(m));
+    return { kind: "stream", events: ex.queue, close: () => this.#finish(ex) };
+  }
+
+  async listen(): Promise<UpstreamReply> {
+    if (this.lost) throw new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream server is gone.");
+    this.#standalone?.end();
+    const q = new EventQueue();
+    for (const ev of this.#backlog.splice(0)) q.push(ev);
+    this.#standalone = q;
+    return {
+      kind: "stream",
+      events: q,
+      close: () => {
+        q.end();
+        if (this.#standalone === q) this.#standalone = undefined;
+      },
+    };
+  }
+
+  async terminate(): Promise<void> {
+    await this.#channel.close();
+  }
+}

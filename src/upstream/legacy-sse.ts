@@ -1,0 +1,220 @@
+import { randomBytes } from "node:crypto";
+import type { UpstreamConfig } from "../config/schema.ts";
+import type { Egress } from "../egress/index.ts";
+import { GatewayError } from "../errors/errors.ts";
+import { parseMessage, type RpcMessage, type RpcRequest } from "../listen/jsonrpc.ts";
+import { SseParser } from "../listen/sse.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { UpstreamBinding } from "../store/types.ts";
+import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { readBody } from "./reply.ts";
+import {
+  type ForwardContext,
+  type InitializeOutcome,
+  type InstanceHealth,
+  type Upstream,
+  type UpstreamReply,
+  type UpstreamSession,
+  UpstreamSessionLost,
+} from "./types.ts";
+
+/**
+ * One connection to a legacy HTTP+SSE (2024-11-05) server: a GET stream whose first `endpoint`
+ * event names the URL to POST messages to; answers come back on the stream as `message` events.
+ * The endpoint must stay on the stream's origin, so a server cannot point the edge elsewhere.
+ */
+export class LegacySseChannel implements MessageChannel {
+  readonly #egress: Egress;
+  readonly #url: string;
+  readonly #headers: Record<string, string>;
+  readonly #abort = new AbortController();
+  #endpoint: string | undefined;
+  #onMessage: (msg: RpcMessage, text: string) => void = () => {};
+  readonly #onClose: ((reason: string) => void)[] = [];
+  #closed = false;
+  #sendChain: Promise<void> = Promise.resolve();
+
+  private constructor(egress: Egress, url: string, headers: Record<string, string>) {
+    this.#egress = egress;
+    this.#url = url;
+    this.#headers = headers;
+  }
+
+  /** Connects and waits for the `endpoint` event. */
+  static async connect(
+    egress: Egress,
+    url: string,
+    headers: Record<string, string>,
+    timeoutMs: number,
+    log: Logger,
+  ): Promise<LegacySseChannel> {
+    const ch = new LegacySseChannel(egress, url, headers);
+    await ch.#open(timeoutMs, log);
+    return ch;
+  }
+
+  async #open(timeoutMs: number, log: Logger): Promise<void> {
+    const res = await this.#egress.request(this.#url, {
+      method: "GET",
+      headers: { ...this.#headers, accept: "text/event-stream" },
+      signal: this.#abort.signal,
+      stream: true,
+      headersTimeout: timeoutMs,
+    });
+    if (res.status !== 200) {
+      await readBody(res.body, 64 * 1024).catch(() => undefined);
+      throw new GatewayError("EDGE_UPSTREAM_ERROR", `The legacy SSE upstream answered ${res.status}.`);
+    }
+    const ready = Promise.withResolvers<void>();
+    const timer = setTimeout(
+      () =>
+        ready.reject(new GatewayError("EDGE_UPSTREAM_TIMEOUT", "No endpoint event from the SSE upstream.")),
+      timeoutMs,
+    );
+    const parser = new SseParser();
+    const origin = new URL(this.#url).origin;
+    void (async () => {
+      try {
+        for await (const chunk of res.body) {
+          for (const ev of parser.push(chunk)) {
+            if (ev.event === "endpoint") {
+              const endpoint = new URL(ev.data.trim(), this.#url);
+              if (endpoint.origin !== origin) {
+                ready.reject(
+                  new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The SSE endpoint is on another origin."),
+                );
+                this.#abort.abort();
+                return;
+              }
+              this.#endpoint = endpoint.href;
+              ready.resolve();
+            } else if ((ev.event === undefined || ev.event === "message") && ev.data) {
+              try {
+                this.#onMessage(parseMessage(ev.data), ev.data);
+              } catch {
+                log.warn({ upstream: this.#url }, "legacy SSE upstream sent an event that is not JSON-RPC");
+              }
+            }
+          }
+        }
+        this.#finish("stream ended");
+      } catch (err) {
+        this.#finish(`stream failed: ${String(err)}`);
+      } finally {
+        clearTimeout(timer);
+        ready.reject(
+          new GatewayError("EDGE_UPSTREAM_ERROR", "The SSE upstream closed before its endpoint event."),
+        );
+      }
+    })();
+    await ready.promise;
+    clearTimeout(timer);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #finish(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const cb of this.#onClose) cb(reason);
+  }
+
+  /** Messages are POSTed in order: the legacy transport has no other ordering guarantee. */
+  send(text: string): void {
+    const endpoint = this.#endpoint;
+    if (this.#closed || !endpoint) throw new GatewayError("EDGE_UPSTREAM_ERROR", "The SSE upstream is gone.");
+    this.#sendChain = this.#sendChain.then(async () => {
+      try {
+        const res = await this.#egress.request(endpoint, {
+          method: "POST",
+          headers: { ...this.#headers, "content-type": "application/json" },
+          body: text,
+          signal: AbortSignal.timeout(30_000),
+        });
+        res.body.resume();
+        if (res.status >= 400) this.#finish(`POST answered ${res.status}`);
+      } catch (err) {
+        this.#finish(`POST failed: ${String(err)}`);
+      }
+    });
+  }
+
+  onMessage(cb: (msg: RpcMessage, text: string) => void): void {
+    this.#onMessage = cb;
+  }
+
+  onClose(cb: (reason: string) => void): void {
+    this.#onClose.push(cb);
+  }
+
+  async close(): Promise<void> {
+    this.#abort.abort();
+    this.#finish("closed by the edge");
+  }
+}
+
+/** A legacy HTTP+SSE upstream: one SSE connection per MCP session. */
+export class LegacySseUpstream implements Upstream {
+  readonly kind = "sse" as const;
+  readonly #cfg: UpstreamConfig;
+  readonly #egress: Egress;
+  readonly #log: Logger;
+  readonly #sessions = new Map<string, ChannelSession>();
+
+  constructor(cfg: UpstreamConfig, egress: Egress, log: Logger) {
+    this.#cfg = cfg;
+    this.#egress = egress;
+    this.#log = log;
+  }
+
+  async start(): Promise<void> {}
+
+  async stop(): Promise<void> {
+    await Promise.allSettled([...this.#sessions.values()].map((s) => s.terminate()));
+  }
+
+  health(): InstanceHealth[] {
+    return [{ id: this.#cfg.sse as string, healthy: true, sessions: this.#sessions.size, inflight: 0 }];
+  }
+
+  ready(): boolean {
+    return true;
+  }
+
+  async initialize(request: RpcRequest, body: string, ctx: ForwardContext): Promise<InitializeOutcome> {
+    let channel: LegacySseChannel;
+    try {
+      channel = await LegacySseChannel.connect(
+        this.#egress,
+        this.#cfg.sse as string,
+        this.#cfg.headers,
+        this.#cfg.connectTimeout,
+        this.#log,
+      );
+    } catch (err) {
+      if (err instanceof GatewayError) throw err;
+      throw new GatewayError("EDGE_UPSTREAM_UNAVAILABLE", undefined, { cause: err });
+    }
+    const instance = `sse:${randomBytes(9).toString("base64url")}`;
+    const session = new ChannelSession({ instance, sessionId: null }, channel, () =>
+      this.#sessions.delete(instance),
+    );
+    this.#sessions.set(instance, session);
+    return { session, reply: await session.post(body, [request], ctx) };
+  }
+
+  attach(binding: UpstreamBinding): UpstreamSession {
+    const s = this.#sessions.get(binding.instance);
+    if (!s || s.lost) throw new UpstreamSessionLost("the session's SSE connection is gone");
+    return s;
+  }
+
+  async stateless(_body: string, _messages: RpcMessage[], _ctx: ForwardContext): Promise<UpstreamReply> {
+    throw new GatewayError(
+      "EDGE_SESSION_REQUIRED",
+      "This server speaks the session era: send initialize first.",
+    );
+  }
+}

@@ -1,0 +1,174 @@
+import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createInterface } from "node:readline";
+import type { StdioConfig, UpstreamConfig } from "../config/schema.ts";
+import { GatewayError } from "../errors/errors.ts";
+import { parseMessage, type RpcMessage, type RpcRequest } from "../listen/jsonrpc.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { UpstreamBinding } from "../store/types.ts";
+import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { SharedChannel } from "./shared.ts";
+import {
+  type ForwardContext,
+  type InitializeOutcome,
+  type InstanceHealth,
+  type Upstream,
+  type UpstreamReply,
+  type UpstreamSession,
+  UpstreamSessionLost,
+} from "./types.ts";
+
+/** The child's environment: the allow-listed variables of the edge's own, plus the configured ones. */
+export function childEnv(cfg: StdioConfig, parent: NodeJS.ProcessEnv): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of cfg.inheritEnv) {
+    const v = parent[name];
+    if (v !== undefined) env[name] = v;
+  }
+  return { ...env, ...cfg.env };
+}
+
+/** A spawned MCP server speaking newline-delimited JSON-RPC on stdin/stdout. */
+export class StdioChannel implements MessageChannel {
+  readonly #child: ChildProcessWithoutNullStreams;
+  #onMessage: (msg: RpcMessage, text: string) => void = () => {};
+  readonly #onClose: ((reason: string) => void)[] = [];
+  #closed = false;
+
+  constructor(cfg: StdioConfig, log: Logger) {
+    this.#child = spawn(cfg.command, cfg.args, {
+      cwd: cfg.cwd,
+      env: childEnv(cfg, process.env),
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    const pid = this.#child.pid;
+    const stdout = createInterface({ input: this.#child.stdout, crlfDelay: Number.POSITIVE_INFINITY });
+    stdout.on("line", (line) => {
+      if (line.trim() === "") return;
+      let msg: RpcMessage;
+      try {
+        msg = parseMessage(line);
+      } catch {
+        log.warn({ pid, line: line.slice(0, 200) }, "stdio upstream wrote a line that is not JSON-RPC");
+        return;
+      }
+      this.#onMessage(msg, line);
+    });
+    // The server's stderr is its log: one edge log line per line, never on the MCP channel.
+    createInterface({ input: this.#child.stderr }).on("line", (line) => {
+      log.info({ pid, stderr: line.slice(0, 2000) }, "stdio upstream stderr");
+    });
+    this.#child.stdin.on("error", () => {}); // EPIPE after the child exits: reported by 'exit'
+    this.#child.on("error", (err) => this.#finish(`spawn failed: ${err.message}`));
+    this.#child.on("exit", (code, signal) => this.#finish(`exited (${signal ?? code})`));
+  }
+
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #finish(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const cb of this.#onClose) cb(reason);
+  }
+
+  send(text: string): void {
+    if (this.#closed) throw new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream process has exited.");
+    this.#child.stdin.write(`${text}\n`);
+  }
+
+  onMessage(cb: (msg: RpcMessage, text: string) => void): void {
+    this.#onMessage = cb;
+  }
+
+  onClose(cb: (reason: string) => void): void {
+    this.#onClose.push(cb);
+  }
+
+  /** Closes stdin (the MCP stdio shutdown), then SIGTERM, then SIGKILL (MCP lifecycle, stdio). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    const exited = new Promise<void>((resolve) => this.onClose(() => resolve()));
+    this.#child.stdin.end();
+    const term = setTimeout(() => this.#child.kill("SIGTERM"), 2000);
+    const kill = setTimeout(() => this.#child.kill("SIGKILL"), 4000);
+    await exited;
+    clearTimeout(term);
+    clearTimeout(kill);
+  }
+}
+
+/**
+ * stdio upstream. `session` mode spawns one process per MCP session (full isolation; the process
+ * ends with the session); `shared` mode multiplexes every session over one process (see shared.ts).
+ * A process that dies takes its sessions' state with it: the route's onBackendLoss policy then
+ * re-initializes on a new process or expires them.
+ */
+export class StdioUpstream implements Upstream {
+  readonly kind = "stdio" as const;
+  readonly #cfg: StdioConfig;
+  readonly #log: Logger;
+  readonly #sessions = new Map<string, ChannelSession>();
+  readonly #shared: SharedChannel | undefined;
+
+  constructor(cfg: UpstreamConfig, log: Logger) {
+    this.#cfg = cfg.stdio as StdioConfig;
+    this.#log = log;
+    if (this.#cfg.mode === "shared") {
+      this.#shared = new SharedChannel(() => new StdioChannel(this.#cfg, log), this.#cfg.restartBackoff, log);
+    }
+  }
+
+  async start(): Promise<void> {
+    this.#shared?.start();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled([...this.#sessions.values()].map((s) => s.terminate()));
+    this.#sessions.clear();
+    await this.#shared?.stop();
+  }
+
+  health(): InstanceHealth[] {
+    if (this.#shared)
+      return [{ id: "stdio:shared", healthy: this.#shared.up, sessions: this.#shared.sessions, inflight: 0 }];
+    return [{ id: "stdio", healthy: true, sessions: this.#sessions.size, inflight: 0 }];
+  }
+
+  ready(): boolean {
+    return this.#shared ? this.#shared.up : true;
+  }
+
+  async initialize(request: RpcRequest, body: string, ctx: ForwardContext): Promise<InitializeOutcome> {
+    if (this.#shared) return this.#shared.initialize(request, ctx);
+    const instance = `stdio:${randomBytes(9).toString("base64url")}`;
+    const channel = new StdioChannel(this.#cfg, this.#log);
+    const session = new ChannelSession({ instance, sessionId: null }, channel, () =>
+      this.#sessions.delete(instance),
+    );
+    this.#sessions.set(instance, session);
+    const reply = await session.post(body, [request], ctx);
+    return { session, reply };
+  }
+
+  attach(binding: UpstreamBinding): UpstreamSession {
+    if (this.#shared) return this.#shared.attach(binding);
+    const s = this.#sessions.get(binding.instance);
+    if (!s || s.lost) throw new UpstreamSessionLost("the session's process is gone");
+    return s;
+  }
+
+  async stateless(_body: string, _messages: RpcMessage[], _ctx: ForwardContext): Promise<UpstreamReply> {
+    // A stdio server speaks whatever its SDK speaks; the edge does not translate 2026-07-28
+    // requests into a session. Answer as a session-era server would (see docs/lifecycle.md).
+    throw new GatewayError(
+      "EDGE_SESSION_REQUIRED",
+      "This server speaks the session era: send initialize first.",
+    );
+  }
+}

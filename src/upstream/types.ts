@@ -1,0 +1,87 @@
+import type { RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
+import type { UpstreamBinding } from "../store/types.ts";
+
+/** One message an upstream sent on a stream, with its raw text (forwarded as is). */
+export interface UpstreamEvent {
+  /** The event's data: one JSON-RPC message as text, or "" for a priming event. */
+  data: string;
+  /** The parsed message; null for priming events and for data that is not a valid message. */
+  message: RpcMessage | null;
+  /** The upstream's `retry:` hint, passed on to the client. */
+  retry?: number;
+  /** The upstream's own event id (used to resume the upstream, never shown to the client). */
+  upstreamId?: string;
+}
+
+/**
+ * What an upstream answered to one client POST or GET, before the edge frames it for the client.
+ * `passthrough` keeps an upstream error answer byte for byte: clients read 4xx bodies to detect the
+ * protocol era (2026-07-28 transports, backwards compatibility), so the edge never rewrites them.
+ */
+export type UpstreamReply =
+  | { kind: "passthrough"; status: number; contentType: string | undefined; body: Buffer }
+  | { kind: "accepted" }
+  | { kind: "json"; message: RpcMessage; data: string }
+  | { kind: "stream"; events: AsyncIterable<UpstreamEvent>; close(): void };
+
+/** Per-request facts an upstream transport may forward. Never credentials. */
+export interface ForwardContext {
+  requestId: string;
+  /** `MCP-Protocol-Version` to send (the client's, or the negotiated one). */
+  protocolVersion: string | undefined;
+  /** Client headers safe to forward (Mcp-Method, Mcp-Name, Mcp-Param-*, traceparent, ...). */
+  headers: Record<string, string>;
+  signal: AbortSignal;
+}
+
+/** A session on one upstream instance (or one spawned process / one legacy SSE connection). */
+export interface UpstreamSession {
+  readonly binding: UpstreamBinding;
+  /** Sends the client's message(s). `body` is the raw JSON text as received. */
+  post(body: string, messages: RpcMessage[], ctx: ForwardContext): Promise<UpstreamReply>;
+  /** Opens the standalone server-to-client stream (HTTP GET). */
+  listen(ctx: ForwardContext, lastUpstreamEventId?: string): Promise<UpstreamReply>;
+  /** Ends the session upstream (HTTP DELETE, or stop the process / connection). */
+  terminate(): Promise<void>;
+}
+
+/** The result of creating an upstream session with the client's initialize request. */
+export interface InitializeOutcome {
+  /** Null when the upstream refused (its answer is in `reply`). */
+  session: UpstreamSession | null;
+  reply: UpstreamReply;
+}
+
+export interface InstanceHealth {
+  id: string;
+  healthy: boolean;
+  sessions: number;
+  inflight: number;
+}
+
+/** One configured server's upstream side: Streamable HTTP instances, a legacy SSE endpoint, or stdio. */
+export interface Upstream {
+  readonly kind: "http" | "sse" | "stdio";
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Starts a new upstream session on a healthy, least-loaded instance by sending `initialize`. */
+  initialize(request: RpcRequest, body: string, ctx: ForwardContext): Promise<InitializeOutcome>;
+  /**
+   * The upstream session a stored record points at. Throws UpstreamSessionLost when its instance or
+   * process is gone (the caller applies the route's `onBackendLoss` policy).
+   */
+  attach(binding: UpstreamBinding, sessionKey: string): UpstreamSession;
+  /** A 2026-07-28 (stateless) request: no session, any healthy instance. */
+  stateless(body: string, messages: RpcMessage[], ctx: ForwardContext): Promise<UpstreamReply>;
+  health(): InstanceHealth[];
+  /** True when at least one instance can take new work. */
+  ready(): boolean;
+}
+
+/** The upstream no longer holds the session (instance down, restarted, process exited). */
+export class UpstreamSessionLost extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "UpstreamSessionLost";
+  }
+}
