@@ -80,10 +80,14 @@ export interface SpawnedEdge {
 }
 
 /** Runs `mcp-edge serve -c <file>` as a child process and waits until it listens. */
-export async function spawnEdge(doc: EdgeConfigDoc, dir = tempDir(), timeoutMs = 15_000): Promise<SpawnedEdge> {
+export async function spawnEdge(
+  doc: EdgeConfigDoc,
+  dir = tempDir(),
+  timeoutMs = 15_000,
+): Promise<SpawnedEdge> {
   const file = path.join(dir, `edge-${Date.now()}-${Math.random().toString(36).slice(2)}.yaml`);
   // JSON is YAML: the document is written as is.
-  writeFileSync(file, JSON.stringify({ log: { level: "info" }, ...withTestDefaults(doc, dir) }));
+  writeFileSync(file, JSON.stringify({ ...withTestDefaults(doc, dir), log: { level: "info" } }));
   const child = spawn(NODE_BIN, [path.join(REPO_ROOT, "src/main.ts"), "serve", "-c", file], {
     cwd: dir,
     stdio: ["ignore", "pipe", "pipe"],
