@@ -106,9 +106,9 @@ describe("SDK v1 conformance fixture", () => {
 describe("SDK v1 conformance fixture, legacy HTTP+SSE and stdio", () => {
   it("--sse serves the 2024-11-05 transport", async () => {
     const fx = await spawnFixture(V1_FIXTURE, ["--sse", "--instance", "sse"]);
+    const client = new Client({ name: "fixture-test", version: "1.0.0" });
     try {
       assert.match(fx.url, /^http:\/\/127\.0\.0\.1:\d+\/sse$/);
-      const client = new Client({ name: "fixture-test", version: "1.0.0" });
       await client.connect(new SSEClientTransport(new URL(fx.url)));
       assert.equal(
         JSON.parse(textOf(await client.callTool({ name: "whoami", arguments: {} }))).instance,
@@ -118,8 +118,8 @@ describe("SDK v1 conformance fixture, legacy HTTP+SSE and stdio", () => {
         textOf(await client.callTool({ name: "test_simple_text" })),
         "This is a simple text response for testing.",
       );
-      await client.close();
     } finally {
+      await client.close();
       await fx.stop();
     }
   });
