@@ -145,14 +145,31 @@ export class Gateway {
     handler: (req: IncomingMessage, res: ServerResponse) => void,
   ): Promise<Server> {
     const limits = this.config.limits;
+    // Responses under way per connection, so that clientError never writes into one of them.
+    const inflight = new WeakMap<Socket, Set<ServerResponse>>();
     const server = createServer(
       {
         headersTimeout: limits.headersTimeout,
         requestTimeout: limits.requestTimeout,
         keepAliveTimeout: limits.keepAliveTimeout,
         maxHeaderSize: limits.maxHeaderBytes,
+        // Fix (test/regressions/slow-request-cutoff.test.ts): Node checks headersTimeout and
+        // requestTimeout only every `connectionsCheckingInterval` (default 30 s), so a 1 s
+        // headersTimeout let a slowloris client hold its connection for up to 30 s. Check at least
+        // once a second, and a few times within the shortest limit.
+        connectionsCheckingInterval: Math.max(
+          50,
+          Math.min(1000, Math.floor(Math.min(limits.headersTimeout, limits.requestTimeout || Infinity) / 4)),
+        ),
       },
-      handler,
+      (req, res) => {
+        const socket = req.socket;
+        let set = inflight.get(socket);
+        if (!set) inflight.set(socket, (set = new Set()));
+        set.add(res);
+        res.once("close", () => set.delete(res));
+        handler(req, res);
+      },
     );
     server.on("connection", (s: Socket) => {
       this.#sockets.add(s);
@@ -162,6 +179,11 @@ export class Gateway {
     // handler: answer them here with the same error shape, then close (Node's default is a bare 400).
     server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
       if (!socket.writable) return socket.destroy();
+      // Fix (test/regressions/client-error-mid-response.test.ts): bytes that do not parse after a
+      // request whose answer is already under way (e.g. an SSE stream) must not be answered by
+      // writing a second status line into that answer's body; close the connection instead, as
+      // Node's own default handler does.
+      for (const res of inflight.get(socket) ?? []) if (res.headersSent) return socket.destroy();
       const code = err.code;
       const status = code === "HPE_HEADER_OVERFLOW" ? 431 : code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
       const ge = new GatewayError(status === 408 ? "EDGE_REQUEST_TIMEOUT" : "EDGE_BAD_HEADER");
@@ -279,7 +301,13 @@ export class Gateway {
       else ctx.log.debug({ code: ge.code, status: ge.status }, ge.message);
       if (!sendError(res, ge)) res.end();
       // A refused body is not read further: close the connection rather than read the rest.
-      if (ge.code === "EDGE_BODY_TOO_LARGE") res.once("finish", () => req.socket.destroy());
+      // Fix (test/regressions/body-too-large-crash.test.ts): `req.socket` is null once the response
+      // has finished, so reading it in the callback threw and crashed the process on every chunked
+      // body over the cap. Take the socket now.
+      if (ge.code === "EDGE_BODY_TOO_LARGE") {
+        const socket = req.socket;
+        res.once("finish", () => socket.destroy());
+      }
     });
     if (req.method === "POST") this.#inflight.add(work);
   }
@@ -298,13 +326,16 @@ export class Gateway {
     this.#draining = true;
     this.log.info({ inflight: this.#inflight.size }, "draining");
     this.#public?.close();
-    this.#admin?.close();
     this.#public?.closeIdleConnections();
+    // Fix (test/integration/drain.test.ts): the admin listener stays open while calls drain, so a
+    // load balancer's /readyz probe reads 503 "draining" (readiness fails first, security.md I86)
+    // instead of a refused connection; it closes with everything else below.
     const clean = await this.#inflight.settled(this.config.drain.timeout);
     if (!clean)
       this.log.warn({ inflight: this.#inflight.size }, "drain timeout: closing calls still in flight");
     this.#streams.closeClients();
     this.#legacy.closeAll();
+    this.#admin?.close();
     for (const s of this.#sockets) s.destroy();
     this.#sessions.close();
     this.#streams.close();

@@ -83,20 +83,31 @@ export class Pipeline {
     // 5. Era, per request (a dual-era endpoint picks per request: 2026-07-28 transports). Header
     //    claims are checked against the body before anything relies on them (routing, limits).
     const version = single(req, "mcp-protocol-version");
-    if (version !== undefined && !isKnownVersion(version)) {
-      throw new GatewayError(
-        "EDGE_PROTOCOL_VERSION_UNSUPPORTED",
-        `Unsupported MCP-Protocol-Version: ${version.slice(0, 40)}`,
-      );
-    }
     const sessionHeader = single(req, "mcp-session-id");
     const first = ctx.messages?.[0];
-    ctx.era = detectEra({
-      method: first && "method" in first ? first.method : undefined,
-      headerVersion: version,
-      metaVersion: first && !ctx.batch ? metaProtocolVersion(first) : undefined,
-      hasSessionHeader: sessionHeader !== undefined,
-    });
+    const rpcMethod = first && "method" in first ? first.method : undefined;
+    const metaVersion = first && !ctx.batch ? metaProtocolVersion(first) : undefined;
+    const unknownVersion =
+      (version !== undefined && !isKnownVersion(version)) ||
+      (metaVersion !== undefined && !isKnownVersion(metaVersion));
+    // A session negotiated a version the edge knows: anything else on it is refused here. Without a
+    // session, only the upstream knows which versions it supports, so a request in a version unknown
+    // to the edge goes there statelessly and the upstream's own -32022 (listing them) answers it.
+    if (unknownVersion && (sessionHeader !== undefined || rpcMethod === undefined)) {
+      throw new GatewayError(
+        "EDGE_PROTOCOL_VERSION_UNSUPPORTED",
+        `Unsupported MCP-Protocol-Version: ${(version ?? metaVersion ?? "").slice(0, 40)}`,
+      );
+    }
+    ctx.era =
+      unknownVersion && rpcMethod !== "initialize"
+        ? "stateless"
+        : detectEra({
+            method: rpcMethod,
+            headerVersion: version,
+            metaVersion,
+            hasSessionHeader: sessionHeader !== undefined,
+          });
     if (ctx.era === "stateless") {
       // 2026-07-28 is POST only (GET/DELETE → 405) and has no batches.
       if (method !== "POST") {
@@ -109,7 +120,7 @@ export class Pipeline {
 
     // 6. Session (session era): the id must name a live session of this route owned by this
     //    principal; anything else is 404, a missing id 400 (MCP transports, Session Management).
-    const isInitialize = first !== undefined && "method" in first && first.method === "initialize";
+    const isInitialize = rpcMethod === "initialize";
     if (!isInitialize) {
       if (sessionHeader === undefined) throw new GatewayError("EDGE_SESSION_REQUIRED");
       checkSessionId(sessionHeader);

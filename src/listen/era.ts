@@ -118,32 +118,17 @@ export function validateStatelessHeaders(
   const headerVersion = readHeader(headers, "mcp-protocol-version");
   if (headerVersion === undefined) {
     if (request) throw mismatch("MCP-Protocol-Version", "the MCP-Protocol-Version header is missing", rpcId);
-  } else if (metaVersion === undefined) {
-    if (request) {
-      throw mismatch(
-        "MCP-Protocol-Version",
-        `the MCP-Protocol-Version header is ${show(headerVersion)} but params._meta has no ${META_PROTOCOL_VERSION}`,
-        rpcId,
-      );
-    }
-  } else if (headerVersion !== metaVersion) {
+  } else if (metaVersion !== undefined && headerVersion !== metaVersion) {
     throw mismatch(
       "MCP-Protocol-Version",
       `the MCP-Protocol-Version header ${show(headerVersion)} does not match the body's ${show(metaVersion)}`,
       rpcId,
     );
   }
-  const version = metaVersion ?? headerVersion;
-  if (version !== undefined && !(STATELESS_VERSIONS as readonly string[]).includes(version)) {
-    throw new GatewayError(
-      "EDGE_PROTOCOL_VERSION_UNSUPPORTED",
-      `Unsupported protocol version ${show(version)}.`,
-      {
-        rpcId,
-        data: { supported: [...ALL_VERSIONS], requested: truncate(version) },
-      },
-    );
-  }
+  // Not checked here, on purpose: a body without the `_meta` version (an invalid envelope: the
+  // server answers -32602) and a version the edge does not know (the server answers -32022 with the
+  // versions *it* supports, which only it knows). Neither is a header/body mismatch, and the
+  // upstream's own error is the transparent answer (SPEC §2).
 
   // Mcp-Method
   const method = msg.method;

@@ -57,8 +57,8 @@ after(async () => {
   await Promise.all(upstreams.map((u) => u.stop()));
 });
 
-function firstText(r: { content?: unknown }): string {
-  return ((r.content as { text?: string }[] | undefined)?.[0]?.text ?? "") as string;
+function firstText(r: unknown): string {
+  return (((r as { content?: unknown }).content as { text?: string }[] | undefined)?.[0]?.text ?? "") as string;
 }
 
 describe("SDK v1 Streamable HTTP client", () => {

@@ -174,7 +174,7 @@ describe("upstream instance loss", () => {
 });
 
 /** Minimal SSE reader over a fetch body: yields {id, data} per event. */
-async function* sse(body: ReadableStream<Uint8Array>): AsyncGenerator<{ id?: string; data: string }> {
+async function* sse(body: AsyncIterable<Uint8Array>): AsyncGenerator<{ id?: string; data: string }> {
   const decoder = new TextDecoder();
   let buf = "";
   for await (const chunk of body) {
@@ -249,7 +249,7 @@ describe("stream resumption", () => {
     });
     assert.equal(call.headers.get("content-type"), "text/event-stream");
     const seen: { id?: string; data: string }[] = [];
-    for await (const ev of sse(call.body as ReadableStream<Uint8Array>)) {
+    for await (const ev of sse(call.body as unknown as AsyncIterable<Uint8Array>)) {
       seen.push(ev);
       if (seen.filter((e) => e.data).length === 2) break;
     }
@@ -263,7 +263,7 @@ describe("stream resumption", () => {
       headers: { accept: "text/event-stream", "mcp-session-id": sessionId, "last-event-id": lastId },
     });
     assert.equal(resumed.status, 200);
-    for await (const ev of sse(resumed.body as ReadableStream<Uint8Array>)) seen.push(ev);
+    for await (const ev of sse(resumed.body as unknown as AsyncIterable<Uint8Array>)) seen.push(ev);
 
     const messages = seen.filter((e) => e.data).map((e) => JSON.parse(e.data));
     const progress = messages

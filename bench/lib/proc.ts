@@ -1,0 +1,134 @@
+/**
+ * Child processes for the benchmarks: spawn a program that announces where it listens, read its
+ * CPU time from /proc (works for any child, Node or not: nginx and HAProxy later), stop it.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+/** Node 24 from the devDependency: the system node is too old for type stripping. */
+export const NODE_BIN = path.join(REPO_ROOT, "node_modules", ".bin", "node");
+
+/** Clock ticks per second of /proc/<pid>/stat utime and stime (usually 100). */
+export const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/**
+ * User + system CPU time of a process, in microseconds, from /proc/<pid>/stat (fields 14 and 15,
+ * counted after the parenthesised command name, which may itself contain spaces). Resolution is
+ * one clock tick (10 ms at CLK_TCK 100): trials of a few seconds keep the error under 1%.
+ */
+export function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // fields[0] is field 3 (state): utime is field 14 → index 11, stime field 15 → index 12.
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return (ticks * 1e6) / CLK_TCK;
+}
+
+/** Resident set size of a process in bytes (VmRSS), or NaN. */
+export function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) * 1024 : Number.NaN;
+}
+
+export interface Started {
+  name: string;
+  child: ChildProcess;
+  pid: number;
+  /** What the process announced: a URL, or for the edge its route URLs. */
+  announced: Record<string, string>;
+  output(): string;
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  name: string;
+  command: string;
+  args: string[];
+  /**
+   * Reads one output line (stdout or stderr); returns what it announces, or undefined. The process
+   * is ready when the result holds every key of `expect`.
+   */
+  parse: (line: string) => Record<string, string> | undefined;
+  expect: string[];
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+}
+
+/** Spawns a process and waits until its output has announced every expected key. */
+export async function start(o: StartOptions): Promise<Started> {
+  const child = spawn(o.command, o.args, {
+    cwd: o.cwd ?? REPO_ROOT,
+    env: { ...process.env, ...o.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const announced: Record<string, string> = {};
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async (graceMs = 5000): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(timer);
+    }
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`${o.name}: not ready within ${o.timeoutMs ?? 20_000} ms`)),
+        o.timeoutMs ?? 20_000,
+      );
+      const onLine = (line: string) => {
+        // Keep only the head of the output: enough for a failure message, bounded under load.
+        if (output.length < 64 * 1024) output += `${line}\n`;
+        const got = o.parse(line);
+        if (!got) return;
+        Object.assign(announced, got);
+        if (o.expect.every((k) => k in announced)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      createInterface({ input: child.stdout! }).on("line", onLine);
+      createInterface({ input: child.stderr! }).on("line", onLine);
+      child.once("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      void exited.then(() => {
+        clearTimeout(timer);
+        reject(new Error(`${o.name}: exited (${child.exitCode ?? child.signalCode}) before it was ready`));
+      });
+    });
+  } catch (err) {
+    await stop(500);
+    throw new Error(`${(err as Error).message}\n--- output ---\n${output}`);
+  }
+  return { name: o.name, child, pid: child.pid as number, announced, output: () => output, stop };
+}
+
+/** The `LISTENING <url>` convention of the fixtures and bench servers. */
+export function listeningLine(line: string): Record<string, string> | undefined {
+  const m = /^LISTENING (\S+)\s*$/.exec(line);
+  return m?.[1] ? { url: m[1] } : undefined;
+}
+
+/** Busy CPU time of the whole machine (all CPUs), in microseconds, from the `cpu` line of /proc/stat. */
+export function machineBusyMicros(): number {
+  const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0] as string;
+  // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user)
+  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+  const ticks = (user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0);
+  return (ticks * 1e6) / CLK_TCK;
+}
