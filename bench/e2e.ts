@@ -33,6 +33,7 @@ import {
   machineBusyMicros,
   NODE_BIN,
   REPO_ROOT,
+  rssBytes,
   type Started,
   start,
 } from "./lib/proc.ts";
@@ -231,6 +232,8 @@ interface Row {
   upstreamCpuUsPerReq: number;
   loadgenCpuUsPerReq: number;
   backgroundCpuPct: number;
+  /** Resident memory of the proxy after the row's trials, MiB (NaN for direct). */
+  proxyRssMiB: number;
   errors: number;
   firstError?: string;
 }
@@ -299,7 +302,13 @@ async function spawnLoad(url: string, s: Scenario, connections: number): Promise
   };
 }
 
-function aggregate(scenario: string, pathId: string, connections: number, trials: Trial[]): Row {
+function aggregate(
+  scenario: string,
+  pathId: string,
+  connections: number,
+  trials: Trial[],
+  proxyRssMiB: number,
+): Row {
   const m = (f: (t: Trial) => number) => median(trials.map(f));
   const firstError = trials.find((t) => t.firstError)?.firstError;
   return {
@@ -314,6 +323,7 @@ function aggregate(scenario: string, pathId: string, connections: number, trials
     upstreamCpuUsPerReq: m((t) => t.upstreamCpuUsPerReq),
     loadgenCpuUsPerReq: m((t) => t.loadgenCpuUsPerReq),
     backgroundCpuPct: m((t) => t.backgroundCpuPct),
+    proxyRssMiB,
     errors: trials.reduce((a, t) => a + t.errors, 0),
     ...(firstError ? { firstError } : {}),
   };
@@ -364,7 +374,11 @@ async function measure(
   } finally {
     await Promise.all([...gens.values()].map((g) => g.stop()));
   }
-  return pathSpecs.map((p) => aggregate(s.id, p.id, connections, trials.get(p.id)!));
+  return pathSpecs.map((p) => {
+    const proxy = running.get(p.id)!.proc;
+    const rss = proxy ? rssBytes(proxy.pid) / 2 ** 20 : Number.NaN;
+    return aggregate(s.id, p.id, connections, trials.get(p.id)!, rss);
+  });
 }
 
 // ---------------------------------------------------------------- report
@@ -408,8 +422,8 @@ function table(rows: Row[], s: Scenario): string {
   const out = [
     `### ${s.title}`,
     "",
-    "| conns | path | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | req/s vs direct | p50 vs direct | p99 vs direct | req/s vs minimal | p50 vs minimal | CPU vs minimal | errors | other CPU % |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| conns | path | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | req/s vs direct | p50 vs direct | p99 vs direct | req/s vs minimal | p50 vs minimal | CPU vs minimal | proxy RSS MiB | errors | other CPU % |",
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const c of settings.connections) {
     const at = rows.filter((r) => r.scenario === s.id && r.connections === c);
@@ -421,7 +435,7 @@ function table(rows: Row[], s: Scenario): string {
       out.push(
         `| ${c} | ${r.path} | ${fmt(r.rps, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.proxyCpuUsPerReq, 0)} | ${fmt(r.upstreamCpuUsPerReq, 0)} | ` +
           `${vsDirect ? ratio(r.rps, direct.rps) : ""} | ${vsDirect ? ratio(r.p50Ms, direct.p50Ms) : ""} | ${vsDirect ? ratio(r.p99Ms, direct.p99Ms) : ""} | ` +
-          `${vsMinimal ? ratio(r.rps, minimal.rps) : ""} | ${vsMinimal ? ratio(r.p50Ms, minimal.p50Ms) : ""} | ${vsMinimal ? ratio(r.proxyCpuUsPerReq, minimal.proxyCpuUsPerReq) : ""} | ${r.errors} | ${fmt(r.backgroundCpuPct, 0)} |`,
+          `${vsMinimal ? ratio(r.rps, minimal.rps) : ""} | ${vsMinimal ? ratio(r.p50Ms, minimal.p50Ms) : ""} | ${vsMinimal ? ratio(r.proxyCpuUsPerReq, minimal.proxyCpuUsPerReq) : ""} | ${fmt(r.proxyRssMiB, 0)} | ${r.errors} | ${fmt(r.backgroundCpuPct, 0)} |`,
       );
     }
   }
@@ -467,6 +481,7 @@ function report(rows: Row[], started: Date, elapsedS: number, profile: string): 
     `- Node ${mc.node} for every process; commit ${mc.commit}`,
     `- Per path and concurrency: ${settings.trials} trials of ${settings.durationMs} ms after ${settings.warmupMs} ms of warm-up, interleaved across paths; figures are medians over the trials.`,
     `- Connections: ${settings.connections.join(", ")} (one MCP session and one call in flight per connection; the next call leaves when the answer is in).`,
+    "- Proxy RSS: resident memory of the proxy process right after the row's trials (it accumulates over the run: rows run in table order).",
     `- CPU per request: user + system time of the process from /proc/<pid>/stat (CLK_TCK ${CLK_TCK}) over the trial, divided by the calls answered.`,
     `- Other CPU: machine CPU used during a trial by anything but the load generator, upstream and proxy (other work on a shared machine), in % of one CPU: median ${fmt(median(allTrials.map((t) => t.backgroundCpuPct)), 0)}%, max ${fmt(Math.max(...allTrials.map((t) => t.backgroundCpuPct)), 0)}% over ${allTrials.length} trials (column "other CPU %": the row's median). High values mean a noisier row.`,
     "",

@@ -165,7 +165,10 @@ export class Gateway {
       (req, res) => {
         const socket = req.socket;
         let set = inflight.get(socket);
-        if (!set) inflight.set(socket, (set = new Set()));
+        if (!set) {
+          set = new Set();
+          inflight.set(socket, set);
+        }
         set.add(res);
         res.once("close", () => set.delete(res));
         handler(req, res);
@@ -270,6 +273,7 @@ export class Gateway {
   }
 
   #onPublic(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket;
     const path = (req.url ?? "/").split("?")[0] as string;
     if (this.#health(req, res, path)) return;
     const hit = this.#byPath.get(path);
@@ -301,12 +305,17 @@ export class Gateway {
       else ctx.log.debug({ code: ge.code, status: ge.status }, ge.message);
       if (!sendError(res, ge)) res.end();
       // A refused body is not read further: close the connection rather than read the rest.
-      // Fix (test/regressions/body-too-large-crash.test.ts): `req.socket` is null once the response
-      // has finished, so reading it in the callback threw and crashed the process on every chunked
-      // body over the cap. Take the socket now.
+      // Fix (test/regressions/body-too-large-crash.test.ts): `req.socket` is null by the time the
+      // response has finished, so reading it there threw and crashed the process on a chunked body
+      // over the cap: the socket is taken when the request arrives. The close lingers briefly
+      // (FIN, discard what is still in flight, then destroy) so the client reads the 413 rather
+      // than a reset (nginx's lingering_close).
       if (ge.code === "EDGE_BODY_TOO_LARGE") {
-        const socket = req.socket;
-        res.once("finish", () => socket.destroy());
+        res.once("finish", () => {
+          socket.end();
+          req.resume();
+          setTimeout(() => socket.destroy(), 2000).unref();
+        });
       }
     });
     if (req.method === "POST") this.#inflight.add(work);

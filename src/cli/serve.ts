@@ -47,8 +47,8 @@ function banner(gw: Gateway, quickstart: boolean): string {
       "  Quickstart: the bundled demo server (tools: echo, add, slow, large) over stdio.",
       "  Authentication is OFF (auth: [none]) and the listener is loopback only.",
       "",
-      "  Client config (Claude Desktop, Cursor, VS Code and other MCP clients):",
-      JSON.stringify({ mcpServers: { demo: { type: "streamable-http", url: gw.url("demo") } } }, null, 2)
+      "  Client config (.mcp.json for Claude Code; Cursor and most MCP clients take the same shape):",
+      JSON.stringify({ mcpServers: { demo: { type: "http", url: gw.url("demo") } } }, null, 2)
         .split("\n")
         .map((l) => `    ${l}`)
         .join("\n"),

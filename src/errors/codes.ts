@@ -44,6 +44,12 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The request headers or body arrived too slowly.",
   },
+  EDGE_CLIENT_CLOSED: {
+    http: 400,
+    rpc: -32000,
+    summary:
+      "The client closed the connection, or was cut off at limits.requestTimeout, before its request body was complete (logged; the client is gone).",
+  },
   EDGE_BAD_HEADER: { http: 400, rpc: -32000, summary: "A request header is malformed or repeated." },
   EDGE_ROUTE_NOT_FOUND: { http: 404, rpc: -32000, summary: "No MCP server is configured at this path." },
   // Hygiene (listen stage)

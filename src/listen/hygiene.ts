@@ -69,20 +69,55 @@ export function checkPostHeaders(req: IncomingMessage, requireEventStream: boole
  * Reads the request body up to `max` bytes. A declared Content-Length over the cap is refused
  * before reading; a chunked body is counted and refused at the first byte over it. Either way at
  * most `max` bytes are read (security.md H69).
+ *
+ * Fix (test/regressions/body-too-large-crash.test.ts): listeners, not `for await`: leaving a
+ * `for await` loop over the request destroys it, and with it the socket, before the 413 could be
+ * written (the client saw ECONNRESET instead of the answer). Here the request is only paused; the
+ * gateway closes the connection once the 413 has been sent.
  */
-export async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   const declared = req.headers["content-length"];
   if (declared !== undefined && Number(declared) > max) {
-    throw new GatewayError("EDGE_BODY_TOO_LARGE", `The body is over ${max} bytes.`);
+    return Promise.reject(new GatewayError("EDGE_BODY_TOO_LARGE", `The body is over ${max} bytes.`));
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > max) throw new GatewayError("EDGE_BODY_TOO_LARGE", `The body is over ${max} bytes.`);
-    chunks.push(chunk);
-  }
-  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("close", onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        done();
+        req.pause();
+        reject(new GatewayError("EDGE_BODY_TOO_LARGE", `The body is over ${max} bytes.`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    };
+    // An error or a 'close' before 'end': the client went away mid-body, or the listener cut it off
+    // at requestTimeout. Not an internal error (it was logged as EDGE_INTERNAL before this fix).
+    const onError = (err: Error) => {
+      done();
+      reject(new GatewayError("EDGE_CLIENT_CLOSED", undefined, { cause: err }));
+    };
+    const onClose = () => {
+      done();
+      reject(new GatewayError("EDGE_CLIENT_CLOSED"));
+    };
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+    req.on("close", onClose);
+  });
 }
 
 /** Mcp-Session-Id values are visible ASCII (0x21-0x7E), at most 256 characters here. */

@@ -90,23 +90,27 @@ interface RawAnswer extends Answer {
  * connection or `waitMs` passes. Write errors (EPIPE/ECONNRESET when the edge cuts a body off)
  * are expected and ignored; the answer is whatever was read.
  */
-function raw(port: number, chunks: (string | Buffer)[], waitMs = 5000): Promise<RawAnswer> {
-  return new Promise((resolve) => {
+async function raw(port: number, chunks: (string | Buffer)[], waitMs = 5000): Promise<RawAnswer> {
+  const answer = await new Promise<RawAnswer & { refused: boolean }>((resolve) => {
     const started = Date.now();
     const socket = connect(port, "127.0.0.1");
     const received: Buffer[] = [];
     let settled = false;
+    let refused = false;
     const finish = (closed: boolean) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       socket.destroy();
       const text = Buffer.concat(received).toString("latin1");
-      resolve({ ...parseFirstResponse(text), raw: text, closed, elapsedMs: Date.now() - started });
+      resolve({ ...parseFirstResponse(text), raw: text, closed, refused, elapsedMs: Date.now() - started });
     };
     const timer = setTimeout(() => finish(false), waitMs);
     socket.on("data", (d: Buffer) => received.push(d));
-    socket.on("error", () => undefined);
+    socket.on("error", (err: NodeJS.ErrnoException) => {
+      // The listener must be there: a refused connection is a failure, never "the edge closed it".
+      if (err.code === "ECONNREFUSED") refused = true;
+    });
     socket.on("close", () => finish(true));
     socket.on("connect", async () => {
       for (const c of chunks) {
@@ -115,6 +119,9 @@ function raw(port: number, chunks: (string | Buffer)[], waitMs = 5000): Promise<
       }
     });
   });
+  // The listener must be there: a refused connection is a failure, never "the edge closed it".
+  assert.equal(answer.refused, false, "the edge refused the connection: is it still running?");
+  return answer;
 }
 
 function parseFirstResponse(text: string): Answer {

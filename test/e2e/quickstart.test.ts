@@ -1,0 +1,73 @@
+/**
+ * The first five minutes of a new user: `mcp-edge serve` with no config, in an empty folder, prints
+ * a URL and a client snippet; an SDK client uses them exactly as printed. And the `mcp-edge` bin
+ * works from a checkout even when the Node on PATH is too old to run TypeScript.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { after, test } from "node:test";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { tempDir } from "../helpers/edge.ts";
+import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
+
+const children: ChildProcess[] = [];
+after(() => {
+  for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+});
+
+test("quickstart: the printed snippet works with an SDK client as printed", async () => {
+  const cwd = tempDir("mcp-edge-quickstart-");
+  const child = spawn(NODE_BIN, [path.join(REPO_ROOT, "src/main.ts"), "serve"], {
+    cwd,
+    // Port 0: the test must not depend on 8787 being free; the banner prints the real port.
+    env: { ...process.env, MCP_EDGE_PORT: "0", MCP_EDGE_ADMIN_PORT: "0" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  children.push(child);
+  let banner = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    banner += d.toString();
+  });
+  child.stdout?.resume();
+  const deadline = Date.now() + 15_000;
+  while (!/"mcpServers"[\s\S]*\n {4}\}\n/.test(banner) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.match(banner, /Authentication is OFF/, "says that auth is off");
+  const snippetText = banner.slice(banner.indexOf("{"), banner.lastIndexOf("}") + 1);
+  const snippet = JSON.parse(snippetText) as { mcpServers: { demo: { type: string; url: string } } };
+  assert.equal(snippet.mcpServers.demo.type, "http");
+  const url = snippet.mcpServers.demo.url;
+  assert.match(banner, new RegExp(`MCP endpoint \\(demo\\):\\s+${url.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+
+  const client = new Client({ name: "new-user", version: "1.0.0" });
+  await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+  const tools = await client.listTools();
+  assert.deepEqual(tools.tools.map((t) => t.name).sort(), ["add", "echo", "large", "slow"]);
+  const r = await client.callTool({ name: "echo", arguments: { text: "first call" } });
+  assert.equal((r.content as { text: string }[])[0]?.text, "first call");
+  await client.close();
+
+  assert.ok(existsSync(path.join(cwd, ".mcp-edge", "mcp-edge.db")), "state under ./.mcp-edge/");
+  child.kill("SIGTERM");
+  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  assert.equal(code, 0, "a clean exit on SIGTERM");
+});
+
+test("the mcp-edge bin runs from a checkout, re-running itself on the pinned Node when needed", () => {
+  const bin = path.join(REPO_ROOT, "bin/mcp-edge.js");
+  // With the project's Node 24 and with whatever `node` is first on the system PATH (on these
+  // machines Node 20, which cannot strip types: the bin then re-runs on node_modules/node).
+  for (const node of [NODE_BIN, "node"]) {
+    const out = execFileSync(node, [bin, "--help"], {
+      encoding: "utf8",
+      env: { ...process.env, PATH: node === "node" ? "/usr/local/bin:/usr/bin:/bin" : process.env.PATH },
+    });
+    assert.match(out, /Usage: mcp-edge <command>/);
+  }
+  const validate = execFileSync(NODE_BIN, [bin, "validate", "--help"], { encoding: "utf8" });
+  assert.match(validate, /Usage: mcp-edge validate/);
+});
