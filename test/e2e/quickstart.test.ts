@@ -41,7 +41,10 @@ test("quickstart: the printed snippet works with an SDK client as printed", asyn
   const snippet = JSON.parse(snippetText) as { mcpServers: { demo: { type: string; url: string } } };
   assert.equal(snippet.mcpServers.demo.type, "http");
   const url = snippet.mcpServers.demo.url;
-  assert.match(banner, new RegExp(`MCP endpoint \\(demo\\):\\s+${url.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
+  assert.match(
+    banner,
+    new RegExp(`MCP endpoint \\(demo\\):\\s+${url.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`),
+  );
 
   const client = new Client({ name: "new-user", version: "1.0.0" });
   await client.connect(new StreamableHTTPClientTransport(new URL(url)));
