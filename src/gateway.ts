@@ -10,7 +10,7 @@ import { sendError, toGatewayError } from "./errors/wire.ts";
 import { LegacyBridge } from "./forward/legacy.ts";
 import { Forwarder } from "./forward/streamable.ts";
 import { allowedHostSet } from "./listen/hygiene.ts";
-import { createLogger, type Logger } from "./observability/logger.ts";
+import { createLogger, type Logger, logScope } from "./observability/logger.ts";
 import { Pipeline } from "./pipeline.ts";
 import { SessionManager } from "./session/manager.ts";
 import { StreamRegistry } from "./session/streams.ts";
@@ -295,30 +295,38 @@ export class Gateway {
       res,
       route: hit.route,
       endpoint: hit.endpoint,
-      log: this.log.child({ reqId: requestId, server: hit.route.name }),
+      log: this.log,
       clientGone: gone.signal,
     };
     res.setHeader("x-mcp-edge-request-id", requestId);
-    const work = this.#pipeline.handle(ctx).catch((err: unknown) => {
-      const ge = toGatewayError(err);
-      if (ge.status >= 500) ctx.log.error({ code: ge.code, err: ge.cause ?? ge }, ge.message);
-      else ctx.log.debug({ code: ge.code, status: ge.status }, ge.message);
-      if (!sendError(res, ge)) res.end();
-      // A refused body is not read further: close the connection rather than read the rest.
-      // Fix (test/regressions/body-too-large-crash.test.ts): `req.socket` is null by the time the
-      // response has finished, so reading it there threw and crashed the process on a chunked body
-      // over the cap: the socket is taken when the request arrives. The close lingers briefly
-      // (FIN, discard what is still in flight, then destroy) so the client reads the 413 rather
-      // than a reset (nginx's lingering_close).
-      if (ge.code === "EDGE_BODY_TOO_LARGE") {
-        res.once("finish", () => {
-          socket.end();
-          req.resume();
-          setTimeout(() => socket.destroy(), 2000).unref();
-        });
-      }
-    });
+    const scope = { reqId: requestId, server: hit.route.name };
+    // The error handler runs inside the scope too, so its log line carries the request id.
+    const work = logScope.run(scope, () =>
+      this.#pipeline.handle(ctx).catch((err: unknown) => this.#failed(ctx, socket, err)),
+    );
     if (req.method === "POST") this.#inflight.add(work);
+  }
+
+  /** Answers a request whose pipeline threw (a coded error, or an unexpected one: EDGE_INTERNAL). */
+  #failed(ctx: RequestContext, socket: Socket, err: unknown): void {
+    const { req, res } = ctx;
+    const ge = toGatewayError(err);
+    if (ge.status >= 500) ctx.log.error({ code: ge.code, err: ge.cause ?? ge }, ge.message);
+    else ctx.log.debug({ code: ge.code, status: ge.status }, ge.message);
+    if (!sendError(res, ge)) res.end();
+    // A refused body is not read further: close the connection rather than read the rest.
+    // Fix (test/regressions/body-too-large-crash.test.ts): `req.socket` is null by the time the
+    // response has finished, so reading it there threw and crashed the process on a chunked body
+    // over the cap: the socket is taken when the request arrives. The close lingers briefly
+    // (FIN, discard what is still in flight, then destroy) so the client reads the 413 rather
+    // than a reset (nginx's lingering_close).
+    if (ge.code === "EDGE_BODY_TOO_LARGE") {
+      res.once("finish", () => {
+        socket.end();
+        req.resume();
+        setTimeout(() => socket.destroy(), 2000).unref();
+      });
+    }
   }
 
   /**

@@ -1,6 +1,20 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import pino, { type DestinationStream, type Logger } from "pino";
 
 export type { Logger };
+
+/** What every log line written while serving a request carries. */
+export interface LogScope {
+  reqId: string;
+  server: string;
+}
+
+/**
+ * The request a piece of code runs for. Every log line written inside `logScope.run(...)` carries
+ * its request id, wherever it is written from (pipeline, session manager, upstream transports),
+ * without passing a child logger around.
+ */
+export const logScope = new AsyncLocalStorage<LogScope>();
 
 /**
  * Paths pino blanks before a line is written: credentials and session ids never reach a log
@@ -41,6 +55,7 @@ export function createLogger(options: LoggerOptions): Logger {
       redact: { paths: REDACT_PATHS, censor: "[redacted]" },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
+      mixin: () => logScope.getStore() ?? {},
     },
     options.destination ?? pino.destination({ fd: 1, sync: false }),
   );

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { Writable } from "node:stream";
-import pino from "pino";
 import { parseConfig } from "../../src/config/load.ts";
 import { Gateway } from "../../src/gateway.ts";
+import { createLogger } from "../../src/observability/logger.ts";
 import { NODE_BIN, REPO_ROOT } from "./spawn.ts";
 
 /** A config document as a test writes it (before validation). */
@@ -52,7 +52,7 @@ export async function startEdge(doc: EdgeConfigDoc, dir?: string): Promise<InPro
     },
   });
   const config = parseConfig(withTestDefaults(doc, dir));
-  const logger = pino({ level: config.log.level }, sink);
+  const logger = createLogger({ level: config.log.level, destination: sink });
   const gw = await Gateway.start(config, { logger });
   return { gw, url: (s) => gw.url(s), logs: () => lines, stop: () => gw.stop() };
 }
