@@ -354,7 +354,13 @@ export class Forwarder {
     const abort = new AbortController();
     const onGone = () => abort.abort(new GatewayError("EDGE_UPSTREAM_ERROR", "client went away"));
     ctx.clientGone.addEventListener("abort", onGone, { once: true });
-    const signal = AbortSignal.any([abort.signal, AbortSignal.timeout(ctx.route.config.upstream.timeout)]);
+    // `subscriptions/listen` is the long-lived notification stream of 2026-07-28: it lasts as long
+    // as the client keeps it open, so the per-request deadline does not apply to it.
+    const longLived =
+      messages.length === 1 && (messages[0] as { method?: string }).method === "subscriptions/listen";
+    const signal = longLived
+      ? abort.signal
+      : AbortSignal.any([abort.signal, AbortSignal.timeout(ctx.route.config.upstream.timeout)]);
     const fctx = forwardContext(ctx, single(ctx.req, "mcp-protocol-version"), signal);
     const keys = requestKeys(messages);
     try {

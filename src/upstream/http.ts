@@ -147,6 +147,7 @@ export class HttpUpstream implements Upstream {
     headers: Record<string, string>,
     body: string | undefined,
     ctx: ForwardContext,
+    longLived = method === "GET",
   ): Promise<EgressResponse> {
     inst.inflight++;
     try {
@@ -155,7 +156,7 @@ export class HttpUpstream implements Upstream {
         headers,
         ...(body !== undefined ? { body } : {}),
         signal: ctx.signal,
-        stream: method === "GET",
+        stream: longLived,
         headersTimeout: this.#cfg.timeout,
       });
     } catch (err) {
@@ -196,12 +197,14 @@ export class HttpUpstream implements Upstream {
     return new HttpSession(this, inst, binding.sessionId);
   }
 
-  async stateless(body: string, _messages: RpcMessage[], ctx: ForwardContext): Promise<UpstreamReply> {
+  async stateless(body: string, messages: RpcMessage[], ctx: ForwardContext): Promise<UpstreamReply> {
     const candidates = this.#candidates();
     if (candidates.length === 0) throw new GatewayError("EDGE_UPSTREAM_UNAVAILABLE");
+    // The 2026-07-28 notification stream stays open indefinitely: stream pool, no idle timeout.
+    const longLived = (messages[0] as { method?: string } | undefined)?.method === "subscriptions/listen";
     for (const inst of candidates) {
       try {
-        const res = await this.#send(inst, "POST", this.#headers(ctx, null), body, ctx);
+        const res = await this.#send(inst, "POST", this.#headers(ctx, null), body, ctx, longLived);
         return await replyFromResponse(res);
       } catch (err) {
         if (isConnectError(err)) continue;

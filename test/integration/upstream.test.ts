@@ -26,7 +26,9 @@ describe("headers toward the upstream", () => {
   test("only allow-listed client headers reach the upstream; edge-asserted ones are the edge's own", async () => {
     const up = await spawnFixture("test/fixtures/conformance-server.ts");
     cleanups.push(() => up.stop());
-    const edge = await startEdge({ servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } } });
+    const edge = await startEdge({
+      servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } },
+    });
     cleanups.push(() => edge.stop());
     const spoofed = {
       "x-mcp-edge-request-id": "spoofed-request-id",
@@ -39,13 +41,21 @@ describe("headers toward the upstream", () => {
       traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     };
     const client = new Client({ name: "hdr", version: "1.0.0" });
-    await client.connect(new StreamableHTTPClientTransport(new URL(edge.url()), { requestInit: { headers: spoofed } }));
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(edge.url()), { requestInit: { headers: spoofed } }),
+    );
     cleanups.push(() => client.close());
-    const seen = JSON.parse(firstText(await client.callTool({ name: "echo_headers", arguments: {} }))) as Record<
-      string,
-      string
-    >;
-    for (const name of ["x-mcp-edge-identity", "x-forwarded-for", "forwarded", "cookie", "x-api-key", "x-custom"]) {
+    const seen = JSON.parse(
+      firstText(await client.callTool({ name: "echo_headers", arguments: {} })),
+    ) as Record<string, string>;
+    for (const name of [
+      "x-mcp-edge-identity",
+      "x-forwarded-for",
+      "forwarded",
+      "cookie",
+      "x-api-key",
+      "x-custom",
+    ]) {
       assert.equal(seen[name], undefined, `${name} must not reach the upstream`);
     }
     assert.notEqual(seen["x-mcp-edge-request-id"], "spoofed-request-id");
@@ -80,7 +90,9 @@ describe("stdio upstreams", () => {
     const client = new Client({ name: "env", version: "1.0.0" });
     await client.connect(new StreamableHTTPClientTransport(new URL(edge.url())));
     cleanups.push(() => client.close());
-    const keys = JSON.parse(firstText(await client.callTool({ name: "env_keys", arguments: {} }))) as string[];
+    const keys = JSON.parse(
+      firstText(await client.callTool({ name: "env_keys", arguments: {} })),
+    ) as string[];
     assert.ok(keys.includes("PATH"));
     assert.ok(keys.includes("FROM_CONFIG"));
     assert.ok(!keys.includes("MCP_EDGE_TEST_SECRET"), "the edge's environment does not leak");
@@ -96,7 +108,9 @@ describe("stdio upstreams", () => {
       servers: {
         s: {
           route: "/mcp",
-          upstream: { stdio: { command: NODE_BIN, args: [FIXTURE, "--stdio"], mode: "shared", restartBackoff: "100ms" } },
+          upstream: {
+            stdio: { command: NODE_BIN, args: [FIXTURE, "--stdio"], mode: "shared", restartBackoff: "100ms" },
+          },
           auth: ["none"],
         },
       },
@@ -142,7 +156,11 @@ async function hostile(
           JSON.stringify({
             jsonrpc: "2.0",
             id: msg.id,
-            result: { protocolVersion: "2025-11-25", capabilities: { tools: {} }, serverInfo: { name: "h", version: "1" } },
+            result: {
+              protocolVersion: "2025-11-25",
+              capabilities: { tools: {} },
+              serverInfo: { name: "h", version: "1" },
+            },
           }),
         );
         return;
@@ -187,7 +205,9 @@ describe("a hostile upstream", () => {
       res.writeHead(200, { "content-type": "application/json", "set-cookie": "evil=1" });
       res.end(JSON.stringify({ jsonrpc: "2.0", id: 999, result: {} }));
     });
-    const edge = await startEdge({ servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } } });
+    const edge = await startEdge({
+      servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } },
+    });
     cleanups.push(() => edge.stop());
     const send = await session(edge.url());
     const res = await send({ jsonrpc: "2.0", id: 7, method: "tools/list" });
@@ -201,10 +221,14 @@ describe("a hostile upstream", () => {
   test("on an SSE answer, responses to other ids are dropped and the real one delivered", async () => {
     const up = await hostile((msg, res) => {
       res.writeHead(200, { "content-type": "text/event-stream" });
-      res.write(`data: ${JSON.stringify({ jsonrpc: "2.0", id: "someone-else", result: { leaked: true } })}\n\n`);
+      res.write(
+        `data: ${JSON.stringify({ jsonrpc: "2.0", id: "someone-else", result: { leaked: true } })}\n\n`,
+      );
       res.end(`data: ${JSON.stringify({ jsonrpc: "2.0", id: msg.id, result: { tools: [] } })}\n\n`);
     });
-    const edge = await startEdge({ servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } } });
+    const edge = await startEdge({
+      servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } },
+    });
     cleanups.push(() => edge.stop());
     const send = await session(edge.url());
     const res = await send({ jsonrpc: "2.0", id: 8, method: "tools/list" });
@@ -223,7 +247,9 @@ describe("a hostile upstream", () => {
         res.end("I'm a teapot: exact bytes");
       }
     });
-    const edge = await startEdge({ servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } } });
+    const edge = await startEdge({
+      servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } },
+    });
     cleanups.push(() => edge.stop());
     const send = await session(edge.url());
     assert.equal((await send({ jsonrpc: "2.0", id: 1, method: "tools/list" })).status, 502);
@@ -236,15 +262,74 @@ describe("a hostile upstream", () => {
   test("an SSE answer that ends without the response becomes a JSON-RPC error for that id", async () => {
     const up = await hostile((_msg, res) => {
       res.writeHead(200, { "content-type": "text/event-stream" });
-      res.end(`data: ${JSON.stringify({ jsonrpc: "2.0", method: "notifications/message", params: { level: "info", data: "x" } })}\n\n`);
+      res.end(
+        `data: ${JSON.stringify({ jsonrpc: "2.0", method: "notifications/message", params: { level: "info", data: "x" } })}\n\n`,
+      );
     });
-    const edge = await startEdge({ servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } } });
+    const edge = await startEdge({
+      servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } },
+    });
     cleanups.push(() => edge.stop());
     const send = await session(edge.url());
     const text = await (await send({ jsonrpc: "2.0", id: 3, method: "tools/list" })).text();
     const last = text.trim().split("\n\n").at(-1) ?? "";
-    const msg = JSON.parse(last.split("\n").find((l) => l.startsWith("data: "))?.slice(6) ?? "{}");
+    const msg = JSON.parse(
+      last
+        .split("\n")
+        .find((l) => l.startsWith("data: "))
+        ?.slice(6) ?? "{}",
+    );
     assert.equal(msg.id, 3);
     assert.equal(msg.error.data.code, "EDGE_UPSTREAM_ERROR");
+  });
+});
+
+describe("stateless era (2026-07-28)", () => {
+  test("a client that goes away cancels the upstream request (the edge aborts it)", async () => {
+    let upstreamClosed: () => void = () => {};
+    const closed = new Promise<void>((r) => {
+      upstreamClosed = r;
+    });
+    const up = await hostile((_msg, res, req) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write(
+        `data: ${JSON.stringify({ jsonrpc: "2.0", method: "notifications/progress", params: { progressToken: 1, progress: 1 } })}\n\n`,
+      );
+      req.socket.on("close", () => upstreamClosed());
+    });
+    const edge = await startEdge({
+      servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } },
+    });
+    cleanups.push(() => edge.stop());
+    const abort = new AbortController();
+    const res = await fetch(edge.url(), {
+      method: "POST",
+      signal: abort.signal,
+      headers: {
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": "tools/call",
+        "mcp-name": "slow",
+      },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "tools/call",
+        params: {
+          name: "slow",
+          arguments: {},
+          _meta: {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+          },
+        },
+      }),
+    });
+    assert.equal(res.status, 200);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read(); // the first event arrived: the call is running upstream
+    abort.abort();
+    await closed; // resolves only when the edge closed its upstream connection
   });
 });
