@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Principal } from "./auth/types.ts";
 import type { ServerConfig } from "./config/schema.ts";
 import type { RpcMessage } from "./listen/jsonrpc.ts";
 import type { Logger } from "./observability/logger.ts";
@@ -12,13 +13,7 @@ export interface Route {
   readonly upstream: Upstream;
 }
 
-/** Who is calling. Sessions belong to principals, never to tokens or keys (SPEC §7.1). */
-export interface Principal {
-  /** Stable identity key: `anonymous`, later `key:<tenant>:<consumer>` or `oauth:<iss>:<tenant>:<sub>`. */
-  readonly id: string;
-  readonly method: "none";
-  readonly tenant: string | null;
-}
+export type { Principal };
 
 /** Which endpoint of a route the request hit. */
 export type Endpoint = "mcp" | "legacy-sse" | "legacy-messages";

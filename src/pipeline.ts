@@ -1,3 +1,4 @@
+import { ANONYMOUS } from "./auth/types.ts";
 import type { Principal, RequestContext } from "./context.ts";
 import { GatewayError } from "./errors/errors.ts";
 import type { LegacyBridge } from "./forward/legacy.ts";
@@ -16,8 +17,6 @@ export interface PipelineDeps {
   origins: ReadonlySet<string>;
   maxBodyBytes: number;
 }
-
-const ANONYMOUS: Principal = { id: "anonymous", method: "none", tenant: null };
 
 /**
  * The request pipeline: the one place where the order of the stages lives (DESIGN.md). Each step

@@ -125,17 +125,113 @@ const sessionsSchema = z.strictObject({
   }),
 });
 
-const authMethod = z.enum(["none"]);
+const authMethod = z.enum(["apiKey", "oauth", "none"]);
+
+/** A JWS algorithm name jose verifies (asymmetric only: an HMAC secret would be shared with the IdP). */
+const jwsAlgorithm = z.enum([
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+]);
+
+const issuerSchema = z.strictObject({
+  issuer: httpUrl.meta({ description: "Exact `iss` of accepted tokens (RFC 8414 issuer identifier)." }),
+  jwksUri: httpUrl.optional().meta({
+    description: "JWKS URL. Default: `jwks_uri` from the issuer's metadata (RFC 8414, then OIDC discovery).",
+  }),
+  algorithms: z
+    .array(jwsAlgorithm)
+    .min(1)
+    .prefault(["RS256", "ES256"])
+    .meta({ description: "Accepted signature algorithms; the token header never chooses (RFC 8725 §3.1)." }),
+  audience: z
+    .string()
+    .optional()
+    .meta({
+      description: "Required `aud`. Default: the route's resource URL, publicUrl + route (RFC 8707).",
+    }),
+  requireTyp: z
+    .boolean()
+    .prefault(true)
+    .meta({ description: "Require `typ: at+jwt` (RFC 9068). Relax only for an IdP that cannot set it." }),
+  scopeClaim: z
+    .string()
+    .prefault("scope")
+    .meta({ description: "Claim holding granted scopes (space-separated or array)." }),
+  introspection: z
+    .strictObject({
+      url: httpUrl.meta({ description: "RFC 7662 introspection endpoint, for opaque tokens." }),
+      clientId: z.string().min(1),
+      clientSecret: z.string().min(1).meta({ description: "From the environment: ${NAME}." }),
+      cacheMaxAge: duration
+        .prefault("60s")
+        .meta({ description: "Longest an introspection answer is reused (never past `exp`)." }),
+    })
+    .optional(),
+  jwksCacheMaxAge: duration.prefault("10m").meta({ description: "Refetch the JWKS this often." }),
+  jwksMaxStale: duration
+    .prefault("24h")
+    .meta({
+      description: "Keep verifying with the last good JWKS this long while the JWKS endpoint is down.",
+    }),
+});
+
+const credentialsSchema = z
+  .strictObject({
+    headers: z
+      .record(z.string(), z.string())
+      .optional()
+      .meta({ description: "Secret headers sent to the upstream (values must be ${ENV} references)." }),
+    oauth: z
+      .strictObject({
+        tokenUrl: httpUrl.meta({
+          description: "Token endpoint for the client-credentials grant (RFC 6749 §4.4).",
+        }),
+        clientId: z.string().min(1),
+        clientSecret: z.string().min(1).meta({ description: "From the environment: ${NAME}." }),
+        scope: z.string().optional(),
+        resource: z
+          .string()
+          .optional()
+          .meta({ description: "RFC 8707 resource indicator sent with the grant." }),
+        refreshBefore: duration
+          .prefault("60s")
+          .meta({ description: "Refresh this long before `expires_in` runs out." }),
+      })
+      .optional(),
+  })
+  .meta({
+    description:
+      "Credentials mcp-edge holds for the upstream. The client's own token or key is never forwarded.",
+  });
 
 const serverSchema = z.strictObject({
   route: route.meta({ description: "Public path of the MCP endpoint, e.g. /github/mcp." }),
   upstream: upstreamSchema.meta({
     description: "Where the MCP server runs: exactly one of `urls`, `sse`, `stdio`.",
   }),
-  auth: z
-    .array(authMethod)
-    .min(1)
-    .meta({ description: "Accepted credentials. `none` is a named opt-in: loopback listeners only." }),
+  auth: z.array(authMethod).min(1).prefault(["apiKey"]).meta({
+    description:
+      "Accepted credentials: `apiKey` (keys from the admin API), `oauth` (tokens from `auth.oauth` issuers), `none` (named opt-in: loopback listeners only).",
+  }),
+  scopes: z
+    .strictObject({
+      default: z.array(z.string()).prefault([]).meta({ description: "Scopes every call needs." }),
+      tools: z
+        .record(z.string(), z.array(z.string()))
+        .prefault({})
+        .meta({ description: "Scopes a `tools/call` of that tool needs (instead of `default`)." }),
+    })
+    .prefault({ default: [], tools: {} })
+    .meta({ description: "OAuth scopes; API keys carry their own scopes and tool allow-lists." }),
+  credentials: credentialsSchema.optional(),
   sessions: sessionsSchema
     .prefault({ idleTtl: "24h", onBackendLoss: "reinitialize" })
     .meta({ description: "MCP session lifetime and failover." }),
@@ -211,6 +307,13 @@ export const configSchema = z
         listen: adminListenSchema
           .prefault({ host: "127.0.0.1", port: 8788 })
           .meta({ description: "The admin listener. Keep it on loopback or a private network." }),
+        token: z
+          .string()
+          .min(32, "the admin token must be at least 32 characters")
+          .optional()
+          .meta({
+            description: "Root admin token (${MCP_EDGE_ADMIN_TOKEN}). Without it the admin API is off.",
+          }),
       })
       .prefault({ listen: { host: "127.0.0.1", port: 8788 } })
       .meta({ description: "Admin API, dashboard, metrics and health endpoints." }),
@@ -249,6 +352,19 @@ export const configSchema = z
     unsafe: unsafeSchema
       .prefault({ allowUnauthenticatedPublic: false })
       .meta({ description: "Named opt-ins for unsafe choices; each one logs a coded warning at boot." }),
+    auth: z
+      .strictObject({
+        oauth: z
+          .array(issuerSchema)
+          .prefault([])
+          .meta({ description: "Issuers whose access tokens are accepted." }),
+        leeway: duration
+          .prefault("30s")
+          .refine((ms) => ms <= 60_000, "at most 60s (RFC 7519 §4.1.4: small leeway only)")
+          .meta({ description: "Clock skew allowed on `exp`, `nbf` and `iat`." }),
+      })
+      .prefault({ oauth: [], leeway: "30s" })
+      .meta({ description: "Resource-server settings shared by every route that accepts `oauth`." }),
     servers: z
       .record(
         z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "server names are 1-64 of A-Z a-z 0-9 _ -"),
@@ -258,6 +374,23 @@ export const configSchema = z
       .meta({ description: "The MCP servers behind the edge, by name (1-64 of A-Z a-z 0-9 _ -)." }),
   })
   .superRefine((cfg, ctx) => {
+    for (const [name, server] of Object.entries(cfg.servers)) {
+      if (!server.auth.includes("oauth")) continue;
+      if (cfg.auth.oauth.length === 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["servers", name, "auth"],
+          message: "oauth needs at least one issuer in auth.oauth",
+        });
+      }
+      if (!cfg.publicUrl) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["publicUrl"],
+          message: `required when a route accepts oauth (server ${name}): it is the resource URL tokens are issued for`,
+        });
+      }
+    }
     const seen = new Map<string, string>();
     for (const [name, server] of Object.entries(cfg.servers)) {
       const other = seen.get(server.route);

@@ -63,6 +63,61 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The Host header names a host this listener does not serve (DNS-rebinding protection).",
   },
+  // Authentication and authorization
+  EDGE_AUTH_REQUIRED: {
+    http: 401,
+    rpc: -32000,
+    summary: "No credentials. The WWW-Authenticate challenge names the resource metadata and scopes.",
+  },
+  EDGE_AUTH_INVALID_TOKEN: {
+    http: 401,
+    rpc: -32000,
+    summary:
+      "The token or API key is invalid, expired or revoked (which one is not said). Refresh and retry.",
+  },
+  EDGE_AUTH_INVALID_REQUEST: {
+    http: 400,
+    rpc: -32000,
+    summary: "Credentials sent in more than one way, or a malformed Authorization header (RFC 6750 §2).",
+  },
+  EDGE_AUTH_INSUFFICIENT_SCOPE: {
+    http: 403,
+    rpc: -32000,
+    summary: "The token lacks scopes the call needs; the challenge names them (RFC 6750 §3.1).",
+  },
+  EDGE_TOOL_FORBIDDEN: {
+    http: 403,
+    rpc: -32000,
+    summary: "The credential may not call this tool (the key's or server's tool allow-list).",
+  },
+  EDGE_AUTH_UNAVAILABLE: {
+    http: 503,
+    rpc: -32000,
+    summary: "A dependency needed to check the credential (JWKS, introspection, key store) is down.",
+    retryAfter: 5,
+  },
+  // Admin API
+  EDGE_ADMIN_UNAUTHORIZED: {
+    http: 401,
+    rpc: null,
+    summary: "The admin API needs `Authorization: Bearer <admin token>`.",
+  },
+  EDGE_ADMIN_NOT_FOUND: {
+    http: 404,
+    rpc: null,
+    summary: "No such object (or not yours to see).",
+  },
+  EDGE_ADMIN_BAD_REQUEST: {
+    http: 400,
+    rpc: null,
+    summary: "The admin request is malformed; the message says why.",
+  },
+  EDGE_ADMIN_CONFLICT: { http: 409, rpc: null, summary: "An active object with that name already exists." },
+  EDGE_ADMIN_DISABLED: {
+    http: 404,
+    rpc: null,
+    summary: "The admin API is off: no `admin.token` is configured.",
+  },
   // Protocol (era stage)
   EDGE_PROTOCOL_VERSION_UNSUPPORTED: {
     http: 400,
@@ -163,6 +218,11 @@ export const ERROR_CODES = {
     http: null,
     rpc: null,
     summary: "The configuration asks for something unsafe without its named opt-in.",
+  },
+  EDGE_CONFIG_SECRET_INLINE: {
+    http: null,
+    rpc: null,
+    summary: "A secret (client secret, credential header) is written in the config file instead of ${ENV}.",
   },
   EDGE_CONFIG_ENV_MISSING: {
     http: null,

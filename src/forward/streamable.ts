@@ -130,6 +130,7 @@ export class Forwarder {
     }
     if (reply.kind === "json") return sendJson(ctx.res, reply.data, sessionId);
     ctx.res.writeHead(200, sseHeaders(sessionId));
+    ctx.res.flushHeaders();
     // A stream the client can resume, like any other, when it has a session.
     if (sessionId) {
       const stream = this.#streams.create(sessionId, "request");
@@ -174,6 +175,7 @@ export class Forwarder {
     }
     const stream = this.#streams.create(rec.id, "request");
     ctx.res.writeHead(200, sseHeaders());
+    ctx.res.flushHeaders();
     const sink = new Sink(ctx.res);
     stream.attach(sink, 0);
     // In the session era a disconnect is not a cancellation: the upstream keeps being read into the
@@ -277,6 +279,7 @@ export class Forwarder {
       const found = this.#streams.resolve(rec.id, lastEventId);
       if (found && (found.stream.kind === "request" || !found.stream.done)) {
         ctx.res.writeHead(200, sseHeaders());
+        ctx.res.flushHeaders();
         found.stream.attach(sink, found.seq);
         ctx.res.on("close", () => found.stream.detach(sink));
         return;
@@ -289,6 +292,7 @@ export class Forwarder {
       // The upstream allows one standalone stream per session; the edge holds it for the client.
       if (live.attached) throw new GatewayError("EDGE_STREAM_CONFLICT");
       ctx.res.writeHead(200, sseHeaders());
+      ctx.res.flushHeaders();
       live.attach(sink);
       ctx.res.on("close", () => live.detach(sink));
       return;
@@ -317,6 +321,7 @@ export class Forwarder {
       reply.close();
     };
     ctx.res.writeHead(200, sseHeaders());
+    ctx.res.flushHeaders();
     for (const frame of replay) sink.write(frame);
     stream.attach(sink, 0);
     ctx.res.on("close", () => stream.detach(sink));
@@ -374,6 +379,7 @@ export class Forwarder {
         return sendJson(ctx.res, reply.data);
       }
       ctx.res.writeHead(200, sseHeaders());
+      ctx.res.flushHeaders();
       const sink = new Sink(ctx.res);
       ctx.clientGone.addEventListener("abort", () => reply.close(), { once: true });
       try {

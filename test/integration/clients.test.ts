@@ -5,7 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Client as ClientV2, StreamableHTTPClientTransport as StreamableV2 } from "@modelcontextprotocol/client";
+import {
+  Client as ClientV2,
+  StreamableHTTPClientTransport as StreamableV2,
+} from "@modelcontextprotocol/client";
 import { Client as ClientV1 } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport as StreamableV1 } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -58,7 +61,8 @@ after(async () => {
 });
 
 function firstText(r: unknown): string {
-  return (((r as { content?: unknown }).content as { text?: string }[] | undefined)?.[0]?.text ?? "") as string;
+  return (((r as { content?: unknown }).content as { text?: string }[] | undefined)?.[0]?.text ??
+    "") as string;
 }
 
 describe("SDK v1 Streamable HTTP client", () => {
@@ -70,7 +74,10 @@ describe("SDK v1 Streamable HTTP client", () => {
       try {
         assert.ok(transport.sessionId, "the edge issued a session id");
         const tools = await client.listTools();
-        assert.ok(tools.tools.some((x) => x.name === t.tool), `${t.tool} is listed`);
+        assert.ok(
+          tools.tools.some((x) => x.name === t.tool),
+          `${t.tool} is listed`,
+        );
         assert.match(firstText(await client.callTool({ name: t.tool, arguments: t.args })), t.expect);
         await transport.terminateSession();
       } finally {
@@ -102,7 +109,10 @@ describe("SDK v2 Streamable HTTP client", () => {
       await client.connect(transport);
       try {
         const tools = await client.listTools();
-        assert.ok(tools.tools.some((x) => x.name === t.tool), `${t.tool} is listed`);
+        assert.ok(
+          tools.tools.some((x) => x.name === t.tool),
+          `${t.tool} is listed`,
+        );
         assert.match(firstText(await client.callTool({ name: t.tool, arguments: t.args })), t.expect);
       } finally {
         await client.close();
@@ -119,7 +129,10 @@ describe("legacy HTTP+SSE (2024-11-05) client", () => {
       await client.connect(new SSEClientTransport(new URL(base)));
       try {
         const tools = await client.listTools();
-        assert.ok(tools.tools.some((x) => x.name === t.tool), `${t.tool} is listed`);
+        assert.ok(
+          tools.tools.some((x) => x.name === t.tool),
+          `${t.tool} is listed`,
+        );
         assert.match(firstText(await client.callTool({ name: t.tool, arguments: t.args })), t.expect);
       } finally {
         await client.close();
@@ -132,12 +145,18 @@ describe("SDK v2 client negotiating the era (versionNegotiation: auto)", () => {
   for (const t of TARGETS) {
     const modern = t.server === "v2";
     test(`${modern ? "speaks 2026-07-28" : "falls back to the session era"} on the ${t.server} upstream`, async () => {
-      const client = new ClientV2({ name: "v2-auto", version: "1.0.0" }, { versionNegotiation: { mode: "auto" } });
+      const client = new ClientV2(
+        { name: "v2-auto", version: "1.0.0" },
+        { versionNegotiation: { mode: "auto" } },
+      );
       await client.connect(new StreamableV2(new URL(edge.url(t.server))));
       try {
         assert.equal(client.getProtocolEra(), modern ? "modern" : "legacy");
         const tools = await client.listTools();
-        assert.ok(tools.tools.some((x) => x.name === t.tool), `${t.tool} is listed`);
+        assert.ok(
+          tools.tools.some((x) => x.name === t.tool),
+          `${t.tool} is listed`,
+        );
         assert.match(firstText(await client.callTool({ name: t.tool, arguments: t.args })), t.expect);
       } finally {
         await client.close();

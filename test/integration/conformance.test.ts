@@ -103,7 +103,10 @@ describe("conformance through the edge", { timeout: 600_000 }, () => {
       .filter(([k, status]) => status === "SUCCESS" && through.get(k) !== "SUCCESS")
       .map(([k]) => `${k}: ${through.get(k)}`);
     assert.deepEqual(regressions, []);
-    assert.ok([...direct.values()].some((s) => s === "SUCCESS"), "server-everything passes some checks");
+    assert.ok(
+      [...direct.values()].some((s) => s === "SUCCESS"),
+      "server-everything passes some checks",
+    );
   });
 
   for (const requirements of ["2025-11-25", "2026-07-28"] as const) {

@@ -359,8 +359,14 @@ const assessCases: AssessCase[] = [
     warnings: ["EDGE_WARN_AUTH_NONE", "EDGE_WARN_ADMIN_PUBLIC"],
   },
   {
-    name: "admin listener on the public port (its port left out)",
+    // Regression: the admin listener once took the public default port when its port was left out.
+    name: "admin listener with its port left out defaults to 8788, not the public port",
     doc: { admin: { listen: { host: "127.0.0.1" } }, servers: { a: route("a") } },
+    warnings: ["EDGE_WARN_AUTH_NONE"],
+  },
+  {
+    name: "admin listener on the public port collides",
+    doc: { admin: { listen: { host: "127.0.0.1", port: 8787 } }, servers: { a: route("a") } },
     warnings: ["EDGE_WARN_AUTH_NONE"],
     errors: [/admin\.listen: .*collides/],
   },

@@ -143,7 +143,7 @@ describe("checkHostAndOrigin", () => {
       expected: "EDGE_ORIGIN_FORBIDDEN",
     },
     {
-      name: "Origin with userinfo pointing at a served host is still a foreign site",
+      name: "Origin whose host merely starts with a served host",
       headers: { host: "mcp.example.com", origin: "https://mcp.example.com.evil.example" },
       expected: "EDGE_ORIGIN_FORBIDDEN",
     },
