@@ -151,12 +151,9 @@ const issuerSchema = z.strictObject({
     .min(1)
     .prefault(["RS256", "ES256"])
     .meta({ description: "Accepted signature algorithms; the token header never chooses (RFC 8725 §3.1)." }),
-  audience: z
-    .string()
-    .optional()
-    .meta({
-      description: "Required `aud`. Default: the route's resource URL, publicUrl + route (RFC 8707).",
-    }),
+  audience: z.string().optional().meta({
+    description: "Required `aud`. Default: the route's resource URL, publicUrl + route (RFC 8707).",
+  }),
   requireTyp: z
     .boolean()
     .prefault(true)
@@ -176,11 +173,9 @@ const issuerSchema = z.strictObject({
     })
     .optional(),
   jwksCacheMaxAge: duration.prefault("10m").meta({ description: "Refetch the JWKS this often." }),
-  jwksMaxStale: duration
-    .prefault("24h")
-    .meta({
-      description: "Keep verifying with the last good JWKS this long while the JWKS endpoint is down.",
-    }),
+  jwksMaxStale: duration.prefault("24h").meta({
+    description: "Keep verifying with the last good JWKS this long while the JWKS endpoint is down.",
+  }),
 });
 
 const credentialsSchema = z
@@ -307,13 +302,9 @@ export const configSchema = z
         listen: adminListenSchema
           .prefault({ host: "127.0.0.1", port: 8788 })
           .meta({ description: "The admin listener. Keep it on loopback or a private network." }),
-        token: z
-          .string()
-          .min(32, "the admin token must be at least 32 characters")
-          .optional()
-          .meta({
-            description: "Root admin token (${MCP_EDGE_ADMIN_TOKEN}). Without it the admin API is off.",
-          }),
+        token: z.string().min(32, "the admin token must be at least 32 characters").optional().meta({
+          description: "Root admin token (${MCP_EDGE_ADMIN_TOKEN}). Without it the admin API is off.",
+        }),
       })
       .prefault({ listen: { host: "127.0.0.1", port: 8788 } })
       .meta({ description: "Admin API, dashboard, metrics and health endpoints." }),
