@@ -201,7 +201,7 @@ async function session(url: string): Promise<(body: object) => Promise<Response>
 
 describe("a hostile upstream", () => {
   test("a JSON answer to another request id is refused with 502", async () => {
-    const up = await hostile((msg, res) => {
+    const up = await hostile((_msg, res) => {
       res.writeHead(200, { "content-type": "application/json", "set-cookie": "evil=1" });
       res.end(JSON.stringify({ jsonrpc: "2.0", id: 999, result: {} }));
     });
