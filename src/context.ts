@@ -38,5 +38,10 @@ export interface RequestContext {
   messages?: RpcMessage[];
   batch?: boolean;
   era?: "session" | "stateless";
+  /**
+   * Rewrites an upstream answer before the client sees it (tools/list filtered to the tools the
+   * principal may call); returns the text to send, or undefined to send the upstream's as is.
+   */
+  rewrite?: (data: string) => string | undefined;
   session?: SessionRecord;
 }

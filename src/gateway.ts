@@ -3,6 +3,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from "node:net";
 import type { Config } from "./config/schema.ts";
 import { assessConfig } from "./config/warnings.ts";
+import type { DatabaseSync } from "node:sqlite";
+import { AdminApi } from "./admin/api.ts";
+import { KeyService } from "./admin/keys.ts";
+import { Authenticator } from "./auth/authenticate.ts";
+import { protectedResourceMetadata, resourceMetadataUrl, resourceUrl } from "./auth/challenge.ts";
+import { IdentitySigner } from "./auth/identity.ts";
+import { OAuthVerifier } from "./auth/oauth.ts";
 import type { Endpoint, RequestContext, Route } from "./context.ts";
 import { Egress } from "./egress/index.ts";
 import { GatewayError } from "./errors/errors.ts";
@@ -14,8 +21,9 @@ import { createLogger, type Logger, logScope } from "./observability/logger.ts";
 import { Pipeline } from "./pipeline.ts";
 import { SessionManager } from "./session/manager.ts";
 import { StreamRegistry } from "./session/streams.ts";
-import { SqliteSessionStore } from "./store/sqlite.ts";
-import type { SessionStore } from "./store/types.ts";
+import { openDatabase, SqliteApiKeyStore, SqliteSessionStore } from "./store/sqlite.ts";
+import type { ApiKeyStore, SessionStore } from "./store/types.ts";
+import { createCredentials } from "./upstream/credentials.ts";
 import { HttpUpstream } from "./upstream/http.ts";
 import { LegacySseUpstream } from "./upstream/legacy-sse.ts";
 import { StdioUpstream } from "./upstream/stdio.ts";
@@ -23,8 +31,15 @@ import type { Upstream } from "./upstream/types.ts";
 
 export interface GatewayOptions {
   logger?: Logger;
-  /** Session store; default: SQLite at `store.sqlite`. */
-  sessionStore?: SessionStore;
+}
+
+/** What `start` prepares (I/O) before the gateway is assembled. */
+interface GatewayDeps {
+  db: DatabaseSync;
+  identity: IdentitySigner;
+  oauth: OAuthVerifier | undefined;
+  egress: Egress;
+  log: Logger;
 }
 
 /** Track promises of work in flight, for the drain. */
@@ -54,8 +69,15 @@ function createUpstream(
 ): Upstream {
   const u = cfg.upstream;
   const child = log.child({ server: route });
-  if (u.urls) return new HttpUpstream(u, egress, child);
-  if (u.sse) return new LegacySseUpstream(u, egress, child);
+  if (u.stdio && cfg.credentials)
+    throw new GatewayError(
+      "EDGE_CONFIG_INVALID",
+      `servers.${route}.credentials: a stdio upstream takes no HTTP credentials (pass secrets in its env)`,
+    );
+  // Validated here, at boot: a bad credentials block fails the start, not the first request.
+  const credentials = createCredentials(cfg.credentials, egress, child);
+  if (u.urls) return new HttpUpstream(u, egress, child, undefined, credentials);
+  if (u.sse) return new LegacySseUpstream(u, egress, child, credentials);
   return new StdioUpstream(u, child);
 }
 
@@ -70,7 +92,13 @@ export class Gateway {
   readonly routes = new Map<string, Route>();
   readonly #byPath = new Map<string, { route: Route; endpoint: Endpoint }>();
   readonly #egress: Egress;
+  readonly #db: DatabaseSync;
   readonly #store: SessionStore;
+  readonly #keyStore: ApiKeyStore;
+  readonly #identity: IdentitySigner;
+  readonly #oauth: OAuthVerifier | undefined;
+  readonly #admin: AdminApi;
+  readonly #wellKnown = new Map<string, () => unknown>();
   readonly #streams: StreamRegistry;
   readonly #sessions: SessionManager;
   readonly #legacy: LegacyBridge;
@@ -78,15 +106,18 @@ export class Gateway {
   readonly #inflight = new Inflight();
   readonly #sockets = new Set<Socket>();
   #public: Server | undefined;
-  #admin: Server | undefined;
+  #adminServer: Server | undefined;
   #hosts: Set<string> | undefined;
   #draining = false;
   #stopped: Promise<void> | undefined;
 
-  private constructor(config: Config, options: GatewayOptions) {
+  private constructor(config: Config, deps: GatewayDeps) {
     this.config = config;
-    this.log = options.logger ?? createLogger({ level: config.log.level });
-    this.#egress = new Egress({ connectTimeout: 5000 });
+    this.log = deps.log;
+    this.#egress = deps.egress;
+    this.#db = deps.db;
+    this.#identity = deps.identity;
+    this.#oauth = deps.oauth;
     for (const [name, cfg] of Object.entries(config.servers)) {
       const route: Route = { name, config: cfg, upstream: createUpstream(name, cfg, this.#egress, this.log) };
       this.routes.set(name, route);
@@ -95,18 +126,46 @@ export class Gateway {
       this.#byPath.set(`${base}/sse`, { route, endpoint: "legacy-sse" });
       this.#byPath.set(`${base}/messages`, { route, endpoint: "legacy-messages" });
     }
-    this.#store = options.sessionStore ?? new SqliteSessionStore(config.store.sqlite);
+    this.#store = new SqliteSessionStore(this.#db);
+    this.#keyStore = new SqliteApiKeyStore(this.#db);
     this.#streams = new StreamRegistry(config.streams);
     this.#sessions = new SessionManager(this.#store, this.#streams, this.routes, this.log);
     const draining = () => this.#draining;
-    this.#legacy = new LegacyBridge(this.#sessions, draining, config.streams.keepAlive);
+    this.#legacy = new LegacyBridge(this.#sessions, draining, config.streams.keepAlive, this.#identity);
     const forwarder = new Forwarder({
       sessions: this.#sessions,
       streams: this.#streams,
       draining,
       inflight: this.#inflight,
+      identity: this.#identity,
     });
+    const authenticator = new Authenticator({
+      keys: this.#keyStore,
+      oauth: this.#oauth,
+      publicUrl: config.publicUrl,
+    });
+    this.#admin = new AdminApi({
+      token: config.admin.token,
+      keys: new KeyService(this.#keyStore, [...this.routes.keys()]),
+      sessions: this.#sessions,
+      routes: this.routes,
+      log: this.log,
+    });
+    // Public metadata: the edge's identity-signing keys, and RFC 9728 metadata per OAuth route.
+    this.#wellKnown.set("/.well-known/mcp-edge/jwks.json", () => this.#identity.jwks());
+    for (const route of this.routes.values()) {
+      if (!route.config.auth.includes("oauth") || !config.publicUrl) continue;
+      const doc = protectedResourceMetadata({
+        resource: resourceUrl(config.publicUrl, route.config.route),
+        authorizationServers: config.auth.oauth.map((i) => i.issuer),
+        scopesSupported: [
+          ...new Set([...route.config.scopes.default, ...Object.values(route.config.scopes.tools).flat()]),
+        ],
+      });
+      this.#wellKnown.set(new URL(resourceMetadataUrl(config.publicUrl, route.config.route)).pathname, () => doc);
+    }
     this.#pipeline = new Pipeline({
+      authenticator,
       forwarder,
       legacy: this.#legacy,
       sessions: this.#sessions,
@@ -125,11 +184,24 @@ export class Gateway {
         `unsafe configuration:\n  ${assessment.errors.join("\n  ")}`,
       );
     }
-    const gw = new Gateway(config, options);
+    const log = options.logger ?? createLogger({ level: config.log.level });
+    const egress = new Egress({ connectTimeout: 5000 });
+    const db = openDatabase(config.store.sqlite);
+    const identity = await IdentitySigner.open(db, {
+      issuer: config.publicUrl ?? "mcp-edge",
+      ttl: 120_000,
+      rotateEvery: 7 * 86_400_000,
+    });
+    const oauth =
+      config.auth.oauth.length > 0
+        ? OAuthVerifier.create({ issuers: config.auth.oauth, leeway: config.auth.leeway, egress, log })
+        : undefined;
+    await oauth?.start();
+    const gw = new Gateway(config, { db, identity, oauth, egress, log });
     for (const w of assessment.warnings) gw.log.warn({ code: w.code }, w.message);
     await Promise.all([...gw.routes.values()].map((r) => r.upstream.start()));
     gw.#public = await gw.#listen(config.listen, (req, res) => gw.#onPublic(req, res));
-    gw.#admin = await gw.#listen(config.admin.listen, (req, res) => gw.#onAdmin(req, res));
+    gw.#adminServer = await gw.#listen(config.admin.listen, (req, res) => gw.#onAdmin(req, res));
     gw.#hosts = allowedHostSet({
       configured: config.security.allowedHosts,
       publicUrl: config.publicUrl,
@@ -220,7 +292,7 @@ export class Gateway {
   }
 
   get adminPort(): number {
-    return (this.#admin as Server).address() ? ((this.#admin as Server).address() as AddressInfo).port : 0;
+    return (this.#adminServer as Server).address() ? ((this.#adminServer as Server).address() as AddressInfo).port : 0;
   }
 
   #hostForUrl(host: string): string {
@@ -267,15 +339,41 @@ export class Gateway {
   }
 
   #onAdmin(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? "/").split("?")[0] as string;
-    if (this.#health(req, res, path)) return;
-    sendError(res, new GatewayError("EDGE_ROUTE_NOT_FOUND"));
+    const url = new URL(req.url ?? "/", "http://admin");
+    if (this.#health(req, res, url.pathname)) return;
+    void this.#admin.handle(req, res, url.pathname, url.searchParams).then((handled) => {
+      if (!handled) {
+        req.resume();
+        sendError(res, new GatewayError("EDGE_ROUTE_NOT_FOUND"));
+      }
+    });
+  }
+
+  /** Public metadata documents (JSON, cacheable briefly). True when the path was one. */
+  #onWellKnown(req: IncomingMessage, res: ServerResponse, path: string): boolean {
+    const doc = this.#wellKnown.get(path);
+    if (!doc) return false;
+    req.resume();
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      sendError(res, new GatewayError("EDGE_METHOD_NOT_ALLOWED", undefined, { headers: { allow: "GET, HEAD" } }));
+      return true;
+    }
+    const body = JSON.stringify(doc());
+    res.writeHead(200, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      "cache-control": "public, max-age=300",
+      "access-control-allow-origin": "*",
+    });
+    res.end(req.method === "HEAD" ? undefined : body);
+    return true;
   }
 
   #onPublic(req: IncomingMessage, res: ServerResponse): void {
     const socket = req.socket;
     const path = (req.url ?? "/").split("?")[0] as string;
     if (this.#health(req, res, path)) return;
+    if (path.startsWith("/.well-known/") && this.#onWellKnown(req, res, path)) return;
     const hit = this.#byPath.get(path);
     if (!hit) {
       // Drain the body so the connection can be reused, then 404.
@@ -352,12 +450,15 @@ export class Gateway {
       this.log.warn({ inflight: this.#inflight.size }, "drain timeout: closing calls still in flight");
     this.#streams.closeClients();
     this.#legacy.closeAll();
-    this.#admin?.close();
+    this.#adminServer?.close();
     for (const s of this.#sockets) s.destroy();
     this.#sessions.close();
     this.#streams.close();
     await Promise.allSettled([...this.routes.values()].map((r) => r.upstream.stop()));
     await this.#store.close();
+    await this.#keyStore.close();
+    this.#oauth?.stop();
+    this.#db.close();
     await this.#egress.destroy();
     this.log.info("stopped");
     this.log.flush();

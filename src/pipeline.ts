@@ -1,4 +1,5 @@
-import { ANONYMOUS } from "./auth/types.ts";
+import type { Authenticator } from "./auth/authenticate.ts";
+import { authorize, filterToolsList, toolAllowed } from "./auth/authorize.ts";
 import type { Principal, RequestContext } from "./context.ts";
 import { GatewayError } from "./errors/errors.ts";
 import type { LegacyBridge } from "./forward/legacy.ts";
@@ -9,6 +10,7 @@ import { isRequest, parseBody } from "./listen/jsonrpc.ts";
 import type { SessionManager } from "./session/manager.ts";
 
 export interface PipelineDeps {
+  authenticator: Authenticator;
   forwarder: Forwarder;
   legacy: LegacyBridge;
   sessions: SessionManager;
@@ -54,7 +56,7 @@ export class Pipeline {
     // 3. Authenticate before reading the body: credentials are in the headers, and a client that
     //    cannot authenticate must not make the edge buffer a body. Every request authenticates;
     //    a session id never does (security.md D38).
-    ctx.principal = this.#authenticate(ctx);
+    ctx.principal = await this.#d.authenticator.authenticate(req, ctx.route);
 
     // 4. Body: capped (413), JSON only (415), a valid JSON-RPC message (400 -32700 / -32600).
     if (method === "POST") {
@@ -77,7 +79,10 @@ export class Pipeline {
   async #afterBody(ctx: RequestContext, method: string): Promise<void> {
     const { req } = ctx;
     if (ctx.endpoint === "legacy-sse") return this.#d.legacy.open(ctx);
-    if (ctx.endpoint === "legacy-messages") return this.#d.legacy.message(ctx);
+    if (ctx.endpoint === "legacy-messages") {
+      this.#authorize(ctx);
+      return this.#d.legacy.message(ctx);
+    }
 
     // 5. Era, per request (a dual-era endpoint picks per request: 2026-07-28 transports). Header
     //    claims are checked against the body before anything relies on them (routing, limits).
@@ -114,8 +119,13 @@ export class Pipeline {
       }
       if (ctx.batch) throw new GatewayError("EDGE_BATCH_REJECTED");
       validateStatelessHeaders({ get: (n) => single(req, n) }, first as NonNullable<typeof first>);
+      this.#authorize(ctx);
       return this.#d.forwarder.stateless(ctx);
     }
+
+    // 5b. Authorize (both eras): tool allow-lists and scopes, from the body (the headers were
+    //     checked against it), before any upstream call or session work.
+    this.#authorize(ctx);
 
     // 6. Session (session era): the id must name a live session of this route owned by this
     //    principal; anything else is 404, a missing id 400 (MCP transports, Session Management).
@@ -138,9 +148,19 @@ export class Pipeline {
     return this.#d.forwarder.delete(ctx);
   }
 
-  /** `auth: [none]` is the only method so far: a named opt-in, loopback only (checked at boot). */
-  #authenticate(ctx: RequestContext): Principal {
-    if (ctx.route.config.auth.includes("none")) return ANONYMOUS;
-    throw new GatewayError("EDGE_INTERNAL", "No authentication method is configured for this route.");
+  /**
+   * Per-call authorization, and the tools/list rewrite that hides tools the principal may not call.
+   */
+  #authorize(ctx: RequestContext): void {
+    const principal = ctx.principal as Principal;
+    const messages = ctx.messages;
+    if (!messages || principal.method === "none") return;
+    const route = ctx.route;
+    authorize(route.config, principal, messages, (scope) =>
+      this.#d.authenticator.challenge(route, "insufficient_scope", scope),
+    );
+    if (messages.some((m) => isRequest(m) && m.method === "tools/list")) {
+      ctx.rewrite = (data) => filterToolsList(data, (tool) => toolAllowed(route.config, principal, tool));
+    }
   }
 }

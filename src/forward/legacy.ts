@@ -1,7 +1,8 @@
+import type { IdentitySigner } from "../auth/identity.ts";
 import type { Principal, RequestContext, Route } from "../context.ts";
+import { upstreamHeaders } from "./identity.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { toGatewayError } from "../errors/wire.ts";
-import { forwardableHeaders } from "../listen/hygiene.ts";
 import { isRequest, isResponse, type RpcMessage, type RpcRequest } from "../listen/jsonrpc.ts";
 import { formatComment, formatEvent } from "../listen/sse.ts";
 import { mintSessionId, type SessionManager, sessionHash } from "../session/manager.ts";
@@ -35,9 +36,16 @@ export class LegacyBridge {
   readonly #draining: () => boolean;
   readonly #keepAliveMs: number;
   readonly #conns = new Map<string, LegacyConnection>();
+  readonly #identity: IdentitySigner | undefined;
 
-  constructor(sessions: SessionManager, draining: () => boolean, keepAliveMs: number) {
+  constructor(
+    sessions: SessionManager,
+    draining: () => boolean,
+    keepAliveMs: number,
+    identity?: IdentitySigner,
+  ) {
     this.#sessions = sessions;
+    this.#identity = identity;
     this.#draining = draining;
     this.#keepAliveMs = keepAliveMs;
   }
@@ -84,11 +92,11 @@ export class LegacyBridge {
     }
   }
 
-  #fctx(ctx: RequestContext, version: string | undefined): ForwardContext {
+  async #fctx(ctx: RequestContext, version: string | undefined): Promise<ForwardContext> {
     return {
       requestId: ctx.requestId,
       protocolVersion: version,
-      headers: forwardableHeaders(ctx.req),
+      headers: await upstreamHeaders(ctx, this.#identity),
       signal: AbortSignal.timeout(ctx.route.config.upstream.timeout),
     };
   }
@@ -98,7 +106,7 @@ export class LegacyBridge {
     const { session, reply } = await ctx.route.upstream.initialize(
       msg,
       ctx.body as string,
-      this.#fctx(ctx, undefined),
+      await this.#fctx(ctx, undefined),
     );
     let version: string | undefined;
     await this.#deliver(conn, reply, (m) => {
@@ -132,17 +140,17 @@ export class LegacyBridge {
     const rec = conn.record;
     if (!rec) throw new GatewayError("EDGE_SESSION_REQUIRED", "Send initialize first.");
     this.#sessions.store.touch(rec.id, Date.now());
-    const fctx = this.#fctx(ctx, rec.protocolVersion);
-    let upstream = await this.#sessions.upstreamOf(ctx.route, rec);
+    const fctx = await this.#fctx(ctx, rec.protocolVersion);
+    let upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
     let reply: UpstreamReply;
     try {
       reply = await upstream.post(ctx.body as string, [msg], fctx);
     } catch (err) {
       if (!(err instanceof UpstreamSessionLost)) throw err;
-      upstream = await this.#sessions.upstreamOf(ctx.route, rec, err);
+      upstream = await this.#sessions.upstreamOf(ctx.route, rec, err, fctx.headers);
       reply = await upstream.post(ctx.body as string, [msg], fctx);
     }
-    if (isRequest(msg) || reply.kind === "passthrough") await this.#deliver(conn, reply, () => {}, msg);
+    if (isRequest(msg) || reply.kind === "passthrough") await this.#deliver(conn, reply, () => {}, msg, ctx.rewrite);
     else if (reply.kind === "stream") reply.close();
     // Once initialized, server-initiated messages flow on the same stream (the old transport had one).
     if (!isRequest(msg) && "method" in msg && msg.method === "notifications/initialized")
@@ -154,8 +162,9 @@ export class LegacyBridge {
     reply: UpstreamReply,
     seen: (m: RpcMessage) => void,
     msg?: RpcMessage,
+    rewrite?: (data: string) => string | undefined,
   ) {
-    const send = (data: string) => conn.sink.write(formatEvent({ event: "message", data }));
+    const send = (data: string) => conn.sink.write(formatEvent({ event: "message", data: rewrite?.(data) ?? data }));
     if (reply.kind === "passthrough") {
       if (msg && isRequest(msg)) {
         const err = new GatewayError("EDGE_UPSTREAM_ERROR", `The upstream answered HTTP ${reply.status}.`);
@@ -186,7 +195,7 @@ export class LegacyBridge {
     void (async () => {
       try {
         const reply = await upstream.listen({
-          ...this.#fctx(ctx, conn.record?.protocolVersion),
+          ...(await this.#fctx(ctx, conn.record?.protocolVersion)),
           signal: abort.signal,
         });
         if (reply.kind !== "stream") return;

@@ -1,6 +1,8 @@
+import type { IdentitySigner } from "../auth/identity.ts";
 import type { RequestContext, Route } from "../context.ts";
+import { upstreamHeaders } from "./identity.ts";
 import { GatewayError } from "../errors/errors.ts";
-import { forwardableHeaders, single } from "../listen/hygiene.ts";
+import { single } from "../listen/hygiene.ts";
 import {
   isRequest,
   isResponse,
@@ -32,14 +34,17 @@ export interface ForwarderOptions {
   draining: () => boolean;
   /** Counts calls in flight, for the drain. */
   inflight: { add(p: Promise<unknown>): void };
+  /** Signs X-MCP-Edge-Identity; absent in tests that do not need it. */
+  identity?: IdentitySigner;
 }
 
-function forwardContext(
+async function forwardContext(
   ctx: RequestContext,
   protocolVersion: string | undefined,
   signal: AbortSignal,
-): ForwardContext {
-  return { requestId: ctx.requestId, protocolVersion, headers: forwardableHeaders(ctx.req), signal };
+  identity: IdentitySigner | undefined,
+): Promise<ForwardContext> {
+  return { requestId: ctx.requestId, protocolVersion, headers: await upstreamHeaders(ctx, identity), signal };
 }
 
 /** Request ids of the requests in a POST: the answers the stream must carry, and only those. */
@@ -78,7 +83,7 @@ export class Forwarder {
     const { session, reply } = await route.upstream.initialize(
       request,
       ctx.body as string,
-      forwardContext(ctx, version, signal),
+      await forwardContext(ctx, version, signal, this.#opts.identity),
     );
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
     // The answer to initialize is read whole (it is small) so that the session exists before the
@@ -157,7 +162,12 @@ export class Forwarder {
     if (ctx.batch && rec.protocolVersion >= "2025-06-18") throw new GatewayError("EDGE_BATCH_REJECTED");
     const keys = requestKeys(messages);
     const signal = AbortSignal.timeout(ctx.route.config.upstream.timeout);
-    const fctx = forwardContext(ctx, single(ctx.req, "mcp-protocol-version") ?? rec.protocolVersion, signal);
+    const fctx = await forwardContext(
+      ctx,
+      single(ctx.req, "mcp-protocol-version") ?? rec.protocolVersion,
+      signal,
+      this.#opts.identity,
+    );
     const { upstream, reply } = await this.#postUpstream(ctx.route, rec, ctx.body as string, messages, fctx);
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
     if (reply.kind === "accepted") return sendAccepted(ctx.res);
@@ -166,7 +176,7 @@ export class Forwarder {
       if (isResponse(reply.message) && !keys.has(requestIdKey(reply.message.id as RpcId))) {
         throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
       }
-      return sendJson(ctx.res, reply.data);
+      return sendJson(ctx.res, ctx.rewrite?.(reply.data) ?? reply.data);
     }
     if (keys.size === 0) {
       // Notifications and responses get 202; a stream here would carry nothing for the client.
@@ -181,7 +191,7 @@ export class Forwarder {
     // In the session era a disconnect is not a cancellation: the upstream keeps being read into the
     // buffer until the answer arrives, and the client can resume with Last-Event-ID.
     ctx.res.on("close", () => stream.detach(sink));
-    const pumping = this.#pump(stream, reply, keys, requestIds(messages), upstream, fctx);
+    const pumping = this.#pump(stream, reply, keys, requestIds(messages), upstream, fctx, ctx.rewrite);
     this.#opts.inflight.add(pumping);
     await pumping;
   }
@@ -193,13 +203,13 @@ export class Forwarder {
     messages: RpcMessage[],
     fctx: ForwardContext,
   ): Promise<{ upstream: UpstreamSession; reply: UpstreamReply }> {
-    let upstream = await this.#sessions.upstreamOf(route, rec);
+    let upstream = await this.#sessions.upstreamOf(route, rec, undefined, fctx.headers);
     try {
       return { upstream, reply: await upstream.post(body, messages, fctx) };
     } catch (err) {
       if (!(err instanceof UpstreamSessionLost)) throw err;
       // Nothing reached a live session, so sending again on the re-initialized one is safe.
-      upstream = await this.#sessions.upstreamOf(route, rec, err);
+      upstream = await this.#sessions.upstreamOf(route, rec, err, fctx.headers);
       return { upstream, reply: await upstream.post(body, messages, fctx) };
     }
   }
@@ -216,6 +226,7 @@ export class Forwarder {
     ids: RpcId[],
     upstream: UpstreamSession,
     fctx: ForwardContext,
+    rewrite: ((data: string) => string | undefined) | undefined,
   ): Promise<void> {
     const outstanding = new Set(keys);
     let reply: UpstreamReply = first;
@@ -231,6 +242,9 @@ export class Forwarder {
           if (ev.message && isResponse(ev.message)) {
             const key = requestIdKey(ev.message.id as RpcId);
             if (!outstanding.delete(key)) continue; // an answer to another request: refused
+            stream.append(rewrite?.(ev.data) ?? ev.data, ev.retry);
+            if (outstanding.size === 0) break;
+            continue;
           }
           stream.append(ev.data, ev.retry);
           if (outstanding.size === 0) break;
@@ -298,18 +312,19 @@ export class Forwarder {
       return;
     }
     const abort = new AbortController();
-    const fctx = forwardContext(
+    const fctx = await forwardContext(
       ctx,
       single(ctx.req, "mcp-protocol-version") ?? rec.protocolVersion,
       abort.signal,
+      this.#opts.identity,
     );
-    let upstream = await this.#sessions.upstreamOf(ctx.route, rec);
+    let upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
     let reply: UpstreamReply;
     try {
       reply = await upstream.listen(fctx);
     } catch (err) {
       if (!(err instanceof UpstreamSessionLost)) throw err;
-      upstream = await this.#sessions.upstreamOf(ctx.route, rec, err);
+      upstream = await this.#sessions.upstreamOf(ctx.route, rec, err, fctx.headers);
       reply = await upstream.listen(fctx);
     }
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
@@ -366,7 +381,7 @@ export class Forwarder {
     const signal = longLived
       ? abort.signal
       : AbortSignal.any([abort.signal, AbortSignal.timeout(ctx.route.config.upstream.timeout)]);
-    const fctx = forwardContext(ctx, single(ctx.req, "mcp-protocol-version"), signal);
+    const fctx = await forwardContext(ctx, single(ctx.req, "mcp-protocol-version"), signal, this.#opts.identity);
     const keys = requestKeys(messages);
     try {
       const reply = await ctx.route.upstream.stateless(ctx.body as string, messages, fctx);
@@ -376,7 +391,7 @@ export class Forwarder {
         if (isResponse(reply.message) && !keys.has(requestIdKey(reply.message.id as RpcId))) {
           throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
         }
-        return sendJson(ctx.res, reply.data);
+        return sendJson(ctx.res, ctx.rewrite?.(reply.data) ?? reply.data);
       }
       ctx.res.writeHead(200, sseHeaders());
       ctx.res.flushHeaders();
@@ -388,8 +403,9 @@ export class Forwarder {
             continue;
           // No resumability in 2026-07-28: upstream ids are not passed on, so id-only events carry nothing.
           if (ev.data === "" && ev.retry === undefined) continue;
+          const data = ev.message && isResponse(ev.message) ? (ctx.rewrite?.(ev.data) ?? ev.data) : ev.data;
           const frame = formatEvent({
-            ...(ev.data !== "" ? { data: ev.data } : {}),
+            ...(data !== "" ? { data } : {}),
             ...(ev.retry !== undefined ? { retry: ev.retry } : {}),
           });
           if (!sink.write(frame)) {

@@ -74,7 +74,12 @@ export class SessionManager {
    * route says `reinitialize`: the client's initialize is replayed on a healthy instance, followed
    * by notifications/initialized, and the record is re-bound. Concurrent callers share one replay.
    */
-  async upstreamOf(route: Route, rec: SessionRecord, lost?: UpstreamSessionLost): Promise<UpstreamSession> {
+  async upstreamOf(
+    route: Route,
+    rec: SessionRecord,
+    lost?: UpstreamSessionLost,
+    headers: Record<string, string> = {},
+  ): Promise<UpstreamSession> {
     if (!lost) {
       try {
         return route.upstream.attach(rec.upstream, rec.id);
@@ -89,7 +94,7 @@ export class SessionManager {
     }
     let pending = this.#reinit.get(rec.id);
     if (!pending) {
-      pending = this.#reinitialize(route, rec, lost).finally(() => this.#reinit.delete(rec.id));
+      pending = this.#reinitialize(route, rec, lost, headers).finally(() => this.#reinit.delete(rec.id));
       this.#reinit.set(rec.id, pending);
     }
     return pending;
@@ -99,6 +104,7 @@ export class SessionManager {
     route: Route,
     rec: SessionRecord,
     cause: UpstreamSessionLost,
+    headers: Record<string, string>,
   ): Promise<UpstreamSession> {
     const request: RpcRequest = {
       jsonrpc: "2.0",
@@ -109,7 +115,9 @@ export class SessionManager {
     const ctx: ForwardContext = {
       requestId: `reinit-${sessionHash(rec.id)}`,
       protocolVersion: undefined,
-      headers: {},
+      // The identity of the request that found the session lost: the upstream binds the new
+      // session to the same principal.
+      headers,
       signal: AbortSignal.timeout(route.config.upstream.connectTimeout + 30_000),
     };
     const { session, reply } = await route.upstream.initialize(request, JSON.stringify(request), ctx);

@@ -1,7 +1,14 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import type { SessionRecord, SessionStore, UpstreamBinding } from "./types.ts";
+import type {
+  ApiKeyFilter,
+  ApiKeyRecord,
+  ApiKeyStore,
+  SessionRecord,
+  SessionStore,
+  UpstreamBinding,
+} from "./types.ts";
 
 /**
  * Versioned migrations, applied in order at open; `PRAGMA user_version` records the last one.
@@ -22,6 +29,22 @@ const MIGRATIONS: readonly string[] = [
      last_seen_at INTEGER NOT NULL
    ) STRICT;
    CREATE INDEX sessions_idle ON sessions (server, last_seen_at);`,
+  `CREATE TABLE api_keys (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     server TEXT NOT NULL,
+     tenant TEXT NOT NULL,
+     consumer TEXT NOT NULL,
+     hash TEXT NOT NULL,
+     scopes TEXT NOT NULL,
+     tools TEXT,
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER,
+     revoked_at INTEGER,
+     last_used_at INTEGER,
+     rotated_to TEXT
+   ) STRICT;
+   CREATE INDEX api_keys_name ON api_keys (server, tenant, name, created_at);`,
 ];
 
 /** Opens (creating if needed) the embedded database file with WAL and the migrations applied. */
@@ -93,6 +116,7 @@ export class SqliteSessionStore implements SessionStore {
     del: StatementSync;
     idle: StatementSync;
     count: StatementSync;
+    list: StatementSync;
   };
 
   constructor(db: DatabaseSync | string, options: { touchFlushMs?: number } = {}) {
@@ -110,6 +134,9 @@ export class SqliteSessionStore implements SessionStore {
       touch: this.#db.prepare("UPDATE sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?"),
       del: this.#db.prepare("DELETE FROM sessions WHERE id = ?"),
       idle: this.#db.prepare("SELECT * FROM sessions WHERE server = ? AND last_seen_at < ? LIMIT ?"),
+      list: this.#db.prepare(
+        "SELECT * FROM sessions WHERE (?1 IS NULL OR server = ?1) AND (?2 IS NULL OR tenant = ?2) ORDER BY created_at DESC LIMIT ?3",
+      ),
       count: this.#db.prepare(
         "SELECT upstream_instance AS instance, COUNT(*) AS n FROM sessions WHERE server = ? GROUP BY upstream_instance",
       ),
@@ -162,6 +189,12 @@ export class SqliteSessionStore implements SessionStore {
     return (this.#stmt.idle.all(server, cutoff, limit) as unknown as SessionRow[]).map(toRecord);
   }
 
+  async list(filter: { server?: string; tenant?: string }, limit: number): Promise<SessionRecord[]> {
+    this.#flushTouches();
+    const rows = this.#stmt.list.all(filter.server ?? null, filter.tenant ?? null, limit) as unknown as SessionRow[];
+    return rows.map(toRecord);
+  }
+
   async countByInstance(server: string): Promise<Map<string, number>> {
     const rows = this.#stmt.count.all(server) as unknown as { instance: string; n: number }[];
     return new Map(rows.map((r) => [r.instance, r.n]));
@@ -188,6 +221,159 @@ export class SqliteSessionStore implements SessionStore {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     this.#flushTouches();
+    if (this.#ownsDb) this.#db.close();
+  }
+}
+
+interface ApiKeyRow {
+  id: string;
+  name: string;
+  server: string;
+  tenant: string;
+  consumer: string;
+  hash: string;
+  scopes: string;
+  tools: string | null;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+  last_used_at: number | null;
+  rotated_to: string | null;
+}
+
+function toKey(row: ApiKeyRow): ApiKeyRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    server: row.server,
+    tenant: row.tenant,
+    consumer: row.consumer,
+    hash: row.hash,
+    scopes: JSON.parse(row.scopes) as string[],
+    tools: row.tools === null ? null : (JSON.parse(row.tools) as string[]),
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+    lastUsedAt: row.last_used_at,
+    rotatedTo: row.rotated_to,
+  };
+}
+
+/** API keys in SQLite: hashes only. Last use is batched like session touches. */
+export class SqliteApiKeyStore implements ApiKeyStore {
+  readonly #db: DatabaseSync;
+  readonly #ownsDb: boolean;
+  readonly #pendingUse = new Map<string, number>();
+  readonly #timer: NodeJS.Timeout;
+  readonly #stmt: {
+    insert: StatementSync;
+    get: StatementSync;
+    byName: StatementSync;
+    list: StatementSync;
+    touch: StatementSync;
+  };
+
+  constructor(db: DatabaseSync | string, options: { touchFlushMs?: number } = {}) {
+    this.#ownsDb = typeof db === "string";
+    this.#db = typeof db === "string" ? openDatabase(db) : db;
+    this.#stmt = {
+      insert: this.#db.prepare(
+        `INSERT INTO api_keys (id, name, server, tenant, consumer, hash, scopes, tools, created_at, expires_at,
+           revoked_at, last_used_at, rotated_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ),
+      get: this.#db.prepare("SELECT * FROM api_keys WHERE id = ?"),
+      byName: this.#db.prepare(
+        "SELECT * FROM api_keys WHERE server = ? AND tenant = ? AND name = ? ORDER BY created_at DESC, rowid DESC",
+      ),
+      list: this.#db.prepare(
+        "SELECT * FROM api_keys WHERE (?1 IS NULL OR server = ?1) AND (?2 IS NULL OR tenant = ?2) ORDER BY created_at DESC, rowid DESC",
+      ),
+      touch: this.#db.prepare(
+        "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+      ),
+    };
+    this.#timer = setInterval(() => this.#flushUses(), options.touchFlushMs ?? 5000);
+    this.#timer.unref();
+  }
+
+  async insert(r: ApiKeyRecord): Promise<void> {
+    this.#stmt.insert.run(
+      r.id,
+      r.name,
+      r.server,
+      r.tenant,
+      r.consumer,
+      r.hash,
+      JSON.stringify(r.scopes),
+      r.tools === null ? null : JSON.stringify(r.tools),
+      r.createdAt,
+      r.expiresAt,
+      r.revokedAt,
+      r.lastUsedAt,
+      r.rotatedTo,
+    );
+  }
+
+  #withPending(rec: ApiKeyRecord): ApiKeyRecord {
+    const used = this.#pendingUse.get(rec.id);
+    if (used !== undefined && (rec.lastUsedAt === null || used > rec.lastUsedAt)) rec.lastUsedAt = used;
+    return rec;
+  }
+
+  async get(id: string): Promise<ApiKeyRecord | undefined> {
+    const row = this.#stmt.get.get(id) as ApiKeyRow | undefined;
+    return row ? this.#withPending(toKey(row)) : undefined;
+  }
+
+  async byName(server: string, tenant: string, name: string): Promise<ApiKeyRecord[]> {
+    return (this.#stmt.byName.all(server, tenant, name) as unknown as ApiKeyRow[]).map((r) =>
+      this.#withPending(toKey(r)),
+    );
+  }
+
+  async list(filter: ApiKeyFilter): Promise<ApiKeyRecord[]> {
+    return (this.#stmt.list.all(filter.server ?? null, filter.tenant ?? null) as unknown as ApiKeyRow[]).map((r) =>
+      this.#withPending(toKey(r)),
+    );
+  }
+
+  async update(
+    id: string,
+    patch: Partial<Pick<ApiKeyRecord, "expiresAt" | "revokedAt" | "rotatedTo">>,
+  ): Promise<void> {
+    const cols: Record<string, string> = { expiresAt: "expires_at", revokedAt: "revoked_at", rotatedTo: "rotated_to" };
+    const entries = Object.entries(patch).filter(([k]) => k in cols);
+    if (entries.length === 0) return;
+    const sql = `UPDATE api_keys SET ${entries.map(([k]) => `${cols[k]} = ?`).join(", ")} WHERE id = ?`;
+    this.#db.prepare(sql).run(...entries.map(([, v]) => (v ?? null) as string | number | null), id);
+  }
+
+  touch(id: string, at: number): void {
+    const prev = this.#pendingUse.get(id);
+    if (prev === undefined || at > prev) this.#pendingUse.set(id, at);
+  }
+
+  #flushUses(): void {
+    if (this.#pendingUse.size === 0) return;
+    const batch = [...this.#pendingUse];
+    this.#pendingUse.clear();
+    this.#db.exec("BEGIN");
+    try {
+      for (const [id, at] of batch) this.#stmt.touch.run(at, id, at);
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      this.#db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  async flush(): Promise<void> {
+    this.#flushUses();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#flushUses();
     if (this.#ownsDb) this.#db.close();
   }
 }

@@ -4,6 +4,7 @@ import { GatewayError } from "../errors/errors.ts";
 import type { RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
+import { createCredentials, type UpstreamCredentials } from "./credentials.ts";
 import { header, MAX_UPSTREAM_BODY, readBody, replyFromResponse } from "./reply.ts";
 import {
   type ForwardContext,
@@ -45,13 +46,21 @@ export class HttpUpstream implements Upstream {
   readonly #cfg: UpstreamConfig;
   readonly #egress: Egress;
   readonly #log: Logger;
+  readonly #creds: UpstreamCredentials;
   #timer: NodeJS.Timeout | undefined;
   #rr = 0;
 
-  constructor(cfg: UpstreamConfig, egress: Egress, log: Logger, sessionCounts?: Map<string, number>) {
+  constructor(
+    cfg: UpstreamConfig,
+    egress: Egress,
+    log: Logger,
+    sessionCounts?: Map<string, number>,
+    credentials: UpstreamCredentials = createCredentials(undefined, egress, log),
+  ) {
     this.#cfg = cfg;
     this.#egress = egress;
     this.#log = log;
+    this.#creds = credentials;
     this.#instances = (cfg.urls ?? []).map((url) => ({
       url,
       healthy: true,
@@ -69,6 +78,7 @@ export class HttpUpstream implements Upstream {
 
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    this.#creds.stop();
   }
 
   health(): InstanceHealth[] {
@@ -151,14 +161,29 @@ export class HttpUpstream implements Upstream {
   ): Promise<EgressResponse> {
     inst.inflight++;
     try {
-      return await this.#egress.request(inst.url, {
-        method,
-        headers,
-        ...(body !== undefined ? { body } : {}),
-        signal: ctx.signal,
-        stream: longLived,
-        headersTimeout: this.#cfg.timeout,
-      });
+      const attempt = async (creds: Record<string, string>) =>
+        this.#egress.request(inst.url, {
+          method,
+          // Credentials last: they replace any same-named static or forwarded header.
+          headers: { ...headers, ...creds },
+          ...(body !== undefined ? { body } : {}),
+          signal: ctx.signal,
+          stream: longLived,
+          headersTimeout: this.#cfg.timeout,
+        });
+      const creds = await this.#creds.headers(ctx.signal);
+      const res = await attempt(creds);
+      // A 401 means the upstream did not process the request (RFC 9110 §15.5.2, RFC 6750 §3.1), so
+      // sending it once more with renewed credentials is safe even for tools/call. One retry only;
+      // a second 401 reaches the client as the upstream sent it (SPEC §7.1).
+      if (
+        res.status !== 401 ||
+        Object.keys(creds).length === 0 ||
+        !(await this.#creds.refreshAfterRejection(creds))
+      )
+        return res;
+      res.body.resume();
+      return await attempt(await this.#creds.headers(ctx.signal));
     } catch (err) {
       if (isConnectError(err)) this.#markDown(inst, err);
       throw err;

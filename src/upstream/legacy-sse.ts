@@ -7,6 +7,7 @@ import { SseParser } from "../listen/sse.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { createCredentials, type UpstreamCredentials } from "./credentials.ts";
 import { readBody } from "./reply.ts";
 import {
   type ForwardContext,
@@ -27,6 +28,7 @@ export class LegacySseChannel implements MessageChannel {
   readonly #egress: Egress;
   readonly #url: string;
   readonly #headers: Record<string, string>;
+  readonly #creds: UpstreamCredentials;
   readonly #abort = new AbortController();
   #endpoint: string | undefined;
   #onMessage: (msg: RpcMessage, text: string) => void = () => {};
@@ -34,10 +36,16 @@ export class LegacySseChannel implements MessageChannel {
   #closed = false;
   #sendChain: Promise<void> = Promise.resolve();
 
-  private constructor(egress: Egress, url: string, headers: Record<string, string>) {
+  private constructor(
+    egress: Egress,
+    url: string,
+    headers: Record<string, string>,
+    creds: UpstreamCredentials,
+  ) {
     this.#egress = egress;
     this.#url = url;
     this.#headers = headers;
+    this.#creds = creds;
   }
 
   /** Connects and waits for the `endpoint` event. */
@@ -47,20 +55,33 @@ export class LegacySseChannel implements MessageChannel {
     headers: Record<string, string>,
     timeoutMs: number,
     log: Logger,
+    creds: UpstreamCredentials = createCredentials(undefined, egress, log),
   ): Promise<LegacySseChannel> {
-    const ch = new LegacySseChannel(egress, url, headers);
+    const ch = new LegacySseChannel(egress, url, headers, creds);
     await ch.#open(timeoutMs, log);
     return ch;
   }
 
   async #open(timeoutMs: number, log: Logger): Promise<void> {
-    const res = await this.#egress.request(this.#url, {
-      method: "GET",
-      headers: { ...this.#headers, accept: "text/event-stream" },
-      signal: this.#abort.signal,
-      stream: true,
-      headersTimeout: timeoutMs,
-    });
+    const connect = async (creds: Record<string, string>) =>
+      this.#egress.request(this.#url, {
+        method: "GET",
+        headers: { ...this.#headers, ...creds, accept: "text/event-stream" },
+        signal: this.#abort.signal,
+        stream: true,
+        headersTimeout: timeoutMs,
+      });
+    const creds = await this.#creds.headers(AbortSignal.timeout(timeoutMs));
+    let res = await connect(creds);
+    // A 401 on connect: renew the credentials once and reconnect (SPEC §7.1).
+    if (
+      res.status === 401 &&
+      Object.keys(creds).length > 0 &&
+      (await this.#creds.refreshAfterRejection(creds))
+    ) {
+      res.body.resume();
+      res = await connect(await this.#creds.headers(AbortSignal.timeout(timeoutMs)));
+    }
     if (res.status !== 200) {
       await readBody(res.body, 64 * 1024).catch(() => undefined);
       throw new GatewayError("EDGE_UPSTREAM_ERROR", `The legacy SSE upstream answered ${res.status}.`);
@@ -127,12 +148,25 @@ export class LegacySseChannel implements MessageChannel {
     if (this.#closed || !endpoint) throw new GatewayError("EDGE_UPSTREAM_ERROR", "The SSE upstream is gone.");
     this.#sendChain = this.#sendChain.then(async () => {
       try {
-        const res = await this.#egress.request(endpoint, {
-          method: "POST",
-          headers: { ...this.#headers, "content-type": "application/json" },
-          body: text,
-          signal: AbortSignal.timeout(30_000),
-        });
+        const signal = AbortSignal.timeout(30_000);
+        const post = async (creds: Record<string, string>) =>
+          this.#egress.request(endpoint, {
+            method: "POST",
+            headers: { ...this.#headers, ...creds, "content-type": "application/json" },
+            body: text,
+            signal,
+          });
+        const creds = await this.#creds.headers(signal);
+        let res = await post(creds);
+        // The message was not processed (401): one retry with renewed credentials.
+        if (
+          res.status === 401 &&
+          Object.keys(creds).length > 0 &&
+          (await this.#creds.refreshAfterRejection(creds))
+        ) {
+          res.body.resume();
+          res = await post(await this.#creds.headers(signal));
+        }
         res.body.resume();
         if (res.status >= 400) this.#finish(`POST answered ${res.status}`);
       } catch (err) {
@@ -161,17 +195,25 @@ export class LegacySseUpstream implements Upstream {
   readonly #cfg: UpstreamConfig;
   readonly #egress: Egress;
   readonly #log: Logger;
+  readonly #creds: UpstreamCredentials;
   readonly #sessions = new Map<string, ChannelSession>();
 
-  constructor(cfg: UpstreamConfig, egress: Egress, log: Logger) {
+  constructor(
+    cfg: UpstreamConfig,
+    egress: Egress,
+    log: Logger,
+    credentials: UpstreamCredentials = createCredentials(undefined, egress, log),
+  ) {
     this.#cfg = cfg;
     this.#egress = egress;
     this.#log = log;
+    this.#creds = credentials;
   }
 
   async start(): Promise<void> {}
 
   async stop(): Promise<void> {
+    this.#creds.stop();
     await Promise.allSettled([...this.#sessions.values()].map((s) => s.terminate()));
   }
 
@@ -192,6 +234,7 @@ export class LegacySseUpstream implements Upstream {
         this.#cfg.headers,
         this.#cfg.connectTimeout,
         this.#log,
+        this.#creds,
       );
     } catch (err) {
       if (err instanceof GatewayError) throw err;

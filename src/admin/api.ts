@@ -1,0 +1,180 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { z } from "zod";
+import type { Route } from "../context.ts";
+import { ERROR_CODES, type ErrorSpec } from "../errors/codes.ts";
+import { GatewayError } from "../errors/errors.ts";
+import { toGatewayError } from "../errors/wire.ts";
+import { readBody } from "../listen/hygiene.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { SessionManager } from "../session/manager.ts";
+import { sessionHash } from "../session/manager.ts";
+import type { SessionRecord } from "../store/types.ts";
+import { createKeyBody, type KeyService, keyView, rotateBody } from "./keys.ts";
+
+export interface AdminApiOptions {
+  /** The root admin token; without it the API answers 404 EDGE_ADMIN_DISABLED. */
+  token: string | undefined;
+  keys: KeyService;
+  sessions: SessionManager;
+  routes: Map<string, Route>;
+  log: Logger;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    "cache-control": "no-store",
+    ...headers,
+  });
+  res.end(text);
+}
+
+/** Admin errors are plain JSON (`{"error":{"code","message"}}`): the admin API is not MCP. */
+function sendAdminError(res: ServerResponse, err: GatewayError): void {
+  const spec: ErrorSpec = ERROR_CODES[err.code];
+  const headers: Record<string, string> = { ...err.headers };
+  if (spec.retryAfter !== undefined) headers["retry-after"] = String(spec.retryAfter);
+  if (err.code === "EDGE_ADMIN_UNAUTHORIZED") headers["www-authenticate"] = 'Bearer realm="mcp-edge-admin"';
+  sendJson(res, err.status, { error: { code: err.code, message: err.message } }, headers);
+}
+
+function parse<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    const issues = r.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ");
+    throw new GatewayError("EDGE_ADMIN_BAD_REQUEST", issues);
+  }
+  return r.data;
+}
+
+async function jsonBody(req: IncomingMessage): Promise<unknown> {
+  const buf = await readBody(req, 64 * 1024);
+  if (buf.length === 0) return {};
+  try {
+    return JSON.parse(buf.toString("utf8"));
+  } catch {
+    throw new GatewayError("EDGE_ADMIN_BAD_REQUEST", "the body is not valid JSON");
+  }
+}
+
+function sessionView(rec: SessionRecord): Record<string, unknown> {
+  return {
+    id: rec.id,
+    server: rec.server,
+    tenant: rec.tenant,
+    principal: rec.principal,
+    transport: rec.transport,
+    protocol_version: rec.protocolVersion,
+    upstream: rec.upstream.instance,
+    created: new Date(rec.createdAt).toISOString(),
+    last_seen: new Date(rec.lastSeenAt).toISOString(),
+  };
+}
+
+/**
+ * The admin API of SPEC §5 (keys and sessions so far), on the admin listener, behind the root admin
+ * token. Shaped so that the familiar key-rotation recipe works as written:
+ * `POST /api/keys {"name":"production-v2","expires_in":"30d"}`, then `DELETE /api/keys/production-v1`.
+ */
+export class AdminApi {
+  readonly #o: AdminApiOptions;
+  readonly #tokenHash: Buffer | undefined;
+
+  constructor(options: AdminApiOptions) {
+    this.#o = options;
+    this.#tokenHash = options.token ? createHash("sha256").update(options.token).digest() : undefined;
+  }
+
+  /** Handles `/api/*`; false for other paths. */
+  async handle(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<boolean> {
+    if (path !== "/api" && !path.startsWith("/api/")) return false;
+    try {
+      this.#authorize(req);
+      await this.#route(req, res, path, query);
+    } catch (err) {
+      const ge = toGatewayError(err);
+      if (ge.status >= 500) this.#o.log.error({ err: ge.cause ?? ge, path }, "admin API error");
+      req.resume();
+      if (!res.headersSent) sendAdminError(res, ge);
+      else res.end();
+    }
+    return true;
+  }
+
+  #authorize(req: IncomingMessage): void {
+    if (!this.#tokenHash) throw new GatewayError("EDGE_ADMIN_DISABLED");
+    const header = req.headers.authorization ?? "";
+    const m = /^Bearer\s+(\S+)$/i.exec(header);
+    const presented = createHash("sha256")
+      .update(m?.[1] ?? "")
+      .digest();
+    // Hash-then-compare: constant time whatever the presented length.
+    if (!m || !timingSafeEqual(presented, this.#tokenHash)) throw new GatewayError("EDGE_ADMIN_UNAUTHORIZED");
+  }
+
+  async #route(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {
+    const parts = path.split("/").filter(Boolean).map(decodeURIComponent); // ["api", "keys", ...]
+    const method = req.method ?? "GET";
+    const keys = this.#o.keys;
+    const scope = {
+      ...(query.get("server") ? { server: query.get("server") as string } : {}),
+      ...(query.get("tenant") ? { tenant: query.get("tenant") as string } : {}),
+    };
+
+    if (parts[1] === "keys") {
+      if (parts.length === 2 && method === "POST") {
+        const body = parse(createKeyBody, await jsonBody(req));
+        const { key, record } = await keys.create(body);
+        this.#o.log.info({ keyId: record.id, name: record.name, server: record.server, tenant: record.tenant }, "key created");
+        return sendJson(res, 201, { ...keyView(record), key });
+      }
+      if (parts.length === 2 && method === "GET") {
+        const list = await keys.store.list(scope);
+        return sendJson(res, 200, { keys: list.map((k) => keyView(k)) });
+      }
+      const ref = parts[2];
+      if (ref !== undefined && parts.length === 3 && method === "GET") {
+        return sendJson(res, 200, keyView(await keys.find(ref, scope)));
+      }
+      if (ref !== undefined && parts.length === 4 && parts[3] === "rotate" && method === "POST") {
+        const body = parse(rotateBody, await jsonBody(req));
+        const old = await keys.find(ref, scope);
+        const { key, record } = await keys.rotate(old, body.grace);
+        this.#o.log.info({ keyId: record.id, previous: old.id, name: record.name }, "key rotated");
+        return sendJson(res, 201, { ...keyView(record), key, previous: keyView((await keys.store.get(old.id)) ?? old) });
+      }
+      if (ref !== undefined && parts.length === 3 && method === "DELETE") {
+        const grace = query.get("grace") ?? undefined;
+        if (grace !== undefined) parse(rotateBody, { grace });
+        const rec = await keys.revoke(await keys.find(ref, scope), grace);
+        this.#o.log.info({ keyId: rec.id, name: rec.name, at: rec.revokedAt }, "key revoked");
+        return sendJson(res, 200, keyView(rec));
+      }
+    }
+
+    if (parts[1] === "sessions") {
+      const sessions = this.#o.sessions;
+      if (parts.length === 2 && method === "GET") {
+        const limit = Math.min(Number(query.get("limit") ?? 500) || 500, 5000);
+        const list = await sessions.store.list(scope, limit);
+        return sendJson(res, 200, { sessions: list.map(sessionView) });
+      }
+      const id = parts[2];
+      if (id !== undefined && parts.length === 3 && (method === "GET" || method === "DELETE")) {
+        const rec = await sessions.store.get(id);
+        const route = rec ? this.#o.routes.get(rec.server) : undefined;
+        if (!rec || !route || (scope.tenant && rec.tenant !== scope.tenant)) {
+          throw new GatewayError("EDGE_ADMIN_NOT_FOUND", "no such session");
+        }
+        if (method === "GET") return sendJson(res, 200, sessionView(rec));
+        await sessions.end(route, rec, "deleted by admin");
+        this.#o.log.info({ session: sessionHash(rec.id) }, "session deleted by admin");
+        return sendJson(res, 200, { deleted: true });
+      }
+    }
+    throw new GatewayError("EDGE_ADMIN_NOT_FOUND", `no admin endpoint ${method} ${path}`);
+  }
+}

@@ -1,0 +1,90 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { GatewayError } from "../errors/errors.ts";
+import type { ApiKeyRecord, ApiKeyStore } from "../store/types.ts";
+import type { Principal } from "./types.ts";
+
+/**
+ * API keys: `mcpe_<id>_<secret>`. The prefix makes a leaked key recognizable (secret scanners,
+ * logs); the id finds the record without a scan; the secret is 256 random bits. Only the SHA-256
+ * of the whole key is stored: with 256-bit secrets a slow KDF buys nothing (no dictionary to try).
+ */
+export const KEY_PREFIX = "mcpe_";
+const KEY_FORMAT = /^mcpe_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$/;
+const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+export function newKeyId(): string {
+  const bytes = randomBytes(12);
+  let id = "";
+  for (const b of bytes) id += ID_ALPHABET[b % ID_ALPHABET.length];
+  return id;
+}
+
+export function hashKey(key: string): string {
+  return createHash("sha256").update(key).digest("hex");
+}
+
+/** A new key: the string shown once, its id, and the hash that is stored. */
+export function mintApiKey(): { id: string; key: string; hash: string } {
+  const id = newKeyId();
+  const key = `${KEY_PREFIX}${id}_${randomBytes(32).toString("base64url")}`;
+  return { id, key, hash: hashKey(key) };
+}
+
+/** The key id of a well-formed key string, else undefined. */
+export function keyIdOf(key: string): string | undefined {
+  return KEY_FORMAT.exec(key)?.[1];
+}
+
+export type KeyStatus = "active" | "rotating" | "expired" | "revoked" | "revoking";
+
+/** A key's status at `now`: `rotating`/`revoking` are still valid, ending at a set time. */
+export function keyStatus(rec: ApiKeyRecord, now: number): KeyStatus {
+  if (rec.revokedAt !== null && rec.revokedAt <= now) return "revoked";
+  if (rec.expiresAt !== null && rec.expiresAt <= now) return "expired";
+  if (rec.revokedAt !== null) return "revoking";
+  if (rec.rotatedTo !== null) return "rotating";
+  return "active";
+}
+
+export function isUsable(rec: ApiKeyRecord, now: number): boolean {
+  const s = keyStatus(rec, now);
+  return s === "active" || s === "rotating" || s === "revoking";
+}
+
+/** Sessions and limits belong to the consumer, so a rotated key continues the same sessions. */
+export function keyPrincipalId(rec: Pick<ApiKeyRecord, "server" | "tenant" | "consumer">): string {
+  return `key:${rec.server}:${rec.tenant}:${rec.consumer}`;
+}
+
+/**
+ * Checks an API key for a route. Unknown, malformed, wrong-server, expired and revoked keys all
+ * fail the same way, in comparable time (the hash comparison runs whenever a record exists), so the
+ * answer says nothing about which keys exist (security.md B).
+ */
+export async function authenticateApiKey(
+  store: ApiKeyStore,
+  key: string,
+  server: string,
+  now = Date.now(),
+): Promise<Principal> {
+  const id = keyIdOf(key);
+  const rec = id ? await store.get(id) : undefined;
+  const presented = Buffer.from(hashKey(key), "hex");
+  const stored = Buffer.from(rec?.hash ?? "0".repeat(64), "hex");
+  const matches = timingSafeEqual(presented, stored) && rec !== undefined;
+  if (!rec || !matches || rec.server !== server || !isUsable(rec, now)) {
+    throw new GatewayError("EDGE_AUTH_INVALID_TOKEN", "The API key is not valid for this server.");
+  }
+  store.touch(rec.id, now);
+  const ends = [rec.expiresAt, rec.revokedAt].filter((x): x is number => x !== null);
+  return {
+    id: keyPrincipalId(rec),
+    method: "apiKey",
+    tenant: rec.tenant,
+    subject: rec.consumer,
+    keyId: rec.id,
+    scopes: rec.scopes,
+    ...(rec.tools ? { tools: rec.tools } : {}),
+    ...(ends.length ? { expiresAt: Math.min(...ends) } : {}),
+  };
+}

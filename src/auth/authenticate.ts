@@ -1,0 +1,117 @@
+import type { IncomingMessage } from "node:http";
+import type { Route } from "../context.ts";
+import { GatewayError } from "../errors/errors.ts";
+import type { ApiKeyStore } from "../store/types.ts";
+import { authenticateApiKey, KEY_PREFIX } from "./apikey.ts";
+import { bearerChallenge, extractBearer, resourceMetadataUrl, resourceUrl } from "./challenge.ts";
+import type { OAuthVerifier } from "./oauth.ts";
+import { ANONYMOUS, type Principal } from "./types.ts";
+
+export interface AuthenticatorOptions {
+  keys: ApiKeyStore;
+  oauth: OAuthVerifier | undefined;
+  publicUrl: string | undefined;
+  /** Config `tenancy`: the claim naming a token's tenant (default: none, tenant null). */
+  tenantClaim?: string;
+}
+
+/**
+ * The authenticate stage. Credentials come from `Authorization: Bearer` (an API key or an OAuth
+ * access token) or `X-API-Key`; exactly one way per request (RFC 6750 §2). Every failure answers
+ * 401 with a challenge naming the resource metadata (MCP authorization, RFC 9728), and never says
+ * which check failed.
+ */
+export class Authenticator {
+  readonly #o: AuthenticatorOptions;
+
+  constructor(options: AuthenticatorOptions) {
+    this.#o = options;
+  }
+
+  /** The WWW-Authenticate value for a route, with an error code when a credential was presented. */
+  challenge(route: Route, error?: "invalid_token" | "insufficient_scope" | "invalid_request", scope?: string[]): string {
+    const methods = route.config.auth;
+    if (methods.includes("oauth") && this.#o.publicUrl) {
+      const required = scope ?? route.config.scopes.default;
+      return bearerChallenge({
+        resourceMetadata: resourceMetadataUrl(this.#o.publicUrl, route.config.route),
+        ...(required.length > 0 ? { scope: required } : {}),
+        ...(error ? { error } : {}),
+      });
+    }
+    return `Bearer realm="mcp-edge"${error ? `, error="${error}"` : ""}`;
+  }
+
+  #unauthorized(route: Route, presented: boolean, cause?: unknown): GatewayError {
+    return new GatewayError(presented ? "EDGE_AUTH_INVALID_TOKEN" : "EDGE_AUTH_REQUIRED", undefined, {
+      cause,
+      headers: { "www-authenticate": this.challenge(route, presented ? "invalid_token" : undefined) },
+    });
+  }
+
+  async authenticate(req: IncomingMessage, route: Route): Promise<Principal> {
+    const methods = route.config.auth;
+    // `auth: [none]` alone: nothing is checked, and whatever a client sends is ignored (it is still
+    // never forwarded). With `none` beside other methods, a credential that is sent must be valid.
+    if (methods.length === 1 && methods[0] === "none") return ANONYMOUS;
+    // headersDistinct: Node keeps only the first of repeated Authorization headers in `headers`
+    // and joins other repeats, which would hide a second credential (RFC 6750 §2: one per request).
+    const apiKeys = req.headersDistinct["x-api-key"];
+    if (apiKeys && apiKeys.length > 1) {
+      throw new GatewayError("EDGE_AUTH_INVALID_REQUEST", "X-API-Key must not be repeated.", {
+        headers: { "www-authenticate": this.challenge(route, "invalid_request") },
+      });
+    }
+    const apiKeyHeader = apiKeys?.[0];
+    let bearer: string | undefined;
+    try {
+      bearer = extractBearer(req.headersDistinct);
+    } catch (err) {
+      if (err instanceof GatewayError) {
+        throw new GatewayError(err.code, err.message, {
+          headers: { "www-authenticate": this.challenge(route, "invalid_request") },
+        });
+      }
+      throw err;
+    }
+    if (bearer !== undefined && apiKeyHeader !== undefined) {
+      throw new GatewayError("EDGE_AUTH_INVALID_REQUEST", "Send one credential: Authorization or X-API-Key.", {
+        headers: { "www-authenticate": this.challenge(route, "invalid_request") },
+      });
+    }
+    const key = apiKeyHeader ?? (bearer?.startsWith(KEY_PREFIX) ? bearer : undefined);
+    if (key !== undefined) {
+      if (!methods.includes("apiKey")) throw this.#unauthorized(route, true);
+      try {
+        return await authenticateApiKey(this.#o.keys, key, route.name);
+      } catch (err) {
+        if (err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN") throw this.#unauthorized(route, true, err);
+        throw err;
+      }
+    }
+    if (bearer !== undefined) {
+      if (!methods.includes("oauth") || !this.#o.oauth || !this.#o.publicUrl) throw this.#unauthorized(route, true);
+      let verified: Awaited<ReturnType<OAuthVerifier["verify"]>>;
+      try {
+        verified = await this.#o.oauth.verify(bearer, resourceUrl(this.#o.publicUrl, route.config.route));
+      } catch (err) {
+        if (err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN") throw this.#unauthorized(route, true, err);
+        throw err; // EDGE_AUTH_UNAVAILABLE (503): a dependency is down, never disguised as 401
+      }
+      const claim = this.#o.tenantClaim ? verified.claims[this.#o.tenantClaim] : undefined;
+      const tenant = typeof claim === "string" && claim !== "" ? claim : null;
+      return {
+        id: `oauth:${verified.issuer}:${tenant ?? ""}:${verified.subject}`,
+        method: "oauth",
+        tenant,
+        subject: verified.subject,
+        issuer: verified.issuer,
+        scopes: verified.scopes,
+        expiresAt: verified.expiresAt,
+        ...(verified.clientId ? { clientId: verified.clientId } : {}),
+      };
+    }
+    if (methods.includes("none")) return ANONYMOUS;
+    throw this.#unauthorized(route, false);
+  }
+}
