@@ -1,8 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import type { Config } from "./config/schema.ts";
-import { assessConfig } from "./config/warnings.ts";
 import type { DatabaseSync } from "node:sqlite";
 import { AdminApi } from "./admin/api.ts";
 import { KeyService } from "./admin/keys.ts";
@@ -10,6 +8,8 @@ import { Authenticator } from "./auth/authenticate.ts";
 import { protectedResourceMetadata, resourceMetadataUrl, resourceUrl } from "./auth/challenge.ts";
 import { IdentitySigner } from "./auth/identity.ts";
 import { OAuthVerifier } from "./auth/oauth.ts";
+import type { Config } from "./config/schema.ts";
+import { assessConfig } from "./config/warnings.ts";
 import type { Endpoint, RequestContext, Route } from "./context.ts";
 import { Egress } from "./egress/index.ts";
 import { GatewayError } from "./errors/errors.ts";
@@ -162,7 +162,10 @@ export class Gateway {
           ...new Set([...route.config.scopes.default, ...Object.values(route.config.scopes.tools).flat()]),
         ],
       });
-      this.#wellKnown.set(new URL(resourceMetadataUrl(config.publicUrl, route.config.route)).pathname, () => doc);
+      this.#wellKnown.set(
+        new URL(resourceMetadataUrl(config.publicUrl, route.config.route)).pathname,
+        () => doc,
+      );
     }
     this.#pipeline = new Pipeline({
       authenticator,
@@ -292,7 +295,9 @@ export class Gateway {
   }
 
   get adminPort(): number {
-    return (this.#adminServer as Server).address() ? ((this.#adminServer as Server).address() as AddressInfo).port : 0;
+    return (this.#adminServer as Server).address()
+      ? ((this.#adminServer as Server).address() as AddressInfo).port
+      : 0;
   }
 
   #hostForUrl(host: string): string {
@@ -355,7 +360,10 @@ export class Gateway {
     if (!doc) return false;
     req.resume();
     if (req.method !== "GET" && req.method !== "HEAD") {
-      sendError(res, new GatewayError("EDGE_METHOD_NOT_ALLOWED", undefined, { headers: { allow: "GET, HEAD" } }));
+      sendError(
+        res,
+        new GatewayError("EDGE_METHOD_NOT_ALLOWED", undefined, { headers: { allow: "GET, HEAD" } }),
+      );
       return true;
     }
     const body = JSON.stringify(doc());

@@ -21,7 +21,12 @@ export interface AdminApiOptions {
   log: Logger;
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     "content-type": "application/json",
@@ -89,7 +94,12 @@ export class AdminApi {
   }
 
   /** Handles `/api/*`; false for other paths. */
-  async handle(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<boolean> {
+  async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    query: URLSearchParams,
+  ): Promise<boolean> {
     if (path !== "/api" && !path.startsWith("/api/")) return false;
     try {
       this.#authorize(req);
@@ -115,7 +125,12 @@ export class AdminApi {
     if (!m || !timingSafeEqual(presented, this.#tokenHash)) throw new GatewayError("EDGE_ADMIN_UNAUTHORIZED");
   }
 
-  async #route(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {
+  async #route(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    query: URLSearchParams,
+  ): Promise<void> {
     const parts = path.split("/").filter(Boolean).map(decodeURIComponent); // ["api", "keys", ...]
     const method = req.method ?? "GET";
     const keys = this.#o.keys;
@@ -128,7 +143,10 @@ export class AdminApi {
       if (parts.length === 2 && method === "POST") {
         const body = parse(createKeyBody, await jsonBody(req));
         const { key, record } = await keys.create(body);
-        this.#o.log.info({ keyId: record.id, name: record.name, server: record.server, tenant: record.tenant }, "key created");
+        this.#o.log.info(
+          { keyId: record.id, name: record.name, server: record.server, tenant: record.tenant },
+          "key created",
+        );
         return sendJson(res, 201, { ...keyView(record), key });
       }
       if (parts.length === 2 && method === "GET") {
@@ -144,7 +162,11 @@ export class AdminApi {
         const old = await keys.find(ref, scope);
         const { key, record } = await keys.rotate(old, body.grace);
         this.#o.log.info({ keyId: record.id, previous: old.id, name: record.name }, "key rotated");
-        return sendJson(res, 201, { ...keyView(record), key, previous: keyView((await keys.store.get(old.id)) ?? old) });
+        return sendJson(res, 201, {
+          ...keyView(record),
+          key,
+          previous: keyView((await keys.store.get(old.id)) ?? old),
+        });
       }
       if (ref !== undefined && parts.length === 3 && method === "DELETE") {
         const grace = query.get("grace") ?? undefined;

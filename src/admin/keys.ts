@@ -71,11 +71,15 @@ export class KeyService {
   /** The server a request names, or the only one configured. */
   serverOf(server: string | undefined): string {
     if (server !== undefined) {
-      if (!this.#servers.includes(server)) throw new GatewayError("EDGE_ADMIN_BAD_REQUEST", `unknown server: ${server}`);
+      if (!this.#servers.includes(server))
+        throw new GatewayError("EDGE_ADMIN_BAD_REQUEST", `unknown server: ${server}`);
       return server;
     }
     if (this.#servers.length === 1) return this.#servers[0] as string;
-    throw new GatewayError("EDGE_ADMIN_BAD_REQUEST", `server is required (configured: ${this.#servers.join(", ")})`);
+    throw new GatewayError(
+      "EDGE_ADMIN_BAD_REQUEST",
+      `server is required (configured: ${this.#servers.join(", ")})`,
+    );
   }
 
   async create(
@@ -86,7 +90,10 @@ export class KeyService {
     const tenant = input.tenant ?? DEFAULT_TENANT;
     const existing = await this.#store.byName(server, tenant, input.name);
     if (existing.some((k) => isUsable(k, now) && k.rotatedTo === null)) {
-      throw new GatewayError("EDGE_ADMIN_CONFLICT", `an active key named ${input.name} exists; rotate or revoke it`);
+      throw new GatewayError(
+        "EDGE_ADMIN_CONFLICT",
+        `an active key named ${input.name} exists; rotate or revoke it`,
+      );
     }
     const minted = mintApiKey();
     const record: ApiKeyRecord = {
@@ -109,9 +116,17 @@ export class KeyService {
   }
 
   /** A key by id, or the newest usable key of that name (then the newest of any state). */
-  async find(ref: string, scope: { server?: string; tenant?: string }, now = Date.now()): Promise<ApiKeyRecord> {
+  async find(
+    ref: string,
+    scope: { server?: string; tenant?: string },
+    now = Date.now(),
+  ): Promise<ApiKeyRecord> {
     const byId = await this.#store.get(ref);
-    if (byId && (!scope.server || byId.server === scope.server) && (!scope.tenant || byId.tenant === scope.tenant)) {
+    if (
+      byId &&
+      (!scope.server || byId.server === scope.server) &&
+      (!scope.tenant || byId.tenant === scope.tenant)
+    ) {
       return byId;
     }
     const server = this.serverOf(scope.server);
@@ -125,7 +140,11 @@ export class KeyService {
    * A new key for the same consumer (sessions continue), same name, scopes and tools; the old key
    * keeps working for `grace` (default 24h), then expires.
    */
-  async rotate(old: ApiKeyRecord, grace: string | undefined, now = Date.now()): Promise<{ key: string; record: ApiKeyRecord }> {
+  async rotate(
+    old: ApiKeyRecord,
+    grace: string | undefined,
+    now = Date.now(),
+  ): Promise<{ key: string; record: ApiKeyRecord }> {
     if (!isUsable(old, now)) throw new GatewayError("EDGE_ADMIN_CONFLICT", "the key is no longer valid");
     const minted = mintApiKey();
     const record: ApiKeyRecord = {

@@ -29,7 +29,11 @@ export class Authenticator {
   }
 
   /** The WWW-Authenticate value for a route, with an error code when a credential was presented. */
-  challenge(route: Route, error?: "invalid_token" | "insufficient_scope" | "invalid_request", scope?: string[]): string {
+  challenge(
+    route: Route,
+    error?: "invalid_token" | "insufficient_scope" | "invalid_request",
+    scope?: string[],
+  ): string {
     const methods = route.config.auth;
     if (methods.includes("oauth") && this.#o.publicUrl) {
       const required = scope ?? route.config.scopes.default;
@@ -75,9 +79,13 @@ export class Authenticator {
       throw err;
     }
     if (bearer !== undefined && apiKeyHeader !== undefined) {
-      throw new GatewayError("EDGE_AUTH_INVALID_REQUEST", "Send one credential: Authorization or X-API-Key.", {
-        headers: { "www-authenticate": this.challenge(route, "invalid_request") },
-      });
+      throw new GatewayError(
+        "EDGE_AUTH_INVALID_REQUEST",
+        "Send one credential: Authorization or X-API-Key.",
+        {
+          headers: { "www-authenticate": this.challenge(route, "invalid_request") },
+        },
+      );
     }
     const key = apiKeyHeader ?? (bearer?.startsWith(KEY_PREFIX) ? bearer : undefined);
     if (key !== undefined) {
@@ -85,17 +93,20 @@ export class Authenticator {
       try {
         return await authenticateApiKey(this.#o.keys, key, route.name);
       } catch (err) {
-        if (err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN") throw this.#unauthorized(route, true, err);
+        if (err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN")
+          throw this.#unauthorized(route, true, err);
         throw err;
       }
     }
     if (bearer !== undefined) {
-      if (!methods.includes("oauth") || !this.#o.oauth || !this.#o.publicUrl) throw this.#unauthorized(route, true);
+      if (!methods.includes("oauth") || !this.#o.oauth || !this.#o.publicUrl)
+        throw this.#unauthorized(route, true);
       let verified: Awaited<ReturnType<OAuthVerifier["verify"]>>;
       try {
         verified = await this.#o.oauth.verify(bearer, resourceUrl(this.#o.publicUrl, route.config.route));
       } catch (err) {
-        if (err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN") throw this.#unauthorized(route, true, err);
+        if (err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN")
+          throw this.#unauthorized(route, true, err);
         throw err; // EDGE_AUTH_UNAVAILABLE (503): a dependency is down, never disguised as 401
       }
       const claim = this.#o.tenantClaim ? verified.claims[this.#o.tenantClaim] : undefined;

@@ -5,7 +5,8 @@ import type { Principal } from "./types.ts";
 
 /** The scopes a call needs on a route: a tool's own, else the route default. */
 export function requiredScopes(config: ServerConfig, method: string, tool: string | undefined): string[] {
-  if (method === "tools/call" && tool !== undefined) return config.scopes.tools[tool] ?? config.scopes.default;
+  if (method === "tools/call" && tool !== undefined)
+    return config.scopes.tools[tool] ?? config.scopes.default;
   return config.scopes.default;
 }
 
@@ -38,9 +39,13 @@ export function authorize(
     const params = msg.params as { name?: unknown } | undefined;
     const tool = msg.method === "tools/call" && typeof params?.name === "string" ? params.name : undefined;
     if (tool !== undefined && principal.tools && !principal.tools.includes(tool)) {
-      throw new GatewayError("EDGE_TOOL_FORBIDDEN", `This credential may not call the tool ${tool.slice(0, 128)}.`, {
-        rpcId: msg.id,
-      });
+      throw new GatewayError(
+        "EDGE_TOOL_FORBIDDEN",
+        `This credential may not call the tool ${tool.slice(0, 128)}.`,
+        {
+          rpcId: msg.id,
+        },
+      );
     }
     const required = requiredScopes(config, msg.method, tool);
     if (missing(required, principal.scopes).length === 0) continue;
@@ -62,10 +67,7 @@ export function authorize(
  * `tools/list` shows only the tools the principal may call. Returns the rewritten JSON-RPC message
  * text, or undefined when nothing had to change (the upstream's bytes then pass as they are).
  */
-export function filterToolsList(
-  data: string,
-  allowed: (tool: string) => boolean,
-): string | undefined {
+export function filterToolsList(data: string, allowed: (tool: string) => boolean): string | undefined {
   let msg: { result?: { tools?: unknown } };
   try {
     msg = JSON.parse(data) as { result?: { tools?: unknown } };
@@ -74,7 +76,9 @@ export function filterToolsList(
   }
   const tools = msg.result?.tools;
   if (!Array.isArray(tools)) return undefined;
-  const kept = tools.filter((t) => typeof (t as { name?: unknown })?.name === "string" && allowed((t as { name: string }).name));
+  const kept = tools.filter(
+    (t) => typeof (t as { name?: unknown })?.name === "string" && allowed((t as { name: string }).name),
+  );
   if (kept.length === tools.length) return undefined;
   return JSON.stringify({ ...msg, result: { ...msg.result, tools: kept } });
 }

@@ -52,7 +52,9 @@ export class IdentitySigner {
       kid TEXT PRIMARY KEY, private_jwk TEXT NOT NULL, public_jwk TEXT NOT NULL, created_at INTEGER NOT NULL) STRICT`);
     this.#stmt = {
       all: this.#db.prepare("SELECT * FROM identity_keys ORDER BY created_at DESC"),
-      insert: this.#db.prepare("INSERT INTO identity_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)"),
+      insert: this.#db.prepare(
+        "INSERT INTO identity_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)",
+      ),
     };
   }
 
@@ -99,7 +101,12 @@ export class IdentitySigner {
   }
 
   /** The identity token for a call; reused for half its lifetime. */
-  async token(principal: Principal, server: string, sessionTag: string | undefined, now = Date.now()): Promise<string> {
+  async token(
+    principal: Principal,
+    server: string,
+    sessionTag: string | undefined,
+    now = Date.now(),
+  ): Promise<string> {
     const cacheKey = `${principal.id}\u0000${principal.keyId ?? ""}\u0000${server}\u0000${sessionTag ?? ""}`;
     const hit = this.#cache.get(cacheKey);
     if (hit && hit.refreshAt > now) return hit.token;

@@ -1,6 +1,5 @@
 import type { IdentitySigner } from "../auth/identity.ts";
 import type { Principal, RequestContext, Route } from "../context.ts";
-import { upstreamHeaders } from "./identity.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { toGatewayError } from "../errors/wire.ts";
 import { isRequest, isResponse, type RpcMessage, type RpcRequest } from "../listen/jsonrpc.ts";
@@ -14,6 +13,7 @@ import {
   type UpstreamSession,
   UpstreamSessionLost,
 } from "../upstream/types.ts";
+import { upstreamHeaders } from "./identity.ts";
 import { errorResponseData, sseHeaders } from "./respond.ts";
 
 interface LegacyConnection {
@@ -150,7 +150,8 @@ export class LegacyBridge {
       upstream = await this.#sessions.upstreamOf(ctx.route, rec, err, fctx.headers);
       reply = await upstream.post(ctx.body as string, [msg], fctx);
     }
-    if (isRequest(msg) || reply.kind === "passthrough") await this.#deliver(conn, reply, () => {}, msg, ctx.rewrite);
+    if (isRequest(msg) || reply.kind === "passthrough")
+      await this.#deliver(conn, reply, () => {}, msg, ctx.rewrite);
     else if (reply.kind === "stream") reply.close();
     // Once initialized, server-initiated messages flow on the same stream (the old transport had one).
     if (!isRequest(msg) && "method" in msg && msg.method === "notifications/initialized")
@@ -164,7 +165,8 @@ export class LegacyBridge {
     msg?: RpcMessage,
     rewrite?: (data: string) => string | undefined,
   ) {
-    const send = (data: string) => conn.sink.write(formatEvent({ event: "message", data: rewrite?.(data) ?? data }));
+    const send = (data: string) =>
+      conn.sink.write(formatEvent({ event: "message", data: rewrite?.(data) ?? data }));
     if (reply.kind === "passthrough") {
       if (msg && isRequest(msg)) {
         const err = new GatewayError("EDGE_UPSTREAM_ERROR", `The upstream answered HTTP ${reply.status}.`);

@@ -1,6 +1,5 @@
 import type { IdentitySigner } from "../auth/identity.ts";
 import type { RequestContext, Route } from "../context.ts";
-import { upstreamHeaders } from "./identity.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { single } from "../listen/hygiene.ts";
 import {
@@ -22,6 +21,7 @@ import {
   type UpstreamSession,
   UpstreamSessionLost,
 } from "../upstream/types.ts";
+import { upstreamHeaders } from "./identity.ts";
 import { errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
 
 /** How many times a request stream is resumed upstream after the upstream closed it early. */
@@ -381,7 +381,12 @@ export class Forwarder {
     const signal = longLived
       ? abort.signal
       : AbortSignal.any([abort.signal, AbortSignal.timeout(ctx.route.config.upstream.timeout)]);
-    const fctx = await forwardContext(ctx, single(ctx.req, "mcp-protocol-version"), signal, this.#opts.identity);
+    const fctx = await forwardContext(
+      ctx,
+      single(ctx.req, "mcp-protocol-version"),
+      signal,
+      this.#opts.identity,
+    );
     const keys = requestKeys(messages);
     try {
       const reply = await ctx.route.upstream.stateless(ctx.body as string, messages, fctx);

@@ -48,7 +48,10 @@ export class MemorySessionStore implements SessionStore {
 
   async list(filter: { server?: string; tenant?: string }, limit: number): Promise<SessionRecord[]> {
     return [...this.#sessions.values()]
-      .filter((r) => (!filter.server || r.server === filter.server) && (!filter.tenant || r.tenant === filter.tenant))
+      .filter(
+        (r) =>
+          (!filter.server || r.server === filter.server) && (!filter.tenant || r.tenant === filter.tenant),
+      )
       .sort((a, b) => b.createdAt - a.createdAt)
       .slice(0, limit)
       .map((r) => structuredClone(r));
@@ -87,7 +90,9 @@ export class MemoryApiKeyStore implements ApiKeyStore {
   #sorted(filter: (r: ApiKeyRecord) => boolean): ApiKeyRecord[] {
     return [...this.#keys.values()]
       .filter(filter)
-      .sort((a, b) => b.createdAt - a.createdAt || (this.#order.get(b.id) ?? 0) - (this.#order.get(a.id) ?? 0))
+      .sort(
+        (a, b) => b.createdAt - a.createdAt || (this.#order.get(b.id) ?? 0) - (this.#order.get(a.id) ?? 0),
+      )
       .map((r) => structuredClone(r));
   }
 
@@ -96,7 +101,9 @@ export class MemoryApiKeyStore implements ApiKeyStore {
   }
 
   async list(filter: ApiKeyFilter): Promise<ApiKeyRecord[]> {
-    return this.#sorted((r) => (!filter.server || r.server === filter.server) && (!filter.tenant || r.tenant === filter.tenant));
+    return this.#sorted(
+      (r) => (!filter.server || r.server === filter.server) && (!filter.tenant || r.tenant === filter.tenant),
+    );
   }
 
   async update(

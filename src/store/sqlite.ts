@@ -191,7 +191,11 @@ export class SqliteSessionStore implements SessionStore {
 
   async list(filter: { server?: string; tenant?: string }, limit: number): Promise<SessionRecord[]> {
     this.#flushTouches();
-    const rows = this.#stmt.list.all(filter.server ?? null, filter.tenant ?? null, limit) as unknown as SessionRow[];
+    const rows = this.#stmt.list.all(
+      filter.server ?? null,
+      filter.tenant ?? null,
+      limit,
+    ) as unknown as SessionRow[];
     return rows.map(toRecord);
   }
 
@@ -332,8 +336,8 @@ export class SqliteApiKeyStore implements ApiKeyStore {
   }
 
   async list(filter: ApiKeyFilter): Promise<ApiKeyRecord[]> {
-    return (this.#stmt.list.all(filter.server ?? null, filter.tenant ?? null) as unknown as ApiKeyRow[]).map((r) =>
-      this.#withPending(toKey(r)),
+    return (this.#stmt.list.all(filter.server ?? null, filter.tenant ?? null) as unknown as ApiKeyRow[]).map(
+      (r) => this.#withPending(toKey(r)),
     );
   }
 
@@ -341,7 +345,11 @@ export class SqliteApiKeyStore implements ApiKeyStore {
     id: string,
     patch: Partial<Pick<ApiKeyRecord, "expiresAt" | "revokedAt" | "rotatedTo">>,
   ): Promise<void> {
-    const cols: Record<string, string> = { expiresAt: "expires_at", revokedAt: "revoked_at", rotatedTo: "rotated_to" };
+    const cols: Record<string, string> = {
+      expiresAt: "expires_at",
+      revokedAt: "revoked_at",
+      rotatedTo: "rotated_to",
+    };
     const entries = Object.entries(patch).filter(([k]) => k in cols);
     if (entries.length === 0) return;
     const sql = `UPDATE api_keys SET ${entries.map(([k]) => `${cols[k]} = ?`).join(", ")} WHERE id = ?`;

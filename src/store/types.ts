@@ -84,7 +84,10 @@ export interface ApiKeyStore {
   byName(server: string, tenant: string, name: string): Promise<ApiKeyRecord[]>;
   list(filter: ApiKeyFilter): Promise<ApiKeyRecord[]>;
   /** Sets fields that change after creation. */
-  update(id: string, patch: Partial<Pick<ApiKeyRecord, "expiresAt" | "revokedAt" | "rotatedTo">>): Promise<void>;
+  update(
+    id: string,
+    patch: Partial<Pick<ApiKeyRecord, "expiresAt" | "revokedAt" | "rotatedTo">>,
+  ): Promise<void>;
   /** Records a use; batched (no write per request). `flush` persists pending uses. */
   touch(id: string, at: number): void;
   flush(): Promise<void>;

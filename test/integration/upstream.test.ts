@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, describe, test } from "node:test";
-import { createRemoteJWKSet, jwtVerify } from "jose";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { createRemoteJWKSet, jwtVerify } from "jose";
 import { startEdge } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT, spawnFixture } from "../helpers/spawn.ts";
 
@@ -49,16 +49,21 @@ describe("headers toward the upstream", () => {
     const seen = JSON.parse(
       firstText(await client.callTool({ name: "echo_headers", arguments: {} })),
     ) as Record<string, string>;
-    for (const name of [
-      "x-mcp-edge-identity",
-      "x-forwarded-for",
-      "forwarded",
-      "cookie",
-      "x-api-key",
-      "x-custom",
-    ]) {
+    for (const name of ["x-forwarded-for", "forwarded", "cookie", "x-api-key", "x-custom"]) {
       assert.equal(seen[name], undefined, `${name} must not reach the upstream`);
     }
+    // The identity header is the edge's own, signed, verifiable against its published JWKS.
+    const identity = seen["x-mcp-edge-identity"] as string;
+    assert.notEqual(identity, spoofed["x-mcp-edge-identity"]);
+    const jwks = createRemoteJWKSet(new URL(`${edge.gw.baseUrl}/.well-known/mcp-edge/jwks.json`));
+    const { payload, protectedHeader } = await jwtVerify(identity, jwks, {
+      audience: "s",
+      algorithms: ["ES256"],
+    });
+    assert.equal(protectedHeader.typ, "mcp-edge-identity+jwt");
+    assert.equal(payload.sub, "anonymous");
+    assert.equal(payload.auth, "none");
+    assert.ok(typeof payload.sid === "string", "names the session (as a hash, never the id)");
     assert.notEqual(seen["x-mcp-edge-request-id"], "spoofed-request-id");
     assert.match(seen["x-mcp-edge-request-id"] ?? "", /^[0-9a-f-]{36}$/, "the edge's own request id");
     assert.equal(seen.traceparent, spoofed.traceparent, "trace context passes");
