@@ -98,6 +98,8 @@ export class Gateway {
   readonly #identity: IdentitySigner;
   readonly #oauth: OAuthVerifier | undefined;
   readonly #admin: AdminApi;
+  /** Key administration (the admin API's, also used by the quickstart to create its dev key). */
+  readonly keys: KeyService;
   readonly #wellKnown = new Map<string, () => unknown>();
   readonly #streams: StreamRegistry;
   readonly #sessions: SessionManager;
@@ -144,9 +146,10 @@ export class Gateway {
       oauth: this.#oauth,
       publicUrl: config.publicUrl,
     });
+    this.keys = new KeyService(this.#keyStore, [...this.routes.keys()]);
     this.#admin = new AdminApi({
       token: config.admin.token,
-      keys: new KeyService(this.#keyStore, [...this.routes.keys()]),
+      keys: this.keys,
       sessions: this.#sessions,
       routes: this.routes,
       log: this.log,

@@ -1,4 +1,5 @@
 import { runInit } from "./cli/init.ts";
+import { runKeys } from "./cli/keys.ts";
 import { runServe } from "./cli/serve.ts";
 import { runValidate } from "./cli/validate.ts";
 
@@ -10,6 +11,7 @@ Commands:
   serve [-c FILE]      run the gateway (no config: quickstart with the bundled demo server)
   init [-o FILE]       write a commented mcp-edge.yaml
   validate [-c FILE]   check a configuration and print its unsafe opt-ins
+  keys <create|list|rotate|revoke>   manage API keys through the admin API
 
 Run 'mcp-edge <command> --help' for a command's options.`;
 
@@ -17,6 +19,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   serve: runServe,
   init: runInit,
   validate: runValidate,
+  keys: runKeys,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -1,11 +1,13 @@
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { loadConfigFile, parseConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { isGatewayError } from "../errors/errors.ts";
 import { Gateway } from "../gateway.ts";
 import { type CommandIo, parseCommandArgs, processIo } from "./args.ts";
 import { DEMO_SERVER_FILE } from "./init.ts";
+import { QUICKSTART_ADMIN_TOKEN_FILE } from "./keys.ts";
 
 export const SERVE_USAGE = `Usage: mcp-edge serve [-c FILE]
 
@@ -16,19 +18,36 @@ Options:
   -c, --config FILE  configuration file (YAML)
   -h, --help         show this help`;
 
-/** The quickstart: the bundled demo server over stdio on loopback, state under ./.mcp-edge/. */
+/**
+ * The quickstart's admin token: generated at first start into ./.mcp-edge/admin-token (mode 0600),
+ * where `mcp-edge keys` finds it, unless MCP_EDGE_ADMIN_TOKEN is set.
+ */
+function quickstartAdminToken(env: NodeJS.ProcessEnv): string {
+  if (env.MCP_EDGE_ADMIN_TOKEN) return env.MCP_EDGE_ADMIN_TOKEN;
+  if (existsSync(QUICKSTART_ADMIN_TOKEN_FILE))
+    return readFileSync(QUICKSTART_ADMIN_TOKEN_FILE, "utf8").trim();
+  mkdirSync(dirname(QUICKSTART_ADMIN_TOKEN_FILE), { recursive: true });
+  const token = randomBytes(32).toString("base64url");
+  writeFileSync(QUICKSTART_ADMIN_TOKEN_FILE, `${token}\n`, { mode: 0o600 });
+  return token;
+}
+
+/** The quickstart: the bundled demo server over stdio on loopback, API-key auth, state under ./.mcp-edge/. */
 export function quickstartConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return parseConfig(
     {
       listen: { host: "127.0.0.1", port: Number(env.MCP_EDGE_PORT ?? 8787) },
-      admin: { listen: { host: "127.0.0.1", port: Number(env.MCP_EDGE_ADMIN_PORT ?? 8788) } },
+      admin: {
+        listen: { host: "127.0.0.1", port: Number(env.MCP_EDGE_ADMIN_PORT ?? 8788) },
+        token: quickstartAdminToken(env),
+      },
       store: { sqlite: "./.mcp-edge/mcp-edge.db" },
       servers: {
         demo: {
           route: "/mcp",
           // The Node running the edge (24, with type stripping) runs the demo server too.
           upstream: { stdio: { command: process.execPath, args: [DEMO_SERVER_FILE] } },
-          auth: ["none"],
+          auth: ["apiKey"],
         },
       },
     },
@@ -36,19 +55,39 @@ export function quickstartConfig(env: NodeJS.ProcessEnv = process.env): Config {
   );
 }
 
-function banner(gw: Gateway, quickstart: boolean): string {
+/** On the quickstart's first start, a dev key for the demo server; shown once, stored hashed. */
+async function quickstartKey(gw: Gateway): Promise<string | undefined> {
+  const existing = await gw.keys.store.list({ server: "demo" });
+  if (existing.length > 0) return undefined;
+  const { key } = await gw.keys.create({ name: "dev" });
+  return key;
+}
+
+function banner(gw: Gateway, quickstart: boolean, devKey: string | undefined): string {
   const lines = [""];
   for (const route of gw.routes.values())
     lines.push(`  MCP endpoint (${route.name}):  ${gw.url(route.name)}`);
   lines.push(`  Health:   ${gw.adminUrl}/healthz   ${gw.adminUrl}/readyz`);
   if (quickstart) {
+    const authorization = `Bearer ${devKey ?? "<your key>"}`;
     lines.push(
       "",
-      "  Quickstart: the bundled demo server (tools: echo, add, slow, large) over stdio.",
-      "  Authentication is OFF (auth: [none]) and the listener is loopback only.",
+      "  Quickstart: the bundled demo server (tools: echo, add, slow, large) over stdio, API-key auth.",
+      devKey
+        ? "  Your dev key (shown once, stored hashed; `mcp-edge keys create --name NAME` makes more):"
+        : "  The dev key was shown at first start. New one: mcp-edge keys create --name NAME",
+      ...(devKey ? [`    ${devKey}`] : []),
       "",
       "  Client config (.mcp.json for Claude Code; Cursor and most MCP clients take the same shape):",
-      JSON.stringify({ mcpServers: { demo: { type: "http", url: gw.url("demo") } } }, null, 2)
+      JSON.stringify(
+        {
+          mcpServers: {
+            demo: { type: "http", url: gw.url("demo"), headers: { Authorization: authorization } },
+          },
+        },
+        null,
+        2,
+      )
         .split("\n")
         .map((l) => `    ${l}`)
         .join("\n"),
@@ -82,7 +121,8 @@ export async function runServe(argv: string[], io: CommandIo = processIo): Promi
     io.stderr.write(`${isGatewayError(err) ? `${err.code}: ` : ""}${(err as Error).message}\n`);
     return 1;
   }
-  io.stderr.write(banner(gw, quickstart));
+  const devKey = quickstart ? await quickstartKey(gw) : undefined;
+  io.stderr.write(banner(gw, quickstart, devKey));
   await new Promise<void>((resolveStop) => {
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {

@@ -36,18 +36,30 @@ test("quickstart: the printed snippet works with an SDK client as printed", asyn
   while (!/"mcpServers"[\s\S]*\n {4}\}\n/.test(banner) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 50));
   }
-  assert.match(banner, /Authentication is OFF/, "says that auth is off");
+  assert.match(banner, /Your dev key \(shown once/);
   const snippetText = banner.slice(banner.indexOf("{"), banner.lastIndexOf("}") + 1);
-  const snippet = JSON.parse(snippetText) as { mcpServers: { demo: { type: string; url: string } } };
+  const snippet = JSON.parse(snippetText) as {
+    mcpServers: { demo: { type: string; url: string; headers: { Authorization: string } } };
+  };
   assert.equal(snippet.mcpServers.demo.type, "http");
   const url = snippet.mcpServers.demo.url;
+  const headers = snippet.mcpServers.demo.headers;
+  assert.match(headers.Authorization, /^Bearer mcpe_[a-z0-9]{12}_/);
+
+  // Without the key: 401.
+  const anonymous = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
+    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: {} }),
+  });
+  assert.equal(anonymous.status, 401);
   assert.match(
     banner,
     new RegExp(`MCP endpoint \\(demo\\):\\s+${url.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`),
   );
 
   const client = new Client({ name: "new-user", version: "1.0.0" });
-  await client.connect(new StreamableHTTPClientTransport(new URL(url)));
+  await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } }));
   const tools = await client.listTools();
   assert.deepEqual(tools.tools.map((t) => t.name).sort(), ["add", "echo", "large", "slow"]);
   const r = await client.callTool({ name: "echo", arguments: { text: "first call" } });
@@ -55,6 +67,16 @@ test("quickstart: the printed snippet works with an SDK client as printed", asyn
   await client.close();
 
   assert.ok(existsSync(path.join(cwd, ".mcp-edge", "mcp-edge.db")), "state under ./.mcp-edge/");
+
+  // `mcp-edge keys list` finds the quickstart's admin token and shows the dev key, recently used.
+  const adminPort = /Health:\s+http:\/\/127\.0\.0\.1:(\d+)\/healthz/.exec(banner)?.[1];
+  const list = execFileSync(
+    NODE_BIN,
+    [path.join(REPO_ROOT, "src/main.ts"), "keys", "list", "--url", `http://127.0.0.1:${adminPort}`],
+    { cwd, encoding: "utf8" },
+  );
+  assert.match(list, /^NAME\s+ID\s+SERVER/m);
+  assert.match(list, /^dev\s+[a-z0-9]{12}\s+demo\s+default\s+active/m);
   child.kill("SIGTERM");
   const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
   assert.equal(code, 0, "a clean exit on SIGTERM");
