@@ -11,7 +11,7 @@
  *   stdout `READY`                  sessions are open and the warm-up is done
  *   stdin  `go`                     run one trial now (the orchestrator reads CPU counters first)
  *   stdout `RESULT {json}`          the trial's figures (see TrialResult)
- * After the last trial the process exits. Every answer is checked: HTTP 200, a JSON body or an SSE
+ * After the last trial (or when stdin closes) the sessions are ended with DELETE and the process exits. Every answer is checked: HTTP 200, a JSON body or an SSE
  * stream carrying a JSON-RPC response with the request's id and a `result`; anything else counts
  * as an error and its latency is not recorded.
  */
@@ -150,6 +150,17 @@ class Client {
     if (ack.status !== 202) throw new Error(`client ${this.index}: initialized got ${ack.status}`);
   }
 
+  /** Session era: ends the session (DELETE), as a well-behaved client does when it is done. */
+  async close(): Promise<void> {
+    if (scenario === "stateless") return;
+    try {
+      const res = await pool.request({ path: url.pathname, method: "DELETE", headers: this.#headers });
+      await res.body.dump();
+    } catch {
+      // Best effort: the run is over.
+    }
+  }
+
   /** One tools/call; resolves to an error message, or undefined when the answer is right. */
   async call(): Promise<string | undefined> {
     const id = this.#nextId++;
@@ -222,6 +233,7 @@ async function main(): Promise<void> {
     };
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
   }
+  await Promise.all(clients.map((c) => c.close()));
   await pool.close();
   process.exit(0);
 }

@@ -468,7 +468,7 @@ export class Gateway {
     await Promise.allSettled([...this.routes.values()].map((r) => r.upstream.stop()));
     await this.#store.close();
     await this.#keyStore.close();
-    this.#oauth?.stop();
+    await this.#oauth?.stop();
     this.#db.close();
     await this.#egress.destroy();
     this.log.info("stopped");

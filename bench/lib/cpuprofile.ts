@@ -30,7 +30,10 @@ function where(url: string): string {
   const rel = path.isAbsolute(file) ? path.relative(ROOT, file) : file;
   // node_modules/<pkg>/... → <pkg>; keep repo files as they are.
   const m = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(rel);
-  return m ? `${m[1]} (dependency)` : rel;
+  if (m) return `${m[1]} (dependency)`;
+  // A commit exported by --edge-ref lives in a temp directory: show its files as src/...
+  const src = /(?:^|\/)(src\/.+)$/.exec(rel);
+  return src?.[1] ?? rel;
 }
 
 export function summarizeProfile(file: string, top = 25): string {

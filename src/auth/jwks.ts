@@ -238,12 +238,17 @@ export const JWKS_DEFAULTS = {
 
 type LocalJwks = ReturnType<typeof createLocalJWKSet>;
 
+interface KeySet {
+  keys: LocalJwks;
+  fetchedAt: number;
+  generation: number;
+}
+
 export class JwksCache {
   readonly issuer: string;
   readonly #o: Required<Omit<JwksCacheOptions, "jwksUri">> & { jwksUri: string | undefined };
-  #keys: LocalJwks | undefined;
-  /** When the keys in `#keys` were fetched. */
-  #fetchedAt = Number.NEGATIVE_INFINITY;
+  /** The last good key set, when it was fetched, and its generation (one object: never torn). */
+  #current: KeySet | undefined;
   /** When the last fetch (successful or not) started. */
   #attemptAt = Number.NEGATIVE_INFINITY;
   #lastAttemptFailed = false;
@@ -281,19 +286,36 @@ export class JwksCache {
     }
   }
 
+  /** Resolves once no fetch is in flight (a background refresh included); never rejects. */
+  async settled(): Promise<void> {
+    await this.#inflight?.catch(() => undefined);
+  }
+
   /** Whether keys are held that may still be used (age ≤ maxStale). */
   get ready(): boolean {
-    return this.#keys !== undefined && this.#o.now() - this.#fetchedAt <= this.#o.maxStale;
+    return this.#usable(this.#o.now()) !== undefined;
+  }
+
+  /** Bumped on every successful fetch: results verified with an older key set can be re-checked. */
+  get generation(): number {
+    return this.#current?.generation ?? 0;
   }
 
   /**
    * The key resolver given to jose's `jwtVerify`. Throws jose's JWKSNoMatchingKey (the token is
    * invalid) or EDGE_AUTH_UNAVAILABLE (no usable keys, or a refetch for an unknown kid failed).
    */
-  readonly getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> => {
+  readonly getKey = async (header: JWSHeaderParameters, token: FlattenedJWSInput): Promise<CryptoKey> =>
+    (await this.resolveKey(header, token)).key;
+
+  /** `getKey`, also naming the generation of the key set the key came from. */
+  async resolveKey(
+    header: JWSHeaderParameters,
+    token: FlattenedJWSInput,
+  ): Promise<{ key: CryptoKey; generation: number }> {
     const now = this.#o.now();
-    let keys = this.#usableKeys(now);
-    if (keys === undefined) {
+    let set = this.#usable(now);
+    if (set === undefined) {
       if (
         this.#inflight === undefined &&
         this.#lastAttemptFailed &&
@@ -302,13 +324,13 @@ export class JwksCache {
         throw authUnavailable(`JWKS of ${this.issuer} unavailable (backing off after a failed fetch)`);
       }
       await this.#refresh("cold");
-      keys = this.#usableKeys(this.#o.now());
-      if (keys === undefined) throw authUnavailable(`JWKS of ${this.issuer} unavailable`);
-    } else if (now - this.#fetchedAt >= this.#o.cacheMaxAge) {
+      set = this.#usable(this.#o.now());
+      if (set === undefined) throw authUnavailable(`JWKS of ${this.issuer} unavailable`);
+    } else if (now - set.fetchedAt >= this.#o.cacheMaxAge) {
       this.#backgroundRefresh(now);
     }
     try {
-      return await keys(header, token);
+      return { key: await set.keys(header, token), generation: set.generation };
     } catch (err) {
       if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
       // Unknown kid: perhaps the IdP rotated. One refetch, shared by every caller, per cooldown.
@@ -317,15 +339,16 @@ export class JwksCache {
         throw err;
       }
       await this.#refresh("unknown kid");
-      const fresh = this.#usableKeys(this.#o.now());
+      const fresh = this.#usable(this.#o.now());
       if (fresh === undefined) throw authUnavailable(`JWKS of ${this.issuer} unavailable`);
-      return fresh(header, token);
+      return { key: await fresh.keys(header, token), generation: fresh.generation };
     }
-  };
+  }
 
-  #usableKeys(now: number): LocalJwks | undefined {
-    if (this.#keys === undefined || now - this.#fetchedAt > this.#o.maxStale) return undefined;
-    return this.#keys;
+  #usable(now: number): KeySet | undefined {
+    const set = this.#current;
+    if (set === undefined || now - set.fetchedAt > this.#o.maxStale) return undefined;
+    return set;
   }
 
   #backgroundRefresh(now: number): void {
@@ -333,7 +356,7 @@ export class JwksCache {
     if (this.#lastAttemptFailed && now - this.#attemptAt < this.#o.failureBackoff) return;
     this.#refresh("max age").catch((err: unknown) => {
       this.#o.log.warn(
-        { issuer: this.issuer, err: detail(err), ageMs: now - this.#fetchedAt },
+        { issuer: this.issuer, err: detail(err), ageMs: now - (this.#current?.fetchedAt ?? now) },
         "JWKS refresh failed; verifying with the last good keys",
       );
     });
@@ -360,8 +383,7 @@ export class JwksCache {
         } catch (err) {
           throw authUnavailable("JWKS rejected by jose", err);
         }
-        this.#keys = local;
-        this.#fetchedAt = this.#o.now();
+        this.#current = { keys: local, fetchedAt: this.#o.now(), generation: this.generation + 1 };
         this.#lastAttemptFailed = false;
         this.#o.log.debug({ issuer: this.issuer, reason, keys: jwks.keys.length }, "JWKS fetched");
       } catch (err) {

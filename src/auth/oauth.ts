@@ -36,9 +36,10 @@ import { detail, type EgressLike, JwksCache } from "./jwks.ts";
  *
  * Verified JWTs are cached by SHA-256 of (token, resource) — jwtVerify costs ~200 µs with warm
  * keys (DESIGN.md hot-path facts) and a session presents the same token many times — until the
- * earliest of `exp` and `jwksCacheMaxAge` (so a key the IdP withdraws stops being trusted through
- * the cache as it does through the JWKS), at most `cacheEntries` entries, least recently used
- * evicted first.
+ * earliest of `exp` and `jwksCacheMaxAge`, and only while the issuer's key set is the one that
+ * verified them (a refetched JWKS re-checks cached tokens once, so a key the IdP withdraws stops
+ * being trusted through the cache as it does through the JWKS); at most `cacheEntries` entries,
+ * least recently used evicted first.
  *
  * Errors: EDGE_AUTH_INVALID_TOKEN (401) whose message never says which check failed nor echoes the
  * token (the reason is logged at debug, without the token); EDGE_AUTH_UNAVAILABLE (503) when the
@@ -105,6 +106,9 @@ interface IssuerRuntime {
 interface CacheEntry {
   token: VerifiedToken;
   until: number;
+  /** The issuer's keys and their generation when the token was verified. */
+  jwks: JwksCache;
+  generation: number;
 }
 
 export class OAuthVerifier {
@@ -170,10 +174,14 @@ export class OAuthVerifier {
     await Promise.all([...this.#issuers.values()].map((i) => i.jwks?.warm()));
   }
 
-  /** Drops cached verifications. Nothing runs in the background, so nothing else needs stopping. */
-  stop(): void {
+  /**
+   * Drops cached verifications and waits for JWKS fetches in flight (no timers run: refreshes are
+   * started by requests), so the egress can be closed after it.
+   */
+  async stop(): Promise<void> {
     this.#cache.clear();
     for (const i of this.#issuers.values()) i.introspector?.clear();
+    await Promise.all([...this.#issuers.values()].map((i) => i.jwks?.settled()));
   }
 
   /** The JWKS cache of an issuer (diagnostics, doctor, tests). */
@@ -199,7 +207,7 @@ export class OAuthVerifier {
     const hit = this.#cache.get(key);
     if (hit !== undefined) {
       this.#cache.delete(key);
-      if (hit.until > now) {
+      if (hit.until > now && hit.generation === hit.jwks.generation) {
         this.#cache.set(key, hit);
         return hit.token;
       }
@@ -214,10 +222,12 @@ export class OAuthVerifier {
     if (issuer.introspectJwts && issuer.introspector !== undefined) {
       return this.#introspectAt(issuer, token, resource);
     }
-    const verified = await this.#verifyJwt(issuer, token, resource, now);
+    const jwks = issuer.jwks!;
+    const { verified, generation } = await this.#verifyJwt(issuer, jwks, token, resource, now);
     const until = Math.min(verified.expiresAt, now + issuer.config.jwksCacheMaxAge);
+    // Tied to the key set that verified it: a refetched JWKS makes the next hit verify again.
     if (until > now) {
-      this.#cache.set(key, { token: verified, until });
+      this.#cache.set(key, { token: verified, until, jwks, generation });
       if (this.#cache.size > this.#cacheEntries) {
         const oldest = this.#cache.keys().next();
         if (!oldest.done) this.#cache.delete(oldest.value);
@@ -228,12 +238,19 @@ export class OAuthVerifier {
 
   async #verifyJwt(
     issuer: IssuerRuntime,
+    jwks: JwksCache,
     token: string,
     resource: string,
     now: number,
-  ): Promise<VerifiedToken> {
+  ): Promise<{ verified: VerifiedToken; generation: number }> {
     const c = issuer.config;
-    const jwks = issuer.jwks!;
+    // The generation of the key set the key came from (several candidates: the one before, conservatively).
+    let generation = jwks.generation;
+    const getKey: JWTVerifyGetKey = async (header, input) => {
+      const resolved = await jwks.resolveKey(header, input);
+      generation = resolved.generation;
+      return resolved.key;
+    };
     const options: JWTVerifyOptions = {
       algorithms: [...c.algorithms],
       issuer: c.issuer,
@@ -247,7 +264,7 @@ export class OAuthVerifier {
     let payload: Record<string, unknown>;
     try {
       this.jwtVerifications++;
-      payload = await verifyWithCandidates(token, jwks.getKey, options);
+      payload = await verifyWithCandidates(token, getKey, options);
     } catch (err) {
       if (err instanceof GatewayError) throw this.#refuse(c.issuer, err);
       if (!(err instanceof errors.JOSEError)) {
@@ -262,7 +279,7 @@ export class OAuthVerifier {
     }
     const sub = payload["sub"];
     if (typeof sub !== "string" || sub === "") throw this.#refuse(c.issuer, invalidToken("sub not a string"));
-    return toVerified(c, sub, payload, (payload["exp"] as number) * 1000);
+    return { verified: toVerified(c, sub, payload, (payload["exp"] as number) * 1000), generation };
   }
 
   async #introspectOpaque(token: string, resource: string): Promise<VerifiedToken> {

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { GatewayError } from "../errors/errors.ts";
+import { checkSecretsFromEnv } from "../upstream/credentials.ts";
 import { type Config, type ConfigInput, configSchema } from "./schema.ts";
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
@@ -40,6 +41,15 @@ export function formatIssues(error: z.ZodError): string {
 
 /** Validates an already-parsed document. Throws EDGE_CONFIG_INVALID with every problem listed. */
 export function parseConfig(doc: unknown, env: NodeJS.ProcessEnv = process.env): Config {
+  // Secrets must come from the environment: checked on the document as written, before `${ENV}`
+  // is replaced (after it, an inline secret and an interpolated one look the same).
+  const inline = checkSecretsFromEnv(doc);
+  if (inline.length > 0) {
+    throw new GatewayError(
+      "EDGE_CONFIG_SECRET_INLINE",
+      `secrets written in the config:\n  ${inline.join("\n  ")}`,
+    );
+  }
   const interpolated = interpolateEnv(doc ?? {}, env);
   const result = configSchema.safeParse(interpolated);
   if (!result.success) {

@@ -55,7 +55,8 @@ export function createLogger(options: LoggerOptions): Logger {
       redact: { paths: REDACT_PATHS, censor: "[redacted]" },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      mixin: () => logScope.getStore() ?? {},
+      // A copy: pino merges each line's fields into what the mixin returns.
+      mixin: () => ({ ...logScope.getStore() }),
     },
     options.destination ?? pino.destination({ fd: 1, sync: false }),
   );
