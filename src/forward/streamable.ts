@@ -135,7 +135,6 @@ export class Forwarder {
     }
     if (reply.kind === "json") return sendJson(ctx.res, reply.data, sessionId);
     ctx.res.writeHead(200, sseHeaders(sessionId));
-    ctx.res.flushHeaders();
     // A stream the client can resume, like any other, when it has a session.
     if (sessionId) {
       const stream = this.#streams.create(sessionId, "request");
@@ -184,8 +183,9 @@ export class Forwarder {
       return sendAccepted(ctx.res);
     }
     const stream = this.#streams.create(rec.id, "request");
+    // Headers go out with the first event (one write less per answer); GET streams, which may wait
+    // long for a first event, flush theirs at once.
     ctx.res.writeHead(200, sseHeaders());
-    ctx.res.flushHeaders();
     const sink = new Sink(ctx.res);
     stream.attach(sink, 0);
     // In the session era a disconnect is not a cancellation: the upstream keeps being read into the
@@ -399,7 +399,6 @@ export class Forwarder {
         return sendJson(ctx.res, ctx.rewrite?.(reply.data) ?? reply.data);
       }
       ctx.res.writeHead(200, sseHeaders());
-      ctx.res.flushHeaders();
       const sink = new Sink(ctx.res);
       ctx.clientGone.addEventListener("abort", () => reply.close(), { once: true });
       try {

@@ -27,6 +27,13 @@ export class SessionManager {
   readonly #log: Logger;
   readonly #routes: Map<string, Route>;
   readonly #reinit = new Map<string, Promise<UpstreamSession>>();
+  /**
+   * Hot cache of session records (SPEC §1: memory for hot caches), so a call does not read the
+   * store. Every change made here (create, rebind, end) updates it; the store stays the truth
+   * after a restart. Bounded: the oldest entries go first.
+   */
+  readonly #hot = new Map<string, SessionRecord>();
+  static readonly HOT_MAX = 50_000;
   readonly #timer: NodeJS.Timeout;
 
   constructor(store: SessionStore, streams: StreamRegistry, routes: Map<string, Route>, log: Logger) {
@@ -48,7 +55,11 @@ export class SessionManager {
    * all answer the same 404: the id alone proves nothing and reveals nothing (security.md D38).
    */
   async load(route: Route, id: string, principalId: string): Promise<SessionRecord> {
-    const rec = await this.#store.get(id);
+    let rec = this.#hot.get(id);
+    if (!rec) {
+      rec = await this.#store.get(id);
+      if (rec) this.#remember(rec);
+    }
     const now = Date.now();
     if (!rec || rec.server !== route.name || rec.principal !== principalId) {
       throw new GatewayError("EDGE_SESSION_NOT_FOUND");
@@ -58,11 +69,13 @@ export class SessionManager {
       throw new GatewayError("EDGE_SESSION_NOT_FOUND");
     }
     this.#store.touch(id, now);
+    rec.lastSeenAt = now;
     return rec;
   }
 
   async create(rec: SessionRecord): Promise<void> {
     await this.#store.put(rec);
+    this.#remember(rec);
     this.#log.info(
       { session: sessionHash(rec.id), server: rec.server, instance: rec.upstream.instance },
       "session started",
@@ -164,6 +177,7 @@ export class SessionManager {
   /** Ends a session: upstream first (DELETE / stop process), then its streams and record. */
   async end(route: Route, rec: SessionRecord, reason: string): Promise<void> {
     this.#streams.dropSession(rec.id);
+    this.#hot.delete(rec.id);
     await this.#store.delete(rec.id);
     try {
       await route.upstream.attach(rec.upstream, rec.id).terminate();
@@ -171,6 +185,14 @@ export class SessionManager {
       // Nothing left upstream to end.
     }
     this.#log.info({ session: sessionHash(rec.id), server: rec.server, reason }, "session ended");
+  }
+
+  #remember(rec: SessionRecord): void {
+    if (this.#hot.size >= SessionManager.HOT_MAX) {
+      const oldest = this.#hot.keys().next().value;
+      if (oldest !== undefined) this.#hot.delete(oldest);
+    }
+    this.#hot.set(rec.id, rec);
   }
 
   /** Ends sessions idle past their route's TTL. */

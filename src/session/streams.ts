@@ -12,6 +12,17 @@ export interface StreamLimits {
   retry: number;
 }
 
+/**
+ * Stream ids: a random per-process prefix and a counter, 16 characters. They need not be secret or
+ * unpredictable (a Last-Event-ID only resolves within its own session), only unique, and a counter
+ * costs nothing per stream where randomBytes did.
+ */
+const STREAM_PREFIX = randomBytes(6).toString("base64url");
+let streamCounter = 0;
+function nextStreamId(): string {
+  return STREAM_PREFIX + (streamCounter++).toString(36).padStart(8, "0").slice(-8);
+}
+
 /** A client whose socket has this many unsent bytes is cut off; it resumes with Last-Event-ID. */
 const MAX_CLIENT_BACKLOG = 1024 * 1024;
 
@@ -72,13 +83,14 @@ export class EdgeStream {
   #evicted = 0;
   #sink: Sink | undefined;
   #lastWritten = 0;
+  #endedCleanly = false;
   done = false;
   lastActivity = Date.now();
   /** Closes the upstream side (set by whoever pumps it). */
   closeUpstream: () => void = () => {};
 
   constructor(sessionId: string, kind: "request" | "standalone", limits: StreamLimits) {
-    this.id = randomBytes(12).toString("base64url");
+    this.id = nextStreamId();
     this.sessionId = sessionId;
     this.kind = kind;
     this.#limits = limits;
@@ -86,6 +98,14 @@ export class EdgeStream {
 
   get attached(): boolean {
     return this.#sink?.open ?? false;
+  }
+
+  /**
+   * Finished, and every event was written to a client that then got the end of the response:
+   * nothing is left to replay, so the stream need not be kept.
+   */
+  get settled(): boolean {
+    return this.done && this.#lastWritten === this.#nextSeq - 1 && this.#endedCleanly;
   }
 
   /** Adds one event (the data as the upstream sent it) and delivers it if a client is attached. */
@@ -124,7 +144,11 @@ export class EdgeStream {
     for (const ev of this.#events) {
       if (ev.seq > from && sink.write(ev.frame)) this.#lastWritten = ev.seq;
     }
-    if (this.done) sink.end();
+    if (this.done && sink.open) {
+      sink.end();
+      this.#endedCleanly = true;
+      this.onSettled?.(this);
+    }
   }
 
   /** The buffered frames after `seq` (a finished stream's remainder). */
@@ -143,8 +167,15 @@ export class EdgeStream {
   finish(): void {
     this.done = true;
     this.lastActivity = Date.now();
-    this.#sink?.end();
+    if (this.#sink?.open) {
+      this.#sink.end();
+      this.#endedCleanly = true;
+    }
+    this.onSettled?.(this);
   }
+
+  /** Called when the stream finishes; the registry drops settled streams at once. */
+  onSettled: ((s: EdgeStream) => void) | undefined;
 
   /** Closes the client side with a `retry` hint (drain); the stream stays resumable. */
   closeClient(retryMs: number): void {
@@ -186,6 +217,11 @@ export class StreamRegistry {
   create(sessionId: string, kind: "request" | "standalone"): EdgeStream {
     const s = new EdgeStream(sessionId, kind, this.#limits);
     this.#streams.set(s.id, s);
+    // A stream whose every event reached its client is done with: only streams with undelivered
+    // events are kept for `streams.ttl` (memory stays flat under load).
+    s.onSettled = (done) => {
+      if (done.settled && this.#streams.get(done.id) === done) this.#drop(done);
+    };
     if (kind === "standalone") {
       const old = this.#standalone.get(sessionId);
       if (old) this.#drop(old);

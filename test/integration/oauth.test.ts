@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { type InProcessEdge, freePort, startEdge } from "../helpers/edge.ts";
+import { freePort, type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { TestIdp } from "../helpers/idp.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
 
@@ -58,7 +58,13 @@ async function post(tok: string, body: object, sessionId?: string) {
     body: JSON.stringify(body),
   });
   const text = await res.text();
-  const data = text.startsWith("{") ? text : (text.split("\n").filter((l) => l.startsWith("data: ")).at(-1)?.slice(6) ?? "");
+  const data = text.startsWith("{")
+    ? text
+    : (text
+        .split("\n")
+        .filter((l) => l.startsWith("data: "))
+        .at(-1)
+        ?.slice(6) ?? "");
   return { status: res.status, headers: res.headers, body: data ? JSON.parse(data) : undefined };
 }
 
@@ -67,7 +73,11 @@ async function initSession(tok: string): Promise<string> {
     jsonrpc: "2.0",
     id: 0,
     method: "initialize",
-    params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "oauth-test", version: "1" } },
+    params: {
+      protocolVersion: "2025-11-25",
+      capabilities: {},
+      clientInfo: { name: "oauth-test", version: "1" },
+    },
   });
   assert.equal(init.status, 200, JSON.stringify(init.body));
   const sid = init.headers.get("mcp-session-id") as string;
@@ -91,7 +101,12 @@ describe("a session outlives its tokens", () => {
     const steps = 10;
     const slow = fetch(resource, {
       method: "POST",
-      headers: { ...HEADERS, authorization: `Bearer ${tok}`, "mcp-session-id": sid, "mcp-protocol-version": "2025-11-25" },
+      headers: {
+        ...HEADERS,
+        authorization: `Bearer ${tok}`,
+        "mcp-session-id": sid,
+        "mcp-protocol-version": "2025-11-25",
+      },
       body: JSON.stringify({
         jsonrpc: "2.0",
         id: 99,
@@ -108,7 +123,10 @@ describe("a session outlives its tokens", () => {
       assert.equal(expired.status, 401, `round ${round}: the expired token is refused`);
       const challenge = expired.headers.get("www-authenticate") ?? "";
       assert.match(challenge, /error="invalid_token"/);
-      assert.match(challenge, /resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource\/mcp"/);
+      assert.match(
+        challenge,
+        /resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource\/mcp"/,
+      );
       tok = await token("alice", 3); // the client refreshes
       const again = await post(tok, echo(round * 10 + 2, `round ${round}`), sid);
       assert.equal(again.status, 200, `round ${round}: the refreshed token continues the session`);
@@ -117,11 +135,22 @@ describe("a session outlives its tokens", () => {
 
     const events = (await slow)
       .split("\n\n")
-      .map((block) => block.split("\n").find((l) => l.startsWith("data: "))?.slice(6))
+      .map((block) =>
+        block
+          .split("\n")
+          .find((l) => l.startsWith("data: "))
+          ?.slice(6),
+      )
       .filter((d): d is string => Boolean(d))
       .map((d) => JSON.parse(d));
-    const progress = events.filter((m) => m.method === "notifications/progress").map((m) => m.params.progress);
-    assert.deepEqual(progress, Array.from({ length: steps }, (_, i) => i + 1), "every progress event, once");
+    const progress = events
+      .filter((m) => m.method === "notifications/progress")
+      .map((m) => m.params.progress);
+    assert.deepEqual(
+      progress,
+      Array.from({ length: steps }, (_, i) => i + 1),
+      "every progress event, once",
+    );
     assert.equal(events.filter((m) => m.id === 99).length, 1, "the result, once");
     assert.ok(!edge.logs().some((l) => l.includes("re-initialized")), "the session was never re-initialized");
   });
@@ -149,7 +178,11 @@ describe("a session outlives its tokens", () => {
       body: JSON.stringify(echo(1, "x")),
     });
     assert.equal(res.status, 401);
-    assert.doesNotMatch(res.headers.get("www-authenticate") ?? "", /error=/, "no credentials: a bare challenge");
+    assert.doesNotMatch(
+      res.headers.get("www-authenticate") ?? "",
+      /error=/,
+      "no credentials: a bare challenge",
+    );
   });
 });
 
@@ -165,7 +198,12 @@ describe("resource server metadata and scopes", () => {
 
   test("a token for another audience is refused", async () => {
     const now = Math.floor(Date.now() / 1000);
-    const other = await idp.mint({ sub: "alice", aud: "http://other.example/mcp", scope: "mcp:tools", exp: now + 60 });
+    const other = await idp.mint({
+      sub: "alice",
+      aud: "http://other.example/mcp",
+      scope: "mcp:tools",
+      exp: now + 60,
+    });
     const r = await post(other, { jsonrpc: "2.0", id: 1, method: "initialize", params: {} });
     assert.equal(r.status, 401);
   });
