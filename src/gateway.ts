@@ -145,6 +145,7 @@ export class Gateway {
       keys: this.#keyStore,
       oauth: this.#oauth,
       publicUrl: config.publicUrl,
+      tenancy: config.tenancy,
     });
     this.keys = new KeyService(this.#keyStore, [...this.routes.keys()]);
     this.#admin = new AdminApi({

@@ -1,4 +1,5 @@
 import type { Authenticator } from "./auth/authenticate.ts";
+import { logScope } from "./observability/logger.ts";
 import { authorize, filterToolsList, toolAllowed } from "./auth/authorize.ts";
 import type { Principal, RequestContext } from "./context.ts";
 import { GatewayError } from "./errors/errors.ts";
@@ -57,6 +58,8 @@ export class Pipeline {
     //    cannot authenticate must not make the edge buffer a body. Every request authenticates;
     //    a session id never does (security.md D38).
     ctx.principal = await this.#d.authenticator.authenticate(req, ctx.route);
+    const scope = logScope.getStore();
+    if (scope) scope.tenant = ctx.principal.tenant;
 
     // 4. Body: capped (413), JSON only (415), a valid JSON-RPC message (400 -32700 / -32600).
     if (method === "POST") {

@@ -113,7 +113,7 @@ export async function start(o: StartOptions): Promise<Started> {
     });
   } catch (err) {
     await stop(500);
-    throw new Error(`${(err as Error).message}\n--- output ---\n${output}`);
+    throw new Error(`${(err as Error).message}\n--- output ---\n${output}`, { cause: err });
   }
   return { name: o.name, child, pid: child.pid as number, announced, output: () => output, stop };
 }

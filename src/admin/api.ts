@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { z } from "zod";
+import { authenticateApiKey, KEY_PREFIX } from "../auth/apikey.ts";
 import type { Route } from "../context.ts";
 import { ERROR_CODES, type ErrorSpec } from "../errors/codes.ts";
 import { GatewayError } from "../errors/errors.ts";
@@ -11,6 +12,14 @@ import type { SessionManager } from "../session/manager.ts";
 import { sessionHash } from "../session/manager.ts";
 import type { SessionRecord } from "../store/types.ts";
 import { createKeyBody, type KeyService, keyView, rotateBody } from "./keys.ts";
+
+/** The scope that makes an API key a tenant admin credential. */
+export const ADMIN_SCOPE = "mcp-edge:admin";
+
+/** The caller of the admin API: root (`tenant` undefined) or a tenant admin. */
+interface AdminCaller {
+  tenant: string | undefined;
+}
 
 export interface AdminApiOptions {
   /** The root admin token; without it the API answers 404 EDGE_ADMIN_DISABLED. */
@@ -102,8 +111,8 @@ export class AdminApi {
   ): Promise<boolean> {
     if (path !== "/api" && !path.startsWith("/api/")) return false;
     try {
-      this.#authorize(req);
-      await this.#route(req, res, path, query);
+      const caller = await this.#authorize(req);
+      await this.#route(req, res, path, query, caller);
     } catch (err) {
       const ge = toGatewayError(err);
       if (ge.status >= 500) this.#o.log.error({ err: ge.cause ?? ge, path }, "admin API error");
@@ -114,15 +123,27 @@ export class AdminApi {
     return true;
   }
 
-  #authorize(req: IncomingMessage): void {
+  /**
+   * Who is administering: the root admin token (every tenant), or an API key carrying the scope
+   * `mcp-edge:admin`, which administers its own tenant only (SPEC §5).
+   */
+  async #authorize(req: IncomingMessage): Promise<AdminCaller> {
     if (!this.#tokenHash) throw new GatewayError("EDGE_ADMIN_DISABLED");
     const header = req.headers.authorization ?? "";
     const m = /^Bearer\s+(\S+)$/i.exec(header);
-    const presented = createHash("sha256")
-      .update(m?.[1] ?? "")
-      .digest();
+    const presented = m?.[1] ?? "";
     // Hash-then-compare: constant time whatever the presented length.
-    if (!m || !timingSafeEqual(presented, this.#tokenHash)) throw new GatewayError("EDGE_ADMIN_UNAUTHORIZED");
+    if (timingSafeEqual(createHash("sha256").update(presented).digest(), this.#tokenHash))
+      return { tenant: undefined };
+    if (presented.startsWith(KEY_PREFIX)) {
+      try {
+        const principal = await authenticateApiKey(this.#o.keys.store, presented, undefined);
+        if (principal.scopes.includes(ADMIN_SCOPE) && principal.tenant) return { tenant: principal.tenant };
+      } catch {
+        // An invalid key is just an unauthorized caller.
+      }
+    }
+    throw new GatewayError("EDGE_ADMIN_UNAUTHORIZED");
   }
 
   async #route(
@@ -130,19 +151,32 @@ export class AdminApi {
     res: ServerResponse,
     path: string,
     query: URLSearchParams,
+    caller: AdminCaller,
   ): Promise<void> {
     const parts = path.split("/").filter(Boolean).map(decodeURIComponent); // ["api", "keys", ...]
     const method = req.method ?? "GET";
     const keys = this.#o.keys;
+    const askedTenant = query.get("tenant") ?? undefined;
+    // A tenant admin sees its own tenant only; naming another is answered like an unknown object.
+    if (caller.tenant !== undefined && askedTenant !== undefined && askedTenant !== caller.tenant) {
+      throw new GatewayError("EDGE_ADMIN_NOT_FOUND", "no such tenant");
+    }
+    const tenant = caller.tenant ?? askedTenant;
     const scope = {
       ...(query.get("server") ? { server: query.get("server") as string } : {}),
-      ...(query.get("tenant") ? { tenant: query.get("tenant") as string } : {}),
+      ...(tenant !== undefined ? { tenant } : {}),
     };
 
     if (parts[1] === "keys") {
       if (parts.length === 2 && method === "POST") {
         const body = parse(createKeyBody, await jsonBody(req));
-        const { key, record } = await keys.create(body);
+        if (caller.tenant !== undefined && body.tenant !== undefined && body.tenant !== caller.tenant) {
+          throw new GatewayError("EDGE_ADMIN_NOT_FOUND", "no such tenant");
+        }
+        const { key, record } = await keys.create({
+          ...body,
+          ...(caller.tenant !== undefined ? { tenant: caller.tenant } : {}),
+        });
         this.#o.log.info(
           { keyId: record.id, name: record.name, server: record.server, tenant: record.tenant },
           "key created",
@@ -188,7 +222,7 @@ export class AdminApi {
       if (id !== undefined && parts.length === 3 && (method === "GET" || method === "DELETE")) {
         const rec = await sessions.store.get(id);
         const route = rec ? this.#o.routes.get(rec.server) : undefined;
-        if (!rec || !route || (scope.tenant && rec.tenant !== scope.tenant)) {
+        if (!rec || !route || (scope.tenant !== undefined && rec.tenant !== scope.tenant)) {
           throw new GatewayError("EDGE_ADMIN_NOT_FOUND", "no such session");
         }
         if (method === "GET") return sendJson(res, 200, sessionView(rec));

@@ -64,7 +64,8 @@ export function keyPrincipalId(rec: Pick<ApiKeyRecord, "server" | "tenant" | "co
 export async function authenticateApiKey(
   store: ApiKeyStore,
   key: string,
-  server: string,
+  /** The route's server; undefined accepts a key of any server (admin credentials). */
+  server: string | undefined,
   now = Date.now(),
 ): Promise<Principal> {
   const id = keyIdOf(key);
@@ -72,7 +73,7 @@ export async function authenticateApiKey(
   const presented = Buffer.from(hashKey(key), "hex");
   const stored = Buffer.from(rec?.hash ?? "0".repeat(64), "hex");
   const matches = timingSafeEqual(presented, stored) && rec !== undefined;
-  if (!rec || !matches || rec.server !== server || !isUsable(rec, now)) {
+  if (!rec || !matches || (server !== undefined && rec.server !== server) || !isUsable(rec, now)) {
     throw new GatewayError("EDGE_AUTH_INVALID_TOKEN", "The API key is not valid for this server.");
   }
   store.touch(rec.id, now);

@@ -11,8 +11,8 @@ export interface AuthenticatorOptions {
   keys: ApiKeyStore;
   oauth: OAuthVerifier | undefined;
   publicUrl: string | undefined;
-  /** Config `tenancy`: the claim naming a token's tenant (default: none, tenant null). */
-  tenantClaim?: string;
+  /** Config `tenancy`: the claim naming a token's tenant, and whether one is required. */
+  tenancy: { claim: string; required: boolean };
 }
 
 /**
@@ -53,7 +53,23 @@ export class Authenticator {
     });
   }
 
+  /**
+   * The authenticate stage, with the tenant decided at this first step (SPEC §7.3): from the API
+   * key, or from the token's tenant claim. Where tenancy is required, a credential without a tenant
+   * is refused — never given a default (security.md E46, the Asana incident).
+   */
   async authenticate(req: IncomingMessage, route: Route): Promise<Principal> {
+    const principal = await this.#identify(req, route);
+    if (this.#o.tenancy.required && principal.tenant === null) {
+      throw new GatewayError(
+        "EDGE_TENANT_REQUIRED",
+        "The credential names no tenant, and this edge requires one.",
+      );
+    }
+    return principal;
+  }
+
+  async #identify(req: IncomingMessage, route: Route): Promise<Principal> {
     const methods = route.config.auth;
     // `auth: [none]` alone: nothing is checked, and whatever a client sends is ignored (it is still
     // never forwarded). With `none` beside other methods, a credential that is sent must be valid.
@@ -109,8 +125,7 @@ export class Authenticator {
           throw this.#unauthorized(route, true, err);
         throw err; // EDGE_AUTH_UNAVAILABLE (503): a dependency is down, never disguised as 401
       }
-      const claim = this.#o.tenantClaim ? verified.claims[this.#o.tenantClaim] : undefined;
-      const tenant = typeof claim === "string" && claim !== "" ? claim : null;
+      const tenant = tenantOf(verified.claims, this.#o.tenancy.claim);
       return {
         id: `oauth:${verified.issuer}:${tenant ?? ""}:${verified.subject}`,
         method: "oauth",
@@ -125,4 +140,23 @@ export class Authenticator {
     if (methods.includes("none")) return ANONYMOUS;
     throw this.#unauthorized(route, false);
   }
+}
+
+/**
+ * The tenant a token names: the claim by its exact name (namespaced URL claims contain dots), else
+ * a dotted path into nested objects (`org.id`). A non-empty string, or a finite number as text;
+ * anything else is no tenant.
+ */
+export function tenantOf(claims: Readonly<Record<string, unknown>>, claim: string): string | null {
+  let value: unknown = Object.hasOwn(claims, claim) ? claims[claim] : undefined;
+  if (value === undefined && claim.includes(".")) {
+    value = claim.split(".").reduce<unknown>((v, part) => {
+      if (v === null || typeof v !== "object" || Array.isArray(v) || !Object.hasOwn(v, part))
+        return undefined;
+      return (v as Record<string, unknown>)[part];
+    }, claims);
+  }
+  if (typeof value === "string" && value !== "" && value.length <= 256) return value;
+  if (typeof value === "number" && Number.isFinite(value)) return String(value);
+  return null;
 }

@@ -125,6 +125,32 @@ const sessionsSchema = z.strictObject({
   }),
 });
 
+/**
+ * The list-result cache of one server (src/cache). 2026-07-28 results carry their own `ttlMs` and
+ * `cacheScope` (server/utilities/caching.mdx); session-era results carry none, so they are cached
+ * only when the operator sets `sessionTtl`.
+ */
+const cacheSchema = z.strictObject({
+  enabled: z.boolean().prefault(true).meta({
+    description:
+      "Cache `tools/list`, `resources/list`, `resources/templates/list` and `prompts/list` results of this server.",
+  }),
+  maxTtl: duration.prefault("10m").meta({
+    description: "2026-07-28: an entry is kept at most this long, whatever `ttlMs` the upstream gave.",
+  }),
+  sessionTtl: duration.prefault(0).meta({
+    description:
+      "Session era (no `ttlMs`): how long a list result is reused for the same principal and initialize capabilities. 0 = not cached.",
+  }),
+  sharePublic: z.boolean().prefault(true).meta({
+    description:
+      'Share `cacheScope: "public"` entries between the principals of a tenant (never between tenants). false = every entry is private.',
+  }),
+  maxEntries: z.number().int().min(1).prefault(1000).meta({ description: "Entries kept (LRU)." }),
+  maxBytes: size.prefault("16MiB").meta({ description: "Bytes of cached answers kept (LRU)." }),
+  maxEntryBytes: size.prefault("1MiB").meta({ description: "A larger answer is not cached." }),
+});
+
 const authMethod = z.enum(["apiKey", "oauth", "none"]);
 
 /** A JWS algorithm name jose verifies (asymmetric only: an HMAC secret would be shared with the IdP). */
@@ -230,6 +256,17 @@ const serverSchema = z.strictObject({
   sessions: sessionsSchema
     .prefault({ idleTtl: "24h", onBackendLoss: "reinitialize" })
     .meta({ description: "MCP session lifetime and failover." }),
+  cache: cacheSchema
+    .prefault({
+      enabled: true,
+      maxTtl: "10m",
+      sessionTtl: 0,
+      sharePublic: true,
+      maxEntries: 1000,
+      maxBytes: "16MiB",
+      maxEntryBytes: "1MiB",
+    })
+    .meta({ description: "Response cache for list results, per tenant and authorization context." }),
 });
 
 const streamsSchema = z.strictObject({
@@ -343,6 +380,19 @@ export const configSchema = z
     unsafe: unsafeSchema
       .prefault({ allowUnauthenticatedPublic: false })
       .meta({ description: "Named opt-ins for unsafe choices; each one logs a coded warning at boot." }),
+    tenancy: z
+      .strictObject({
+        claim: z.string().min(1).prefault("org_id").meta({
+          description:
+            "Token claim naming the tenant: a top-level name (also a namespaced URL claim), else a dotted path into nested objects.",
+        }),
+        required: z
+          .boolean()
+          .prefault(false)
+          .meta({ description: "Refuse (403) credentials that name no tenant. Never a default tenant." }),
+      })
+      .prefault({ claim: "org_id", required: false })
+      .meta({ description: "Where a credential names its tenant. API keys carry theirs." }),
     auth: z
       .strictObject({
         oauth: z

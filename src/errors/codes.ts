@@ -85,6 +85,17 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The token lacks scopes the call needs; the challenge names them (RFC 6750 §3.1).",
   },
+  EDGE_TENANT_REQUIRED: {
+    http: 403,
+    rpc: -32000,
+    summary: "Tenancy is required and the credential names no tenant (fail closed: never a default tenant).",
+  },
+  EDGE_RATE_LIMITED: {
+    http: 429,
+    rpc: -32000,
+    summary:
+      "A rate limit refused the call; `data` names the limit and when to retry (Retry-After, RateLimit headers).",
+  },
   EDGE_TOOL_FORBIDDEN: {
     http: 403,
     rpc: -32000,

@@ -213,8 +213,8 @@ export class SseParser {
     if (first === COLON) return; // comment
     // Only the four known field names matter; anything else is ignored (unknown field).
     // The name ends at the first colon, or is the whole line.
-    let field = 0; // 1 data, 2 event, 3 id, 4 retry
-    let nameLen = 0;
+    let field: number; // 1 data, 2 event, 3 id, 4 retry
+    let nameLen: number;
     if (first === 0x64 /* d */ && matches(b, start, end, DATA)) {
       field = 1;
       nameLen = 4;

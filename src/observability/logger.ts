@@ -7,6 +7,8 @@ export type { Logger };
 export interface LogScope {
   reqId: string;
   server: string;
+  /** Set once authentication has decided it (SPEC §7.3: every log line names its tenant). */
+  tenant?: string | null;
 }
 
 /**

@@ -99,7 +99,7 @@ export class HttpUpstream implements Upstream {
   }
 
   async #probe(inst: Instance): Promise<void> {
-    let ok = false;
+    let ok: boolean;
     try {
       // OPTIONS touches no MCP state: SDK servers answer it 405 without opening a stream.
       const res = await this.#egress.request(inst.url, {

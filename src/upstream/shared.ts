@@ -212,8 +212,7 @@ export class SharedChannel {
     if (isResponse(msg)) {
       const key = requestIdKey(msg.id as RpcId);
       const o = this.#outstanding.get(key) as
-        | (Outstanding & { resolve?: (m: RpcMessage) => void })
-        | undefined;
+        (Outstanding & { resolve?: (m: RpcMessage) => void }) | undefined;
       if (!o) return;
       this.#outstanding.delete(key);
       if (o.tokenKey) this.#tokens.delete(o.tokenKey);

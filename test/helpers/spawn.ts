@@ -105,7 +105,7 @@ export async function spawnListening(
   } catch (error) {
     await stop(500);
     const message = error instanceof Error ? error.message : String(error);
-    throw new Error(`${message}\n--- stderr ---\n${stderr}`);
+    throw new Error(`${message}\n--- stderr ---\n${stderr}`, { cause: error });
   } finally {
     lines.removeAllListeners("line");
   }

@@ -472,7 +472,7 @@ describe("SseParser against a reference implementation (random streams, random c
       for (let i = 0; i < len; i++) s += tokens[rand(tokens.length)];
       const bytes = bytesOf(s);
       const chunks: Uint8Array[] = [];
-      for (let i = 0; i < bytes.length; ) {
+      for (let i = 0; i < bytes.length;) {
         const n = 1 + rand(6);
         chunks.push(bytes.subarray(i, i + n));
         i += n;

@@ -1,0 +1,73 @@
+// One linter (ESLint with typescript-eslint), one formatter (Prettier, see .prettierrc.json).
+import js from "@eslint/js";
+import tseslint from "typescript-eslint";
+
+const egressOnly = "All egress goes through src/egress (one guarded way out, SSRF checks, pinned addresses).";
+
+export default tseslint.config(
+  { ignores: ["node_modules/**", "scratch/**", "bench/results/**", "schema/**", ".mcp-edge/**"] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: {
+      globals: {
+        process: "readonly",
+        console: "readonly",
+        Buffer: "readonly",
+        URL: "readonly",
+        URLSearchParams: "readonly",
+        setTimeout: "readonly",
+        clearTimeout: "readonly",
+        setInterval: "readonly",
+        clearInterval: "readonly",
+        setImmediate: "readonly",
+        AbortController: "readonly",
+        AbortSignal: "readonly",
+        TextDecoder: "readonly",
+        TextEncoder: "readonly",
+        performance: "readonly",
+        structuredClone: "readonly",
+        fetch: "readonly",
+        Headers: "readonly",
+        Response: "readonly",
+        ReadableStream: "readonly",
+        crypto: "readonly",
+        NodeJS: "readonly",
+        CryptoKey: "readonly",
+      },
+    },
+    rules: {
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "@typescript-eslint/consistent-type-imports": ["error", { fixStyle: "inline-type-imports" }],
+      "no-control-regex": "off",
+    },
+  },
+  {
+    // The rule the MCP SDK turned a past bug into: no outbound HTTP outside src/egress.
+    files: ["src/**/*.ts"],
+    ignores: ["src/egress/**"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          paths: [
+            { name: "undici", message: egressOnly },
+            { name: "node:https", message: egressOnly },
+            { name: "https", message: egressOnly },
+            { name: "http", message: "Import node:http (servers only)." },
+            {
+              name: "node:http",
+              importNames: ["request", "get", "Agent", "globalAgent"],
+              message: egressOnly,
+            },
+          ],
+        },
+      ],
+      "no-restricted-globals": ["error", { name: "fetch", message: egressOnly }],
+    },
+  },
+  {
+    files: ["test/**/*.ts", "bench/**/*.ts", "scripts/**/*.ts"],
+    rules: { "@typescript-eslint/no-explicit-any": "off" },
+  },
+);
