@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Principal } from "./auth/types.ts";
 import type { ServerConfig } from "./config/schema.ts";
 import type { RpcMessage } from "./listen/jsonrpc.ts";
+import type { CallOutcome } from "./observability/channels.ts";
 import type { Logger } from "./observability/logger.ts";
 import type { SessionRecord } from "./store/types.ts";
 import type { Upstream } from "./upstream/types.ts";
@@ -43,5 +44,9 @@ export interface RequestContext {
    * principal may call); returns the text to send, or undefined to send the upstream's as is.
    */
   rewrite?: (data: string) => string | undefined;
+  /** How each JSON-RPC request of the body ended (key: requestIdKey), for audit and metrics. */
+  outcomes?: Map<string, CallOutcome>;
+  /** The upstream instance that served the call, and how long the upstream took (ms). */
+  upstream?: { instance: string; ms: number };
   session?: SessionRecord;
 }

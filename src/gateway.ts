@@ -2,12 +2,17 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import type { DatabaseSync } from "node:sqlite";
+import { dirname, join } from "node:path";
 import { AdminApi } from "./admin/api.ts";
 import { KeyService } from "./admin/keys.ts";
 import { Authenticator } from "./auth/authenticate.ts";
 import { protectedResourceMetadata, resourceMetadataUrl, resourceUrl } from "./auth/challenge.ts";
 import { IdentitySigner } from "./auth/identity.ts";
 import { OAuthVerifier } from "./auth/oauth.ts";
+import { AuditLog } from "./audit/log.ts";
+import { argsPolicy } from "./audit/record.ts";
+import { SqliteAuditStore } from "./audit/sqlite.ts";
+import { ListCache } from "./cache/list-cache.ts";
 import type { Config } from "./config/schema.ts";
 import { assessConfig } from "./config/warnings.ts";
 import type { Endpoint, RequestContext, Route } from "./context.ts";
@@ -17,8 +22,13 @@ import { sendError, toGatewayError } from "./errors/wire.ts";
 import { LegacyBridge } from "./forward/legacy.ts";
 import { Forwarder } from "./forward/streamable.ts";
 import { allowedHostSet } from "./listen/hygiene.ts";
+import { type RequestEndEvent, requestEndChannel } from "./observability/channels.ts";
 import { createLogger, type Logger, logScope } from "./observability/logger.ts";
+import { Metrics } from "./observability/metrics.ts";
+import { Tracing } from "./observability/tracing.ts";
 import { Pipeline } from "./pipeline.ts";
+import { AuthFailureLimiter } from "./ratelimit/auth-failures.ts";
+import { CallLimiter } from "./ratelimit/limiter.ts";
 import { SessionManager } from "./session/manager.ts";
 import { StreamRegistry } from "./session/streams.ts";
 import { openDatabase, SqliteApiKeyStore, SqliteSessionStore } from "./store/sqlite.ts";
@@ -40,6 +50,7 @@ interface GatewayDeps {
   oauth: OAuthVerifier | undefined;
   egress: Egress;
   log: Logger;
+  audit: AuditLog;
 }
 
 /** Track promises of work in flight, for the drain. */
@@ -98,6 +109,8 @@ export class Gateway {
   readonly #identity: IdentitySigner;
   readonly #oauth: OAuthVerifier | undefined;
   readonly #admin: AdminApi;
+  /** Audit records (src/audit): fed by diagnostics channels, written off the request path. */
+  readonly audit: AuditLog;
   /** Key administration (the admin API's, also used by the quickstart to create its dev key). */
   readonly keys: KeyService;
   readonly #wellKnown = new Map<string, () => unknown>();
@@ -105,7 +118,13 @@ export class Gateway {
   readonly #sessions: SessionManager;
   readonly #legacy: LegacyBridge;
   readonly #pipeline: Pipeline;
+  /** Rate limits of MCP calls (src/ratelimit/limiter.ts) and failed authentications per address. */
+  readonly #limits: CallLimiter;
+  readonly #authFailures: AuthFailureLimiter;
   readonly #inflight = new Inflight();
+  /** Prometheus metrics (src/observability/metrics.ts); undefined when `metrics.enabled` is false. */
+  readonly #metrics: Metrics | undefined;
+  #tracing: Tracing | undefined;
   readonly #sockets = new Set<Socket>();
   #public: Server | undefined;
   #adminServer: Server | undefined;
@@ -120,8 +139,13 @@ export class Gateway {
     this.#db = deps.db;
     this.#identity = deps.identity;
     this.#oauth = deps.oauth;
+    this.audit = deps.audit;
+    // List-result cache (src/cache/list-cache.ts): every upstream is observed so that list-changed
+    // notifications on any of its streams invalidate, whichever endpoint reads them.
+    const cache = new ListCache({ servers: config.servers, log: this.log });
     for (const [name, cfg] of Object.entries(config.servers)) {
-      const route: Route = { name, config: cfg, upstream: createUpstream(name, cfg, this.#egress, this.log) };
+      const upstream = cache.observe(name, createUpstream(name, cfg, this.#egress, this.log));
+      const route: Route = { name, config: cfg, upstream };
       this.routes.set(name, route);
       this.#byPath.set(cfg.route, { route, endpoint: "mcp" });
       const base = cfg.route === "/" ? "" : cfg.route;
@@ -140,6 +164,7 @@ export class Gateway {
       draining,
       inflight: this.#inflight,
       identity: this.#identity,
+      cache,
     });
     const authenticator = new Authenticator({
       keys: this.#keyStore,
@@ -154,6 +179,7 @@ export class Gateway {
       sessions: this.#sessions,
       routes: this.routes,
       log: this.log,
+      audit: this.audit,
     });
     // Public metadata: the edge's identity-signing keys, and RFC 9728 metadata per OAuth route.
     this.#wellKnown.set("/.well-known/mcp-edge/jwks.json", () => this.#identity.jwks());
@@ -171,6 +197,32 @@ export class Gateway {
         () => doc,
       );
     }
+    // Rate limits: built from the validated config (a bad limit already failed the start).
+    this.#limits = new CallLimiter(config.servers, this.log);
+    this.#authFailures = new AuthFailureLimiter(
+      config.rateLimits.authFailures,
+      config.security.trustForwardedHeaders,
+      this.log,
+    );
+    // Metrics subscribe to the pipeline's channels (DESIGN.md convention 7) and read gauges when
+    // scraped: sessions from the store (the truth, also after a restart), open streams, upstreams.
+    if (config.metrics.enabled) {
+      const sessionStore = this.#store;
+      this.#metrics = new Metrics({
+        config: config.metrics,
+        routes: this.routes,
+        streams: () => this.#streams.size,
+        sessions: async () => {
+          const counts = new Map<string, number>();
+          for (const name of this.routes.keys()) {
+            let n = 0;
+            for (const c of (await sessionStore.countByInstance(name)).values()) n += c;
+            counts.set(name, n);
+          }
+          return counts;
+        },
+      });
+    }
     this.#pipeline = new Pipeline({
       authenticator,
       forwarder,
@@ -179,7 +231,12 @@ export class Gateway {
       hosts: () => this.#hosts,
       origins: new Set(config.security.allowedOrigins),
       maxBodyBytes: config.limits.maxBodyBytes,
+      limiter: this.#limits,
+      audit: this.audit,
     });
+    // Audit: record this gateway's routes only (channels are process-wide), from now on.
+    this.audit.restrict(new Set(this.routes.values()));
+    this.audit.subscribe();
   }
 
   /** Validates unsafe opt-ins, starts upstreams and both listeners. */
@@ -204,8 +261,35 @@ export class Gateway {
         ? OAuthVerifier.create({ issuers: config.auth.oauth, leeway: config.auth.leeway, egress, log })
         : undefined;
     await oauth?.start();
-    const gw = new Gateway(config, { db, identity, oauth, egress, log });
+    // Audit store: its own connection (short busy timeout, see src/audit/sqlite.ts); chain heads
+    // loaded and any spool left by the last run replayed before the first request.
+    const ac = config.audit;
+    const audit = await AuditLog.open({
+      store: new SqliteAuditStore(ac.sqlite ?? config.store.sqlite),
+      spoolPath: ac.spool.path ?? join(dirname(config.store.sqlite), "audit-spool.jsonl"),
+      spoolMaxBytes: ac.spool.maxBytes,
+      flushInterval: ac.flushInterval,
+      queueMax: ac.queue,
+      args: argsPolicy({
+        mode: ac.arguments,
+        paths: ac.redact.paths,
+        patterns: ac.redact.patterns,
+        maxString: ac.maxStringLength,
+        maxBytes: ac.maxArgumentsBytes,
+      }),
+      log,
+    });
+    const gw = new Gateway(config, { db, identity, oauth, egress, log, audit });
     for (const w of assessment.warnings) gw.log.warn({ code: w.code }, w.message);
+    // Metrics and traces start before the listeners, so the first request is counted and traced.
+    gw.#metrics?.start();
+    gw.#tracing = await Tracing.create({
+      config: config.tracing,
+      routes: gw.routes,
+      markUpstream: gw.#metrics !== undefined,
+      log: gw.log,
+    });
+    gw.#tracing.start();
     await Promise.all([...gw.routes.values()].map((r) => r.upstream.start()));
     gw.#public = await gw.#listen(config.listen, (req, res) => gw.#onPublic(req, res));
     gw.#adminServer = await gw.#listen(config.admin.listen, (req, res) => gw.#onAdmin(req, res));
@@ -323,6 +407,11 @@ export class Gateway {
     return `${this.baseUrl}${route.config.route}`;
   }
 
+  /** The metrics registry, for modules that add gauges (`registerGauge`); undefined when off. */
+  get metrics(): Metrics | undefined {
+    return this.#metrics;
+  }
+
   get draining(): boolean {
     return this.#draining;
   }
@@ -350,6 +439,11 @@ export class Gateway {
   #onAdmin(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? "/", "http://admin");
     if (this.#health(req, res, url.pathname)) return;
+    // GET /metrics (SPEC §5): open on the admin listener unless `metrics.token` is set.
+    if (url.pathname === "/metrics" && this.#metrics) {
+      void this.#metrics.serve(req, res);
+      return;
+    }
     void this.#admin.handle(req, res, url.pathname, url.searchParams).then((handled) => {
       if (!handled) {
         req.resume();
@@ -411,16 +505,42 @@ export class Gateway {
     res.setHeader("x-mcp-edge-request-id", requestId);
     const scope = { reqId: requestId, server: hit.route.name };
     // The error handler runs inside the scope too, so its log line carries the request id.
+    let failure: GatewayError | undefined;
+    // Rate limits: an address over its failed-authentication budget is refused (429) before its
+    // credential is checked (src/ratelimit/auth-failures.ts). One Map lookup when it is not.
+    const refused = this.#authFailures.check(ctx);
     const work = logScope.run(scope, () =>
-      this.#pipeline.handle(ctx).catch((err: unknown) => this.#failed(ctx, socket, err)),
+      (refused ? Promise.reject(refused) : this.#pipeline.handle(ctx))
+        .catch((err: unknown) => {
+          failure = toGatewayError(err);
+          this.#failed(ctx, socket, failure);
+        })
+        // In a finally: every request is reported once, answered, refused or failed (audit, metrics).
+        .finally(() => {
+          if (!requestEndChannel.hasSubscribers) return;
+          const event: RequestEndEvent = {
+            ctx,
+            status: res.headersSent ? res.statusCode : 0,
+            error: failure,
+            durationMs: performance.now() - ctx.startedAt,
+          };
+          requestEndChannel.publish(event);
+        }),
     );
     if (req.method === "POST") this.#inflight.add(work);
+    // Rate limits: a call's in-flight slot (limits.concurrency) goes back when its work is over —
+    // the answer sent, or, after a client left mid-call, the upstream done with it (a session-era
+    // disconnect is not a cancellation, so releasing on the client's close would let a client
+    // exceed the cap by hanging up).
+    if (this.#limits.tracksInflight) void work.then(() => this.#limits.release(ctx));
   }
 
   /** Answers a request whose pipeline threw (a coded error, or an unexpected one: EDGE_INTERNAL). */
   #failed(ctx: RequestContext, socket: Socket, err: unknown): void {
     const { req, res } = ctx;
     const ge = toGatewayError(err);
+    // Rate limits: a presented credential refused with 401 counts against the client's address.
+    if (ge.code === "EDGE_AUTH_INVALID_TOKEN") this.#authFailures.failed(req);
     if (ge.status >= 500) ctx.log.error({ code: ge.code, err: ge.cause ?? ge }, ge.message);
     else ctx.log.debug({ code: ge.code, status: ge.status }, ge.message);
     if (!sendError(res, ge)) res.end();
@@ -467,11 +587,15 @@ export class Gateway {
     this.#sessions.close();
     this.#streams.close();
     await Promise.allSettled([...this.routes.values()].map((r) => r.upstream.stop()));
+    // Audit: every call above has published its end; flush it all (SIGTERM loses nothing).
+    await this.audit.close();
     await this.#store.close();
     await this.#keyStore.close();
     await this.#oauth?.stop();
     this.#db.close();
     await this.#egress.destroy();
+    this.#metrics?.stop();
+    await this.#tracing?.stop(); // flushes spans still batched for the OTLP exporter
     this.log.info("stopped");
     this.log.flush();
   }

@@ -8,6 +8,7 @@ import type { Forwarder } from "./forward/streamable.ts";
 import { detectEra, isKnownVersion, metaProtocolVersion, validateStatelessHeaders } from "./listen/era.ts";
 import { checkHostAndOrigin, checkPostHeaders, checkSessionId, readBody, single } from "./listen/hygiene.ts";
 import { isRequest, parseBody } from "./listen/jsonrpc.ts";
+import type { CallLimiter } from "./ratelimit/limiter.ts";
 import type { SessionManager } from "./session/manager.ts";
 
 export interface PipelineDeps {
@@ -19,6 +20,10 @@ export interface PipelineDeps {
   hosts: () => Set<string> | undefined;
   origins: ReadonlySet<string>;
   maxBodyBytes: number;
+  /** Rate limits (src/ratelimit/limiter.ts); absent: none. */
+  limiter?: CallLimiter;
+  /** The audit log's admission check (src/audit/log.ts); absent = no audit gate. */
+  audit?: { accepting(): boolean };
 }
 
 /**
@@ -84,6 +89,9 @@ export class Pipeline {
     if (ctx.endpoint === "legacy-sse") return this.#d.legacy.open(ctx);
     if (ctx.endpoint === "legacy-messages") {
       this.#authorize(ctx);
+      // Rate limits, as in 5c below (session: the `sessionId` of the messages URL).
+      const limited = this.#d.limiter?.admit(ctx);
+      if (limited) await limited;
       return this.#d.legacy.message(ctx);
     }
 
@@ -123,12 +131,22 @@ export class Pipeline {
       if (ctx.batch) throw new GatewayError("EDGE_BATCH_REJECTED");
       validateStatelessHeaders({ get: (n) => single(req, n) }, first as NonNullable<typeof first>);
       this.#authorize(ctx);
+      // Rate limits, as in 5c below (no session in this era: key, tenant, tool).
+      const limited = this.#d.limiter?.admit(ctx);
+      if (limited) await limited;
       return this.#d.forwarder.stateless(ctx);
     }
 
     // 5b. Authorize (both eras): tool allow-lists and scopes, from the body (the headers were
     //     checked against it), before any upstream call or session work.
     this.#authorize(ctx);
+
+    // 5c. Rate limits (src/ratelimit/limiter.ts): after authorize, so a call refused there spends
+    //     no quota; before session work and the upstream, so a refused call costs neither. Counts
+    //     the MCP calls in the body (not notifications or responses), against every limit that
+    //     applies, all or none. Undefined when nothing applies: no await on an unlimited route.
+    const limited = this.#d.limiter?.admit(ctx);
+    if (limited) await limited;
 
     // 6. Session (session era): the id must name a live session of this route owned by this
     //    principal; anything else is 404, a missing id 400 (MCP transports, Session Management).
@@ -157,6 +175,15 @@ export class Pipeline {
   #authorize(ctx: RequestContext): void {
     const principal = ctx.principal as Principal;
     const messages = ctx.messages;
+    // Audit gate (security.md fault policy "Audit sink"): every path to the upstream passes here,
+    // so a tools/call is refused (503) rather than run unaudited while the audit spool is full.
+    // Other methods continue. The refusal is itself queued for the audit log.
+    if (
+      this.#d.audit?.accepting() === false &&
+      messages?.some((m) => isRequest(m) && m.method === "tools/call")
+    ) {
+      throw new GatewayError("EDGE_AUDIT_UNAVAILABLE");
+    }
     if (!messages || principal.method === "none") return;
     const route = ctx.route;
     authorize(route.config, principal, messages, (scope) =>

@@ -1,12 +1,15 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { z } from "zod";
+import { auditRoute } from "../audit/api.ts";
+import type { AuditLog } from "../audit/log.ts";
 import { authenticateApiKey, KEY_PREFIX } from "../auth/apikey.ts";
 import type { Route } from "../context.ts";
 import { ERROR_CODES, type ErrorSpec } from "../errors/codes.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { toGatewayError } from "../errors/wire.ts";
 import { readBody } from "../listen/hygiene.ts";
+import { type AdminEvent, adminChannel } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SessionManager } from "../session/manager.ts";
 import { sessionHash } from "../session/manager.ts";
@@ -28,6 +31,8 @@ export interface AdminApiOptions {
   sessions: SessionManager;
   routes: Map<string, Route>;
   log: Logger;
+  /** Audit records for `GET /api/audit` and `/api/audit/verify`; absent = those answer 404. */
+  audit?: AuditLog;
 }
 
 function sendJson(
@@ -110,17 +115,36 @@ export class AdminApi {
     query: URLSearchParams,
   ): Promise<boolean> {
     if (path !== "/api" && !path.startsWith("/api/")) return false;
+    let caller: AdminCaller | undefined;
     try {
-      const caller = await this.#authorize(req);
+      caller = await this.#authorize(req);
       await this.#route(req, res, path, query, caller);
     } catch (err) {
       const ge = toGatewayError(err);
       if (ge.status >= 500) this.#o.log.error({ err: ge.cause ?? ge, path }, "admin API error");
+      // A refused change is an admin action too (audit, SPEC §7.6); reads are not recorded.
+      if (req.method !== "GET" && req.method !== "HEAD" && adminChannel.hasSubscribers) {
+        const event: AdminEvent = {
+          action: `${req.method} ${path}`.slice(0, 200),
+          actor: caller ? (caller.tenant ?? "root") : "unauthenticated",
+          tenant: caller?.tenant ?? null,
+          target: ge.code,
+          outcome: "refused",
+        };
+        adminChannel.publish(event);
+      }
       req.resume();
       if (!res.headersSent) sendAdminError(res, ge);
       else res.end();
     }
     return true;
+  }
+
+  /** Every admin action is published for the audit trail (SPEC §7.6). */
+  #audit(caller: AdminCaller, action: string, target: string, tenant: string | null): void {
+    if (!adminChannel.hasSubscribers) return;
+    const event: AdminEvent = { action, actor: caller.tenant ?? "root", tenant, target, outcome: "ok" };
+    adminChannel.publish(event);
   }
 
   /**
@@ -181,6 +205,7 @@ export class AdminApi {
           { keyId: record.id, name: record.name, server: record.server, tenant: record.tenant },
           "key created",
         );
+        this.#audit(caller, "key.create", record.id, record.tenant);
         return sendJson(res, 201, { ...keyView(record), key });
       }
       if (parts.length === 2 && method === "GET") {
@@ -196,6 +221,7 @@ export class AdminApi {
         const old = await keys.find(ref, scope);
         const { key, record } = await keys.rotate(old, body.grace);
         this.#o.log.info({ keyId: record.id, previous: old.id, name: record.name }, "key rotated");
+        this.#audit(caller, "key.rotate", old.id, old.tenant);
         return sendJson(res, 201, {
           ...keyView(record),
           key,
@@ -207,8 +233,15 @@ export class AdminApi {
         if (grace !== undefined) parse(rotateBody, { grace });
         const rec = await keys.revoke(await keys.find(ref, scope), grace);
         this.#o.log.info({ keyId: rec.id, name: rec.name, at: rec.revokedAt }, "key revoked");
+        this.#audit(caller, "key.revoke", rec.id, rec.tenant);
         return sendJson(res, 200, keyView(rec));
       }
+    }
+
+    // Audit (src/audit/api.ts): read-only, scoped like keys: a tenant admin reads its own tenant.
+    if (parts[1] === "audit" && method === "GET" && this.#o.audit) {
+      const answer = await auditRoute(this.#o.audit, parts.slice(2), query, tenant);
+      if (answer !== undefined) return sendJson(res, 200, answer);
     }
 
     if (parts[1] === "sessions") {
@@ -228,6 +261,7 @@ export class AdminApi {
         if (method === "GET") return sendJson(res, 200, sessionView(rec));
         await sessions.end(route, rec, "deleted by admin");
         this.#o.log.info({ session: sessionHash(rec.id) }, "session deleted by admin");
+        this.#audit(caller, "session.delete", sessionHash(rec.id), rec.tenant);
         return sendJson(res, 200, { deleted: true });
       }
     }

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { parseDuration, parseSize } from "./units.ts";
+import { parseRate, TOOL_NAME } from "../ratelimit/spec.ts";
 
 /**
  * The configuration schema: the single source of truth for `mcp-edge.yaml`. Defaults live here,
@@ -233,6 +234,70 @@ const credentialsSchema = z
       "Credentials mcp-edge holds for the upstream. The client's own token or key is never forwarded.",
   });
 
+// ---- rate limits (src/ratelimit) --------------------------------------------------------------
+
+/** A rate: `N/unit`, optionally `N/unit burst B` (src/ratelimit/spec.ts). Parsed at boot. */
+const rate = z
+  .string()
+  .transform((v, ctx) => {
+    try {
+      return parseRate(v);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+      return z.NEVER;
+    }
+  })
+  .meta({
+    description:
+      'Rate: "N/unit" (unit s, min, h, d, or a duration such as 10s): N calls per fixed window of that length, all of which may come at once. "N/unit burst B" keeps the average rate but admits at most B calls per window of unit×B/N (rounded up to whole seconds): "600/min burst 100" is at most 100 calls in any 10 s window.',
+  });
+
+const callLimitsSchema = z
+  .strictObject({
+    key: rate.optional().meta({
+      description:
+        "Calls per principal: an API key's consumer (rotation keeps the count), an OAuth subject, or the anonymous caller.",
+    }),
+    session: rate.optional().meta({ description: "Calls per MCP session." }),
+    tenant: rate.optional().meta({ description: "Calls per tenant, all of its principals together." }),
+    initialize: rate.optional().meta({
+      description:
+        "`initialize` calls per principal (security.md F54: session churn). `initialize` also counts against `key` and `tenant`.",
+    }),
+    tool: rate.optional().meta({
+      description: "Default `tools/call` rate per principal and tool, for tools not listed in `tools`.",
+    }),
+    tools: z
+      .record(z.string().regex(TOOL_NAME, "a tool name: 1-128 of A-Z a-z 0-9 _ - ."), rate)
+      .prefault({})
+      .meta({ description: "Per-tool rates (per principal), for expensive tools; they replace `tool`." }),
+    concurrency: z
+      .strictObject({
+        session: z
+          .number()
+          .int()
+          .min(1)
+          .optional()
+          .meta({ description: "Calls in flight at once per MCP session (until the upstream is done)." }),
+      })
+      .prefault({})
+      .meta({ description: "In-flight caps." }),
+  })
+  .meta({
+    description:
+      'Rate limits of this server\'s MCP calls (a `tools/call` is one call; notifications, responses and GET/DELETE are not counted). Every counter is per tenant and server. Rates are "N/unit" (unit s, min, h, d, or a duration such as 10s): N calls per fixed window, all of which may come at once; "N/unit burst B" keeps the average and admits at most B calls per window of unit×B/N (whole seconds): "600/min burst 100" is at most 100 calls in any 10 s window. A refused call is 429 EDGE_RATE_LIMITED with Retry-After, RateLimit-Policy and RateLimit, and consumes nothing from the other limits. Each limit is off unless set.',
+  });
+
+const rateLimitsSchema = z.strictObject({
+  authFailures: z
+    .union([z.literal("off"), rate])
+    .prefault("60/min")
+    .meta({
+      description:
+        'Failed authentications (401 for a presented credential) per client address (IPv6: per /64). Past it, requests from that address are refused with 429 before their credential is checked, until the window ends. "off" disables it.',
+    }),
+});
+
 const serverSchema = z.strictObject({
   route: route.meta({ description: "Public path of the MCP endpoint, e.g. /github/mcp." }),
   upstream: upstreamSchema.meta({
@@ -267,6 +332,7 @@ const serverSchema = z.strictObject({
       maxEntryBytes: "1MiB",
     })
     .meta({ description: "Response cache for list results, per tenant and authorization context." }),
+  limits: callLimitsSchema.optional(),
 });
 
 const streamsSchema = z.strictObject({
@@ -313,6 +379,125 @@ const securitySchema = z.strictObject({
     .meta({ description: "Unsafe opt-in: take client address and scheme from X-Forwarded-*." }),
 });
 
+// ---- metrics and traces (src/observability/metrics.ts, tracing.ts) ---------------------------
+
+const metricsSchema = z.strictObject({
+  enabled: z
+    .boolean()
+    .prefault(true)
+    .meta({ description: "Serve Prometheus metrics at `GET /metrics` on the admin listener." }),
+  token: z.string().min(32, "the metrics token must be at least 32 characters").optional().meta({
+    description:
+      "Bearer token a scraper must send (${MCP_EDGE_METRICS_TOKEN}); without it /metrics is open to whoever reaches the admin listener. Not the admin token: a scraper needs no admin rights.",
+  }),
+  maxTools: z.number().int().min(0).max(10_000).prefault(100).meta({
+    description:
+      'Distinct `tool` label values kept per server; later tool names are counted as "other" (a client inventing tool names cannot multiply the series).',
+  }),
+  maxTenants: z.number().int().min(0).max(100_000).prefault(100).meta({
+    description:
+      'Distinct `tenant` label values kept; later tenants are counted as "other". 0 drops the label.',
+  }),
+  process: z
+    .boolean()
+    .prefault(true)
+    .meta({ description: "Also export the process's own metrics (CPU, memory, event-loop delay, GC)." }),
+});
+
+const tracingSchema = z.strictObject({
+  enabled: z.boolean().prefault(false).meta({
+    description:
+      "Create OpenTelemetry spans (`mcp.request`, `mcp.upstream`) and pass W3C trace context upstream, through the global @opentelemetry/api provider and propagator (registered by the host, e.g. `node --import` of an OpenTelemetry SDK setup). Implied by `otlp`.",
+  }),
+  serviceName: z
+    .string()
+    .min(1)
+    .prefault("mcp-edge")
+    .meta({ description: "`service.name` of exported spans." }),
+  sampleRatio: z.number().min(0).max(1).prefault(1).meta({
+    description:
+      "With `otlp`: share of new traces sampled (a trace the client started keeps the client's decision).",
+  }),
+  otlp: z
+    .strictObject({
+      url: httpUrl.meta({ description: "OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces." }),
+      headers: z
+        .record(z.string(), z.string())
+        .prefault({})
+        .meta({ description: "Headers sent with each export (e.g. a collector's API key via ${ENV})." }),
+    })
+    .optional()
+    .meta({ description: "Export spans over OTLP/HTTP (JSON) with the edge's own SDK provider." }),
+});
+
+// ---- audit (src/audit) ---------------------------------------------------------------------------
+
+/** A regular expression source, compiled at boot (an invalid one is a config error). */
+const pattern = z.string().refine(
+  (v) => {
+    try {
+      new RegExp(v, "g");
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: "not a valid regular expression" },
+);
+
+const auditSchema = z.strictObject({
+  arguments: z.enum(["digest", "redacted", "full"]).prefault("digest").meta({
+    description:
+      "What a record keeps of a call's arguments: `digest` (SHA-256 of their canonical JSON only), `redacted` (the digest and the arguments with secrets replaced by [REDACTED]: `redact.paths` and `redact.patterns`), or `full` (the digest and the arguments as sent, unredacted). Every mode bounds string lengths and size.",
+  }),
+  redact: z
+    .strictObject({
+      paths: z.array(z.string().min(1)).prefault([]).meta({
+        description:
+          "Argument paths redacted in `redacted` mode, added to the built-in secret key names (password, token, secret, api_key, authorization, ...). A bare name matches that key at any depth (case-insensitive); a dotted path (`db.credentials.*`) matches from the root, `*` standing for any one key.",
+      }),
+      patterns: z.array(pattern).prefault([]).meta({
+        description:
+          "Regular expressions whose matches inside string arguments are redacted in `redacted` mode, added to the built-in ones (Bearer tokens, mcp-edge keys, JWTs, AWS/GitHub/OpenAI-style keys, PEM private keys).",
+      }),
+    })
+    .prefault({})
+    .meta({ description: "Secrets in arguments." }),
+  maxStringLength: z.number().int().min(16).max(1_000_000).prefault(1024).meta({
+    description: "Longer string values in recorded arguments are cut (with the length and a hash).",
+  }),
+  maxArgumentsBytes: size
+    .prefault("64KiB")
+    .meta({ description: "Recorded arguments larger than this keep only their digest." }),
+  flushInterval: duration.prefault("100ms").meta({
+    description:
+      "Records are written in batches this often. After a SIGKILL at most this much is missing (docs/audit.md).",
+  }),
+  queue: z
+    .number()
+    .int()
+    .min(100)
+    .prefault(10_000)
+    .meta({ description: "Records waiting in memory for a flush before tools/call is refused (503)." }),
+  sqlite: z.string().optional().meta({
+    description:
+      "Database file for audit records. Default: `store.sqlite` (the same file, its own connection).",
+  }),
+  spool: z
+    .strictObject({
+      path: z.string().optional().meta({
+        description:
+          "Append-only JSON-lines file where records wait while the audit store is unavailable. Default: `audit-spool.jsonl` beside the store file.",
+      }),
+      maxBytes: size.prefault("64MiB").meta({
+        description:
+          "When the spool reaches this size, tools/call is refused with 503 EDGE_AUDIT_UNAVAILABLE until the store is back.",
+      }),
+    })
+    .prefault({})
+    .meta({ description: "Where records go while the store is down." }),
+});
+
 const unsafeSchema = z.strictObject({
   allowUnauthenticatedPublic: z
     .boolean()
@@ -345,6 +530,10 @@ export const configSchema = z
       })
       .prefault({ listen: { host: "127.0.0.1", port: 8788 } })
       .meta({ description: "Admin API, dashboard, metrics and health endpoints." }),
+    metrics: metricsSchema
+      .prefault({})
+      .meta({ description: "Prometheus metrics on the admin listener (docs/operations.md)." }),
+    tracing: tracingSchema.prefault({}).meta({ description: "OpenTelemetry traces (docs/operations.md)." }),
     log: z
       .strictObject({
         level: z
@@ -377,6 +566,13 @@ export const configSchema = z
     security: securitySchema
       .prefault({ allowedOrigins: [], allowedHosts: [], trustForwardedHeaders: false })
       .meta({ description: "Origin and Host checks (DNS-rebinding protection) and proxy trust." }),
+    rateLimits: rateLimitsSchema
+      .prefault({ authFailures: "60/min" })
+      .meta({ description: "Limits that are not per server (src/ratelimit)." }),
+    audit: auditSchema.prefault({}).meta({
+      description:
+        "Audit records: one per tool call, resource read, prompt, session start/end and admin action.",
+    }),
     unsafe: unsafeSchema
       .prefault({ allowUnauthenticatedPublic: false })
       .meta({ description: "Named opt-ins for unsafe choices; each one logs a coded warning at boot." }),

@@ -206,6 +206,14 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The upstream did not answer within the configured deadline.",
   },
+  // Audit
+  EDGE_AUDIT_UNAVAILABLE: {
+    http: 503,
+    rpc: -32000,
+    summary:
+      "The audit store is unavailable and the spool is full: tool calls are refused rather than run unaudited.",
+    retryAfter: 5,
+  },
   // Lifecycle
   EDGE_DRAINING: {
     http: 503,

@@ -1,4 +1,5 @@
 import type { IdentitySigner } from "../auth/identity.ts";
+import { CACHE_HEADER, type CacheLookup, type ListCache } from "../cache/list-cache.ts";
 import type { RequestContext, Route } from "../context.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { single } from "../listen/hygiene.ts";
@@ -11,6 +12,7 @@ import {
   requestIdKey,
 } from "../listen/jsonrpc.ts";
 import { formatEvent } from "../listen/sse.ts";
+import { forwarding } from "../observability/tracing.ts";
 import { mintSessionId, type SessionManager, sessionHash } from "../session/manager.ts";
 import { type EdgeStream, Sink, type StreamRegistry } from "../session/streams.ts";
 import type { SessionRecord } from "../store/types.ts";
@@ -24,6 +26,9 @@ import {
 import { upstreamHeaders } from "./identity.ts";
 import { errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
 
+/** Longest a POST waits for its session's standalone GET stream to open upstream (ms). */
+const GET_ORDER_WAIT_MS = 2000;
+
 /** How many times a request stream is resumed upstream after the upstream closed it early. */
 const MAX_UPSTREAM_RESUMES = 5;
 
@@ -36,6 +41,8 @@ export interface ForwarderOptions {
   inflight: { add(p: Promise<unknown>): void };
   /** Signs X-MCP-Edge-Identity; absent in tests that do not need it. */
   identity?: IdentitySigner;
+  /** The list-result cache (src/cache); absent = no caching. */
+  cache?: ListCache;
 }
 
 async function forwardContext(
@@ -44,7 +51,11 @@ async function forwardContext(
   signal: AbortSignal,
   identity: IdentitySigner | undefined,
 ): Promise<ForwardContext> {
-  return { requestId: ctx.requestId, protocolVersion, headers: await upstreamHeaders(ctx, identity), signal };
+  const headers = await upstreamHeaders(ctx, identity);
+  // Metrics and traces (src/observability/tracing.ts): marks the start of the upstream exchange
+  // and, with tracing on, starts the `mcp.upstream` span and puts its `traceparent` in the headers.
+  forwarding(ctx, headers);
+  return { requestId: ctx.requestId, protocolVersion, headers, signal };
 }
 
 /** Request ids of the requests in a POST: the answers the stream must carry, and only those. */
@@ -66,6 +77,14 @@ export class Forwarder {
   readonly #sessions: SessionManager;
   readonly #streams: StreamRegistry;
   readonly #opts: ForwarderOptions;
+  /**
+   * Standalone GET streams being opened upstream, per session. A client that opens its GET stream
+   * and then POSTs expects the server to see them in that order: servers send server-to-client
+   * requests (sampling, elicitation) on the standalone stream when one is open, and drop them when
+   * none is. The GET path through the edge can be slower than the POST path (a new stream
+   * connection versus a warm one), so POSTs of the session wait for the GET to be open upstream.
+   */
+  readonly #opening = new Map<string, Promise<void>>();
 
   constructor(opts: ForwarderOptions) {
     this.#sessions = opts.sessions;
@@ -159,6 +178,12 @@ export class Forwarder {
     const rec = ctx.session as SessionRecord;
     // JSON-RPC batches exist only in 2025-03-26 (removed by 2025-06-18, PR #416).
     if (ctx.batch && rec.protocolVersion >= "2025-06-18") throw new GatewayError("EDGE_BATCH_REJECTED");
+    const opening = this.#opening.get(rec.id);
+    if (opening) await Promise.race([opening, new Promise((r) => setTimeout(r, GET_ORDER_WAIT_MS).unref())]);
+    // List-result cache: a hit is answered here, without the upstream (the session was checked by
+    // the pipeline already); a miss stores the upstream's answer on its way (JSON or stream).
+    const cached = this.#cacheLookup(ctx);
+    if (cached?.answer !== undefined) return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
     const keys = requestKeys(messages);
     const signal = AbortSignal.timeout(ctx.route.config.upstream.timeout);
     const fctx = await forwardContext(
@@ -167,7 +192,9 @@ export class Forwarder {
       signal,
       this.#opts.identity,
     );
-    const { upstream, reply } = await this.#postUpstream(ctx.route, rec, ctx.body as string, messages, fctx);
+    const posted = await this.#postUpstream(ctx.route, rec, ctx.body as string, messages, fctx);
+    const upstream = posted.upstream;
+    const reply = cached && posted.reply.kind === "stream" ? cached.tap(posted.reply) : posted.reply;
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
     if (reply.kind === "accepted") return sendAccepted(ctx.res);
     if (reply.kind === "json") {
@@ -175,6 +202,7 @@ export class Forwarder {
       if (isResponse(reply.message) && !keys.has(requestIdKey(reply.message.id as RpcId))) {
         throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
       }
+      cached?.fill(reply.message, reply.data);
       return sendJson(ctx.res, ctx.rewrite?.(reply.data) ?? reply.data);
     }
     if (keys.size === 0) {
@@ -194,6 +222,17 @@ export class Forwarder {
     const pumping = this.#pump(stream, reply, keys, requestIds(messages), upstream, fctx, ctx.rewrite);
     this.#opts.inflight.add(pumping);
     await pumping;
+  }
+
+  /**
+   * The cache lookup of a request, with `x-mcp-edge-cache: hit|miss` set on the response (only for
+   * requests the cache takes part in). The cached text is the upstream's unfiltered answer; callers
+   * pass it through `ctx.rewrite` like any upstream answer, so tools/list stays filtered per principal.
+   */
+  #cacheLookup(ctx: RequestContext): CacheLookup | undefined {
+    const lookup = this.#opts.cache?.lookup(ctx);
+    if (lookup) ctx.res.setHeader(CACHE_HEADER, lookup.hit ? "hit" : "miss");
+    return lookup;
   }
 
   async #postUpstream(
@@ -320,12 +359,17 @@ export class Forwarder {
     );
     let upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
     let reply: UpstreamReply;
+    const opened = Promise.withResolvers<void>();
+    this.#opening.set(rec.id, opened.promise);
     try {
       reply = await upstream.listen(fctx);
     } catch (err) {
       if (!(err instanceof UpstreamSessionLost)) throw err;
       upstream = await this.#sessions.upstreamOf(ctx.route, rec, err, fctx.headers);
       reply = await upstream.listen(fctx);
+    } finally {
+      if (this.#opening.get(rec.id) === opened.promise) this.#opening.delete(rec.id);
+      opened.resolve();
     }
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
     if (reply.kind !== "stream")
@@ -371,6 +415,10 @@ export class Forwarder {
    */
   async stateless(ctx: RequestContext): Promise<void> {
     const messages = ctx.messages as RpcMessage[];
+    // List-result cache (2026-07-28 `ttlMs` / `cacheScope`): a hit never reaches the upstream; a
+    // miss stores the upstream's answer on its way. A POST accepts JSON, so a hit is sent as JSON.
+    const cached = this.#cacheLookup(ctx);
+    if (cached?.answer !== undefined) return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
     const abort = new AbortController();
     const onGone = () => abort.abort(new GatewayError("EDGE_UPSTREAM_ERROR", "client went away"));
     ctx.clientGone.addEventListener("abort", onGone, { once: true });
@@ -389,13 +437,15 @@ export class Forwarder {
     );
     const keys = requestKeys(messages);
     try {
-      const reply = await ctx.route.upstream.stateless(ctx.body as string, messages, fctx);
+      const first = await ctx.route.upstream.stateless(ctx.body as string, messages, fctx);
+      const reply = cached && first.kind === "stream" ? cached.tap(first) : first;
       if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
       if (reply.kind === "accepted") return sendAccepted(ctx.res);
       if (reply.kind === "json") {
         if (isResponse(reply.message) && !keys.has(requestIdKey(reply.message.id as RpcId))) {
           throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
         }
+        cached?.fill(reply.message, reply.data);
         return sendJson(ctx.res, ctx.rewrite?.(reply.data) ?? reply.data);
       }
       ctx.res.writeHead(200, sseHeaders());

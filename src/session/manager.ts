@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import type { Route } from "../context.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { RpcRequest } from "../listen/jsonrpc.ts";
+import { type SessionEvent, sessionChannel } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SessionRecord, SessionStore } from "../store/types.ts";
 import { type ForwardContext, type UpstreamSession, UpstreamSessionLost } from "../upstream/types.ts";
@@ -76,6 +77,16 @@ export class SessionManager {
   async create(rec: SessionRecord): Promise<void> {
     await this.#store.put(rec);
     this.#remember(rec);
+    if (sessionChannel.hasSubscribers) {
+      const event: SessionEvent = {
+        kind: "start",
+        sessionId: rec.id,
+        server: rec.server,
+        tenant: rec.tenant,
+        principal: rec.principal,
+      };
+      sessionChannel.publish(event);
+    }
     this.#log.info(
       { session: sessionHash(rec.id), server: rec.server, instance: rec.upstream.instance },
       "session started",
@@ -178,7 +189,18 @@ export class SessionManager {
   async end(route: Route, rec: SessionRecord, reason: string): Promise<void> {
     this.#streams.dropSession(rec.id);
     this.#hot.delete(rec.id);
-    await this.#store.delete(rec.id);
+    const existed = await this.#store.delete(rec.id);
+    if (existed && sessionChannel.hasSubscribers) {
+      const event: SessionEvent = {
+        kind: "end",
+        sessionId: rec.id,
+        server: rec.server,
+        tenant: rec.tenant,
+        principal: rec.principal,
+        reason,
+      };
+      sessionChannel.publish(event);
+    }
     try {
       await route.upstream.attach(rec.upstream, rec.id).terminate();
     } catch {

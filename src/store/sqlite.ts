@@ -45,6 +45,22 @@ const MIGRATIONS: readonly string[] = [
      rotated_to TEXT
    ) STRICT;
    CREATE INDEX api_keys_name ON api_keys (server, tenant, name, created_at);`,
+  // Audit records (src/audit/sqlite.ts): `record` is the canonical JSON the hash covers; the other
+  // columns are indexed copies for filters. `id` is the insertion order (paging cursor).
+  `CREATE TABLE audit (
+     id INTEGER PRIMARY KEY,
+     chain TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     ts INTEGER NOT NULL,
+     type TEXT NOT NULL,
+     tenant TEXT,
+     subject TEXT,
+     target TEXT,
+     record TEXT NOT NULL,
+     hash TEXT NOT NULL,
+     UNIQUE (chain, seq)
+   ) STRICT;
+   CREATE INDEX audit_tenant_ts ON audit (tenant, ts);`,
 ];
 
 /** Opens (creating if needed) the embedded database file with WAL and the migrations applied. */

@@ -1,0 +1,122 @@
+/**
+ * The per-tenant hash chain (tamper evidence). Each record holds `prev`, the hash of the record
+ * before it in its chain, and `hash` = SHA-256 of its own canonical JSON (every field but `hash`).
+ * Editing a record breaks its hash; deleting one leaves a gap in `seq` and a `prev` that names a
+ * record that is not there. See docs/audit.md for what the chain does not prove.
+ */
+import { type AuditRecord, canonicalJson, type FinalRecord, GENESIS, sha256Hex } from "./record.ts";
+import type { AuditStore, ChainedRecord, StoredRow } from "./store.ts";
+
+export type Heads = Map<string, { seq: number; hash: string }>;
+
+/** Chains a finalized record after the head of its tenant's chain; advances the head. */
+export function chainRecord(heads: Heads, r: FinalRecord): ChainedRecord {
+  const chain = r.tenant ?? "";
+  const head = heads.get(chain) ?? { seq: 0, hash: GENESIS };
+  const body: Omit<AuditRecord, "hash"> = { v: 1, chain, seq: head.seq + 1, prev: head.hash, ...r };
+  const text = canonicalJson(body);
+  const hash = sha256Hex(text);
+  heads.set(chain, { seq: body.seq, hash });
+  return { record: { ...body, hash }, text };
+}
+
+export interface ChainBreak {
+  /** The first record (by seq) where the chain does not hold. */
+  seq: number;
+  reason: string;
+}
+
+export interface ChainReport {
+  tenant: string | null;
+  chain: string;
+  records: number;
+  /** Hash of the last record checked. */
+  head: string | null;
+  ok: boolean;
+  break?: ChainBreak;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  chains: ChainReport[];
+}
+
+function checkRow(row: StoredRow, expectedSeq: number, prevHash: string): string | undefined {
+  if (row.seq !== expectedSeq) {
+    return row.seq > expectedSeq
+      ? `record ${expectedSeq}${row.seq - 1 > expectedSeq ? `..${row.seq - 1}` : ""} missing (deleted?)`
+      : `record ${row.seq} out of order`;
+  }
+  if (sha256Hex(row.text) !== row.hash)
+    return `record ${row.seq} was altered: its hash does not match its content`;
+  let rec: Omit<AuditRecord, "hash">;
+  try {
+    rec = JSON.parse(row.text) as Omit<AuditRecord, "hash">;
+  } catch {
+    return `record ${row.seq} does not parse`;
+  }
+  if (rec.prev !== prevHash)
+    return `record ${row.seq} does not follow record ${row.seq - 1}: prev hash differs`;
+  if (rec.seq !== row.seq || rec.chain !== row.chain)
+    return `record ${row.seq} was moved (seq or chain differs)`;
+  const c = row.columns;
+  if (
+    c.type !== rec.type ||
+    c.tenant !== rec.tenant ||
+    c.subject !== rec.subject ||
+    c.target !== rec.target ||
+    c.ts !== Date.parse(rec.time)
+  ) {
+    return `record ${row.seq}: indexed columns differ from the hashed record`;
+  }
+  return undefined;
+}
+
+/**
+ * Verifies every chain (or one tenant's) by reading the store in seq order. `known` are the heads
+ * the running edge wrote itself: a store whose chain ends before them lost its newest records.
+ */
+export async function verifyChains(
+  store: AuditStore,
+  options: { tenant?: string | null; known?: Heads; pageSize?: number } = {},
+): Promise<VerifyReport> {
+  const all = await store.chains();
+  const wanted = options.tenant === undefined ? all : all.filter((c) => c === (options.tenant ?? ""));
+  const pageSize = options.pageSize ?? 1000;
+  const chains: ChainReport[] = [];
+  for (const chain of wanted) {
+    let seq = 0;
+    let prev = GENESIS;
+    let records = 0;
+    let broken: ChainBreak | undefined;
+    let tenant: string | null = chain === "" ? null : chain;
+    for (;;) {
+      const rows = await store.scan(chain, seq, pageSize);
+      for (const row of rows) {
+        const reason = checkRow(row, seq + 1, prev);
+        if (reason) {
+          broken = { seq: Math.min(row.seq, seq + 1), reason };
+          break;
+        }
+        if (records === 0) tenant = row.columns.tenant;
+        records++;
+        seq = row.seq;
+        prev = row.hash;
+      }
+      if (broken || rows.length < pageSize) break;
+    }
+    const known = options.known?.get(chain);
+    if (!broken && known && known.seq > seq) {
+      broken = { seq: seq + 1, reason: `records ${seq + 1}..${known.seq} missing: the edge wrote them` };
+    }
+    chains.push({
+      tenant,
+      chain,
+      records,
+      head: records > 0 ? prev : null,
+      ok: !broken,
+      ...(broken ? { break: broken } : {}),
+    });
+  }
+  return { ok: chains.every((c) => c.ok), chains };
+}

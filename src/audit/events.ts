@@ -1,0 +1,170 @@
+/**
+ * Drafts from the pipeline's diagnostics_channel events. These run synchronously inside `publish`
+ * on the request path, so they only copy fields: no hashing, no serialization, no I/O.
+ */
+import { single } from "../listen/hygiene.ts";
+import { isRequest, type RpcRequest, requestIdKey } from "../listen/jsonrpc.ts";
+import type { AdminEvent, RequestEndEvent, SessionEvent } from "../observability/channels.ts";
+import { sessionHash } from "../session/manager.ts";
+import type { AuditDraft, AuditOutcome } from "./record.ts";
+
+/** The MCP methods that get a record of their own (SPEC §7.6 and the audit issue). */
+export const AUDITED_METHODS: ReadonlySet<string> = new Set(["tools/call", "resources/read", "prompts/get"]);
+
+/**
+ * Error codes that mean the edge let the call through and something past it failed. Every other
+ * code the edge answers with is a refusal (auth, tenancy, scope, tool allow-list, session, rate
+ * limit, drain, audit spool full, bad input).
+ */
+const FAILURE_CODES: ReadonlySet<string> = new Set([
+  "EDGE_UPSTREAM_UNAVAILABLE",
+  "EDGE_UPSTREAM_ERROR",
+  "EDGE_UPSTREAM_BAD_RESPONSE",
+  "EDGE_UPSTREAM_TIMEOUT",
+  "EDGE_INTERNAL",
+]);
+
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/** Upstream instance URLs lose any userinfo before they are recorded. */
+function instanceName(url: string | undefined): string | null {
+  if (!url) return null;
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, "$1");
+}
+
+function target(m: RpcRequest): unknown {
+  const p = m.params;
+  if (!p || Array.isArray(p)) return null;
+  const v = m.method === "resources/read" ? p.uri : p.name;
+  return typeof v === "string" ? v : v === undefined ? null : JSON.stringify(v);
+}
+
+/** One draft per audited JSON-RPC request of the body; one `request` draft for a POST refused unread. */
+export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): AuditDraft[] {
+  const { ctx, error } = ev;
+  const p = ctx.principal;
+  const time = new Date(now).toISOString();
+  let traceId: string | null = null;
+  const tp = ctx.req.headers.traceparent;
+  if (typeof tp === "string") traceId = TRACEPARENT.exec(tp.trim().toLowerCase())?.[1] ?? null;
+  let session: string | null = ctx.session ? sessionHash(ctx.session.id) : null;
+  if (!session) {
+    // The id the client presented (a 404 names which one), hashed like every session id.
+    let presented: string | undefined;
+    try {
+      presented = single(ctx.req, "mcp-session-id");
+    } catch {
+      presented = undefined;
+    }
+    if (presented) session = sessionHash(presented);
+  }
+  const refused = error !== undefined && !FAILURE_CODES.has(error.code);
+  const base = {
+    time,
+    tenant: p?.tenant ?? null,
+    subject: p?.subject ?? null,
+    principal: p?.id ?? null,
+    auth: p?.method ?? null,
+    clientId: p?.clientId ?? null,
+    keyId: p?.keyId ?? null,
+    session,
+    server: ctx.route.name,
+    instance: instanceName(ctx.upstream?.instance ?? ctx.session?.upstream.instance),
+    decision: refused ? ("refused" as const) : ("allowed" as const),
+    code: error?.code ?? null,
+    status: ev.status,
+    latencyMs: Math.round(ev.durationMs * 10) / 10,
+    upstreamMs: ctx.upstream ? Math.round(ctx.upstream.ms * 10) / 10 : null,
+    requestId: ctx.requestId,
+    traceId,
+    detail: null,
+  };
+  const messages = ctx.messages;
+  if (!messages) {
+    // Refused (or failed) before the body was read: any such POST may have been a tool call, so it
+    // is recorded, with what is known. GET/DELETE carry no call.
+    if (ctx.req.method !== "POST" || !error) return [];
+    const outcome: AuditOutcome = { kind: "http_error", status: error.status, code: error.code };
+    return [{ ...base, type: "request", method: null, target: null, rpcId: null, outcome }];
+  }
+  const drafts: AuditDraft[] = [];
+  for (const m of messages) {
+    if (!isRequest(m) || !AUDITED_METHODS.has(m.method)) continue;
+    const known = ctx.outcomes?.get(requestIdKey(m.id));
+    let outcome: AuditOutcome;
+    if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
+    else if (known) outcome = known;
+    else if (ev.status === 0 || ctx.clientGone.aborted) outcome = { kind: "aborted" };
+    else if (ev.status >= 400) outcome = { kind: "http_error", status: ev.status, code: null };
+    else outcome = { kind: "result", isError: null };
+    const params = m.params && !Array.isArray(m.params) ? m.params : undefined;
+    const rawArgs =
+      m.method === "tools/call" || m.method === "prompts/get" ? (params?.arguments ?? {}) : undefined;
+    drafts.push({
+      ...base,
+      type: "call",
+      method: m.method,
+      target: target(m) as string | null,
+      rpcId: JSON.stringify(m.id),
+      outcome,
+      ...(rawArgs !== undefined ? { rawArgs } : {}),
+    });
+  }
+  return drafts;
+}
+
+export function draftFromSession(ev: SessionEvent, now = Date.now()): AuditDraft {
+  return {
+    time: new Date(now).toISOString(),
+    type: ev.kind === "start" ? "session.start" : "session.end",
+    tenant: ev.tenant,
+    subject: null,
+    principal: ev.principal,
+    auth: null,
+    clientId: null,
+    keyId: null,
+    session: sessionHash(ev.sessionId),
+    server: ev.server,
+    instance: null,
+    method: null,
+    target: null,
+    rpcId: null,
+    decision: "allowed",
+    code: null,
+    status: null,
+    outcome: null,
+    latencyMs: null,
+    upstreamMs: null,
+    requestId: null,
+    traceId: null,
+    detail: ev.reason !== undefined ? { reason: ev.reason } : null,
+  };
+}
+
+export function draftFromAdmin(ev: AdminEvent, now = Date.now()): AuditDraft {
+  return {
+    time: new Date(now).toISOString(),
+    type: "admin",
+    tenant: ev.tenant,
+    subject: ev.actor,
+    principal: null,
+    auth: null,
+    clientId: null,
+    keyId: null,
+    session: null,
+    server: null,
+    instance: null,
+    method: ev.action,
+    target: ev.target,
+    rpcId: null,
+    decision: ev.outcome === "ok" ? "allowed" : "refused",
+    code: null,
+    status: null,
+    outcome: null,
+    latencyMs: null,
+    upstreamMs: null,
+    requestId: null,
+    traceId: null,
+    detail: { action: ev.action, actor: ev.actor, target: ev.target },
+  };
+}

@@ -1,0 +1,314 @@
+/**
+ * The audit log: subscribes to the pipeline's diagnostics channels, queues drafts, and writes them
+ * in batches off the request path (SPEC §7.6, security.md J90–J95, fault policy "Audit sink").
+ *
+ *   publish ──▶ draft (field copies) ──▶ queue ──(every flushInterval)──▶ finalize ▶ chain ▶ store
+ *                                                                                  └─ store down ▶ spool
+ *
+ * - The request path only builds a draft and pushes it (subscribers run inside `publish`).
+ * - Each flush finalizes the drafts (argument digests, escaping, bounds), chains them per tenant and
+ *   appends the batch to the store in one transaction.
+ * - When the store fails, the chained batch goes to the spool (fsynced JSON lines) and so does
+ *   everything after it until a replay, tried every `retryInterval`, has moved the spool into the
+ *   store in order. Records are chained once, so replayed records keep their place in the chain.
+ * - `accepting()` is false when the spool is at its cap (or the queue is), and the pipeline then
+ *   refuses `tools/call` with 503 EDGE_AUDIT_UNAVAILABLE rather than run a call unaudited.
+ * - On stop the queue is flushed; after a SIGKILL at most the drafts of the last flush interval
+ *   (default 100 ms) are missing.
+ */
+import diagnostics_channel from "node:diagnostics_channel";
+import type { Route } from "../context.ts";
+import {
+  type AdminEvent,
+  adminChannel,
+  type RequestEndEvent,
+  requestEndChannel,
+  type SessionEvent,
+  sessionChannel,
+} from "../observability/channels.ts";
+import type { Logger } from "../observability/logger.ts";
+import { chainRecord, type Heads, type VerifyReport, verifyChains } from "./chain.ts";
+import { draftFromAdmin, draftFromSession, draftsFromRequestEnd } from "./events.ts";
+import { type ArgsPolicy, type AuditDraft, finalizeDraft, GENESIS } from "./record.ts";
+import { Spool } from "./spool.ts";
+import type { AuditFilter, AuditPage, AuditPageRequest, AuditStore, ChainedRecord } from "./store.ts";
+
+export interface AuditLogOptions {
+  store: AuditStore;
+  /** The spool file; undefined = no spool (records wait in memory while the store is down). */
+  spoolPath?: string;
+  spoolMaxBytes?: number;
+  /** Time between flushes (ms). Default 100. */
+  flushInterval?: number;
+  /** Drafts queued before `accepting()` turns false. Default 10 000. */
+  queueMax?: number;
+  /** Time between attempts to reach a failed store (ms). Default 1000. */
+  retryInterval?: number;
+  args: ArgsPolicy;
+  log: Logger;
+}
+
+export interface AuditStats {
+  queued: number;
+  spooled: number;
+  spoolBytes: number;
+  written: number;
+  dropped: number;
+  storeUp: boolean;
+}
+
+export class AuditLog {
+  readonly #o: AuditLogOptions;
+  readonly #store: AuditStore;
+  readonly #spool: Spool | undefined;
+  readonly #queueMax: number;
+  readonly #retryInterval: number;
+  /** Heads of every chain, including records spooled but not yet stored. */
+  readonly #heads: Heads;
+  /** Heads of what this process wrote to the store (verification: a store must reach them). */
+  readonly #persisted: Heads = new Map();
+  #queue: AuditDraft[] = [];
+  /** Chained records neither store nor spool took (disk full): they go first next time. */
+  #limbo: ChainedRecord[] = [];
+  #retryAt = 0;
+  #storeUp = true;
+  #written = 0;
+  #dropped = 0;
+  #lastDropLog = 0;
+  #tail: Promise<void> = Promise.resolve();
+  #timer: NodeJS.Timeout | undefined;
+  #soon = false;
+  #closed = false;
+  /** Set for the last flush at stop: the spool takes everything, over its cap if it must. */
+  #force = false;
+  /** Only requests to these routes are recorded (another gateway in the same process has its own). */
+  #routes: ReadonlySet<Route> | undefined;
+  readonly #onEnd = (m: unknown) => this.#enqueueAll(this.#ownRequest(m as RequestEndEvent));
+  readonly #onSession = (m: unknown) => this.enqueue(draftFromSession(m as SessionEvent));
+  readonly #onAdmin = (m: unknown) => this.enqueue(draftFromAdmin(m as AdminEvent));
+
+  private constructor(o: AuditLogOptions, heads: Heads, spool: Spool | undefined) {
+    this.#o = o;
+    this.#store = o.store;
+    this.#spool = spool;
+    this.#heads = heads;
+    this.#queueMax = o.queueMax ?? 10_000;
+    this.#retryInterval = o.retryInterval ?? 1000;
+  }
+
+  /**
+   * Loads the chain heads (store, then anything still spooled after them), replays the spool when
+   * the store takes it, and starts the flush timer. Call `subscribe()` to start recording.
+   */
+  static async open(o: AuditLogOptions): Promise<AuditLog> {
+    const heads = await o.store.heads();
+    let spool: Spool | undefined;
+    if (o.spoolPath) {
+      spool = new Spool(o.spoolPath, o.spoolMaxBytes ?? 64 * 1024 * 1024);
+      for (const c of spool.open()) {
+        const h = heads.get(c.record.chain);
+        if (!h || c.record.seq > h.seq) heads.set(c.record.chain, { seq: c.record.seq, hash: c.record.hash });
+      }
+    }
+    const audit = new AuditLog(o, heads, spool);
+    for (const [chain, h] of await o.store.heads()) audit.#persisted.set(chain, h);
+    if (spool && spool.size > 0) {
+      o.log.warn({ spooled: spool.size }, "audit: replaying spooled records");
+      await audit.flush();
+    }
+    audit.#timer = setInterval(() => void audit.flush(), o.flushInterval ?? 100);
+    audit.#timer.unref();
+    return audit;
+  }
+
+  /** Records requests to these routes only. */
+  restrict(routes: ReadonlySet<Route>): void {
+    this.#routes = routes;
+  }
+
+  subscribe(): void {
+    diagnostics_channel.subscribe(requestEndChannel.name, this.#onEnd);
+    diagnostics_channel.subscribe(sessionChannel.name, this.#onSession);
+    diagnostics_channel.subscribe(adminChannel.name, this.#onAdmin);
+  }
+
+  unsubscribe(): void {
+    diagnostics_channel.unsubscribe(requestEndChannel.name, this.#onEnd);
+    diagnostics_channel.unsubscribe(sessionChannel.name, this.#onSession);
+    diagnostics_channel.unsubscribe(adminChannel.name, this.#onAdmin);
+  }
+
+  /**
+   * False when a new record might not be kept: the spool is at its cap, chained records are waiting
+   * for a place, or the queue is full. The pipeline refuses `tools/call` then (503).
+   */
+  accepting(): boolean {
+    return this.#limbo.length === 0 && this.#queue.length < this.#queueMax && !(this.#spool?.full ?? false);
+  }
+
+  /** Queues one draft (request path: O(1), no I/O). */
+  enqueue(d: AuditDraft): void {
+    if (this.#closed) return;
+    // Hard bound: twice the soft one. Only refusals, sessions and admin actions can get here once
+    // `accepting()` is false, and memory must stay bounded while the store and the spool are both out.
+    if (this.#queue.length >= this.#queueMax * 2) {
+      this.#dropped++;
+      const now = Date.now();
+      if (now - this.#lastDropLog > 5000) {
+        this.#lastDropLog = now;
+        this.#o.log.error({ dropped: this.#dropped }, "audit: queue full, record dropped");
+      }
+      return;
+    }
+    this.#queue.push(d);
+    // A burst larger than a batch is flushed at once rather than waiting for the timer.
+    if (this.#queue.length >= 2000 && !this.#soon) {
+      this.#soon = true;
+      setImmediate(() => {
+        this.#soon = false;
+        void this.flush();
+      });
+    }
+  }
+
+  #ownRequest(ev: RequestEndEvent): AuditDraft[] {
+    if (this.#routes && !this.#routes.has(ev.ctx.route)) return [];
+    return draftsFromRequestEnd(ev);
+  }
+
+  #enqueueAll(drafts: AuditDraft[]): void {
+    for (const d of drafts) this.enqueue(d);
+  }
+
+  /** Writes everything queued (serialized: one flush at a time, in order). */
+  flush(): Promise<void> {
+    this.#tail = this.#tail.then(
+      () => this.#flushOnce(),
+      () => this.#flushOnce(),
+    );
+    return this.#tail.catch((err: unknown) => {
+      this.#o.log.error({ err }, "audit: flush failed");
+    });
+  }
+
+  async #flushOnce(): Promise<void> {
+    const spool = this.#spool;
+    if (spool && spool.size > 0 && Date.now() >= this.#retryAt) await this.#replay(spool);
+    if (this.#queue.length === 0 && this.#limbo.length === 0) return;
+    const spooling = (spool?.size ?? 0) > 0 || (!spool && !this.#storeUp && Date.now() < this.#retryAt);
+    // Spool full and the store still out: drafts stay queued, unchained, until there is room.
+    if (spooling && spool?.full && !this.#force) return;
+    const drafts = this.#queue;
+    this.#queue = [];
+    const batch = this.#limbo;
+    this.#limbo = [];
+    for (const d of drafts) {
+      let final;
+      try {
+        final = finalizeDraft(d, this.#o.args);
+      } catch {
+        // Never lose a record to a formatting bug: keep the draft's fields, drop the arguments.
+        final = finalizeDraft({ ...d, rawArgs: "[arguments could not be recorded]" }, this.#o.args);
+      }
+      batch.push(chainRecord(this.#heads, final));
+    }
+    if (!spooling) {
+      try {
+        await this.#store.append(batch);
+        this.#stored(batch);
+        return;
+      } catch (err) {
+        this.#down(err);
+      }
+    }
+    if (!spool) {
+      this.#limbo = batch;
+      return;
+    }
+    try {
+      spool.append(batch);
+    } catch (err) {
+      this.#o.log.error({ err, records: batch.length }, "audit: spool write failed; records kept in memory");
+      this.#limbo = batch;
+    }
+  }
+
+  async #replay(spool: Spool): Promise<void> {
+    const records = spool.readAll();
+    try {
+      for (let i = 0; i < records.length; i += 1000) await this.#store.append(records.slice(i, i + 1000));
+    } catch (err) {
+      this.#down(err);
+      return;
+    }
+    spool.clear();
+    this.#stored(records);
+    this.#o.log.warn({ replayed: records.length }, "audit: store reachable again, spool replayed");
+  }
+
+  #stored(batch: readonly ChainedRecord[]): void {
+    for (const c of batch) this.#persisted.set(c.record.chain, { seq: c.record.seq, hash: c.record.hash });
+    this.#written += batch.length;
+    if (!this.#storeUp) this.#o.log.warn("audit: store reachable again");
+    this.#storeUp = true;
+  }
+
+  #down(err: unknown): void {
+    this.#retryAt = Date.now() + this.#retryInterval;
+    if (this.#storeUp) {
+      this.#o.log.error(
+        { err, spool: this.#spool?.path },
+        "audit: store unavailable; records go to the spool until it is back",
+      );
+    }
+    this.#storeUp = false;
+  }
+
+  stats(): AuditStats {
+    return {
+      queued: this.#queue.length + this.#limbo.length,
+      spooled: this.#spool?.size ?? 0,
+      spoolBytes: this.#spool?.bytes ?? 0,
+      written: this.#written,
+      dropped: this.#dropped,
+      storeUp: this.#storeUp,
+    };
+  }
+
+  /** Records in the store (after a flush, so that what happened just now is there). */
+  async query(filter: AuditFilter, page: AuditPageRequest): Promise<AuditPage> {
+    await this.flush();
+    return this.#store.query(filter, page);
+  }
+
+  /** Verifies the stored chains against themselves and against what this process wrote. */
+  async verify(tenant?: string | null): Promise<VerifyReport & { pending: number }> {
+    await this.flush();
+    const report = await verifyChains(this.#store, {
+      ...(tenant !== undefined ? { tenant } : {}),
+      known: this.#persisted,
+    });
+    return { ...report, pending: this.stats().queued + this.stats().spooled };
+  }
+
+  /** The hash a new record of this chain would follow (tests). */
+  head(chain: string): string {
+    return this.#heads.get(chain)?.hash ?? GENESIS;
+  }
+
+  /** Stops recording, flushes what is queued (SIGTERM), closes the spool and the store. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.unsubscribe();
+    if (this.#timer) clearInterval(this.#timer);
+    this.#force = true;
+    await this.flush();
+    this.#closed = true;
+    const left = this.stats();
+    if (left.queued > 0 || left.spooled > 0) {
+      this.#o.log.warn(left, "audit: records left in the spool (replayed at the next start)");
+    }
+    this.#spool?.close();
+    await this.#store.close();
+  }
+}
