@@ -5,13 +5,18 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { freePort, type InProcessEdge, startEdge } from "../helpers/edge.ts";
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { freePort, type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { TestIdp } from "../helpers/idp.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
 
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
 let idp: TestIdp;
 let edge: InProcessEdge;
+let stateDir: string;
+/** Every token minted for these tests: none may end up in the store or the logs. */
+const minted: string[] = [];
 let publicUrl: string;
 let resource: string;
 
@@ -20,19 +25,23 @@ before(async () => {
   const port = await freePort();
   publicUrl = `http://127.0.0.1:${port}`;
   resource = `${publicUrl}/mcp`;
-  edge = await startEdge({
-    listen: { host: "127.0.0.1", port },
-    publicUrl,
-    auth: { oauth: [{ issuer: idp.issuer, jwksUri: idp.jwksUri }], leeway: "1s" },
-    servers: {
-      demo: {
-        route: "/mcp",
-        upstream: { stdio: { command: NODE_BIN, args: [DEMO] } },
-        auth: ["oauth"],
-        scopes: { default: ["mcp:tools"], tools: { large: ["mcp:tools", "mcp:bulk"] } },
+  stateDir = tempDir();
+  edge = await startEdge(
+    {
+      listen: { host: "127.0.0.1", port },
+      publicUrl,
+      auth: { oauth: [{ issuer: idp.issuer, jwksUri: idp.jwksUri }], leeway: "1s" },
+      servers: {
+        demo: {
+          route: "/mcp",
+          upstream: { stdio: { command: NODE_BIN, args: [DEMO] } },
+          auth: ["oauth"],
+          scopes: { default: ["mcp:tools"], tools: { large: ["mcp:tools", "mcp:bulk"] } },
+        },
       },
     },
-  });
+    stateDir,
+  );
 });
 
 after(async () => {
@@ -42,9 +51,11 @@ after(async () => {
 
 const HEADERS = { "content-type": "application/json", accept: "application/json, text/event-stream" };
 
-function token(sub: string, lifetimeS: number, scope = "mcp:tools"): Promise<string> {
+async function token(sub: string, lifetimeS: number, scope = "mcp:tools"): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  return idp.mint({ sub, aud: resource, scope, iat: now, exp: now + lifetimeS });
+  const t = await idp.mint({ sub, aud: resource, scope, iat: now, exp: now + lifetimeS });
+  minted.push(t);
+  return t;
 }
 
 async function post(tok: string, body: object, sessionId?: string) {
@@ -256,6 +267,21 @@ describe("resource server metadata and scopes", () => {
       assert.equal((await post(fresh, echo(1, "kept"), sid)).status, 200);
     } finally {
       idp.jwksMode = "up";
+    }
+  });
+});
+
+describe("tokens are secrets", () => {
+  test("no token used in these tests is in the store or in any log line", async () => {
+    assert.ok(minted.length > 5);
+    const logs = edge.logs().join("\n");
+    for (const f of readdirSync(stateDir)) {
+      const bytes = readFileSync(path.join(stateDir, f));
+      for (const t of minted) {
+        const signature = t.split(".")[2] as string;
+        assert.ok(!bytes.includes(signature), `${f} holds a token`);
+        assert.ok(!logs.includes(signature), "a log line holds a token");
+      }
     }
   });
 });
