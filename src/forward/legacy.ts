@@ -14,7 +14,7 @@ import {
   UpstreamSessionLost,
 } from "../upstream/types.ts";
 import { upstreamHeaders } from "./identity.ts";
-import { errorResponseData, sseHeaders } from "./respond.ts";
+import { answer, errorResponseData, sseHeaders } from "./respond.ts";
 
 interface LegacyConnection {
   id: string;
@@ -87,8 +87,12 @@ export class LegacyBridge {
     } catch (err) {
       const ge = toGatewayError(err);
       ctx.log.warn({ err: ge.message, code: ge.code }, "legacy SSE message failed");
-      if (isRequest(msg))
-        conn.sink.write(formatEvent({ event: "message", data: errorResponseData(msg.id, ge) }));
+      if (isRequest(msg)) {
+        const data = errorResponseData(msg.id, ge);
+        conn.sink.write(
+          formatEvent({ event: "message", data: answer(ctx, data, JSON.parse(data) as RpcMessage) }),
+        );
+      }
     }
   }
 
@@ -150,8 +154,7 @@ export class LegacyBridge {
       upstream = await this.#sessions.upstreamOf(ctx.route, rec, err, fctx.headers);
       reply = await upstream.post(ctx.body as string, [msg], fctx);
     }
-    if (isRequest(msg) || reply.kind === "passthrough")
-      await this.#deliver(conn, reply, () => {}, msg, ctx.rewrite);
+    if (isRequest(msg) || reply.kind === "passthrough") await this.#deliver(conn, reply, () => {}, msg, ctx);
     else if (reply.kind === "stream") reply.close();
     // Once initialized, server-initiated messages flow on the same stream (the old transport had one).
     if (!isRequest(msg) && "method" in msg && msg.method === "notifications/initialized")
@@ -163,20 +166,21 @@ export class LegacyBridge {
     reply: UpstreamReply,
     seen: (m: RpcMessage) => void,
     msg?: RpcMessage,
-    rewrite?: (data: string) => string | undefined,
+    ctx?: RequestContext,
   ) {
-    const send = (data: string) =>
-      conn.sink.write(formatEvent({ event: "message", data: rewrite?.(data) ?? data }));
+    const send = (data: string, m: RpcMessage | null) =>
+      conn.sink.write(formatEvent({ event: "message", data: ctx ? answer(ctx, data, m) : data }));
     if (reply.kind === "passthrough") {
       if (msg && isRequest(msg)) {
         const err = new GatewayError("EDGE_UPSTREAM_ERROR", `The upstream answered HTTP ${reply.status}.`);
-        send(errorResponseData(msg.id, err));
+        const data = errorResponseData(msg.id, err);
+        send(data, JSON.parse(data) as RpcMessage);
       }
       return;
     }
     if (reply.kind === "json") {
       seen(reply.message);
-      send(reply.data);
+      send(reply.data, reply.message);
       return;
     }
     if (reply.kind === "accepted") return;
@@ -184,7 +188,7 @@ export class LegacyBridge {
       for await (const ev of reply.events) {
         if (ev.data === "") continue;
         if (ev.message) seen(ev.message);
-        send(ev.data);
+        send(ev.data, ev.message);
       }
     } finally {
       reply.close();

@@ -1,7 +1,9 @@
 import type { ServerResponse } from "node:http";
 import type { GatewayError } from "../errors/errors.ts";
 import { errorBody } from "../errors/wire.ts";
-import type { RpcId } from "../listen/jsonrpc.ts";
+import type { RequestContext } from "../context.ts";
+import { isResponse, type RpcId, type RpcMessage, requestIdKey } from "../listen/jsonrpc.ts";
+import type { CallOutcome } from "../observability/channels.ts";
 import type { UpstreamReply } from "../upstream/types.ts";
 
 /** Response headers of every SSE answer. `X-Accel-Buffering: no` keeps proxies in front from buffering. */
@@ -45,4 +47,26 @@ export function sendJson(res: ServerResponse, data: string, sessionId?: string):
 /** The JSON-RPC error response that stands in for an answer the upstream never gave. */
 export function errorResponseData(id: RpcId, err: GatewayError): string {
   return errorBody(err.withRpcId(id));
+}
+
+/** How a response ended its request, as the client sees it (audit and metrics read it). */
+export function outcomeOf(msg: RpcMessage): CallOutcome | undefined {
+  if (!isResponse(msg)) return undefined;
+  const error = (msg as { error?: { code?: unknown } }).error;
+  if (error) return { kind: "rpc_error", code: typeof error.code === "number" ? error.code : -32603 };
+  const result = (msg as { result?: { isError?: unknown } }).result;
+  return { kind: "result", isError: result?.isError === true };
+}
+
+/**
+ * Every answer the client receives passes here: its outcome is noted on the context, and it is
+ * rewritten when the principal needs it (tools/list filtered to the tools it may call).
+ */
+export function answer(ctx: RequestContext, data: string, msg: RpcMessage | null | undefined): string {
+  const outcome = msg ? outcomeOf(msg) : undefined;
+  const id = msg && isResponse(msg) ? msg.id : undefined;
+  if (outcome && (typeof id === "string" || typeof id === "number")) {
+    (ctx.outcomes ??= new Map()).set(requestIdKey(id), outcome);
+  }
+  return ctx.rewrite?.(data) ?? data;
 }

@@ -24,7 +24,7 @@ import {
   UpstreamSessionLost,
 } from "../upstream/types.ts";
 import { upstreamHeaders } from "./identity.ts";
-import { errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
+import { answer, errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
 
 /** Longest a POST waits for its session's standalone GET stream to open upstream (ms). */
 const GET_ORDER_WAIT_MS = 2000;
@@ -56,6 +56,14 @@ async function forwardContext(
   // and, with tracing on, starts the `mcp.upstream` span and puts its `traceparent` in the headers.
   forwarding(ctx, headers);
   return { requestId: ctx.requestId, protocolVersion, headers, signal };
+}
+
+/** Notes a cached answer's outcome for the requests it answered. */
+function answeredFromCache(ctx: RequestContext, messages: RpcMessage[]): void {
+  for (const m of messages) {
+    if (isRequest(m))
+      (ctx.outcomes ??= new Map()).set(requestIdKey(m.id), { kind: "result", isError: false });
+  }
 }
 
 /** Request ids of the requests in a POST: the answers the stream must carry, and only those. */
@@ -183,7 +191,10 @@ export class Forwarder {
     // List-result cache: a hit is answered here, without the upstream (the session was checked by
     // the pipeline already); a miss stores the upstream's answer on its way (JSON or stream).
     const cached = this.#cacheLookup(ctx);
-    if (cached?.answer !== undefined) return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
+    if (cached?.answer !== undefined) {
+      answeredFromCache(ctx, messages);
+      return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
+    }
     const keys = requestKeys(messages);
     const signal = AbortSignal.timeout(ctx.route.config.upstream.timeout);
     const fctx = await forwardContext(
@@ -203,7 +214,7 @@ export class Forwarder {
         throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
       }
       cached?.fill(reply.message, reply.data);
-      return sendJson(ctx.res, ctx.rewrite?.(reply.data) ?? reply.data);
+      return sendJson(ctx.res, answer(ctx, reply.data, reply.message));
     }
     if (keys.size === 0) {
       // Notifications and responses get 202; a stream here would carry nothing for the client.
@@ -219,7 +230,9 @@ export class Forwarder {
     // In the session era a disconnect is not a cancellation: the upstream keeps being read into the
     // buffer until the answer arrives, and the client can resume with Last-Event-ID.
     ctx.res.on("close", () => stream.detach(sink));
-    const pumping = this.#pump(stream, reply, keys, requestIds(messages), upstream, fctx, ctx.rewrite);
+    const pumping = this.#pump(stream, reply, keys, requestIds(messages), upstream, fctx, (data, msg) =>
+      answer(ctx, data, msg),
+    );
     this.#opts.inflight.add(pumping);
     await pumping;
   }
@@ -265,7 +278,7 @@ export class Forwarder {
     ids: RpcId[],
     upstream: UpstreamSession,
     fctx: ForwardContext,
-    rewrite: ((data: string) => string | undefined) | undefined,
+    deliver: (data: string, msg: RpcMessage | null) => string,
   ): Promise<void> {
     const outstanding = new Set(keys);
     let reply: UpstreamReply = first;
@@ -281,7 +294,7 @@ export class Forwarder {
           if (ev.message && isResponse(ev.message)) {
             const key = requestIdKey(ev.message.id as RpcId);
             if (!outstanding.delete(key)) continue; // an answer to another request: refused
-            stream.append(rewrite?.(ev.data) ?? ev.data, ev.retry);
+            stream.append(deliver(ev.data, ev.message), ev.retry);
             if (outstanding.size === 0) break;
             continue;
           }
@@ -316,7 +329,11 @@ export class Forwarder {
         (fctx.signal.aborted
           ? new GatewayError("EDGE_UPSTREAM_TIMEOUT")
           : new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream closed the stream without an answer."));
-      for (const id of ids) if (outstanding.has(requestIdKey(id))) stream.append(errorResponseData(id, err));
+      for (const id of ids) {
+        if (!outstanding.has(requestIdKey(id))) continue;
+        const data = errorResponseData(id, err);
+        stream.append(deliver(data, JSON.parse(data) as RpcMessage));
+      }
     }
     stream.finish();
   }
@@ -418,7 +435,10 @@ export class Forwarder {
     // List-result cache (2026-07-28 `ttlMs` / `cacheScope`): a hit never reaches the upstream; a
     // miss stores the upstream's answer on its way. A POST accepts JSON, so a hit is sent as JSON.
     const cached = this.#cacheLookup(ctx);
-    if (cached?.answer !== undefined) return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
+    if (cached?.answer !== undefined) {
+      answeredFromCache(ctx, messages);
+      return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
+    }
     const abort = new AbortController();
     const onGone = () => abort.abort(new GatewayError("EDGE_UPSTREAM_ERROR", "client went away"));
     ctx.clientGone.addEventListener("abort", onGone, { once: true });
@@ -446,7 +466,7 @@ export class Forwarder {
           throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
         }
         cached?.fill(reply.message, reply.data);
-        return sendJson(ctx.res, ctx.rewrite?.(reply.data) ?? reply.data);
+        return sendJson(ctx.res, answer(ctx, reply.data, reply.message));
       }
       ctx.res.writeHead(200, sseHeaders());
       const sink = new Sink(ctx.res);
@@ -457,7 +477,7 @@ export class Forwarder {
             continue;
           // No resumability in 2026-07-28: upstream ids are not passed on, so id-only events carry nothing.
           if (ev.data === "" && ev.retry === undefined) continue;
-          const data = ev.message && isResponse(ev.message) ? (ctx.rewrite?.(ev.data) ?? ev.data) : ev.data;
+          const data = ev.message && isResponse(ev.message) ? answer(ctx, ev.data, ev.message) : ev.data;
           const frame = formatEvent({
             ...(data !== "" ? { data } : {}),
             ...(ev.retry !== undefined ? { retry: ev.retry } : {}),
@@ -472,7 +492,11 @@ export class Forwarder {
             err instanceof GatewayError
               ? err
               : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
-          for (const id of requestIds(messages)) sink.write(formatEvent({ data: errorResponseData(id, ge) }));
+          for (const id of requestIds(messages)) {
+            if (ctx.outcomes?.has(requestIdKey(id))) continue;
+            const data = errorResponseData(id, ge);
+            sink.write(formatEvent({ data: answer(ctx, data, JSON.parse(data) as RpcMessage) }));
+          }
         }
       } finally {
         reply.close();
@@ -480,6 +504,13 @@ export class Forwarder {
       }
     } finally {
       ctx.clientGone.removeEventListener("abort", onGone);
+      // 2026-07-28: a client that went away cancelled its requests.
+      if (abort.signal.aborted) {
+        for (const id of requestIds(messages)) {
+          const key = requestIdKey(id);
+          if (!ctx.outcomes?.has(key)) (ctx.outcomes ??= new Map()).set(key, { kind: "aborted" });
+        }
+      }
     }
   }
 }
