@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from "node:net";
 import type { DatabaseSync } from "node:sqlite";
 import { dirname, join } from "node:path";
 import { AdminApi } from "./admin/api.ts";
+import { isDashboardPath, serveDashboard } from "./admin/dashboard.ts";
 import { KeyService } from "./admin/keys.ts";
 import { Authenticator } from "./auth/authenticate.ts";
 import { protectedResourceMetadata, resourceMetadataUrl, resourceUrl } from "./auth/challenge.ts";
@@ -442,6 +443,12 @@ export class Gateway {
     // GET /metrics (SPEC §5): open on the admin listener unless `metrics.token` is set.
     if (url.pathname === "/metrics" && this.#metrics) {
       void this.#metrics.serve(req, res);
+      return;
+    }
+    // GET /dashboard (SPEC §5, src/admin/dashboard.ts): static page, no data; it calls /api/* with
+    // the admin credential, which authenticates and scopes every answer.
+    if (isDashboardPath(url.pathname)) {
+      serveDashboard(req, res, url.pathname);
       return;
     }
     void this.#admin.handle(req, res, url.pathname, url.searchParams).then((handled) => {

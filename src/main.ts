@@ -1,3 +1,4 @@
+import { runAudit } from "./cli/audit.ts";
 import { runInit } from "./cli/init.ts";
 import { runKeys } from "./cli/keys.ts";
 import { runServe } from "./cli/serve.ts";
@@ -12,6 +13,7 @@ Commands:
   init [-o FILE]       write a commented mcp-edge.yaml
   validate [-c FILE]   check a configuration and print its unsafe opt-ins
   keys <create|list|rotate|revoke>   manage API keys through the admin API
+  audit <query|tail|verify|export>   read, follow, verify and export audit records
 
 Run 'mcp-edge <command> --help' for a command's options.`;
 
@@ -20,6 +22,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   init: runInit,
   validate: runValidate,
   keys: runKeys,
+  audit: runAudit,
 };
 
 async function main(argv: string[]): Promise<number> {

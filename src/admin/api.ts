@@ -15,6 +15,7 @@ import type { SessionManager } from "../session/manager.ts";
 import { sessionHash } from "../session/manager.ts";
 import type { SessionRecord } from "../store/types.ts";
 import { createKeyBody, type KeyService, keyView, rotateBody } from "./keys.ts";
+import { stats, statsRequest } from "./stats.ts";
 
 /** The scope that makes an API key a tenant admin credential. */
 export const ADMIN_SCOPE = "mcp-edge:admin";
@@ -242,6 +243,11 @@ export class AdminApi {
     if (parts[1] === "audit" && method === "GET" && this.#o.audit) {
       const answer = await auditRoute(this.#o.audit, parts.slice(2), query, tenant);
       if (answer !== undefined) return sendJson(res, 200, answer);
+    }
+
+    // Stats for the dashboard (src/admin/stats.ts): read-only, from audit records, scoped like audit.
+    if (parts[1] === "stats" && parts.length === 2 && method === "GET" && this.#o.audit) {
+      return sendJson(res, 200, await stats(this.#o.audit, statsRequest(query, tenant)));
     }
 
     if (parts[1] === "sessions") {

@@ -148,7 +148,6 @@ export function digestOf(value: unknown): string {
  * visible `\uXXXX` text: a record read in a terminal, a log viewer or a CSV cannot forge lines or
  * colours (CWE-117). JSON escaping alone keeps the record parseable but not its display safe.
  */
-// eslint-disable-next-line no-control-regex
 const UNSAFE_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 export function escapeText(s: string): string {

@@ -203,8 +203,12 @@ export class Forwarder {
       signal,
       this.#opts.identity,
     );
+    const t0 = performance.now();
     const posted = await this.#postUpstream(ctx.route, rec, ctx.body as string, messages, fctx);
     const upstream = posted.upstream;
+    // Which instance served the call, and (updated when the answer is complete) how long it took.
+    const served = { instance: upstream.binding.instance, ms: performance.now() - t0 };
+    ctx.upstream = served;
     const reply = cached && posted.reply.kind === "stream" ? cached.tap(posted.reply) : posted.reply;
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
     if (reply.kind === "accepted") return sendAccepted(ctx.res);
@@ -235,6 +239,7 @@ export class Forwarder {
     );
     this.#opts.inflight.add(pumping);
     await pumping;
+    served.ms = performance.now() - t0;
   }
 
   /**

@@ -162,7 +162,7 @@ export class Tracing {
     const spans = this.#requestSpans(tracer, ctx);
     spans.upstream ??= tracer.startSpan(
       "mcp.upstream",
-      { kind: SpanKind.CLIENT, attributes: { "mcp_edge.server": ctx.route.name } },
+      { kind: SpanKind.CLIENT, startTime: now(), attributes: { "mcp_edge.server": ctx.route.name } },
       trace.setSpan(spans.parent, spans.request),
     );
     const carrier: Record<string, string> = {};
@@ -203,6 +203,7 @@ export class Tracing {
     const ctx = ev.ctx;
     const tracer = this.#tracer;
     if (!tracer || this.#routes.get(ctx.route.name) !== ctx.route) return;
+    const end = now();
     const spans = this.#requestSpans(tracer, ctx);
     this.#spans.delete(ctx);
     const attributes = callAttributes(ctx);
@@ -218,10 +219,19 @@ export class Tracing {
       spans.upstream.setAttributes(callAttributes(ctx));
       if (failed && ev.error?.code.startsWith("EDGE_UPSTREAM"))
         spans.upstream.setStatus({ code: SpanStatusCode.ERROR, message: ev.error.code });
-      spans.upstream.end();
+      spans.upstream.end(end);
     }
-    spans.request.end();
+    spans.request.end(end);
   };
+}
+
+/**
+ * Every span time from one clock (the request's start is `ctx.startedAt`, a performance.now()
+ * reading): left to the SDK, a span with an explicit start ends on Date.now() and one without on
+ * the performance clock, and the two can disagree by a millisecond.
+ */
+function now(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 /** Method, tool and tenant of a request: names only, never arguments. */

@@ -1,0 +1,156 @@
+/**
+ * The AuditStore contract: every implementation (memory, SQLite, and later PostgreSQL) runs this
+ * same suite (DESIGN.md convention 2).
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { chainRecord, type Heads, verifyChains } from "../../src/audit/chain.ts";
+import type { FinalRecord } from "../../src/audit/record.ts";
+import type { AuditStore, ChainedRecord } from "../../src/audit/store.ts";
+
+let clock = Date.parse("2026-01-01T00:00:00Z");
+
+export function final(overrides: Partial<FinalRecord> = {}): FinalRecord {
+  clock += 1000;
+  return {
+    time: new Date(clock).toISOString(),
+    type: "call",
+    tenant: "acme",
+    subject: "ci",
+    principal: "key:github:acme:ci",
+    auth: "apiKey",
+    clientId: null,
+    keyId: "k1",
+    session: "abc",
+    server: "github",
+    instance: "http://10.0.0.5:3000/mcp",
+    method: "tools/call",
+    target: "search",
+    rpcId: "1",
+    args: { digest: "sha256:00" },
+    decision: "allowed",
+    code: null,
+    status: 200,
+    outcome: { kind: "result", isError: false },
+    latencyMs: 3.2,
+    upstreamMs: 2.1,
+    requestId: "r1",
+    traceId: null,
+    detail: null,
+    ...overrides,
+  };
+}
+
+export function chained(heads: Heads, list: Partial<FinalRecord>[]): ChainedRecord[] {
+  return list.map((o) => chainRecord(heads, final(o)));
+}
+
+export function auditStoreContract(name: string, open: () => Promise<AuditStore>): void {
+  describe(`AuditStore contract: ${name}`, () => {
+    test("append then query returns the records in order, as hashed", async () => {
+      const store = await open();
+      const batch = chained(new Map(), [{ target: "a" }, { target: "b" }, { tenant: "globex", target: "c" }]);
+      await store.append(batch);
+      const page = await store.query({}, { limit: 10 });
+      assert.deepEqual(
+        page.records,
+        batch.map((c) => c.record),
+      );
+      assert.equal(page.more, false);
+      await store.close();
+    });
+
+    test("heads are the last record of every chain; chains are listed", async () => {
+      const store = await open();
+      const heads: Heads = new Map();
+      const batch = chained(heads, [{}, {}, { tenant: null }, { tenant: "globex" }, {}]);
+      await store.append(batch);
+      assert.deepEqual(await store.heads(), heads);
+      assert.deepEqual(await store.chains(), ["", "acme", "globex"]);
+      await store.close();
+    });
+
+    test("a record already stored (same chain and seq) is skipped: replay is idempotent", async () => {
+      const store = await open();
+      const batch = chained(new Map(), [{}, {}, {}]);
+      await store.append(batch.slice(0, 2));
+      await store.append(batch);
+      assert.equal((await store.query({}, { limit: 10 })).records.length, 3);
+      assert.equal((await verifyChains(store)).ok, true);
+      await store.close();
+    });
+
+    test("filters: tenant, subject, tool, type, since/until", async () => {
+      const store = await open();
+      const batch = chained(new Map(), [
+        { target: "search", subject: "alice" },
+        { target: "delete", subject: "bob" },
+        { tenant: "globex", target: "search" },
+        { type: "session.start", method: null, target: null },
+      ]);
+      await store.append(batch);
+      const q = async (f: Parameters<AuditStore["query"]>[0]) =>
+        (await store.query(f, { limit: 10 })).records.map((r) => r.seq + (r.tenant ?? "") + (r.target ?? ""));
+      assert.deepEqual(await q({ tenant: "acme" }), ["1acmesearch", "2acmedelete", "3acme"]);
+      assert.deepEqual(await q({ tool: "search" }), ["1acmesearch", "1globexsearch"]);
+      assert.deepEqual(await q({ subject: "bob" }), ["2acmedelete"]);
+      assert.deepEqual(await q({ type: "session.start" }), ["3acme"]);
+      const t1 = Date.parse(batch[1]!.record.time);
+      assert.deepEqual(await q({ since: t1, until: t1 + 1 }), ["2acmedelete"]);
+      await store.close();
+    });
+
+    test("cursor paging (asc and desc) visits every record once; asc resumes after new writes", async () => {
+      const store = await open();
+      const heads: Heads = new Map();
+      await store.append(chained(heads, Array.from({ length: 25 }, (_, i) => ({ target: `t${i}` }))));
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      for (;;) {
+        const page = await store.query({}, { limit: 10, ...(cursor !== undefined ? { cursor } : {}) });
+        seen.push(...page.records.map((r) => r.target as string));
+        if (!page.more) {
+          cursor = page.next ?? undefined;
+          break;
+        }
+        cursor = page.next ?? undefined;
+      }
+      assert.deepEqual(seen, Array.from({ length: 25 }, (_, i) => `t${i}`));
+      await store.append(chained(heads, [{ target: "later" }]));
+      const after = await store.query({}, { limit: 10, ...(cursor !== undefined ? { cursor } : {}) });
+      assert.deepEqual(
+        after.records.map((r) => r.target),
+        ["later"],
+      );
+      const desc: string[] = [];
+      let dc: string | undefined;
+      for (;;) {
+        const page = await store.query({}, { limit: 7, order: "desc", ...(dc !== undefined ? { cursor: dc } : {}) });
+        desc.push(...page.records.map((r) => r.target as string));
+        if (!page.more || page.next === null) break;
+        dc = page.next;
+      }
+      assert.equal(desc.length, 26);
+      assert.equal(desc[0], "later");
+      assert.equal(desc.at(-1), "t0");
+      await store.close();
+    });
+
+    test("scan returns one chain's rows by seq with the exact hashed text", async () => {
+      const store = await open();
+      const batch = chained(new Map(), [{}, { tenant: "globex" }, {}]);
+      await store.append(batch);
+      const rows = await store.scan("acme", 0, 10);
+      assert.deepEqual(
+        rows.map((r) => [r.seq, r.text, r.hash]),
+        [batch[0]!, batch[2]!].map((c) => [c.record.seq, c.text, c.record.hash]),
+      );
+      assert.deepEqual(
+        (await store.scan("acme", 1, 10)).map((r) => r.seq),
+        [2],
+      );
+      assert.equal((await verifyChains(store)).ok, true);
+      await store.close();
+    });
+  });
+}
