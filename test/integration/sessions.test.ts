@@ -87,6 +87,10 @@ describe("edge restart (SIGKILL)", () => {
 
     assert.equal(text(await client.callTool({ name: "echo", arguments: { text: "two" } })), "two");
     assert.equal(transport.sessionId, sessionId);
+    // The log line is written asynchronously by the child: wait for it rather than race it.
+    for (let i = 0; i < 50 && !/session re-initialized/.test(edge.output()); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     assert.match(edge.output(), /session re-initialized/);
     await edge.stop();
   });
