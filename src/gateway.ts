@@ -284,6 +284,33 @@ export class Gateway {
     for (const w of assessment.warnings) gw.log.warn({ code: w.code }, w.message);
     // Metrics and traces start before the listeners, so the first request is counted and traced.
     gw.#metrics?.start();
+    // Audit gauges (read at scrape time): what waits in memory and in the spool, records dropped.
+    if (gw.#metrics) {
+      const a = gw.audit;
+      gw.#metrics.registerGauge(
+        "mcp_edge_audit_queue_depth",
+        "Audit records waiting in memory.",
+        () => a.stats().queued,
+      );
+      gw.#metrics.registerGauge(
+        "mcp_edge_audit_spool_records",
+        "Audit records in the spool.",
+        () => a.stats().spooled,
+      );
+      gw.#metrics.registerGauge(
+        "mcp_edge_audit_spool_bytes",
+        "Size of the audit spool.",
+        () => a.stats().spoolBytes,
+      );
+      gw.#metrics.registerGauge(
+        "mcp_edge_audit_dropped",
+        "Audit records dropped (queue over its hard bound).",
+        () => a.stats().dropped,
+      );
+      gw.#metrics.registerGauge("mcp_edge_audit_store_up", "1 while the audit store takes writes.", () =>
+        a.stats().storeUp ? 1 : 0,
+      );
+    }
     gw.#tracing = await Tracing.create({
       config: config.tracing,
       routes: gw.routes,

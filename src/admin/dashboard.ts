@@ -88,7 +88,11 @@ export function serveDashboard(req: IncomingMessage, res: ServerResponse, p: str
     return;
   }
   if (req.method !== "GET" && req.method !== "HEAD") {
-    res.writeHead(405, { ...SECURITY_HEADERS, allow: "GET, HEAD", "content-type": "text/plain; charset=utf-8" });
+    res.writeHead(405, {
+      ...SECURITY_HEADERS,
+      allow: "GET, HEAD",
+      "content-type": "text/plain; charset=utf-8",
+    });
     res.end("method not allowed\n");
     return;
   }

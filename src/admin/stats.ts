@@ -71,11 +71,22 @@ export interface StatsAnswer {
   buckets: (Figures & { start: string })[];
   /** Per dimension: totals, and `buckets` aligned with the top-level `buckets`. */
   by_server: (Figures & { server: string | null; buckets: Figures[] })[];
-  by_tool: (Figures & { server: string | null; method: string | null; tool: string | null; buckets: Figures[] })[];
+  by_tool: (Figures & {
+    server: string | null;
+    method: string | null;
+    tool: string | null;
+    buckets: Figures[];
+  })[];
   by_tool_omitted: number;
   by_tenant: (Figures & { tenant: string | null; buckets: Figures[] })[];
   /** The busiest tools of the window (tools/call only), by calls. */
-  top_tools: { server: string | null; tool: string | null; calls: number; errors: number; rate_limited: number }[];
+  top_tools: {
+    server: string | null;
+    tool: string | null;
+    calls: number;
+    errors: number;
+    rate_limited: number;
+  }[];
 }
 
 export interface StatsRequest {
@@ -103,7 +114,10 @@ export function statsRequest(
   if (bucketText !== null) {
     bucketMs = duration("bucket", bucketText);
     if (bucketMs < 1000 || windowMs / bucketMs > MAX_BUCKETS) {
-      throw new GatewayError("EDGE_ADMIN_BAD_REQUEST", `bucket: at least 1s and at most ${MAX_BUCKETS} per window`);
+      throw new GatewayError(
+        "EDGE_ADMIN_BAD_REQUEST",
+        `bucket: at least 1s and at most ${MAX_BUCKETS} per window`,
+      );
     }
   } else {
     const raw = windowMs / TARGET_BUCKETS;
@@ -204,7 +218,10 @@ export function aggregate(
   const g = grid(req);
   const all = new Series(g.count);
   const servers = new Map<string, { server: string | null; s: Series }>();
-  const tools = new Map<string, { server: string | null; method: string | null; tool: string | null; s: Series }>();
+  const tools = new Map<
+    string,
+    { server: string | null; method: string | null; tool: string | null; s: Series }
+  >();
   const tenants = new Map<string, { tenant: string | null; s: Series }>();
   let counted = 0;
   for (const r of records) {
@@ -222,7 +239,8 @@ export function aggregate(
     sv.s.add(r, i);
     const tk = JSON.stringify([r.server, r.method, r.target]);
     let tv = tools.get(tk);
-    if (!tv) tools.set(tk, (tv = { server: r.server, method: r.method, tool: r.target, s: new Series(g.count) }));
+    if (!tv)
+      tools.set(tk, (tv = { server: r.server, method: r.method, tool: r.target, s: new Series(g.count) }));
     tv.s.add(r, i);
     const nk = JSON.stringify(r.tenant);
     let nv = tenants.get(nk);
@@ -253,7 +271,10 @@ export function aggregate(
     truncated: extra.truncated ?? false,
     pending: extra.pending ?? 0,
     totals: all.total.figures(),
-    buckets: all.buckets.map((b, i) => ({ start: new Date(g.start + i * req.bucketMs).toISOString(), ...b.figures() })),
+    buckets: all.buckets.map((b, i) => ({
+      start: new Date(g.start + i * req.bucketMs).toISOString(),
+      ...b.figures(),
+    })),
     by_server: [...servers.values()]
       .sort((a, b) => byCalls(a, b) || label(a.server).localeCompare(label(b.server)))
       .map((v) => ({ server: v.server, ...v.s.out() })),

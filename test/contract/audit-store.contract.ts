@@ -103,7 +103,12 @@ export function auditStoreContract(name: string, open: () => Promise<AuditStore>
     test("cursor paging (asc and desc) visits every record once; asc resumes after new writes", async () => {
       const store = await open();
       const heads: Heads = new Map();
-      await store.append(chained(heads, Array.from({ length: 25 }, (_, i) => ({ target: `t${i}` }))));
+      await store.append(
+        chained(
+          heads,
+          Array.from({ length: 25 }, (_, i) => ({ target: `t${i}` })),
+        ),
+      );
       const seen: string[] = [];
       let cursor: string | undefined;
       for (;;) {
@@ -115,7 +120,10 @@ export function auditStoreContract(name: string, open: () => Promise<AuditStore>
         }
         cursor = page.next ?? undefined;
       }
-      assert.deepEqual(seen, Array.from({ length: 25 }, (_, i) => `t${i}`));
+      assert.deepEqual(
+        seen,
+        Array.from({ length: 25 }, (_, i) => `t${i}`),
+      );
       await store.append(chained(heads, [{ target: "later" }]));
       const after = await store.query({}, { limit: 10, ...(cursor !== undefined ? { cursor } : {}) });
       assert.deepEqual(
@@ -125,7 +133,10 @@ export function auditStoreContract(name: string, open: () => Promise<AuditStore>
       const desc: string[] = [];
       let dc: string | undefined;
       for (;;) {
-        const page = await store.query({}, { limit: 7, order: "desc", ...(dc !== undefined ? { cursor: dc } : {}) });
+        const page = await store.query(
+          {},
+          { limit: 7, order: "desc", ...(dc !== undefined ? { cursor: dc } : {}) },
+        );
         desc.push(...page.records.map((r) => r.target as string));
         if (!page.more || page.next === null) break;
         dc = page.next;

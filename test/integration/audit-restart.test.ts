@@ -55,7 +55,10 @@ after(async () => {
   await upstream?.stop();
 });
 
-const digest = (arg: string) => `sha256:${createHash("sha256").update(JSON.stringify({ k: arg })).digest("hex")}`;
+const digest = (arg: string) =>
+  `sha256:${createHash("sha256")
+    .update(JSON.stringify({ k: arg }))
+    .digest("hex")}`;
 
 async function post(body: object, sessionId?: string) {
   const res = await fetch(`${base}/mcp`, {
@@ -70,7 +73,11 @@ async function post(body: object, sessionId?: string) {
     signal: AbortSignal.timeout(20_000),
   });
   await res.text();
-  return { status: res.status, requestId: res.headers.get("x-mcp-edge-request-id"), sid: res.headers.get("mcp-session-id") };
+  return {
+    status: res.status,
+    requestId: res.headers.get("x-mcp-edge-request-id"),
+    sid: res.headers.get("mcp-session-id"),
+  };
 }
 
 async function initialize(): Promise<string> {
@@ -80,7 +87,11 @@ async function initialize(): Promise<string> {
         jsonrpc: "2.0",
         id: 0,
         method: "initialize",
-        params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "load", version: "1" } },
+        params: {
+          protocolVersion: "2025-11-25",
+          capabilities: {},
+          clientInfo: { name: "load", version: "1" },
+        },
       });
       if (r.status === 200 && r.sid) {
         await post({ jsonrpc: "2.0", method: "notifications/initialized" }, r.sid);
@@ -116,7 +127,9 @@ async function allRecords(filter = ""): Promise<AuditRecord[]> {
 }
 
 async function verify(): Promise<{ ok: boolean; chains: unknown[] }> {
-  const res = await fetch(`${admin}/api/audit/verify`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const res = await fetch(`${admin}/api/audit/verify`, {
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
   return (await res.json()) as { ok: boolean; chains: unknown[] };
 }
 
@@ -127,13 +140,18 @@ test(`(a) ${CALLS} calls from ${CLIENTS} clients with a SIGTERM restart: one rec
   const restartAt = Math.floor(CALLS * 0.4);
   const client = async (c: number, calls: number) => {
     let sid = await initialize();
-    for (let n = 0; n < calls; ) {
+    for (let n = 0; n < calls;) {
       const arg = `c${c}-n${n}-a${log.length}`;
       const attempt: Attempt = { arg, status: null, requestId: null };
       log.push(attempt);
       try {
         const r = await post(
-          { jsonrpc: "2.0", id: n + 1, method: "tools/call", params: { name: "test_simple_text", arguments: { k: arg } } },
+          {
+            jsonrpc: "2.0",
+            id: n + 1,
+            method: "tools/call",
+            params: { name: "test_simple_text", arguments: { k: arg } },
+          },
           sid,
         );
         attempt.status = r.status;
@@ -155,7 +173,9 @@ test(`(a) ${CALLS} calls from ${CLIENTS} clients with a SIGTERM restart: one rec
   };
   const share = Math.floor(CALLS / CLIENTS);
   await Promise.all(
-    Array.from({ length: CLIENTS }, (_, c) => client(c, c === CLIENTS - 1 ? CALLS - share * (CLIENTS - 1) : share)),
+    Array.from({ length: CLIENTS }, (_, c) =>
+      client(c, c === CLIENTS - 1 ? CALLS - share * (CLIENTS - 1) : share),
+    ),
   );
   await restarted;
   assert.equal(done, CALLS);
@@ -179,7 +199,8 @@ test(`(a) ${CALLS} calls from ${CLIENTS} clients with a SIGTERM restart: one rec
       assert.ok(got.length <= 1, `at most one record for ${a.arg} (no answer)`);
     }
   }
-  for (const r of records) assert.ok(known.has(r.args?.digest as string), "no record the clients did not cause");
+  for (const r of records)
+    assert.ok(known.has(r.args?.digest as string), "no record the clients did not cause");
   assert.ok(answered >= CALLS);
   assert.ok(records.length >= CALLS);
   const v = await verify();
@@ -194,7 +215,12 @@ test("SIGKILL: every call answered more than a flush interval before the kill is
   for (let i = 0; i < 100; i++) {
     const arg = `kill-${i}`;
     const r = await post(
-      { jsonrpc: "2.0", id: i + 1, method: "tools/call", params: { name: "test_simple_text", arguments: { k: arg } } },
+      {
+        jsonrpc: "2.0",
+        id: i + 1,
+        method: "tools/call",
+        params: { name: "test_simple_text", arguments: { k: arg } },
+      },
       sid,
     );
     assert.equal(r.status, 200);
@@ -206,7 +232,12 @@ test("SIGKILL: every call answered more than a flush interval before the kill is
   const digests = new Set((await allRecords("&tool=test_simple_text")).map((r) => r.args?.digest));
   for (const a of args) assert.ok(digests.has(digest(a)), `${a} recorded`);
   const after = await post(
-    { jsonrpc: "2.0", id: 999, method: "tools/call", params: { name: "test_simple_text", arguments: { k: "after-kill" } } },
+    {
+      jsonrpc: "2.0",
+      id: 999,
+      method: "tools/call",
+      params: { name: "test_simple_text", arguments: { k: "after-kill" } },
+    },
     sid,
   );
   assert.equal(after.status, 200);

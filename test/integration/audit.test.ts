@@ -79,7 +79,12 @@ interface Answer {
   sessionId: string | null;
 }
 
-async function mcp(key: string | undefined, body: object, sessionId?: string, extra: Record<string, string> = {}): Promise<Answer> {
+async function mcp(
+  key: string | undefined,
+  body: object,
+  sessionId?: string,
+  extra: Record<string, string> = {},
+): Promise<Answer> {
   const res = await fetch(edge.url("github"), {
     method: "POST",
     headers: {
@@ -112,7 +117,11 @@ async function initialize(key: string): Promise<string> {
     jsonrpc: "2.0",
     id: 0,
     method: "initialize",
-    params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "audit-test", version: "1" } },
+    params: {
+      protocolVersion: "2025-11-25",
+      capabilities: {},
+      clientInfo: { name: "audit-test", version: "1" },
+    },
   });
   assert.equal(r.status, 200);
   const sid = r.sessionId as string;
@@ -121,8 +130,19 @@ async function initialize(key: string): Promise<string> {
 }
 
 let nextId = 1;
-function call(key: string | undefined, sid: string | undefined, name: string, args: unknown, extra?: Record<string, string>) {
-  return mcp(key, { jsonrpc: "2.0", id: nextId++, method: "tools/call", params: { name, arguments: args } }, sid, extra);
+function call(
+  key: string | undefined,
+  sid: string | undefined,
+  name: string,
+  args: unknown,
+  extra?: Record<string, string>,
+) {
+  return mcp(
+    key,
+    { jsonrpc: "2.0", id: nextId++, method: "tools/call", params: { name, arguments: args } },
+    sid,
+    extra,
+  );
 }
 
 async function records(query = "", token = ADMIN_TOKEN): Promise<AuditRecord[]> {
@@ -173,8 +193,16 @@ describe("audit", () => {
     assert.ok(typeof rec.latencyMs === "number");
     assert.ok(rec.outcome?.kind === "result");
     // The digest is over the canonical JSON of the arguments as sent (keys sorted).
-    assert.equal(rec.args?.digest, sha('{"password":"hunter2","q":"hello","requestId":"forged","tenant":"evil"}'));
-    assert.deepEqual(rec.args?.value, { q: "hello", tenant: "evil", requestId: "forged", password: "[REDACTED]" });
+    assert.equal(
+      rec.args?.digest,
+      sha('{"password":"hunter2","q":"hello","requestId":"forged","tenant":"evil"}'),
+    );
+    assert.deepEqual(rec.args?.value, {
+      q: "hello",
+      tenant: "evil",
+      requestId: "forged",
+      password: "[REDACTED]",
+    });
     const starts = (await records("&type=session.start")).filter((r) => r.tenant === "acme");
     assert.ok(starts.some((r) => r.session === rec.session));
   });
@@ -207,7 +235,9 @@ describe("audit", () => {
 
   test("(d) admin actions are recorded, refused ones too", async () => {
     const adminRecs = await records("&type=admin");
-    assert.ok(adminRecs.some((r) => r.method === "key.create" && r.tenant === "globex" && r.decision === "allowed"));
+    assert.ok(
+      adminRecs.some((r) => r.method === "key.create" && r.tenant === "globex" && r.decision === "allowed"),
+    );
     const refused = await api("/api/keys/nope", "wrong-token-wrong-token-wrong-token", "DELETE");
     assert.equal(refused.status, 401);
     const after = await records("&type=admin");
@@ -215,7 +245,7 @@ describe("audit", () => {
   });
 
   test("(e) CR/LF/ANSI/1 MB in tool names and arguments: parseable, bounded, escaped", async () => {
-    const nasty = "evil\r\n{\"tenant\":\"x\"}\u001b[31mred\u001b[0m\u2028";
+    const nasty = 'evil\r\n{"tenant":"x"}\u001b[31mred\u001b[0m\u2028';
     const big = "A".repeat(1024 * 1024);
     const r = await call(keys.acme, sid, `${nasty}${"n".repeat(5000)}`, { [nasty]: big, list: [nasty] });
     assert.ok(r.status < 500, String(r.status));
@@ -223,7 +253,6 @@ describe("audit", () => {
     assert.ok(rec);
     const text = JSON.stringify(rec);
     assert.ok(text.length < 16 * 1024, `record is ${text.length} bytes`);
-    // eslint-disable-next-line no-control-regex
     const raw = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
     assert.doesNotMatch(rec.target ?? "", raw);
     assert.ok((rec.target ?? "").startsWith("evil\\u000d\\u000a"));
@@ -265,7 +294,10 @@ describe("audit", () => {
     assert.ok(all.some((r) => r.tenant === "globex"));
     const mine = await records("", keys.acmeAdmin);
     assert.ok(mine.length > 0);
-    assert.ok(mine.every((r) => r.tenant === "acme"), "only acme records");
+    assert.ok(
+      mine.every((r) => r.tenant === "acme"),
+      "only acme records",
+    );
     assert.equal((await api("/api/audit?tenant=globex", keys.acmeAdmin)).status, 404);
     const v = await api("/api/audit/verify", keys.acmeAdmin);
     assert.equal(v.status, 200);
@@ -310,12 +342,17 @@ describe("audit", () => {
     const after = await call(keys.acme, sid, "test_simple_text", { after: true });
     assert.equal(after.status, 200, "tools/call works again");
     const all = await records();
-    for (const id of made) assert.equal(all.filter((r) => r.requestId === id).length, 1, `one record for ${id}`);
+    for (const id of made)
+      assert.equal(all.filter((r) => r.requestId === id).length, 1, `one record for ${id}`);
     const refusedRec = all.find((r) => r.requestId === refused?.requestId);
     assert.equal(refusedRec?.code, "EDGE_AUDIT_UNAVAILABLE");
     assert.equal(refusedRec?.decision, "refused");
     const acme = all.filter((r) => r.chain === "acme").map((r) => r.seq);
-    assert.deepEqual(acme, Array.from({ length: acme.length }, (_, i) => i + 1), "acme chain in order, no gaps");
+    assert.deepEqual(
+      acme,
+      Array.from({ length: acme.length }, (_, i) => i + 1),
+      "acme chain in order, no gaps",
+    );
     assert.equal((await api("/api/audit/verify")).json.ok, true);
   });
 
@@ -333,7 +370,9 @@ describe("audit", () => {
     const db = new DatabaseSync(auditDb);
     try {
       db.exec("PRAGMA busy_timeout = 5000");
-      const row = db.prepare("SELECT seq, record FROM audit WHERE chain = 'globex' ORDER BY seq LIMIT 1 OFFSET 1").get() as {
+      const row = db
+        .prepare("SELECT seq, record FROM audit WHERE chain = 'globex' ORDER BY seq LIMIT 1 OFFSET 1")
+        .get() as {
         seq: number;
         record: string;
       };
@@ -353,7 +392,9 @@ describe("audit", () => {
       db.prepare("UPDATE audit SET record = ? WHERE chain = 'globex' AND seq = ?").run(row.record, row.seq);
       assert.equal((await api("/api/audit/verify")).json.ok, true);
       // Deleting one record of acme's chain.
-      const del = db.prepare("SELECT seq FROM audit WHERE chain = 'acme' ORDER BY seq LIMIT 1 OFFSET 3").get() as { seq: number };
+      const del = db
+        .prepare("SELECT seq FROM audit WHERE chain = 'acme' ORDER BY seq LIMIT 1 OFFSET 3")
+        .get() as { seq: number };
       db.prepare("DELETE FROM audit WHERE chain = 'acme' AND seq = ?").run(del.seq);
       v = await api("/api/audit/verify?tenant=acme");
       assert.equal(v.json.ok, false);

@@ -23,7 +23,10 @@ import type { RequestEndEvent } from "../../src/observability/channels.ts";
 const sha = (s: string) => createHash("sha256").update(s).digest("hex");
 
 test("canonical JSON sorts keys at every depth and drops undefined members", () => {
-  assert.equal(canonicalJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: undefined } }), '{"a":{"d":[1,{"y":2,"z":1}]},"b":1}');
+  assert.equal(
+    canonicalJson({ b: 1, a: { d: [1, { z: 1, y: 2 }], c: undefined } }),
+    '{"a":{"d":[1,{"y":2,"z":1}]},"b":1}',
+  );
   assert.equal(canonicalJson([NaN, "x\n"]), '[null,"x\\n"]');
   // Fixed vector: the digest of {"q":"x"} is the SHA-256 of that exact text.
   assert.equal(digestOf({ q: "x" }), `sha256:${sha('{"q":"x"}')}`);
@@ -34,7 +37,6 @@ test("escapeText neutralizes CR/LF, ANSI, C1 controls, line separators and bidi 
   const s = "a\r\nb\u001b[31mred\u009b\u2028\u202e";
   const e = escapeText(s);
   assert.equal(e, "a\\u000d\\u000ab\\u001b[31mred\\u009b\\u2028\\u202e");
-  // eslint-disable-next-line no-control-regex
   assert.doesNotMatch(e, /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e]/);
 });
 
@@ -82,7 +84,10 @@ test("arguments: megabyte strings, deep nesting, many keys and __proto__ stay bo
   assert.deepEqual(Object.keys(r.value as object).includes("__proto__"), true);
   // Over maxBytes: only the digest.
   const small = argsPolicy({ mode: "full", maxBytes: 100 });
-  assert.deepEqual(recordArgs({ a: "y".repeat(500) }, small), { digest: digestOf({ a: "y".repeat(500) }), truncated: true });
+  assert.deepEqual(recordArgs({ a: "y".repeat(500) }, small), {
+    digest: digestOf({ a: "y".repeat(500) }),
+    truncated: true,
+  });
   // Nesting beyond the canonical depth still yields a digest (of the plain serialization).
   let abyss: unknown = 1;
   for (let i = 0; i < 2000; i++) abyss = [abyss];
@@ -93,7 +98,10 @@ function ctx(overrides: Partial<RequestContext> = {}): RequestContext {
   return {
     requestId: "req-1",
     startedAt: 0,
-    req: { method: "POST", headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" } },
+    req: {
+      method: "POST",
+      headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+    },
     res: {},
     route: { name: "github" },
     endpoint: "mcp",
@@ -121,7 +129,11 @@ test("drafts: one per audited request of the body; client fields stay inside arg
           jsonrpc: "2.0",
           id: 7,
           method: "tools/call",
-          params: { name: "search", arguments: { tenant: "evil", requestId: "forged" }, _meta: { tenant: "evil" } },
+          params: {
+            name: "search",
+            arguments: { tenant: "evil", requestId: "forged" },
+            _meta: { tenant: "evil" },
+          },
         },
         { jsonrpc: "2.0", id: 8, method: "resources/read", params: { uri: "file:///x" } },
         { jsonrpc: "2.0", id: 9, method: "tools/list" },
@@ -203,11 +215,24 @@ test("drafts: refusals and failures get the right decision; a POST refused unrea
 });
 
 test("drafts from session and admin events", () => {
-  const s = draftFromSession({ kind: "end", sessionId: "sid", server: "github", tenant: "acme", principal: "p", reason: "idle" });
+  const s = draftFromSession({
+    kind: "end",
+    sessionId: "sid",
+    server: "github",
+    tenant: "acme",
+    principal: "p",
+    reason: "idle",
+  });
   assert.equal(s.type, "session.end");
   assert.notEqual(s.session, "sid");
   assert.deepEqual(s.detail, { reason: "idle" });
-  const a = draftFromAdmin({ action: "key.revoke", actor: "root", tenant: "acme", target: "k1", outcome: "refused" });
+  const a = draftFromAdmin({
+    action: "key.revoke",
+    actor: "root",
+    tenant: "acme",
+    target: "k1",
+    outcome: "refused",
+  });
   assert.equal(a.type, "admin");
   assert.equal(a.decision, "refused");
   assert.equal(a.method, "key.revoke");
