@@ -29,6 +29,8 @@ export function withTestDefaults(doc: EdgeConfigDoc, dir = tempDir()): EdgeConfi
     admin: { listen: { host: "127.0.0.1", port: 0 } },
     store: { sqlite: path.join(dir, "edge.db") },
     log: { level: "warn" },
+    // A test that stops its edge must not wait the production drain (30 s) for a call it abandoned.
+    drain: { timeout: "5s" },
     ...doc,
   };
 }

@@ -263,7 +263,8 @@
       borderColor: color,
       backgroundColor: color,
       borderWidth: 2,
-      pointRadius: 0,
+      // A point where there is something (a lone busy bucket still shows); none along zeros.
+      pointRadius: (ctx) => (ctx.raw ? 2 : 0),
       pointHoverRadius: 3,
       tension: 0.2,
       spanGaps: true,
@@ -404,6 +405,7 @@
             { class: idleMs >= IDLE_MS ? "badge idle" : "badge" },
             `never used (${span(idleMs)} old)`,
           );
+        else if (idleMs < 86_400_000) idle = el("span", { class: "badge ok" }, `used ${span(idleMs)} ago`);
         else idle = el("span", { class: idleMs >= IDLE_MS ? "badge idle" : "badge" }, `idle ${span(idleMs)}`);
         let expires = "never";
         if (k.expires) {
