@@ -85,6 +85,58 @@ export function openDatabase(file: string): DatabaseSync {
   return db;
 }
 
+/**
+ * Batched "last seen" writes: a time per id kept in memory (the latest wins) and written in one
+ * transaction every `intervalMs`, so a request never waits for a write it does not need. Shared by
+ * session activity and API-key last use.
+ */
+class TouchBatch {
+  readonly #pending = new Map<string, number>();
+  readonly #db: DatabaseSync;
+  readonly #write: StatementSync;
+  readonly #timer: NodeJS.Timeout;
+
+  /** `write` takes (at, id, at): set the time where it is older. */
+  constructor(db: DatabaseSync, write: StatementSync, intervalMs: number) {
+    this.#db = db;
+    this.#write = write;
+    this.#timer = setInterval(() => this.flush(), intervalMs);
+    this.#timer.unref();
+  }
+
+  touch(id: string, at: number): void {
+    const prev = this.#pending.get(id);
+    if (prev === undefined || at > prev) this.#pending.set(id, at);
+  }
+
+  pending(id: string): number | undefined {
+    return this.#pending.get(id);
+  }
+
+  forget(id: string): void {
+    this.#pending.delete(id);
+  }
+
+  flush(): void {
+    if (this.#pending.size === 0) return;
+    const batch = [...this.#pending];
+    this.#pending.clear();
+    this.#db.exec("BEGIN");
+    try {
+      for (const [id, at] of batch) this.#write.run(at, id, at);
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      this.#db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.flush();
+  }
+}
+
 interface SessionRow {
   id: string;
   server: string;
@@ -122,8 +174,7 @@ function toRecord(row: SessionRow): SessionRecord {
 export class SqliteSessionStore implements SessionStore {
   readonly #db: DatabaseSync;
   readonly #ownsDb: boolean;
-  readonly #pendingTouches = new Map<string, number>();
-  readonly #timer: NodeJS.Timeout;
+  readonly #touches: TouchBatch;
   readonly #stmt: {
     get: StatementSync;
     put: StatementSync;
@@ -157,15 +208,14 @@ export class SqliteSessionStore implements SessionStore {
         "SELECT upstream_instance AS instance, COUNT(*) AS n FROM sessions WHERE server = ? GROUP BY upstream_instance",
       ),
     };
-    this.#timer = setInterval(() => this.#flushTouches(), options.touchFlushMs ?? 2000);
-    this.#timer.unref();
+    this.#touches = new TouchBatch(this.#db, this.#stmt.touch, options.touchFlushMs ?? 2000);
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
     const row = this.#stmt.get.get(id) as SessionRow | undefined;
     if (!row) return undefined;
     const rec = toRecord(row);
-    const pending = this.#pendingTouches.get(id);
+    const pending = this.#touches.pending(id);
     if (pending !== undefined && pending > rec.lastSeenAt) rec.lastSeenAt = pending;
     return rec;
   }
@@ -191,22 +241,21 @@ export class SqliteSessionStore implements SessionStore {
   }
 
   touch(id: string, at: number): void {
-    const prev = this.#pendingTouches.get(id);
-    if (prev === undefined || at > prev) this.#pendingTouches.set(id, at);
+    this.#touches.touch(id, at);
   }
 
   async delete(id: string): Promise<boolean> {
-    this.#pendingTouches.delete(id);
+    this.#touches.forget(id);
     return this.#stmt.del.run(id).changes > 0;
   }
 
   async listIdle(server: string, cutoff: number, limit: number): Promise<SessionRecord[]> {
-    this.#flushTouches();
+    this.#touches.flush();
     return (this.#stmt.idle.all(server, cutoff, limit) as unknown as SessionRow[]).map(toRecord);
   }
 
   async list(filter: { server?: string; tenant?: string }, limit: number): Promise<SessionRecord[]> {
-    this.#flushTouches();
+    this.#touches.flush();
     const rows = this.#stmt.list.all(
       filter.server ?? null,
       filter.tenant ?? null,
@@ -220,27 +269,12 @@ export class SqliteSessionStore implements SessionStore {
     return new Map(rows.map((r) => [r.instance, r.n]));
   }
 
-  #flushTouches(): void {
-    if (this.#pendingTouches.size === 0) return;
-    const batch = [...this.#pendingTouches];
-    this.#pendingTouches.clear();
-    this.#db.exec("BEGIN");
-    try {
-      for (const [id, at] of batch) this.#stmt.touch.run(at, id, at);
-      this.#db.exec("COMMIT");
-    } catch (err) {
-      this.#db.exec("ROLLBACK");
-      throw err;
-    }
-  }
-
   async flush(): Promise<void> {
-    this.#flushTouches();
+    this.#touches.flush();
   }
 
   async close(): Promise<void> {
-    clearInterval(this.#timer);
-    this.#flushTouches();
+    this.#touches.stop();
     if (this.#ownsDb) this.#db.close();
   }
 }
@@ -283,8 +317,7 @@ function toKey(row: ApiKeyRow): ApiKeyRecord {
 export class SqliteApiKeyStore implements ApiKeyStore {
   readonly #db: DatabaseSync;
   readonly #ownsDb: boolean;
-  readonly #pendingUse = new Map<string, number>();
-  readonly #timer: NodeJS.Timeout;
+  readonly #uses: TouchBatch;
   readonly #stmt: {
     insert: StatementSync;
     get: StatementSync;
@@ -312,8 +345,7 @@ export class SqliteApiKeyStore implements ApiKeyStore {
         "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
       ),
     };
-    this.#timer = setInterval(() => this.#flushUses(), options.touchFlushMs ?? 5000);
-    this.#timer.unref();
+    this.#uses = new TouchBatch(this.#db, this.#stmt.touch, options.touchFlushMs ?? 5000);
   }
 
   async insert(r: ApiKeyRecord): Promise<void> {
@@ -335,7 +367,7 @@ export class SqliteApiKeyStore implements ApiKeyStore {
   }
 
   #withPending(rec: ApiKeyRecord): ApiKeyRecord {
-    const used = this.#pendingUse.get(rec.id);
+    const used = this.#uses.pending(rec.id);
     if (used !== undefined && (rec.lastUsedAt === null || used > rec.lastUsedAt)) rec.lastUsedAt = used;
     return rec;
   }
@@ -373,31 +405,15 @@ export class SqliteApiKeyStore implements ApiKeyStore {
   }
 
   touch(id: string, at: number): void {
-    const prev = this.#pendingUse.get(id);
-    if (prev === undefined || at > prev) this.#pendingUse.set(id, at);
-  }
-
-  #flushUses(): void {
-    if (this.#pendingUse.size === 0) return;
-    const batch = [...this.#pendingUse];
-    this.#pendingUse.clear();
-    this.#db.exec("BEGIN");
-    try {
-      for (const [id, at] of batch) this.#stmt.touch.run(at, id, at);
-      this.#db.exec("COMMIT");
-    } catch (err) {
-      this.#db.exec("ROLLBACK");
-      throw err;
-    }
+    this.#uses.touch(id, at);
   }
 
   async flush(): Promise<void> {
-    this.#flushUses();
+    this.#uses.flush();
   }
 
   async close(): Promise<void> {
-    clearInterval(this.#timer);
-    this.#flushUses();
+    this.#uses.stop();
     if (this.#ownsDb) this.#db.close();
   }
 }
