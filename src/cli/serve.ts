@@ -68,6 +68,11 @@ function banner(gw: Gateway, quickstart: boolean, devKey: string | undefined): s
   for (const route of gw.routes.values())
     lines.push(`  MCP endpoint (${route.name}):  ${gw.url(route.name)}`);
   lines.push(`  Health:   ${gw.adminUrl}/healthz   ${gw.adminUrl}/readyz`);
+  if (gw.config.admin.token) {
+    lines.push(
+      `  Dashboard: ${gw.adminUrl}/dashboard   (sign in with the admin token${quickstart ? `, in ./${QUICKSTART_ADMIN_TOKEN_FILE}` : ""})`,
+    );
+  }
   if (quickstart) {
     const authorization = `Bearer ${devKey ?? "<your key>"}`;
     lines.push(
