@@ -1,5 +1,4 @@
 import type { Authenticator } from "./auth/authenticate.ts";
-import { logScope } from "./observability/logger.ts";
 import { authorize, filterToolsList, toolAllowed } from "./auth/authorize.ts";
 import type { Principal, RequestContext } from "./context.ts";
 import { GatewayError } from "./errors/errors.ts";
@@ -8,6 +7,7 @@ import type { Forwarder } from "./forward/streamable.ts";
 import { detectEra, isKnownVersion, metaProtocolVersion, validateStatelessHeaders } from "./listen/era.ts";
 import { checkHostAndOrigin, checkPostHeaders, checkSessionId, readBody, single } from "./listen/hygiene.ts";
 import { isRequest, parseBody } from "./listen/jsonrpc.ts";
+import { logScope } from "./observability/logger.ts";
 import type { CallLimiter } from "./ratelimit/limiter.ts";
 import type { SessionManager } from "./session/manager.ts";
 
@@ -30,10 +30,10 @@ export interface PipelineDeps {
  * The request pipeline: the one place where the order of the stages lives (DESIGN.md). Each step
  * says why it stands where it does. Config turns stages on and tunes them; it never reorders them.
  *
- *   host/origin → method → authenticate → body → era → session → forward
+ *   host/origin → method → authenticate (+ tenant) → body → era → authorize → rate limit
+ *     → session → forward
  *
- * Tenant resolution, per-tool authorization and rate limits take their places between `era` and
- * `session` as they are built (docs/lifecycle.md keeps the same picture).
+ * docs/lifecycle.md draws the same picture with what each stage answers.
  */
 export class Pipeline {
   readonly #d: PipelineDeps;
