@@ -7,12 +7,12 @@
  *   npm run bench:quick    1 and 16 connections, 3 short trials, writes bench/results/RESULTS-quick.md
  *
  * Options: --trials N  --duration MS  --warmup MS  --connections 1,16,64  --scenarios a,b
- *          --paths direct,minimal,edge  --out FILE  --profile-edge (V8 CPU profile of the edge,
+ *          --paths direct,minimal,edge,edge-full  --out FILE  --profile-edge (V8 CPU profile of the edge,
  *          summarised in the report)  --edge-ref REF (run mcp-edge from a git commit, not the working tree)
  *
  * Every process is a separate child bound to 127.0.0.1: the upstreams (bench/upstream.ts), the
  * proxies, and one load generator (bench/load.ts) per path. Trials are interleaved across paths
- * (trial 1 of direct, minimal, edge, then trial 2, ...) so that drift on the machine hits every path
+ * (trial 1 of direct, minimal, edge, edge-full, then trial 2, ...) so that drift on the machine hits every path
  * alike; each figure is the median over the trials. A proxy's CPU per request is read from
  * /proc/<pid>/stat just before and after each trial.
  *
@@ -88,6 +88,8 @@ const SCENARIOS: Scenario[] = [
 /** A running path: where the load generator sends a scenario's calls, and which process to meter. */
 interface RunningPath {
   url(s: Scenario): string;
+  /** Headers the load generator sends with every request of a scenario (a credential). */
+  headers?(s: Scenario): Record<string, string>;
   /** The proxy process whose CPU is charged to the path (none for direct). */
   proc?: Started;
   stop(): Promise<void>;
@@ -129,39 +131,105 @@ const PATHS: PathSpec[] = [
   },
   {
     id: "edge",
-    title: "mcp-edge",
-    async start({ upstreams, scenarios, tmp, profileDir }) {
-      const doc = {
-        listen: { host: "127.0.0.1", port: 0 },
-        admin: { listen: { host: "127.0.0.1", port: 0 } },
-        store: { sqlite: path.join(tmp, "edge.db") },
-        log: { level: "warn" },
-        servers: Object.fromEntries(
-          scenarios.map((s) => [
-            s.id,
-            { route: s.route, upstream: { urls: [upstreams.get(s.id)!.announced.url] }, auth: ["none"] },
-          ]),
-        ),
-      };
-      const file = path.join(tmp, "edge.yaml");
-      writeFileSync(file, JSON.stringify(doc, null, 2)); // JSON is YAML
-      const prof = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
-      const proc = await start({
-        name: "mcp-edge",
-        command: NODE_BIN,
-        args: [...prof, path.join(edgeRoot, "src/main.ts"), "serve", "-c", file],
-        cwd: tmp,
-        parse: edgeAnnouncement,
-        expect: scenarios.map((s) => s.id),
-      });
-      return {
-        url: (s) => proc.announced[s.id] as string,
-        proc,
-        stop: () => proc.stop(30_000),
-      };
-    },
+    title: "mcp-edge, `auth: [none]` (no key, no limits; metrics and audit at their defaults)",
+    start: (ctx) => startEdge(ctx, false),
+  },
+  {
+    id: "edge-full",
+    title:
+      "mcp-edge, full pipeline: API key auth (a key per server made through the admin API), limits per key, session and tool plus an in-flight cap per session (set high: never refused), audit on, metrics on",
+    start: (ctx) => startEdge(ctx, true),
   },
 ];
+
+/** Admin token of the benchmark's edge (the full-pipeline path creates its keys with it). */
+const ADMIN_TOKEN = "bench-admin-token-0123456789abcdef0123456789";
+
+/** A free TCP port on 127.0.0.1 (the admin listener's, so the benchmark knows where it is). */
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+/**
+ * mcp-edge over every scenario's upstream. `full`: what a production route runs — API keys (one per
+ * server, created through the admin API as an operator would), limits per key, session and tool and
+ * an in-flight cap (high enough never to refuse: the cost of counting is what is measured), audit
+ * and metrics on (their defaults). Otherwise `auth: [none]` and no limits.
+ */
+async function startEdge(
+  { upstreams, scenarios, tmp, profileDir }: Parameters<PathSpec["start"]>[0],
+  full: boolean,
+): Promise<RunningPath> {
+  const name = full ? "edge-full" : "edge";
+  const dir = path.join(tmp, name);
+  mkdirSync(dir, { recursive: true });
+  const adminPort = full ? await freePort() : 0;
+  const doc = {
+    listen: { host: "127.0.0.1", port: 0 },
+    admin: { listen: { host: "127.0.0.1", port: adminPort }, ...(full ? { token: ADMIN_TOKEN } : {}) },
+    store: { sqlite: path.join(dir, "edge.db") },
+    log: { level: "warn" },
+    metrics: { enabled: true },
+    servers: Object.fromEntries(
+      scenarios.map((s) => [
+        s.id,
+        {
+          route: s.route,
+          upstream: { urls: [upstreams.get(s.id)!.announced.url] },
+          auth: full ? ["apiKey"] : ["none"],
+          ...(full
+            ? {
+                limits: {
+                  key: "100000000/min",
+                  session: "100000000/min",
+                  tool: "100000000/min",
+                  concurrency: { session: 64 },
+                },
+              }
+            : {}),
+        },
+      ]),
+    ),
+  };
+  const file = path.join(dir, "edge.yaml");
+  writeFileSync(file, JSON.stringify(doc, null, 2)); // JSON is YAML
+  const prof = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : [];
+  const proc = await start({
+    name: `mcp-edge (${name})`,
+    command: NODE_BIN,
+    args: [...prof, path.join(edgeRoot, "src/main.ts"), "serve", "-c", file],
+    cwd: dir,
+    parse: edgeAnnouncement,
+    expect: scenarios.map((s) => s.id),
+  });
+  const keys = new Map<string, string>();
+  if (full) {
+    for (const s of scenarios) {
+      const res = await fetch(`http://127.0.0.1:${adminPort}/api/keys`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: "bench", server: s.id, tenant: "bench", consumer: "load" }),
+      });
+      const body = (await res.json()) as { key?: string };
+      if (res.status !== 201 || !body.key) throw new Error(`creating a key for ${s.id}: ${res.status}`);
+      keys.set(s.id, body.key);
+    }
+  }
+  return {
+    url: (s) => proc.announced[s.id] as string,
+    headers: (s): Record<string, string> => {
+      const key = keys.get(s.id);
+      return key ? { "x-api-key": key } : {};
+    },
+    proc,
+    stop: () => proc.stop(30_000),
+  };
+}
 
 /**
  * Where the edge listens, per route name: from the JSON log line `mcp-edge listening` (written at
@@ -273,7 +341,12 @@ interface LoadGen {
   stop(): Promise<void>;
 }
 
-async function spawnLoad(url: string, s: Scenario, connections: number): Promise<LoadGen> {
+async function spawnLoad(
+  url: string,
+  s: Scenario,
+  connections: number,
+  headers: Record<string, string> = {},
+): Promise<LoadGen> {
   const child = spawn(
     NODE_BIN,
     [
@@ -290,6 +363,7 @@ async function spawnLoad(url: string, s: Scenario, connections: number): Promise
       String(settings.warmupMs),
       "--trials",
       String(settings.trials),
+      ...Object.entries(headers).flatMap(([k, v]) => ["--header", `${k}: ${v}`]),
     ],
     { cwd: REPO_ROOT, stdio: ["pipe", "pipe", "pipe"] },
   );
@@ -368,7 +442,8 @@ async function measure(
   try {
     // One load generator per path, started (and warmed up) one after the other.
     for (const p of pathSpecs) {
-      gens.set(p.id, await spawnLoad(running.get(p.id)!.url(s), s, connections));
+      const rp = running.get(p.id)!;
+      gens.set(p.id, await spawnLoad(rp.url(s), s, connections, rp.headers?.(s)));
       trials.set(p.id, []);
     }
     for (let t = 0; t < settings.trials; t++) {
@@ -470,25 +545,28 @@ function table(rows: Row[], s: Scenario): string {
   return out.join("\n");
 }
 
-/** The edge against the minimal proxy, per scenario and concurrency: what the MCP awareness costs. */
+/** Each edge path against the minimal proxy, per scenario and concurrency: what the MCP awareness costs. */
 function summary(rows: Row[]): string {
   const out = [
     "### mcp-edge against the minimal proxy",
     "",
-    "| scenario | conns | edge CPU µs/req | minimal CPU µs/req | extra CPU µs/req | edge p50 − direct p50 (ms) | minimal p50 − direct p50 (ms) |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| scenario | conns | path | edge CPU µs/req | minimal CPU µs/req | extra CPU µs/req | CPU vs minimal | edge p50 − direct p50 (ms) | minimal p50 − direct p50 (ms) |",
+    "|---|---:|---|---:|---:|---:|---:|---:|---:|",
   ];
   for (const s of scenarios) {
     for (const c of settings.connections) {
       const get = (p: string) => rows.find((r) => r.scenario === s.id && r.connections === c && r.path === p);
-      const e = get("edge");
       const m = get("minimal");
       const d = get("direct");
-      if (!e || !m || !d) continue;
-      out.push(
-        `| ${s.id} | ${c} | ${fmt(e.proxyCpuUsPerReq, 0)} | ${fmt(m.proxyCpuUsPerReq, 0)} | ${fmt(e.proxyCpuUsPerReq - m.proxyCpuUsPerReq, 0)} | ` +
-          `${fmt(e.p50Ms - d.p50Ms, 2)} | ${fmt(m.p50Ms - d.p50Ms, 2)} |`,
-      );
+      if (!m || !d) continue;
+      for (const id of ["edge", "edge-full"]) {
+        const e = get(id);
+        if (!e) continue;
+        out.push(
+          `| ${s.id} | ${c} | ${id} | ${fmt(e.proxyCpuUsPerReq, 0)} | ${fmt(m.proxyCpuUsPerReq, 0)} | ${fmt(e.proxyCpuUsPerReq - m.proxyCpuUsPerReq, 0)} | ${ratio(e.proxyCpuUsPerReq, m.proxyCpuUsPerReq)} | ` +
+            `${fmt(e.p50Ms - d.p50Ms, 2)} | ${fmt(m.p50Ms - d.p50Ms, 2)} |`,
+        );
+      }
     }
   }
   return out.length > 4 ? out.join("\n") : "";
@@ -518,7 +596,7 @@ function report(rows: Row[], started: Date, elapsedS: number, profile: string): 
     '- **Upstreams** (`bench/upstream.ts`), one process per scenario, tool `echo`: session era on SDK v1 (`@modelcontextprotocol/sdk` McpServer + StreamableHTTPServerTransport, stateful sessions, `enableJsonResponse` on for JSON answers, off for SSE answers); stateless era on SDK v2 (`@modelcontextprotocol/server` `createMcpHandler`, `legacy: "reject"`).',
     "- **Paths**: " +
       pathSpecs.map((p) => `\`${p.id}\`: ${p.title}`).join("; ") +
-      ". mcp-edge runs `src/main.ts serve` with `auth: [none]`, log level warn, the SQLite session store.",
+      ". mcp-edge runs `src/main.ts serve` in embedded mode (the SQLite store), log level warn.",
     "- **Load** (`bench/load.ts`): a separate Node process per path; undici Pool, N connections, N clients, each answer checked (status, JSON-RPC id, `result`; SSE parsed). Stateless calls carry `MCP-Protocol-Version: 2026-07-28`, `Mcp-Method`, `Mcp-Name` and `_meta` protocol version + client capabilities.",
     `- Everything shares this machine's ${mc.nproc} CPUs over loopback: the load generator, the upstream and the proxy compete for them, so at 16+ connections req/s is bounded by total CPU, not by any one process. Read the CPU µs/req columns for the cost of a path, req/s and latency for what a client sees here.`,
     "",
@@ -591,10 +669,26 @@ async function main(): Promise<void> {
     rmSync(tmp, { recursive: true, force: true });
   }
   if (profileDir) {
-    const files = readdirSync(profileDir).filter((f) => f.endsWith(".cpuprofile"));
-    profile = files.length
-      ? summarizeProfile(path.join(profileDir, files[0] as string), 25)
-      : "(no profile was written: the edge did not exit cleanly)";
+    // One profile per edge path (each writes into its own directory when it exits).
+    const parts: string[] = [];
+    for (const id of ["edge", "edge-full"]) {
+      const dir = path.join(profileDir, id);
+      if (!pathSpecs.some((p) => p.id === id)) continue;
+      let files: string[];
+      try {
+        files = readdirSync(dir).filter((f) => f.endsWith(".cpuprofile"));
+      } catch {
+        files = [];
+      }
+      parts.push(
+        `### ${id}\n\n${
+          files.length
+            ? summarizeProfile(path.join(dir, files[0] as string), 25)
+            : "(no profile was written: the edge did not exit cleanly)"
+        }`,
+      );
+    }
+    profile = parts.join("\n\n");
   }
   const md = report(rows, started, (performance.now() - t0) / 1000, profile);
   mkdirSync(path.dirname(outFile), { recursive: true });

@@ -5,7 +5,7 @@
  * sends `tools/call echo` POSTs back to back: N calls in flight, one per connection.
  *
  *   node bench/load.ts --url http://127.0.0.1:4000/mcp --scenario session|stateless \
- *     --connections 16 --duration 3000 --warmup 1000 --trials 5
+ *     --connections 16 --duration 3000 --warmup 1000 --trials 5 [--header "x-api-key: mcpe_..."]
  *
  * Protocol with the orchestrator (bench/e2e.ts), one line each way:
  *   stdout `READY`                  sessions are open and the warm-up is done
@@ -48,6 +48,8 @@ const { values } = parseArgs({
     warmup: { type: "string", default: "1000" },
     trials: { type: "string", default: "1" },
     text: { type: "string", default: "hello from the benchmark" },
+    /** `name: value`, repeatable: sent with every request (e.g. `x-api-key: mcpe_...`). */
+    header: { type: "string", multiple: true, default: [] },
   },
 });
 if (!values.url) throw new Error("--url is required");
@@ -57,6 +59,13 @@ const connections = Number(values.connections);
 const durationMs = Number(values.duration);
 const warmupMs = Number(values.warmup);
 const trials = Number(values.trials);
+
+const extraHeaders: Record<string, string> = {};
+for (const h of values.header) {
+  const colon = h.indexOf(":");
+  if (colon <= 0) throw new Error(`--header ${h}: expected "name: value"`);
+  extraHeaders[h.slice(0, colon).trim().toLowerCase()] = h.slice(colon + 1).trim();
+}
 
 const pool = new Pool(url.origin, { connections, pipelining: 1, keepAliveTimeout: 120_000 });
 
@@ -82,7 +91,7 @@ function findAnswer(contentType: string, text: string, id: number): Record<strin
 
 class Client {
   #nextId = 1;
-  #headers: Record<string, string> = { "content-type": "application/json", accept: ACCEPT };
+  #headers: Record<string, string> = { ...extraHeaders, "content-type": "application/json", accept: ACCEPT };
   readonly #callBody: (id: number) => string;
   readonly index: number;
 

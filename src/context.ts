@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Principal } from "./auth/types.ts";
 import type { ServerConfig } from "./config/schema.ts";
+import type { EgressDecision } from "./egress/proxy.ts";
 import type { RpcMessage } from "./listen/jsonrpc.ts";
 import type { CallOutcome } from "./observability/channels.ts";
 import type { Logger } from "./observability/logger.ts";
@@ -49,4 +50,9 @@ export interface RequestContext {
   /** The upstream instance that served the call, and how long the upstream took (ms). */
   upstream?: { instance: string; ms: number };
   session?: SessionRecord;
+  /**
+   * Outbound requests a stdio server made through the egress proxy while this request was in
+   * flight, allowed or denied (src/egress/proxy.ts); copied into the call's audit record.
+   */
+  egress?: EgressDecision[];
 }

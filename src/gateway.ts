@@ -18,6 +18,7 @@ import type { Config } from "./config/schema.ts";
 import { assessConfig } from "./config/warnings.ts";
 import type { Endpoint, RequestContext, Route } from "./context.ts";
 import { Egress } from "./egress/index.ts";
+import { EgressProxy } from "./egress/proxy.ts";
 import { GatewayError } from "./errors/errors.ts";
 import { sendError, toGatewayError } from "./errors/wire.ts";
 import { LegacyBridge } from "./forward/legacy.ts";
@@ -52,6 +53,8 @@ interface GatewayDeps {
   egress: Egress;
   log: Logger;
   audit: AuditLog;
+  /** The egress proxy of stdio servers (started); undefined when no route spawns a process. */
+  egressProxy: EgressProxy | undefined;
 }
 
 /** Track promises of work in flight, for the drain. */
@@ -78,6 +81,7 @@ function createUpstream(
   cfg: Config["servers"][string],
   egress: Egress,
   log: Logger,
+  egressProxy?: EgressProxy,
 ): Upstream {
   const u = cfg.upstream;
   const child = log.child({ server: route });
@@ -90,7 +94,12 @@ function createUpstream(
   const credentials = createCredentials(cfg.credentials, egress, child);
   if (u.urls) return new HttpUpstream(u, egress, child, undefined, credentials);
   if (u.sse) return new LegacySseUpstream(u, egress, child, credentials);
-  return new StdioUpstream(u, child);
+  // Egress proxy: the spawned processes' HTTP_PROXY, checked against this server's egress block.
+  return new StdioUpstream(
+    u,
+    child,
+    egressProxy ? { proxy: egressProxy, server: route, rules: cfg.egress } : undefined,
+  );
 }
 
 /**
@@ -104,6 +113,8 @@ export class Gateway {
   readonly routes = new Map<string, Route>();
   readonly #byPath = new Map<string, { route: Route; endpoint: Endpoint }>();
   readonly #egress: Egress;
+  /** The egress proxy of spawned stdio servers (src/egress/proxy.ts), when a route spawns any. */
+  readonly egressProxy: EgressProxy | undefined;
   readonly #db: DatabaseSync;
   readonly #store: SessionStore;
   readonly #keyStore: ApiKeyStore;
@@ -137,6 +148,7 @@ export class Gateway {
     this.config = config;
     this.log = deps.log;
     this.#egress = deps.egress;
+    this.egressProxy = deps.egressProxy;
     this.#db = deps.db;
     this.#identity = deps.identity;
     this.#oauth = deps.oauth;
@@ -145,7 +157,10 @@ export class Gateway {
     // notifications on any of its streams invalidate, whichever endpoint reads them.
     const cache = new ListCache({ servers: config.servers, log: this.log });
     for (const [name, cfg] of Object.entries(config.servers)) {
-      const upstream = cache.observe(name, createUpstream(name, cfg, this.#egress, this.log));
+      const upstream = cache.observe(
+        name,
+        createUpstream(name, cfg, this.#egress, this.log, this.egressProxy),
+      );
       const route: Route = { name, config: cfg, upstream };
       this.routes.set(name, route);
       this.#byPath.set(cfg.route, { route, endpoint: "mcp" });
@@ -250,7 +265,18 @@ export class Gateway {
       );
     }
     const log = options.logger ?? createLogger({ level: config.log.level });
-    const egress = new Egress({ connectTimeout: 5000 });
+    // The one guarded way out (src/egress): configured URLs as written, run-time URLs and every
+    // redirect hop checked against the SSRF policy.
+    const egress = new Egress({
+      connectTimeout: config.egress.connectTimeout,
+      rules: {
+        allowPrivate: config.egress.allowPrivateNetworks,
+        allowHosts: config.egress.allowHosts,
+        allowCidrs: config.egress.allowCidrs,
+      },
+      maxRedirects: config.egress.maxRedirects,
+      maxResponseBytes: config.egress.maxResponseBytes,
+    });
     const db = openDatabase(config.store.sqlite);
     const identity = await IdentitySigner.open(db, {
       issuer: config.publicUrl ?? "mcp-edge",
@@ -280,7 +306,20 @@ export class Gateway {
       }),
       log,
     });
-    const gw = new Gateway(config, { db, identity, oauth, egress, log, audit });
+    // Egress proxy (src/egress/proxy.ts): loopback, a free port, before any process is spawned
+    // (shared stdio processes start with the upstreams below).
+    let egressProxy: EgressProxy | undefined;
+    if (Object.values(config.servers).some((s) => s.upstream.stdio !== undefined)) {
+      egressProxy = new EgressProxy({ log });
+      await egressProxy.start("127.0.0.1");
+    }
+    let gw: Gateway;
+    try {
+      gw = new Gateway(config, { db, identity, oauth, egress, log, audit, egressProxy });
+    } catch (err) {
+      await egressProxy?.stop(); // a boot error must not leave the proxy listening
+      throw err;
+    }
     for (const w of assessment.warnings) gw.log.warn({ code: w.code }, w.message);
     // Metrics and traces start before the listeners, so the first request is counted and traced.
     gw.#metrics?.start();
@@ -621,6 +660,7 @@ export class Gateway {
     this.#sessions.close();
     this.#streams.close();
     await Promise.allSettled([...this.routes.values()].map((r) => r.upstream.stop()));
+    await this.egressProxy?.stop(); // after the processes that used it
     // Audit: every call above has published its end; flush it all (SIGTERM loses nothing).
     await this.audit.close();
     await this.#store.close();

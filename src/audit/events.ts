@@ -108,6 +108,9 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
       rpcId: JSON.stringify(m.id),
       outcome,
       ...(rawArgs !== undefined ? { rawArgs } : {}),
+      // Egress proxy: the server's outbound requests during the call (every call of a batch gets
+      // them: the process's requests carry no id). Copied: the array may still grow.
+      ...(ctx.egress && ctx.egress.length > 0 ? { egress: ctx.egress.slice() } : {}),
     });
   }
   return drafts;

@@ -9,6 +9,7 @@
  * client-supplied `tenant`, `requestId` or `_meta` stays inside `args` (or is dropped).
  */
 import { createHash } from "node:crypto";
+import type { EgressDecision } from "../egress/proxy.ts";
 
 export type AuditType = "call" | "request" | "session.start" | "session.end" | "admin";
 
@@ -73,6 +74,12 @@ export interface AuditRecord {
   traceId: string | null;
   /** Admin action details, session end reason. */
   detail: Record<string, string> | null;
+  /**
+   * Calls to a stdio server: the outbound requests it made through the egress proxy while the
+   * call was in flight, each allowed or denied with the address checked and the rule. Absent when
+   * there were none (and on every other record type).
+   */
+  egress?: EgressDecision[];
   /** Hash of the previous record of the chain (GENESIS for the first). */
   prev: string;
   hash: string;
@@ -367,6 +374,18 @@ export function finalizeDraft(d: AuditDraft, policy: ArgsPolicy): FinalRecord {
     for (const [k, v] of Object.entries(rest.detail).slice(0, 16))
       detail[boundText(k, 64)] = boundText(v, 1024);
     out.detail = detail;
+  }
+  // Egress entries: host, method and rule come from the spawned process's request line.
+  if (rest.egress) {
+    out.egress = rest.egress.slice(0, 100).map((e) => ({
+      time: e.time,
+      method: boundText(e.method, 16),
+      host: boundText(e.host, MAX_FIELD),
+      port: e.port,
+      resolvedAddress: e.resolvedAddress === null ? null : boundText(e.resolvedAddress, 64),
+      allowed: e.allowed,
+      rule: e.rule === null ? null : boundText(e.rule, 64),
+    }));
   }
   return out;
 }

@@ -46,6 +46,11 @@ export interface FetchBoundedOptions {
   timeout: number;
   /** Largest body accepted, in bytes. */
   maxBytes: number;
+  /**
+   * `runtime` for URLs the edge learned at run time (a jwks_uri from issuer metadata): their
+   * addresses are checked against the SSRF policy. Default `config`: written by the operator.
+   */
+  trust?: "config" | "runtime";
 }
 
 /** Client-visible text of EDGE_AUTH_UNAVAILABLE; the detail goes to `cause` and the log. */
@@ -76,6 +81,7 @@ export async function fetchBounded(
       ...(options.body !== undefined ? { body: options.body } : {}),
       signal,
       headersTimeout: options.timeout,
+      ...(options.trust ? { trust: options.trust } : {}),
     });
   } catch (err) {
     throw authUnavailable(`${options.method} ${url} failed`, err);
@@ -375,6 +381,8 @@ export class JwksCache {
           headers: { accept: "application/jwk-set+json, application/json" },
           timeout: this.#o.timeout,
           maxBytes: this.#o.maxBytes,
+          // A discovered jwks_uri was chosen by the metadata document, not the operator (SSRF).
+          trust: this.#o.jwksUri === undefined ? "runtime" : "config",
         });
         const jwks = parseJwks(answer);
         let local: LocalJwks;

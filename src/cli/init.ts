@@ -146,7 +146,7 @@ unsafe:
 # The MCP servers behind the edge, by name. Each is served at its route with
 # POST/GET/DELETE {route}, plus legacy GET {route}/sse and POST {route}/messages.
 servers:
-  # The bundled demo server (tools: echo, add, slow, large), spawned over stdio by the Node.js that
+  # The bundled demo server (tools: echo, add, slow, large, fetch_url), spawned over stdio by the Node.js that
   # ran \`mcp-edge init\`. Try it: http://127.0.0.1:8787/demo/mcp
   demo:
     route: /demo/mcp

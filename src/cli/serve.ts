@@ -77,7 +77,7 @@ function banner(gw: Gateway, quickstart: boolean, devKey: string | undefined): s
     const authorization = `Bearer ${devKey ?? "<your key>"}`;
     lines.push(
       "",
-      "  Quickstart: the bundled demo server (tools: echo, add, slow, large) over stdio, API-key auth.",
+      "  Quickstart: the bundled demo server (tools: echo, add, slow, large, fetch_url) over stdio, API-key auth.",
       devKey
         ? "  Your dev key (shown once, stored hashed; `mcp-edge keys create --name NAME` makes more):"
         : "  The dev key was shown at first start. New one: mcp-edge keys create --name NAME",

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { parseDuration, parseSize } from "./units.ts";
+import { parseAllowCidr, parseAllowHost } from "../egress/policy.ts";
 import { parseRate, TOOL_NAME } from "../ratelimit/spec.ts";
 
 /**
@@ -298,6 +299,32 @@ const rateLimitsSchema = z.strictObject({
     }),
 });
 
+/**
+ * Outbound requests of a stdio server, through the egress proxy (src/egress/proxy.ts). The address
+ * policy (no loopback, private, link-local or metadata targets) always applies; this block narrows
+ * it (`allow`) or opens it (the named opt-ins).
+ */
+const egressTarget = z.string().transform((v, ctx) => {
+  try {
+    // The key the address policy compares with (lower-case name, canonical IP, IPv6 bracketed).
+    return parseAllowHost(v);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const egressSchema = z.strictObject({
+  allow: z.array(egressTarget).prefault([]).meta({
+    description:
+      'Targets "host:port" this server may reach through the egress proxy; when set, the only ones. An entry is also the named opt-in for that one target on a private, loopback or link-local address (logged at boot as EDGE_WARN_EGRESS_PRIVATE when its host is such an address).',
+  }),
+  allowPrivate: z.boolean().prefault(false).meta({
+    description:
+      "Unsafe opt-in: private, loopback and link-local addresses are allowed for every target (EDGE_WARN_EGRESS_PRIVATE at boot).",
+  }),
+});
+
 const serverSchema = z.strictObject({
   route: route.meta({ description: "Public path of the MCP endpoint, e.g. /github/mcp." }),
   upstream: upstreamSchema.meta({
@@ -333,6 +360,10 @@ const serverSchema = z.strictObject({
     })
     .meta({ description: "Response cache for list results, per tenant and authorization context." }),
   limits: callLimitsSchema.optional(),
+  egress: egressSchema.prefault({ allow: [], allowPrivate: false }).meta({
+    description:
+      "Egress of a stdio server: its outbound HTTP(S) goes through the edge's egress proxy (HTTP_PROXY/HTTPS_PROXY with per-process credentials), checked per request and recorded on the tool call's audit record.",
+  }),
 });
 
 const streamsSchema = z.strictObject({
@@ -498,6 +529,46 @@ const auditSchema = z.strictObject({
     .meta({ description: "Where records go while the store is down." }),
 });
 
+// ---- egress of the edge itself (src/egress/index.ts, guard.ts, policy.ts) -------------------------
+
+/** An `allowCidrs` entry: a CIDR or one address, parsed by ipaddr.js (policy.ts). */
+const egressCidr = z.string().refine(
+  (v) => {
+    try {
+      parseAllowCidr(v);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: "not a CIDR (10.1.0.0/16, fd00:1::/48) or an IP address" },
+);
+
+const edgeEgressSchema = z.strictObject({
+  allowPrivateNetworks: z.boolean().prefault(false).meta({
+    description:
+      "Unsafe opt-in: URLs discovered at run time (JWKS URIs from metadata, client metadata documents) and redirect hops may reach private, loopback, link-local, CGNAT and unique-local addresses. Cloud metadata, multicast, reserved and unspecified addresses stay denied. URLs written in this file (upstreams, issuers, token endpoints) are trusted as written either way.",
+  }),
+  allowHosts: z.array(egressTarget).prefault([]).meta({
+    description:
+      'Exceptions "host:port" (e.g. idp.internal:443, [fd00::7]:8443) that run-time URLs and redirects may reach whatever their address; the name is still resolved once and the connection pinned.',
+  }),
+  allowCidrs: z.array(egressCidr).prefault([]).meta({
+    description:
+      "Address ranges (10.20.0.0/16, fd00:1::/48, or one address) that run-time URLs and redirects may reach: a narrower opt-in than allowPrivateNetworks.",
+  }),
+  maxRedirects: z.number().int().min(0).max(20).prefault(5).meta({
+    description: "Redirects followed per outbound request, each hop checked; one more is EDGE_EGRESS_DENIED.",
+  }),
+  maxResponseBytes: size.prefault("64MiB").meta({
+    description:
+      "Largest body of an outbound answer that is not a long-lived stream; more is EDGE_EGRESS_RESPONSE_TOO_LARGE.",
+  }),
+  connectTimeout: duration
+    .prefault("5s")
+    .meta({ description: "Deadline for opening a connection (TCP and TLS) to an outbound target." }),
+});
+
 const unsafeSchema = z.strictObject({
   allowUnauthenticatedPublic: z
     .boolean()
@@ -572,6 +643,10 @@ export const configSchema = z
     audit: auditSchema.prefault({}).meta({
       description:
         "Audit records: one per tool call, resource read, prompt, session start/end and admin action.",
+    }),
+    egress: edgeEgressSchema.prefault({}).meta({
+      description:
+        "Outbound requests of the edge itself (upstreams, JWKS, metadata, introspection, token endpoints): the SSRF policy for URLs discovered at run time and for every redirect (SPEC.md §7.7).",
     }),
     unsafe: unsafeSchema
       .prefault({ allowUnauthenticatedPublic: false })

@@ -1,4 +1,5 @@
 import { BlockList, isIP } from "node:net";
+import { classifyAddress, deniedName, parseHostLiteral } from "../egress/policy.ts";
 import type { WarningCode } from "../errors/codes.ts";
 import type { Config } from "./schema.ts";
 
@@ -102,6 +103,35 @@ export function assessConfig(config: Config): ConfigAssessment {
       message:
         "security.trustForwardedHeaders is on: client address and scheme are taken from X-Forwarded-* / Forwarded; only do this behind a proxy that overwrites them",
     });
+  }
+
+  // The edge's own egress: run-time URLs and redirects reaching private ranges is a named opt-in.
+  if (config.egress.allowPrivateNetworks) {
+    warnings.push({
+      code: "EDGE_WARN_EGRESS_PRIVATE",
+      message:
+        "egress.allowPrivateNetworks: URLs discovered at run time and redirect hops may reach private, loopback and link-local addresses",
+    });
+  }
+
+  // Egress proxy (src/egress/proxy.ts): reaching private ranges is a named opt-in per server.
+  for (const [name, server] of Object.entries(config.servers)) {
+    const egress = server.egress;
+    if (egress.allowPrivate) {
+      warnings.push({
+        code: "EDGE_WARN_EGRESS_PRIVATE",
+        message: `servers.${name}.egress.allowPrivate: the server may reach private, loopback and link-local addresses through the egress proxy`,
+      });
+    }
+    for (const target of egress.allow) {
+      const host = bareHost(target.slice(0, target.lastIndexOf(":")));
+      const denied = parseHostLiteral(host) ? classifyAddress(host).denied : deniedName(host) !== undefined;
+      if (!denied) continue;
+      warnings.push({
+        code: "EDGE_WARN_EGRESS_PRIVATE",
+        message: `servers.${name}.egress.allow: ${target} is a non-public address; the server may reach it through the egress proxy`,
+      });
+    }
   }
 
   const admin = config.admin.listen;

@@ -13,6 +13,9 @@
  *                                       passed a progressToken; returns "done after N steps"
  *   large  { kb = 256 } (max 8192)     returns `kb` KiB of deterministic text (for buffering /
  *                                       streaming / size-limit tests)
+ *   fetch_url { url, maxBytes = 512 }   GETs a URL through HTTP_PROXY / HTTPS_PROXY when set (the
+ *                                       edge's egress proxy) and returns the status and the first
+ *                                       bytes; redirects are returned, not followed
  * Resources
  *   demo://readme                       what this server is
  *   demo://numbers/{n}                  a resource template: facts about an integer
@@ -23,6 +26,10 @@ import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+// The demo server is an upstream behind the edge, not the edge: its outbound requests are what the
+// edge's egress proxy checks, so it uses undici directly (the lint rule guards the edge's own code).
+// eslint-disable-next-line no-restricted-imports
+import { EnvHttpProxyAgent, fetch as undiciFetch } from "undici";
 import { z } from "zod";
 
 const VERSION = "0.1.0";
@@ -62,7 +69,7 @@ export function createDemoServer(): McpServer {
     { name: "mcp-edge-demo", version: VERSION },
     {
       capabilities: { tools: {}, resources: {}, prompts: {} },
-      instructions: "Demo server bundled with mcp-edge. Try the echo, add, slow and large tools.",
+      instructions: "Demo server bundled with mcp-edge. Try the echo, add, slow, large and fetch_url tools.",
     },
   );
 
@@ -133,6 +140,50 @@ export function createDemoServer(): McpServer {
     async ({ kb }) => ({ content: [{ type: "text", text: largeText(kb) }] }),
   );
 
+  // Honours HTTP_PROXY / HTTPS_PROXY / NO_PROXY (mcp-edge sets them for the processes it spawns).
+  // `proxyTunnel: false`: plain http:// goes to the proxy as an absolute-URI request, so a refusal
+  // arrives as a readable 403 naming the rule; https:// is tunnelled with CONNECT (TLS end to end).
+  const dispatcher = new EnvHttpProxyAgent({ proxyTunnel: false });
+  server.registerTool(
+    "fetch_url",
+    {
+      title: "Fetch URL",
+      description:
+        "GETs an http(s) URL (through the proxy in HTTP_PROXY / HTTPS_PROXY when set) and returns the status and the first bytes of the body. Redirects are returned, not followed.",
+      inputSchema: {
+        url: z.url({ protocol: /^https?$/ }).describe("The http:// or https:// URL to fetch"),
+        maxBytes: z.number().int().min(0).max(65_536).default(512).describe("Body bytes to return"),
+      },
+      annotations: { readOnlyHint: true, openWorldHint: true },
+    },
+    async ({ url, maxBytes }, extra) => {
+      try {
+        const res = await undiciFetch(url, { dispatcher, redirect: "manual", signal: extra.signal });
+        const reader = res.body?.getReader();
+        const chunks: Buffer[] = [];
+        let size = 0;
+        while (reader && size < maxBytes) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          chunks.push(Buffer.from(value));
+          size += value.byteLength;
+        }
+        await reader?.cancel().catch(() => {});
+        const body = Buffer.concat(chunks).subarray(0, maxBytes).toString("utf8");
+        return {
+          content: [{ type: "text", text: `${res.status} ${res.statusText}\n\n${body}` }],
+          structuredContent: { status: res.status, body },
+          isError: res.status >= 400,
+        };
+      } catch (error) {
+        // A refused CONNECT (https://) ends here: the tunnel's 403 is not a response the client sees.
+        const cause = (error as { cause?: { message?: string } }).cause?.message;
+        const message = `${(error as Error).message}${cause ? `: ${cause}` : ""}`;
+        return { content: [{ type: "text", text: `fetch failed: ${message}` }], isError: true };
+      }
+    },
+  );
+
   server.registerResource(
     "readme",
     "demo://readme",
@@ -151,6 +202,7 @@ export function createDemoServer(): McpServer {
             "- `add {a, b}` adds two numbers",
             "- `slow {steps, delayMs}` streams progress notifications",
             `- \`large {kb}\` returns up to ${MAX_KB} KiB of text`,
+            "- `fetch_url {url}` fetches a URL through the edge's egress proxy (status and first bytes)",
             "",
           ].join("\n"),
         },

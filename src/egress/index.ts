@@ -1,22 +1,48 @@
 import type { Readable } from "node:stream";
-import { Agent, type Dispatcher, request } from "undici";
+import type { Agent } from "undici";
+import { createGuardedAgent, guardedRequest, type Resolver, type Trust } from "./guard.ts";
+import { type EgressRules, validateRules } from "./policy.ts";
 
 /**
  * The only way out of mcp-edge (DESIGN.md convention 5; a lint rule forbids fetch/undici
- * elsewhere). Upstream URLs written in the operator's config are trusted as written; redirects are
- * never followed automatically (undici's request does not follow them), so a 3xx from an upstream
- * reaches the caller as a status, not as a connection to wherever it points.
+ * elsewhere). Every request goes through a guarded undici Agent (guard.ts): the host is resolved
+ * once and the socket opened to that address, redirects are followed by hand and each hop that
+ * leaves the configured origin is checked against the address policy (policy.ts, SPEC.md §7.7).
+ *
+ * Trust (`EgressRequest.trust`):
+ * - "config" (default): the URL was written by the operator (an upstream, an issuer, a token
+ *   endpoint). Its origin is trusted as written — a private upstream is normal — but a redirect to
+ *   any other origin is checked like a run-time URL.
+ * - "runtime": the URL was discovered or supplied at run time (a `jwks_uri` from metadata, a
+ *   client metadata document, a `resource_metadata` URL): every hop is checked.
  *
  * Calls and long-lived streams use separate connection pools: with one shared pool, open SSE
- * streams can take every connection and make each POST wait (DESIGN.md, hot-path facts).
+ * streams can take every connection and make each POST wait (DESIGN.md, hot-path facts). Checked
+ * (run-time and off-origin) requests have their own pool, so a connection opened unchecked for a
+ * configured origin is never reused by a run-time request to the same origin.
  */
 export interface EgressOptions {
-  /** Milliseconds to establish a TCP connection. */
+  /** Milliseconds to establish a TCP (and TLS) connection. */
   connectTimeout: number;
   /** Connections per origin for request/response calls. */
   callConnections?: number;
   /** Connections per origin for long-lived SSE streams. */
   streamConnections?: number;
+  /**
+   * The address policy for run-time URLs and redirect hops. Default: nothing private
+   * (`{ allowPrivate: false }`), no exceptions. `egress.allowPrivateNetworks`, `allowHosts`,
+   * `allowCidrs` in the config.
+   */
+  rules?: EgressRules;
+  /** Redirects followed per request; one more is EDGE_EGRESS_DENIED. Default 5. */
+  maxRedirects?: number;
+  /**
+   * Largest response body (bytes) of a request that is not a long-lived stream; more fails the
+   * body with EDGE_EGRESS_RESPONSE_TOO_LARGE. Default 64 MiB.
+   */
+  maxResponseBytes?: number;
+  /** Name resolution (default dns.lookup, all addresses). Tests inject their own DNS. */
+  resolver?: Resolver;
 }
 
 export interface EgressRequest {
@@ -28,6 +54,10 @@ export interface EgressRequest {
   stream?: boolean;
   /** Milliseconds to wait for response headers. */
   headersTimeout?: number;
+  /** Where the URL came from (see the class comment). Default "config". */
+  trust?: Trust;
+  /** Largest body in bytes for this request (overrides the Egress default; ignored for streams). */
+  maxResponseBytes?: number;
 }
 
 export interface EgressResponse {
@@ -36,49 +66,91 @@ export interface EgressResponse {
   body: Readable & AsyncIterable<Buffer>;
 }
 
+export const EGRESS_DEFAULTS = {
+  maxRedirects: 5,
+  maxResponseBytes: 64 * 1024 * 1024,
+} as const;
+
 export class Egress {
   readonly #calls: Agent;
   readonly #streams: Agent;
+  readonly #checked: Agent;
+  readonly #rules: EgressRules;
+  readonly #maxRedirects: number;
+  readonly #maxResponseBytes: number;
 
   constructor(options: EgressOptions) {
-    const common = { connectTimeout: options.connectTimeout, keepAliveTimeout: 30_000 };
-    this.#calls = new Agent({ ...common, connections: options.callConnections ?? 256, pipelining: 1 });
-    this.#streams = new Agent({ ...common, connections: options.streamConnections ?? 4096, pipelining: 1 });
+    this.#rules = options.rules ?? { allowPrivate: false };
+    validateRules(this.#rules); // a malformed exception fails at boot (convention 3)
+    this.#maxRedirects = options.maxRedirects ?? EGRESS_DEFAULTS.maxRedirects;
+    this.#maxResponseBytes = options.maxResponseBytes ?? EGRESS_DEFAULTS.maxResponseBytes;
+    const common = {
+      rules: this.#rules,
+      connectTimeout: options.connectTimeout,
+      keepAliveTimeout: 30_000,
+      ...(options.resolver ? { resolver: options.resolver } : {}),
+    };
+    this.#calls = createGuardedAgent({
+      ...common,
+      check: false,
+      connections: options.callConnections ?? 256,
+    });
+    this.#streams = createGuardedAgent({
+      ...common,
+      check: false,
+      connections: options.streamConnections ?? 4096,
+    });
+    this.#checked = createGuardedAgent({
+      ...common,
+      check: true,
+      connections: options.callConnections ?? 256,
+    });
   }
 
-  /** One HTTP request to a configured upstream. Throws on connection failure (see `isConnectError`). */
+  /**
+   * One HTTP request. Throws on connection failure (see `isConnectError`), EDGE_EGRESS_DENIED when
+   * the policy refuses a hop (the refused hop is never contacted), EDGE_UPSTREAM_TIMEOUT on a
+   * header timeout. A 3xx is followed (checked); one without `Location` is returned as is.
+   */
   async request(url: string, req: EgressRequest): Promise<EgressResponse> {
-    const dispatcher: Dispatcher = req.stream ? this.#streams : this.#calls;
-    const res = await request(url, {
-      method: req.method,
-      headers: req.headers,
-      body: req.body ?? null,
-      signal: req.signal ?? null,
-      dispatcher,
-      headersTimeout: req.headersTimeout ?? 300_000,
-      // Streams may idle for a long time between events; the caller's signal bounds them.
-      bodyTimeout: req.stream ? 0 : 300_000,
-    });
-    return {
-      status: res.statusCode,
-      headers: res.headers,
-      body: res.body as unknown as EgressResponse["body"],
-    };
+    const trust = req.trust ?? "config";
+    const res = await guardedRequest(
+      url,
+      {
+        method: req.method,
+        headers: req.headers,
+        ...(req.body !== undefined ? { body: req.body } : {}),
+        ...(req.signal ? { signal: req.signal } : {}),
+        headersTimeout: req.headersTimeout ?? 300_000,
+        // Streams may idle for a long time between events; the caller's signal bounds them.
+        bodyTimeout: req.stream ? 0 : 300_000,
+        maxRedirects: this.#maxRedirects,
+        ...(req.stream ? {} : { maxResponseBytes: req.maxResponseBytes ?? this.#maxResponseBytes }),
+      },
+      {
+        trust,
+        rules: this.#rules,
+        trusted: req.stream ? this.#streams : this.#calls,
+        checked: this.#checked,
+      },
+    );
+    return { status: res.status, headers: res.headers, body: res.body };
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([this.#calls.close(), this.#streams.close()]);
+    await Promise.allSettled([this.#calls.close(), this.#streams.close(), this.#checked.close()]);
   }
 
   async destroy(): Promise<void> {
-    await Promise.allSettled([this.#calls.destroy(), this.#streams.destroy()]);
+    await Promise.allSettled([this.#calls.destroy(), this.#streams.destroy(), this.#checked.destroy()]);
   }
 }
 
 /**
  * True when the request never reached the upstream application (nothing was sent that it could
  * have acted on): refused, unreachable, DNS failure, connect timeout. Only then may a
- * non-idempotent MCP request be retried elsewhere (RFC 9110 §9.2.2).
+ * non-idempotent MCP request be retried elsewhere (RFC 9110 §9.2.2). EDGE_EGRESS_DENIED is not
+ * one: the instance was reached and redirected somewhere refused.
  */
 export function isConnectError(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code;
@@ -91,3 +163,6 @@ export function isConnectError(err: unknown): boolean {
     code === "UND_ERR_CONNECT_TIMEOUT"
   );
 }
+
+export type { EgressRules } from "./policy.ts";
+export type { Resolver, Trust } from "./guard.ts";

@@ -206,6 +206,18 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The upstream did not answer within the configured deadline.",
   },
+  // Egress (src/egress): outbound requests of the edge itself
+  EDGE_EGRESS_DENIED: {
+    http: 502,
+    rpc: -32000,
+    summary:
+      "The egress policy refused an outbound request (a private, loopback, link-local or metadata address, a denied name or scheme, a redirect downgrade, too many redirects); `data.rule` names the rule. SPEC.md §7.7.",
+  },
+  EDGE_EGRESS_RESPONSE_TOO_LARGE: {
+    http: 502,
+    rpc: -32000,
+    summary: "An outbound response body was over `egress.maxResponseBytes` (or the caller's own cap).",
+  },
   // Audit
   EDGE_AUDIT_UNAVAILABLE: {
     http: 503,
@@ -265,6 +277,8 @@ export const WARNING_CODES = {
   EDGE_WARN_TRUST_FORWARDED:
     "X-Forwarded-* / Forwarded headers are trusted (`security.trustForwardedHeaders`).",
   EDGE_WARN_ADMIN_PUBLIC: "The admin listener is not on loopback.",
+  EDGE_WARN_EGRESS_PRIVATE:
+    "Outbound requests may reach private, loopback or link-local addresses: a stdio server through the egress proxy (`servers.*.egress.allowPrivate`, or an `egress.allow` entry naming such an address), or the edge's own run-time URLs (`egress.allowPrivateNetworks`).",
 } as const;
 
 export type WarningCode = keyof typeof WARNING_CODES;

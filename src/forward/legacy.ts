@@ -1,5 +1,6 @@
 import type { IdentitySigner } from "../auth/identity.ts";
 import type { Principal, RequestContext, Route } from "../context.ts";
+import { callRecorder } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { toGatewayError } from "../errors/wire.ts";
 import { isRequest, isResponse, type RpcMessage, type RpcRequest } from "../listen/jsonrpc.ts";
@@ -102,6 +103,9 @@ export class LegacyBridge {
       protocolVersion: version,
       headers: await upstreamHeaders(ctx, this.#identity),
       signal: AbortSignal.timeout(ctx.route.config.upstream.timeout),
+      // Egress proxy: as in streamable.ts.
+      tenant: ctx.principal?.tenant ?? null,
+      egress: callRecorder(ctx),
     };
   }
 

@@ -1,6 +1,7 @@
 import type { IdentitySigner } from "../auth/identity.ts";
 import { CACHE_HEADER, type CacheLookup, type ListCache } from "../cache/list-cache.ts";
 import type { RequestContext, Route } from "../context.ts";
+import { callRecorder } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { single } from "../listen/hygiene.ts";
 import {
@@ -55,7 +56,16 @@ async function forwardContext(
   // Metrics and traces (src/observability/tracing.ts): marks the start of the upstream exchange
   // and, with tracing on, starts the `mcp.upstream` span and puts its `traceparent` in the headers.
   forwarding(ctx, headers);
-  return { requestId: ctx.requestId, protocolVersion, headers, signal };
+  // Egress proxy (src/egress/proxy.ts): a stdio process's outbound requests during this call are
+  // recorded on it (ctx.egress, the audit record's `egress`).
+  return {
+    requestId: ctx.requestId,
+    protocolVersion,
+    headers,
+    signal,
+    tenant: ctx.principal?.tenant ?? null,
+    egress: callRecorder(ctx),
+  };
 }
 
 /** Notes a cached answer's outcome for the requests it answered. */

@@ -134,14 +134,19 @@ export function checkSessionId(id: string): void {
  */
 export function forwardableHeaders(req: IncomingMessage): Record<string, string> {
   const out: Record<string, string> = {};
-  const hopByHop = new Set(
-    (req.headers.connection ?? "")
-      .split(",")
-      .map((s) => s.trim().toLowerCase())
-      .filter(Boolean),
-  );
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value === undefined || hopByHop.has(name)) continue;
+  const headers = req.headers;
+  const connection = headers.connection;
+  // Hop-by-hop names listed in Connection; most requests name only keep-alive (or nothing).
+  const hopByHop =
+    connection === undefined
+      ? undefined
+      : new Set(
+          connection
+            .split(",")
+            .map((s) => s.trim().toLowerCase())
+            .filter(Boolean),
+        );
+  for (const name in headers) {
     const forward =
       name === "mcp-method" ||
       name === "mcp-name" ||
@@ -150,7 +155,10 @@ export function forwardableHeaders(req: IncomingMessage): Record<string, string>
       name === "tracestate" ||
       name === "user-agent" ||
       name === "accept-language";
-    if (forward) out[name] = Array.isArray(value) ? value.join(", ") : value;
+    if (!forward || hopByHop?.has(name)) continue;
+    const value = headers[name];
+    if (value === undefined) continue;
+    out[name] = Array.isArray(value) ? value.join(", ") : value;
   }
   return out;
 }

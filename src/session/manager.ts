@@ -13,9 +13,20 @@ export function mintSessionId(): string {
   return randomBytes(32).toString("base64url");
 }
 
+/** Tags computed recently (the identity token and the audit record each ask once per call). */
+const tags = new Map<string, string>();
+const TAGS_MAX = 10_000;
+
 /** A short, stable, non-reversible tag for logs: session ids themselves are never logged. */
 export function sessionHash(id: string): string {
-  return createHash("sha256").update(id).digest("base64url").slice(0, 12);
+  let tag = tags.get(id);
+  if (tag === undefined) {
+    tag = createHash("sha256").update(id).digest("base64url").slice(0, 12);
+    // Bounded: cleared when full (the ids of live sessions come back at their next call).
+    if (tags.size >= TAGS_MAX) tags.clear();
+    tags.set(id, tag);
+  }
+  return tag;
 }
 
 /**
@@ -143,6 +154,7 @@ export class SessionManager {
       // session to the same principal.
       headers,
       signal: AbortSignal.timeout(route.config.upstream.connectTimeout + 30_000),
+      tenant: rec.tenant, // a respawned stdio process's egress credential names the session's tenant
     };
     const { session, reply } = await route.upstream.initialize(request, JSON.stringify(request), ctx);
     let result: { protocolVersion?: unknown } | undefined;

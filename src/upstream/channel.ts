@@ -1,3 +1,4 @@
+import type { EgressSink } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { isRequest, isResponse, type RpcId, type RpcMessage, requestIdKey } from "../listen/jsonrpc.ts";
 import type { UpstreamBinding } from "../store/types.ts";
@@ -81,6 +82,8 @@ interface Exchange {
   queue: EventQueue;
   outstanding: Set<string>;
   startedAt: number;
+  /** The request's egress recorder (ForwardContext.egress). */
+  egress: EgressSink | undefined;
 }
 
 function progressTokenOf(msg: RpcMessage): string | undefined {
@@ -177,7 +180,12 @@ export class ChannelSession implements UpstreamSession {
       for (const m of messages) this.#channel.send(JSON.stringify(m));
       return { kind: "accepted" };
     }
-    const ex: Exchange = { queue: new EventQueue(), outstanding: new Set(), startedAt: performance.now() };
+    const ex: Exchange = {
+      queue: new EventQueue(),
+      outstanding: new Set(),
+      startedAt: performance.now(),
+      egress: ctx.egress,
+    };
     for (const r of requests) {
       const key = requestIdKey(r.id);
       ex.outstanding.add(key);
@@ -191,6 +199,17 @@ export class ChannelSession implements UpstreamSession {
     if (messages.length === 1) this.#channel.send(body.includes("\n") ? JSON.stringify(messages[0]) : body);
     else for (const m of messages) this.#channel.send(JSON.stringify(m));
     return { kind: "stream", events: ex.queue, close: () => this.#finish(ex) };
+  }
+
+  /**
+   * Egress proxy attribution: the recorders of the requests in flight on this session now. A
+   * process's outbound request carries no JSON-RPC id, so it is attributed to every call the
+   * session has outstanding when it arrives (usually one).
+   */
+  egressSinks(): EgressSink[] {
+    const sinks: EgressSink[] = [];
+    for (const ex of this.#exchanges) if (ex.egress) sinks.push(ex.egress);
+    return sinks;
   }
 
   async listen(): Promise<UpstreamReply> {

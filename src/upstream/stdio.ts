@@ -2,6 +2,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
 import type { StdioConfig, UpstreamConfig } from "../config/schema.ts";
+import type { EgressProxy, EgressSink, ProxyCredential, ServerEgress } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { parseMessage, type RpcMessage, type RpcRequest } from "../listen/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -18,14 +19,29 @@ import {
   UpstreamSessionLost,
 } from "./types.ts";
 
-/** The child's environment: the allow-listed variables of the edge's own, plus the configured ones. */
-export function childEnv(cfg: StdioConfig, parent: NodeJS.ProcessEnv): Record<string, string> {
+/**
+ * The child's environment: the allow-listed variables of the edge's own, plus the configured ones,
+ * plus the egress proxy's variables (last: a configured or inherited HTTP_PROXY cannot route the
+ * child around the edge's proxy).
+ */
+export function childEnv(
+  cfg: StdioConfig,
+  parent: NodeJS.ProcessEnv,
+  proxy: Readonly<Record<string, string>> = {},
+): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of cfg.inheritEnv) {
     const v = parent[name];
     if (v !== undefined) env[name] = v;
   }
-  return { ...env, ...cfg.env };
+  return { ...env, ...cfg.env, ...proxy };
+}
+
+/** What a stdio upstream needs to give its processes the egress proxy (src/egress/proxy.ts). */
+export interface StdioEgress {
+  proxy: EgressProxy;
+  server: string;
+  rules: ServerEgress;
 }
 
 /** A spawned MCP server speaking newline-delimited JSON-RPC on stdin/stdout. */
@@ -35,10 +51,10 @@ export class StdioChannel implements MessageChannel {
   readonly #onClose: ((reason: string) => void)[] = [];
   #closed = false;
 
-  constructor(cfg: StdioConfig, log: Logger) {
+  constructor(cfg: StdioConfig, log: Logger, credential?: ProxyCredential) {
     this.#child = spawn(cfg.command, cfg.args, {
       cwd: cfg.cwd,
-      env: childEnv(cfg, process.env),
+      env: childEnv(cfg, process.env, credential?.env),
       stdio: ["pipe", "pipe", "pipe"],
     });
     const pid = this.#child.pid;
@@ -61,6 +77,8 @@ export class StdioChannel implements MessageChannel {
     this.#child.stdin.on("error", () => {}); // EPIPE after the child exits: reported by 'exit'
     this.#child.on("error", (err) => this.#finish(`spawn failed: ${err.message}`));
     this.#child.on("exit", (code, signal) => this.#finish(`exited (${signal ?? code})`));
+    // The process's egress credential dies with it.
+    if (credential) this.onClose(() => credential.revoke());
   }
 
   get pid(): number | undefined {
@@ -115,12 +133,24 @@ export class StdioUpstream implements Upstream {
   readonly #log: Logger;
   readonly #sessions = new Map<string, ChannelSession>();
   readonly #shared: SharedChannel | undefined;
+  readonly #egress: StdioEgress | undefined;
 
-  constructor(cfg: UpstreamConfig, log: Logger) {
+  constructor(cfg: UpstreamConfig, log: Logger, egress?: StdioEgress) {
     this.#cfg = cfg.stdio as StdioConfig;
     this.#log = log;
+    this.#egress = egress;
     if (this.#cfg.mode === "shared") {
-      this.#shared = new SharedChannel(() => new StdioChannel(this.#cfg, log), this.#cfg.restartBackoff, log);
+      // Egress proxy: one credential per shared process, so its outbound requests are attributed to
+      // the route only (many sessions and tenants share it; nothing says which caused a request).
+      const spawnShared = () => {
+        const credential = egress?.proxy.mint(
+          { server: egress.server, tenant: null, session: null },
+          egress.rules,
+          () => [],
+        );
+        return new StdioChannel(this.#cfg, log, credential);
+      };
+      this.#shared = new SharedChannel(spawnShared, this.#cfg.restartBackoff, log);
     }
   }
 
@@ -147,7 +177,16 @@ export class StdioUpstream implements Upstream {
   async initialize(request: RpcRequest, body: string, ctx: ForwardContext): Promise<InitializeOutcome> {
     if (this.#shared) return this.#shared.initialize(request, ctx);
     const instance = `stdio:${randomBytes(9).toString("base64url")}`;
-    const channel = new StdioChannel(this.#cfg, this.#log);
+    // Egress proxy: a credential for this process, naming its server, tenant and session; its
+    // requests are attributed to the calls in flight on the session at the time.
+    // (The callback runs on a later proxy request, after `session` below is assigned.)
+    const e = this.#egress;
+    const credential = e?.proxy.mint(
+      { server: e.server, tenant: ctx.tenant ?? null, session: instance },
+      e.rules,
+      (): EgressSink[] => session.egressSinks(),
+    );
+    const channel = new StdioChannel(this.#cfg, this.#log, credential);
     const session = new ChannelSession({ instance, sessionId: null }, channel, () =>
       this.#sessions.delete(instance),
     );

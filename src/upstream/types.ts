@@ -1,3 +1,4 @@
+import type { EgressSink } from "../egress/proxy.ts";
 import type { RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 
@@ -32,6 +33,13 @@ export interface ForwardContext {
   /** Client headers safe to forward (Mcp-Method, Mcp-Name, Mcp-Param-*, traceparent, ...). */
   headers: Record<string, string>;
   signal: AbortSignal;
+  /** The tenant of the principal (a spawned process's egress credential names it). */
+  tenant?: string | null;
+  /**
+   * Egress proxy: where a spawned process's outbound requests made while this request is in
+   * flight are recorded (the call's audit record). stdio carries no correlation of its own.
+   */
+  egress?: EgressSink;
 }
 
 /** A session on one upstream instance (or one spawned process / one legacy SSE connection). */

@@ -61,7 +61,7 @@ test("quickstart: the printed snippet works with an SDK client as printed", asyn
   const client = new Client({ name: "new-user", version: "1.0.0" });
   await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } }));
   const tools = await client.listTools();
-  assert.deepEqual(tools.tools.map((t) => t.name).sort(), ["add", "echo", "large", "slow"]);
+  assert.deepEqual(tools.tools.map((t) => t.name).sort(), ["add", "echo", "fetch_url", "large", "slow"]);
   const r = await client.callTool({ name: "echo", arguments: { text: "first call" } });
   assert.equal((r.content as { text: string }[])[0]?.text, "first call");
   await client.close();

@@ -116,7 +116,12 @@ describe("introspection against the test IdP", () => {
 
   before(async () => {
     idp = await TestIdp.start({ now });
-    egress = new Egress({ connectTimeout: 2_000 });
+    // The test IdP listens on loopback: a discovered jwks_uri there is a run-time URL, which the SSRF
+    // policy refuses unless opted in, as an operator would for an internal IdP.
+    egress = new Egress({
+      connectTimeout: 2_000,
+      rules: { allowPrivate: false, allowCidrs: ["127.0.0.1/32"] },
+    });
   });
   after(async () => {
     await egress.close();

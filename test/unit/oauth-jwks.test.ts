@@ -58,7 +58,12 @@ async function settle(v: OAuthVerifier, idp: TestIdp): Promise<void> {
 }
 
 before(() => {
-  egress = new Egress({ connectTimeout: 2_000 });
+  // The test IdP listens on loopback: a discovered jwks_uri there is a run-time URL, which the SSRF
+  // policy refuses unless opted in, as an operator would for an internal IdP.
+  egress = new Egress({
+    connectTimeout: 2_000,
+    rules: { allowPrivate: false, allowCidrs: ["127.0.0.1/32"] },
+  });
 });
 after(async () => {
   await egress.close();
@@ -195,6 +200,31 @@ describe("discovery", () => {
     assert.equal(await outcome(v.verify(await idp.mint({ aud: RESOURCE }), RESOURCE)), "ok");
     assert.equal(idp.counts.metadata, 1);
     assert.deepEqual(idp.paths.slice(0, 2), ["/.well-known/oauth-authorization-server", "/jwks"]);
+  });
+
+  test("a discovered jwks_uri on a private address is refused without the opt-in (SSRF): 503, never keys", async () => {
+    const idp = await startIdp();
+    const strict = new Egress({ connectTimeout: 2_000 }); // no exception for the loopback IdP
+    try {
+      const v = OAuthVerifier.create({
+        issuers: [issuerConfig(idp.issuer, { jwksUri: undefined })],
+        leeway: 30_000,
+        egress: strict,
+        log,
+        now,
+        jwks: { cooldown: 30_000, failureBackoff: 5_000, timeout: 2_000 },
+      });
+      await v.start();
+      assert.equal(
+        await outcome(v.verify(await idp.mint({ aud: RESOURCE }), RESOURCE)),
+        "EDGE_AUTH_UNAVAILABLE",
+      );
+      assert.equal(idp.counts.jwks, 0, "the JWKS endpoint was never contacted");
+      assert.equal(idp.counts.metadata, 1, "the configured issuer's metadata is trusted as written");
+      await v.stop();
+    } finally {
+      await strict.close();
+    }
   });
 
   test("issuer with a path, OIDC discovery only: tries the three forms in order", async () => {
