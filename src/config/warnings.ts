@@ -134,6 +134,14 @@ export function assessConfig(config: Config): ConfigAssessment {
     }
   }
 
+  const keyRoutes = Object.entries(config.servers).filter(([, server]) => server.auth.includes("apiKey"));
+  if (keyRoutes.length > 0 && config.admin.token === undefined) {
+    warnings.push({
+      code: "EDGE_WARN_NO_ADMIN_TOKEN",
+      message: `routes accept API keys (${keyRoutes.map(([n]) => n).join(", ")}) but admin.token is not set: the admin API is off, so no key can be created`,
+    });
+  }
+
   const admin = config.admin.listen;
   if (!isLoopbackHost(admin.host)) {
     warnings.push({

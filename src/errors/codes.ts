@@ -226,6 +226,14 @@ export const ERROR_CODES = {
       "The audit store is unavailable and the spool is full: tool calls are refused rather than run unaudited.",
     retryAfter: 5,
   },
+  // Stores
+  EDGE_STORE_UNAVAILABLE: {
+    http: 503,
+    rpc: -32000,
+    summary:
+      "A database the edge keeps its state in (PostgreSQL in distributed mode) is unreachable or timed out.",
+    retryAfter: 5,
+  },
   // Lifecycle
   EDGE_DRAINING: {
     http: 503,
@@ -277,6 +285,8 @@ export const WARNING_CODES = {
   EDGE_WARN_TRUST_FORWARDED:
     "X-Forwarded-* / Forwarded headers are trusted (`security.trustForwardedHeaders`).",
   EDGE_WARN_ADMIN_PUBLIC: "The admin listener is not on loopback.",
+  EDGE_WARN_NO_ADMIN_TOKEN:
+    "A route accepts API keys but `admin.token` is not set: the admin API is off and no key can be created.",
   EDGE_WARN_EGRESS_PRIVATE:
     "Outbound requests may reach private, loopback or link-local addresses: a stdio server through the egress proxy (`servers.*.egress.allowPrivate`, or an `egress.allow` entry naming such an address), or the edge's own run-time URLs (`egress.allowPrivateNetworks`).",
 } as const;

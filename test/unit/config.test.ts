@@ -371,6 +371,16 @@ const assessCases: AssessCase[] = [
     errors: [/admin\.listen: .*collides/],
   },
   {
+    name: "API-key routes without an admin token: no key could ever be created",
+    doc: { servers: { a: { ...route("a"), auth: ["apiKey"] } } },
+    warnings: ["EDGE_WARN_NO_ADMIN_TOKEN"],
+  },
+  {
+    name: "API-key routes with an admin token",
+    doc: { admin: { token: "x".repeat(40) }, servers: { a: { ...route("a"), auth: ["apiKey"] } } },
+    warnings: [],
+  },
+  {
     name: "admin and public on port 0 do not collide",
     doc: { listen: { port: 0 }, admin: { listen: { port: 0 } }, servers: { a: route("a") } },
     warnings: ["EDGE_WARN_AUTH_NONE"],
