@@ -302,3 +302,46 @@ describe("stream resumption", () => {
     assert.ok(Array.isArray(r.content));
   });
 });
+
+describe("session ids", () => {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  after(async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  });
+
+  test("ids are 256-bit random base64url; a client-suggested id on initialize is ignored (no fixation)", async () => {
+    const edge = await startEdge({
+      servers: {
+        demo: { route: "/mcp", upstream: { stdio: { command: NODE_BIN, args: [DEMO] } }, auth: ["none"] },
+      },
+    });
+    cleanups.push(() => edge.stop());
+    const ids = new Set<string>();
+    for (let i = 0; i < 20; i++) {
+      const res = await fetch(edge.url(), {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          "mcp-session-id": "attacker-chosen-session-id",
+        },
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 1,
+          method: "initialize",
+          params: {
+            protocolVersion: "2025-11-25",
+            capabilities: {},
+            clientInfo: { name: "f", version: "1" },
+          },
+        }),
+      });
+      await res.text();
+      const id = res.headers.get("mcp-session-id") as string;
+      assert.notEqual(id, "attacker-chosen-session-id");
+      assert.match(id, /^[A-Za-z0-9_-]{43}$/, "32 random bytes, base64url");
+      ids.add(id);
+    }
+    assert.equal(ids.size, 20);
+  });
+});
