@@ -231,7 +231,7 @@ export const ERROR_CODES = {
     http: 503,
     rpc: -32000,
     summary:
-      "A database the edge keeps its state in (PostgreSQL in distributed mode) is unreachable or timed out.",
+      "A store the edge keeps its state in (Redis/Valkey or PostgreSQL in distributed mode) is unreachable or timed out.",
     retryAfter: 5,
   },
   // Lifecycle

@@ -391,17 +391,18 @@ export class SqliteApiKeyStore implements ApiKeyStore {
   async get(id: string): Promise<ApiKeyRecord | undefined> {
     const now = Date.now();
     const hit = this.#byId.get(id);
-    // A copy: callers may set fields (lastUsedAt) on what they get.
-    if (hit && now - hit.readAt < KEY_CACHE_TTL_MS) return this.#withPending({ ...hit.rec });
+    // A deep copy: callers may change what they get (fields, the scopes and tools arrays).
+    if (hit && now - hit.readAt < KEY_CACHE_TTL_MS) return this.#withPending(structuredClone(hit.rec));
     const row = this.#stmt.get.get(id) as ApiKeyRow | undefined;
     if (!row) {
       this.#byId.delete(id);
       return undefined;
     }
-    const rec = toKey(row);
+    // Pending uses go into the cached record too: it must not read back in time after the flush.
+    const rec = this.#withPending(toKey(row));
     if (this.#byId.size >= KEY_CACHE_MAX) this.#byId.clear();
     this.#byId.set(id, { rec, readAt: now });
-    return this.#withPending({ ...rec });
+    return this.#withPending(structuredClone(rec));
   }
 
   async byName(server: string, tenant: string, name: string): Promise<ApiKeyRecord[]> {
@@ -434,6 +435,9 @@ export class SqliteApiKeyStore implements ApiKeyStore {
 
   touch(id: string, at: number): void {
     this.#uses.touch(id, at);
+    // The cached record moves with it, so last use never goes back once the batch is written.
+    const hit = this.#byId.get(id);
+    if (hit && (hit.rec.lastUsedAt === null || at > hit.rec.lastUsedAt)) hit.rec.lastUsedAt = at;
   }
 
   async flush(): Promise<void> {

@@ -115,3 +115,64 @@ export function sessionStoreContract(name: string, open: () => Promise<SessionSt
     });
   });
 }
+
+/**
+ * More of the contract: the indexes (`list`, `countByInstance`) follow every write. Stores that
+ * keep indexes beside the records (Redis: sorted sets and count hashes) can drift where a store
+ * that computes them per query cannot, so every implementation runs these too.
+ */
+export function sessionStoreIndexContract(name: string, open: () => Promise<SessionStore>): void {
+  describe(`SessionStore contract (indexes): ${name}`, () => {
+    test("list: newest first, filtered by server and tenant, up to the limit", async () => {
+      const store = await open();
+      const a = record({ createdAt: 1000, tenant: "acme" });
+      const b = record({ createdAt: 3000, tenant: "globex" });
+      const c = record({ createdAt: 2000, tenant: "acme" });
+      const d = record({ createdAt: 4000, server: "other", tenant: "acme" });
+      for (const r of [a, b, c, d]) await store.put(r);
+      const ids = (rs: SessionRecord[]) => rs.map((r) => r.id);
+      assert.deepEqual(ids(await store.list({}, 10)), [d.id, b.id, c.id, a.id]);
+      assert.deepEqual(ids(await store.list({ server: "github" }, 10)), [b.id, c.id, a.id]);
+      assert.deepEqual(ids(await store.list({ tenant: "acme" }, 10)), [d.id, c.id, a.id]);
+      assert.deepEqual(ids(await store.list({ server: "github", tenant: "acme" }, 1)), [c.id]);
+      assert.deepEqual(await store.list({ server: "github" }, 10), [b, c, a]);
+      await store.delete(b.id);
+      assert.deepEqual(ids(await store.list({ server: "github" }, 10)), [c.id, a.id]);
+      await store.close();
+    });
+
+    test("countByInstance follows put, replacing put, rebind and delete", async () => {
+      const store = await open();
+      const on = (instance: string) => ({ upstream: { instance, sessionId: null } });
+      const r1 = record(on("a"));
+      const r2 = record(on("a"));
+      await store.put(r1);
+      await store.put(r2);
+      await store.put({ ...r1, ...on("b") }); // replaces r1: moves it, does not add one
+      assert.deepEqual(
+        await store.countByInstance("github"),
+        new Map([
+          ["a", 1],
+          ["b", 1],
+        ]),
+      );
+      await store.rebind(r2.id, { instance: "c", sessionId: "x" }, "2025-06-18");
+      await store.rebind("unknown", { instance: "c", sessionId: null }, "2025-06-18");
+      assert.deepEqual(
+        await store.countByInstance("github"),
+        new Map([
+          ["b", 1],
+          ["c", 1],
+        ]),
+      );
+      assert.equal(await store.delete(r1.id), true);
+      assert.equal(await store.delete(r1.id), false);
+      assert.deepEqual(await store.countByInstance("github"), new Map([["c", 1]]));
+      await store.put({ ...r2, server: "other" }); // moves to another server
+      assert.equal((await store.countByInstance("github")).size, 0);
+      assert.deepEqual(await store.countByInstance("other"), new Map([["a", 1]]));
+      assert.equal(await store.get("unknown"), undefined, "rebind never creates a record");
+      await store.close();
+    });
+  });
+}

@@ -5,11 +5,13 @@ import { test } from "node:test";
 import { MemorySessionStore } from "../../src/store/memory.ts";
 import { SqliteSessionStore } from "../../src/store/sqlite.ts";
 import { tempDir } from "../helpers/edge.ts";
-import { record, sessionStoreContract } from "./session-store.contract.ts";
+import { record, sessionStoreContract, sessionStoreIndexContract } from "./session-store.contract.ts";
 
 sessionStoreContract("memory", async () => new MemorySessionStore());
 sessionStoreContract("sqlite (file)", async () => new SqliteSessionStore(path.join(tempDir(), "s.db")));
 sessionStoreContract("sqlite (:memory:)", async () => new SqliteSessionStore(":memory:"));
+sessionStoreIndexContract("memory", async () => new MemorySessionStore());
+sessionStoreIndexContract("sqlite (file)", async () => new SqliteSessionStore(path.join(tempDir(), "i.db")));
 
 test("sqlite: records survive closing and reopening the file (a restart)", async () => {
   const file = path.join(tempDir(), "restart.db");

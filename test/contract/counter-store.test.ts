@@ -1,0 +1,8 @@
+import { MemoryCounterStore } from "../../src/ratelimit/store.ts";
+import { counterStoreContract } from "./counter-store.contract.ts";
+
+// One process, one store: both handles are the same object.
+counterStoreContract("memory", async () => {
+  const store = new MemoryCounterStore();
+  return { a: store, b: store, close: async () => undefined };
+});
