@@ -13,6 +13,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { mcpPost } from "../helpers/mcp.ts";
 
 const ADMIN_TOKEN = "test-admin-token-0123456789abcdef-0123456789";
 let upstream: SpawnedFixture;
@@ -58,26 +59,11 @@ async function createKey(body: Record<string, unknown>): Promise<string> {
 }
 
 /** A raw MCP POST with a key; returns status and parsed body (JSON or the last SSE data). */
-async function mcp(route: string, key: string | undefined, body: object, sessionId?: string) {
-  const res = await fetch(`${edge.gw.baseUrl}${route}`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      ...(key ? { authorization: `Bearer ${key}` } : {}),
-      ...(sessionId ? { "mcp-session-id": sessionId, "mcp-protocol-version": "2025-11-25" } : {}),
-    },
-    body: JSON.stringify(body),
+function mcp(route: string, key: string | undefined, body: object, sessionId?: string) {
+  return mcpPost(`${edge.gw.baseUrl}${route}`, body, {
+    ...(key ? { credential: key } : {}),
+    ...(sessionId ? { sessionId } : {}),
   });
-  const text = await res.text();
-  const data = text.startsWith("{")
-    ? text
-    : (text
-        .split("\n")
-        .filter((l) => l.startsWith("data: "))
-        .at(-1)
-        ?.slice(6) ?? "");
-  return { status: res.status, headers: res.headers, body: data ? JSON.parse(data) : undefined };
 }
 
 const INIT = {

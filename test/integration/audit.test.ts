@@ -21,6 +21,7 @@ import type { AuditRecord } from "../../src/audit/record.ts";
 import { runAudit } from "../../src/cli/audit.ts";
 import { type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { mcpPost } from "../helpers/mcp.ts";
 
 const ADMIN_TOKEN = "test-admin-token-0123456789abcdef-0123456789";
 const TRACE = "0af7651916cd43dd8448eb211c80319c";
@@ -79,37 +80,17 @@ interface Answer {
   sessionId: string | null;
 }
 
-async function mcp(
+function mcp(
   key: string | undefined,
   body: object,
   sessionId?: string,
   extra: Record<string, string> = {},
 ): Promise<Answer> {
-  const res = await fetch(edge.url("github"), {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      ...(key ? { authorization: `Bearer ${key}` } : {}),
-      ...(sessionId ? { "mcp-session-id": sessionId, "mcp-protocol-version": "2025-11-25" } : {}),
-      ...extra,
-    },
-    body: JSON.stringify(body),
+  return mcpPost(edge.url("github"), body, {
+    ...(key ? { credential: key } : {}),
+    ...(sessionId ? { sessionId } : {}),
+    headers: extra,
   });
-  const text = await res.text();
-  const data = text.startsWith("{")
-    ? text
-    : (text
-        .split("\n")
-        .filter((l) => l.startsWith("data: "))
-        .at(-1)
-        ?.slice(6) ?? "");
-  return {
-    status: res.status,
-    requestId: res.headers.get("x-mcp-edge-request-id") ?? "",
-    body: data ? JSON.parse(data) : undefined,
-    sessionId: res.headers.get("mcp-session-id"),
-  };
 }
 
 async function initialize(key: string): Promise<string> {

@@ -18,6 +18,7 @@ import type { AuditRecord } from "../../src/audit/record.ts";
 import type { EgressDecision, EgressProxy } from "../../src/egress/proxy.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
+import { mcpPost } from "../helpers/mcp.ts";
 
 const ADMIN_TOKEN = "test-admin-token-egress-0123456789abcdef-01";
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
@@ -90,31 +91,11 @@ interface Answer {
   body: any;
 }
 
-async function mcp(server: string, body: object, sessionId?: string, auth = true): Promise<Answer> {
-  const res = await fetch(edge.url(server), {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      ...(auth ? { authorization: `Bearer ${key}` } : {}),
-      ...(sessionId ? { "mcp-session-id": sessionId, "mcp-protocol-version": "2025-11-25" } : {}),
-    },
-    body: JSON.stringify(body),
+function mcp(server: string, body: object, sessionId?: string, auth = true): Promise<Answer> {
+  return mcpPost(edge.url(server), body, {
+    ...(auth ? { credential: key } : {}),
+    ...(sessionId ? { sessionId } : {}),
   });
-  const text = await res.text();
-  const data = text.startsWith("{")
-    ? text
-    : (text
-        .split("\n")
-        .filter((l) => l.startsWith("data: "))
-        .at(-1)
-        ?.slice(6) ?? "");
-  return {
-    status: res.status,
-    requestId: res.headers.get("x-mcp-edge-request-id") ?? "",
-    sessionId: res.headers.get("mcp-session-id"),
-    body: data ? JSON.parse(data) : undefined,
-  };
 }
 
 async function initialize(server: string, auth = true): Promise<string> {

@@ -10,6 +10,7 @@ import path from "node:path";
 import { freePort, type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { TestIdp } from "../helpers/idp.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
+import { mcpPost } from "../helpers/mcp.ts";
 
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
 let idp: TestIdp;
@@ -58,25 +59,8 @@ async function token(sub: string, lifetimeS: number, scope = "mcp:tools"): Promi
   return t;
 }
 
-async function post(tok: string, body: object, sessionId?: string) {
-  const res = await fetch(resource, {
-    method: "POST",
-    headers: {
-      ...HEADERS,
-      authorization: `Bearer ${tok}`,
-      ...(sessionId ? { "mcp-session-id": sessionId, "mcp-protocol-version": "2025-11-25" } : {}),
-    },
-    body: JSON.stringify(body),
-  });
-  const text = await res.text();
-  const data = text.startsWith("{")
-    ? text
-    : (text
-        .split("\n")
-        .filter((l) => l.startsWith("data: "))
-        .at(-1)
-        ?.slice(6) ?? "");
-  return { status: res.status, headers: res.headers, body: data ? JSON.parse(data) : undefined };
+function post(tok: string, body: object, sessionId?: string) {
+  return mcpPost(resource, body, { credential: tok, ...(sessionId ? { sessionId } : {}) });
 }
 
 async function initSession(tok: string): Promise<string> {

@@ -8,6 +8,7 @@ import { request } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { mcpPost } from "../helpers/mcp.ts";
 
 const ADMIN_TOKEN = "test-admin-token-ratelimit-0123456789abcdef";
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
@@ -68,31 +69,11 @@ interface Answer {
 }
 
 /** A raw MCP POST; the body is the JSON answer or the last SSE data line. */
-async function mcp(
-  route: string,
-  key: string | undefined,
-  body: object,
-  sessionId?: string,
-): Promise<Answer> {
-  const res = await fetch(`${edge.gw.baseUrl}${route}`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      ...(key ? { authorization: `Bearer ${key}` } : {}),
-      ...(sessionId ? { "mcp-session-id": sessionId, "mcp-protocol-version": "2025-11-25" } : {}),
-    },
-    body: JSON.stringify(body),
+function mcp(route: string, key: string | undefined, body: object, sessionId?: string): Promise<Answer> {
+  return mcpPost(`${edge.gw.baseUrl}${route}`, body, {
+    ...(key ? { credential: key } : {}),
+    ...(sessionId ? { sessionId } : {}),
   });
-  const text = await res.text();
-  const data = text.startsWith("{")
-    ? text
-    : (text
-        .split("\n")
-        .filter((l) => l.startsWith("data: "))
-        .at(-1)
-        ?.slice(6) ?? "");
-  return { status: res.status, headers: res.headers, body: data ? JSON.parse(data) : undefined };
 }
 
 const INIT = {
