@@ -23,24 +23,12 @@ import {
   type AuditFilter,
   type AuditPage,
   type AuditPageRequest,
+  type AuditRow as Row,
   type AuditStore,
   type ChainedRecord,
   recordOf,
   type StoredRow,
 } from "./store.ts";
-
-interface Row {
-  id: number;
-  chain: string;
-  seq: number;
-  ts: number;
-  type: string;
-  tenant: string | null;
-  subject: string | null;
-  target: string | null;
-  record: string;
-  hash: string;
-}
 
 const FILTER = `($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR subject = $2)
   AND ($3::text IS NULL OR target = $3) AND ($4::text IS NULL OR type = $4)

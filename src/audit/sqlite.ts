@@ -5,24 +5,12 @@ import {
   type AuditFilter,
   type AuditPage,
   type AuditPageRequest,
+  type AuditRow as Row,
   type AuditStore,
   type ChainedRecord,
   recordOf,
   type StoredRow,
 } from "./store.ts";
-
-interface Row {
-  id: number;
-  chain: string;
-  seq: number;
-  ts: number;
-  type: string;
-  tenant: string | null;
-  subject: string | null;
-  target: string | null;
-  record: string;
-  hash: string;
-}
 
 const FILTER = `(?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR subject = ?2) AND (?3 IS NULL OR target = ?3)
   AND (?4 IS NULL OR type = ?4) AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR ts < ?6)`;

@@ -23,6 +23,20 @@ export interface StoredRow {
   columns: { ts: number; type: string; tenant: string | null; subject: string | null; target: string | null };
 }
 
+/** An audit row as both SQL stores read it (the record's text plus its indexed columns). */
+export interface AuditRow {
+  id: number;
+  chain: string;
+  seq: number;
+  ts: number;
+  type: string;
+  tenant: string | null;
+  subject: string | null;
+  target: string | null;
+  record: string;
+  hash: string;
+}
+
 export interface AuditFilter {
   tenant?: string;
   subject?: string;

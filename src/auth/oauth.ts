@@ -6,11 +6,11 @@ import {
   type JWTVerifyOptions,
   jwtVerify,
 } from "jose";
-import type { Config } from "../config/schema.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
 import { Introspector, invalidToken, tokenHash } from "./introspection.ts";
 import { detail, type EgressLike, JwksCache } from "./jwks.ts";
+import { type Config, JWS_ALGORITHMS } from "../config/schema.ts";
 
 /**
  * The OAuth resource server: verifies bearer tokens from the issuers of `auth.oauth`.
@@ -76,20 +76,8 @@ export interface OAuthVerifierOptions {
   now?: () => number;
 }
 
-/** The algorithms a resource server may accept: asymmetric only (an HMAC secret would be shared with the IdP). */
-const ASYMMETRIC = new Set([
-  "RS256",
-  "RS384",
-  "RS512",
-  "PS256",
-  "PS384",
-  "PS512",
-  "ES256",
-  "ES384",
-  "ES512",
-  "EdDSA",
-  "Ed25519",
-]);
+/** The algorithms a resource server may accept (config/schema.ts holds the one list). */
+const ASYMMETRIC: ReadonlySet<string> = new Set(JWS_ALGORITHMS);
 
 /** Longer "tokens" are refused before any parsing (the header limit is 16 KiB anyway). */
 const MAX_TOKEN_LENGTH = 16 * 1024;

@@ -155,8 +155,11 @@ const cacheSchema = z.strictObject({
 
 const authMethod = z.enum(["apiKey", "oauth", "none"]);
 
-/** A JWS algorithm name jose verifies (asymmetric only: an HMAC secret would be shared with the IdP). */
-const jwsAlgorithm = z.enum([
+/**
+ * The JWS algorithms a resource server may accept: asymmetric only (an HMAC secret would be shared
+ * with the IdP). The one list: the schema and OAuthVerifier's boot check both use it.
+ */
+export const JWS_ALGORITHMS = [
   "RS256",
   "RS384",
   "RS512",
@@ -167,7 +170,9 @@ const jwsAlgorithm = z.enum([
   "ES384",
   "ES512",
   "EdDSA",
-]);
+  "Ed25519",
+] as const;
+const jwsAlgorithm = z.enum(JWS_ALGORITHMS);
 
 const issuerSchema = z.strictObject({
   issuer: httpUrl.meta({ description: "Exact `iss` of accepted tokens (RFC 8414 issuer identifier)." }),

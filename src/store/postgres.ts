@@ -13,6 +13,7 @@
 import { DatabaseError, Pool, types } from "pg";
 import { GatewayError } from "../errors/errors.ts";
 import type { ApiKeyFilter, ApiKeyRecord, ApiKeyStore } from "./types.ts";
+import { KEY_UPDATE_COLUMNS, KeyRecordCache, withUse } from "./key-cache.ts";
 
 export interface PostgresOptions {
   /** Schema holding mcp-edge's tables; created when missing. Default `public`. */
@@ -259,17 +260,12 @@ function toKey(row: ApiKeyRow): ApiKeyRecord {
 const KEY_COLUMNS =
   "id, name, server, tenant, consumer, hash, scopes, tools, created_at, expires_at, revoked_at, last_used_at, rotated_to";
 
-/** How long a key record read by id is reused before the row is read again (ms), as in SQLite. */
-const KEY_CACHE_TTL_MS = 1000;
-/** Records kept by id at most (the cache is cleared past it). */
-const KEY_CACHE_MAX = 10_000;
-
 /**
  * API keys in PostgreSQL: hashes only, the semantics of SqliteApiKeyStore.
  *
- * - `get` (every authenticated request) reuses a record read by id for up to 1 s; writes through
- *   this store drop it at once, so a revocation made on another instance applies within 1 s.
- *   Unknown ids are never cached.
+ * - `get` (every authenticated request) goes through a KeyRecordCache (src/store/key-cache.ts):
+ *   a record read by id is reused for up to 1 s, writes through this store drop it at once, so a
+ *   revocation made on another instance applies within 1 s.
  * - Last use is batched: `touch` keeps the latest time per id in memory, and every `touchFlushMs`
  *   one multi-row UPDATE writes them all (never moving a time back, so instances can race).
  *   When the write fails the times are kept for the next flush.
@@ -279,7 +275,7 @@ export class PostgresApiKeyStore implements ApiKeyStore {
   readonly #pool: Pool;
   readonly #t: string;
   readonly #pending = new Map<string, number>();
-  readonly #byId = new Map<string, { rec: ApiKeyRecord; readAt: number }>();
+  readonly #cache = new KeyRecordCache();
   readonly #timer: NodeJS.Timeout;
   readonly #onError: ((err: unknown) => void) | undefined;
   #flushing: Promise<void> = Promise.resolve();
@@ -303,7 +299,7 @@ export class PostgresApiKeyStore implements ApiKeyStore {
   }
 
   async insert(r: ApiKeyRecord): Promise<void> {
-    this.#byId.delete(r.id);
+    this.#cache.forget(r.id);
     await this.#query(
       "api key insert",
       `INSERT INTO ${this.#t} (${KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
@@ -326,16 +322,13 @@ export class PostgresApiKeyStore implements ApiKeyStore {
   }
 
   #withPending(rec: ApiKeyRecord): ApiKeyRecord {
-    const used = this.#pending.get(rec.id);
-    if (used !== undefined && (rec.lastUsedAt === null || used > rec.lastUsedAt)) rec.lastUsedAt = used;
-    return rec;
+    return withUse(rec, this.#pending.get(rec.id));
   }
 
   async get(id: string): Promise<ApiKeyRecord | undefined> {
     const now = Date.now();
-    const hit = this.#byId.get(id);
-    // A copy: callers may set fields (lastUsedAt) on what they get.
-    if (hit && now - hit.readAt < KEY_CACHE_TTL_MS) return this.#withPending(structuredClone(hit.rec));
+    const cached = this.#cache.fresh(id, now);
+    if (cached) return this.#withPending(cached);
     const rows = await this.#query<ApiKeyRow>(
       "api key lookup",
       `SELECT ${KEY_COLUMNS} FROM ${this.#t} WHERE id = $1`,
@@ -343,13 +336,12 @@ export class PostgresApiKeyStore implements ApiKeyStore {
     );
     const row = rows[0];
     if (!row) {
-      this.#byId.delete(id);
+      this.#cache.forget(id);
       return undefined;
     }
-    const rec = toKey(row);
-    if (this.#byId.size >= KEY_CACHE_MAX) this.#byId.clear();
-    this.#byId.set(id, { rec, readAt: now });
-    return this.#withPending(structuredClone(rec));
+    const rec = this.#withPending(toKey(row));
+    this.#cache.remember(rec, now);
+    return rec;
   }
 
   async byName(server: string, tenant: string, name: string): Promise<ApiKeyRecord[]> {
@@ -376,15 +368,11 @@ export class PostgresApiKeyStore implements ApiKeyStore {
     id: string,
     patch: Partial<Pick<ApiKeyRecord, "expiresAt" | "revokedAt" | "rotatedTo">>,
   ): Promise<void> {
-    const cols: Record<string, string> = {
-      expiresAt: "expires_at",
-      revokedAt: "revoked_at",
-      rotatedTo: "rotated_to",
-    };
+    const cols = KEY_UPDATE_COLUMNS;
     const entries = Object.entries(patch).filter(([k]) => k in cols);
     if (entries.length === 0) return;
     const sets = entries.map(([k], i) => `${cols[k]} = $${i + 2}`).join(", ");
-    this.#byId.delete(id);
+    this.#cache.forget(id);
     await this.#query("api key update", `UPDATE ${this.#t} SET ${sets} WHERE id = $1`, [
       id,
       ...entries.map(([, v]) => v ?? null),
@@ -394,6 +382,7 @@ export class PostgresApiKeyStore implements ApiKeyStore {
   touch(id: string, at: number): void {
     const prev = this.#pending.get(id);
     if (prev === undefined || at > prev) this.#pending.set(id, at);
+    this.#cache.noteUse(id, at);
   }
 
   /** Writes pending uses in one UPDATE (flushes are serialized). */
@@ -410,11 +399,6 @@ export class PostgresApiKeyStore implements ApiKeyStore {
     if (this.#pending.size === 0) return;
     const batch = [...this.#pending];
     this.#pending.clear();
-    // Cached records take the times now leaving `pending`, so a read never goes back in time.
-    for (const [id, at] of batch) {
-      const hit = this.#byId.get(id);
-      if (hit && (hit.rec.lastUsedAt === null || at > hit.rec.lastUsedAt)) hit.rec.lastUsedAt = at;
-    }
     try {
       await this.#query(
         "api key last use",

@@ -9,6 +9,7 @@ import type {
   SessionStore,
   UpstreamBinding,
 } from "./types.ts";
+import { KEY_UPDATE_COLUMNS, KeyRecordCache, withUse } from "./key-cache.ts";
 
 /**
  * Versioned migrations, applied in order at open; `PRAGMA user_version` records the last one.
@@ -313,26 +314,15 @@ function toKey(row: ApiKeyRow): ApiKeyRecord {
   };
 }
 
-/** How long a key record read by id is reused before the row is read again (ms). */
-const KEY_CACHE_TTL_MS = 1000;
-/** Records kept by id at most (the cache is cleared past it: it holds live keys, not every id tried). */
-const KEY_CACHE_MAX = 10_000;
-
 /**
- * API keys in SQLite: hashes only. Last use is batched like session touches.
- *
- * `get` (every authenticated request) reuses a record read by id for up to KEY_CACHE_TTL_MS: the
- * SELECT cost ~13 µs per call under load (bench/results, profile of the full pipeline), more than
- * the rest of authentication. Every write through this store (insert, update: rotate, revoke)
- * drops the cached record at once, so a revocation made through this process applies to the next
- * request; a change written by another process sharing the file applies within the TTL. Unknown
- * ids are never cached (they are read each time, so a key created elsewhere works at once).
+ * API keys in SQLite: hashes only. Last use is batched like session touches; reads by id go
+ * through a KeyRecordCache (src/store/key-cache.ts).
  */
 export class SqliteApiKeyStore implements ApiKeyStore {
   readonly #db: DatabaseSync;
   readonly #ownsDb: boolean;
   readonly #uses: TouchBatch;
-  readonly #byId = new Map<string, { rec: ApiKeyRecord; readAt: number }>();
+  readonly #cache = new KeyRecordCache();
   readonly #stmt: {
     insert: StatementSync;
     get: StatementSync;
@@ -364,7 +354,7 @@ export class SqliteApiKeyStore implements ApiKeyStore {
   }
 
   async insert(r: ApiKeyRecord): Promise<void> {
-    this.#byId.delete(r.id);
+    this.#cache.forget(r.id);
     this.#stmt.insert.run(
       r.id,
       r.name,
@@ -383,26 +373,21 @@ export class SqliteApiKeyStore implements ApiKeyStore {
   }
 
   #withPending(rec: ApiKeyRecord): ApiKeyRecord {
-    const used = this.#uses.pending(rec.id);
-    if (used !== undefined && (rec.lastUsedAt === null || used > rec.lastUsedAt)) rec.lastUsedAt = used;
-    return rec;
+    return withUse(rec, this.#uses.pending(rec.id));
   }
 
   async get(id: string): Promise<ApiKeyRecord | undefined> {
     const now = Date.now();
-    const hit = this.#byId.get(id);
-    // A deep copy: callers may change what they get (fields, the scopes and tools arrays).
-    if (hit && now - hit.readAt < KEY_CACHE_TTL_MS) return this.#withPending(structuredClone(hit.rec));
+    const cached = this.#cache.fresh(id, now);
+    if (cached) return this.#withPending(cached);
     const row = this.#stmt.get.get(id) as ApiKeyRow | undefined;
     if (!row) {
-      this.#byId.delete(id);
+      this.#cache.forget(id);
       return undefined;
     }
-    // Pending uses go into the cached record too: it must not read back in time after the flush.
     const rec = this.#withPending(toKey(row));
-    if (this.#byId.size >= KEY_CACHE_MAX) this.#byId.clear();
-    this.#byId.set(id, { rec, readAt: now });
-    return this.#withPending(structuredClone(rec));
+    this.#cache.remember(rec, now);
+    return rec;
   }
 
   async byName(server: string, tenant: string, name: string): Promise<ApiKeyRecord[]> {
@@ -421,23 +406,17 @@ export class SqliteApiKeyStore implements ApiKeyStore {
     id: string,
     patch: Partial<Pick<ApiKeyRecord, "expiresAt" | "revokedAt" | "rotatedTo">>,
   ): Promise<void> {
-    const cols: Record<string, string> = {
-      expiresAt: "expires_at",
-      revokedAt: "revoked_at",
-      rotatedTo: "rotated_to",
-    };
+    const cols = KEY_UPDATE_COLUMNS;
     const entries = Object.entries(patch).filter(([k]) => k in cols);
     if (entries.length === 0) return;
     const sql = `UPDATE api_keys SET ${entries.map(([k]) => `${cols[k]} = ?`).join(", ")} WHERE id = ?`;
-    this.#byId.delete(id);
+    this.#cache.forget(id);
     this.#db.prepare(sql).run(...entries.map(([, v]) => (v ?? null) as string | number | null), id);
   }
 
   touch(id: string, at: number): void {
     this.#uses.touch(id, at);
-    // The cached record moves with it, so last use never goes back once the batch is written.
-    const hit = this.#byId.get(id);
-    if (hit && (hit.rec.lastUsedAt === null || at > hit.rec.lastUsedAt)) hit.rec.lastUsedAt = at;
+    this.#cache.noteUse(id, at);
   }
 
   async flush(): Promise<void> {
