@@ -574,6 +574,48 @@ const edgeEgressSchema = z.strictObject({
     .meta({ description: "Deadline for opening a connection (TCP and TLS) to an outbound target." }),
 });
 
+// ---- distributed mode (src/store/redis.ts, src/store/postgres.ts) --------------------------------
+
+const redisUrl = z
+  .string()
+  .regex(/^rediss?:\/\//, { message: "a redis:// or rediss:// URL" })
+  .meta({ description: "`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS." });
+
+const redisStoreSchema = z.strictObject({
+  url: redisUrl,
+  keyPrefix: z.string().min(1).prefault("mcp-edge:").meta({
+    description:
+      "Prefix of every key. On Redis Cluster use a hash tag (`{mcp-edge}:`) so that every key lives in one slot.",
+  }),
+  commandTimeout: duration.prefault("100ms").meta({
+    description:
+      "Longest wait for one Redis command (queued ones included while reconnecting). Past it, session requests answer 503 with Retry-After and rate limits use the local fallback.",
+  }),
+  instances: z.number().int().min(1).prefault(2).meta({
+    description:
+      "About how many edge instances run: while Redis is unreachable each one allows quota / instances per limit window (the local fallback), so the fleet stays near the configured quota.",
+  }),
+});
+
+const postgresStoreSchema = z.strictObject({
+  url: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, { message: "a postgres:// or postgresql:// URL" })
+    .meta({ description: "`postgres://user:password@host:port/database`." }),
+  schema: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "a lower-case SQL identifier" })
+    .prefault("mcp_edge")
+    .meta({ description: "Schema holding mcp-edge's tables (created and migrated at start)." }),
+  poolSize: z.number().int().min(1).max(200).prefault(10).meta({ description: "Connections per instance." }),
+  queryTimeout: duration
+    .prefault("5s")
+    .meta({
+      description:
+        "Longest any one statement may take; past it the operation fails (503 for key administration).",
+    }),
+});
+
 const unsafeSchema = z.strictObject({
   allowUnauthenticatedPublic: z
     .boolean()
@@ -591,9 +633,24 @@ export const configSchema = z
       .meta({ description: "External base URL (used for Host checks and metadata)." }),
     store: z
       .strictObject({
-        sqlite: z.string().prefault("./.mcp-edge/mcp-edge.db").meta({ description: "Embedded store file." }),
+        sqlite: z.string().prefault("./.mcp-edge/mcp-edge.db").meta({
+          description:
+            "Embedded store file. In distributed mode it still holds this instance's own state (nothing shared): the identity-signing keys' local copy is not used, only the audit spool's directory default.",
+        }),
+        redis: redisStoreSchema.optional().meta({
+          description:
+            "Distributed mode: Redis or Valkey for session records and routing, rate-limit counters, SSE event buffers, revocation and session broadcasts and locks. Set together with `postgres`.",
+        }),
+        postgres: postgresStoreSchema.optional().meta({
+          description:
+            "Distributed mode: PostgreSQL for API keys, audit records and the identity-signing keys (versioned migrations run at start). Set together with `redis`.",
+        }),
       })
       .prefault({ sqlite: "./.mcp-edge/mcp-edge.db" })
+      .refine((s) => (s.redis === undefined) === (s.postgres === undefined), {
+        message:
+          "distributed mode needs both store.redis and store.postgres (sessions and counters in Redis, keys and audit in PostgreSQL)",
+      })
       .meta({ description: "Where keys, audit records and session records are kept." }),
     admin: z
       .strictObject({
