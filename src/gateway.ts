@@ -12,6 +12,7 @@ import { IdentitySigner } from "./auth/identity.ts";
 import { OAuthVerifier } from "./auth/oauth.ts";
 import { AuditLog } from "./audit/log.ts";
 import { argsPolicy } from "./audit/record.ts";
+import { PostgresAuditStore } from "./audit/postgres.ts";
 import { SqliteAuditStore } from "./audit/sqlite.ts";
 import { ListCache } from "./cache/list-cache.ts";
 import type { Config } from "./config/schema.ts";
@@ -31,8 +32,12 @@ import { Tracing } from "./observability/tracing.ts";
 import { Pipeline } from "./pipeline.ts";
 import { AuthFailureLimiter } from "./ratelimit/auth-failures.ts";
 import { CallLimiter } from "./ratelimit/limiter.ts";
+import { RedisCounterStore } from "./ratelimit/redis-store.ts";
 import { SessionManager } from "./session/manager.ts";
 import { StreamRegistry } from "./session/streams.ts";
+import { type Distributed, openDistributed } from "./store/distributed.ts";
+import { PostgresApiKeyStore } from "./store/postgres.ts";
+import { RedisSessionStore } from "./store/redis.ts";
 import { openDatabase, SqliteApiKeyStore, SqliteSessionStore } from "./store/sqlite.ts";
 import type { ApiKeyStore, SessionStore } from "./store/types.ts";
 import { createCredentials } from "./upstream/credentials.ts";
@@ -55,7 +60,12 @@ interface GatewayDeps {
   audit: AuditLog;
   /** The egress proxy of stdio servers (started); undefined when no route spawns a process. */
   egressProxy: EgressProxy | undefined;
+  /** Distributed mode: Redis and PostgreSQL shared with the other instances. */
+  shared: Distributed | undefined;
 }
+
+/** Distributed mode: a hot session record is read again from Redis after this long (ms). */
+const SHARED_HOT_TTL_MS = 5000;
 
 /** Track promises of work in flight, for the drain. */
 class Inflight {
@@ -116,8 +126,10 @@ export class Gateway {
   /** The egress proxy of spawned stdio servers (src/egress/proxy.ts), when a route spawns any. */
   readonly egressProxy: EgressProxy | undefined;
   readonly #db: DatabaseSync;
+  readonly #shared: Distributed | undefined;
   readonly #store: SessionStore;
   readonly #keyStore: ApiKeyStore;
+  readonly #counters: RedisCounterStore | undefined;
   readonly #identity: IdentitySigner;
   readonly #oauth: OAuthVerifier | undefined;
   readonly #admin: AdminApi;
@@ -168,10 +180,59 @@ export class Gateway {
       this.#byPath.set(`${base}/sse`, { route, endpoint: "legacy-sse" });
       this.#byPath.set(`${base}/messages`, { route, endpoint: "legacy-messages" });
     }
-    this.#store = new SqliteSessionStore(this.#db);
-    this.#keyStore = new SqliteApiKeyStore(this.#db);
+    // Stores: embedded (SQLite) or shared with the other instances (distributed mode, SPEC §1).
+    const shared = deps.shared;
+    this.#shared = shared;
+    const storeError = (what: string) => (err: unknown) =>
+      this.log.warn({ err: String(err) }, `${what}: background write failed (kept for the next one)`);
+    if (shared) {
+      const idleTtl = (server: string) => config.servers[server]?.sessions.idleTtl ?? 86_400_000;
+      this.#store = new RedisSessionStore({
+        client: shared.redis,
+        keyPrefix: shared.prefix,
+        idleTtlMs: idleTtl,
+        onError: storeError("session activity"),
+      });
+      this.#keyStore = new PostgresApiKeyStore(shared.pg, {
+        onError: storeError("key last use"),
+        // Revocation everywhere within a second (SPEC §7.4): the other instances drop their copy.
+        onChange: (id) => shared.bus.publish({ k: "key", id }),
+      });
+      this.#counters = new RedisCounterStore({
+        client: shared.redis,
+        keyPrefix: `${shared.prefix}rl:`,
+        fallbackDivisor: shared.instances,
+      });
+    } else {
+      this.#store = new SqliteSessionStore(this.#db);
+      this.#keyStore = new SqliteApiKeyStore(this.#db);
+    }
     this.#streams = new StreamRegistry(config.streams);
-    this.#sessions = new SessionManager(this.#store, this.#streams, this.routes, this.log);
+    this.#sessions = new SessionManager(
+      this.#store,
+      this.#streams,
+      this.routes,
+      this.log,
+      shared
+        ? {
+            hotTtlMs: SHARED_HOT_TTL_MS,
+            ready: shared.redisReady,
+            tryLock: shared.tryLock,
+            announce: (id) => shared.bus.publish({ k: "session", id }),
+          }
+        : undefined,
+    );
+    if (shared) {
+      const keyStore = this.#keyStore as PostgresApiKeyStore;
+      shared.bus.on((m) => {
+        if (m.k === "key") keyStore.invalidate(m.id);
+        else if (m.k === "session") this.#sessions.changedElsewhere(m.id);
+        else {
+          keyStore.invalidate();
+          this.#sessions.forgetAll();
+        }
+      });
+    }
     const draining = () => this.#draining;
     this.#legacy = new LegacyBridge(this.#sessions, draining, config.streams.keepAlive, this.#identity);
     const forwarder = new Forwarder({
@@ -214,7 +275,7 @@ export class Gateway {
       );
     }
     // Rate limits: built from the validated config (a bad limit already failed the start).
-    this.#limits = new CallLimiter(config.servers, this.log);
+    this.#limits = new CallLimiter(config.servers, this.log, this.#counters);
     this.#authFailures = new AuthFailureLimiter(
       config.rateLimits.authFailures,
       config.security.trustForwardedHeaders,
@@ -278,6 +339,8 @@ export class Gateway {
       maxResponseBytes: config.egress.maxResponseBytes,
     });
     const db = openDatabase(config.store.sqlite);
+    // Distributed mode: PostgreSQL must answer at start (migrations); Redis may come later.
+    const shared = config.store.redis ? await openDistributed(config.store, log) : undefined;
     const identity = await IdentitySigner.open(db, {
       issuer: config.publicUrl ?? "mcp-edge",
       ttl: 120_000,
@@ -292,7 +355,10 @@ export class Gateway {
     // loaded and any spool left by the last run replayed before the first request.
     const ac = config.audit;
     const audit = await AuditLog.open({
-      store: new SqliteAuditStore(ac.sqlite ?? config.store.sqlite),
+      // Several instances append to the same chains: PostgreSQL chains them (appendChained).
+      store: shared
+        ? new PostgresAuditStore(shared.pg)
+        : new SqliteAuditStore(ac.sqlite ?? config.store.sqlite),
       spoolPath: ac.spool.path ?? join(dirname(config.store.sqlite), "audit-spool.jsonl"),
       spoolMaxBytes: ac.spool.maxBytes,
       flushInterval: ac.flushInterval,
@@ -315,9 +381,11 @@ export class Gateway {
     }
     let gw: Gateway;
     try {
-      gw = new Gateway(config, { db, identity, oauth, egress, log, audit, egressProxy });
+      gw = new Gateway(config, { db, identity, oauth, egress, log, audit, egressProxy, shared });
     } catch (err) {
       await egressProxy?.stop(); // a boot error must not leave the proxy listening
+      await audit.close();
+      await shared?.close();
       throw err;
     }
     for (const w of assessment.warnings) gw.log.warn({ code: w.code }, w.message);
@@ -349,6 +417,19 @@ export class Gateway {
       gw.#metrics.registerGauge("mcp_edge_audit_store_up", "1 while the audit store takes writes.", () =>
         a.stats().storeUp ? 1 : 0,
       );
+      const counters = gw.#counters;
+      if (shared && counters) {
+        gw.#metrics.registerGauge(
+          "mcp_edge_redis_up",
+          "1 while the Redis connection (sessions, counters, streams) is up.",
+          () => (shared.redisReady() ? 1 : 0),
+        );
+        gw.#metrics.registerGauge(
+          "mcp_edge_ratelimit_fallback_decisions",
+          "Rate-limit decisions the local fallback limiter made because Redis was unreachable (since start).",
+          () => counters.fallbackDecisions,
+        );
+      }
     }
     gw.#tracing = await Tracing.create({
       config: config.tracing,
@@ -663,10 +744,16 @@ export class Gateway {
     await this.egressProxy?.stop(); // after the processes that used it
     // Audit: every call above has published its end; flush it all (SIGTERM loses nothing).
     await this.audit.close();
-    await this.#store.close();
-    await this.#keyStore.close();
+    await this.#store
+      .close()
+      .catch((err: unknown) => this.log.warn({ err: String(err) }, "session store close"));
+    await this.#keyStore
+      .close()
+      .catch((err: unknown) => this.log.warn({ err: String(err) }, "key store close"));
+    await this.#counters?.close();
     await this.#oauth?.stop();
     this.#db.close();
+    await this.#shared?.close();
     await this.#egress.destroy();
     this.#metrics?.stop();
     await this.#tracing?.stop(); // flushes spans still batched for the OTLP exporter

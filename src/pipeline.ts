@@ -155,6 +155,9 @@ export class Pipeline {
       if (sessionHeader === undefined) throw new GatewayError("EDGE_SESSION_REQUIRED");
       checkSessionId(sessionHeader);
       ctx.session = await this.#d.sessions.load(ctx.route, sessionHeader, (ctx.principal as Principal).id);
+    } else {
+      // A session that could not be stored would be lost: refuse before the upstream opens one.
+      this.#d.sessions.assertAvailable();
     }
 
     // 7. Forward.

@@ -118,7 +118,7 @@ export function makePolicy(
     ...(tool !== undefined ? { tool } : {}),
     quota: spec.quota,
     windowSec: spec.windowSec,
-    counter: store.counter(spec),
+    counter: store.counter(spec, name),
     header,
     scope: SCOPES[kind],
     noticed: new RateLimiterMemory({ points: 1, duration: spec.windowSec || 60, keyPrefix: "" }),

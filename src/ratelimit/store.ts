@@ -37,8 +37,11 @@ export interface Refusal {
 }
 
 export interface CounterStore {
-  /** A counter for a policy. Called at boot, once per policy. */
-  counter(spec: CounterSpec): Counter;
+  /**
+   * A counter for a policy. Called at boot, once per policy. `name` (the policy: `key`,
+   * `tool.search`...) identifies it in a shared store, the same on every instance.
+   */
+  counter(spec: CounterSpec, name?: string): Counter;
   /**
    * Takes every part, or none: when one counter has no room, nothing is taken from any (a call
    * refused by one limit consumes nothing from the others). Resolves undefined when admitted.

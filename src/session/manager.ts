@@ -30,6 +30,30 @@ export function sessionHash(id: string): string {
 }
 
 /**
+ * Distributed mode (src/store/distributed.ts): other instances serve the same sessions. Given to
+ * the manager, it makes the hot cache a short-lived copy (re-read after `hotTtlMs`, dropped at
+ * once when another instance announces a change), fails session requests closed and fast while
+ * the shared store is unreachable (503, never 404: security.md §3), and lets one instance at a
+ * time reap idle sessions or re-initialize a given session upstream.
+ */
+export interface SessionSharing {
+  hotTtlMs: number;
+  ready(): boolean;
+  tryLock(name: string, ttlMs: number): Promise<boolean>;
+  /** Tells the other instances that this session ended or moved upstream. */
+  announce(id: string): void;
+}
+
+interface HotEntry {
+  rec: SessionRecord;
+  /** When the record was read from (or written to) the store. */
+  at: number;
+}
+
+/** How long an instance waits for another one that is re-initializing the same session (ms). */
+const REINIT_WAIT_MS = 10_000;
+
+/**
  * Owns session records: lookup with owner binding, creation, re-initialization on backend loss,
  * ending, and the idle reaper.
  */
@@ -44,18 +68,53 @@ export class SessionManager {
    * store. Every change made here (create, rebind, end) updates it; the store stays the truth
    * after a restart. Bounded: the oldest entries go first.
    */
-  readonly #hot = new Map<string, SessionRecord>();
+  readonly #hot = new Map<string, HotEntry>();
   static readonly HOT_MAX = 50_000;
   readonly #timer: NodeJS.Timeout;
+  readonly #reapEvery: number;
+  readonly #sharing: SessionSharing | undefined;
+  #reapFailedAt = 0;
 
-  constructor(store: SessionStore, streams: StreamRegistry, routes: Map<string, Route>, log: Logger) {
+  constructor(
+    store: SessionStore,
+    streams: StreamRegistry,
+    routes: Map<string, Route>,
+    log: Logger,
+    sharing?: SessionSharing,
+  ) {
     this.#store = store;
     this.#streams = streams;
     this.#routes = routes;
     this.#log = log;
+    this.#sharing = sharing;
     const minTtl = Math.min(...[...routes.values()].map((r) => r.config.sessions.idleTtl));
-    this.#timer = setInterval(() => void this.reap(), Math.max(1000, Math.min(60_000, minTtl / 10)));
+    this.#reapEvery = Math.max(1000, Math.min(60_000, minTtl / 10));
+    this.#timer = setInterval(() => void this.reap(), this.#reapEvery);
     this.#timer.unref();
+  }
+
+  /**
+   * Another instance changed this session (ended it, or re-bound it upstream): forget the local
+   * copy; when the record is gone, end this instance's streams of it too.
+   */
+  changedElsewhere(id: string): void {
+    this.#hot.delete(id);
+    this.#store.get(id).then(
+      (rec) => {
+        if (!rec) this.#streams.dropSession(id);
+      },
+      () => undefined, // store down: the streams end with their TTL or at the session's next request
+    );
+  }
+
+  /** Every local copy is suspect (the broadcast was cut off): read records again. */
+  forgetAll(): void {
+    this.#hot.clear();
+  }
+
+  /** Session work cannot start while the shared store is unreachable (503 + Retry-After, fast). */
+  assertAvailable(): void {
+    if (this.#sharing && !this.#sharing.ready()) throw new GatewayError("EDGE_STORE_UNAVAILABLE");
   }
 
   get store(): SessionStore {
@@ -67,14 +126,29 @@ export class SessionManager {
    * all answer the same 404: the id alone proves nothing and reveals nothing (security.md D38).
    */
   async load(route: Route, id: string, principalId: string): Promise<SessionRecord> {
-    let rec = this.#hot.get(id);
+    this.assertAvailable();
+    let now = Date.now();
+    const hit = this.#hot.get(id);
+    let rec = hit && (!this.#sharing || now - hit.at < this.#sharing.hotTtlMs) ? hit.rec : undefined;
+    let fromCache = rec !== undefined;
     if (!rec) {
       rec = await this.#store.get(id);
       if (rec) this.#remember(rec);
+      else this.#hot.delete(id);
+      now = Date.now();
     }
-    const now = Date.now();
     if (!rec || rec.server !== route.name || rec.principal !== principalId) {
       throw new GatewayError("EDGE_SESSION_NOT_FOUND");
+    }
+    if (now - rec.lastSeenAt > route.config.sessions.idleTtl && fromCache && this.#sharing) {
+      // Idle by this instance's copy only: the client may have been served by another one since.
+      rec = await this.#store.get(id);
+      fromCache = false;
+      if (!rec) {
+        this.#hot.delete(id);
+        throw new GatewayError("EDGE_SESSION_NOT_FOUND");
+      }
+      this.#remember(rec);
     }
     if (now - rec.lastSeenAt > route.config.sessions.idleTtl) {
       await this.end(route, rec, "idle");
@@ -86,7 +160,18 @@ export class SessionManager {
   }
 
   async create(rec: SessionRecord): Promise<void> {
-    await this.#store.put(rec);
+    try {
+      await this.#store.put(rec);
+    } catch (err) {
+      // No record, no session: end the one just opened upstream rather than leave it orphaned.
+      const route = this.#routes.get(rec.server);
+      if (route)
+        void route.upstream
+          .attach(rec.upstream, rec.id)
+          .terminate()
+          .catch(() => undefined);
+      throw err;
+    }
     this.#remember(rec);
     if (sessionChannel.hasSubscribers) {
       const event: SessionEvent = {
@@ -123,6 +208,11 @@ export class SessionManager {
         lost = err;
       }
     }
+    if (this.#sharing) {
+      // Another instance may have moved the session already (or is moving it right now).
+      const moved = await this.#movedElsewhere(route, rec);
+      if (moved) return moved;
+    }
     if (route.config.sessions.onBackendLoss === "expire") {
       await this.end(route, rec, "backend lost");
       throw new GatewayError("EDGE_SESSION_BACKEND_LOST", undefined, { cause: lost });
@@ -133,6 +223,42 @@ export class SessionManager {
       this.#reinit.set(rec.id, pending);
     }
     return pending;
+  }
+
+  /**
+   * Distributed mode: the session as another instance re-bound it, if it did; when another
+   * instance holds the re-initialize lock, waits for its new binding. Undefined: this instance
+   * re-initializes.
+   */
+  async #movedElsewhere(route: Route, rec: SessionRecord): Promise<UpstreamSession | undefined> {
+    const sharing = this.#sharing as SessionSharing;
+    const failed = rec.upstream;
+    const attachIfMoved = async (): Promise<UpstreamSession | undefined> => {
+      const now = await this.#store.get(rec.id);
+      if (!now) throw new GatewayError("EDGE_SESSION_NOT_FOUND");
+      if (now.upstream.instance === failed.instance && now.upstream.sessionId === failed.sessionId)
+        return undefined;
+      try {
+        const s = route.upstream.attach(now.upstream, rec.id);
+        rec.upstream = now.upstream;
+        rec.protocolVersion = now.protocolVersion;
+        this.#remember(rec);
+        return s;
+      } catch (err) {
+        if (err instanceof UpstreamSessionLost) return undefined; // moved to what this instance cannot reach
+        throw err;
+      }
+    };
+    const moved = await attachIfMoved();
+    if (moved) return moved;
+    if (await sharing.tryLock(`reinit:${rec.id}`, REINIT_WAIT_MS)) return undefined;
+    const deadline = Date.now() + REINIT_WAIT_MS;
+    while (Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      const s = await attachIfMoved();
+      if (s) return s;
+    }
+    return undefined;
   }
 
   async #reinitialize(
@@ -185,6 +311,8 @@ export class SessionManager {
     rec.upstream = session.binding;
     rec.protocolVersion = version;
     await this.#store.rebind(rec.id, session.binding, version);
+    this.#remember(rec);
+    this.#sharing?.announce(rec.id);
     this.#log.info(
       {
         session: sessionHash(rec.id),
@@ -202,6 +330,7 @@ export class SessionManager {
     this.#streams.dropSession(rec.id);
     this.#hot.delete(rec.id);
     const existed = await this.#store.delete(rec.id);
+    if (existed) this.#sharing?.announce(rec.id);
     if (existed && sessionChannel.hasSubscribers) {
       const event: SessionEvent = {
         kind: "end",
@@ -226,15 +355,28 @@ export class SessionManager {
       const oldest = this.#hot.keys().next().value;
       if (oldest !== undefined) this.#hot.delete(oldest);
     }
-    this.#hot.set(rec.id, rec);
+    this.#hot.delete(rec.id); // re-inserted last: the oldest entries are the first keys
+    this.#hot.set(rec.id, { rec, at: Date.now() });
   }
 
-  /** Ends sessions idle past their route's TTL. */
+  /**
+   * Ends sessions idle past their route's TTL. In distributed mode one instance reaps per interval
+   * (a lock); a store failure is logged and the next interval tries again.
+   */
   async reap(): Promise<void> {
-    const now = Date.now();
-    for (const route of this.#routes.values()) {
-      const idle = await this.#store.listIdle(route.name, now - route.config.sessions.idleTtl, 500);
-      for (const rec of idle) await this.end(route, rec, "idle");
+    try {
+      if (this.#sharing && !(await this.#sharing.tryLock("reaper", this.#reapEvery))) return;
+      const now = Date.now();
+      for (const route of this.#routes.values()) {
+        const idle = await this.#store.listIdle(route.name, now - route.config.sessions.idleTtl, 500);
+        for (const rec of idle) await this.end(route, rec, "idle");
+      }
+    } catch (err) {
+      const now = Date.now();
+      if (now - this.#reapFailedAt > 60_000) {
+        this.#reapFailedAt = now;
+        this.#log.warn({ err: String(err) }, "idle-session reaper: store unavailable, retrying");
+      }
     }
   }
 

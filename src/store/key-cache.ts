@@ -2,6 +2,8 @@ import type { ApiKeyRecord } from "./types.ts";
 
 /** How long a key record read by id is reused before the row is read again (ms). */
 export const KEY_CACHE_TTL_MS = 1000;
+/** While the key store is unreachable, records read up to this long ago still authenticate (ms). */
+export const KEY_STALE_MAX_MS = 30_000;
 /** Records kept by id at most (the cache is cleared past it: it holds live keys, not every id tried). */
 const KEY_CACHE_MAX = 10_000;
 
@@ -35,6 +37,15 @@ export class KeyRecordCache {
     return hit && now - hit.readAt < KEY_CACHE_TTL_MS ? structuredClone(hit.rec) : undefined;
   }
 
+  /**
+   * A copy of the record when it was read less than `maxAgeMs` ago: what key checks use while the
+   * store is unreachable (security.md §3: closed after a bounded staleness).
+   */
+  stale(id: string, now: number, maxAgeMs: number): ApiKeyRecord | undefined {
+    const hit = this.#byId.get(id);
+    return hit && now - hit.readAt < maxAgeMs ? structuredClone(hit.rec) : undefined;
+  }
+
   remember(rec: ApiKeyRecord, now: number): void {
     if (this.#byId.size >= KEY_CACHE_MAX) this.#byId.clear();
     this.#byId.set(rec.id, { rec: structuredClone(rec), readAt: now });
@@ -42,6 +53,10 @@ export class KeyRecordCache {
 
   forget(id: string): void {
     this.#byId.delete(id);
+  }
+
+  clear(): void {
+    this.#byId.clear();
   }
 
   /** A use moves the cached record too, so a read never goes back in time once it is written. */

@@ -13,7 +13,7 @@
 import { DatabaseError, Pool, types } from "pg";
 import { GatewayError } from "../errors/errors.ts";
 import type { ApiKeyFilter, ApiKeyRecord, ApiKeyStore } from "./types.ts";
-import { KEY_UPDATE_COLUMNS, KeyRecordCache, withUse } from "./key-cache.ts";
+import { KEY_STALE_MAX_MS, KEY_UPDATE_COLUMNS, KeyRecordCache, withUse } from "./key-cache.ts";
 
 export interface PostgresOptions {
   /** Schema holding mcp-edge's tables; created when missing. Default `public`. */
@@ -278,12 +278,25 @@ export class PostgresApiKeyStore implements ApiKeyStore {
   readonly #cache = new KeyRecordCache();
   readonly #timer: NodeJS.Timeout;
   readonly #onError: ((err: unknown) => void) | undefined;
+  readonly #onChange: ((id: string) => void) | undefined;
   #flushing: Promise<void> = Promise.resolve();
 
-  constructor(db: PostgresDb, options: { touchFlushMs?: number; onError?: (err: unknown) => void } = {}) {
+  /**
+   * `onChange` is called after this process changed a key (insert, update): distributed mode
+   * broadcasts it so every instance drops its cached record at once (src/store/distributed.ts).
+   */
+  constructor(
+    db: PostgresDb,
+    options: {
+      touchFlushMs?: number;
+      onError?: (err: unknown) => void;
+      onChange?: (id: string) => void;
+    } = {},
+  ) {
     this.#pool = db.pool;
     this.#t = `${db.schema}.api_keys`;
     this.#onError = options.onError;
+    this.#onChange = options.onChange;
     this.#timer = setInterval(() => {
       this.flush().catch((err: unknown) => this.#onError?.(err));
     }, options.touchFlushMs ?? 5000);
@@ -319,6 +332,13 @@ export class PostgresApiKeyStore implements ApiKeyStore {
         r.rotatedTo,
       ],
     );
+    this.#onChange?.(r.id);
+  }
+
+  /** Drops the cached record of a key another instance changed (every record when no id). */
+  invalidate(id?: string): void {
+    if (id === undefined) this.#cache.clear();
+    else this.#cache.forget(id);
   }
 
   #withPending(rec: ApiKeyRecord): ApiKeyRecord {
@@ -329,11 +349,21 @@ export class PostgresApiKeyStore implements ApiKeyStore {
     const now = Date.now();
     const cached = this.#cache.fresh(id, now);
     if (cached) return this.#withPending(cached);
-    const rows = await this.#query<ApiKeyRow>(
-      "api key lookup",
-      `SELECT ${KEY_COLUMNS} FROM ${this.#t} WHERE id = $1`,
-      [id],
-    );
+    let rows: ApiKeyRow[];
+    try {
+      rows = await this.#query<ApiKeyRow>(
+        "api key lookup",
+        `SELECT ${KEY_COLUMNS} FROM ${this.#t} WHERE id = $1`,
+        [id],
+      );
+    } catch (err) {
+      // PostgreSQL unreachable: a record read recently still answers, for a bounded time
+      // (KEY_STALE_MAX_MS); past it, or for a key never seen, the check fails closed (503).
+      const stale = this.#cache.stale(id, now, KEY_STALE_MAX_MS);
+      if (stale && err instanceof GatewayError && err.code === "EDGE_STORE_UNAVAILABLE")
+        return this.#withPending(stale);
+      throw err;
+    }
     const row = rows[0];
     if (!row) {
       this.#cache.forget(id);
@@ -377,6 +407,8 @@ export class PostgresApiKeyStore implements ApiKeyStore {
       id,
       ...entries.map(([, v]) => v ?? null),
     ]);
+    this.#cache.forget(id); // a lookup that ran meanwhile may have cached the row as it was
+    this.#onChange?.(id);
   }
 
   touch(id: string, at: number): void {
