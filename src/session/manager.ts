@@ -130,7 +130,7 @@ export class SessionManager {
     let now = Date.now();
     const hit = this.#hot.get(id);
     let rec = hit && (!this.#sharing || now - hit.at < this.#sharing.hotTtlMs) ? hit.rec : undefined;
-    let fromCache = rec !== undefined;
+    const fromCache = rec !== undefined;
     if (!rec) {
       rec = await this.#store.get(id);
       if (rec) this.#remember(rec);
@@ -143,7 +143,6 @@ export class SessionManager {
     if (now - rec.lastSeenAt > route.config.sessions.idleTtl && fromCache && this.#sharing) {
       // Idle by this instance's copy only: the client may have been served by another one since.
       rec = await this.#store.get(id);
-      fromCache = false;
       if (!rec) {
         this.#hot.delete(id);
         throw new GatewayError("EDGE_SESSION_NOT_FOUND");
