@@ -47,6 +47,8 @@ export interface ValidationReport {
   summary?: {
     listen: string;
     admin: string;
+    /** `embedded (SQLite FILE)` or `distributed (Redis HOST, PostgreSQL HOST/DB schema S)`. */
+    store: string;
     servers: ServerSummary[];
     upstreams: Record<"http" | "sse" | "stdio", number>;
   };
@@ -78,6 +80,20 @@ function interpolateAll(doc: unknown, env: NodeJS.ProcessEnv, errors: Validation
   return walk(doc, []);
 }
 
+/** Where state is kept, with no credential from the URLs. */
+function storeSummary(store: Config["store"]): string {
+  if (!store.redis || !store.postgres) return `embedded (SQLite ${store.sqlite})`;
+  const where = (url: string) => {
+    try {
+      const u = new URL(url);
+      return `${u.host}${u.pathname === "/" ? "" : u.pathname}`;
+    } catch {
+      return "(unparsable URL)";
+    }
+  };
+  return `distributed (Redis ${where(store.redis.url)}, PostgreSQL ${where(store.postgres.url)} schema ${store.postgres.schema})`;
+}
+
 function summarize(config: Config): NonNullable<ValidationReport["summary"]> {
   const servers: ServerSummary[] = Object.entries(config.servers).map(([name, s]) => {
     const u = s.upstream;
@@ -89,6 +105,7 @@ function summarize(config: Config): NonNullable<ValidationReport["summary"]> {
   return {
     listen: `${config.listen.host}:${config.listen.port}`,
     admin: `${config.admin.listen.host}:${config.admin.listen.port}`,
+    store: storeSummary(config.store),
     servers,
     upstreams,
   };
@@ -173,6 +190,7 @@ function renderText(report: ValidationReport): { out: string; err: string } {
   const out = [
     `ok: ${report.file}`,
     `  listen ${s.listen}, admin ${s.admin}`,
+    `  store: ${s.store}`,
     `  ${n} server${n === 1 ? "" : "s"} (upstreams: ${kinds})`,
     ...table(
       s.servers.map((v) => [

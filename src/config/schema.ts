@@ -635,7 +635,7 @@ export const configSchema = z
       .strictObject({
         sqlite: z.string().prefault("./.mcp-edge/mcp-edge.db").meta({
           description:
-            "Embedded store file. In distributed mode it still holds this instance's own state (nothing shared): the identity-signing keys' local copy is not used, only the audit spool's directory default.",
+            "Embedded store file. In distributed mode nothing shared is kept in it; its directory is where the audit spool goes by default.",
         }),
         redis: redisStoreSchema.optional().meta({
           description:

@@ -142,6 +142,18 @@ export function assessConfig(config: Config): ConfigAssessment {
     });
   }
 
+  // Distributed mode: a stdio process or a legacy-SSE connection belongs to one edge instance.
+  if (config.store.redis) {
+    for (const [name, server] of Object.entries(config.servers)) {
+      const kind = server.upstream.stdio ? "stdio" : server.upstream.sse ? "legacy SSE" : undefined;
+      if (!kind) continue;
+      warnings.push({
+        code: "EDGE_WARN_INSTANCE_BOUND_UPSTREAM",
+        message: `servers.${name}: a ${kind} upstream's sessions live in one edge instance; a request that reaches another instance re-initializes the session there (use session affinity at the load balancer, or a Streamable HTTP upstream)`,
+      });
+    }
+  }
+
   const admin = config.admin.listen;
   if (!isLoopbackHost(admin.host)) {
     warnings.push({

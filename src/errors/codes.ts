@@ -285,6 +285,8 @@ export const WARNING_CODES = {
   EDGE_WARN_TRUST_FORWARDED:
     "X-Forwarded-* / Forwarded headers are trusted (`security.trustForwardedHeaders`).",
   EDGE_WARN_ADMIN_PUBLIC: "The admin listener is not on loopback.",
+  EDGE_WARN_INSTANCE_BOUND_UPSTREAM:
+    "Distributed mode with a stdio or legacy-SSE upstream: its sessions live in one edge instance, and a request reaching another instance re-initializes the session there (server-side state is lost). Use a Streamable HTTP upstream, or session affinity at the load balancer.",
   EDGE_WARN_NO_ADMIN_TOKEN:
     "A route accepts API keys but `admin.token` is not set: the admin API is off and no key can be created.",
   EDGE_WARN_EGRESS_PRIVATE:

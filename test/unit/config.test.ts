@@ -381,6 +381,20 @@ const assessCases: AssessCase[] = [
     warnings: [],
   },
   {
+    name: "distributed mode with a stdio upstream: its sessions are bound to one instance",
+    doc: {
+      store: {
+        redis: { url: "redis://127.0.0.1:6379" },
+        postgres: { url: "postgres://postgres@127.0.0.1/test" },
+      },
+      servers: {
+        a: route("a"),
+        b: { route: "/b/mcp", auth: ["none"], upstream: { stdio: { command: "node" } } },
+      },
+    },
+    warnings: ["EDGE_WARN_AUTH_NONE", "EDGE_WARN_AUTH_NONE", "EDGE_WARN_INSTANCE_BOUND_UPSTREAM"],
+  },
+  {
     name: "admin and public on port 0 do not collide",
     doc: { listen: { port: 0 }, admin: { listen: { port: 0 } }, servers: { a: route("a") } },
     warnings: ["EDGE_WARN_AUTH_NONE"],
@@ -404,4 +418,25 @@ test("assessConfig: AUTH_NONE names the route and the server", () => {
   assert.equal(warning?.code, "EDGE_WARN_AUTH_NONE");
   assert.match(warning.message, /\/github\/mcp/);
   assert.match(warning.message, /github/);
+});
+
+test("store: distributed mode needs both Redis and PostgreSQL; URLs are checked", () => {
+  const servers = { a: route("a") };
+  assert.throws(() => parseConfig({ store: { redis: { url: "redis://h:6379" } }, servers }, {}), /both/);
+  assert.throws(() => parseConfig({ store: { postgres: { url: "postgres://h/db" } }, servers }, {}), /both/);
+  assert.throws(
+    () =>
+      parseConfig(
+        { store: { redis: { url: "http://h" }, postgres: { url: "postgres://h/db" } }, servers },
+        {},
+      ),
+    /redis:\/\//,
+  );
+  const c = parseConfig(
+    { store: { redis: { url: "rediss://h:6380" }, postgres: { url: "postgresql://h/db" } }, servers },
+    {},
+  );
+  assert.equal(c.store.redis?.keyPrefix, "mcp-edge:");
+  assert.equal(c.store.redis?.commandTimeout, 100);
+  assert.equal(c.store.postgres?.schema, "mcp_edge");
 });

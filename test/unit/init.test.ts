@@ -48,6 +48,7 @@ test("init writes a file that loads and validates", async () => {
   const v = capture();
   assert.equal(await runValidate(["-c", file], v.io), 0);
   assert.match(v.out(), /^ok: /);
+  assert.match(v.out(), /store: embedded \(SQLite /);
   assert.match(v.out(), /demo\s+\/demo\/mcp\s+stdio/);
   assert.match(v.err(), /warning EDGE_WARN_AUTH_NONE: .*\/demo\/mcp/);
 });
