@@ -62,6 +62,12 @@ export class PostgresAuditStore implements AuditStore {
       throw storeError(err, what);
     }
     let broken: unknown;
+    // Fix (test/integration/postgres-faults.test.ts): a checked-out pg client emits 'error' when its
+    // connection drops, besides failing the query; with no listener that crashed the process.
+    const onError = (err: unknown) => {
+      broken ??= err;
+    };
+    client.on("error", onError);
     try {
       await client.query("BEGIN");
       await client.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCK_NAMESPACE, this.#lockKey]);
@@ -75,6 +81,7 @@ export class PostgresAuditStore implements AuditStore {
       throw storeError(err, what);
     } finally {
       // A connection that could not even roll back is discarded rather than reused.
+      client.off("error", onError);
       client.release(broken instanceof Error ? broken : undefined);
     }
   }

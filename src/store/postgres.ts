@@ -190,6 +190,9 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
 
 async function migrate(pool: Pool, name: string, schema: string): Promise<number> {
   const client = await pool.connect();
+  // A checked-out client emits 'error' when its connection drops: without a listener, a crash.
+  const onError = () => undefined;
+  client.on("error", onError);
   try {
     await client.query("BEGIN");
     try {
@@ -219,6 +222,7 @@ async function migrate(pool: Pool, name: string, schema: string): Promise<number
       throw err;
     }
   } finally {
+    client.off("error", onError);
     client.release();
   }
 }
