@@ -40,7 +40,8 @@ import { PostgresApiKeyStore } from "./store/postgres.ts";
 import { RedisSessionStore } from "./store/redis.ts";
 import { openDatabase, SqliteApiKeyStore, SqliteSessionStore } from "./store/sqlite.ts";
 import type { ApiKeyStore, SessionStore } from "./store/types.ts";
-import { createCredentials } from "./upstream/credentials.ts";
+import { createCredentials, type OAuthCredentialsConfig } from "./upstream/credentials.ts";
+import { RedisTokenVault } from "./upstream/token-vault.ts";
 import { HttpUpstream } from "./upstream/http.ts";
 import { LegacySseUpstream } from "./upstream/legacy-sse.ts";
 import { StdioUpstream } from "./upstream/stdio.ts";
@@ -92,6 +93,7 @@ function createUpstream(
   egress: Egress,
   log: Logger,
   egressProxy?: EgressProxy,
+  shared?: Distributed,
 ): Upstream {
   const u = cfg.upstream;
   const child = log.child({ server: route });
@@ -101,7 +103,18 @@ function createUpstream(
       `servers.${route}.credentials: a stdio upstream takes no HTTP credentials (pass secrets in its env)`,
     );
   // Validated here, at boot: a bad credentials block fails the start, not the first request.
-  const credentials = createCredentials(cfg.credentials, egress, child);
+  // Distributed mode: client-credentials tokens shared and refreshed by one instance at a time.
+  const vault = shared
+    ? (o: OAuthCredentialsConfig) =>
+        new RedisTokenVault({
+          redis: shared.redis,
+          prefix: shared.prefix,
+          identity: JSON.stringify([o.tokenUrl, o.clientId, o.scope ?? "", o.resource ?? ""]),
+          secret: o.clientSecret,
+          owner: shared.bus.id,
+        })
+    : undefined;
+  const credentials = createCredentials(cfg.credentials, egress, child, vault);
   if (u.urls) return new HttpUpstream(u, egress, child, undefined, credentials);
   if (u.sse) return new LegacySseUpstream(u, egress, child, credentials);
   // Egress proxy: the spawned processes' HTTP_PROXY, checked against this server's egress block.
@@ -171,7 +184,7 @@ export class Gateway {
     for (const [name, cfg] of Object.entries(config.servers)) {
       const upstream = cache.observe(
         name,
-        createUpstream(name, cfg, this.#egress, this.log, this.egressProxy),
+        createUpstream(name, cfg, this.#egress, this.log, this.egressProxy, deps.shared),
       );
       const route: Route = { name, config: cfg, upstream };
       this.routes.set(name, route);

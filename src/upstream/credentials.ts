@@ -3,6 +3,7 @@ import type { Egress } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
 import { readBody } from "./reply.ts";
+import { type TokenVault, VAULT_LOCK_MS } from "./token-vault.ts";
 
 /**
  * Credentials mcp-edge holds for an upstream (SPEC §4 `credentials`, §7.1): static secret headers
@@ -60,6 +61,8 @@ export function createCredentials(
   cfg: CredentialsConfig | undefined,
   egress: Egress,
   log: Logger,
+  /** Distributed mode: tokens shared, refreshes serialized across instances (token-vault.ts). */
+  vault?: (oauth: OAuthCredentialsConfig) => TokenVault,
 ): UpstreamCredentials {
   if (!cfg || (!cfg.oauth && Object.keys(cfg.headers ?? {}).length === 0)) return NO_CREDENTIALS;
   const fixed: Record<string, string> = {};
@@ -87,7 +90,7 @@ export function createCredentials(
       "EDGE_CONFIG_INVALID",
       "credentials: `headers.authorization` and `oauth` both set the Authorization header; keep one",
     );
-  return new ClientCredentialsManager(cfg.oauth, fixed, egress, log);
+  return new ClientCredentialsManager(cfg.oauth, fixed, egress, log, vault?.(cfg.oauth));
 }
 
 // ---- the pure part: token response -------------------------------------------------------------
@@ -261,12 +264,22 @@ class ClientCredentialsManager implements UpstreamCredentials {
   #failedUntil = 0;
   #lastFailure: GatewayError | undefined;
   #lastRejectionRefresh = Number.NEGATIVE_INFINITY;
+  /** The last token an upstream rejected: never adopted again from the vault. */
+  #rejected: string | undefined;
   #stopped = false;
+  readonly #vault: TokenVault | undefined;
 
-  constructor(cfg: OAuthCredentialsConfig, fixed: Record<string, string>, egress: Egress, log: Logger) {
+  constructor(
+    cfg: OAuthCredentialsConfig,
+    fixed: Record<string, string>,
+    egress: Egress,
+    log: Logger,
+    vault?: TokenVault,
+  ) {
     this.#cfg = cfg;
     this.#fixed = fixed;
     this.#egress = egress;
+    this.#vault = vault;
     this.#log = log.child({ tokenUrl: cfg.tokenUrl, clientId: cfg.clientId });
     this.#request = tokenRequest(cfg);
   }
@@ -297,6 +310,7 @@ class ClientCredentialsManager implements UpstreamCredentials {
     this.#lastRejectionRefresh = now;
     // The rejected token is dead for every request, not only this one.
     if (current?.value === sent) this.#token = undefined;
+    this.#rejected = sent;
     this.#log.info("upstream rejected its token; refreshing");
     try {
       const fresh = await this.#refresh();
@@ -333,7 +347,54 @@ class ClientCredentialsManager implements UpstreamCredentials {
     return this.#flight;
   }
 
+  /**
+   * Distributed mode: a token another instance obtained, when it is worth using instead of
+   * fetching (valid, outside its refresh window, not the one being replaced or rejected).
+   */
+  #fromVault(t: { value: string; obtainedAt: number; expiresAt: number | undefined } | undefined) {
+    if (!t) return undefined;
+    const now = Date.now();
+    const at = refreshAt(t.obtainedAt, t.expiresAt, this.#cfg.refreshBefore);
+    if (t.value === this.#rejected || t.value === this.#token?.value) return undefined;
+    if (!this.#valid({ ...t, used: false }, now) || (at !== undefined && now >= at)) return undefined;
+    const token: HeldToken = { ...t, used: false };
+    this.#token = token;
+    this.#failures = 0;
+    this.#failedUntil = 0;
+    this.#lastFailure = undefined;
+    this.#log.debug("upstream token taken from the shared vault");
+    this.#schedule(token);
+    return token;
+  }
+
   async #fetch(): Promise<HeldToken> {
+    const vault = this.#vault;
+    let locked = false;
+    if (vault) {
+      // Serialized across instances: use a token another one stored; else take the refresh lock;
+      // else wait for the lock holder's token (and fetch after all if none comes in time).
+      const shared = this.#fromVault(await vault.get());
+      if (shared) return shared;
+      locked = await vault.lock();
+      if (!locked) {
+        const deadline = Date.now() + VAULT_LOCK_MS;
+        while (Date.now() < deadline && !this.#stopped) {
+          await new Promise((r) => setTimeout(r, 100));
+          const t = this.#fromVault(await vault.get());
+          if (t) return t;
+        }
+      }
+    }
+    try {
+      const token = await this.#fetchHere();
+      await vault?.put(token);
+      return token;
+    } finally {
+      if (locked) await vault?.unlock();
+    }
+  }
+
+  async #fetchHere(): Promise<HeldToken> {
     const started = Date.now();
     try {
       let granted: GrantedToken;
