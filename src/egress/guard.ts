@@ -1,6 +1,6 @@
 import diagnostics_channel from "node:diagnostics_channel";
 import { lookup } from "node:dns/promises";
-import { type Readable, Transform, pipeline } from "node:stream";
+import type { Readable } from "node:stream";
 import { Agent, buildConnector, type Dispatcher, request } from "undici";
 import { GatewayError } from "../errors/errors.ts";
 import {
@@ -441,14 +441,16 @@ function finish(
   redirects: number,
   maxBytes: number | undefined,
 ): GuardedResponse {
-  let body = res.body as unknown as Readable & AsyncIterable<Buffer>;
+  const body = res.body as unknown as Readable & AsyncIterable<Buffer>;
   if (maxBytes !== undefined && Number.isFinite(maxBytes)) {
     const declared = Number(firstHeader(res.headers["content-length"]) ?? Number.NaN);
     if (declared > maxBytes) {
       res.body.destroy();
       throw tooLarge(url, maxBytes);
     }
-    body = capped(body, url, maxBytes);
+    // A declared length within the cap bounds the body already: the HTTP parser reads exactly that
+    // many bytes (a mismatch fails the body), so only bodies of unknown length are counted.
+    if (!(declared >= 0)) cap(body, url, maxBytes);
   }
   return { status: res.statusCode, headers: res.headers, body, url: url.href, redirects };
 }
@@ -460,17 +462,28 @@ function tooLarge(url: URL, maxBytes: number): GatewayError {
   );
 }
 
-/** The body, failing with EDGE_EGRESS_RESPONSE_TOO_LARGE past `maxBytes` (source destroyed too). */
-function capped(source: Readable, url: URL, maxBytes: number): Readable & AsyncIterable<Buffer> {
+/**
+ * Fails the body with EDGE_EGRESS_RESPONSE_TOO_LARGE past `maxBytes` (the request is aborted and
+ * the socket released). The count is taken where undici hands each chunk to the body (its `push`),
+ * on the body itself: a counting Transform piped after it cost a stream, a pipeline and an
+ * AbortController (aborted, with a DOMException, when the pipeline ends) per upstream answer,
+ * about 8% of the edge's CPU in the benchmark profile. Nothing over the cap is pushed; the body is
+ * destroyed on the next tick, outside undici's parser callback.
+ */
+function cap(body: Readable, url: URL, maxBytes: number): void {
   let size = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      size += chunk.length;
-      if (size > maxBytes) cb(tooLarge(url, maxBytes));
-      else cb(null, chunk);
-    },
-  });
-  // pipeline destroys the source when the counter fails or is destroyed early (socket released).
-  pipeline(source, counter, () => undefined);
-  return counter;
+  let over = false;
+  const push = body.push;
+  body.push = function (this: Readable, chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (over) return false;
+    if (chunk !== null && chunk !== undefined) {
+      size += (chunk as Buffer).length;
+      if (size > maxBytes) {
+        over = true;
+        process.nextTick(() => this.destroy(tooLarge(url, maxBytes)));
+        return false;
+      }
+    }
+    return push.call(this, chunk, encoding);
+  };
 }
