@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import { GatewayError } from "../errors/errors.ts";
 import type { ApiKeyRecord, ApiKeyStore } from "../store/types.ts";
 import type { Principal } from "./types.ts";
@@ -20,7 +20,7 @@ export function newKeyId(): string {
 }
 
 export function hashKey(key: string): string {
-  return createHash("sha256").update(key).digest("hex");
+  return hash("sha256", key); // one-shot: half the cost of createHash().update().digest()
 }
 
 /** A new key: the string shown once, its id, and the hash that is stored. */
@@ -77,7 +77,12 @@ export async function authenticateApiKey(
     throw new GatewayError("EDGE_AUTH_INVALID_TOKEN", "The API key is not valid for this server.");
   }
   store.touch(rec.id, now);
-  const ends = [rec.expiresAt, rec.revokedAt].filter((x): x is number => x !== null);
+  const ends =
+    rec.expiresAt === null
+      ? rec.revokedAt
+      : rec.revokedAt === null
+        ? rec.expiresAt
+        : Math.min(rec.expiresAt, rec.revokedAt);
   return {
     id: keyPrincipalId(rec),
     method: "apiKey",
@@ -86,6 +91,6 @@ export async function authenticateApiKey(
     keyId: rec.id,
     scopes: rec.scopes,
     ...(rec.tools ? { tools: rec.tools } : {}),
-    ...(ends.length ? { expiresAt: Math.min(...ends) } : {}),
+    ...(ends !== null ? { expiresAt: ends } : {}),
   };
 }
