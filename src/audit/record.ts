@@ -8,7 +8,7 @@
  * bounded. Nothing a client sends is spread into a record: each field is copied by name, so a
  * client-supplied `tenant`, `requestId` or `_meta` stays inside `args` (or is dropped).
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { EgressDecision } from "../egress/proxy.ts";
 
 export type AuditType = "call" | "request" | "session.start" | "session.end" | "admin";
@@ -100,47 +100,66 @@ const MAX_CANONICAL_DEPTH = 512;
 /**
  * Canonical JSON: object keys sorted (by UTF-16 code units), no whitespace, `undefined` members
  * dropped. Used for the argument digest and for the text each record hash covers.
+ *
+ * Built as one string (no array of parts), strings quoted by hand unless they hold a character
+ * JSON.stringify escapes: the same text as before at about half the cost (it runs twice per
+ * audited call, on the arguments and on the record).
  */
 export function canonicalJson(value: unknown): string {
-  const out: string[] = [];
-  write(value, 0, out);
-  return out.join("");
+  return canonicalAt(value, 0);
 }
 
-function write(v: unknown, depth: number, out: string[]): void {
+/** Characters JSON.stringify escapes in a string: `"`, `\`, C0 controls and lone surrogates. */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** A string as JSON.stringify writes it. */
+export function jsonString(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+/** canonicalJson of a value found `depth` levels down (the depth bound counts from the root). */
+export function canonicalAt(v: unknown, depth: number): string {
   if (depth > MAX_CANONICAL_DEPTH) throw new RangeError("value nested too deeply");
-  if (v === null || typeof v !== "object") {
-    if (typeof v === "number" && !Number.isFinite(v)) out.push("null");
-    else if (v === undefined || typeof v === "function" || typeof v === "symbol") out.push("null");
-    else if (typeof v === "bigint") out.push(JSON.stringify(v.toString()));
-    else out.push(JSON.stringify(v));
-    return;
+  switch (typeof v) {
+    case "string":
+      return jsonString(v);
+    case "number":
+      return Number.isFinite(v) ? `${v}` : "null";
+    case "boolean":
+      return v ? "true" : "false";
+    case "bigint":
+      return jsonString(v.toString());
+    case "object":
+      break;
+    default:
+      return "null"; // undefined, functions and symbols
   }
+  if (v === null) return "null";
   if (Array.isArray(v)) {
-    out.push("[");
+    let out = "[";
     for (let i = 0; i < v.length; i++) {
-      if (i > 0) out.push(",");
-      write(v[i], depth + 1, out);
+      if (i > 0) out += ",";
+      out += canonicalAt(v[i], depth + 1);
     }
-    out.push("]");
-    return;
+    return `${out}]`;
   }
   const keys = Object.keys(v as object).sort();
-  out.push("{");
-  let first = true;
-  for (const k of keys) {
+  let out = "{";
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as string;
     const member = (v as Record<string, unknown>)[k];
     if (member === undefined) continue;
-    if (!first) out.push(",");
-    first = false;
-    out.push(JSON.stringify(k), ":");
-    write(member, depth + 1, out);
+    if (out.length > 1) out += ",";
+    out += jsonString(k);
+    out += ":";
+    out += canonicalAt(member, depth + 1);
   }
-  out.push("}");
+  return `${out}}`;
 }
 
+/** SHA-256 of a text, hex (one-shot: no Hash object per call). */
 export function sha256Hex(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
+  return hash("sha256", text);
 }
 
 /** `sha256:<hex>` of the canonical JSON of a value (arguments digest). */
@@ -157,7 +176,11 @@ export function digestOf(value: unknown): string {
  */
 const UNSAFE_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
+/** The same set, to test for without replacing (most fields have none). */
+const HAS_UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+
 export function escapeText(s: string): string {
+  if (!HAS_UNSAFE.test(s)) return s;
   return s.replace(UNSAFE_CHARS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
