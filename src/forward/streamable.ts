@@ -363,6 +363,8 @@ export class Forwarder {
     if (lastEventId !== undefined) {
       const found = this.#streams.resolve(rec.id, lastEventId);
       if (found && (found.stream.kind === "request" || !found.stream.done)) {
+        // Checked before the headers go out, so that the client gets the coded 400.
+        if (!found.stream.replayable(found.seq)) throw new GatewayError("EDGE_STREAM_EXPIRED");
         ctx.res.writeHead(200, sseHeaders());
         ctx.res.flushHeaders();
         found.stream.attach(sink, found.seq);
@@ -371,6 +373,20 @@ export class Forwarder {
       }
       // A finished standalone stream: its last events, then a fresh standalone stream.
       if (found) replay = found.stream.framesAfter(found.seq);
+      // Distributed mode: a stream another instance holds (or held), through Redis. A live one is
+      // followed until it ends; a finished request stream is replayed and its response ended (one
+      // whose instance stopped before the final answer included: the client retries); a finished
+      // standalone one is replayed, then a fresh standalone stream continues as for an unknown id.
+      const shared = found ? undefined : await this.#streams.resolveShared(rec.id, lastEventId);
+      if (shared && (shared.kind === "request" || !shared.done)) {
+        if (ctx.res.destroyed) return shared.end();
+        ctx.res.writeHead(200, sseHeaders());
+        ctx.res.flushHeaders();
+        ctx.res.on("close", () => shared.detach(sink));
+        shared.attach(sink);
+        return;
+      }
+      if (shared) replay = shared.framesAfter();
     }
     const live = this.#streams.standaloneOf(rec.id);
     if (live) {

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import { GatewayError } from "../errors/errors.ts";
 import { formatComment, formatEvent } from "../listen/sse.ts";
+import type { RedisEventLog, RemoteStream } from "./redis-events.ts";
 
 /** Buffer and lifetime limits of resumable streams (config `streams`). */
 export interface StreamLimits {
@@ -13,14 +14,46 @@ export interface StreamLimits {
 }
 
 /**
- * Stream ids: a random per-process prefix and a counter, 16 characters. They need not be secret or
- * unpredictable (a Last-Event-ID only resolves within its own session), only unique, and a counter
- * costs nothing per stream where randomBytes did.
+ * Stream ids: a random per-registry prefix and a counter, 16 characters. They need not be secret or
+ * unpredictable (a Last-Event-ID only resolves within its own session), only unique (across every
+ * instance sharing a Redis, in distributed mode), and a counter costs nothing per stream where
+ * randomBytes did.
  */
-const STREAM_PREFIX = randomBytes(6).toString("base64url");
-let streamCounter = 0;
-function nextStreamId(): string {
-  return STREAM_PREFIX + (streamCounter++).toString(36).padStart(8, "0").slice(-8);
+class StreamIds {
+  readonly prefix = randomBytes(6).toString("base64url");
+  #counter = 0;
+
+  next(): string {
+    return this.prefix + (this.#counter++).toString(36).padStart(8, "0").slice(-8);
+  }
+}
+
+/** A Last-Event-ID as the edge issues them: `<16-character stream id>.<seq>`. */
+export function parseEventId(eventId: string): { streamId: string; seq: number } {
+  const dot = eventId.lastIndexOf(".");
+  const streamId = eventId.slice(0, dot);
+  const digits = eventId.slice(dot + 1);
+  if (dot <= 0 || !/^[A-Za-z0-9_-]{16}$/.test(streamId) || !/^[0-9]{1,15}$/.test(digits))
+    throw new GatewayError("EDGE_EVENT_ID_INVALID");
+  return { streamId, seq: Number(digits) };
+}
+
+/**
+ * Where a registry mirrors its streams (distributed mode: RedisEventLog, src/session/redis-events.ts).
+ * `mark` is called on every append and on the end; the mirror batches and writes later (never on the
+ * client's delivery path, never throwing).
+ */
+export interface StreamMirror {
+  mark(s: EdgeStream): void;
+}
+
+/** What a stream has not handed to its mirror yet (EdgeStream.unmirrored). */
+export interface Unmirrored {
+  events: { seq: number; frame: string }[];
+  /** Highest seq evicted from the local buffer (the mirror trims to the same window). */
+  evicted: number;
+  /** The stream has finished and the mirror has not been told yet. */
+  end: boolean;
 }
 
 /** A client whose socket has this many unsent bytes is cut off; it resumes with Last-Event-ID. */
@@ -88,12 +121,29 @@ export class EdgeStream {
   lastActivity = Date.now();
   /** Closes the upstream side (set by whoever pumps it). */
   closeUpstream: () => void = () => {};
+  readonly #mirror: StreamMirror | undefined;
+  /** Highest seq handed to the mirror, and whether the end was. */
+  #mirroredSeq = 0;
+  #mirroredEnd = false;
+  /** Something of this stream was written to the mirror (so there is something to remove there). */
+  mirrored = false;
+  /** Its session ended (DELETE, expiry): the mirror drops its copy instead of keeping it replayable. */
+  discard = false;
+  /** A check in the mirror for a client following from another instance is under way (sweep). */
+  checking = false;
 
-  constructor(sessionId: string, kind: "request" | "standalone", limits: StreamLimits) {
-    this.id = nextStreamId();
+  constructor(
+    id: string,
+    sessionId: string,
+    kind: "request" | "standalone",
+    limits: StreamLimits,
+    mirror?: StreamMirror,
+  ) {
+    this.id = id;
     this.sessionId = sessionId;
     this.kind = kind;
     this.#limits = limits;
+    this.#mirror = mirror;
   }
 
   get attached(): boolean {
@@ -129,6 +179,32 @@ export class EdgeStream {
     }
     this.lastActivity = Date.now();
     if (this.#sink?.write(frame)) this.#lastWritten = seq;
+    this.#mirror?.mark(this);
+  }
+
+  /** The highest seq given so far (0 before the first event). */
+  get lastSeq(): number {
+    return this.#nextSeq - 1;
+  }
+
+  /** Whether a client can resume after `afterSeq`: false when some later event was evicted. */
+  replayable(afterSeq: number): boolean {
+    return afterSeq >= this.#evicted;
+  }
+
+  /**
+   * For the mirror: the buffered events it has not been given yet (events evicted before it asked
+   * are skipped; `evicted` tells it to trim to the same window) and whether the end is new. Marks
+   * them given.
+   */
+  unmirrored(): Unmirrored {
+    // The buffer holds consecutive seqs: the unmirrored ones are its tail.
+    const head = this.#events[0]?.seq ?? this.#nextSeq;
+    const events = this.#events.slice(Math.max(0, this.#mirroredSeq + 1 - head));
+    this.#mirroredSeq = this.#nextSeq - 1;
+    const end = this.done && !this.#mirroredEnd;
+    if (this.done) this.#mirroredEnd = true;
+    return { events, evicted: this.#evicted, end };
   }
 
   /**
@@ -165,12 +241,14 @@ export class EdgeStream {
 
   /** The upstream side has ended: end the client's response after what was written. */
   finish(): void {
+    const first = !this.done;
     this.done = true;
     this.lastActivity = Date.now();
     if (this.#sink?.open) {
       this.#sink.end();
       this.#endedCleanly = true;
     }
+    if (first) this.#mirror?.mark(this);
     this.onSettled?.(this);
   }
 
@@ -197,15 +275,27 @@ export class EdgeStream {
   }
 }
 
+export interface StreamRegistryOptions {
+  /**
+   * Distributed mode: every stream's events are mirrored to Redis, and a Last-Event-ID of a stream
+   * another instance holds is resumed from there (src/session/redis-events.ts). Absent: streams live
+   * in this process only (embedded mode).
+   */
+  events?: RedisEventLog;
+}
+
 /** Every resumable stream of this process, with expiry and keep-alives. */
 export class StreamRegistry {
   readonly #limits: StreamLimits;
   readonly #streams = new Map<string, EdgeStream>();
   readonly #standalone = new Map<string, EdgeStream>();
   readonly #timer: NodeJS.Timeout;
+  readonly #ids = new StreamIds();
+  readonly #events: RedisEventLog | undefined;
 
-  constructor(limits: StreamLimits) {
+  constructor(limits: StreamLimits, options: StreamRegistryOptions = {}) {
     this.#limits = limits;
+    this.#events = options.events;
     this.#timer = setInterval(() => this.sweep(Date.now()), Math.min(5000, limits.keepAlive));
     this.#timer.unref();
   }
@@ -214,8 +304,13 @@ export class StreamRegistry {
     return this.#limits;
   }
 
+  /** True in distributed mode (a shared event log is wired). */
+  get shared(): boolean {
+    return this.#events !== undefined;
+  }
+
   create(sessionId: string, kind: "request" | "standalone"): EdgeStream {
-    const s = new EdgeStream(sessionId, kind, this.#limits);
+    const s = new EdgeStream(this.#ids.next(), sessionId, kind, this.#limits, this.#events);
     this.#streams.set(s.id, s);
     // A stream whose every event reached its client is done with: only streams with undelivered
     // events are kept for `streams.ttl` (memory stays flat under load).
@@ -241,16 +336,26 @@ export class StreamRegistry {
    * the caller opens a fresh standalone stream, as a server without resumption would.
    */
   resolve(sessionId: string, eventId: string): { stream: EdgeStream; seq: number } | undefined {
-    const dot = eventId.lastIndexOf(".");
-    if (dot <= 0 || !/^[A-Za-z0-9_-]{16}$/.test(eventId.slice(0, dot)))
-      throw new GatewayError("EDGE_EVENT_ID_INVALID");
-    const stream = this.#streams.get(eventId.slice(0, dot));
-    const seq = stream?.seqOf(eventId);
-    if (seq === undefined && stream) throw new GatewayError("EDGE_EVENT_ID_INVALID");
+    const { streamId, seq } = parseEventId(eventId);
+    const stream = this.#streams.get(streamId);
     // Another session's stream is answered exactly like an unknown one: no existence oracle, and
     // never a replay of someone else's events (MCP security best practices, session hijacking).
-    if (!stream || seq === undefined || stream.sessionId !== sessionId) return undefined;
+    if (!stream || stream.sessionId !== sessionId) return undefined;
     return { stream, seq };
+  }
+
+  /**
+   * Distributed mode: resolves a Last-Event-ID this process does not hold through the shared event
+   * log, for a stream another instance holds (or held). Undefined in embedded mode, for this
+   * process's own ids (what it does not hold is gone), for unknown ids and for another session's.
+   * Throws EDGE_EVENT_ID_INVALID (malformed), EDGE_STREAM_EXPIRED (evicted events) and
+   * EDGE_STORE_UNAVAILABLE (Redis down).
+   */
+  async resolveShared(sessionId: string, eventId: string): Promise<RemoteStream | undefined> {
+    const { streamId, seq } = parseEventId(eventId);
+    if (!this.#events || streamId.startsWith(this.#ids.prefix) || this.#streams.has(streamId))
+      return undefined;
+    return this.#events.open(sessionId, streamId, seq);
   }
 
   #drop(s: EdgeStream): void {
@@ -262,27 +367,61 @@ export class StreamRegistry {
 
   /** Ends every stream of a session (DELETE, expiry). */
   dropSession(sessionId: string): void {
-    for (const s of this.#streams.values()) if (s.sessionId === sessionId) this.#drop(s);
+    for (const s of this.#streams.values()) {
+      if (s.sessionId !== sessionId) continue;
+      s.discard = true;
+      this.#drop(s);
+    }
+    this.#events?.endFollowers(sessionId);
   }
 
   sweep(now: number): void {
     for (const s of this.#streams.values()) {
-      if (!s.attached && now - s.lastActivity > this.#limits.ttl) this.#drop(s);
+      if (!s.attached && now - s.lastActivity > this.#limits.ttl) this.#expire(s, now);
       else s.keepAlive(now);
     }
+    this.#events?.sweepFollowers(now);
+  }
+
+  /**
+   * An idle stream with no client here. In distributed mode its client may be following it from
+   * another instance (which notes that in Redis): then it is kept, else dropped.
+   */
+  #expire(s: EdgeStream, now: number): void {
+    const events = this.#events;
+    if (!events || !s.mirrored || s.done) return this.#drop(s);
+    if (s.checking) return;
+    s.checking = true;
+    events.followedAt(s.id).then(
+      (at) => {
+        s.checking = false;
+        if (at !== undefined && now - at <= this.#limits.ttl) s.lastActivity = Math.max(s.lastActivity, at);
+        else if (this.#streams.get(s.id) === s) this.#drop(s);
+      },
+      () => {
+        s.checking = false;
+        if (this.#streams.get(s.id) === s) this.#drop(s);
+      },
+    );
   }
 
   /** Drain: every attached client gets a `retry` hint and its response ends. */
   closeClients(): void {
     for (const s of this.#streams.values()) s.closeClient(this.#limits.retry);
+    this.#events?.closeFollowers(this.#limits.retry);
   }
 
   get size(): number {
     return this.#streams.size;
   }
 
+  /**
+   * Ends every stream. In distributed mode their ends (and unwritten events) are queued for Redis:
+   * await `RedisEventLog.close()` afterwards, before the Redis client is closed.
+   */
   close(): void {
     clearInterval(this.#timer);
     for (const s of this.#streams.values()) this.#drop(s);
+    this.#events?.endFollowers();
   }
 }
