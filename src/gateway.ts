@@ -34,6 +34,7 @@ import { AuthFailureLimiter } from "./ratelimit/auth-failures.ts";
 import { CallLimiter } from "./ratelimit/limiter.ts";
 import { RedisCounterStore } from "./ratelimit/redis-store.ts";
 import { SessionManager } from "./session/manager.ts";
+import { RedisEventLog } from "./session/redis-events.ts";
 import { StreamRegistry } from "./session/streams.ts";
 import { type Distributed, openDistributed } from "./store/distributed.ts";
 import { PostgresApiKeyStore } from "./store/postgres.ts";
@@ -143,6 +144,7 @@ export class Gateway {
   readonly #store: SessionStore;
   readonly #keyStore: ApiKeyStore;
   readonly #counters: RedisCounterStore | undefined;
+  readonly #events: RedisEventLog | undefined;
   readonly #identity: IdentitySigner;
   readonly #oauth: OAuthVerifier | undefined;
   readonly #admin: AdminApi;
@@ -220,7 +222,22 @@ export class Gateway {
       this.#store = new SqliteSessionStore(this.#db);
       this.#keyStore = new SqliteApiKeyStore(this.#db);
     }
-    this.#streams = new StreamRegistry(config.streams);
+    // Distributed mode: stream events also go to Redis, so a client resumes on any instance.
+    if (shared) {
+      let lastReport = 0;
+      this.#events = new RedisEventLog({
+        client: shared.redis,
+        keyPrefix: shared.prefix,
+        limits: config.streams,
+        onError: (err, what) => {
+          const now = Date.now();
+          if (now - lastReport < 10_000) return;
+          lastReport = now;
+          this.log.warn({ err: String(err) }, `stream events: Redis ${what} failed`);
+        },
+      });
+    }
+    this.#streams = new StreamRegistry(config.streams, this.#events ? { events: this.#events } : undefined);
     this.#sessions = new SessionManager(
       this.#store,
       this.#streams,
@@ -442,6 +459,19 @@ export class Gateway {
           "Rate-limit decisions the local fallback limiter made because Redis was unreachable (since start).",
           () => counters.fallbackDecisions,
         );
+        const events = gw.#events;
+        if (events) {
+          gw.#metrics.registerGauge(
+            "mcp_edge_stream_event_write_failures",
+            "Stream events that could not be written to Redis (since start); resumption on another instance then misses them.",
+            () => events.stats.writeFailures,
+          );
+          gw.#metrics.registerGauge(
+            "mcp_edge_stream_followers",
+            "Clients on this instance following a stream that another instance holds.",
+            () => events.followers,
+          );
+        }
       }
     }
     gw.#tracing = await Tracing.create({
@@ -753,6 +783,10 @@ export class Gateway {
     for (const s of this.#sockets) s.destroy();
     this.#sessions.close();
     this.#streams.close();
+    // End markers of the streams just closed, written before the Redis client goes.
+    await this.#events
+      ?.close()
+      .catch((err: unknown) => this.log.warn({ err: String(err) }, "stream events close"));
     await Promise.allSettled([...this.routes.values()].map((r) => r.upstream.stop()));
     await this.egressProxy?.stop(); // after the processes that used it
     // Audit: every call above has published its end; flush it all (SIGTERM loses nothing).
