@@ -144,7 +144,7 @@ export class Pipeline {
     // 5c. Rate limits (src/ratelimit/limiter.ts): after authorize, so a call refused there spends
     //     no quota; before session work and the upstream, so a refused call costs neither. Counts
     //     the MCP calls in the body (not notifications or responses), against every limit that
-    //     applies, all or none. Undefined when nothing applies: no await on an unlimited route.
+    //     applies, all or none. Undefined when nothing applies or the memory store admitted it.
     const limited = this.#d.limiter?.admit(ctx);
     if (limited) await limited;
 

@@ -26,7 +26,7 @@ import { GatewayError } from "../errors/errors.ts";
 import { isRequest } from "../listen/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import { type RateSpec, TOOL_NAME } from "./spec.ts";
-import { type Counter, type CounterStore, MemoryCounterStore, type Take } from "./store.ts";
+import { type Counter, type CounterStore, MemoryCounterStore, type Refusal, type Take } from "./store.ts";
 
 export type LimitKind = "key" | "session" | "tenant" | "tool" | "concurrency" | "initialize" | "authFailures";
 
@@ -233,8 +233,9 @@ export class CallLimiter {
   readonly tracksInflight: boolean;
 
   /**
-   * The stage. Undefined when nothing applies (no await on the hot path of an unlimited route);
-   * otherwise a promise that resolves when admitted or rejects with EDGE_RATE_LIMITED.
+   * The stage. Undefined when nothing applies (no await on the hot path of an unlimited route) or
+   * when a store that counts in this process admitted the call; otherwise a promise that resolves
+   * when admitted or rejects with EDGE_RATE_LIMITED.
    */
   admit(ctx: RequestContext): Promise<void> | undefined {
     const p = this.#routes.get(ctx.route.name);
@@ -283,7 +284,7 @@ export class CallLimiter {
       }
     }
     if (takes.length === 0) return undefined;
-    return this.#store.take(takes).then((refused) => {
+    const decided = (refused: Refusal | undefined): void => {
       if (refused === undefined) {
         if (slot !== undefined) ctx.inflightSlot = slot;
         return;
@@ -295,7 +296,17 @@ export class CallLimiter {
       ctx.refusal = refusal;
       noticeRefusal(this.#log, policy, take.key, { ...refusal, principal: principal.id });
       throw error;
-    });
+    };
+    // A store that counts in this process decides at once: an admitted call awaits nothing.
+    if (this.#store.takeNow) {
+      try {
+        decided(this.#store.takeNow(takes));
+        return undefined;
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
+    }
+    return this.#store.take(takes).then(decided);
   }
 
   /** Gives back the in-flight slots of a request whose work is over. Idempotent. */
