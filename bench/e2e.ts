@@ -1,42 +1,50 @@
 /**
- * End-to-end overhead benchmark (DESIGN.md convention 8): requests/s, p50/p99 latency and proxy CPU
- * per request, direct to an upstream vs through the minimal Node proxy vs through mcp-edge, for
- * session-era calls with JSON answers, with SSE answers, and stateless-era (2026-07-28) calls.
+ * End-to-end benchmark: requests/s, p50/p99 latency and proxy CPU per request, direct to an upstream
+ * vs through reference proxies (the minimal Node proxy, nginx) vs through mcp-edge (no auth; the
+ * full pipeline with an API key, with JWTs, in distributed mode), for session-era calls with JSON
+ * answers, with SSE answers, and stateless-era (2026-07-28) calls, in front of a trivial upstream
+ * and of the official SDK servers; and a stdio MCP server served by mcp-edge (shared and
+ * per-session processes) vs by `mcp-proxy` and `supergateway`.
  *
- *   npm run bench          full run, writes bench/RESULTS.md
- *   npm run bench:quick    1 and 16 connections, 3 short trials, writes bench/results/RESULTS-quick.md
+ *   node bench/e2e.ts            every cell (part of `npm run bench`, bench/run.ts)
+ *   node bench/e2e.ts --quick    the cells the goals need, short trials (part of `npm run bench:quick`)
  *
  * Options: --trials N  --duration MS  --warmup MS  --connections 1,16,64  --scenarios a,b
- *          --paths direct,minimal,edge,edge-full  --out FILE  --profile-edge (V8 CPU profile of the edge,
- *          summarised in the report)  --edge-ref REF (run mcp-edge from a git commit, not the working tree)
+ *          --paths a,b  --out FILE (markdown; default bench/results/e2e[-quick].md)  --json FILE
+ *          --profile-edge (V8 CPU profile of each edge, summarised in the report)
+ *          --edge-ref REF (run mcp-edge from a git commit, not the working tree)
  *
  * Every process is a separate child bound to 127.0.0.1: the upstreams (bench/upstream.ts), the
- * proxies, and one load generator (bench/load.ts) per path. Trials are interleaved across paths
- * (trial 1 of direct, minimal, edge, edge-full, then trial 2, ...) so that drift on the machine hits every path
- * alike; each figure is the median over the trials. A proxy's CPU per request is read from
- * /proc/<pid>/stat just before and after each trial.
+ * proxies, and one load generator (bench/load.ts) per path. Trials are interleaved across the paths
+ * of a cell (trial 1 of every path, then trial 2, ...) so that drift on the machine hits every path
+ * alike; each figure is the median over the trials. CPU per request is read from /proc/<pid>/stat
+ * before and after each trial: the proxy process for "proxy CPU", the upstream process — for stdio
+ * paths every process the proxy spawned — for "upstream CPU".
  *
- * To add a path (nginx, distributed mode, ...): add a PathSpec to PATHS. To add a scenario: add a
- * Scenario to SCENARIOS (and a mode to bench/upstream.ts if it needs another upstream).
+ * A path that cannot start (nginx not installed, Redis/PostgreSQL down, distributed mode not wired
+ * in this tree, the stdio bridges not installable) is reported as unavailable, with the reason, and
+ * the run goes on without it.
  */
-import { execFileSync, spawn } from "node:child_process";
-import {
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { summarizeProfile } from "./lib/cpuprofile.ts";
+import { type DistributedStore, removeStore, servicesDown, uniqueStore, usage } from "./lib/distributed.ts";
+import { ADMIN_TOKEN, createKeys, edgeAnnouncement, FULL_LIMITS } from "./lib/edge.ts";
+import { evaluateGoals, goalsConsole } from "./lib/goals.ts";
+import { type LocalIssuer, startIssuer } from "./lib/jwt.ts";
+import { commandLine, loadNow, machine } from "./lib/machine.ts";
+import { nginxBinary, writeNginxConfig } from "./lib/nginx.ts";
+import { ensurePeers } from "./lib/peers.ts";
 import {
-  CLK_TCK,
+  cpuDelta,
   cpuMicros,
+  cpuOf,
+  descendants,
+  freePort,
   listeningLine,
   machineBusyMicros,
   NODE_BIN,
@@ -44,8 +52,11 @@ import {
   rssBytes,
   type Started,
   start,
+  waitForPort,
 } from "./lib/proc.ts";
+import { renderE2E, renderGoals } from "./lib/report.ts";
 import { median } from "./lib/stats.ts";
+import type { E2EResult, Row, Trial } from "./lib/types.ts";
 import type { TrialResult } from "./load.ts";
 
 // ---------------------------------------------------------------- what is measured
@@ -53,36 +64,99 @@ import type { TrialResult } from "./load.ts";
 interface Scenario {
   id: string;
   title: string;
-  /** bench/upstream.ts --mode */
-  upstreamMode: "json" | "sse" | "stateless";
+  /** bench/upstream.ts --mode; none for the stdio scenario (each path spawns its own server). */
+  upstreamMode?: string;
   /** bench/load.ts --scenario */
   load: "session" | "stateless";
   /** The route of this scenario on the proxies (each scenario has its own upstream). */
   route: string;
+  /** Paths the full run measures in this scenario. */
+  paths: string[];
+  /** The two reference paths of the ratio columns. */
+  refs: [string, string];
 }
+
+const HTTP_ALL = ["direct", "minimal", "nginx", "edge", "edge-full", "edge-jwt", "edge-distributed"];
+const HTTP_SECONDARY = ["direct", "minimal", "nginx", "edge-full", "edge-distributed"];
+const STDIO_ALL = ["edge-stdio-shared", "edge-stdio-session", "mcp-proxy", "supergateway"];
 
 const SCENARIOS: Scenario[] = [
   {
-    id: "session-json",
-    title: "Session era (2025-11-25), tools/call, JSON answers",
+    id: "trivial-json",
+    title: "Trivial upstream, session era (2025-11-25), tools/call, JSON answers",
+    upstreamMode: "trivial-json",
+    load: "session",
+    route: "/trivial-json/mcp",
+    paths: HTTP_ALL,
+    refs: ["direct", "minimal"],
+  },
+  {
+    id: "trivial-sse",
+    title: "Trivial upstream, session era, tools/call, SSE answers",
+    upstreamMode: "trivial-sse",
+    load: "session",
+    route: "/trivial-sse/mcp",
+    paths: HTTP_SECONDARY,
+    refs: ["direct", "minimal"],
+  },
+  {
+    id: "trivial-stateless",
+    title: "Trivial upstream, stateless era (2026-07-28), tools/call",
+    upstreamMode: "trivial-stateless",
+    load: "stateless",
+    route: "/trivial-stateless/mcp",
+    paths: HTTP_SECONDARY,
+    refs: ["direct", "minimal"],
+  },
+  {
+    id: "sdk-json",
+    title:
+      "Official SDK server (v1 McpServer + StreamableHTTPServerTransport, sessions), session era, tools/call, JSON answers",
     upstreamMode: "json",
     load: "session",
-    route: "/session-json/mcp",
+    route: "/sdk-json/mcp",
+    paths: HTTP_ALL,
+    refs: ["direct", "minimal"],
   },
   {
-    id: "session-sse",
-    title: "Session era (2025-11-25), tools/call, SSE answers",
+    id: "sdk-sse",
+    title: "Official SDK server (v1, sessions), session era, tools/call, SSE answers",
     upstreamMode: "sse",
     load: "session",
-    route: "/session-sse/mcp",
+    route: "/sdk-sse/mcp",
+    paths: HTTP_SECONDARY,
+    refs: ["direct", "minimal"],
   },
   {
-    id: "stateless",
-    title: "Stateless era (2026-07-28), tools/call",
+    id: "sdk-stateless",
+    title: "Official SDK server (v2 createMcpHandler), stateless era (2026-07-28), tools/call",
     upstreamMode: "stateless",
     load: "stateless",
-    route: "/stateless/mcp",
+    route: "/sdk-stateless/mcp",
+    paths: HTTP_SECONDARY,
+    refs: ["direct", "minimal"],
   },
+  {
+    id: "stdio",
+    title:
+      "Stdio upstream (SDK v1 McpServer + StdioServerTransport, bench/stdio-server.ts), session era, tools/call",
+    load: "session",
+    route: "/stdio/mcp",
+    paths: STDIO_ALL,
+    refs: ["mcp-proxy", "supergateway"],
+  },
+];
+
+/** The cells of `--quick`: what the goals need, and every path at least once. */
+const QUICK_CELLS: { scenario: string; connections: number; paths: string[] }[] = [
+  { scenario: "trivial-json", connections: 1, paths: ["direct", "minimal", "edge-full"] },
+  {
+    scenario: "trivial-json",
+    connections: 16,
+    paths: ["direct", "minimal", "nginx", "edge-full", "edge-jwt", "edge-distributed"],
+  },
+  { scenario: "sdk-json", connections: 64, paths: ["direct", "edge-full", "edge-distributed"] },
+  { scenario: "stdio", connections: 16, paths: STDIO_ALL },
 ];
 
 /** A running path: where the load generator sends a scenario's calls, and which process to meter. */
@@ -92,18 +166,25 @@ interface RunningPath {
   headers?(s: Scenario): Record<string, string>;
   /** The proxy process whose CPU is charged to the path (none for direct). */
   proc?: Started;
+  /** Processes that serve as this path's upstream, when it spawns its own (stdio). */
+  upstreamPids?(): number[];
   stop(): Promise<void>;
+}
+
+interface StartContext {
+  upstreams: Map<string, Started>;
+  /** The HTTP scenarios (with an upstream) this run measures. */
+  scenarios: Scenario[];
+  tmp: string;
+  profileDir?: string;
+  issuer: () => Promise<LocalIssuer>;
+  versions: Record<string, string>;
 }
 
 interface PathSpec {
   id: string;
   title: string;
-  start(ctx: {
-    upstreams: Map<string, Started>;
-    scenarios: Scenario[];
-    tmp: string;
-    profileDir?: string;
-  }): Promise<RunningPath>;
+  start(ctx: StartContext): Promise<RunningPath>;
 }
 
 const PATHS: PathSpec[] = [
@@ -116,7 +197,7 @@ const PATHS: PathSpec[] = [
   },
   {
     id: "minimal",
-    title: "minimal Node proxy (node:http + undici)",
+    title: "minimal Node proxy (bench/minimal-proxy.ts: node:http + undici, keep-alive; the Node limit)",
     async start({ upstreams, scenarios }) {
       const maps = scenarios.flatMap((s) => ["--map", `${s.route}=${upstreams.get(s.id)!.announced.url}`]);
       const proc = await start({
@@ -130,124 +211,342 @@ const PATHS: PathSpec[] = [
     },
   },
   {
+    id: "nginx",
+    title:
+      "nginx, plain reverse proxy (one worker, no master, HTTP/1.1 keep-alive upstream, no buffering, no access log; the C limit)",
+    async start({ upstreams, scenarios, tmp, versions }) {
+      const bin = nginxBinary();
+      if (!bin) throw new Error("nginx not installed");
+      const v = spawnSync(bin, ["-v"], { encoding: "utf8" });
+      versions.nginx = `${v.stdout}${v.stderr}`.trim().replace(/^nginx version: nginx\//, "");
+      const dir = path.join(tmp, "nginx");
+      const port = await freePort();
+      const conf = writeNginxConfig(
+        dir,
+        port,
+        scenarios.map((s) => ({ path: s.route, upstream: upstreams.get(s.id)!.announced.url as string })),
+      );
+      const proc = await start({
+        name: "nginx",
+        command: bin,
+        args: ["-p", dir, "-c", conf, "-e", "stderr"],
+        parse: () => undefined,
+        expect: [],
+        ready: async () => {
+          await waitForPort(port);
+          return { url: `http://127.0.0.1:${port}` };
+        },
+      });
+      return { url: (s) => `${proc.announced.url}${s.route}`, proc, stop: () => proc.stop() };
+    },
+  },
+  {
     id: "edge",
-    title: "mcp-edge, `auth: [none]` (no key, no limits; metrics and audit at their defaults)",
-    start: (ctx) => startEdge(ctx, false),
+    title: "mcp-edge, `auth: [none]` (no key, no limits; metrics and audit at their defaults), embedded mode",
+    start: (ctx) => startHttpEdge(ctx, "edge", "none"),
   },
   {
     id: "edge-full",
     title:
-      "mcp-edge, full pipeline: API key auth (a key per server made through the admin API), limits per key, session and tool plus an in-flight cap per session (set high: never refused), audit on, metrics on",
-    start: (ctx) => startEdge(ctx, true),
+      "mcp-edge, full pipeline, embedded mode (SQLite): API key auth (a key per server made through the admin API), limits per key, session and tool plus an in-flight cap per session (set high: never refused), audit on, metrics on",
+    start: (ctx) => startHttpEdge(ctx, "edge-full", "apiKey"),
+  },
+  {
+    id: "edge-jwt",
+    title:
+      "mcp-edge, full pipeline with OAuth instead of the key: ES256 access tokens (jose) from a local issuer, JWKS from a node:http server on 127.0.0.1; same limits, audit and metrics",
+    start: (ctx) => startHttpEdge(ctx, "edge-jwt", "oauth"),
+  },
+  {
+    id: "edge-distributed",
+    title:
+      "mcp-edge, full pipeline (API key, limits, audit, metrics) in distributed mode: sessions and counters in Redis, keys and audit in PostgreSQL (a key prefix and a schema of this run, removed after)",
+    start: (ctx) => startHttpEdge(ctx, "edge-distributed", "apiKey"),
+  },
+  {
+    id: "edge-stdio-shared",
+    title:
+      "mcp-edge over the stdio server, `mode: shared` (one process for every session), with API key auth, limits, audit and metrics",
+    start: (ctx) => startStdioEdge(ctx, "edge-stdio-shared", "shared"),
+  },
+  {
+    id: "edge-stdio-session",
+    title:
+      "mcp-edge over the stdio server, `mode: session` (one process per MCP session), with API key auth, limits, audit and metrics",
+    start: (ctx) => startStdioEdge(ctx, "edge-stdio-session", "session"),
+  },
+  {
+    id: "mcp-proxy",
+    title:
+      "`mcp-proxy` 6 (`--server stream`: Streamable HTTP, one shared stdio process, defaults otherwise), no auth, limits or audit",
+    async start({ versions }) {
+      const { mcpProxy } = await ensurePeers(note);
+      versions["mcp-proxy"] = mcpProxy.version;
+      const port = await freePort();
+      const proc = await start({
+        name: "mcp-proxy",
+        command: NODE_BIN,
+        args: [
+          mcpProxy.bin,
+          "--host",
+          "127.0.0.1",
+          "--port",
+          String(port),
+          "--server",
+          "stream",
+          "--",
+          NODE_BIN,
+          path.join(REPO_ROOT, "bench/stdio-server.ts"),
+        ],
+        parse: () => undefined,
+        expect: [],
+        ready: async () => {
+          await waitForPort(port);
+          return { url: `http://127.0.0.1:${port}/mcp` };
+        },
+      });
+      return {
+        url: () => proc.announced.url as string,
+        proc,
+        upstreamPids: () => descendants(proc.pid),
+        stop: () => proc.stop(),
+      };
+    },
+  },
+  {
+    id: "supergateway",
+    title:
+      "`supergateway` 4 (`--outputTransport streamableHttp --stateful`: one stdio process per session), no auth, limits or audit; bound to 127.0.0.1 by bench/lib/loopback-only.ts",
+    async start({ versions }) {
+      const { supergateway } = await ensurePeers(note);
+      versions.supergateway = supergateway.version;
+      const port = await freePort();
+      const proc = await start({
+        name: "supergateway",
+        command: NODE_BIN,
+        args: [
+          "--import",
+          path.join(REPO_ROOT, "bench/lib/loopback-only.ts"),
+          supergateway.bin,
+          "--stdio",
+          `${NODE_BIN} ${path.join(REPO_ROOT, "bench/stdio-server.ts")}`,
+          "--outputTransport",
+          "streamableHttp",
+          "--stateful",
+          "--port",
+          String(port),
+          "--streamableHttpPath",
+          "/mcp",
+          "--logLevel",
+          "none",
+        ],
+        parse: () => undefined,
+        expect: [],
+        ready: async () => {
+          await waitForPort(port);
+          return { url: `http://127.0.0.1:${port}/mcp` };
+        },
+      });
+      return {
+        url: () => proc.announced.url as string,
+        proc,
+        upstreamPids: () => descendants(proc.pid),
+        stop: () => proc.stop(),
+      };
+    },
   },
 ];
 
-/** Admin token of the benchmark's edge (the full-pipeline path creates its keys with it). */
-const ADMIN_TOKEN = "bench-admin-token-0123456789abcdef0123456789";
+function note(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
 
-/** A free TCP port on 127.0.0.1 (the admin listener's, so the benchmark knows where it is). */
-async function freePort(): Promise<number> {
-  const { createServer } = await import("node:net");
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
+/** Starts `src/main.ts serve` with a config document (JSON is YAML). */
+async function startEdgeProcess(
+  name: string,
+  doc: Record<string, unknown>,
+  servers: string[],
+  dir: string,
+  profileDir: string | undefined,
+): Promise<Started> {
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, "edge.yaml");
+  writeFileSync(file, JSON.stringify(doc, null, 2));
+  const prof = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : [];
+  return start({
+    name: `mcp-edge (${name})`,
+    command: NODE_BIN,
+    args: [...prof, path.join(edgeRoot, "src/main.ts"), "serve", "-c", file],
+    cwd: dir,
+    parse: edgeAnnouncement,
+    expect: [...servers, "admin:"],
+    timeoutMs: 30_000,
+  });
 }
 
 /**
- * mcp-edge over every scenario's upstream. `full`: what a production route runs — API keys (one per
- * server, created through the admin API as an operator would), limits per key, session and tool and
- * an in-flight cap (high enough never to refuse: the cost of counting is what is measured), audit
- * and metrics on (their defaults). Otherwise `auth: [none]` and no limits.
+ * mcp-edge over every HTTP scenario's upstream. `none`: `auth: [none]`, no limits. `apiKey` /
+ * `oauth`: the full pipeline a production route runs — that credential, limits per key, session and
+ * tool and an in-flight cap (high enough never to refuse: the cost of counting is what is
+ * measured), audit and metrics on (their defaults). `edge-distributed` adds Redis and PostgreSQL.
  */
-async function startEdge(
-  { upstreams, scenarios, tmp, profileDir }: Parameters<PathSpec["start"]>[0],
-  full: boolean,
+async function startHttpEdge(
+  { upstreams, scenarios, tmp, profileDir, issuer }: StartContext,
+  name: string,
+  auth: "none" | "apiKey" | "oauth",
 ): Promise<RunningPath> {
-  const name = full ? "edge-full" : "edge";
   const dir = path.join(tmp, name);
-  mkdirSync(dir, { recursive: true });
-  const adminPort = full ? await freePort() : 0;
+  let store: DistributedStore | undefined;
+  if (name === "edge-distributed") {
+    const down = await servicesDown();
+    if (down) throw new Error(down);
+    store = uniqueStore("e2e");
+  }
+  let iss: LocalIssuer | undefined;
+  let publicUrl: string | undefined;
+  let port = 0;
+  if (auth === "oauth") {
+    iss = await issuer();
+    // The token audience is publicUrl + route (RFC 8707): the port must be known before the start.
+    port = await freePort();
+    publicUrl = `http://127.0.0.1:${port}`;
+  }
   const doc = {
-    listen: { host: "127.0.0.1", port: 0 },
-    admin: { listen: { host: "127.0.0.1", port: adminPort }, ...(full ? { token: ADMIN_TOKEN } : {}) },
-    store: { sqlite: path.join(dir, "edge.db") },
+    listen: { host: "127.0.0.1", port },
+    ...(publicUrl ? { publicUrl } : {}),
+    admin: { listen: { host: "127.0.0.1", port: 0 }, token: ADMIN_TOKEN },
+    store: { sqlite: path.join(dir, "edge.db"), ...(store ?? {}) },
     log: { level: "warn" },
     metrics: { enabled: true },
+    ...(iss
+      ? { auth: { oauth: [{ issuer: iss.issuer, jwksUri: iss.jwksUri, algorithms: ["ES256"] }] } }
+      : {}),
     servers: Object.fromEntries(
       scenarios.map((s) => [
         s.id,
         {
           route: s.route,
           upstream: { urls: [upstreams.get(s.id)!.announced.url] },
-          auth: full ? ["apiKey"] : ["none"],
-          ...(full
-            ? {
-                limits: {
-                  key: "100000000/min",
-                  session: "100000000/min",
-                  tool: "100000000/min",
-                  concurrency: { session: 64 },
-                },
-              }
-            : {}),
+          auth: [auth],
+          ...(auth !== "none" ? { limits: FULL_LIMITS } : {}),
         },
       ]),
     ),
   };
-  const file = path.join(dir, "edge.yaml");
-  writeFileSync(file, JSON.stringify(doc, null, 2)); // JSON is YAML
-  const prof = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : [];
-  const proc = await start({
-    name: `mcp-edge (${name})`,
-    command: NODE_BIN,
-    args: [...prof, path.join(edgeRoot, "src/main.ts"), "serve", "-c", file],
-    cwd: dir,
-    parse: edgeAnnouncement,
-    expect: scenarios.map((s) => s.id),
-  });
-  const keys = new Map<string, string>();
-  if (full) {
-    for (const s of scenarios) {
-      const res = await fetch(`http://127.0.0.1:${adminPort}/api/keys`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
-        body: JSON.stringify({ name: "bench", server: s.id, tenant: "bench", consumer: "load" }),
-      });
-      const body = (await res.json()) as { key?: string };
-      if (res.status !== 201 || !body.key) throw new Error(`creating a key for ${s.id}: ${res.status}`);
-      keys.set(s.id, body.key);
+  const ids = scenarios.map((s) => s.id);
+  let proc: Started | undefined;
+  try {
+    proc = await startEdgeProcess(name, doc, ids, dir, profileDir);
+    const headers = new Map<string, Record<string, string>>();
+    if (auth === "apiKey") {
+      for (const [server, key] of await createKeys(proc.announced["admin:"] as string, ids))
+        headers.set(server, { "x-api-key": key });
+    } else if (auth === "oauth" && iss && publicUrl) {
+      for (const s of scenarios)
+        headers.set(s.id, { authorization: `Bearer ${await iss.mint(`${publicUrl}${s.route}`)}` });
     }
+    if (store) await checkDistributed(proc, store, scenarios, headers);
+    const running = proc;
+    return {
+      url: (s) => running.announced[s.id] as string,
+      headers: (s) => headers.get(s.id) ?? {},
+      proc,
+      stop: async () => {
+        await running.stop(30_000);
+        if (store) await removeStore(store, note);
+      },
+    };
+  } catch (err) {
+    await proc?.stop(5000);
+    if (store) await removeStore(store, note);
+    throw err;
   }
-  return {
-    url: (s) => proc.announced[s.id] as string,
-    headers: (s): Record<string, string> => {
-      const key = keys.get(s.id);
-      return key ? { "x-api-key": key } : {};
-    },
-    proc,
-    stop: () => proc.stop(30_000),
-  };
 }
 
 /**
- * Where the edge listens, per route name: from the JSON log line `mcp-edge listening` (written at
- * log level info or below) or from the banner on stderr (`MCP endpoint (name):  url`), whichever
- * comes; at log level warn only the banner does.
+ * A tree without the distributed wiring starts anyway (in embedded mode): the path counts as
+ * distributed only when the edge made its tables in the run's PostgreSQL schema and, after one
+ * session, wrote keys under the run's Redis prefix.
  */
-function edgeAnnouncement(line: string): Record<string, string> | undefined {
-  const banner = /MCP endpoint \(([^)]+)\):\s+(\S+)/.exec(line);
-  if (banner?.[1] && banner[2]) return { [banner[1]]: banner[2] };
-  if (!line.startsWith("{")) return undefined;
+async function checkDistributed(
+  proc: Started,
+  store: DistributedStore,
+  scenarios: Scenario[],
+  headers: Map<string, Record<string, string>>,
+): Promise<void> {
+  const s = scenarios.find((x) => x.load === "session");
+  if (s) {
+    const url = proc.announced[s.id] as string;
+    const res = await fetch(url, {
+      method: "POST",
+      headers: {
+        ...headers.get(s.id),
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+      },
+      body: JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "initialize",
+        params: {
+          protocolVersion: "2025-11-25",
+          capabilities: {},
+          clientInfo: { name: "bench", version: "1" },
+        },
+      }),
+    });
+    await res.text();
+    const sid = res.headers.get("mcp-session-id");
+    if (res.status !== 200 || !sid) throw new Error(`initialize through the distributed edge: ${res.status}`);
+    const u = await usage(store);
+    await fetch(url, { method: "DELETE", headers: { ...headers.get(s.id), "mcp-session-id": sid } }).then(
+      (r) => r.text(),
+    );
+    if (u.pgTables === 0 || u.redisKeys === 0) {
+      throw new Error(
+        `the edge started but did not use the distributed stores (PostgreSQL tables in ${store.postgres.schema}: ${u.pgTables}, Redis keys under ${store.redis.keyPrefix}: ${u.redisKeys}): distributed mode is not wired in this tree`,
+      );
+    }
+  }
+}
+
+/** mcp-edge over the stdio server: API key, limits, audit and metrics on, one server `stdio`. */
+async function startStdioEdge(
+  { tmp, profileDir }: StartContext,
+  name: string,
+  mode: "shared" | "session",
+): Promise<RunningPath> {
+  const dir = path.join(tmp, name);
+  const doc = {
+    listen: { host: "127.0.0.1", port: 0 },
+    admin: { listen: { host: "127.0.0.1", port: 0 }, token: ADMIN_TOKEN },
+    store: { sqlite: path.join(dir, "edge.db") },
+    log: { level: "warn" },
+    metrics: { enabled: true },
+    servers: {
+      stdio: {
+        route: "/stdio/mcp",
+        upstream: {
+          stdio: { command: NODE_BIN, args: [path.join(REPO_ROOT, "bench/stdio-server.ts")], mode },
+        },
+        auth: ["apiKey"],
+        limits: FULL_LIMITS,
+      },
+    },
+  };
+  const proc = await startEdgeProcess(name, doc, ["stdio"], dir, profileDir);
   try {
-    const rec = JSON.parse(line) as { msg?: string; url?: string; routes?: string[] };
-    if (rec.msg !== "mcp-edge listening" || !rec.url) return undefined;
-    const out: Record<string, string> = {};
-    for (const s of SCENARIOS) if (rec.routes?.includes(s.id)) out[s.id] = `${rec.url}${s.route}`;
-    return out;
-  } catch {
-    return undefined;
+    const keys = await createKeys(proc.announced["admin:"] as string, ["stdio"]);
+    return {
+      url: () => proc.announced.stdio as string,
+      headers: () => ({ "x-api-key": keys.get("stdio") as string }),
+      proc,
+      upstreamPids: () => descendants(proc.pid),
+      stop: () => proc.stop(30_000),
+    };
+  } catch (err) {
+    await proc.stop(5000);
+    throw err;
   }
 }
 
@@ -263,6 +562,7 @@ const { values: opt } = parseArgs({
     scenarios: { type: "string" },
     paths: { type: "string" },
     out: { type: "string" },
+    json: { type: "string" },
     "profile-edge": { type: "boolean", default: false },
     "edge-ref": { type: "string" },
   },
@@ -270,17 +570,39 @@ const { values: opt } = parseArgs({
 const quick = opt.quick;
 const settings = {
   trials: Number(opt.trials ?? (quick ? 3 : 5)),
-  durationMs: Number(opt.duration ?? (quick ? 1000 : 3000)),
-  warmupMs: Number(opt.warmup ?? (quick ? 500 : 1500)),
-  connections: (opt.connections ?? (quick ? "1,16" : "1,16,64")).split(",").map(Number),
+  durationMs: Number(opt.duration ?? (quick ? 500 : 1500)),
+  warmupMs: Number(opt.warmup ?? (quick ? 300 : 1000)),
+  /** Quick: a cell's load generators open their sessions and warm up at once, not one by one. */
+  parallelWarmup: quick,
 };
-const scenarios = opt.scenarios
-  ? SCENARIOS.filter((s) => opt.scenarios!.split(",").includes(s.id))
-  : SCENARIOS;
-const pathSpecs = opt.paths ? PATHS.filter((p) => opt.paths!.split(",").includes(p.id)) : PATHS;
+const onlyScenarios = opt.scenarios?.split(",");
+const onlyPaths = opt.paths?.split(",");
+const onlyConnections = opt.connections?.split(",").map(Number);
+for (const id of onlyScenarios ?? [])
+  if (!SCENARIOS.some((s) => s.id === id)) throw new Error(`unknown scenario ${id}`);
+for (const id of onlyPaths ?? []) if (!PATHS.some((p) => p.id === id)) throw new Error(`unknown path ${id}`);
+
+/** The (scenario, connections, paths) cells of this run. */
+function plan(): { scenario: Scenario; connections: number; paths: string[] }[] {
+  const cells =
+    quick && !onlyConnections
+      ? QUICK_CELLS.map((c) => ({ ...c, scenario: SCENARIOS.find((s) => s.id === c.scenario) as Scenario }))
+      : SCENARIOS.flatMap((s) =>
+          (onlyConnections ?? [1, 16, 64]).map((connections) => ({
+            scenario: s,
+            connections,
+            paths: s.paths,
+          })),
+        );
+  return cells
+    .filter((c) => !onlyScenarios || onlyScenarios.includes(c.scenario.id))
+    .map((c) => ({ ...c, paths: c.paths.filter((p) => !onlyPaths || onlyPaths.includes(p)) }))
+    .filter((c) => c.paths.length > 0);
+}
+
 const outFile = path.resolve(
   REPO_ROOT,
-  opt.out ?? (quick ? "bench/results/RESULTS-quick.md" : "bench/RESULTS.md"),
+  opt.out ?? (quick ? "bench/results/e2e-quick.md" : "bench/results/e2e.md"),
 );
 const resultsDir = path.join(REPO_ROOT, "bench/results");
 
@@ -304,35 +626,6 @@ function exportEdge(ref: string, tmp: string): void {
 }
 
 // ---------------------------------------------------------------- running
-
-interface Trial extends TrialResult {
-  proxyCpuUsPerReq: number;
-  upstreamCpuUsPerReq: number;
-  /**
-   * CPU used on the machine during the trial by anything but the load generator, the upstream and
-   * the proxy, in % of one CPU: other work sharing the machine, which makes a trial noisier.
-   */
-  backgroundCpuPct: number;
-}
-
-interface Row {
-  scenario: string;
-  path: string;
-  connections: number;
-  trials: Trial[];
-  /** Medians over the trials, per figure. */
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  proxyCpuUsPerReq: number;
-  upstreamCpuUsPerReq: number;
-  loadgenCpuUsPerReq: number;
-  backgroundCpuPct: number;
-  /** Resident memory of the proxy after the row's trials, MiB (NaN for direct). */
-  proxyRssMiB: number;
-  errors: number;
-  firstError?: string;
-}
 
 /** A load generator child, driven trial by trial over stdin/stdout. */
 interface LoadGen {
@@ -369,7 +662,7 @@ async function spawnLoad(
   );
   let stderr = "";
   child.stderr.on("data", (d: Buffer) => {
-    stderr += d.toString();
+    if (stderr.length < 16_384) stderr += d.toString();
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const waiters: ((line: string) => void)[] = [];
@@ -384,8 +677,18 @@ async function spawnLoad(
       if (failed) return reject(failed);
       waiters.push((line) => (failed && line === "" ? reject(failed) : resolve(line)));
     });
-  const ready = await nextLine();
-  if (ready !== "READY") throw new Error(`load generator: expected READY, got ${ready}\n${stderr}`);
+  const stop = async () => {
+    child.stdin.end();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const ready = await nextLine().catch((err: unknown) => `${(err as Error).message}`);
+  if (ready !== "READY") {
+    await stop();
+    throw new Error(`load generator: expected READY, got ${ready}\n${stderr}`);
+  }
+  if (stderr.trim()) note(`  ${s.id} c=${connections} ${url}: ${stderr.trim()}`);
   return {
     pid: child.pid as number,
     async trial() {
@@ -395,12 +698,7 @@ async function spawnLoad(
       if (!line.startsWith("RESULT ")) throw new Error(`load generator: ${line}\n${stderr}`);
       return JSON.parse(line.slice(7)) as TrialResult;
     },
-    async stop() {
-      child.stdin.end();
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
+    stop,
   };
 }
 
@@ -434,182 +732,82 @@ function aggregate(
 async function measure(
   s: Scenario,
   connections: number,
+  pathIds: string[],
   running: Map<string, RunningPath>,
-  upstream: Started,
+  upstream: Started | undefined,
 ): Promise<Row[]> {
   const gens = new Map<string, LoadGen>();
   const trials = new Map<string, Trial[]>();
+  const failedPaths = new Map<string, string>();
   try {
-    // One load generator per path, started (and warmed up) one after the other.
-    for (const p of pathSpecs) {
-      const rp = running.get(p.id)!;
-      gens.set(p.id, await spawnLoad(rp.url(s), s, connections, rp.headers?.(s)));
-      trials.set(p.id, []);
-    }
+    // One load generator per path, started (and warmed up) one after the other (quick: at once).
+    const spawnOne = async (id: string) => {
+      const rp = running.get(id)!;
+      try {
+        const gen = await spawnLoad(rp.url(s), s, connections, rp.headers?.(s));
+        gens.set(id, gen);
+        trials.set(id, []);
+      } catch (err) {
+        failedPaths.set(id, (err as Error).message.split("\n").slice(0, 3).join(" "));
+        note(`  ${s.id} c=${connections} ${id}: the load generator failed: ${failedPaths.get(id)}`);
+      }
+    };
+    if (settings.parallelWarmup) await Promise.all(pathIds.map(spawnOne));
+    else for (const id of pathIds) await spawnOne(id);
+    const order = pathIds.filter((id) => gens.has(id));
     for (let t = 0; t < settings.trials; t++) {
-      for (const p of pathSpecs) {
-        const proxy = running.get(p.id)!.proc;
-        const gen = gens.get(p.id)!;
-        const ours = () => (proxy ? cpuMicros(proxy.pid) : 0) + cpuMicros(upstream.pid) + cpuMicros(gen.pid);
+      for (const id of order) {
+        const rp = running.get(id)!;
+        const proxy = rp.proc;
+        const gen = gens.get(id)!;
+        const upPids = rp.upstreamPids ? rp.upstreamPids() : upstream ? [upstream.pid] : [];
+        const pids = [...(proxy ? [proxy.pid] : []), gen.pid, ...upPids];
         const m0 = machineBusyMicros();
-        const o0 = ours();
+        const all0 = cpuOf(pids);
         const p0 = proxy ? cpuMicros(proxy.pid) : 0;
-        const u0 = cpuMicros(upstream.pid);
+        const u0 = cpuOf(upPids);
         const r = await gen.trial();
-        const u1 = cpuMicros(upstream.pid);
+        const u1 = cpuOf(upPids);
         const p1 = proxy ? cpuMicros(proxy.pid) : 0;
-        const o1 = ours();
+        const all1 = cpuOf(pids);
         const m1 = machineBusyMicros();
         const n = Math.max(1, r.requests);
-        trials.get(p.id)!.push({
+        trials.get(id)!.push({
           ...r,
           proxyCpuUsPerReq: proxy ? (p1 - p0) / n : Number.NaN,
-          upstreamCpuUsPerReq: (u1 - u0) / n,
-          backgroundCpuPct: Math.max(0, (100 * (m1 - m0 - (o1 - o0))) / (r.elapsedMs * 1000)),
+          upstreamCpuUsPerReq: cpuDelta(u0, u1) / n,
+          backgroundCpuPct: Math.max(0, (100 * (m1 - m0 - cpuDelta(all0, all1))) / (r.elapsedMs * 1000)),
         });
-        process.stderr.write(
-          `  ${s.id} c=${connections} ${p.id.padEnd(8)} trial ${t + 1}/${settings.trials}: ` +
+        note(
+          `  ${s.id} c=${connections} ${id.padEnd(18)} trial ${t + 1}/${settings.trials}: ` +
             `${r.rps.toFixed(0)} req/s p50 ${r.p50Ms.toFixed(2)} ms p99 ${r.p99Ms.toFixed(2)} ms` +
-            `${r.errors ? ` ERRORS ${r.errors}: ${r.firstError}` : ""}\n`,
+            `${r.errors ? ` ERRORS ${r.errors}: ${r.firstError}` : ""}`,
         );
       }
     }
   } finally {
     await Promise.all([...gens.values()].map((g) => g.stop()));
   }
-  return pathSpecs.map((p) => {
-    const proxy = running.get(p.id)!.proc;
-    const rss = proxy ? rssBytes(proxy.pid) / 2 ** 20 : Number.NaN;
-    return aggregate(s.id, p.id, connections, trials.get(p.id)!, rss);
-  });
-}
-
-// ---------------------------------------------------------------- report
-
-function machine() {
-  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? "unknown";
-  let nproc = os.availableParallelism();
-  try {
-    nproc = Number(execFileSync("nproc", { encoding: "utf8" }).trim());
-  } catch {
-    // os.availableParallelism() stands
-  }
-  const nodeVersion = execFileSync(NODE_BIN, ["--version"], { encoding: "utf8" }).trim();
-  let commit = "unknown";
-  try {
-    commit = execFileSync("git", ["rev-parse", "--short", "HEAD"], {
-      cwd: REPO_ROOT,
-      encoding: "utf8",
-    }).trim();
-    const dirty = execFileSync("git", ["status", "--porcelain"], { cwd: REPO_ROOT, encoding: "utf8" }).trim();
-    if (dirty) commit += " (with uncommitted changes)";
-  } catch {
-    // not a git checkout
-  }
-  return {
-    nproc,
-    model,
-    memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
-    kernel: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: nodeVersion,
-    commit,
-  };
-}
-
-const fmt = (v: number, digits: number) => (Number.isFinite(v) ? v.toFixed(digits) : "–");
-const ratio = (a: number, b: number) =>
-  Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : "–";
-
-function table(rows: Row[], s: Scenario): string {
-  const out = [
-    `### ${s.title}`,
-    "",
-    "| conns | path | req/s | p50 ms | p99 ms | proxy CPU µs/req | upstream CPU µs/req | req/s vs direct | p50 vs direct | p99 vs direct | req/s vs minimal | p50 vs minimal | CPU vs minimal | proxy RSS MiB | errors | other CPU % |",
-    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-  ];
-  for (const c of settings.connections) {
-    const at = rows.filter((r) => r.scenario === s.id && r.connections === c);
-    const direct = at.find((r) => r.path === "direct");
-    const minimal = at.find((r) => r.path === "minimal");
-    for (const r of at) {
-      const vsDirect = r.path !== "direct" && direct;
-      const vsMinimal = r.path !== "minimal" && r.path !== "direct" && minimal;
-      out.push(
-        `| ${c} | ${r.path} | ${fmt(r.rps, 0)} | ${fmt(r.p50Ms, 2)} | ${fmt(r.p99Ms, 2)} | ${fmt(r.proxyCpuUsPerReq, 0)} | ${fmt(r.upstreamCpuUsPerReq, 0)} | ` +
-          `${vsDirect ? ratio(r.rps, direct.rps) : ""} | ${vsDirect ? ratio(r.p50Ms, direct.p50Ms) : ""} | ${vsDirect ? ratio(r.p99Ms, direct.p99Ms) : ""} | ` +
-          `${vsMinimal ? ratio(r.rps, minimal.rps) : ""} | ${vsMinimal ? ratio(r.p50Ms, minimal.p50Ms) : ""} | ${vsMinimal ? ratio(r.proxyCpuUsPerReq, minimal.proxyCpuUsPerReq) : ""} | ${fmt(r.proxyRssMiB, 0)} | ${r.errors} | ${fmt(r.backgroundCpuPct, 0)} |`,
-      );
-    }
-  }
-  return out.join("\n");
-}
-
-/** Each edge path against the minimal proxy, per scenario and concurrency: what the MCP awareness costs. */
-function summary(rows: Row[]): string {
-  const out = [
-    "### mcp-edge against the minimal proxy",
-    "",
-    "| scenario | conns | path | edge CPU µs/req | minimal CPU µs/req | extra CPU µs/req | CPU vs minimal | edge p50 − direct p50 (ms) | minimal p50 − direct p50 (ms) |",
-    "|---|---:|---|---:|---:|---:|---:|---:|---:|",
-  ];
-  for (const s of scenarios) {
-    for (const c of settings.connections) {
-      const get = (p: string) => rows.find((r) => r.scenario === s.id && r.connections === c && r.path === p);
-      const m = get("minimal");
-      const d = get("direct");
-      if (!m || !d) continue;
-      for (const id of ["edge", "edge-full"]) {
-        const e = get(id);
-        if (!e) continue;
-        out.push(
-          `| ${s.id} | ${c} | ${id} | ${fmt(e.proxyCpuUsPerReq, 0)} | ${fmt(m.proxyCpuUsPerReq, 0)} | ${fmt(e.proxyCpuUsPerReq - m.proxyCpuUsPerReq, 0)} | ${ratio(e.proxyCpuUsPerReq, m.proxyCpuUsPerReq)} | ` +
-            `${fmt(e.p50Ms - d.p50Ms, 2)} | ${fmt(m.p50Ms - d.p50Ms, 2)} |`,
-        );
+  const rows = pathIds
+    .filter((id) => gens.has(id))
+    .map((id) => {
+      const proxy = running.get(id)!.proc;
+      let rss = Number.NaN;
+      try {
+        rss = proxy ? rssBytes(proxy.pid) / 2 ** 20 : Number.NaN;
+      } catch {
+        // exited
       }
-    }
+      return aggregate(s.id, id, connections, trials.get(id)!, rss);
+    });
+  for (const [id, why] of failedPaths) {
+    rows.push({
+      ...aggregate(s.id, id, connections, [], Number.NaN),
+      errors: 1,
+      firstError: `no trial ran: ${why}`,
+    });
   }
-  return out.length > 4 ? out.join("\n") : "";
-}
-
-function report(rows: Row[], started: Date, elapsedS: number, profile: string): string {
-  const mc = machine();
-  const command =
-    `node ${path.relative(REPO_ROOT, process.argv[1] as string)} ${process.argv.slice(2).join(" ")}`.trim();
-  const errors = rows.filter((r) => r.errors > 0);
-  const allTrials = rows.flatMap((r) => r.trials);
-  return [
-    "# mcp-edge end-to-end benchmark",
-    "",
-    `Generated by \`${command}\`${quick ? " (`npm run bench:quick`)" : opt.out || opt.scenarios || opt.paths ? "" : " (`npm run bench`)"} on ${started.toISOString()}, in ${elapsedS.toFixed(0)} s.`,
-    "",
-    `- Machine: ${mc.nproc} CPUs (${mc.model}), ${mc.memory} RAM, ${mc.kernel}`,
-    `- Node ${mc.node} for every process; benchmark at commit ${mc.commit}; mcp-edge ${edgeLabel ? `exported from ${edgeLabel} (--edge-ref)` : "from the working tree"}`,
-    `- Per path and concurrency: ${settings.trials} trials of ${settings.durationMs} ms after ${settings.warmupMs} ms of warm-up, interleaved across paths; figures are medians over the trials.`,
-    `- Connections: ${settings.connections.join(", ")} (one MCP session and one call in flight per connection; the next call leaves when the answer is in).`,
-    "- Proxy RSS: resident memory of the proxy process right after the row's trials (it accumulates over the run: rows run in table order).",
-    `- CPU per request: user + system time of the process from /proc/<pid>/stat (CLK_TCK ${CLK_TCK}) over the trial, divided by the calls answered.`,
-    `- Other CPU: machine CPU used during a trial by anything but the load generator, upstream and proxy (other work on a shared machine), in % of one CPU: median ${fmt(median(allTrials.map((t) => t.backgroundCpuPct)), 0)}%, max ${fmt(Math.max(...allTrials.map((t) => t.backgroundCpuPct)), 0)}% over ${allTrials.length} trials (column "other CPU %": the row's median). High values mean a noisier row.`,
-    "",
-    "## What runs",
-    "",
-    '- **Upstreams** (`bench/upstream.ts`), one process per scenario, tool `echo`: session era on SDK v1 (`@modelcontextprotocol/sdk` McpServer + StreamableHTTPServerTransport, stateful sessions, `enableJsonResponse` on for JSON answers, off for SSE answers); stateless era on SDK v2 (`@modelcontextprotocol/server` `createMcpHandler`, `legacy: "reject"`).',
-    "- **Paths**: " +
-      pathSpecs.map((p) => `\`${p.id}\`: ${p.title}`).join("; ") +
-      ". mcp-edge runs `src/main.ts serve` in embedded mode (the SQLite store), log level warn.",
-    "- **Load** (`bench/load.ts`): a separate Node process per path; undici Pool, N connections, N clients, each answer checked (status, JSON-RPC id, `result`; SSE parsed). Stateless calls carry `MCP-Protocol-Version: 2026-07-28`, `Mcp-Method`, `Mcp-Name` and `_meta` protocol version + client capabilities.",
-    `- Everything shares this machine's ${mc.nproc} CPUs over loopback: the load generator, the upstream and the proxy compete for them, so at 16+ connections req/s is bounded by total CPU, not by any one process. Read the CPU µs/req columns for the cost of a path, req/s and latency for what a client sees here.`,
-    "",
-    "## Results",
-    "",
-    ...scenarios.map((s) => `${table(rows, s)}\n`),
-    summary(rows),
-    "",
-    errors.length
-      ? `## Errors\n\n${errors.map((r) => `- ${r.scenario} / ${r.path} / ${r.connections}: ${r.errors} errors, first: ${r.firstError}`).join("\n")}\n`
-      : "All answers were checked: no errors.\n",
-    profile ? `## mcp-edge CPU profile (--profile-edge)\n\n${profile}\n` : "",
-  ].join("\n");
+  return rows;
 }
 
 // ---------------------------------------------------------------- main
@@ -617,89 +815,150 @@ function report(rows: Row[], started: Date, elapsedS: number, profile: string): 
 async function main(): Promise<void> {
   const started = new Date();
   const t0 = performance.now();
+  const mc = machine();
+  const cells = plan();
+  const scenarioIds = [...new Set(cells.map((c) => c.scenario.id))];
+  const usedScenarios = SCENARIOS.filter((s) => scenarioIds.includes(s.id));
+  const httpScenarios = usedScenarios.filter((s) => s.upstreamMode !== undefined);
+  const pathIds = [...new Set(cells.flatMap((c) => c.paths))];
+  const usedPaths = PATHS.filter((p) => pathIds.includes(p.id));
   const tmp = mkdtempSync(path.join(os.tmpdir(), "mcp-edge-bench-"));
   const profileDir = opt["profile-edge"] ? path.join(resultsDir, `profile-${Date.now()}`) : undefined;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const upstreams = new Map<string, Started>();
   const running = new Map<string, RunningPath>();
+  const unavailable: Record<string, string> = {};
+  const versions: Record<string, string> = {};
   const rows: Row[] = [];
-  let profile = "";
+  let issuer: Promise<LocalIssuer> | undefined;
   const cleanup = async () => {
     await Promise.allSettled([...running.values()].map((p) => p.stop()));
+    running.clear();
     await Promise.allSettled([...upstreams.values()].map((u) => u.stop()));
+    upstreams.clear();
+    if (issuer) await (await issuer.catch(() => undefined))?.close();
   };
-  const onSignal = () => void cleanup().finally(() => process.exit(130));
+  const onSignal = () => {
+    note("interrupted: stopping every process of the benchmark");
+    void cleanup().finally(() => {
+      rmSync(tmp, { recursive: true, force: true });
+      process.exit(130);
+    });
+  };
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
-    for (const s of scenarios) {
-      upstreams.set(
-        s.id,
-        await start({
-          name: `upstream(${s.upstreamMode})`,
-          command: NODE_BIN,
-          args: [path.join(REPO_ROOT, "bench/upstream.ts"), "--mode", s.upstreamMode],
-          parse: listeningLine,
-          expect: ["url"],
-        }),
-      );
-    }
-    if (opt["edge-ref"]) exportEdge(opt["edge-ref"], tmp);
-    for (const p of pathSpecs) {
-      running.set(p.id, await p.start({ upstreams, scenarios, tmp, ...(profileDir ? { profileDir } : {}) }));
-    }
-    process.stderr.write(
-      `mcp-edge bench: ${scenarios.length} scenarios × ${pathSpecs.length} paths × connections ${settings.connections.join(",")}, ` +
-        `${settings.trials} trials of ${settings.durationMs} ms\n`,
+    await Promise.all(
+      httpScenarios.map(async (s) => {
+        upstreams.set(
+          s.id,
+          await start({
+            name: `upstream(${s.upstreamMode})`,
+            command: NODE_BIN,
+            args: [path.join(REPO_ROOT, "bench/upstream.ts"), "--mode", s.upstreamMode as string],
+            parse: listeningLine,
+            expect: ["url"],
+          }),
+        );
+      }),
     );
-    for (const s of scenarios) {
-      for (const c of settings.connections) {
-        rows.push(...(await measure(s, c, running, upstreams.get(s.id)!)));
-      }
+    if (opt["edge-ref"]) exportEdge(opt["edge-ref"], tmp);
+    const ctx: StartContext = {
+      upstreams,
+      scenarios: httpScenarios,
+      tmp,
+      ...(profileDir ? { profileDir } : {}),
+      issuer: () => (issuer ??= startIssuer()),
+      versions,
+    };
+    // Every path at once (each waits for its own readiness); one that fails is reported, not fatal.
+    await Promise.all(
+      usedPaths.map(async (p) => {
+        try {
+          running.set(p.id, await p.start(ctx));
+        } catch (err) {
+          const msg = (err as Error).message;
+          unavailable[p.id] = msg.split("\n--- output ---")[0]?.trim() ?? msg;
+          note(`path ${p.id} unavailable: ${unavailable[p.id]}`);
+        }
+      }),
+    );
+    note(
+      `mcp-edge e2e bench: ${cells.length} cells, ${settings.trials} trials of ${settings.durationMs} ms ` +
+        `(${settings.warmupMs} ms warm-up); paths ${[...running.keys()].join(", ")}`,
+    );
+    for (const c of cells) {
+      const ids = c.paths.filter((id) => running.has(id));
+      if (ids.length === 0) continue;
+      rows.push(...(await measure(c.scenario, c.connections, ids, running, upstreams.get(c.scenario.id))));
     }
   } catch (err) {
     // What the servers said is usually the explanation.
     for (const proc of [...upstreams.values(), ...[...running.values()].flatMap((r) => r.proc ?? [])]) {
       const out = proc.output().trim();
-      if (out) process.stderr.write(`--- ${proc.name} output ---\n${out.slice(-4000)}\n`);
+      if (out) note(`--- ${proc.name} output ---\n${out.slice(-4000)}`);
     }
     throw err;
   } finally {
     await cleanup();
     rmSync(tmp, { recursive: true, force: true });
   }
+  let profile = "";
   if (profileDir) {
     // One profile per edge path (each writes into its own directory when it exits).
     const parts: string[] = [];
-    for (const id of ["edge", "edge-full"]) {
-      const dir = path.join(profileDir, id);
-      if (!pathSpecs.some((p) => p.id === id)) continue;
+    for (const id of pathIds.filter((x) => x.startsWith("edge"))) {
       let files: string[];
       try {
-        files = readdirSync(dir).filter((f) => f.endsWith(".cpuprofile"));
+        files = readdirSync(path.join(profileDir, id)).filter((f) => f.endsWith(".cpuprofile"));
       } catch {
         files = [];
       }
       parts.push(
         `### ${id}\n\n${
           files.length
-            ? summarizeProfile(path.join(dir, files[0] as string), 25)
+            ? summarizeProfile(path.join(profileDir, id, files[0] as string), 25)
             : "(no profile was written: the edge did not exit cleanly)"
         }`,
       );
     }
     profile = parts.join("\n\n");
   }
-  const md = report(rows, started, (performance.now() - t0) / 1000, profile);
+  mc.loadEnd = loadNow();
+  const result: E2EResult = {
+    kind: "e2e",
+    started: started.toISOString(),
+    elapsedS: (performance.now() - t0) / 1000,
+    command: commandLine(),
+    quick,
+    settings,
+    scenarios: usedScenarios.map((s) => ({ id: s.id, title: s.title, refs: s.refs })),
+    paths: usedPaths.map((p) => ({ id: p.id, title: p.title })),
+    cells: cells.map((c) => ({ scenario: c.scenario.id, connections: c.connections, paths: c.paths })),
+    unavailable,
+    versions,
+    rows,
+    machine: mc,
+    edgeLabel,
+    profile,
+  };
+  const goals = evaluateGoals({ e2e: result });
+  const md = [
+    "# mcp-edge end-to-end benchmark",
+    "",
+    renderGoals(goals),
+    "",
+    renderE2E(result, { heading: "##" }),
+  ].join("\n");
   mkdirSync(path.dirname(outFile), { recursive: true });
   writeFileSync(outFile, md);
   mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(
-    path.join(resultsDir, `e2e-${started.toISOString().replace(/[:.]/g, "-")}.json`),
-    JSON.stringify({ started, settings, machine: machine(), rows }, null, 2),
-  );
-  process.stdout.write(`${md}\n`);
-  process.stderr.write(`wrote ${path.relative(REPO_ROOT, outFile)}\n`);
+  const jsonFile = opt.json
+    ? path.resolve(opt.json)
+    : path.join(resultsDir, `e2e-${started.toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileSync(jsonFile, JSON.stringify(result, null, 2));
+  process.stdout.write(`${goalsConsole(goals)}\n`);
+  note(`wrote ${path.relative(REPO_ROOT, outFile)} and ${path.relative(REPO_ROOT, jsonFile)}`);
 }
 
 main().catch((err: unknown) => {

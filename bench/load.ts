@@ -134,18 +134,24 @@ class Client {
   async open(): Promise<void> {
     if (scenario === "stateless") return;
     const id = 0;
-    const init = await this.#post(
-      JSON.stringify({
-        jsonrpc: "2.0",
-        id,
-        method: "initialize",
-        params: {
-          protocolVersion: SESSION_VERSION,
-          capabilities: {},
-          clientInfo: { name: "mcp-edge-bench", version: "1.0.0" },
-        },
-      }),
-    );
+    const body = JSON.stringify({
+      jsonrpc: "2.0",
+      id,
+      method: "initialize",
+      params: {
+        protocolVersion: SESSION_VERSION,
+        capabilities: {},
+        clientInfo: { name: "mcp-edge-bench", version: "1.0.0" },
+      },
+    });
+    let init = await this.#post(body);
+    // A 503 (a store timing out while the machine is busy opening every session at once) is
+    // retried as a client would, after a pause; the retries are reported on stderr.
+    for (let attempt = 1; init.status === 503 && attempt <= 5; attempt++) {
+      initRetries++;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
+      init = await this.#post(body);
+    }
     const ct = String(init.headers["content-type"] ?? "");
     const answer = init.status === 200 ? findAnswer(ct, init.text, id) : undefined;
     const sid = init.headers["mcp-session-id"];
@@ -187,6 +193,8 @@ class Client {
 }
 
 const samples = new Samples();
+/** initialize calls answered 503 and retried while the sessions opened. */
+let initRetries = 0;
 
 /** Every client calls back to back until the deadline. */
 async function run(clients: Client[], ms: number, record: boolean) {
@@ -214,6 +222,8 @@ async function run(clients: Client[], ms: number, record: boolean) {
 async function main(): Promise<void> {
   const clients = Array.from({ length: connections }, (_, i) => new Client(i));
   await Promise.all(clients.map((c) => c.open()));
+  if (initRetries > 0)
+    process.stderr.write(`load: ${initRetries} initialize calls got 503 and were retried\n`);
   await run(clients, warmupMs, false);
   process.stdout.write("READY\n");
   const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();

@@ -3,7 +3,8 @@
  * CPU time from /proc (works for any child, Node or not: nginx and HAProxy later), stop it.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { connect, createServer } from "node:net";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -60,10 +61,23 @@ export interface StartOptions {
    */
   parse: (line: string) => Record<string, string> | undefined;
   expect: string[];
+  /**
+   * For programs that announce nothing (nginx, the stdio bridges): the process is ready when this
+   * resolves (e.g. its port accepts connections), with what to merge into `announced`.
+   */
+  ready?: () => Promise<Record<string, string>>;
+  /** Every output line, also after the process is ready (the memory benchmark reads reports). */
+  onLine?: (line: string) => void;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
 }
+
+/** Every child started here: killed when the benchmark process exits, whatever the reason. */
+const live = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+});
 
 /** Spawns a process and waits until its output has announced every expected key. */
 export async function start(o: StartOptions): Promise<Started> {
@@ -72,9 +86,15 @@ export async function start(o: StartOptions): Promise<Started> {
     env: { ...process.env, ...o.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  live.add(child);
   let output = "";
   const announced: Record<string, string> = {};
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.once("exit", () => {
+      live.delete(child);
+      resolve();
+    }),
+  );
   const stop = async (graceMs = 5000): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGTERM");
@@ -89,17 +109,35 @@ export async function start(o: StartOptions): Promise<Started> {
         () => reject(new Error(`${o.name}: not ready within ${o.timeoutMs ?? 20_000} ms`)),
         o.timeoutMs ?? 20_000,
       );
+      let ready = false;
       const onLine = (line: string) => {
         // Keep only the head of the output: enough for a failure message, bounded under load.
         if (output.length < 64 * 1024) output += `${line}\n`;
+        o.onLine?.(line);
+        if (ready) return;
         const got = o.parse(line);
         if (!got) return;
         Object.assign(announced, got);
         if (o.expect.every((k) => k in announced)) {
+          ready = true;
           clearTimeout(timer);
           resolve();
         }
       };
+      if (o.ready) {
+        o.ready().then(
+          (got) => {
+            Object.assign(announced, got);
+            ready = true;
+            clearTimeout(timer);
+            resolve();
+          },
+          (err: unknown) => {
+            clearTimeout(timer);
+            reject(err as Error);
+          },
+        );
+      }
       createInterface({ input: child.stdout! }).on("line", onLine);
       createInterface({ input: child.stderr! }).on("line", onLine);
       child.once("error", (err) => {
@@ -135,4 +173,86 @@ export function machineBusyMicros(): number {
   const [user, nice, system, , , , , steal] = line.trim().split(/\s+/).slice(1).map(Number);
   const ticks = (user ?? 0) + (nice ?? 0) + (system ?? 0) + (steal ?? 0);
   return (ticks * 1e6) / CLK_TCK;
+}
+
+/** A free TCP port on 127.0.0.1 (for programs that cannot listen on port 0 and report it). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+/** Resolves once 127.0.0.1:port accepts a connection (polling), rejects after `timeoutMs`. */
+export async function waitForPort(port: number, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: "127.0.0.1", port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Parent pid of every process, from /proc/<pid>/stat. */
+function parents(): Map<number, number[]> {
+  const byParent = new Map<number, number[]>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, "utf8");
+    } catch {
+      continue; // gone
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    const list = byParent.get(ppid) ?? [];
+    list.push(Number(name));
+    byParent.set(ppid, list);
+  }
+  return byParent;
+}
+
+/** Every descendant of a process (children, their children, ...). */
+export function descendants(pid: number): number[] {
+  const byParent = parents();
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const c of byParent.get(queue.shift() as number) ?? []) {
+      out.push(c);
+      queue.push(c);
+    }
+  }
+  return out;
+}
+
+/** CPU of several processes in µs, per pid (a process that is gone is left out). */
+export function cpuOf(pids: number[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const p of pids) {
+    try {
+      out.set(p, cpuMicros(p));
+    } catch {
+      // exited
+    }
+  }
+  return out;
+}
+
+/** CPU used between two `cpuOf` readings by the processes present in both. */
+export function cpuDelta(before: Map<number, number>, after: Map<number, number>): number {
+  let sum = 0;
+  for (const [p, a] of after) {
+    const b = before.get(p);
+    if (b !== undefined) sum += a - b;
+  }
+  return sum;
 }
