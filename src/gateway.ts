@@ -8,7 +8,7 @@ import { isDashboardPath, serveDashboard } from "./admin/dashboard.ts";
 import { KeyService } from "./admin/keys.ts";
 import { Authenticator } from "./auth/authenticate.ts";
 import { protectedResourceMetadata, resourceMetadataUrl, resourceUrl } from "./auth/challenge.ts";
-import { IdentitySigner } from "./auth/identity.ts";
+import { IdentitySigner, SqliteIdentityKeyStore } from "./auth/identity.ts";
 import { OAuthVerifier } from "./auth/oauth.ts";
 import { AuditLog } from "./audit/log.ts";
 import { argsPolicy } from "./audit/record.ts";
@@ -371,7 +371,7 @@ export class Gateway {
     const db = openDatabase(config.store.sqlite);
     // Distributed mode: PostgreSQL must answer at start (migrations); Redis may come later.
     const shared = config.store.redis ? await openDistributed(config.store, log) : undefined;
-    const identity = await IdentitySigner.open(db, {
+    const identity = await IdentitySigner.open(new SqliteIdentityKeyStore(db), {
       issuer: config.publicUrl ?? "mcp-edge",
       ttl: 120_000,
       rotateEvery: 7 * 86_400_000,

@@ -8,14 +8,22 @@
  * - The request path only builds a draft and pushes it (subscribers run inside `publish`).
  * - Each flush finalizes the drafts (argument digests, escaping, bounds), chains them per tenant and
  *   appends the batch to the store in one transaction.
- * - When the store fails, the chained batch goes to the spool (fsynced JSON lines) and so does
- *   everything after it until a replay, tried every `retryInterval`, has moved the spool into the
- *   store in order. Records are chained once, so replayed records keep their place in the chain.
+ * - Who chains depends on the store. One writer (SQLite, memory): this process, with the chain
+ *   heads in memory; a spooled record is chained already and keeps its place in the chain. Several
+ *   writers (a store with `appendChained`, PostgreSQL): the store, after what is committed, since
+ *   heads held in memory go stale as soon as another instance appends. Each finalized record then
+ *   gets a write key (unique to this process) and the spool holds it finalized but unchained; a
+ *   replay chains it after whatever the other instances stored meanwhile, and the key makes a
+ *   replay (or a retry after an error that may have hidden a commit) store it once.
+ * - When the store fails, the batch goes to the spool (fsynced JSON lines) and so does everything
+ *   after it until a replay, tried every `retryInterval`, has moved the spool into the store in
+ *   order.
  * - `accepting()` is false when the spool is at its cap (or the queue is), and the pipeline then
  *   refuses `tools/call` with 503 EDGE_AUDIT_UNAVAILABLE rather than run a call unaudited.
  * - On stop the queue is flushed; after a SIGKILL at most the drafts of the last flush interval
  *   (default 100 ms) are missing.
  */
+import { randomBytes } from "node:crypto";
 import diagnostics_channel from "node:diagnostics_channel";
 import type { Route } from "../context.ts";
 import {
@@ -29,9 +37,22 @@ import {
 import type { Logger } from "../observability/logger.ts";
 import { chainRecord, type Heads, type VerifyReport, verifyChains } from "./chain.ts";
 import { draftFromAdmin, draftFromSession, draftsFromRequestEnd } from "./events.ts";
-import { type ArgsPolicy, type AuditDraft, finalizeDraft, GENESIS } from "./record.ts";
-import { Spool } from "./spool.ts";
-import type { AuditFilter, AuditPage, AuditPageRequest, AuditStore, ChainedRecord } from "./store.ts";
+import { type ArgsPolicy, type AuditDraft, type FinalRecord, finalizeDraft, GENESIS } from "./record.ts";
+import { type KeyedFinal, Spool, type SpoolEntry } from "./spool.ts";
+import {
+  AuditChainConflictError,
+  type AuditFilter,
+  type AuditPage,
+  type AuditPageRequest,
+  type AuditStore,
+  type ChainedRecord,
+  finalOf,
+} from "./store.ts";
+
+/** Records per store call when the store chains (one transaction each). */
+const CHAINED_BATCH = 1000;
+
+type AppendChained = NonNullable<AuditStore["appendChained"]>;
 
 export interface AuditLogOptions {
   store: AuditStore;
@@ -60,6 +81,11 @@ export interface AuditStats {
 export class AuditLog {
   readonly #o: AuditLogOptions;
   readonly #store: AuditStore;
+  /** Set when the store chains (several writers); undefined: this process chains. */
+  readonly #appendChained: AppendChained | undefined;
+  /** Write keys: `<random per process>.<counter>` (store-side chaining only). */
+  readonly #keyPrefix: string;
+  #keyCounter = 0;
   readonly #spool: Spool | undefined;
   readonly #queueMax: number;
   readonly #retryInterval: number;
@@ -70,6 +96,8 @@ export class AuditLog {
   #queue: AuditDraft[] = [];
   /** Chained records neither store nor spool took (disk full): they go first next time. */
   #limbo: ChainedRecord[] = [];
+  /** The same when the store chains: finalized records, possibly stored by the failed call. */
+  #limboFinal: KeyedFinal[] = [];
   #retryAt = 0;
   #storeUp = true;
   #written = 0;
@@ -94,6 +122,8 @@ export class AuditLog {
     this.#heads = heads;
     this.#queueMax = o.queueMax ?? 10_000;
     this.#retryInterval = o.retryInterval ?? 1000;
+    this.#appendChained = o.store.appendChained?.bind(o.store);
+    this.#keyPrefix = this.#appendChained ? randomBytes(12).toString("base64url") : "";
   }
 
   /**
@@ -105,9 +135,24 @@ export class AuditLog {
     let spool: Spool | undefined;
     if (o.spoolPath) {
       spool = new Spool(o.spoolPath, o.spoolMaxBytes ?? 64 * 1024 * 1024);
-      for (const c of spool.open()) {
-        const h = heads.get(c.record.chain);
-        if (!h || c.record.seq > h.seq) heads.set(c.record.chain, { seq: c.record.seq, hash: c.record.hash });
+      const entries = spool.open();
+      // One writer: chained records in the spool are the newest links of their chains. Unchained
+      // ones (left by a run whose store chained, before a switch to this store) are chained now,
+      // in spool order, and the spool rewritten chained, so that new records follow them.
+      if (!o.store.appendChained) {
+        let unchained = false;
+        const chained = entries.map((e) => {
+          if (e.kind === "final") {
+            unchained = true;
+            return chainRecord(heads, e.final);
+          }
+          const c = e.chained;
+          const h = heads.get(c.record.chain);
+          if (!h || c.record.seq > h.seq)
+            heads.set(c.record.chain, { seq: c.record.seq, hash: c.record.hash });
+          return c;
+        });
+        if (unchained) spool.rewrite(chained.map((c) => ({ kind: "chained", chained: c })));
       }
     }
     const audit = new AuditLog(o, heads, spool);
@@ -143,7 +188,12 @@ export class AuditLog {
    * for a place, or the queue is full. The pipeline refuses `tools/call` then (503).
    */
   accepting(): boolean {
-    return this.#limbo.length === 0 && this.#queue.length < this.#queueMax && !(this.#spool?.full ?? false);
+    return (
+      this.#limbo.length === 0 &&
+      this.#limboFinal.length === 0 &&
+      this.#queue.length < this.#queueMax &&
+      !(this.#spool?.full ?? false)
+    );
   }
 
   /** Queues one draft (request path: O(1), no I/O). */
@@ -191,7 +241,17 @@ export class AuditLog {
     });
   }
 
+  #finalize(d: AuditDraft): FinalRecord {
+    try {
+      return finalizeDraft(d, this.#o.args);
+    } catch {
+      // Never lose a record to a formatting bug: keep the draft's fields, drop the arguments.
+      return finalizeDraft({ ...d, rawArgs: "[arguments could not be recorded]" }, this.#o.args);
+    }
+  }
+
   async #flushOnce(): Promise<void> {
+    if (this.#appendChained) return this.#flushStoreChained(this.#appendChained);
     const spool = this.#spool;
     if (spool && spool.size > 0 && Date.now() >= this.#retryAt) await this.#replay(spool);
     if (this.#queue.length === 0 && this.#limbo.length === 0) return;
@@ -202,16 +262,7 @@ export class AuditLog {
     this.#queue = [];
     const batch = this.#limbo;
     this.#limbo = [];
-    for (const d of drafts) {
-      let final;
-      try {
-        final = finalizeDraft(d, this.#o.args);
-      } catch {
-        // Never lose a record to a formatting bug: keep the draft's fields, drop the arguments.
-        final = finalizeDraft({ ...d, rawArgs: "[arguments could not be recorded]" }, this.#o.args);
-      }
-      batch.push(chainRecord(this.#heads, final));
-    }
+    for (const d of drafts) batch.push(chainRecord(this.#heads, this.#finalize(d)));
     if (!spooling) {
       try {
         await this.#store.append(batch);
@@ -234,7 +285,8 @@ export class AuditLog {
   }
 
   async #replay(spool: Spool): Promise<void> {
-    const records = spool.readAll();
+    // One writer: the spool holds chained records only (open() chained any others).
+    const records = spool.readAll().flatMap((e) => (e.kind === "chained" ? [e.chained] : []));
     try {
       for (let i = 0; i < records.length; i += 1000) await this.#store.append(records.slice(i, i + 1000));
     } catch (err) {
@@ -246,8 +298,128 @@ export class AuditLog {
     this.#o.log.warn({ replayed: records.length }, "audit: store reachable again, spool replayed");
   }
 
+  /**
+   * The flush when the store chains: finalized records get a write key and go to `appendChained`
+   * (one transaction per CHAINED_BATCH records); when the store fails, what it did not take goes
+   * to the spool unchained. Records that a failed call may have stored are retried with
+   * `retry`, so that their keys keep them from being stored twice.
+   */
+  async #flushStoreChained(append: AppendChained): Promise<void> {
+    const spool = this.#spool;
+    if (spool && spool.size > 0 && Date.now() >= this.#retryAt) await this.#replayStoreChained(spool, append);
+    if (this.#queue.length === 0 && this.#limboFinal.length === 0) return;
+    const spooling = (spool?.size ?? 0) > 0 || (!spool && !this.#storeUp && Date.now() < this.#retryAt);
+    if (spooling && spool?.full && !this.#force) return;
+    const drafts = this.#queue;
+    this.#queue = [];
+    let batch = this.#limboFinal;
+    this.#limboFinal = [];
+    const retried = batch.length;
+    for (const d of drafts)
+      batch.push({
+        key: `${this.#keyPrefix}.${(this.#keyCounter++).toString(36)}`,
+        final: this.#finalize(d),
+      });
+    if (!spooling) {
+      let done = 0;
+      try {
+        for (; done < batch.length; done += CHAINED_BATCH) {
+          const chunk = batch.slice(done, done + CHAINED_BATCH);
+          const stored = await append(
+            chunk.map((k) => k.final),
+            { keys: chunk.map((k) => k.key), retry: done < retried },
+          );
+          this.#stored(stored);
+        }
+        return;
+      } catch (err) {
+        this.#down(err);
+      }
+      batch = batch.slice(done);
+    }
+    if (!spool) {
+      this.#limboFinal = batch;
+      return;
+    }
+    try {
+      spool.appendFinal(batch);
+    } catch (err) {
+      this.#o.log.error({ err, records: batch.length }, "audit: spool write failed; records kept in memory");
+      this.#limboFinal = batch;
+    }
+  }
+
+  /**
+   * Replays the spool, in order, into a store that chains: unchained records through
+   * `appendChained` (with their keys, as a retry), chained ones (a spool of an older version or of
+   * a one-writer store) through `append`, which skips what is stored already. A chained record
+   * that no longer follows the stored head (another instance appended to its chain since) is
+   * chained again after it rather than lost. The spool is emptied once all of it is stored; a
+   * replay cut short is resumed from the start next time (the keys and `append` skip what is in).
+   */
+  async #replayStoreChained(spool: Spool, append: AppendChained): Promise<void> {
+    const entries = spool.readAll();
+    let i = 0;
+    try {
+      while (i < entries.length) {
+        const kind = (entries[i] as SpoolEntry).kind;
+        let j = i;
+        while (j < entries.length && j - i < CHAINED_BATCH && (entries[j] as SpoolEntry).kind === kind) j++;
+        const run = entries.slice(i, j);
+        if (kind === "final") {
+          const finals = run as (SpoolEntry & { kind: "final" })[];
+          this.#stored(
+            await append(
+              finals.map((e) => e.final),
+              { keys: finals.map((e) => e.key), retry: true },
+            ),
+          );
+        } else {
+          await this.#replayChained(
+            (run as (SpoolEntry & { kind: "chained" })[]).map((e) => e.chained),
+            append,
+          );
+        }
+        i = j;
+      }
+    } catch (err) {
+      this.#down(err);
+      return;
+    }
+    spool.clear();
+    this.#o.log.warn({ replayed: entries.length }, "audit: store reachable again, spool replayed");
+  }
+
+  async #replayChained(records: ChainedRecord[], append: AppendChained): Promise<void> {
+    try {
+      await this.#store.append(records);
+      this.#stored(records);
+      return;
+    } catch (err) {
+      if (!(err instanceof AuditChainConflictError)) throw err;
+    }
+    for (const c of records) {
+      try {
+        await this.#store.append([c]);
+        this.#stored([c]);
+      } catch (err) {
+        if (!(err instanceof AuditChainConflictError)) throw err;
+        // The key names the original link, so a replay cut short and resumed stores it once.
+        const key = `rechained.${c.record.chain}.${c.record.seq}.${c.record.hash}`;
+        this.#stored(await append([finalOf(c.record)], { keys: [key], retry: true }));
+        this.#o.log.warn(
+          { chain: c.record.chain, seq: c.record.seq },
+          "audit: a spooled record no longer followed its stored chain; chained again after the stored head",
+        );
+      }
+    }
+  }
+
   #stored(batch: readonly ChainedRecord[]): void {
-    for (const c of batch) this.#persisted.set(c.record.chain, { seq: c.record.seq, hash: c.record.hash });
+    for (const { record: r } of batch) {
+      const h = this.#persisted.get(r.chain);
+      if (!h || r.seq > h.seq) this.#persisted.set(r.chain, { seq: r.seq, hash: r.hash });
+    }
     this.#written += batch.length;
     if (!this.#storeUp) this.#o.log.warn("audit: store reachable again");
     this.#storeUp = true;
@@ -266,7 +438,7 @@ export class AuditLog {
 
   stats(): AuditStats {
     return {
-      queued: this.#queue.length + this.#limbo.length,
+      queued: this.#queue.length + this.#limbo.length + this.#limboFinal.length,
       spooled: this.#spool?.size ?? 0,
       spoolBytes: this.#spool?.bytes ?? 0,
       written: this.#written,
@@ -284,16 +456,21 @@ export class AuditLog {
   /** Verifies the stored chains against themselves and against what this process wrote. */
   async verify(tenant?: string | null): Promise<VerifyReport & { pending: number }> {
     await this.flush();
+    // A copy: a flush (the timer) may store more while the chains are read, and a head learnt
+    // after a chain was read would look like records missing from it.
     const report = await verifyChains(this.#store, {
       ...(tenant !== undefined ? { tenant } : {}),
-      known: this.#persisted,
+      known: new Map(this.#persisted),
     });
     return { ...report, pending: this.stats().queued + this.stats().spooled };
   }
 
-  /** The hash a new record of this chain would follow (tests). */
+  /**
+   * The hash a new record of this chain would follow (tests). When the store chains: the last
+   * record this process stored (another instance may have appended since).
+   */
   head(chain: string): string {
-    return this.#heads.get(chain)?.hash ?? GENESIS;
+    return (this.#appendChained ? this.#persisted : this.#heads).get(chain)?.hash ?? GENESIS;
   }
 
   /** Stops recording, flushes what is queued (SIGTERM), closes the spool and the store. */

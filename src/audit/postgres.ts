@@ -14,12 +14,17 @@
  *   in memory) checks that they extend the committed head and throws otherwise, so a second writer
  *   with a stale head fails loudly (its records stay in its spool) instead of forking the chain or
  *   having its records skipped as "already stored".
+ * - A record given to `appendChained` with a write key keeps it (`write_key`, unique). An AuditLog
+ *   retries a batch whose outcome it does not know (the connection was lost at COMMIT; a spool
+ *   replay) with `retry`: records whose key is stored are returned as stored, not chained again.
  */
 import type { Pool, PoolClient } from "pg";
 import { LOCK_NAMESPACE, type PostgresDb, storeError } from "../store/postgres.ts";
 import { chainRecord, type Heads } from "./chain.ts";
 import { type AuditRecord, type FinalRecord, GENESIS } from "./record.ts";
 import {
+  AuditChainConflictError,
+  type AppendChainedOptions,
   type AuditFilter,
   type AuditPage,
   type AuditPageRequest,
@@ -34,10 +39,7 @@ const FILTER = `($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR subje
   AND ($3::text IS NULL OR target = $3) AND ($4::text IS NULL OR type = $4)
   AND ($5::bigint IS NULL OR ts >= $5) AND ($6::bigint IS NULL OR ts < $6)`;
 
-/** A batch given to `append` does not continue the stored chain (another writer appended to it). */
-export class AuditChainConflictError extends Error {
-  override readonly name = "AuditChainConflictError";
-}
+export { AuditChainConflictError };
 
 export class PostgresAuditStore implements AuditStore {
   readonly #pool: Pool;
@@ -94,15 +96,20 @@ export class PostgresAuditStore implements AuditStore {
     return new Map(rows.map((r) => [r.chain, { seq: r.seq, hash: r.hash }]));
   }
 
-  async #insert(c: PoolClient, records: readonly ChainedRecord[]): Promise<void> {
+  /** Inserts chained records (with their write keys, when given) and moves the heads on. */
+  async #insert(
+    c: PoolClient,
+    records: readonly ChainedRecord[],
+    keys?: readonly (string | null)[],
+  ): Promise<void> {
     if (records.length === 0) return;
     const col = <T>(f: (r: AuditRecord, text: string) => T): T[] => records.map((x) => f(x.record, x.text));
     await c.query(
-      `INSERT INTO ${this.#audit} (chain, seq, ts, type, tenant, subject, target, record, hash)
-       SELECT chain, seq, ts, type, tenant, subject, target, record, hash
+      `INSERT INTO ${this.#audit} (chain, seq, ts, type, tenant, subject, target, record, hash, write_key)
+       SELECT chain, seq, ts, type, tenant, subject, target, record, hash, write_key
        FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
-                   $8::text[], $9::text[]) WITH ORDINALITY
-            AS u(chain, seq, ts, type, tenant, subject, target, record, hash, ord)
+                   $8::text[], $9::text[], $10::text[]) WITH ORDINALITY
+            AS u(chain, seq, ts, type, tenant, subject, target, record, hash, write_key, ord)
        ORDER BY ord`,
       [
         col((r) => r.chain),
@@ -114,6 +121,7 @@ export class PostgresAuditStore implements AuditStore {
         col((r) => r.target),
         col((_, text) => text),
         col((r) => r.hash),
+        keys ?? records.map(() => null),
       ],
     );
     const last = new Map<string, { seq: number; hash: string }>();
@@ -173,19 +181,42 @@ export class PostgresAuditStore implements AuditStore {
 
   /**
    * Chains finalized records after the committed head of their tenant's chain and stores them, all
-   * or none, in the given order; returns them as chained. Safe with any number of writers: the
-   * chain is computed inside the locked transaction, from what is committed.
+   * or none, in the given order; returns them as stored. Safe with any number of writers: the
+   * chain is computed inside the locked transaction, from what is committed. With `keys` each
+   * record keeps its write key; with `retry` too, a record whose key is stored already is returned
+   * as stored instead of being chained again (see AppendChainedOptions).
    */
-  async appendChained(records: readonly FinalRecord[]): Promise<ChainedRecord[]> {
+  async appendChained(
+    records: readonly FinalRecord[],
+    options: AppendChainedOptions = {},
+  ): Promise<ChainedRecord[]> {
     if (records.length === 0) return [];
+    const keys = options.keys;
+    if (keys !== undefined && keys.length !== records.length) {
+      throw new RangeError("appendChained: one write key per record");
+    }
     return this.#locked("audit append", async (c) => {
+      const stored = new Map<string, ChainedRecord>();
+      if (keys && options.retry) {
+        const { rows } = await c.query<{ write_key: string; record: string; hash: string }>(
+          `SELECT write_key, record, hash FROM ${this.#audit} WHERE write_key = ANY($1::text[])`,
+          [keys],
+        );
+        for (const r of rows) {
+          stored.set(r.write_key, { record: recordOf({ text: r.record, hash: r.hash }), text: r.record });
+        }
+      }
+      const fresh = stored.size === 0 ? records : records.filter((_, i) => !stored.has(keys?.[i] ?? ""));
       const heads = await this.#committedHeads(
         c,
-        records.map((r) => r.tenant ?? ""),
+        fresh.map((r) => r.tenant ?? ""),
       );
-      const chained = records.map((r) => chainRecord(heads, r));
-      await this.#insert(c, chained);
-      return chained;
+      const chained = fresh.map((r) => chainRecord(heads, r));
+      const freshKeys = keys && (stored.size === 0 ? keys : keys.filter((k) => !stored.has(k)));
+      await this.#insert(c, chained, freshKeys);
+      if (stored.size === 0) return chained;
+      let next = 0;
+      return records.map((_, i) => stored.get(keys?.[i] ?? "") ?? (chained[next++] as ChainedRecord));
     });
   }
 

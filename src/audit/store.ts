@@ -1,16 +1,28 @@
 /**
- * The audit store interface and its memory implementation. The SQLite implementation is in
- * `sqlite.ts`; both pass test/contract/audit-store.contract.ts (DESIGN.md convention 2).
+ * The audit store interface and its memory implementations. The SQLite implementation is in
+ * `sqlite.ts`, the PostgreSQL one in `postgres.ts`; all pass test/contract/audit-store.contract.ts
+ * (DESIGN.md convention 2), and those that chain on the store side (`appendChained`) its chaining
+ * suite too.
  *
  * A store keeps chained records exactly as they were hashed (`text`, the canonical JSON of the
  * record without its hash), so verification needs nothing but the store.
  */
-import type { AuditRecord } from "./record.ts";
+import { chainRecord, type Heads } from "./chain.ts";
+import { type AuditRecord, type FinalRecord, GENESIS } from "./record.ts";
 
 /** A record ready to store: the record, and the exact text its hash covers. */
 export interface ChainedRecord {
   record: AuditRecord;
   text: string;
+}
+
+/**
+ * Records chained in memory that do not continue the stored chain (another writer appended to it
+ * since their heads were read): a store with several writers refuses them rather than fork the
+ * chain or skip them as "already stored".
+ */
+export class AuditChainConflictError extends Error {
+  override readonly name = "AuditChainConflictError";
 }
 
 /** A stored row as verification reads it. */
@@ -68,12 +80,34 @@ export interface AuditPage {
   more: boolean;
 }
 
+export interface AppendChainedOptions {
+  /**
+   * One write key per record, unique across writers and stored with it. With `retry`, a record
+   * whose key is already stored is not stored again.
+   */
+  keys?: readonly string[];
+  /**
+   * The batch may have been stored already: an earlier call failed without saying whether it
+   * committed (a connection lost at COMMIT), or it comes from the spool. Records whose key is
+   * stored are returned as stored, the others are chained and stored: a retry stores each once.
+   */
+  retry?: boolean;
+}
+
 export interface AuditStore {
   /**
    * Appends records atomically (all or none), in the given order. A record whose (chain, seq) is
    * already stored is skipped (spool replay after a crash is idempotent). Throws when unavailable.
    */
   append(records: readonly ChainedRecord[]): Promise<void>;
+  /**
+   * Store-side chaining, for stores that several processes write to (PostgreSQL): chains finalized
+   * records after the committed head of their tenant's chain and stores them, all or none, in the
+   * given order; returns them as stored. When a store has it, AuditLog uses it instead of chaining
+   * in memory (whose heads would be wrong as soon as another process appends). Throws when
+   * unavailable.
+   */
+  appendChained?(records: readonly FinalRecord[], options?: AppendChainedOptions): Promise<ChainedRecord[]>;
   /** The last record of every chain. */
   heads(): Promise<Map<string, { seq: number; hash: string }>>;
   query(filter: AuditFilter, page: AuditPageRequest): Promise<AuditPage>;
@@ -181,4 +215,64 @@ export class MemoryAuditStore implements AuditStore {
   }
 
   async close(): Promise<void> {}
+}
+
+/** The finalized record a chained one was made from (its chain fields taken off). */
+export function finalOf(record: AuditRecord): FinalRecord {
+  const { v: _v, chain: _c, seq: _s, prev: _p, hash: _h, ...final } = record;
+  return final;
+}
+
+/**
+ * A memory store that chains on the store side, as PostgreSQL does (tests of AuditLog with
+ * several writers). `failing` fails every write; `failAfterCommit` stores the next batch and then
+ * throws, as a connection lost at COMMIT does.
+ */
+export class MemoryChainingAuditStore extends MemoryAuditStore {
+  readonly #byKey = new Map<string, ChainedRecord>();
+  failAfterCommit = false;
+
+  /** As PostgreSQL's: records chained elsewhere must extend the stored chain (or be stored already). */
+  override async append(records: readonly ChainedRecord[]): Promise<void> {
+    if (this.failing) throw new Error("audit store unavailable");
+    const heads: Heads = await this.heads();
+    const stored = new Map(this.rows().map((r) => [`${r.chain}\u0000${r.seq}`, r.hash]));
+    for (const { record: r } of records) {
+      const at = stored.get(`${r.chain}\u0000${r.seq}`);
+      if (at === r.hash) continue;
+      const head = heads.get(r.chain) ?? { seq: 0, hash: GENESIS };
+      if (at !== undefined || r.seq !== head.seq + 1 || r.prev !== head.hash) {
+        throw new AuditChainConflictError(
+          `audit record ${r.seq} of chain "${r.chain}" does not follow the stored head`,
+        );
+      }
+      heads.set(r.chain, { seq: r.seq, hash: r.hash });
+    }
+    await super.append(records);
+  }
+
+  async appendChained(
+    records: readonly FinalRecord[],
+    options: AppendChainedOptions = {},
+  ): Promise<ChainedRecord[]> {
+    if (this.failing) throw new Error("audit store unavailable");
+    const heads: Heads = await this.heads();
+    const out: ChainedRecord[] = [];
+    const fresh: ChainedRecord[] = [];
+    records.forEach((r, i) => {
+      const key = options.keys?.[i];
+      const stored = key !== undefined && options.retry ? this.#byKey.get(key) : undefined;
+      if (stored) return void out.push(stored);
+      const c = chainRecord(heads, r);
+      if (key !== undefined) this.#byKey.set(key, c);
+      fresh.push(c);
+      out.push(c);
+    });
+    await this.append(fresh);
+    if (this.failAfterCommit) {
+      this.failAfterCommit = false;
+      throw new Error("connection lost at COMMIT");
+    }
+    return out;
+  }
 }

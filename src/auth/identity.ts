@@ -13,6 +13,42 @@ export interface IdentityOptions {
   ttl: number;
   /** A new signing key this often (ms); the previous one stays published as long again. */
   rotateEvery: number;
+  /** Shared store: how often the key list is read again (ms). Default 60 000. */
+  reloadEvery?: number;
+  /**
+   * How long a new key is published before it signs (ms), so that every instance serves it in its
+   * JWKS by the time an upstream sees a token signed with it. Default: with a shared store, twice
+   * `reloadEvery` (at most half of `rotateEvery`); with a store of one instance, 0.
+   */
+  publishAhead?: number;
+  /** A background reload or a rotation failed (the keys in hand stay in use). */
+  onError?: (err: unknown) => void;
+}
+
+/** One identity-signing key as stored: JWKs as JSON text, creation time in ms. */
+export interface IdentityKey {
+  kid: string;
+  privateJwk: string;
+  publicJwk: string;
+  createdAt: number;
+}
+
+/**
+ * Where the identity-signing keys live: the embedded SQLite file (one instance), or PostgreSQL
+ * (src/auth/identity-postgres.ts), shared by every instance so that all of them sign with the same
+ * key and publish the same JWKS, whichever one the upstream fetches it from.
+ */
+export interface IdentityKeyStore {
+  /** Other instances use the same keys: the signer reads them again periodically. */
+  readonly shared: boolean;
+  /** Every key, newest first. */
+  list(): Promise<IdentityKey[]>;
+  /**
+   * Stores `key` unless a key created after `since` exists (another instance rotated first), and
+   * says whether it did. Serialized across instances: two that find rotation due at once store one
+   * key between them.
+   */
+  insertIfDue(key: IdentityKey, since: number): Promise<boolean>;
 }
 
 interface KeyRow {
@@ -22,6 +58,39 @@ interface KeyRow {
   created_at: number;
 }
 
+/** The keys in the embedded SQLite file (one instance; today's table). */
+export class SqliteIdentityKeyStore implements IdentityKeyStore {
+  readonly shared = false;
+  readonly #stmt: { all: StatementSync; insert: StatementSync };
+
+  constructor(db: DatabaseSync) {
+    db.exec(`CREATE TABLE IF NOT EXISTS identity_keys (
+      kid TEXT PRIMARY KEY, private_jwk TEXT NOT NULL, public_jwk TEXT NOT NULL, created_at INTEGER NOT NULL) STRICT`);
+    this.#stmt = {
+      all: db.prepare("SELECT * FROM identity_keys ORDER BY created_at DESC"),
+      // One statement: SQLite runs it atomically, so the check and the insert cannot interleave.
+      insert: db.prepare(
+        `INSERT INTO identity_keys (kid, private_jwk, public_jwk, created_at)
+         SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM identity_keys WHERE created_at > ?)`,
+      ),
+    };
+  }
+
+  async list(): Promise<IdentityKey[]> {
+    return (this.#stmt.all.all() as unknown as KeyRow[]).map((r) => ({
+      kid: r.kid,
+      privateJwk: r.private_jwk,
+      publicJwk: r.public_jwk,
+      createdAt: r.created_at,
+    }));
+  }
+
+  async insertIfDue(key: IdentityKey, since: number): Promise<boolean> {
+    const r = this.#stmt.insert.run(key.kid, key.privateJwk, key.publicJwk, key.createdAt, since);
+    return Number(r.changes) === 1;
+  }
+}
+
 interface SigningKey {
   kid: string;
   key: CryptoKey;
@@ -29,74 +98,145 @@ interface SigningKey {
   createdAt: number;
 }
 
+/** After a failed rotation, the next attempt waits this long (ms): the keys in hand still sign. */
+const ROTATE_RETRY_MS = 5000;
+
 /**
  * Signs `X-MCP-Edge-Identity`: a short-lived ES256 JWT naming tenant, subject, client, key id,
  * scopes and session, with `aud` = the server's name, so the upstream can enforce tenancy at its
- * query layer without ever seeing the client's credential. Keys live in the embedded store (they
+ * query layer without ever seeing the client's credential. Keys live in an IdentityKeyStore (they
  * survive restarts, so tokens stay verifiable), rotate on a schedule, and are published at
  * `/.well-known/mcp-edge/jwks.json`. Tokens are reused for half their lifetime per
  * (principal, session, server), so signing stays off the per-request path.
+ *
+ * With a shared store (several instances):
+ * - rotation is serialized by the store (`insertIfDue`): instances that find it due at once
+ *   create one key; one that lost the race reads the winner's;
+ * - every instance reads the key list again every `reloadEvery` (and after losing a rotation), so
+ *   all of them publish the same JWKS;
+ * - a new key is published `publishAhead` before it signs: each instance signs with the newest
+ *   key at least that old, so an upstream that fetched the JWKS from any instance already has the
+ *   key of any token it gets. All instances pick the same key from the same list.
  */
 export class IdentitySigner {
   readonly #o: IdentityOptions;
-  readonly #db: DatabaseSync;
-  readonly #stmt: { all: StatementSync; insert: StatementSync };
+  readonly #store: IdentityKeyStore;
+  readonly #ahead: number;
+  /** Newest first. */
   #keys: SigningKey[] = [];
-  readonly #cache = new Map<string, { token: string; refreshAt: number }>();
+  readonly #imported = new Map<string, SigningKey>();
+  readonly #cache = new Map<string, { token: string; refreshAt: number; kid: string }>();
   #rotating: Promise<void> | undefined;
+  #rotateRetryAt = 0;
+  #timer: NodeJS.Timeout | undefined;
 
-  private constructor(db: DatabaseSync, options: IdentityOptions) {
-    this.#db = db;
+  private constructor(store: IdentityKeyStore, options: IdentityOptions) {
+    this.#store = store;
     this.#o = options;
-    this.#db.exec(`CREATE TABLE IF NOT EXISTS identity_keys (
-      kid TEXT PRIMARY KEY, private_jwk TEXT NOT NULL, public_jwk TEXT NOT NULL, created_at INTEGER NOT NULL) STRICT`);
-    this.#stmt = {
-      all: this.#db.prepare("SELECT * FROM identity_keys ORDER BY created_at DESC"),
-      insert: this.#db.prepare(
-        "INSERT INTO identity_keys (kid, private_jwk, public_jwk, created_at) VALUES (?, ?, ?, ?)",
-      ),
-    };
-  }
-
-  static async open(db: DatabaseSync, options: IdentityOptions): Promise<IdentitySigner> {
-    const signer = new IdentitySigner(db, options);
-    await signer.#load();
-    await signer.#rotateIfDue(Date.now());
-    return signer;
-  }
-
-  async #load(): Promise<void> {
-    const rows = this.#stmt.all.all() as unknown as KeyRow[];
-    this.#keys = await Promise.all(
-      rows.map(async (r) => ({
-        kid: r.kid,
-        key: (await importJWK(JSON.parse(r.private_jwk) as JWK, "ES256")) as CryptoKey,
-        publicJwk: JSON.parse(r.public_jwk) as JWK,
-        createdAt: r.created_at,
-      })),
+    const reloadEvery = options.reloadEvery ?? 60_000;
+    this.#ahead = Math.min(
+      options.publishAhead ?? (store.shared ? 2 * reloadEvery : 0),
+      options.rotateEvery / 2,
     );
   }
 
-  async #rotateIfDue(now: number): Promise<void> {
+  /** Loads the keys, creates the first (or a due) one, and with a shared store starts reloading. */
+  static async open(store: IdentityKeyStore, options: IdentityOptions): Promise<IdentitySigner> {
+    const signer = new IdentitySigner(store, options);
+    await signer.#load();
+    await signer.#rotate(Date.now());
+    if (store.shared) {
+      signer.#timer = setInterval(() => {
+        signer.reload().catch((err: unknown) => options.onError?.(err));
+      }, options.reloadEvery ?? 60_000);
+      signer.#timer.unref();
+    }
+    return signer;
+  }
+
+  /** Stops the periodic reload. */
+  close(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Reads the key list again (the periodic reload; tests). */
+  reload(): Promise<void> {
+    return this.#load();
+  }
+
+  async #load(): Promise<void> {
+    const rows = await this.#store.list();
+    const keys: SigningKey[] = [];
+    for (const r of rows) {
+      let k = this.#imported.get(r.kid);
+      if (!k) {
+        k = {
+          kid: r.kid,
+          key: (await importJWK(JSON.parse(r.privateJwk) as JWK, "ES256")) as CryptoKey,
+          publicJwk: JSON.parse(r.publicJwk) as JWK,
+          createdAt: r.createdAt,
+        };
+        this.#imported.set(r.kid, k);
+      }
+      keys.push(k);
+    }
+    keys.sort((a, b) => b.createdAt - a.createdAt || (a.kid < b.kid ? -1 : 1));
+    this.#keys = keys;
+    for (const kid of this.#imported.keys()) if (!keys.some((k) => k.kid === kid)) this.#imported.delete(kid);
+  }
+
+  /** The key that signs at `now`: the newest one published for `publishAhead` (else the oldest). */
+  #signing(now: number): SigningKey | undefined {
+    return this.#keys.find((k) => now - k.createdAt >= this.#ahead) ?? this.#keys.at(-1);
+  }
+
+  #due(now: number): boolean {
     const newest = this.#keys[0];
-    if (newest && now - newest.createdAt < this.#o.rotateEvery) return;
+    return !newest || now - newest.createdAt >= this.#o.rotateEvery - this.#ahead;
+  }
+
+  /** Creates a key when one is due (single flight); another instance's key is read instead when it won. */
+  async #rotate(now: number): Promise<void> {
+    if (!this.#due(now)) return;
     this.#rotating ??= (async () => {
       const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
       const kid = randomUUID();
       const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: "ES256", use: "sig" };
       const privateJwk = { ...(await exportJWK(privateKey)), kid, alg: "ES256" };
-      this.#stmt.insert.run(kid, JSON.stringify(privateJwk), JSON.stringify(publicJwk), now);
+      await this.#store.insertIfDue(
+        { kid, privateJwk: JSON.stringify(privateJwk), publicJwk: JSON.stringify(publicJwk), createdAt: now },
+        now - (this.#o.rotateEvery - this.#ahead),
+      );
       await this.#load();
-      this.#cache.clear();
     })().finally(() => {
       this.#rotating = undefined;
     });
     await this.#rotating;
   }
 
-  /** Public keys to verify identity tokens: the current one and those still within their overlap. */
+  /** Rotation on the request path: a store that fails leaves the keys in hand signing (retried later). */
+  async #rotateIfDue(now: number): Promise<void> {
+    if (!this.#due(now) || (this.#keys.length > 0 && now < this.#rotateRetryAt)) return;
+    try {
+      await this.#rotate(now);
+    } catch (err) {
+      if (this.#keys.length === 0) throw err;
+      this.#rotateRetryAt = now + ROTATE_RETRY_MS;
+      this.#o.onError?.(err);
+    }
+  }
+
+  /** Public keys to verify identity tokens: the current one, newer ones, and those still within their overlap. */
   jwks(now = Date.now()): { keys: JWK[] } {
-    const keep = this.#keys.filter((k, i) => i === 0 || now - k.createdAt < this.#o.rotateEvery * 2);
+    const signing = this.#signing(now);
+    const keep = this.#keys.filter(
+      (k, i) =>
+        i === 0 ||
+        k === signing ||
+        (signing !== undefined && k.createdAt > signing.createdAt) ||
+        now - k.createdAt < this.#o.rotateEvery * 2,
+    );
     return { keys: keep.map((k) => k.publicJwk) };
   }
 
@@ -108,10 +248,11 @@ export class IdentitySigner {
     now = Date.now(),
   ): Promise<string> {
     const cacheKey = `${principal.id}\u0000${principal.keyId ?? ""}\u0000${server}\u0000${sessionTag ?? ""}`;
-    const hit = this.#cache.get(cacheKey);
-    if (hit && hit.refreshAt > now) return hit.token;
     await this.#rotateIfDue(now);
-    const signing = this.#keys[0] as SigningKey;
+    const signing = this.#signing(now) as SigningKey;
+    // Cached per signing key: every instance switches to a new key at the same moment.
+    const hit = this.#cache.get(cacheKey);
+    if (hit && hit.refreshAt > now && hit.kid === signing.kid) return hit.token;
     const iat = Math.floor(now / 1000);
     const token = await new SignJWT({
       tenant: principal.tenant,
@@ -131,7 +272,7 @@ export class IdentitySigner {
       .setJti(randomUUID())
       .sign(signing.key);
     if (this.#cache.size > 10_000) this.#cache.clear();
-    this.#cache.set(cacheKey, { token, refreshAt: now + this.#o.ttl / 2 });
+    this.#cache.set(cacheKey, { token, refreshAt: now + this.#o.ttl / 2, kid: signing.kid });
     return token;
   }
 }

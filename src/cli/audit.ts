@@ -1,10 +1,13 @@
 import { createWriteStream, type WriteStream } from "node:fs";
+import { resolve } from "node:path";
 import { verifyChains } from "../audit/chain.ts";
 import type { AuditOutcome, AuditRecord } from "../audit/record.ts";
 import { escapeText } from "../audit/record.ts";
 import { SqliteAuditStore } from "../audit/sqlite.ts";
-import type { AuditFilter } from "../audit/store.ts";
+import type { AuditFilter, AuditStore } from "../audit/store.ts";
 import { parseTime } from "../audit/api.ts";
+import { loadConfigFile } from "../config/load.ts";
+import type { Config } from "../config/schema.ts";
 import { Egress } from "../egress/index.ts";
 import { readBody } from "../upstream/reply.ts";
 import { type CommandIo, parseCommandArgs, processIo } from "./args.ts";
@@ -24,10 +27,13 @@ Filters:
   --since T  --until T       ISO 8601, epoch ms, or a duration ago (15m, 24h, 7d)
 
 Options:
-  --url URL     admin API (default: $MCP_EDGE_ADMIN_URL or http://127.0.0.1:8788)
-  --db FILE     read an SQLite store file directly instead of the admin API (query, verify, export)
-  --json        print JSON instead of a table
-  -h, --help    show this help
+  --url URL          admin API (default: $MCP_EDGE_ADMIN_URL or http://127.0.0.1:8788)
+  -c, --config FILE  read the audit store the config names directly instead of the admin API:
+                     PostgreSQL when it sets store.postgres (every command, tail included),
+                     else its SQLite file (query, verify, export)
+  --db FILE          read an SQLite store file directly instead of the admin API (query, verify, export)
+  --json             print JSON instead of a table
+  -h, --help         show this help
 
 The admin token comes from $MCP_EDGE_ADMIN_TOKEN, else ./.mcp-edge/admin-token (the quickstart's).
 A tenant admin key (scope mcp-edge:admin) works as the token and sees its own tenant only.`;
@@ -98,7 +104,22 @@ function apiSource(base: string, token: string): Source {
 }
 
 function dbSource(file: string): Source {
-  const store = new SqliteAuditStore(file, { busyTimeoutMs: 5000 });
+  return storeSource(new SqliteAuditStore(file, { busyTimeoutMs: 5000 }), async () => {});
+}
+
+/**
+ * The PostgreSQL audit store of a distributed deployment (config `store.postgres`), read directly.
+ * Opening it applies any missing migration, as an instance starting would.
+ */
+async function postgresSource(pg: NonNullable<Config["store"]["postgres"]>): Promise<Source> {
+  // Loaded here only: the SQLite and admin API paths do not need the driver.
+  const { openPostgres } = await import("../store/postgres.ts");
+  const { PostgresAuditStore } = await import("../audit/postgres.ts");
+  const db = await openPostgres(pg.url, { schema: pg.schema, max: 2, queryTimeoutMs: pg.queryTimeout });
+  return storeSource(new PostgresAuditStore(db), () => db.close());
+}
+
+function storeSource(store: AuditStore, end: () => Promise<void>): Source {
   return {
     page: (filter, limit, cursor, desc) =>
       store.query(filter, {
@@ -107,7 +128,10 @@ function dbSource(file: string): Source {
         ...(cursor !== undefined ? { cursor } : {}),
       }),
     verify: (tenant) => verifyChains(store, tenant !== undefined ? { tenant } : {}),
-    close: () => store.close(),
+    close: async () => {
+      await store.close();
+      await end();
+    },
   };
 }
 
@@ -158,6 +182,7 @@ export async function runAudit(argv: string[], io: CommandIo = processIo): Promi
     argv,
     {
       url: { type: "string" },
+      config: { type: "string", short: "c" },
       db: { type: "string" },
       json: { type: "boolean" },
       tenant: { type: "string" },
@@ -195,22 +220,8 @@ export async function runAudit(argv: string[], io: CommandIo = processIo): Promi
     io.stderr.write(`${(err as Error).message}\n`);
     return 2;
   }
-  let source: Source;
-  if (v.db !== undefined) {
-    if (action === "tail") {
-      io.stderr.write("audit tail reads the admin API (no --db)\n");
-      return 2;
-    }
-    source = dbSource(v.db);
-  } else {
-    const base = (v.url ?? io.env.MCP_EDGE_ADMIN_URL ?? "http://127.0.0.1:8788").replace(/\/+$/, "");
-    const token = adminToken(io.env);
-    if (!token) {
-      io.stderr.write("no admin token: set MCP_EDGE_ADMIN_TOKEN (or use --db FILE)\n");
-      return 1;
-    }
-    source = apiSource(base, token);
-  }
+  const source = await openSource(v, action === "tail", io);
+  if (typeof source === "number") return source;
   try {
     switch (action) {
       case "query":
@@ -228,6 +239,43 @@ export async function runAudit(argv: string[], io: CommandIo = processIo): Promi
   } finally {
     await source.close();
   }
+}
+
+/** Where the records are read: the admin API, an SQLite file, or the PostgreSQL store of a config. */
+async function openSource(
+  v: { url?: string; db?: string; config?: string },
+  tail: boolean,
+  io: CommandIo,
+): Promise<Source | number> {
+  if ([v.url, v.db, v.config].filter((x) => x !== undefined).length > 1) {
+    io.stderr.write("--url, --db and --config name different sources: give one\n");
+    return 2;
+  }
+  let sqliteFile = v.db;
+  if (v.config !== undefined) {
+    try {
+      const config = loadConfigFile(resolve(v.config), io.env);
+      if (config.store.postgres) return await postgresSource(config.store.postgres);
+      sqliteFile = config.audit.sqlite ?? config.store.sqlite;
+    } catch (err) {
+      io.stderr.write(`${(err as Error).message}\n`);
+      return 1;
+    }
+  }
+  if (sqliteFile !== undefined) {
+    if (tail) {
+      io.stderr.write("audit tail reads the admin API or PostgreSQL (not an SQLite file)\n");
+      return 2;
+    }
+    return dbSource(sqliteFile);
+  }
+  const base = (v.url ?? io.env.MCP_EDGE_ADMIN_URL ?? "http://127.0.0.1:8788").replace(/\/+$/, "");
+  const token = adminToken(io.env);
+  if (!token) {
+    io.stderr.write("no admin token: set MCP_EDGE_ADMIN_TOKEN (or use -c FILE or --db FILE)\n");
+    return 1;
+  }
+  return apiSource(base, token);
 }
 
 async function query(

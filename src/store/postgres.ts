@@ -91,6 +91,21 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
      seq BIGINT NOT NULL,
      hash TEXT NOT NULL
    );`,
+  // Audit write keys (src/audit/postgres.ts appendChained): each record an AuditLog chains on the
+  // store side carries a key unique to its writer, so a batch retried after an error that may
+  // have hidden a commit (or replayed from the spool) is stored once. NULL for records stored
+  // chained (`append`); the partial index holds only the keyed ones.
+  (s) => `ALTER TABLE ${s}.audit ADD COLUMN write_key TEXT;
+   CREATE UNIQUE INDEX audit_write_key ON ${s}.audit (write_key) WHERE write_key IS NOT NULL;`,
+  // Identity-signing keys (src/auth/identity-postgres.ts), shared by every instance so that they
+  // all sign with the same key and publish the same JWKS. Rotation inserts under an advisory lock.
+  (s) => `CREATE TABLE ${s}.identity_keys (
+     kid TEXT PRIMARY KEY,
+     private_jwk TEXT NOT NULL,
+     public_jwk TEXT NOT NULL,
+     created_at BIGINT NOT NULL
+   );
+   CREATE INDEX identity_keys_created ON ${s}.identity_keys (created_at);`,
 ];
 
 /** The newest migration version this code knows. */

@@ -8,7 +8,7 @@ import { chainRecord, type Heads, verifyChains } from "../../src/audit/chain.ts"
 import { AuditChainConflictError, PostgresAuditStore } from "../../src/audit/postgres.ts";
 import type { FinalRecord } from "../../src/audit/record.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
-import { auditStoreContract, chained, final } from "./audit-store.contract.ts";
+import { auditChainingContract, auditStoreContract, chained, final } from "./audit-store.contract.ts";
 
 const pg = postgresFixture();
 const skip = await postgresSkipReason();
@@ -17,6 +17,7 @@ if (skip !== undefined) {
   test("AuditStore contract: postgres", { skip }, () => {});
 } else {
   auditStoreContract("postgres", async () => new PostgresAuditStore(await pg.open()));
+  auditChainingContract("postgres", async () => new PostgresAuditStore(await pg.open()));
 
   test("postgres: records and chain heads survive closing the pool and reopening (a restart)", async () => {
     const schema = pg.schema();

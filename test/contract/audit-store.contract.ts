@@ -165,3 +165,83 @@ export function auditStoreContract(name: string, open: () => Promise<AuditStore>
     });
   });
 }
+
+/**
+ * The chaining contract: stores that chain on their side (`appendChained`, several writers) run
+ * this suite besides the one above.
+ */
+export function auditChainingContract(name: string, open: () => Promise<AuditStore>): void {
+  const appendChained = (store: AuditStore) => {
+    assert.ok(store.appendChained, `${name} chains on the store side`);
+    return store.appendChained.bind(store);
+  };
+
+  describe(`AuditStore chaining contract: ${name}`, () => {
+    test("appendChained chains after the committed heads, per tenant, and returns the records as stored", async () => {
+      const store = await open();
+      const append = appendChained(store);
+      const first = await append([final({ target: "a" }), final({ tenant: "globex", target: "b" })]);
+      assert.deepEqual(
+        first.map((c) => [c.record.chain, c.record.seq]),
+        [
+          ["acme", 1],
+          ["globex", 1],
+        ],
+      );
+      // Records stored chained by someone else (append) are the heads the next ones follow.
+      const heads: Heads = await store.heads();
+      await store.append(chained(heads, [{ target: "c" }]));
+      const next = await append([final({ target: "d" }), final({ tenant: null, target: "e" })]);
+      assert.deepEqual(
+        next.map((c) => [c.record.chain, c.record.seq]),
+        [
+          ["acme", 3],
+          ["", 1],
+        ],
+      );
+      const page = await store.query({}, { limit: 10 });
+      assert.deepEqual(
+        page.records.map((r) => r.target),
+        ["a", "b", "c", "d", "e"],
+      );
+      assert.deepEqual(
+        page.records.filter((r) => r.target === "d"),
+        [next[0]?.record],
+      );
+      assert.equal((await verifyChains(store)).ok, true);
+      await store.close();
+    });
+
+    test("a retried batch with write keys stores each record once, in order, after what came between", async () => {
+      const store = await open();
+      const append = appendChained(store);
+      const batch = [final({ target: "a" }), final({ target: "b" })];
+      const first = await append(batch, { keys: ["w.1", "w.2"] });
+      await append([final({ target: "other" })], { keys: ["x.1"] });
+      // The caller did not learn that the first call committed: it retries, with one record more.
+      const again = await append([...batch, final({ target: "c" })], {
+        keys: ["w.1", "w.2", "w.3"],
+        retry: true,
+      });
+      assert.deepEqual(
+        again.slice(0, 2).map((c) => c.record),
+        first.map((c) => c.record),
+      );
+      assert.deepEqual(
+        again.map((c) => c.record.seq),
+        [1, 2, 4],
+      );
+      const targets = (await store.query({}, { limit: 10 })).records.map((r) => r.target);
+      assert.deepEqual(targets, ["a", "b", "other", "c"]);
+      // All stored already: nothing is written, everything is returned.
+      const none = await append(batch, { keys: ["w.1", "w.2"], retry: true });
+      assert.deepEqual(
+        none.map((c) => c.record.hash),
+        first.map((c) => c.record.hash),
+      );
+      assert.equal((await store.query({}, { limit: 10 })).records.length, 4);
+      assert.equal((await verifyChains(store)).ok, true);
+      await store.close();
+    });
+  });
+}

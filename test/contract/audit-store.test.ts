@@ -2,9 +2,9 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
 import { SqliteAuditStore } from "../../src/audit/sqlite.ts";
-import { MemoryAuditStore } from "../../src/audit/store.ts";
+import { MemoryAuditStore, MemoryChainingAuditStore } from "../../src/audit/store.ts";
 import { tempDir } from "../helpers/edge.ts";
-import { auditStoreContract, chained } from "./audit-store.contract.ts";
+import { auditChainingContract, auditStoreContract, chained } from "./audit-store.contract.ts";
 
 auditStoreContract("memory", async () => new MemoryAuditStore());
 auditStoreContract("sqlite (file)", async () => new SqliteAuditStore(path.join(tempDir(), "a.db")));
@@ -20,3 +20,5 @@ test("sqlite: records and chain heads survive closing and reopening the file (a 
   assert.deepEqual(await second.heads(), heads);
   await second.close();
 });
+
+auditChainingContract("memory (chaining)", async () => new MemoryChainingAuditStore());
