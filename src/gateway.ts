@@ -9,6 +9,7 @@ import { KeyService } from "./admin/keys.ts";
 import { Authenticator } from "./auth/authenticate.ts";
 import { protectedResourceMetadata, resourceMetadataUrl, resourceUrl } from "./auth/challenge.ts";
 import { IdentitySigner, SqliteIdentityKeyStore } from "./auth/identity.ts";
+import { PostgresIdentityKeyStore } from "./auth/identity-postgres.ts";
 import { OAuthVerifier } from "./auth/oauth.ts";
 import { AuditLog } from "./audit/log.ts";
 import { argsPolicy } from "./audit/record.ts";
@@ -371,11 +372,17 @@ export class Gateway {
     const db = openDatabase(config.store.sqlite);
     // Distributed mode: PostgreSQL must answer at start (migrations); Redis may come later.
     const shared = config.store.redis ? await openDistributed(config.store, log) : undefined;
-    const identity = await IdentitySigner.open(new SqliteIdentityKeyStore(db), {
-      issuer: config.publicUrl ?? "mcp-edge",
-      ttl: 120_000,
-      rotateEvery: 7 * 86_400_000,
-    });
+    // Identity-signing keys: in distributed mode shared (PostgreSQL), so every instance signs with
+    // the same key and publishes the same JWKS.
+    const identity = await IdentitySigner.open(
+      shared ? new PostgresIdentityKeyStore(shared.pg) : new SqliteIdentityKeyStore(db),
+      {
+        issuer: config.publicUrl ?? "mcp-edge",
+        ttl: 120_000,
+        rotateEvery: 7 * 86_400_000,
+        onError: (err) => log.warn({ err: String(err) }, "identity keys: store unavailable, retrying"),
+      },
+    );
     const oauth =
       config.auth.oauth.length > 0
         ? OAuthVerifier.create({ issuers: config.auth.oauth, leeway: config.auth.leeway, egress, log })
@@ -799,6 +806,7 @@ export class Gateway {
       .catch((err: unknown) => this.log.warn({ err: String(err) }, "key store close"));
     await this.#counters?.close();
     await this.#oauth?.stop();
+    this.#identity.close();
     this.#db.close();
     await this.#shared?.close();
     await this.#egress.destroy();

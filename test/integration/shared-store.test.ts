@@ -216,6 +216,15 @@ if (ready) {
       const sid = await initialize(a.url(), key);
       assert.equal((await mcpPost(b.url(), call(2), { credential: key, sessionId: sid })).status, 200);
       await redis.kill();
+      // Until an instance has seen its connection close, a session it holds hot may still be
+      // served (milliseconds); from then on, every session request is refused.
+      for (const edge of [a, b]) {
+        const deadline = Date.now() + 3000;
+        while ((await mcpPost(edge.url(), call(9), { credential: key, sessionId: sid })).status !== 503) {
+          assert.ok(Date.now() < deadline, "the instance noticed Redis is gone");
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
       let slowest = 0;
       for (const [i, edge] of [a, b, a, b].entries()) {
         const t0 = performance.now();
