@@ -32,7 +32,14 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { summarizeProfile } from "./lib/cpuprofile.ts";
-import { type DistributedStore, removeStore, servicesDown, uniqueStore, usage } from "./lib/distributed.ts";
+import {
+  type DistributedStore,
+  removeAllStores,
+  removeStore,
+  servicesDown,
+  uniqueStore,
+  usage,
+} from "./lib/distributed.ts";
 import { ADMIN_TOKEN, createKeys, edgeAnnouncement, FULL_LIMITS } from "./lib/edge.ts";
 import { evaluateGoals, goalsConsole } from "./lib/goals.ts";
 import { type LocalIssuer, startIssuer } from "./lib/jwt.ts";
@@ -52,6 +59,7 @@ import {
   rssBytes,
   type Started,
   start,
+  track,
   waitForPort,
 } from "./lib/proc.ts";
 import { renderE2E, renderGoals } from "./lib/report.ts";
@@ -357,8 +365,10 @@ const PATHS: PathSpec[] = [
   },
 ];
 
+const T0 = performance.now();
+/** Progress on stderr, with the time since the start. */
 function note(line: string): void {
-  process.stderr.write(`${line}\n`);
+  process.stderr.write(`[${((performance.now() - T0) / 1000).toFixed(1).padStart(6)} s] ${line}\n`);
 }
 
 /** Starts `src/main.ts serve` with a config document (JSON is YAML). */
@@ -660,6 +670,7 @@ async function spawnLoad(
     ],
     { cwd: REPO_ROOT, stdio: ["pipe", "pipe", "pipe"] },
   );
+  track(child);
   let stderr = "";
   child.stderr.on("data", (d: Buffer) => {
     if (stderr.length < 16_384) stderr += d.toString();
@@ -812,6 +823,9 @@ async function measure(
 
 // ---------------------------------------------------------------- main
 
+/** Set by SIGINT/SIGTERM: the run stops, every process is stopped, nothing more is reported. */
+let stopping = false;
+
 async function main(): Promise<void> {
   const started = new Date();
   const t0 = performance.now();
@@ -839,14 +853,19 @@ async function main(): Promise<void> {
     if (issuer) await (await issuer.catch(() => undefined))?.close();
   };
   const onSignal = () => {
+    // A second signal (Ctrl-C reaches the whole process group, bench/run.ts forwards it) is ignored.
+    if (stopping) return;
+    stopping = true;
     note("interrupted: stopping every process of the benchmark");
-    void cleanup().finally(() => {
-      rmSync(tmp, { recursive: true, force: true });
-      process.exit(130);
-    });
+    void cleanup()
+      .then(() => removeAllStores(note))
+      .finally(() => {
+        rmSync(tmp, { recursive: true, force: true });
+        process.exit(130);
+      });
   };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   try {
     await Promise.all(
       httpScenarios.map(async (s) => {
@@ -877,8 +896,10 @@ async function main(): Promise<void> {
         try {
           running.set(p.id, await p.start(ctx));
         } catch (err) {
-          const msg = (err as Error).message;
-          unavailable[p.id] = msg.split("\n--- output ---")[0]?.trim() ?? msg;
+          const [msg = "", output = ""] = (err as Error).message.split("\n--- output ---");
+          // The reason, and the last lines the process wrote (usually the explanation).
+          const tail = output.trim().split("\n").slice(-3).join(" | ").slice(0, 400);
+          unavailable[p.id] = `${msg.trim()}${tail ? ` (${tail})` : ""}`;
           note(`path ${p.id} unavailable: ${unavailable[p.id]}`);
         }
       }),
@@ -893,6 +914,7 @@ async function main(): Promise<void> {
       rows.push(...(await measure(c.scenario, c.connections, ids, running, upstreams.get(c.scenario.id))));
     }
   } catch (err) {
+    if (stopping) return new Promise<never>(() => undefined); // the signal handler exits
     // What the servers said is usually the explanation.
     for (const proc of [...upstreams.values(), ...[...running.values()].flatMap((r) => r.proc ?? [])]) {
       const out = proc.output().trim();
@@ -901,6 +923,7 @@ async function main(): Promise<void> {
     throw err;
   } finally {
     await cleanup();
+    await removeAllStores(note);
     rmSync(tmp, { recursive: true, force: true });
   }
   let profile = "";

@@ -406,13 +406,17 @@ async function main(): Promise<void> {
   const fd = fdLimits();
   const tmp = mkdtempSync(path.join(os.tmpdir(), "mcp-edge-memory-"));
   const steps: MemoryStep[] = [];
+  let stopping = false;
   const onSignal = () => {
+    // A second signal (Ctrl-C reaches the whole process group, bench/run.ts forwards it) is ignored.
+    if (stopping) return;
+    stopping = true;
     note("interrupted");
     rmSync(tmp, { recursive: true, force: true });
     process.exit(130); // the children are killed by bench/lib/proc.ts on exit
   };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   note(
     `mcp-edge memory bench: ${counts.join(", ")} sessions and streams; open files: soft ${fd.soft}, hard ${fd.hard}`,
   );

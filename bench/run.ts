@@ -37,8 +37,11 @@ const outFile = path.resolve(
 );
 
 let current: ReturnType<typeof spawn> | undefined;
+let interrupted = false;
 const onSignal = () => {
-  // The child stops its own processes on SIGINT/SIGTERM; wait for it.
+  // The child stops its own processes (and removes its Redis keys and schemas) on SIGINT: wait for
+  // it, then stop without running the next part.
+  interrupted = true;
   if (current && current.exitCode === null) current.kill("SIGINT");
   else process.exit(130);
 };
@@ -56,6 +59,7 @@ function run(script: string, args: string[]): Promise<number> {
     current = child;
     child.once("exit", (code, signal) => {
       current = undefined;
+      if (interrupted) process.exit(130);
       resolve(code ?? (signal ? 128 : 1));
     });
   });

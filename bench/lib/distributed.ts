@@ -14,13 +14,24 @@ export interface DistributedStore {
   postgres: { url: string; schema: string };
 }
 
+/** Stores made by this process and not removed yet (removed on an interruption too). */
+const made = new Set<DistributedStore>();
+let seq = 0;
+
 /** A prefix and a schema no other run (or test) uses. */
 export function uniqueStore(tag: string): DistributedStore {
-  const id = `${process.pid}_${Date.now().toString(36)}`;
-  return {
+  const id = `${process.pid}_${Date.now().toString(36)}_${seq++}`;
+  const store = {
     redis: { url: REDIS_URL, keyPrefix: `bench:${tag}:${id}:` },
     postgres: { url: POSTGRES_URL, schema: `bench_${tag.replace(/[^a-z0-9]/g, "_")}_${id}`.toLowerCase() },
   };
+  made.add(store);
+  return store;
+}
+
+/** Removes every store this process made and has not removed yet (Ctrl-C, errors). */
+export async function removeAllStores(log: (line: string) => void): Promise<void> {
+  await Promise.allSettled([...made].map((s) => removeStore(s, log)));
 }
 
 function redisClient(): Redis {
@@ -82,6 +93,7 @@ export async function usage(s: DistributedStore): Promise<{ redisKeys: number; p
 
 /** Deletes every key under the prefix and drops the schema. Never throws (best effort, logged). */
 export async function removeStore(s: DistributedStore, log: (line: string) => void): Promise<void> {
+  made.delete(s);
   const r = redisClient();
   try {
     await r.connect();

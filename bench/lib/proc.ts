@@ -79,6 +79,12 @@ process.once("exit", () => {
   for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
 });
 
+/** Adds a child spawned elsewhere (the load generators) to those killed at exit. */
+export function track(child: ChildProcess): void {
+  live.add(child);
+  child.once("exit", () => live.delete(child));
+}
+
 /** Spawns a process and waits until its output has announced every expected key. */
 export async function start(o: StartOptions): Promise<Started> {
   const child = spawn(o.command, o.args, {
