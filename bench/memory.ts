@@ -11,7 +11,8 @@
  *   1. warm-up: 200 sessions and streams opened and closed (JIT, pools), then the baseline;
  *   2. N sessions opened (initialize + notifications/initialized), left idle: RSS and heap again;
  *   3. one standalone GET stream opened on each session, each on its own connection, held open:
- *      RSS and heap again.
+ *      RSS and heap again;
+ *   4. streams and sessions closed: RSS and heap again (what is not given back was churn).
  * Each reading is taken after a full GC and a pause, median of three. Per session = (2 − 1) / N;
  * per stream = (3 − 2) / streams. RSS is read from /proc/<pid>/status (VmRSS); heap from the
  * edge's own report.
@@ -388,8 +389,17 @@ async function step(n: number, tmp: string, fdHard: number): Promise<MemoryStep>
     note(
       `  ${n}: ${(result.sessions.perItemBytes / 1000).toFixed(2)} KB/session, ${(result.streams!.perItemBytes / 1000).toFixed(2)} KB/stream (RSS)`,
     );
+    // Everything closed again: how much of the growth the process gives back (what stays was
+    // churn the allocators keep, not memory held per session or stream).
     for (const r of held) r.destroy();
     held = [];
+    await sleep(300);
+    await clients.closeAll();
+    await sleep(500);
+    const after = await edge.settle();
+    note(`  ${n}: everything closed: ${show(after)}`);
+    result.afterCloseRssDeltaBytes = after.rss - base.rss;
+    result.afterCloseHeapDeltaBytes = after.heap - base.heap;
     await clients.close();
     return result;
   } finally {
@@ -434,7 +444,7 @@ async function main(): Promise<void> {
     steps,
     fdLimit: fd,
     notes: [
-      "The edge: full pipeline, embedded (API key, limits per key/session/tool + in-flight cap, audit, metrics), trivial upstreams (one per 3 000 streams: the edge's stream agent keeps at most 4 096 connections per upstream origin).",
+      "The edge: full pipeline, embedded (API key, limits per key/session/tool + in-flight cap, audit, metrics), trivial upstreams (bench/upstream.ts --mode trivial-json, one per 3 000 streams: the edge bounds its stream connections per upstream origin).",
       "Per session: idle sessions (initialize + notifications/initialized, then nothing); RSS growth of the edge process over the warm baseline, divided by the sessions. Per stream: one standalone GET SSE stream per session, each on its own client connection (the edge opens the matching GET upstream); RSS growth over the sessions-only reading, divided by the streams.",
       "Readings: after a full GC in the edge (SIGUSR2 → gc() via bench/lib/gc-signal.ts, --expose-gc) and a pause; median of three. 1 KB = 1 000 bytes.",
       "RSS growth includes what opening the sessions and streams churned and the process kept (V8 and malloc do not give every freed page back): it is what an operator sees, an upper bound of what is retained. The heap columns (V8 heapUsed after GC) are the JavaScript objects retained per item.",

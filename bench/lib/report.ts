@@ -215,14 +215,14 @@ export function renderMemory(result: MemoryResult, o: { heading: string; machine
     ...result.notes.map((n) => `- ${n}`),
     `- File descriptors: soft limit ${result.fdLimit.soft}, hard limit ${result.fdLimit.hard} (the edge holds 2 per stream: the client's connection and its upstream GET).`,
     "",
-    "| sessions | edge RSS before MiB | sessions: RSS Δ MiB | **RSS per session KB** | anon / file RSS; heap used / committed; external per session KB | streams | streams: RSS Δ MiB | **RSS per stream KB** | anon / file RSS; heap used / committed; external per stream KB | note |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    "| sessions | edge RSS before MiB | sessions: RSS Δ MiB | **RSS per session KB** | anon / file RSS; heap used / committed; external per session KB | streams | streams: RSS Δ MiB | **RSS per stream KB** | anon / file RSS; heap used / committed; external per stream KB | all closed again: RSS / heap Δ over the baseline MiB | note |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ...result.steps.map((s) => {
       const detail = (d: MemoryDelta) =>
         `${kb(d.rssAnonPerItemBytes)} / ${kb(d.rssFilePerItemBytes)}; ${kb(d.heapPerItemBytes)} / ${kb(d.heapTotalPerItemBytes)}; ${kb(d.externalPerItemBytes)}`;
       return (
         `| ${s.count} | ${mib(s.baselineRssBytes)} | ${mib(s.sessions.rssDeltaBytes)} | ${kb(s.sessions.perItemBytes)} | ${detail(s.sessions)} | ` +
-        `${s.streamCount} | ${s.streams ? mib(s.streams.rssDeltaBytes) : "–"} | ${s.streams ? kb(s.streams.perItemBytes) : "–"} | ${s.streams ? detail(s.streams) : "–"} | ${s.note ?? ""} |`
+        `${s.streamCount} | ${s.streams ? mib(s.streams.rssDeltaBytes) : "–"} | ${s.streams ? kb(s.streams.perItemBytes) : "–"} | ${s.streams ? detail(s.streams) : "–"} | ${s.afterCloseRssDeltaBytes !== undefined ? `${mib(s.afterCloseRssDeltaBytes)} / ${mib(s.afterCloseHeapDeltaBytes ?? Number.NaN)}` : "–"} | ${s.note ?? ""} |`
       );
     }),
     "",

@@ -122,6 +122,9 @@ export interface MemoryStep {
   sessions: MemoryDelta;
   streams?: MemoryDelta;
   baselineRssBytes: number;
+  /** RSS and heap growth over the baseline once every stream and session is closed again. */
+  afterCloseRssDeltaBytes?: number;
+  afterCloseHeapDeltaBytes?: number;
   note?: string;
 }
 
