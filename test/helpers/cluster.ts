@@ -87,6 +87,8 @@ export interface Where {
   /** Calls this upstream session has served, this one included. */
   n: number;
   steps?: number;
+  /** The X-MCP-Edge-Identity JWT the call arrived with (signed by the edge that forwarded it). */
+  identity?: string;
 }
 
 export interface UpstreamStats {
@@ -118,17 +120,27 @@ async function runUpstream(instance: string, port: number): Promise<void> {
       { name: `cluster-upstream:${instance}`, version: "1.0.0" },
       { capabilities: { tools: {} } },
     );
-    const answer = (sessionId: string | undefined, extra: Record<string, unknown> = {}) => {
+    const answer = (
+      x: { sessionId?: string; requestInfo?: { headers: Record<string, string | string[] | undefined> } },
+      extra: Record<string, unknown> = {},
+    ) => {
       state.calls++;
       stats.calls++;
-      const where: Where = { instance, session: sessionId ?? "", n: state.calls, ...extra };
+      const identity = x.requestInfo?.headers["x-mcp-edge-identity"];
+      const where: Where = {
+        instance,
+        session: x.sessionId ?? "",
+        n: state.calls,
+        ...(typeof identity === "string" ? { identity } : {}),
+        ...extra,
+      };
       return { content: [{ type: "text" as const, text: JSON.stringify(where) }] };
     };
     server.registerTool("where", { description: "Which instance and upstream session served this" }, (x) =>
-      answer(x.sessionId),
+      answer(x),
     );
     server.registerTool("where_limited", { description: "`where`, under a per-tool rate limit" }, (x) =>
-      answer(x.sessionId),
+      answer(x),
     );
     server.registerTool(
       "steps",
@@ -151,7 +163,7 @@ async function runUpstream(instance: string, port: number): Promise<void> {
           }
         }
         await sleep(delayMs);
-        return answer(extra.sessionId, { steps: count });
+        return answer(extra, { steps: count });
       },
     );
     return server;

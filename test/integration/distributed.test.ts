@@ -13,17 +13,20 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
+import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from "jose";
 import {
   auditCalls,
   type Cluster,
   connectSdk,
   rawSession,
   type SdkClient,
+  SERVER,
   sessionHeaders,
   type SseEvent,
   sse,
   startCluster,
   startUpstreams,
+  TENANT,
   until,
   type Upstream,
   type Where,
@@ -193,8 +196,29 @@ if (ready) {
           `the hash chain holds with three writers: ${JSON.stringify(verify.json)}`,
         );
 
+        // One identity-signing key set for the fleet: every edge publishes the same JWKS, and every
+        // X-MCP-Edge-Identity the upstream received, whichever edge signed it, verifies against it
+        // and names the same session (hash) for every call of a session.
+        const jwksDocs = await Promise.all(
+          cluster.edges.map(async (e) => (await fetch(`${e.baseUrl}/.well-known/mcp-edge/jwks.json`)).json()),
+        );
+        for (const doc of jwksDocs) assert.deepEqual(doc, jwksDocs[0], "every edge publishes the same JWKS");
+        const jwks = createLocalJWKSet(jwksDocs[0] as JSONWebKeySet);
+        const kids = new Set<string>();
+        for (const { seen } of runs) {
+          const sids = new Set<unknown>();
+          for (const w of seen) {
+            assert.ok(w.identity, "the call carried X-MCP-Edge-Identity");
+            const { payload, protectedHeader } = await jwtVerify(w.identity, jwks, { audience: SERVER });
+            kids.add(String(protectedHeader.kid));
+            sids.add(payload.sid);
+            assert.equal(payload.tenant, TENANT);
+          }
+          assert.equal(sids.size, 1, "every call of a session names the same session");
+        }
+
         process.stdout.write(
-          `# ${CLIENTS} clients × ${CALLS} calls through 3 edges in ${elapsed} ms; placement ${JSON.stringify(placement)}; edge loads ${JSON.stringify(cluster.lb.served())}\n`,
+          `# ${CLIENTS} clients × ${CALLS} calls through 3 edges in ${elapsed} ms; placement ${JSON.stringify(placement)}; identity keys used ${kids.size}; edge loads ${JSON.stringify(cluster.lb.served())}\n`,
         );
         assert.equal(Object.keys(placement).length, 2, "sessions placed on both upstream instances");
       },
