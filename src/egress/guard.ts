@@ -301,6 +301,8 @@ export async function guardedRequest(
   opts: GuardedRequestOptions,
   ctx: GuardContext,
 ): Promise<GuardedResponse> {
+  // The Egress passes its long-lived agents: nothing to create or release per request.
+  if (ctx.trusted && ctx.checked) return follow(target(url), opts, ctx, ctx.trusted, ctx.checked);
   const owned: Agent[] = [];
   const trusted = ctx.trusted ?? own(owned, { rules: ctx.rules, check: false, ...agentExtras(ctx) });
   const checked = ctx.checked ?? own(owned, { rules: ctx.rules, check: true, ...agentExtras(ctx) });
@@ -308,7 +310,7 @@ export async function guardedRequest(
     for (const a of owned) void a.close().catch(() => undefined);
   };
   try {
-    const res = await follow(new URL(url), opts, ctx, trusted, checked);
+    const res = await follow(target(url), opts, ctx, trusted, checked);
     if (owned.length > 0) {
       res.body.once("close", release);
       if (res.body.destroyed) release();
@@ -318,6 +320,36 @@ export async function guardedRequest(
     release();
     throw err;
   }
+}
+
+/** A request target: the parsed URL, its origin, and the path undici sends. */
+interface Target {
+  url: URL;
+  origin: string;
+  path: string;
+  /** http: or https: (anything else goes through undici's own URL checks). */
+  web: boolean;
+}
+
+/** Targets by URL text: the configured upstream URLs come back on every call. */
+const targets = new Map<string, Target>();
+const MAX_TARGETS = 1024;
+
+/** The target of a URL; a URL string is parsed once (a config URL is not parsed per call). */
+function target(url: string | URL): Target {
+  if (typeof url !== "string") return toTarget(new URL(url));
+  let t = targets.get(url);
+  if (t === undefined) {
+    t = toTarget(new URL(url));
+    if (targets.size >= MAX_TARGETS) targets.clear();
+    targets.set(url, t);
+  }
+  return t;
+}
+
+function toTarget(url: URL): Target {
+  const web = url.protocol === "http:" || url.protocol === "https:";
+  return { url, origin: url.origin, path: `${url.pathname}${url.search}`, web };
 }
 
 function agentExtras(ctx: GuardContext): Pick<GuardedAgentOptions, "resolver" | "connectTimeout" | "ca"> {
@@ -334,8 +366,11 @@ function own(list: Agent[], options: GuardedAgentOptions): Agent {
   return a;
 }
 
+/** No headers: shared, never written to (headers are replaced, not changed, on redirects). */
+const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
 async function follow(
-  first: URL,
+  first: Target,
   opts: GuardedRequestOptions,
   ctx: GuardContext,
   trusted: Dispatcher,
@@ -345,13 +380,15 @@ async function follow(
   const deadline = opts.timeout !== undefined ? AbortSignal.timeout(opts.timeout) : undefined;
   const signal =
     deadline && opts.signal ? AbortSignal.any([opts.signal, deadline]) : (deadline ?? opts.signal);
-  let current = first;
+  let hopTarget = first;
   let method = opts.method;
   let body = opts.body;
-  let headers: Record<string, string> = { ...opts.headers };
+  // Not copied: neither this code nor undici writes to it; a redirect builds a new object.
+  let headers: Record<string, string> = opts.headers ?? NO_HEADERS;
   for (let hop = 0; ; hop++) {
+    const current = hopTarget.url;
     // The operator's own origin is trusted only under config trust; any other hop is checked.
-    const trustedHop = ctx.trust === "config" && current.origin === first.origin;
+    const trustedHop = ctx.trust === "config" && hopTarget.origin === first.origin;
     if (!trustedHop) {
       const pre = checkUrl(current, ctx.rules);
       if (!pre.allowed) {
@@ -366,17 +403,34 @@ async function follow(
         throw egressDenied(current, pre.rule, pre.address);
       }
     }
+    const dispatcher = trustedHop ? trusted : checked;
+    const headersTimeout = opts.headersTimeout ?? 30_000;
+    const bodyTimeout = opts.bodyTimeout ?? 30_000;
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(current, {
-        method,
-        headers,
-        body: body ?? null,
-        signal: signal ?? null,
-        dispatcher: trustedHop ? trusted : checked,
-        headersTimeout: opts.headersTimeout ?? 30_000,
-        bodyTimeout: opts.bodyTimeout ?? 30_000,
-      });
+      // http(s): straight to the agent with the target's origin and path (undici's top-level
+      // `request` would parse the URL again and copy the options); anything else takes that
+      // path, for undici's own scheme errors.
+      res = hopTarget.web
+        ? await dispatcher.request({
+            origin: hopTarget.origin,
+            path: hopTarget.path,
+            method,
+            headers,
+            body: body ?? null,
+            signal: signal ?? null,
+            headersTimeout,
+            bodyTimeout,
+          })
+        : await request(current, {
+            method,
+            headers,
+            body: body ?? null,
+            signal: signal ?? null,
+            dispatcher,
+            headersTimeout,
+            bodyTimeout,
+          });
     } catch (err) {
       throw mapError(err, deadline);
     }
@@ -408,12 +462,13 @@ async function follow(
         Object.entries(headers).filter(([k]) => !BODY_HEADERS.has(k.toLowerCase())),
       );
     }
-    if (next.origin !== current.origin) {
+    const nextTarget = toTarget(next);
+    if (nextTarget.origin !== hopTarget.origin) {
       headers = Object.fromEntries(
         Object.entries(headers).filter(([k]) => CROSS_ORIGIN_SAFE.has(k.toLowerCase())),
       );
     }
-    current = next;
+    hopTarget = nextTarget;
   }
 }
 

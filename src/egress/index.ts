@@ -1,6 +1,12 @@
 import type { Readable } from "node:stream";
 import type { Agent } from "undici";
-import { createGuardedAgent, guardedRequest, type Resolver, type Trust } from "./guard.ts";
+import {
+  createGuardedAgent,
+  type GuardedRequestOptions,
+  guardedRequest,
+  type Resolver,
+  type Trust,
+} from "./guard.ts";
 import { type EgressRules, validateRules } from "./policy.ts";
 
 /**
@@ -113,27 +119,23 @@ export class Egress {
    * header timeout. A 3xx is followed (checked); one without `Location` is returned as is.
    */
   async request(url: string, req: EgressRequest): Promise<EgressResponse> {
-    const trust = req.trust ?? "config";
-    const res = await guardedRequest(
-      url,
-      {
-        method: req.method,
-        headers: req.headers,
-        ...(req.body !== undefined ? { body: req.body } : {}),
-        ...(req.signal ? { signal: req.signal } : {}),
-        headersTimeout: req.headersTimeout ?? 300_000,
-        // Streams may idle for a long time between events; the caller's signal bounds them.
-        bodyTimeout: req.stream ? 0 : 300_000,
-        maxRedirects: this.#maxRedirects,
-        ...(req.stream ? {} : { maxResponseBytes: req.maxResponseBytes ?? this.#maxResponseBytes }),
-      },
-      {
-        trust,
-        rules: this.#rules,
-        trusted: req.stream ? this.#streams : this.#calls,
-        checked: this.#checked,
-      },
-    );
+    const opts: GuardedRequestOptions = {
+      method: req.method,
+      headers: req.headers,
+      headersTimeout: req.headersTimeout ?? 300_000,
+      // Streams may idle for a long time between events; the caller's signal bounds them.
+      bodyTimeout: req.stream ? 0 : 300_000,
+      maxRedirects: this.#maxRedirects,
+    };
+    if (req.body !== undefined) opts.body = req.body;
+    if (req.signal) opts.signal = req.signal;
+    if (!req.stream) opts.maxResponseBytes = req.maxResponseBytes ?? this.#maxResponseBytes;
+    const res = await guardedRequest(url, opts, {
+      trust: req.trust ?? "config",
+      rules: this.#rules,
+      trusted: req.stream ? this.#streams : this.#calls,
+      checked: this.#checked,
+    });
     return { status: res.status, headers: res.headers, body: res.body };
   }
 

@@ -1,5 +1,5 @@
 import type { UpstreamConfig } from "../config/schema.ts";
-import { type Egress, type EgressResponse, isConnectError } from "../egress/index.ts";
+import { type Egress, type EgressRequest, type EgressResponse, isConnectError } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -161,16 +161,18 @@ export class HttpUpstream implements Upstream {
   ): Promise<EgressResponse> {
     inst.inflight++;
     try {
-      const attempt = async (creds: Record<string, string>) =>
-        this.#egress.request(inst.url, {
+      const attempt = (creds: Record<string, string>) => {
+        const req: EgressRequest = {
           method,
           // Credentials last: they replace any same-named static or forwarded header.
-          headers: { ...headers, ...creds },
-          ...(body !== undefined ? { body } : {}),
+          headers: hasAny(creds) ? { ...headers, ...creds } : headers,
           signal: ctx.signal,
           stream: longLived,
           headersTimeout: this.#cfg.timeout,
-        });
+        };
+        if (body !== undefined) req.body = body;
+        return this.#egress.request(inst.url, req);
+      };
       const creds = await this.#creds.headers(ctx.signal);
       const res = await attempt(creds);
       // A 401 means the upstream did not process the request (RFC 9110 §15.5.2, RFC 6750 §3.1), so
@@ -276,6 +278,12 @@ export class HttpUpstream implements Upstream {
   released(inst: Instance): void {
     inst.sessions = Math.max(0, inst.sessions - 1);
   }
+}
+
+/** Whether an object has an own enumerable key (without building the list of keys). */
+function hasAny(o: Record<string, string>): boolean {
+  for (const _ in o) return true;
+  return false;
 }
 
 function upstreamFailure(err: unknown, ctx: ForwardContext): GatewayError {

@@ -1,4 +1,4 @@
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import type { EgressResponse } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { parseMessage } from "../listen/jsonrpc.ts";
@@ -18,17 +18,73 @@ export async function readBody(
   body: AsyncIterable<Buffer> & { destroy(): void },
   max: number,
 ): Promise<Buffer> {
+  if (body instanceof Readable) return readStream(body, max);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body) {
     size += chunk.length;
     if (size > max) {
       body.destroy();
-      throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answer is over the size limit.");
+      throw tooLarge();
     }
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
+}
+
+function tooLarge(): GatewayError {
+  return new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answer is over the size limit.");
+}
+
+/**
+ * `readBody` of a Node stream, with listeners: what `for await` does (the stream's error, or
+ * "Premature close" when it closes before its end) without an async iterator and a promise per
+ * chunk on every upstream answer.
+ */
+function readStream(body: Readable, max: number): Promise<Buffer> {
+  if (body.errored) return Promise.reject(body.errored);
+  if (body.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  if (body.destroyed) return Promise.reject(prematureClose());
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      body.off("data", onData);
+      body.off("end", onEnd);
+      body.off("error", onError);
+      body.off("close", onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        done();
+        body.destroy();
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    };
+    const onError = (err: Error) => {
+      done();
+      reject(err);
+    };
+    const onClose = () => {
+      done();
+      reject(body.errored ?? prematureClose());
+    };
+    body.on("data", onData);
+    body.on("end", onEnd);
+    body.on("error", onError);
+    body.on("close", onClose);
+  });
+}
+
+function prematureClose(): Error {
+  return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
 }
 
 /**
