@@ -74,8 +74,10 @@ const SHARED_HOT_TTL_MS = 5000;
 class Inflight {
   readonly #set = new Set<Promise<unknown>>();
   add(p: Promise<unknown>): void {
-    const tracked = p.catch(() => undefined).finally(() => this.#set.delete(tracked));
-    this.#set.add(tracked);
+    // One reaction for both outcomes (settled() waits with allSettled, so a rejection is fine).
+    const done = () => this.#set.delete(p);
+    p.then(done, done);
+    this.#set.add(p);
   }
   get size(): number {
     return this.#set.size;
@@ -681,7 +683,9 @@ export class Gateway {
 
   #onPublic(req: IncomingMessage, res: ServerResponse): void {
     const socket = req.socket;
-    const path = (req.url ?? "/").split("?")[0] as string;
+    const url = req.url ?? "/";
+    const query = url.indexOf("?");
+    const path = query < 0 ? url : url.slice(0, query);
     if (this.#health(req, res, path)) return;
     if (path.startsWith("/.well-known/") && this.#onWellKnown(req, res, path)) return;
     const hit = this.#byPath.get(path);
@@ -708,35 +712,41 @@ export class Gateway {
     };
     res.setHeader("x-mcp-edge-request-id", requestId);
     const scope = { reqId: requestId, server: hit.route.name };
-    // The error handler runs inside the scope too, so its log line carries the request id.
-    let failure: GatewayError | undefined;
     // Rate limits: an address over its failed-authentication budget is refused (429) before its
     // credential is checked (src/ratelimit/auth-failures.ts). One Map lookup when it is not.
     const refused = this.#authFailures.check(ctx);
-    const work = logScope.run(scope, () =>
-      (refused ? Promise.reject(refused) : this.#pipeline.handle(ctx))
-        .catch((err: unknown) => {
-          failure = toGatewayError(err);
-          this.#failed(ctx, socket, failure);
-        })
-        // In a finally: every request is reported once, answered, refused or failed (audit, metrics).
-        .finally(() => {
-          if (!requestEndChannel.hasSubscribers) return;
-          const event: RequestEndEvent = {
-            ctx,
-            status: res.headersSent ? res.statusCode : 0,
-            error: failure,
-            durationMs: performance.now() - ctx.startedAt,
-          };
-          requestEndChannel.publish(event);
-        }),
-    );
+    // The error handler runs inside the scope too, so its log line carries the request id.
+    const work = logScope.run(scope, () => this.#serve(ctx, socket, refused));
     if (req.method === "POST") this.#inflight.add(work);
+  }
+
+  /** One request's work: the pipeline, its failure answered, its end reported. One promise. */
+  async #serve(ctx: RequestContext, socket: Socket, refused: GatewayError | undefined): Promise<void> {
+    let failure: GatewayError | undefined;
+    try {
+      if (refused) throw refused;
+      await this.#pipeline.handle(ctx);
+    } catch (err) {
+      failure = toGatewayError(err);
+      this.#failed(ctx, socket, failure);
+    } finally {
+      // Every request is reported once, answered, refused or failed (audit, metrics).
+      if (requestEndChannel.hasSubscribers) {
+        const res = ctx.res;
+        const event: RequestEndEvent = {
+          ctx,
+          status: res.headersSent ? res.statusCode : 0,
+          error: failure,
+          durationMs: performance.now() - ctx.startedAt,
+        };
+        requestEndChannel.publish(event);
+      }
+    }
     // Rate limits: a call's in-flight slot (limits.concurrency) goes back when its work is over —
     // the answer sent, or, after a client left mid-call, the upstream done with it (a session-era
     // disconnect is not a cancellation, so releasing on the client's close would let a client
     // exceed the cap by hanging up).
-    if (this.#limits.tracksInflight) void work.then(() => this.#limits.release(ctx));
+    if (this.#limits.tracksInflight) this.#limits.release(ctx);
   }
 
   /** Answers a request whose pipeline threw (a coded error, or an unexpected one: EDGE_INTERNAL). */

@@ -6,7 +6,7 @@ import type { LegacyBridge } from "./forward/legacy.ts";
 import type { Forwarder } from "./forward/streamable.ts";
 import { detectEra, isKnownVersion, metaProtocolVersion, validateStatelessHeaders } from "./listen/era.ts";
 import { checkHostAndOrigin, checkPostHeaders, checkSessionId, readBody, single } from "./listen/hygiene.ts";
-import { isRequest, parseBody } from "./listen/jsonrpc.ts";
+import { decodeBody, isRequest, parseBody } from "./listen/jsonrpc.ts";
 import { logScope } from "./observability/logger.ts";
 import type { CallLimiter } from "./ratelimit/limiter.ts";
 import type { SessionManager } from "./session/manager.ts";
@@ -69,9 +69,10 @@ export class Pipeline {
     // 4. Body: capped (413), JSON only (415), a valid JSON-RPC message (400 -32700 / -32600).
     if (method === "POST") {
       checkPostHeaders(req, ctx.endpoint === "mcp");
-      const body = await readBody(req, this.#d.maxBodyBytes);
+      // Decoded once: the text parsed is the text forwarded.
+      const body = decodeBody(await readBody(req, this.#d.maxBodyBytes));
       const parsed = parseBody(body, { allowBatch: true });
-      ctx.body = typeof body === "string" ? body : body.toString("utf8");
+      ctx.body = body;
       ctx.messages = parsed.messages;
       ctx.batch = parsed.batch;
     }

@@ -84,21 +84,24 @@ export const DEFAULT_MAX_BATCH_SIZE = 100;
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
+ * A body's text. Invalid UTF-8 → EDGE_PARSE_ERROR. Strict: U+FFFD replacement here could read
+ * differently from the upstream's decoder. For valid UTF-8 the same text as `toString("utf8")`.
+ */
+export function decodeBody(body: Buffer): string {
+  try {
+    return strictUtf8.decode(body);
+  } catch (err) {
+    throw new GatewayError("EDGE_PARSE_ERROR", "The body is not valid UTF-8.", { cause: err });
+  }
+}
+
+/**
  * Parses a POST body. Invalid UTF-8 or JSON → EDGE_PARSE_ERROR; an array when `!allowBatch` →
  * EDGE_BATCH_REJECTED; anything that is not a valid JSON-RPC 2.0 message (or an empty or oversized
  * batch) → EDGE_INVALID_REQUEST, echoing the id when it was readable (single messages only).
  */
 export function parseBody(body: Buffer | string, opts: ParseBodyOptions): ParsedBody {
-  let text: string;
-  if (typeof body === "string") text = body;
-  else {
-    // Strict: U+FFFD replacement here could read differently from the upstream's decoder.
-    try {
-      text = strictUtf8.decode(body);
-    } catch (err) {
-      throw new GatewayError("EDGE_PARSE_ERROR", "The body is not valid UTF-8.", { cause: err });
-    }
-  }
+  const text = typeof body === "string" ? body : decodeBody(body);
   const value = parseJson(text);
   if (Array.isArray(value)) {
     if (!opts.allowBatch) {
