@@ -97,6 +97,10 @@ export interface UpstreamStats {
   initialized: number;
   /** Requests naming a session this instance does not hold (answered 404). */
   unknownSession: number;
+  /** Of those, DELETEs: a session ended upstream twice. */
+  unknownSessionDeletes: number;
+  /** The last of those: method, JSON-RPC method of a POST, and when (ms since the epoch). */
+  unknownLog: { method: string; rpc: string | undefined; at: number }[];
   /** Tool calls served. */
   calls: number;
   /** Live sessions and their call counts. */
@@ -113,7 +117,13 @@ export interface Upstream {
 
 async function runUpstream(instance: string, port: number): Promise<void> {
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; state: { calls: number } }>();
-  const stats = { initialized: 0, unknownSession: 0, calls: 0 };
+  const stats = {
+    initialized: 0,
+    unknownSession: 0,
+    unknownSessionDeletes: 0,
+    calls: 0,
+    unknownLog: [] as UpstreamStats["unknownLog"],
+  };
 
   const build = (state: { calls: number }): McpServer => {
     const server = new McpServer(
@@ -208,6 +218,12 @@ async function runUpstream(instance: string, port: number): Promise<void> {
       const s = sessions.get(sid);
       if (!s) {
         stats.unknownSession++;
+        if (req.method === "DELETE") stats.unknownSessionDeletes++;
+        const rpc = (body as { method?: string } | undefined)?.method;
+        stats.unknownLog = [
+          ...stats.unknownLog.slice(-19),
+          { method: req.method ?? "", rpc, at: Date.now() },
+        ];
         rpcError(res, 404, -32001, "Session not found");
         return;
       }
