@@ -39,7 +39,13 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import {
+  type AddressInfo,
+  connect as netConnect,
+  createServer as createNetServer,
+  type Server as NetServer,
+  type Socket,
+} from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -304,9 +310,8 @@ export interface PersistentRedis {
 }
 
 async function redisPing(port: number): Promise<boolean> {
-  const { createConnection } = await import("node:net");
   return new Promise((resolve) => {
-    const s = createConnection(port, "127.0.0.1");
+    const s = netConnect(port, "127.0.0.1");
     const done = (ok: boolean) => {
       s.destroy();
       resolve(ok);
@@ -365,6 +370,66 @@ export async function startPersistentRedis(): Promise<PersistentRedis> {
   };
   await start();
   return { url: `redis://127.0.0.1:${port}`, port, kill, restart: start, stop: kill };
+}
+
+// ---- a TCP proxy that can cut a dependency off ---------------------------------------------------
+
+/**
+ * A TCP pass-through on 127.0.0.1 in front of a service (PostgreSQL, say). `cut()` closes the
+ * listener and destroys every open connection, so the edges see their connections drop and new
+ * ones refused, as when the database host goes away; `restore()` listens again on the same port.
+ */
+export class TcpProxy {
+  readonly #target: { host: string; port: number };
+  readonly #sockets = new Set<Socket>();
+  #server: NetServer | undefined;
+  port = 0;
+
+  private constructor(target: { host: string; port: number }) {
+    this.#target = target;
+  }
+
+  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
+    const p = new TcpProxy(target);
+    await p.#listen(0);
+    return p;
+  }
+
+  async #listen(port: number): Promise<void> {
+    const server = createNetServer((client) => {
+      const upstream = netConnect(this.#target.port, this.#target.host);
+      for (const s of [client, upstream]) {
+        this.#sockets.add(s);
+        s.on("close", () => this.#sockets.delete(s));
+        s.on("error", () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    server.listen(port, "127.0.0.1");
+    await once(server, "listening");
+    this.#server = server;
+    this.port = (server.address() as AddressInfo).port;
+  }
+
+  /** The dependency is gone: open connections drop, new ones are refused. */
+  async cut(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    for (const s of this.#sockets) s.destroy();
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  async restore(): Promise<void> {
+    if (!this.#server) await this.#listen(this.port);
+  }
+
+  close(): Promise<void> {
+    return this.cut();
+  }
 }
 
 // ---- the balancer ----------------------------------------------------------------------------------
@@ -709,6 +774,8 @@ export interface ClusterOptions {
   server?: Record<string, unknown>;
   /** Merged into `store.redis`. */
   redis?: Record<string, unknown>;
+  /** The PostgreSQL URL the edges use (default: the test database), e.g. through a TcpProxy. */
+  postgresUrl?: string;
   /** Merged into the top level of the config (e.g. `streams`, `drain`). */
   extra?: Record<string, unknown>;
 }
@@ -735,7 +802,7 @@ export function edgeConfig(o: ClusterOptions, dir: string, publicUrl: string): E
     store: {
       sqlite: path.join(dir, "edge.db"),
       redis: { url: o.redisUrl, keyPrefix: o.keyPrefix, instances: o.edges ?? 3, ...o.redis },
-      postgres: { url: POSTGRES_URL, schema: o.pgSchema, poolSize: 4 },
+      postgres: { url: o.postgresUrl ?? POSTGRES_URL, schema: o.pgSchema, poolSize: 4 },
     },
     drain: { timeout: "5s" },
     ...o.extra,
