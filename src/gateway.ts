@@ -204,11 +204,17 @@ export class Gateway {
     const storeError = (what: string) => (err: unknown) =>
       this.log.warn({ err: String(err) }, `${what}: background write failed (kept for the next one)`);
     if (shared) {
-      const idleTtl = (server: string) => config.servers[server]?.sessions.idleTtl ?? 86_400_000;
+      // A record outlives its idle TTL by a grace period, so the reaper (every idleTtl / 10, at most
+      // a minute) finds it and ends the session properly — upstream DELETE, session.end audit —
+      // instead of Redis expiring it silently; Redis expiry remains the backstop.
+      const expiry = (server: string) => {
+        const ttl = config.servers[server]?.sessions.idleTtl ?? 86_400_000;
+        return ttl + Math.min(ttl, 300_000) + 5000;
+      };
       this.#store = new RedisSessionStore({
         client: shared.redis,
         keyPrefix: shared.prefix,
-        idleTtlMs: idleTtl,
+        idleTtlMs: expiry,
         onError: storeError("session activity"),
       });
       this.#keyStore = new PostgresApiKeyStore(shared.pg, {
