@@ -608,12 +608,10 @@ const postgresStoreSchema = z.strictObject({
     .prefault("mcp_edge")
     .meta({ description: "Schema holding mcp-edge's tables (created and migrated at start)." }),
   poolSize: z.number().int().min(1).max(200).prefault(10).meta({ description: "Connections per instance." }),
-  queryTimeout: duration
-    .prefault("5s")
-    .meta({
-      description:
-        "Longest any one statement may take; past it the operation fails (503 for key administration).",
-    }),
+  queryTimeout: duration.prefault("5s").meta({
+    description:
+      "Longest any one statement may take; past it the operation fails (503 for key administration).",
+  }),
 });
 
 const unsafeSchema = z.strictObject({

@@ -132,9 +132,7 @@ if (ready) {
 
     // Every tools/call answered is one record in PostgreSQL, and the chains verify.
     const db = await pg.open(schema);
-    const rows = await db.pool.query(
-      `SELECT count(*)::int AS n FROM ${db.schema}.audit WHERE type = 'call'`,
-    );
+    const rows = await db.pool.query(`SELECT count(*)::int AS n FROM ${db.schema}.audit WHERE type = 'call'`);
     assert.equal(rows.rows[0].n, answered);
     const verified = await adminApi("GET", "/api/audit/verify");
     assert.equal(verified.status, 200);
