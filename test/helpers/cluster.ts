@@ -20,8 +20,8 @@
  *   (as nginx does by default) so that a connection refused before the edge saw the request is
  *   retried on the next edge (passive health check: that edge is skipped for a moment); responses,
  *   SSE included, are streamed through as they come. An edge can be drained: `remove(i)`, or
- *   `watchReadiness()`, which polls each edge's admin /readyz and takes an edge out while it does not
- *   answer 200 (the way a load balancer's readiness probe does). Every request is logged (method,
+ *   `watchReadiness()`, which polls each edge's admin /readyz: an answer other than 200 takes the edge
+ *   out at once, three probes without an answer too (a load balancer's readiness probe). Every request is logged (method,
  *   session, edge, status) and every answer carries `x-balancer-backend: <edge index>`.
  * - `startPersistentRedis`: a private redis-server with an append-only file (`appendfsync always`)
  *   in a temp dir, which can be SIGKILLed and restarted on the same port with its data, as a
@@ -31,6 +31,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
+import { writeFileSync } from "node:fs";
 import {
   createServer,
   type IncomingHttpHeaders,
@@ -48,6 +49,7 @@ import {
 } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -56,9 +58,9 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 import { Client as PgClient } from "pg";
 import { z } from "zod";
-import { type EdgeConfigDoc, freePort, type SpawnedEdge, spawnEdge, tempDir } from "./edge.ts";
+import { type EdgeConfigDoc, freePort, type SpawnedEdge, tempDir, withTestDefaults } from "./edge.ts";
 import { POSTGRES_URL } from "./postgres.ts";
-import { spawnFixture, type SpawnedFixture } from "./spawn.ts";
+import { NODE_BIN, REPO_ROOT, spawnFixture, type SpawnedFixture } from "./spawn.ts";
 
 export const ADMIN_TOKEN = "cluster-admin-token-0123456789abcdef-0123456789";
 export const ROUTE = "/mcp";
@@ -277,7 +279,7 @@ async function runUpstream(instance: string, port: number): Promise<void> {
 export async function startUpstreams(names: string[] = ["a", "b"]): Promise<Upstream[]> {
   const self = fileURLToPath(import.meta.url);
   const settled = await Promise.allSettled(
-    names.map((name) => spawnFixture(self, ["--upstream", "--instance", name])),
+    names.map((name) => spawnFixture(self, ["--upstream", "--instance", name], { timeoutMs: 30_000 })),
   );
   const started = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
   const failed = settled.find((s) => s.status === "rejected");
@@ -438,8 +440,11 @@ interface Backend {
   index: number;
   url: URL;
   adminUrl: string | undefined;
-  /** Taken out by `remove` or by the readiness probe. */
+  /** Taken out by `remove`. */
   out: boolean;
+  /** Taken out by the readiness probe. */
+  unready: boolean;
+  probeFailures: number;
   /** Passive health: skipped until then after a refused connection. */
   downUntil: number;
   served: number;
@@ -542,7 +547,16 @@ export class Balancer {
 
   add(baseUrl: string, adminUrl?: string): number {
     const index = this.#backends.length;
-    this.#backends.push({ index, url: new URL(baseUrl), adminUrl, out: false, downUntil: 0, served: 0 });
+    this.#backends.push({
+      index,
+      url: new URL(baseUrl),
+      adminUrl,
+      out: false,
+      unready: false,
+      probeFailures: 0,
+      downUntil: 0,
+      served: 0,
+    });
     return index;
   }
 
@@ -558,7 +572,13 @@ export class Balancer {
   }
 
   isOut(i: number): boolean {
-    return this.#backends[i]?.out ?? true;
+    const b = this.#backends[i];
+    return b === undefined || b.out || b.unready;
+  }
+
+  /** Requests in flight now (open SSE streams included): their edge, method, session, RPC method. */
+  inFlight(): { backend: number; method: string; session: string | undefined; rpc: string | undefined }[] {
+    return [...this.#active].map(({ backend, method, session, rpc }) => ({ backend, method, session, rpc }));
   }
 
   /** Requests each edge answered (response head received). */
@@ -575,11 +595,15 @@ export class Balancer {
     const probe = async (b: Backend) => {
       if (!b.adminUrl) return;
       try {
-        const res = await fetch(`${b.adminUrl}/readyz`, { signal: AbortSignal.timeout(intervalMs * 5) });
+        const res = await fetch(`${b.adminUrl}/readyz`, { signal: AbortSignal.timeout(1000) });
         await res.arrayBuffer();
-        b.out = res.status !== 200;
+        // An answer counts at once: 503 "draining" takes the edge out, 200 puts it back.
+        b.unready = res.status !== 200;
+        b.probeFailures = 0;
       } catch {
-        b.out = true;
+        // No answer (refused, timed out): out after 3 in a row, as a slow probe on a loaded
+        // machine is not a dead edge (a load balancer's unhealthy threshold).
+        if (++b.probeFailures >= 3) b.unready = true;
       }
     };
     let running = false;
@@ -615,14 +639,23 @@ export class Balancer {
     return n;
   }
 
+  /**
+   * The next edge in turn: in rotation (not removed, ready) and not refusing connections lately;
+   * else one that refused lately; else, when the probe has every edge out, any edge not removed
+   * (a load balancer's panic mode: better a try than a certain 502).
+   */
   #pick(tried: Set<number>): Backend | undefined {
     const now = Date.now();
     const n = this.#backends.length;
-    for (const healthyOnly of [true, false]) {
+    const passes: ((b: Backend) => boolean)[] = [
+      (b) => !b.unready && b.downUntil <= now,
+      (b) => !b.unready,
+      () => true,
+    ];
+    for (const ok of passes) {
       for (let k = 0; k < n; k++) {
         const b = this.#backends[(this.#next + k) % n] as Backend;
-        if (b.out || tried.has(b.index)) continue;
-        if (healthyOnly && b.downUntil > now) continue;
+        if (b.out || tried.has(b.index) || !ok(b)) continue;
         this.#next = (b.index + 1) % n;
         return b;
       }
@@ -817,6 +850,71 @@ export function edgeConfig(o: ClusterOptions, dir: string, publicUrl: string): E
   };
 }
 
+/**
+ * `mcp-edge serve` as a child process, as spawnEdge (test/helpers/edge.ts) does, except that a child
+ * that does not come up in time is killed (not left running to hold the test process open), and
+ * the wait is longer: three edges compiling their TypeScript at once on a loaded 2-core machine.
+ */
+async function spawnClusterEdge(doc: EdgeConfigDoc, dir: string, timeoutMs = 60_000): Promise<SpawnedEdge> {
+  const file = path.join(dir, "edge.yaml");
+  writeFileSync(file, JSON.stringify({ ...withTestDefaults(doc, dir), log: { level: "info" } }));
+  const child = spawn(NODE_BIN, [path.join(REPO_ROOT, "src/main.ts"), "serve", "-c", file], {
+    cwd: dir,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    output += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const kill = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await exited;
+  };
+  try {
+    const ready = await new Promise<{ url: string; admin: string }>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`edge did not start in ${timeoutMs} ms:\n${output}`)),
+        timeoutMs,
+      );
+      createInterface({ input: child.stdout! }).on("line", (line) => {
+        output += `${line}\n`;
+        try {
+          const rec = JSON.parse(line) as { msg?: string; url?: string; admin?: string };
+          if (rec.msg === "mcp-edge listening" && rec.url && rec.admin) {
+            clearTimeout(timer);
+            resolve({ url: rec.url, admin: rec.admin });
+          }
+        } catch {
+          // not a log line
+        }
+      });
+      void exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`edge exited (${code}) before listening:\n${output}`));
+      });
+    });
+    return {
+      child,
+      baseUrl: ready.url,
+      adminUrl: ready.admin,
+      output: () => output,
+      exited,
+      async stop() {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+        const code = await exited;
+        clearTimeout(timer);
+        return code;
+      },
+      kill,
+    };
+  } catch (err) {
+    await kill();
+    throw err;
+  }
+}
+
 async function stopEdge(e: SpawnedEdge, graceMs: number): Promise<void> {
   const c = e.child;
   if (c.exitCode !== null || c.signalCode !== null) return;
@@ -833,7 +931,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const settled = await Promise.allSettled(
     Array.from({ length: n }, () => {
       const dir = tempDir("mcp-edge-cluster-");
-      return spawnEdge(edgeConfig(o, dir, lb.url), dir, 30_000);
+      return spawnClusterEdge(edgeConfig(o, dir, lb.url), dir);
     }),
   );
   const edges = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));

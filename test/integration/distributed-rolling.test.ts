@@ -124,11 +124,19 @@ if (ready) {
 
         await sleep(1000);
         const victim = cluster.edges[1]!;
+        const streamsOnVictim = cluster.lb
+          .inFlight()
+          .filter((a) => a.method === "GET" && a.backend === 1 && sessionIds.includes(a.session)).length;
         const tTerm = performance.now();
         victim.child.kill("SIGTERM");
         const code = await victim.exited;
         const drainMs = performance.now() - tTerm;
+        // Each client's standalone GET stream that was on the drained edge was closed with a retry
+        // hint; the SDK reopened it through the balancer, on another edge.
         await sleep(1000);
+        const streams = cluster.lb
+          .inFlight()
+          .filter((a) => a.method === "GET" && sessionIds.includes(a.session));
         stop = true;
         await Promise.all(loops);
 
@@ -136,7 +144,7 @@ if (ready) {
         process.stdout.write(
           `# rolling restart: edge 1 drained and exited (${code}) in ${drainMs.toFixed(0)} ms; ${answered} calls answered, ` +
             `${failures.length} failed, ${retried} retried after 503 EDGE_DRAINING, ${cluster.lb.retriedRefused} refused connections ` +
-            `retried by the balancer, edge loads ${JSON.stringify(cluster.lb.served())}; ${errors.length} transport errors ${JSON.stringify([...new Set(errors)].slice(0, 3))}\n`,
+            `retried by the balancer, ${streamsOnVictim} client GET streams moved off the drained edge, edge loads ${JSON.stringify(cluster.lb.served())}; ${errors.length} transport errors ${JSON.stringify([...new Set(errors)].slice(0, 3))}\n`,
         );
         assert.equal(code, 0, "the drained edge exits 0");
         assert.equal(cluster.lb.noBackend, 0);
@@ -150,6 +158,15 @@ if (ready) {
           cs.map((c) => c.transport.sessionId),
           sessionIds,
           "every client kept its session id",
+        );
+        assert.deepEqual(
+          [...sessionIds].sort(),
+          streams.map((a) => a.session).sort(),
+          `one standalone GET stream per client is open again (${streamsOnVictim} were on the drained edge)`,
+        );
+        assert.ok(
+          streams.every((a) => a.backend !== 1),
+          "none on the drained edge",
         );
         for (const [i, ws] of seen.entries()) {
           assert.ok(ws.length > 0);
