@@ -138,6 +138,147 @@ function sameSecret(a: string, b: string): boolean {
   return diff === 0;
 }
 
+/**
+ * Series of one metric found by their label values through nested Maps (one level per label): no
+ * key string is built per observation, and the label values, already hashed by the label caps,
+ * are looked up with their cached hashes. Holds the series in the order they first appeared.
+ */
+class SeriesIndex<T> {
+  readonly #root = new Map<string, unknown>();
+  readonly #depth: number;
+  readonly #make: (values: readonly string[]) => T;
+  readonly all: T[] = [];
+
+  constructor(depth: number, make: (values: readonly string[]) => T) {
+    this.#depth = depth;
+    this.#make = make;
+  }
+
+  find(values: readonly string[]): T {
+    let level = this.#root;
+    const last = this.#depth - 1;
+    for (let i = 0; i < last; i++) {
+      const v = values[i] as string;
+      let next = level.get(v) as Map<string, unknown> | undefined;
+      if (!next) {
+        next = new Map();
+        level.set(v, next);
+      }
+      level = next;
+    }
+    const leaf = values[last] as string;
+    let series = level.get(leaf) as T | undefined;
+    if (series === undefined) {
+      series = this.#make(values);
+      level.set(leaf, series);
+      this.all.push(series);
+    }
+    return series;
+  }
+}
+
+/** A label set in the order of the metric's label names (the order prom-client writes them in). */
+function labelSet<L extends string>(names: readonly L[], values: readonly string[]): Record<L, string> {
+  const labels = {} as Record<L, string>;
+  names.forEach((n, i) => (labels[n] = values[i] as string));
+  return labels;
+}
+
+/**
+ * A counter's series kept here rather than in prom-client: prom-client hashes the label set on
+ * every `inc` (sorting the names, validating the labels). At scrape time the series are handed to
+ * the prom-client Counter in the order they first appeared, so the exposition text is the one
+ * prom-client would have written.
+ */
+class CounterSeries<L extends string> {
+  readonly #index: SeriesIndex<{ labels: Record<L, string>; value: number }>;
+
+  constructor(config: { name: string; help: string; labelNames: readonly L[]; registers: Registry[] }) {
+    const names = config.labelNames;
+    const index = (this.#index = new SeriesIndex(names.length, (values) => ({
+      labels: labelSet(names, values),
+      value: 0,
+    })));
+    new Counter<L>({
+      ...config,
+      labelNames: [...names],
+      collect() {
+        this.reset();
+        for (const s of index.all) this.inc(s.labels, s.value);
+      },
+    });
+  }
+
+  /** Adds one to the series of these label values (in label-name order). */
+  inc(values: readonly string[]): void {
+    this.#index.find(values).value++;
+  }
+}
+
+/** One histogram series: per-bucket counts (not cumulative), sum and count, as prom-client keeps them. */
+interface HistogramSeriesData {
+  labels: Record<string, string>;
+  buckets: number[];
+  sum: number;
+  count: number;
+}
+
+/**
+ * A histogram's series kept here (see CounterSeries): observing is a lookup and a bucket search.
+ * At scrape time the series are written into the prom-client Histogram's own table, in the order
+ * they first appeared, so the text (buckets, sum, count, labels) is prom-client's.
+ */
+class HistogramSeries<L extends string> {
+  readonly #index: SeriesIndex<HistogramSeriesData>;
+  readonly #bounds: readonly number[];
+
+  constructor(config: {
+    name: string;
+    help: string;
+    labelNames: readonly L[];
+    buckets: readonly number[];
+    registers: Registry[];
+  }) {
+    const names = config.labelNames;
+    const bounds = (this.#bounds = config.buckets);
+    const index = (this.#index = new SeriesIndex(names.length, (values) => ({
+      labels: labelSet(names, values),
+      buckets: bounds.map(() => 0),
+      sum: 0,
+      count: 0,
+    })));
+    new Histogram<L>({
+      ...config,
+      labelNames: [...names],
+      buckets: [...bounds],
+      collect() {
+        this.reset();
+        const table = (this as unknown as { hashMap: Record<string, unknown> }).hashMap;
+        index.all.forEach((s, n) => {
+          const bucketValues: Record<string, number> = {};
+          bounds.forEach((b, i) => (bucketValues[b] = s.buckets[i] as number));
+          table[`#${n}`] = { labels: s.labels, bucketValues, sum: s.sum, count: s.count };
+        });
+      },
+    });
+  }
+
+  /** Observes a value in the series of these label values (in label-name order). */
+  observe(values: readonly string[], value: number): void {
+    if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
+    const s = this.#index.find(values);
+    const bounds = this.#bounds;
+    for (let i = 0; i < bounds.length; i++) {
+      if (value <= (bounds[i] as number)) {
+        (s.buckets[i] as number)++;
+        break;
+      }
+    }
+    s.sum += value;
+    s.count += 1;
+  }
+}
+
 export class Metrics {
   readonly registry = new Registry();
   readonly #opts: MetricsOptions;
@@ -145,14 +286,14 @@ export class Metrics {
   readonly #tools = new Map<string, LabelCap>();
   readonly #methods = new LabelCap(32, MCP_METHODS);
   readonly #small = new Map<string, LabelCap>();
-  readonly #calls: Counter<"server" | "method" | "tool" | "tenant" | "outcome">;
-  readonly #edgeSeconds: Histogram<"server" | "method">;
-  readonly #upstreamSeconds: Histogram<"server" | "method">;
-  readonly #errors: Counter<"server" | "code">;
-  readonly #rateLimited: Counter<"server" | "limit">;
-  readonly #sessionsStarted: Counter<"server">;
-  readonly #sessionsEnded: Counter<"server" | "reason">;
-  readonly #admin: Counter<"action" | "outcome">;
+  readonly #calls: CounterSeries<"server" | "method" | "tool" | "tenant" | "outcome">;
+  readonly #edgeSeconds: HistogramSeries<"server" | "method">;
+  readonly #upstreamSeconds: HistogramSeries<"server" | "method">;
+  readonly #errors: CounterSeries<"server" | "code">;
+  readonly #rateLimited: CounterSeries<"server" | "limit">;
+  readonly #sessionsStarted: CounterSeries<"server">;
+  readonly #sessionsEnded: CounterSeries<"server" | "reason">;
+  readonly #admin: CounterSeries<"action" | "outcome">;
   #subscribed = false;
 
   constructor(opts: MetricsOptions) {
@@ -160,51 +301,51 @@ export class Metrics {
     // "" (no tenant) is always its own value: tenancy is optional, and those calls are not "other".
     this.#tenants = new LabelCap(opts.config.maxTenants, [""]);
     const registers = [this.registry];
-    this.#calls = new Counter({
+    this.#calls = new CounterSeries({
       name: "mcp_edge_calls_total",
       help: "JSON-RPC requests by server, method, tool (tools/call only), tenant and outcome (ok, tool_error, rpc_error, refused, failed, aborted).",
       labelNames: ["server", "method", "tool", "tenant", "outcome"],
       registers,
     });
-    this.#edgeSeconds = new Histogram({
+    this.#edgeSeconds = new HistogramSeries({
       name: "mcp_edge_request_duration_seconds",
       help: "Time from a POST's arrival at the edge to the end of its answer (method: the JSON-RPC method, `batch`, or `notification`).",
       labelNames: ["server", "method"],
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    this.#upstreamSeconds = new Histogram({
+    this.#upstreamSeconds = new HistogramSeries({
       name: "mcp_edge_upstream_duration_seconds",
       help: "Time from the edge forwarding a POST upstream to the end of the upstream's answer (cache hits and refusals never reach it).",
       labelNames: ["server", "method"],
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    this.#errors = new Counter({
+    this.#errors = new CounterSeries({
       name: "mcp_edge_errors_total",
       help: "Requests the edge refused or failed, by error code (docs/errors.md).",
       labelNames: ["server", "code"],
       registers,
     });
-    this.#rateLimited = new Counter({
+    this.#rateLimited = new CounterSeries({
       name: "mcp_edge_rate_limited_total",
       help: "Requests refused by a rate limit (EDGE_RATE_LIMITED), by the limit that refused.",
       labelNames: ["server", "limit"],
       registers,
     });
-    this.#sessionsStarted = new Counter({
+    this.#sessionsStarted = new CounterSeries({
       name: "mcp_edge_sessions_started_total",
       help: "MCP sessions started by this process.",
       labelNames: ["server"],
       registers,
     });
-    this.#sessionsEnded = new Counter({
+    this.#sessionsEnded = new CounterSeries({
       name: "mcp_edge_sessions_ended_total",
       help: "MCP sessions ended by this process, by reason.",
       labelNames: ["server", "reason"],
       registers,
     });
-    this.#admin = new Counter({
+    this.#admin = new CounterSeries({
       name: "mcp_edge_admin_actions_total",
       help: "Admin API actions, by action and outcome.",
       labelNames: ["action", "outcome"],
@@ -375,40 +516,44 @@ export class Metrics {
     const ctx = ev.ctx;
     if (!this.#ours(ctx.route)) return;
     const server = ctx.route.name;
-    if (ev.error) {
-      this.#errors.inc({ server, code: ev.error.code });
-      if (ev.error.code === "EDGE_RATE_LIMITED") {
-        const limit = ev.error.data?.limit;
-        this.#rateLimited.inc({
-          server,
-          limit: this.#bounded("limit", typeof limit === "string" ? limit : ""),
-        });
+    const error = ev.error;
+    if (error) {
+      const code = error.code;
+      this.#errors.inc([server, code]);
+      if (code === "EDGE_RATE_LIMITED") {
+        const data = error.data?.limit;
+        const limit = this.#bounded("limit", typeof data === "string" ? data : "");
+        this.#rateLimited.inc([server, limit]);
       }
     }
-    const requests = (ctx.messages ?? []).filter(isRequest);
+    const messages = ctx.messages;
     const tenant = this.#tenants.value(ctx.principal?.tenant ?? "");
-    for (const m of requests) {
-      const method = this.#methods.value(m.method);
-      this.#calls.inc({
-        server,
-        method,
-        tool: method === "tools/call" ? this.#toolOf(server, m) : "",
-        tenant,
-        outcome: outcomeOf(ev, ctx.outcomes?.get(requestIdKey(m.id))),
-      });
+    let requests = 0;
+    let only: RpcRequest | undefined;
+    if (messages) {
+      for (const m of messages) {
+        if (!isRequest(m)) continue;
+        requests++;
+        only = m;
+        const method = this.#methods.value(m.method);
+        const tool = method === "tools/call" ? this.#toolOf(server, m) : "";
+        const outcome = outcomeOf(ev, ctx.outcomes?.get(requestIdKey(m.id)));
+        this.#calls.inc([server, method, tool, tenant, outcome]);
+      }
     }
     if (ctx.req.method !== "POST") return; // GET streams last as long as the client listens
     const method =
-      requests.length === 1
-        ? this.#methods.value((requests[0] as RpcRequest).method)
-        : requests.length > 1
+      requests === 1
+        ? this.#methods.value((only as RpcRequest).method)
+        : requests > 1
           ? "batch"
-          : ctx.messages
+          : messages
             ? "notification"
             : "";
-    this.#edgeSeconds.observe({ server, method }, ev.durationMs / 1000);
+    const key = [server, method];
+    this.#edgeSeconds.observe(key, ev.durationMs / 1000);
     const upstreamMs = ctx.upstream?.ms ?? elapsedSince(upstreamStartedAt(ctx));
-    if (upstreamMs !== undefined) this.#upstreamSeconds.observe({ server, method }, upstreamMs / 1000);
+    if (upstreamMs !== undefined) this.#upstreamSeconds.observe(key, upstreamMs / 1000);
   };
 
   #toolOf(server: string, m: RpcRequest): string {
@@ -419,13 +564,19 @@ export class Metrics {
   readonly #onSession = (message: unknown): void => {
     const ev = message as SessionEvent;
     if (!this.#opts.routes.has(ev.server)) return;
-    if (ev.kind === "start") this.#sessionsStarted.inc({ server: ev.server });
-    else this.#sessionsEnded.inc({ server: ev.server, reason: this.#bounded("reason", ev.reason ?? "") });
+    const server = ev.server;
+    if (ev.kind === "start") this.#sessionsStarted.inc([server]);
+    else {
+      const reason = this.#bounded("reason", ev.reason ?? "");
+      this.#sessionsEnded.inc([server, reason]);
+    }
   };
 
   readonly #onAdmin = (message: unknown): void => {
     const ev = message as AdminEvent;
-    this.#admin.inc({ action: this.#bounded("action", ev.action), outcome: ev.outcome });
+    const action = this.#bounded("action", ev.action);
+    const outcome = ev.outcome;
+    this.#admin.inc([action, outcome]);
   };
 }
 
