@@ -24,6 +24,7 @@ import {
   type UpstreamSession,
   UpstreamSessionLost,
 } from "../upstream/types.ts";
+import { deadlineSignal } from "../upstream/deadline.ts";
 import { upstreamHeaders } from "./identity.ts";
 import { answer, errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
 
@@ -76,11 +77,34 @@ function answeredFromCache(ctx: RequestContext, messages: RpcMessage[]): void {
   }
 }
 
+function isInitialize(m: RpcMessage): boolean {
+  return isRequest(m) && m.method === "initialize";
+}
+
 /** Request ids of the requests in a POST: the answers the stream must carry, and only those. */
 function requestKeys(messages: RpcMessage[]): Set<string> {
   const keys = new Set<string>();
   for (const m of messages) if (isRequest(m)) keys.add(requestIdKey(m.id));
   return keys;
+}
+
+/**
+ * Whether `id` is the id of a request of the POST (same test as comparing `requestIdKey`s,
+ * without building the keys): an answer must be to one of them (security.md H78).
+ */
+function asksFor(messages: RpcMessage[], id: RpcId): boolean {
+  for (const m of messages) {
+    if (!isRequest(m)) continue;
+    const own = m.id;
+    if (typeof own === "number" ? own === id : typeof id !== "number" && `${own}` === `${id}`) return true;
+  }
+  return false;
+}
+
+/** Whether the POST holds a request (not only notifications and responses). */
+function hasRequest(messages: RpcMessage[]): boolean {
+  for (const m of messages) if (isRequest(m)) return true;
+  return false;
 }
 
 function requestIds(messages: RpcMessage[]): RpcId[] {
@@ -115,7 +139,7 @@ export class Forwarder {
   async initialize(ctx: RequestContext, request: RpcRequest): Promise<void> {
     if (this.#opts.draining()) throw new GatewayError("EDGE_DRAINING");
     const route = ctx.route;
-    const signal = AbortSignal.timeout(route.config.upstream.timeout);
+    const signal = deadlineSignal(route.config.upstream.timeout);
     const version = single(ctx.req, "mcp-protocol-version");
     const { session, reply } = await route.upstream.initialize(
       request,
@@ -186,7 +210,13 @@ export class Forwarder {
 
   async post(ctx: RequestContext): Promise<void> {
     const messages = ctx.messages as RpcMessage[];
-    const init = messages.find((m) => isRequest(m) && m.method === "initialize") as RpcRequest | undefined;
+    const init = (
+      messages.length === 1
+        ? isInitialize(messages[0] as RpcMessage)
+          ? messages[0]
+          : undefined
+        : messages.find(isInitialize)
+    ) as RpcRequest | undefined;
     if (init) {
       // MCP lifecycle: initialize is never part of a batch.
       if (messages.length > 1)
@@ -205,8 +235,7 @@ export class Forwarder {
       answeredFromCache(ctx, messages);
       return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
     }
-    const keys = requestKeys(messages);
-    const signal = AbortSignal.timeout(ctx.route.config.upstream.timeout);
+    const signal = deadlineSignal(ctx.route.config.upstream.timeout);
     const fctx = await forwardContext(
       ctx,
       single(ctx.req, "mcp-protocol-version") ?? rec.protocolVersion,
@@ -224,13 +253,13 @@ export class Forwarder {
     if (reply.kind === "accepted") return sendAccepted(ctx.res);
     if (reply.kind === "json") {
       // An answer must be to a request of this POST (security.md H78).
-      if (isResponse(reply.message) && !keys.has(requestIdKey(reply.message.id as RpcId))) {
+      if (isResponse(reply.message) && !asksFor(messages, reply.message.id as RpcId)) {
         throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
       }
       cached?.fill(reply.message, reply.data);
       return sendJson(ctx.res, answer(ctx, reply.data, reply.message));
     }
-    if (keys.size === 0) {
+    if (!hasRequest(messages)) {
       // Notifications and responses get 202; a stream here would carry nothing for the client.
       reply.close();
       return sendAccepted(ctx.res);
@@ -244,8 +273,14 @@ export class Forwarder {
     // In the session era a disconnect is not a cancellation: the upstream keeps being read into the
     // buffer until the answer arrives, and the client can resume with Last-Event-ID.
     ctx.res.on("close", () => stream.detach(sink));
-    const pumping = this.#pump(stream, reply, keys, requestIds(messages), upstream, fctx, (data, msg) =>
-      answer(ctx, data, msg),
+    const pumping = this.#pump(
+      stream,
+      reply,
+      requestKeys(messages),
+      requestIds(messages),
+      upstream,
+      fctx,
+      (data, msg) => answer(ctx, data, msg),
     );
     this.#opts.inflight.add(pumping);
     await pumping;
@@ -289,13 +324,12 @@ export class Forwarder {
   async #pump(
     stream: EdgeStream,
     first: UpstreamReply & { kind: "stream" },
-    keys: Set<string>,
+    outstanding: Set<string>,
     ids: RpcId[],
     upstream: UpstreamSession,
     fctx: ForwardContext,
     deliver: (data: string, msg: RpcMessage | null) => string,
   ): Promise<void> {
-    const outstanding = new Set(keys);
     let reply: UpstreamReply = first;
     let lastUpstreamId: string | undefined;
     let failure: GatewayError | undefined;
@@ -479,7 +513,7 @@ export class Forwarder {
       messages.length === 1 && (messages[0] as { method?: string }).method === "subscriptions/listen";
     const signal = longLived
       ? abort.signal
-      : AbortSignal.any([abort.signal, AbortSignal.timeout(ctx.route.config.upstream.timeout)]);
+      : AbortSignal.any([abort.signal, deadlineSignal(ctx.route.config.upstream.timeout)]);
     const fctx = await forwardContext(
       ctx,
       single(ctx.req, "mcp-protocol-version"),
