@@ -42,8 +42,60 @@ function target(m: RpcRequest): unknown {
 /** One draft per audited JSON-RPC request of the body; one `request` draft for a POST refused unread. */
 export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): AuditDraft[] {
   const { ctx, error } = ev;
+  const messages = ctx.messages;
+  if (!messages) {
+    // Refused (or failed) before the body was read: any such POST may have been a tool call, so it
+    // is recorded, with what is known. GET/DELETE carry no call.
+    if (ctx.req.method !== "POST" || !error) return [];
+    const outcome: AuditOutcome = { kind: "http_error", status: error.status, code: error.code };
+    return [draftOf(ev, now, "request", null, null, null, outcome)];
+  }
+  let drafts: AuditDraft[] | undefined;
+  for (const m of messages) {
+    if (!isRequest(m) || !AUDITED_METHODS.has(m.method)) continue;
+    const known = ctx.outcomes?.get(requestIdKey(m.id));
+    let outcome: AuditOutcome;
+    if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
+    else if (known) outcome = known;
+    else if (ev.status === 0 || ctx.clientGone.aborted) outcome = { kind: "aborted" };
+    else if (ev.status >= 400) outcome = { kind: "http_error", status: ev.status, code: null };
+    else outcome = { kind: "result", isError: null };
+    const params = m.params && !Array.isArray(m.params) ? m.params : undefined;
+    const rawArgs =
+      m.method === "tools/call" || m.method === "prompts/get" ? (params?.arguments ?? {}) : undefined;
+    const draft = draftOf(
+      ev,
+      now,
+      "call",
+      m.method,
+      target(m) as string | null,
+      JSON.stringify(m.id),
+      outcome,
+    );
+    if (rawArgs !== undefined) draft.rawArgs = rawArgs;
+    // Egress proxy: the server's outbound requests during the call (every call of a batch gets
+    // them: the process's requests carry no id). Copied: the array may still grow.
+    if (ctx.egress && ctx.egress.length > 0) draft.egress = ctx.egress.slice();
+    (drafts ??= []).push(draft);
+  }
+  return drafts ?? [];
+}
+
+/**
+ * One draft of a request, its fields in record order (as the request's shared fields followed by
+ * the call's). The time stays epoch ms until finalize.
+ */
+function draftOf(
+  ev: RequestEndEvent,
+  now: number,
+  type: "call" | "request",
+  method: string | null,
+  target: string | null,
+  rpcId: string | null,
+  outcome: AuditOutcome,
+): AuditDraft {
+  const { ctx, error } = ev;
   const p = ctx.principal;
-  const time = new Date(now).toISOString();
   let traceId: string | null = null;
   const tp = ctx.req.headers.traceparent;
   if (typeof tp === "string") traceId = TRACEPARENT.exec(tp.trim().toLowerCase())?.[1] ?? null;
@@ -59,8 +111,8 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     if (presented) session = sessionHash(presented);
   }
   const refused = error !== undefined && !FAILURE_CODES.has(error.code);
-  const base = {
-    time,
+  return {
+    time: now,
     tenant: p?.tenant ?? null,
     subject: p?.subject ?? null,
     principal: p?.id ?? null,
@@ -70,7 +122,7 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     session,
     server: ctx.route.name,
     instance: instanceName(ctx.upstream?.instance ?? ctx.session?.upstream.instance),
-    decision: refused ? ("refused" as const) : ("allowed" as const),
+    decision: refused ? "refused" : "allowed",
     code: error?.code ?? null,
     status: ev.status,
     latencyMs: Math.round(ev.durationMs * 10) / 10,
@@ -78,47 +130,17 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     requestId: ctx.requestId,
     traceId,
     detail: null,
+    type,
+    method,
+    target,
+    rpcId,
+    outcome,
   };
-  const messages = ctx.messages;
-  if (!messages) {
-    // Refused (or failed) before the body was read: any such POST may have been a tool call, so it
-    // is recorded, with what is known. GET/DELETE carry no call.
-    if (ctx.req.method !== "POST" || !error) return [];
-    const outcome: AuditOutcome = { kind: "http_error", status: error.status, code: error.code };
-    return [{ ...base, type: "request", method: null, target: null, rpcId: null, outcome }];
-  }
-  const drafts: AuditDraft[] = [];
-  for (const m of messages) {
-    if (!isRequest(m) || !AUDITED_METHODS.has(m.method)) continue;
-    const known = ctx.outcomes?.get(requestIdKey(m.id));
-    let outcome: AuditOutcome;
-    if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
-    else if (known) outcome = known;
-    else if (ev.status === 0 || ctx.clientGone.aborted) outcome = { kind: "aborted" };
-    else if (ev.status >= 400) outcome = { kind: "http_error", status: ev.status, code: null };
-    else outcome = { kind: "result", isError: null };
-    const params = m.params && !Array.isArray(m.params) ? m.params : undefined;
-    const rawArgs =
-      m.method === "tools/call" || m.method === "prompts/get" ? (params?.arguments ?? {}) : undefined;
-    drafts.push({
-      ...base,
-      type: "call",
-      method: m.method,
-      target: target(m) as string | null,
-      rpcId: JSON.stringify(m.id),
-      outcome,
-      ...(rawArgs !== undefined ? { rawArgs } : {}),
-      // Egress proxy: the server's outbound requests during the call (every call of a batch gets
-      // them: the process's requests carry no id). Copied: the array may still grow.
-      ...(ctx.egress && ctx.egress.length > 0 ? { egress: ctx.egress.slice() } : {}),
-    });
-  }
-  return drafts;
 }
 
 export function draftFromSession(ev: SessionEvent, now = Date.now()): AuditDraft {
   return {
-    time: new Date(now).toISOString(),
+    time: now,
     type: ev.kind === "start" ? "session.start" : "session.end",
     tenant: ev.tenant,
     subject: null,
@@ -146,7 +168,7 @@ export function draftFromSession(ev: SessionEvent, now = Date.now()): AuditDraft
 
 export function draftFromAdmin(ev: AdminEvent, now = Date.now()): AuditDraft {
   return {
-    time: new Date(now).toISOString(),
+    time: now,
     type: "admin",
     tenant: ev.tenant,
     subject: ev.actor,

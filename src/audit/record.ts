@@ -88,7 +88,12 @@ export interface AuditRecord {
 export const GENESIS = "0".repeat(64);
 
 /** What the request path hands over: the record minus chain fields, arguments still raw. */
-export type AuditDraft = Omit<AuditRecord, "v" | "chain" | "seq" | "prev" | "hash" | "args"> & {
+export type AuditDraft = Omit<AuditRecord, "v" | "chain" | "seq" | "prev" | "hash" | "args" | "time"> & {
+  /**
+   * When the event happened: epoch ms as the request path takes it (formatted at finalize), or
+   * the ISO 8601 text already.
+   */
+  time: string | number;
   /** Raw arguments (as parsed from the body); undefined when the method has none. */
   rawArgs?: unknown;
 };
@@ -367,6 +372,27 @@ export function recordArgs(raw: unknown, policy: ArgsPolicy): AuditArgs {
   return cut.truncated ? { digest, value, truncated: true } : { digest, value };
 }
 
+/** The second last formatted by isoTime, and its text up to the milliseconds ("…T12:34:56."). */
+let isoSecond = Number.NaN;
+let isoPrefix = "";
+
+/**
+ * `new Date(ms).toISOString()`, the text up to the seconds reused while the second is the same
+ * (records of one flush mostly share it).
+ */
+export function isoTime(ms: number): string {
+  const t = Math.trunc(ms);
+  // Outside the common range (or NaN): Date's own handling, errors included.
+  if (!(t >= 0 && t < 253402300800000)) return new Date(ms).toISOString();
+  const second = Math.floor(t / 1000);
+  const milli = t - second * 1000;
+  if (second !== isoSecond) {
+    isoPrefix = new Date(second * 1000).toISOString().slice(0, -4);
+    isoSecond = second;
+  }
+  return `${isoPrefix}${milli < 10 ? "00" : milli < 100 ? "0" : ""}${milli}Z`;
+}
+
 /** String fields of a record; each is escaped and bounded at finalize (never on the request path). */
 const STRING_FIELDS = [
   "tenant",
@@ -390,7 +416,11 @@ export type FinalRecord = Omit<AuditRecord, "v" | "chain" | "seq" | "prev" | "ha
 /** The stored record (without chain fields) from a draft: arguments processed, strings bounded. */
 export function finalizeDraft(d: AuditDraft, policy: ArgsPolicy): FinalRecord {
   const { rawArgs, ...rest } = d;
-  const out: FinalRecord = { ...rest, args: rawArgs === undefined ? null : recordArgs(rawArgs, policy) };
+  const out: FinalRecord = {
+    ...rest,
+    time: typeof rest.time === "number" ? isoTime(rest.time) : rest.time,
+    args: rawArgs === undefined ? null : recordArgs(rawArgs, policy),
+  };
   for (const k of STRING_FIELDS) out[k] = field(rest[k]);
   if (rest.detail) {
     const detail: Record<string, string> = {};
