@@ -1,4 +1,4 @@
-import type { DatabaseSync, StatementSync } from "node:sqlite";
+import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
 import { openDatabase } from "../store/sqlite.ts";
 import type { AuditRecord } from "./record.ts";
 import {
@@ -15,6 +15,28 @@ import {
 const FILTER = `(?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR subject = ?2) AND (?3 IS NULL OR target = ?3)
   AND (?4 IS NULL OR type = ?4) AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR ts < ?6)`;
 
+/** Rows per INSERT statement, largest first (9 parameters a row: 576 at most, under every SQLite limit). */
+const INSERT_SIZES = [64, 16, 4, 1];
+
+/** The second of the last time text read by epochMs ("…T12:34:56."), and its epoch ms. */
+let msPrefix = "";
+let msPrefixValue = 0;
+const ISO_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+/**
+ * `Date.parse(time)` for the record times the audit writes (`YYYY-MM-DDTHH:MM:SS.mmmZ`): the
+ * second is parsed once and reused while it stays the same; any other text goes to Date.parse.
+ */
+export function epochMs(time: string): number {
+  if (time.length !== 24 || !ISO_MS.test(time)) return Date.parse(time);
+  const prefix = time.slice(0, 20);
+  if (prefix !== msPrefix) {
+    msPrefixValue = Date.parse(`${prefix}000Z`);
+    msPrefix = prefix;
+  }
+  return msPrefixValue + Number(time.slice(20, 23));
+}
+
 /**
  * Audit records in SQLite. The store opens its own connection with a short busy timeout: node:sqlite
  * is synchronous, so a locked database must fail fast (the records go to the spool) rather than
@@ -22,8 +44,9 @@ const FILTER = `(?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR subject = ?2) AND
  */
 export class SqliteAuditStore implements AuditStore {
   readonly #db: DatabaseSync;
+  /** Multi-row INSERT statements by row count (INSERT_SIZES). */
+  readonly #inserts = new Map<number, StatementSync>();
   readonly #stmt: {
-    insert: StatementSync;
     heads: StatementSync;
     asc: StatementSync;
     desc: StatementSync;
@@ -36,10 +59,6 @@ export class SqliteAuditStore implements AuditStore {
     this.#db = openDatabase(file);
     this.#db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 20))}`);
     this.#stmt = {
-      insert: this.#db.prepare(
-        `INSERT OR IGNORE INTO audit (chain, seq, ts, type, tenant, subject, target, record, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ),
       // SQLite returns the bare columns of the row holding the MAX (documented behaviour).
       heads: this.#db.prepare("SELECT chain, MAX(seq) AS seq, hash FROM audit GROUP BY chain"),
       asc: this.#db.prepare(`SELECT * FROM audit WHERE ${FILTER} AND id > ?7 ORDER BY id LIMIT ?8`),
@@ -54,24 +73,37 @@ export class SqliteAuditStore implements AuditStore {
     if (records.length === 0) return;
     this.#db.exec("BEGIN IMMEDIATE");
     try {
-      for (const { record: r, text } of records) {
-        this.#stmt.insert.run(
-          r.chain,
-          r.seq,
-          Date.parse(r.time),
-          r.type,
-          r.tenant,
-          r.subject,
-          r.target,
-          text,
-          r.hash,
-        );
+      // Rows go in by the largest multi-row statement that fits, in order (one call per statement
+      // instead of one per row); the statements are prepared once per size.
+      let at = 0;
+      for (const size of INSERT_SIZES) {
+        while (records.length - at >= size) {
+          const values: SQLInputValue[] = [];
+          for (let i = at; i < at + size; i++) {
+            const { record: r, text } = records[i] as ChainedRecord;
+            values.push(r.chain, r.seq, epochMs(r.time), r.type, r.tenant, r.subject, r.target, text, r.hash);
+          }
+          this.#insert(size).run(...values);
+          at += size;
+        }
       }
       this.#db.exec("COMMIT");
     } catch (err) {
       if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
       throw err;
     }
+  }
+
+  #insert(rows: number): StatementSync {
+    let stmt = this.#inserts.get(rows);
+    if (!stmt) {
+      stmt = this.#db.prepare(
+        `INSERT OR IGNORE INTO audit (chain, seq, ts, type, tenant, subject, target, record, hash)
+         VALUES ${Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?, ?, ?, ?)").join(", ")}`,
+      );
+      this.#inserts.set(rows, stmt);
+    }
+    return stmt;
   }
 
   async heads(): Promise<Map<string, { seq: number; hash: string }>> {
