@@ -22,6 +22,11 @@ export interface UpstreamCredentials {
    */
   headers(signal?: AbortSignal): Promise<Record<string, string>>;
   /**
+   * The headers `headers()` would give, when they are known without waiting (no credentials, or
+   * static ones); undefined otherwise. Saves the request path an await per call.
+   */
+  now?(): Record<string, string> | undefined;
+  /**
    * The upstream answered 401 to a request sent with `rejected` (the headers `headers()` gave).
    * Resolves true when different credentials now exist, worth one retry of that request: a newer
    * token than the rejected one, already fetched or fetched now. Never throws.
@@ -48,6 +53,7 @@ const EXPIRY_SKEW_MS = 1000;
 
 const NO_CREDENTIALS: UpstreamCredentials = {
   headers: () => Promise.resolve({}),
+  now: () => ({}),
   refreshAfterRejection: () => Promise.resolve(false),
   stop: () => {},
 };
@@ -80,6 +86,7 @@ export function createCredentials(
     const frozen = Object.freeze({ ...fixed });
     return {
       headers: () => Promise.resolve({ ...frozen }),
+      now: () => ({ ...frozen }),
       // A static secret cannot be renewed: the 401 goes to the client as the upstream sent it.
       refreshAfterRejection: () => Promise.resolve(false),
       stop: () => {},

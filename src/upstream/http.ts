@@ -173,7 +173,7 @@ export class HttpUpstream implements Upstream {
         if (body !== undefined) req.body = body;
         return this.#egress.request(inst.url, req);
       };
-      const creds = await this.#creds.headers(ctx.signal);
+      const creds = this.#creds.now?.() ?? (await this.#creds.headers(ctx.signal));
       const res = await attempt(creds);
       // A 401 means the upstream did not process the request (RFC 9110 §15.5.2, RFC 6750 §3.1), so
       // sending it once more with renewed credentials is safe even for tools/call. One retry only;
