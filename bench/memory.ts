@@ -12,6 +12,7 @@
  *   2. N sessions opened (initialize + notifications/initialized), left idle: RSS and heap again;
  *   3. one standalone GET stream opened on each session, each on its own connection, held open:
  *      RSS and heap again;
+ *   (sessions and streams are opened 1 000 at a time, with a full GC in the edge after each batch);
  *   4. streams and sessions closed: RSS and heap again (what is not given back was churn).
  * Each reading is taken after a full GC and a pause, median of three. Per session = (2 − 1) / N;
  * per stream = (3 − 2) / streams. RSS is read from /proc/<pid>/status (VmRSS); heap from the
@@ -49,6 +50,13 @@ const outFile = path.resolve(
 );
 const SESSION_VERSION = "2025-11-25";
 const STREAMS_PER_UPSTREAM = 3000;
+/**
+ * Sessions and streams are opened this many at a time, with a full GC in the edge after each
+ * chunk: what opening them churns is collected as it would be over time in a running edge, instead
+ * of piling up into the process's high-water mark (which made the RSS figures vary several-fold
+ * from run to run).
+ */
+const FILL_CHUNK = 1000;
 
 function note(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -95,6 +103,8 @@ interface Edge {
   key: string;
   /** Full GC in the edge, a pause, then RSS (from /proc) and its report; medians of 3. */
   settle(): Promise<Reading>;
+  /** One full GC in the edge (while filling: see FILL_CHUNK). */
+  gc(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -175,6 +185,9 @@ async function startEdge(dir: string, upstreams: string[]): Promise<Edge> {
         heapTotal: med((r) => r.heapTotal),
         external: med((r) => r.external),
       };
+    },
+    gc: async () => {
+      await gcOnce();
     },
     stop: () => proc.stop(30_000),
   };
@@ -364,12 +377,20 @@ async function step(n: number, tmp: string, fdHard: number): Promise<MemoryStep>
     const base = await edge.settle();
     note(`  ${n}: baseline: ${show(base)}`);
     const t0 = performance.now();
-    await clients.open(n);
+    for (let done = 0; done < n; done += FILL_CHUNK) {
+      await clients.open(Math.min(FILL_CHUNK, n - done));
+      await edge.gc();
+    }
     note(`  ${n}: ${n} sessions open in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const withSessions = await edge.settle();
     note(`  ${n}: with the sessions: ${show(withSessions)}`);
     const t1 = performance.now();
-    held = await clients.streams(clients.ids.slice(0, streamsWanted));
+    for (let done = 0; done < streamsWanted; done += FILL_CHUNK) {
+      held.push(
+        ...(await clients.streams(clients.ids.slice(done, Math.min(streamsWanted, done + FILL_CHUNK)))),
+      );
+      await edge.gc();
+    }
     note(`  ${n}: ${held.length} streams open in ${((performance.now() - t1) / 1000).toFixed(1)} s`);
     await sleep(500);
     const withStreams = await edge.settle();

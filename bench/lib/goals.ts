@@ -183,7 +183,7 @@ export function evaluateGoals(input: { e2e?: E2EResult; memory?: MemoryResult })
         text,
         threshold,
         figure:
-          `${per.toFixed(1)} KB/stream (${step.streamCount} streams held${step.streamCount < step.count ? ` of ${step.count}: ${step.note ?? "fd limit"}` : ""}; ` +
+          `${per.toFixed(1)} KB/stream (${step.streamCount} streams held${step.streamCount < step.count ? ` of ${step.count}, the most the open-file limit allows` : ""}; ` +
           `heap ${(step.streams.heapPerItemBytes / KB).toFixed(1)} KB/stream)`,
         status: status(per <= 20),
       });
