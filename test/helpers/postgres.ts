@@ -50,7 +50,10 @@ export interface PostgresFixture {
   track(db: PostgresDb): PostgresDb;
 }
 
-/** Call at the top level of a test file: registers the cleanup with `after`. */
+/**
+ * Call at the top level of a test file: registers the cleanup with `after`. Hooks run in the order
+ * they were registered: register the `after` that stops processes using the schema (edges) first.
+ */
 export function postgresFixture(): PostgresFixture {
   const dbs: PostgresDb[] = [];
   const schemas = new Set<string>();
@@ -60,6 +63,9 @@ export function postgresFixture(): PostgresFixture {
     const client = new Client({ connectionString: POSTGRES_URL });
     await client.connect();
     try {
+      // A schema still in use by a live process (a test that stops its edges in a later hook) would
+      // block the DROP for ever: give up after a while, loudly, rather than hang the suite.
+      await client.query("SET lock_timeout = '10s'");
       for (const s of schemas) await client.query(`DROP SCHEMA IF EXISTS "${s}" CASCADE`);
     } finally {
       await client.end();

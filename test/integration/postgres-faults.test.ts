@@ -34,7 +34,6 @@ const ready = skip === undefined && (await redisReady("PostgreSQL faults"));
 if (skip !== undefined) process.stderr.write(`\n*** SKIPPING PostgreSQL faults: ${skip} ***\n\n`);
 
 if (ready) {
-  const pg = postgresFixture();
   const prefix = testPrefix();
   let upstream: SpawnedFixture;
   let proxy: TcpProxy;
@@ -67,6 +66,8 @@ if (ready) {
     await dropPrefix(c, prefix);
     c.disconnect();
   });
+  // After the hook above (hooks run in order): the schema is dropped once the edge is stopped.
+  const pg = postgresFixture();
 
   async function adminApi(method: string, p: string, body?: unknown) {
     const res = await fetch(`${edge.gw.adminUrl}${p}`, {

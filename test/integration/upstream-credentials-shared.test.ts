@@ -28,7 +28,6 @@ const ready = skip === undefined && (await redisReady("shared upstream credentia
 if (skip !== undefined) process.stderr.write(`\n*** SKIPPING shared upstream credentials: ${skip} ***\n\n`);
 
 if (ready) {
-  const pg = postgresFixture();
   const prefix = testPrefix();
   let idp: OidcServer;
   let up: ProtectedUpstream;
@@ -78,6 +77,8 @@ if (ready) {
     r.disconnect();
     delete process.env[SECRET_ENV];
   });
+  // After the hook above (hooks run in order): the schema is dropped once the edge is stopped.
+  const pg = postgresFixture();
 
   async function connect(edge: InProcessEdge): Promise<Client> {
     const client = new Client({ name: "shared-creds", version: "1.0.0" });
