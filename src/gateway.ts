@@ -324,17 +324,25 @@ export class Gateway {
     // scraped: sessions from the store (the truth, also after a restart), open streams, upstreams.
     if (config.metrics.enabled) {
       const sessionStore = this.#store;
+      // Fix (test/integration/distributed-redis-down.test.ts): with Redis down the count failed and
+      // /metrics answered 500 — the page that reports mcp_edge_redis_up 0. The last count stands.
+      let lastCounts: ReadonlyMap<string, number> = new Map();
       this.#metrics = new Metrics({
         config: config.metrics,
         routes: this.routes,
         streams: () => this.#streams.size,
         sessions: async () => {
           const counts = new Map<string, number>();
-          for (const name of this.routes.keys()) {
-            let n = 0;
-            for (const c of (await sessionStore.countByInstance(name)).values()) n += c;
-            counts.set(name, n);
+          try {
+            for (const name of this.routes.keys()) {
+              let n = 0;
+              for (const c of (await sessionStore.countByInstance(name)).values()) n += c;
+              counts.set(name, n);
+            }
+          } catch {
+            return lastCounts;
           }
+          lastCounts = counts;
           return counts;
         },
       });
@@ -792,6 +800,10 @@ export class Gateway {
   async #stop(): Promise<void> {
     this.#draining = true;
     this.log.info({ inflight: this.#inflight.size }, "draining");
+    // Readiness fails first; the listener stays open `drain.delay` so the load balancer stops
+    // sending before connections would be refused (or reset in the accept queue).
+    const delay = this.config.drain.delay ?? (this.#shared ? 5000 : 0);
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
     this.#public?.close();
     this.#public?.closeIdleConnections();
     // Fix (test/integration/drain.test.ts): the admin listener stays open while calls drain, so a

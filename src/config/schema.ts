@@ -691,6 +691,10 @@ export const configSchema = z
         timeout: duration
           .prefault("30s")
           .meta({ description: "In-flight calls get this long to finish on SIGTERM." }),
+        delay: duration.optional().meta({
+          description:
+            "On SIGTERM, /readyz fails at once but the listener keeps serving this long before it closes, so a load balancer stops sending new connections first (a closed listener resets connections still in its accept queue). New sessions are refused (503 EDGE_DRAINING) meanwhile. Default: 5s in distributed mode, 0 otherwise.",
+        }),
       })
       .prefault({ timeout: "30s" })
       .meta({ description: "Graceful shutdown." }),

@@ -30,7 +30,8 @@ export function withTestDefaults(doc: EdgeConfigDoc, dir = tempDir()): EdgeConfi
     store: { sqlite: path.join(dir, "edge.db") },
     log: { level: "warn" },
     // A test that stops its edge must not wait the production drain (30 s) for a call it abandoned.
-    drain: { timeout: "5s" },
+    // No readiness grace either (distributed mode defaults to 5 s): no balancer watches these edges.
+    drain: { timeout: "5s", delay: "0s" },
     ...doc,
   };
 }
