@@ -56,3 +56,70 @@ export interface RequestContext {
    */
   egress?: EgressDecision[];
 }
+
+/**
+ * The context of a request on the public listener. Every field is there from the start (one
+ * object shape for every request), and `clientGone` is made only when something reads it: most
+ * requests never do, and an AbortController per request costs more than the flag it stands for.
+ */
+export class PublicRequestContext implements RequestContext {
+  readonly requestId: string;
+  readonly startedAt: number;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly route: Route;
+  readonly endpoint: Endpoint;
+  readonly log: Logger;
+  principal?: Principal = undefined;
+  body?: string = undefined;
+  messages?: RpcMessage[] = undefined;
+  batch?: boolean = undefined;
+  era?: "session" | "stateless" = undefined;
+  rewrite?: (data: string) => string | undefined = undefined;
+  outcomes?: Map<string, CallOutcome> = undefined;
+  upstream?: { instance: string; ms: number } = undefined;
+  session?: SessionRecord = undefined;
+  egress?: EgressDecision[] = undefined;
+  #gone: AbortController | undefined = undefined;
+  #left = false;
+
+  constructor(
+    requestId: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: Route,
+    endpoint: Endpoint,
+    log: Logger,
+  ) {
+    this.requestId = requestId;
+    this.startedAt = performance.now();
+    this.req = req;
+    this.res = res;
+    this.route = route;
+    this.endpoint = endpoint;
+    this.log = log;
+    res.on("close", () => {
+      if (res.writableFinished) return;
+      this.#left = true;
+      this.#gone?.abort();
+    });
+  }
+
+  get clientGone(): AbortSignal {
+    if (!this.#gone) {
+      this.#gone = new AbortController();
+      if (this.#left) this.#gone.abort();
+    }
+    return this.#gone.signal;
+  }
+
+  /** Whether the client went away before the answer was complete (`clientGone.aborted`, without making it). */
+  get clientLeft(): boolean {
+    return this.#left;
+  }
+}
+
+/** `ctx.clientGone.aborted`, without making the signal of a context that has none yet. */
+export function clientLeft(ctx: RequestContext): boolean {
+  return ctx instanceof PublicRequestContext ? ctx.clientLeft : ctx.clientGone.aborted;
+}

@@ -18,7 +18,7 @@ import { SqliteAuditStore } from "./audit/sqlite.ts";
 import { ListCache } from "./cache/list-cache.ts";
 import type { Config } from "./config/schema.ts";
 import { assessConfig } from "./config/warnings.ts";
-import type { Endpoint, RequestContext, Route } from "./context.ts";
+import { type Endpoint, PublicRequestContext, type RequestContext, type Route } from "./context.ts";
 import { Egress } from "./egress/index.ts";
 import { EgressProxy } from "./egress/proxy.ts";
 import { GatewayError } from "./errors/errors.ts";
@@ -710,20 +710,15 @@ export class Gateway {
       return;
     }
     const requestId = randomUUID();
-    const gone = new AbortController();
-    res.on("close", () => {
-      if (!res.writableFinished) gone.abort();
-    });
-    const ctx: RequestContext = {
+    // Its `clientGone` is made when first read; the client's going away is noted from now on.
+    const ctx: RequestContext = new PublicRequestContext(
       requestId,
-      startedAt: performance.now(),
       req,
       res,
-      route: hit.route,
-      endpoint: hit.endpoint,
-      log: this.log,
-      clientGone: gone.signal,
-    };
+      hit.route,
+      hit.endpoint,
+      this.log,
+    );
     res.setHeader("x-mcp-edge-request-id", requestId);
     const scope = { reqId: requestId, server: hit.route.name };
     // Rate limits: an address over its failed-authentication budget is refused (429) before its

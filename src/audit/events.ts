@@ -2,6 +2,7 @@
  * Drafts from the pipeline's diagnostics_channel events. These run synchronously inside `publish`
  * on the request path, so they only copy fields: no hashing, no serialization, no I/O.
  */
+import { clientLeft } from "../context.ts";
 import { single } from "../listen/hygiene.ts";
 import { isRequest, type RpcRequest, requestIdKey } from "../listen/jsonrpc.ts";
 import type { AdminEvent, RequestEndEvent, SessionEvent } from "../observability/channels.ts";
@@ -57,7 +58,7 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     let outcome: AuditOutcome;
     if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
     else if (known) outcome = known;
-    else if (ev.status === 0 || ctx.clientGone.aborted) outcome = { kind: "aborted" };
+    else if (ev.status === 0 || clientLeft(ctx)) outcome = { kind: "aborted" };
     else if (ev.status >= 400) outcome = { kind: "http_error", status: ev.status, code: null };
     else outcome = { kind: "result", isError: null };
     const params = m.params && !Array.isArray(m.params) ? m.params : undefined;
