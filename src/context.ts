@@ -49,6 +49,8 @@ export interface RequestContext {
   outcomes?: Map<string, CallOutcome>;
   /** The upstream instance that served the call, and how long the upstream took (ms). */
   upstream?: { instance: string; ms: number };
+  /** performance.now() when the forward stage started talking to the upstream (tracing.ts marks it). */
+  upstreamAt?: number;
   session?: SessionRecord;
   /**
    * Outbound requests a stdio server made through the egress proxy while this request was in
@@ -78,6 +80,7 @@ export class PublicRequestContext implements RequestContext {
   rewrite?: (data: string) => string | undefined = undefined;
   outcomes?: Map<string, CallOutcome> = undefined;
   upstream?: { instance: string; ms: number } = undefined;
+  upstreamAt?: number = undefined;
   session?: SessionRecord = undefined;
   egress?: EgressDecision[] = undefined;
   #gone: AbortController | undefined = undefined;

@@ -56,8 +56,6 @@ interface RequestSpans {
 
 /** Which Tracing serves a route (several gateways may run in one process: tests). */
 const bound = new WeakMap<Route, Tracing>();
-/** performance.now() when the forward stage started talking to the upstream, per request. */
-const upstreamMarks = new WeakMap<RequestContext, number>();
 
 /**
  * Called by the forward stage as it builds the upstream headers: marks the start of the upstream
@@ -70,7 +68,7 @@ export function forwarding(ctx: RequestContext, headers: Record<string, string>)
 
 /** When the request started talking to its upstream (performance.now()), if it did. */
 export function upstreamStartedAt(ctx: RequestContext): number | undefined {
-  return upstreamMarks.get(ctx);
+  return ctx.upstreamAt;
 }
 
 export interface TracingOptions {
@@ -156,7 +154,7 @@ export class Tracing {
 
   /** See the module function `forwarding`. */
   forwarding(ctx: RequestContext, headers: Record<string, string>): void {
-    if (this.#markUpstream && !upstreamMarks.has(ctx)) upstreamMarks.set(ctx, performance.now());
+    if (this.#markUpstream && ctx.upstreamAt === undefined) ctx.upstreamAt = performance.now();
     const tracer = this.#tracer;
     if (!tracer) return;
     const spans = this.#requestSpans(tracer, ctx);
