@@ -64,7 +64,9 @@ if (ready) {
       // event-loop stall into 503 EDGE_STORE_UNAVAILABLE (seen at load average 29 on 2 cores). The
       // Redis-down test keeps the default: there the timeout is what it measures.
       redis: { commandTimeout: "1s" },
-      extra: { streams: { retry: "100ms" } },
+      // drain.delay left to the product's default (5 s in distributed mode): /readyz fails at once,
+      // the listener keeps serving until the balancer's probe has taken the edge out.
+      extra: { streams: { retry: "100ms" }, drain: { timeout: "5s" } },
     });
     cluster.lb.watchReadiness(50);
   });
