@@ -587,7 +587,7 @@ const redisStoreSchema = z.strictObject({
     description:
       "Prefix of every key. On Redis Cluster use a hash tag (`{mcp-edge}:`) so that every key lives in one slot.",
   }),
-  commandTimeout: duration.prefault("100ms").meta({
+  commandTimeout: duration.prefault("250ms").meta({
     description:
       "Longest wait for one Redis command (queued ones included while reconnecting). Past it, session requests answer 503 with Retry-After and rate limits use the local fallback.",
   }),

@@ -14,7 +14,7 @@
  * invalidate also has a short bound of its own (key records: 1 s; hot session records: a few
  * seconds), and on reconnect the subscriber reports a `resync` so the caches are cleared at once.
  *
- * Failure (security.md §3): the clients fail fast (`commandTimeout`, default 100 ms) and reconnect
+ * Failure (security.md §3): the clients fail fast (`store.redis.commandTimeout`, default 250 ms) and reconnect
  * on their own; nothing here needs a restart when Redis or PostgreSQL come back.
  */
 import { randomBytes } from "node:crypto";

@@ -437,6 +437,6 @@ test("store: distributed mode needs both Redis and PostgreSQL; URLs are checked"
     {},
   );
   assert.equal(c.store.redis?.keyPrefix, "mcp-edge:");
-  assert.equal(c.store.redis?.commandTimeout, 100);
+  assert.equal(c.store.redis?.commandTimeout, 250);
   assert.equal(c.store.postgres?.schema, "mcp_edge");
 });
