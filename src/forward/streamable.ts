@@ -1,6 +1,6 @@
 import type { IdentitySigner } from "../auth/identity.ts";
 import { CACHE_HEADER, type CacheLookup, type ListCache } from "../cache/list-cache.ts";
-import type { RequestContext, Route } from "../context.ts";
+import type { RequestContext } from "../context.ts";
 import { callRecorder } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { single } from "../listen/hygiene.ts";
@@ -47,13 +47,13 @@ export interface ForwarderOptions {
   cache?: ListCache;
 }
 
-async function forwardContext(
+/** The forward context of a call, its upstream headers (upstreamHeaders) already made. */
+function forwardContext(
   ctx: RequestContext,
   protocolVersion: string | undefined,
   signal: AbortSignal,
-  identity: IdentitySigner | undefined,
-): Promise<ForwardContext> {
-  const headers = await upstreamHeaders(ctx, identity);
+  headers: Record<string, string>,
+): ForwardContext {
   // Metrics and traces (src/observability/tracing.ts): marks the start of the upstream exchange
   // and, with tracing on, starts the `mcp.upstream` span and puts its `traceparent` in the headers.
   forwarding(ctx, headers);
@@ -144,7 +144,7 @@ export class Forwarder {
     const { session, reply } = await route.upstream.initialize(
       request,
       ctx.body as string,
-      await forwardContext(ctx, version, signal, this.#opts.identity),
+      forwardContext(ctx, version, signal, await upstreamHeaders(ctx, this.#opts.identity)),
     );
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
     // The answer to initialize is read whole (it is small) so that the session exists before the
@@ -236,19 +236,28 @@ export class Forwarder {
       return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
     }
     const signal = deadlineSignal(ctx.route.config.upstream.timeout);
-    const fctx = await forwardContext(
+    const fctx = forwardContext(
       ctx,
       single(ctx.req, "mcp-protocol-version") ?? rec.protocolVersion,
       signal,
-      this.#opts.identity,
+      await upstreamHeaders(ctx, this.#opts.identity),
     );
     const t0 = performance.now();
-    const posted = await this.#postUpstream(ctx.route, rec, ctx.body as string, messages, fctx);
-    const upstream = posted.upstream;
+    // Nothing reached a live session when it is lost, so sending again on the re-initialized one is safe.
+    const body = ctx.body as string;
+    let upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
+    let first: UpstreamReply;
+    try {
+      first = await upstream.post(body, messages, fctx);
+    } catch (err) {
+      if (!(err instanceof UpstreamSessionLost)) throw err;
+      upstream = await this.#sessions.upstreamOf(ctx.route, rec, err, fctx.headers);
+      first = await upstream.post(body, messages, fctx);
+    }
     // Which instance served the call, and (updated when the answer is complete) how long it took.
     const served = { instance: upstream.binding.instance, ms: performance.now() - t0 };
     ctx.upstream = served;
-    const reply = cached && posted.reply.kind === "stream" ? cached.tap(posted.reply) : posted.reply;
+    const reply = cached && first.kind === "stream" ? cached.tap(first) : first;
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
     if (reply.kind === "accepted") return sendAccepted(ctx.res);
     if (reply.kind === "json") {
@@ -296,24 +305,6 @@ export class Forwarder {
     const lookup = this.#opts.cache?.lookup(ctx);
     if (lookup) ctx.res.setHeader(CACHE_HEADER, lookup.hit ? "hit" : "miss");
     return lookup;
-  }
-
-  async #postUpstream(
-    route: Route,
-    rec: SessionRecord,
-    body: string,
-    messages: RpcMessage[],
-    fctx: ForwardContext,
-  ): Promise<{ upstream: UpstreamSession; reply: UpstreamReply }> {
-    let upstream = await this.#sessions.upstreamOf(route, rec, undefined, fctx.headers);
-    try {
-      return { upstream, reply: await upstream.post(body, messages, fctx) };
-    } catch (err) {
-      if (!(err instanceof UpstreamSessionLost)) throw err;
-      // Nothing reached a live session, so sending again on the re-initialized one is safe.
-      upstream = await this.#sessions.upstreamOf(route, rec, err, fctx.headers);
-      return { upstream, reply: await upstream.post(body, messages, fctx) };
-    }
   }
 
   /**
@@ -433,11 +424,11 @@ export class Forwarder {
       return;
     }
     const abort = new AbortController();
-    const fctx = await forwardContext(
+    const fctx = forwardContext(
       ctx,
       single(ctx.req, "mcp-protocol-version") ?? rec.protocolVersion,
       abort.signal,
-      this.#opts.identity,
+      await upstreamHeaders(ctx, this.#opts.identity),
     );
     let upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
     let reply: UpstreamReply;
@@ -514,11 +505,11 @@ export class Forwarder {
     const signal = longLived
       ? abort.signal
       : AbortSignal.any([abort.signal, deadlineSignal(ctx.route.config.upstream.timeout)]);
-    const fctx = await forwardContext(
+    const fctx = forwardContext(
       ctx,
       single(ctx.req, "mcp-protocol-version"),
       signal,
-      this.#opts.identity,
+      await upstreamHeaders(ctx, this.#opts.identity),
     );
     const keys = requestKeys(messages);
     try {
