@@ -101,7 +101,12 @@ export async function spawnEdge(
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const ready = await new Promise<{ url: string; admin: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`edge did not start:\n${output}`)), timeoutMs);
+    // Fix: an edge that starts after the deadline was left running (the test never registered it
+    // for cleanup), so the test file never exited. It is killed with the failure.
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`edge did not start within ${timeoutMs} ms:\n${output}`));
+    }, timeoutMs);
     createInterface({ input: child.stdout! }).on("line", (line) => {
       output += `${line}\n`;
       try {
