@@ -52,6 +52,7 @@ import {
   cpuOf,
   descendants,
   freePort,
+  pidsNamed,
   listeningLine,
   machineBusyMicros,
   NODE_BIN,
@@ -176,6 +177,8 @@ interface RunningPath {
   proc?: Started;
   /** Processes that serve as this path's upstream, when it spawns its own (stdio). */
   upstreamPids?(): number[];
+  /** Store servers the path uses on this machine (Redis, PostgreSQL): their CPU is the path's too. */
+  storePids?(): number[];
   stop(): Promise<void>;
 }
 
@@ -461,6 +464,7 @@ async function startHttpEdge(
       url: (s) => running.announced[s.id] as string,
       headers: (s) => headers.get(s.id) ?? {},
       proc,
+      ...(store ? { storePids: () => pidsNamed(["redis-server", "postgres"]) } : {}),
       stop: async () => {
         await running.stop(30_000);
         if (store) await removeStore(store, note);
@@ -733,6 +737,9 @@ function aggregate(
     proxyCpuUsPerReq: m((t) => t.proxyCpuUsPerReq),
     upstreamCpuUsPerReq: m((t) => t.upstreamCpuUsPerReq),
     loadgenCpuUsPerReq: m((t) => t.loadgenCpuUsPerReq),
+    ...(trials.some((t) => t.storeCpuUsPerReq !== undefined)
+      ? { storeCpuUsPerReq: m((t) => t.storeCpuUsPerReq ?? Number.NaN) }
+      : {}),
     backgroundCpuPct: m((t) => t.backgroundCpuPct),
     proxyRssMiB,
     errors: trials.reduce((a, t) => a + t.errors, 0),
@@ -772,12 +779,15 @@ async function measure(
         const proxy = rp.proc;
         const gen = gens.get(id)!;
         const upPids = rp.upstreamPids ? rp.upstreamPids() : upstream ? [upstream.pid] : [];
-        const pids = [...(proxy ? [proxy.pid] : []), gen.pid, ...upPids];
+        const storePids = rp.storePids?.() ?? [];
+        const pids = [...(proxy ? [proxy.pid] : []), gen.pid, ...upPids, ...storePids];
         const m0 = machineBusyMicros();
         const all0 = cpuOf(pids);
         const p0 = proxy ? cpuMicros(proxy.pid) : 0;
         const u0 = cpuOf(upPids);
+        const s0 = cpuOf(storePids);
         const r = await gen.trial();
+        const s1 = cpuOf(storePids);
         const u1 = cpuOf(upPids);
         const p1 = proxy ? cpuMicros(proxy.pid) : 0;
         const all1 = cpuOf(pids);
@@ -787,6 +797,7 @@ async function measure(
           ...r,
           proxyCpuUsPerReq: proxy ? (p1 - p0) / n : Number.NaN,
           upstreamCpuUsPerReq: cpuDelta(u0, u1) / n,
+          ...(storePids.length ? { storeCpuUsPerReq: cpuDelta(s0, s1) / n } : {}),
           backgroundCpuPct: Math.max(0, (100 * (m1 - m0 - cpuDelta(all0, all1))) / (r.elapsedMs * 1000)),
         });
         note(

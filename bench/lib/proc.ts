@@ -262,3 +262,17 @@ export function cpuDelta(before: Map<number, number>, after: Map<number, number>
   }
   return sum;
 }
+
+/** Pids of the processes whose command name (/proc/<pid>/comm) is one of `names`. */
+export function pidsNamed(names: string[]): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (names.includes(readFileSync(`/proc/${name}/comm`, "utf8").trim())) out.push(Number(name));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}

@@ -38,6 +38,7 @@ function scenarioTable(result: E2EResult, scenarioId: string, heading: string): 
     ...(first ? [`p50 − ${ref} ms`] : []),
     ...(ref !== "direct" ? [`CPU vs ${ref}`] : []),
   ];
+  const withStore = result.rows.some((r) => r.scenario === s.id && r.storeCpuUsPerReq !== undefined);
   const cols = [
     "conns",
     "path",
@@ -46,6 +47,7 @@ function scenarioTable(result: E2EResult, scenarioId: string, heading: string): 
     "p99 ms",
     "proxy CPU µs/req",
     "upstream CPU µs/req",
+    ...(withStore ? ["Redis + PG CPU µs/req"] : []),
     ...refCols(ref1, true),
     ...refCols(ref2, false),
     "proxy RSS MiB",
@@ -86,6 +88,7 @@ function scenarioTable(result: E2EResult, scenarioId: string, heading: string): 
         fmt(r.p99Ms, 2),
         fmt(r.proxyCpuUsPerReq, 0),
         fmt(r.upstreamCpuUsPerReq, 0),
+        ...(withStore ? [r.storeCpuUsPerReq !== undefined ? fmt(r.storeCpuUsPerReq, 0) : ""] : []),
         ...vs(r, ref1, true),
         ...vs(r, ref2, false),
         fmt(r.proxyRssMiB, 0),
@@ -150,6 +153,15 @@ export function renderE2E(result: E2EResult, o: { heading: string; machine?: boo
     "- Connections: one MCP session (session era) and one call in flight per connection; the next call leaves when the answer is in.",
     "- Proxy RSS: resident memory of the proxy process right after the row's trials (it accumulates over the run: rows run in table order).",
     `- CPU per request: user + system time from /proc/<pid>/stat (CLK_TCK ${CLK_TCK}) over the trial, divided by the calls answered: the proxy process ("proxy"), the upstream process or, for stdio, every process the proxy spawned ("upstream").`,
+    ...(result.rows.some((r) => r.storeCpuUsPerReq !== undefined)
+      ? [
+          "- Distributed mode: Redis and PostgreSQL run on this machine; their servers' CPU per request is the \"Redis + PG CPU\" column (all redis-server and postgres processes), part of that path's cost.",
+        ]
+      : result.rows.some((r) => r.path === "edge-distributed")
+        ? [
+            '- Distributed mode: Redis and PostgreSQL run on this machine; this run did not meter them, so their CPU is counted in "other CPU %" of the edge-distributed rows (about 10–20% of a CPU).',
+          ]
+        : []),
     `- Other CPU: machine CPU used during a trial by anything but the load generator, upstream and proxy (other work on a shared machine), in % of one CPU: median ${fmt(median(bg), 0)}%, max ${fmt(Math.max(0, ...bg), 0)}% over ${allTrials.length} trials (column "other CPU %": the row's median). High values mean a noisier row.`,
     "",
     `${h}# What runs`,

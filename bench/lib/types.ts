@@ -4,6 +4,8 @@ import type { TrialResult } from "../load.ts";
 export interface Trial extends TrialResult {
   proxyCpuUsPerReq: number;
   upstreamCpuUsPerReq: number;
+  /** Distributed mode: CPU of the Redis and PostgreSQL servers on this machine, per request. */
+  storeCpuUsPerReq?: number;
   /**
    * CPU used on the machine during the trial by anything but the load generator, the upstream and
    * the proxy, in % of one CPU: other work sharing the machine, which makes a trial noisier.
@@ -22,6 +24,8 @@ export interface Row {
   p99Ms: number;
   proxyCpuUsPerReq: number;
   upstreamCpuUsPerReq: number;
+  /** Distributed mode: Redis + PostgreSQL server CPU per request (median). */
+  storeCpuUsPerReq?: number;
   loadgenCpuUsPerReq: number;
   backgroundCpuPct: number;
   /** Resident memory of the proxy after the row's trials, MiB (NaN for direct). */
