@@ -1,5 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import { isIP } from "node:net";
+import type { Readable } from "node:stream";
 import { isLoopbackHost } from "../config/warnings.ts";
 import { GatewayError } from "../errors/errors.ts";
 
@@ -80,21 +81,44 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   if (declared !== undefined && Number(declared) > max) {
     return Promise.reject(new GatewayError("EDGE_BODY_TOO_LARGE", `The body is over ${max} bytes.`));
   }
+  // Over the cap the request is only paused (the gateway closes the connection after the 413).
+  // An error or a 'close' before 'end': the client went away mid-body, or the listener cut it off
+  // at requestTimeout. Not an internal error (it was logged as EDGE_INTERNAL before this fix).
+  return collectStream(req, max, {
+    tooLarge: () => {
+      req.pause();
+      return new GatewayError("EDGE_BODY_TOO_LARGE", `The body is over ${max} bytes.`);
+    },
+    failed: (err) => new GatewayError("EDGE_CLIENT_CLOSED", undefined, err ? { cause: err } : undefined),
+  });
+}
+
+/**
+ * Collects a Node stream into one Buffer of at most `max` bytes, with listeners (no async iterator
+ * and no promise per chunk): the one loop behind the client's request body (`readBody` above) and
+ * upstream answers (src/upstream/reply.ts). `tooLarge` runs when the cap is passed (and may pause
+ * or destroy the stream); `failed` turns an 'error', or a 'close' before 'end' (no error), into
+ * the rejection.
+ */
+export function collectStream(
+  stream: Readable,
+  max: number,
+  on: { tooLarge: () => Error; failed: (err: Error | undefined) => Error },
+): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const done = () => {
-      req.off("data", onData);
-      req.off("end", onEnd);
-      req.off("error", onError);
-      req.off("close", onClose);
+      stream.off("data", onData);
+      stream.off("end", onEnd);
+      stream.off("error", onError);
+      stream.off("close", onClose);
     };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > max) {
         done();
-        req.pause();
-        reject(new GatewayError("EDGE_BODY_TOO_LARGE", `The body is over ${max} bytes.`));
+        reject(on.tooLarge());
         return;
       }
       chunks.push(chunk);
@@ -103,20 +127,18 @@ export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
       done();
       resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
     };
-    // An error or a 'close' before 'end': the client went away mid-body, or the listener cut it off
-    // at requestTimeout. Not an internal error (it was logged as EDGE_INTERNAL before this fix).
     const onError = (err: Error) => {
       done();
-      reject(new GatewayError("EDGE_CLIENT_CLOSED", undefined, { cause: err }));
+      reject(on.failed(err));
     };
     const onClose = () => {
       done();
-      reject(new GatewayError("EDGE_CLIENT_CLOSED"));
+      reject(on.failed(undefined));
     };
-    req.on("data", onData);
-    req.on("end", onEnd);
-    req.on("error", onError);
-    req.on("close", onClose);
+    stream.on("data", onData);
+    stream.on("end", onEnd);
+    stream.on("error", onError);
+    stream.on("close", onClose);
   });
 }
 

@@ -1,6 +1,7 @@
 import { Readable } from "node:stream";
 import type { EgressResponse } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
+import { collectStream } from "../listen/hygiene.ts";
 import { parseMessage } from "../listen/jsonrpc.ts";
 import { SseParser } from "../listen/sse.ts";
 import type { UpstreamEvent, UpstreamReply } from "./types.ts";
@@ -45,41 +46,13 @@ function readStream(body: Readable, max: number): Promise<Buffer> {
   if (body.errored) return Promise.reject(body.errored);
   if (body.readableEnded) return Promise.resolve(Buffer.alloc(0));
   if (body.destroyed) return Promise.reject(prematureClose());
-  return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const done = () => {
-      body.off("data", onData);
-      body.off("end", onEnd);
-      body.off("error", onError);
-      body.off("close", onClose);
-    };
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > max) {
-        done();
-        body.destroy();
-        reject(tooLarge());
-        return;
-      }
-      chunks.push(chunk);
-    };
-    const onEnd = () => {
-      done();
-      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
-    };
-    const onError = (err: Error) => {
-      done();
-      reject(err);
-    };
-    const onClose = () => {
-      done();
-      reject(body.errored ?? prematureClose());
-    };
-    body.on("data", onData);
-    body.on("end", onEnd);
-    body.on("error", onError);
-    body.on("close", onClose);
+  return collectStream(body, max, {
+    tooLarge: () => {
+      body.destroy();
+      return tooLarge();
+    },
+    // What `for await` rejects with: the stream's error, or "Premature close" before its end.
+    failed: (err) => err ?? body.errored ?? prematureClose(),
   });
 }
 
