@@ -1,3 +1,4 @@
+import type { ServerResponse } from "node:http";
 import type { IdentitySigner } from "../auth/identity.ts";
 import { CACHE_HEADER, type CacheLookup, type ListCache } from "../cache/list-cache.ts";
 import type { RequestContext } from "../context.ts";
@@ -109,6 +110,43 @@ function hasRequest(messages: RpcMessage[]): boolean {
 
 function requestIds(messages: RpcMessage[]): RpcId[] {
   return messages.filter(isRequest).map((m) => m.id);
+}
+
+/**
+ * Copies a standalone stream's upstream events into its edge stream until the upstream ends it or
+ * the edge closes it (`closeUpstream`). Outside `Forwarder.get` on purpose: a closure keeps its
+ * whole scope alive, and these live as long as the stream, so they must not see the request's
+ * context, headers and upstream session. A promise chain rather than an async function: nothing
+ * but the pending `next()` is held between events.
+ */
+function holdStandalone(
+  stream: EdgeStream,
+  sink: Sink,
+  res: ServerResponse,
+  reply: UpstreamReply & { kind: "stream" },
+  abort: AbortController,
+): void {
+  stream.closeUpstream = () => {
+    abort.abort();
+    reply.close();
+  };
+  res.on("close", () => stream.detach(sink));
+  const events = reply.events[Symbol.asyncIterator]();
+  // An upstream stream that ends or fails finishes the edge stream; the client reconnects and
+  // gets a new one.
+  const stop = (): void => stream.finish();
+  const step = (r: IteratorResult<UpstreamEvent>): void => {
+    if (r.done === true) return stop();
+    try {
+      // Standalone streams carry no answers except when resuming (MCP transports).
+      stream.append(r.value.data, r.value.retry);
+    } catch {
+      events.return?.().catch(() => undefined);
+      return stop();
+    }
+    events.next().then(step, stop);
+  };
+  events.next().then(step, stop);
 }
 
 /**
@@ -448,27 +486,11 @@ export class Forwarder {
     if (reply.kind !== "stream")
       throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream GET is not a stream.");
     const stream = this.#streams.create(rec.id, "standalone");
-    stream.closeUpstream = () => {
-      abort.abort();
-      reply.close();
-    };
     ctx.res.writeHead(200, sseHeaders());
     ctx.res.flushHeaders();
     for (const frame of replay) sink.write(frame);
     stream.attach(sink, 0);
-    ctx.res.on("close", () => stream.detach(sink));
-    void (async () => {
-      try {
-        for await (const ev of reply.events) {
-          // Standalone streams carry no answers except when resuming (MCP transports).
-          stream.append(ev.data, ev.retry);
-        }
-      } catch {
-        // The upstream stream ended; the client reconnects and gets a new one.
-      } finally {
-        stream.finish();
-      }
-    })();
+    holdStandalone(stream, sink, ctx.res, reply, abort);
   }
 
   // ---------------------------------------------------------------- DELETE

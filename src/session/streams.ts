@@ -56,6 +56,9 @@ export interface Unmirrored {
   end: boolean;
 }
 
+/** The `closeUpstream` of a stream nothing pumps (one function for all of them). */
+const nothing = (): void => {};
+
 /** A client whose socket has this many unsent bytes is cut off; it resumes with Last-Event-ID. */
 const MAX_CLIENT_BACKLOG = 1024 * 1024;
 
@@ -120,7 +123,7 @@ export class EdgeStream {
   done = false;
   lastActivity = Date.now();
   /** Closes the upstream side (set by whoever pumps it). */
-  closeUpstream: () => void = () => {};
+  closeUpstream: () => void = nothing;
   readonly #mirror: StreamMirror | undefined;
   /** Highest seq handed to the mirror, and whether the end was. */
   #mirroredSeq = 0;
@@ -309,14 +312,18 @@ export class StreamRegistry {
     return this.#events !== undefined;
   }
 
+  /**
+   * A stream whose every event reached its client is done with: only streams with undelivered
+   * events are kept for `streams.ttl` (memory stays flat under load). One function for every stream.
+   */
+  readonly #settled = (done: EdgeStream): void => {
+    if (done.settled && this.#streams.get(done.id) === done) this.#drop(done);
+  };
+
   create(sessionId: string, kind: "request" | "standalone"): EdgeStream {
     const s = new EdgeStream(this.#ids.next(), sessionId, kind, this.#limits, this.#events);
     this.#streams.set(s.id, s);
-    // A stream whose every event reached its client is done with: only streams with undelivered
-    // events are kept for `streams.ttl` (memory stays flat under load).
-    s.onSettled = (done) => {
-      if (done.settled && this.#streams.get(done.id) === done) this.#drop(done);
-    };
+    s.onSettled = this.#settled;
     if (kind === "standalone") {
       const old = this.#standalone.get(sessionId);
       if (old) this.#drop(old);
