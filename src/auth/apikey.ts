@@ -57,6 +57,25 @@ export function keyPrincipalId(rec: Pick<ApiKeyRecord, "server" | "tenant" | "co
 }
 
 /**
+ * Keys that matched their record, with their id and SHA-256: a client sends the same key on every
+ * call, and hashing it each time (with two hex decodings) was most of the key check's cost. Only
+ * keys that matched are kept, so random keys cannot push the real ones out; a hit still reads the
+ * record and checks its hash, server, expiry and revocation, as every call does. Bounded; the
+ * oldest entry goes first. The raw keys live in process memory as they do in each request's
+ * headers (docs/security.md).
+ */
+const verifiedKeys = new Map<string, { id: string; hash: string }>();
+const VERIFIED_KEYS_MAX = 10_000;
+
+function rememberVerified(key: string, id: string, hash: string): void {
+  if (verifiedKeys.size >= VERIFIED_KEYS_MAX) {
+    const oldest = verifiedKeys.keys().next();
+    if (!oldest.done) verifiedKeys.delete(oldest.value);
+  }
+  verifiedKeys.set(key, { id, hash });
+}
+
+/**
  * Checks an API key for a route. Unknown, malformed, wrong-server, expired and revoked keys all
  * fail the same way, in comparable time (the hash comparison runs whenever a record exists), so the
  * answer says nothing about which keys exist (security.md B).
@@ -68,12 +87,22 @@ export async function authenticateApiKey(
   server: string | undefined,
   now = Date.now(),
 ): Promise<Principal> {
-  const id = keyIdOf(key);
+  const known = verifiedKeys.get(key);
+  const id = known?.id ?? keyIdOf(key);
   const rec = id ? await store.get(id) : undefined;
-  const presented = Buffer.from(hashKey(key), "hex");
-  const stored = Buffer.from(rec?.hash ?? "0".repeat(64), "hex");
-  const matches = timingSafeEqual(presented, stored) && rec !== undefined;
+  let matches: boolean;
+  if (known !== undefined && rec !== undefined && known.hash === rec.hash) {
+    // This exact key string was hashed and matched this record's hash before: same answer.
+    matches = true;
+  } else {
+    const digest = hashKey(key);
+    const stored = Buffer.from(rec?.hash ?? "0".repeat(64), "hex");
+    matches = timingSafeEqual(Buffer.from(digest, "hex"), stored) && rec !== undefined;
+    if (matches && id) rememberVerified(key, id, digest);
+  }
   if (!rec || !matches || (server !== undefined && rec.server !== server) || !isUsable(rec, now)) {
+    // A refusal costs the same whether the key was remembered or not (the hash is computed).
+    if (known !== undefined) hashKey(key);
     throw new GatewayError("EDGE_AUTH_INVALID_TOKEN", "The API key is not valid for this server.");
   }
   store.touch(rec.id, now);

@@ -7,6 +7,28 @@ import { bearerChallenge, extractBearer, resourceMetadataUrl, resourceUrl } from
 import type { OAuthVerifier } from "./oauth.ts";
 import { ANONYMOUS, type Principal } from "./types.ts";
 
+/**
+ * The `authorization` and `x-api-key` headers of a request, every occurrence, as
+ * `IncomingMessage.headersDistinct` holds them: one pass over `rawHeaders` for these two names
+ * instead of Node building arrays for every header of every request (`headersDistinct` cost about
+ * 2 µs a call in the benchmark profile).
+ */
+export function credentialHeaders(raw: readonly string[]): {
+  authorization: string[] | undefined;
+  "x-api-key": string[] | undefined;
+} {
+  let authorization: string[] | undefined;
+  let apiKey: string[] | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 13 && name.toLowerCase() === "authorization")
+      (authorization ??= []).push(raw[i + 1] as string);
+    else if (name.length === 9 && name.toLowerCase() === "x-api-key")
+      (apiKey ??= []).push(raw[i + 1] as string);
+  }
+  return { authorization, "x-api-key": apiKey };
+}
+
 export interface AuthenticatorOptions {
   keys: ApiKeyStore;
   oauth: OAuthVerifier | undefined;
@@ -74,9 +96,11 @@ export class Authenticator {
     // `auth: [none]` alone: nothing is checked, and whatever a client sends is ignored (it is still
     // never forwarded). With `none` beside other methods, a credential that is sent must be valid.
     if (methods.length === 1 && methods[0] === "none") return ANONYMOUS;
-    // headersDistinct: Node keeps only the first of repeated Authorization headers in `headers`
-    // and joins other repeats, which would hide a second credential (RFC 6750 §2: one per request).
-    const apiKeys = req.headersDistinct["x-api-key"];
+    // Every occurrence of the two credential headers: Node keeps only the first of repeated
+    // Authorization headers in `headers` and joins other repeats, which would hide a second
+    // credential (RFC 6750 §2: one per request).
+    const presented = credentialHeaders(req.rawHeaders);
+    const apiKeys = presented["x-api-key"];
     if (apiKeys && apiKeys.length > 1) {
       throw new GatewayError("EDGE_AUTH_INVALID_REQUEST", "X-API-Key must not be repeated.", {
         headers: { "www-authenticate": this.challenge(route, "invalid_request") },
@@ -85,7 +109,7 @@ export class Authenticator {
     const apiKeyHeader = apiKeys?.[0];
     let bearer: string | undefined;
     try {
-      bearer = extractBearer(req.headersDistinct);
+      bearer = extractBearer(presented);
     } catch (err) {
       if (err instanceof GatewayError) {
         throw new GatewayError(err.code, err.message, {

@@ -240,6 +240,23 @@ export class IdentitySigner {
     return { keys: keep.map((k) => k.publicJwk) };
   }
 
+  /**
+   * The cached identity token for a call, without waiting: undefined when there is none to reuse
+   * or a key rotation is due (then `token` makes one). Most calls end here, without the two
+   * promises `token` costs.
+   */
+  cached(
+    principal: Principal,
+    server: string,
+    sessionTag: string | undefined,
+    now = Date.now(),
+  ): string | undefined {
+    if (this.#due(now)) return undefined;
+    const signing = this.#signing(now);
+    const hit = this.#cache.get(cacheKeyOf(principal, server, sessionTag));
+    return hit && signing && hit.refreshAt > now && hit.kid === signing.kid ? hit.token : undefined;
+  }
+
   /** The identity token for a call; reused for half its lifetime. */
   async token(
     principal: Principal,
@@ -247,7 +264,7 @@ export class IdentitySigner {
     sessionTag: string | undefined,
     now = Date.now(),
   ): Promise<string> {
-    const cacheKey = `${principal.id}\u0000${principal.keyId ?? ""}\u0000${server}\u0000${sessionTag ?? ""}`;
+    const cacheKey = cacheKeyOf(principal, server, sessionTag);
     await this.#rotateIfDue(now);
     const signing = this.#signing(now) as SigningKey;
     // Cached per signing key: every instance switches to a new key at the same moment.
@@ -275,4 +292,9 @@ export class IdentitySigner {
     this.#cache.set(cacheKey, { token, refreshAt: now + this.#o.ttl / 2, kid: signing.kid });
     return token;
   }
+}
+
+/** The identity-token cache key of a call: who, through which key, to which server, in which session. */
+function cacheKeyOf(principal: Principal, server: string, sessionTag: string | undefined): string {
+  return `${principal.id}\u0000${principal.keyId ?? ""}\u0000${server}\u0000${sessionTag ?? ""}`;
 }

@@ -7,14 +7,21 @@ import { sessionHash } from "../session/manager.ts";
  * The headers a request carries upstream: the client's allow-listed ones plus the edge's signed
  * identity. Never the client's credential (forwardableHeaders is an allow-list).
  */
-export async function upstreamHeaders(
+export function upstreamHeaders(
   ctx: RequestContext,
   identity: IdentitySigner | undefined,
-): Promise<Record<string, string>> {
+): Record<string, string> | Promise<Record<string, string>> {
   const headers = forwardableHeaders(ctx.req);
-  if (identity && ctx.principal) {
-    const sid = ctx.session ? sessionHash(ctx.session.id) : undefined;
-    headers[IDENTITY_HEADER] = await identity.token(ctx.principal, ctx.route.name, sid);
+  if (!identity || !ctx.principal) return headers;
+  const sid = ctx.session ? sessionHash(ctx.session.id) : undefined;
+  // A token to reuse is set at once; only a new one (or a due key rotation) is waited for.
+  const reused = identity.cached(ctx.principal, ctx.route.name, sid);
+  if (reused !== undefined) {
+    headers[IDENTITY_HEADER] = reused;
+    return headers;
   }
-  return headers;
+  return identity.token(ctx.principal, ctx.route.name, sid).then((token) => {
+    headers[IDENTITY_HEADER] = token;
+    return headers;
+  });
 }
