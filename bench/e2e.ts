@@ -9,8 +9,8 @@
  *   node bench/e2e.ts            every cell (part of `npm run bench`, bench/run.ts)
  *   node bench/e2e.ts --quick    the cells the goals need, short trials (part of `npm run bench:quick`)
  *
- * Options: --trials N  --duration MS  --warmup MS  --connections 1,16,64  --scenarios a,b
- *          --paths a,b  --out FILE (markdown; default bench/results/e2e[-quick].md)  --json FILE
+ * Options: --trials N  --duration MS  --warmup MS  --process-warmup MS  --connections 1,16,64
+ *          --scenarios a,b  --paths a,b  --out FILE (markdown; default bench/results/e2e[-quick].md)  --json FILE
  *          --profile-edge (V8 CPU profile of each edge, summarised in the report)
  *          --edge-ref REF (run mcp-edge from a git commit, not the working tree)
  *
@@ -572,6 +572,7 @@ const { values: opt } = parseArgs({
     trials: { type: "string" },
     duration: { type: "string" },
     warmup: { type: "string" },
+    "process-warmup": { type: "string" },
     connections: { type: "string" },
     scenarios: { type: "string" },
     paths: { type: "string" },
@@ -586,6 +587,13 @@ const settings = {
   trials: Number(opt.trials ?? (quick ? 3 : 5)),
   durationMs: Number(opt.duration ?? (quick ? 500 : 1500)),
   warmupMs: Number(opt.warmup ?? (quick ? 300 : 1000)),
+  /**
+   * Before the first cell, each proxy process serves this long of calls at 16 connections, not
+   * measured: the JIT warm-up of a process that has just started (an edge reaches its steady cost
+   * per call after tens of thousands of calls: 300 → 110 µs over its first 6 s here). Every path
+   * gets the same; "direct" has no proxy to warm.
+   */
+  processWarmupMs: Number(opt["process-warmup"] ?? (quick ? 1500 : 5000)),
   /** Quick: a cell's load generators open their sessions and warm up at once, not one by one. */
   parallelWarmup: quick,
 };
@@ -653,6 +661,7 @@ async function spawnLoad(
   s: Scenario,
   connections: number,
   headers: Record<string, string> = {},
+  only?: { warmupMs: number; trials: number },
 ): Promise<LoadGen> {
   const child = spawn(
     NODE_BIN,
@@ -667,9 +676,9 @@ async function spawnLoad(
       "--duration",
       String(settings.durationMs),
       "--warmup",
-      String(settings.warmupMs),
+      String(only?.warmupMs ?? settings.warmupMs),
       "--trials",
-      String(settings.trials),
+      String(only?.trials ?? settings.trials),
       ...Object.entries(headers).flatMap(([k, v]) => ["--header", `${k}: ${v}`]),
     ],
     { cwd: REPO_ROOT, stdio: ["pipe", "pipe", "pipe"] },
@@ -745,6 +754,37 @@ function aggregate(
     errors: trials.reduce((a, t) => a + t.errors, 0),
     ...(firstError ? { firstError } : {}),
   };
+}
+
+/**
+ * The process warm-up (settings.processWarmupMs): each proxy path, one at a time, serves calls of
+ * the first scenario it is measured in, at 16 connections, before any trial.
+ */
+async function warmUpProcesses(
+  cells: { scenario: Scenario; paths: string[] }[],
+  running: Map<string, RunningPath>,
+): Promise<void> {
+  if (settings.processWarmupMs <= 0) return;
+  const done = new Set<string>();
+  for (const c of cells) {
+    for (const id of c.paths) {
+      const rp = running.get(id);
+      if (!rp?.proc || done.has(id)) continue;
+      done.add(id);
+      try {
+        const gen = await spawnLoad(rp.url(c.scenario), c.scenario, 16, rp.headers?.(c.scenario), {
+          warmupMs: settings.processWarmupMs,
+          trials: 0,
+        });
+        await gen.stop();
+      } catch (err) {
+        // The path's own cells report it; the warm-up only notes it.
+        note(`  warm-up of ${id} failed: ${(err as Error).message.split("\n")[0]}`);
+      }
+    }
+  }
+  if (done.size > 0)
+    note(`warmed up ${[...done].join(", ")}: ${settings.processWarmupMs} ms of calls each at 16 connections`);
 }
 
 async function measure(
@@ -919,6 +959,7 @@ async function main(): Promise<void> {
       `mcp-edge e2e bench: ${cells.length} cells, ${settings.trials} trials of ${settings.durationMs} ms ` +
         `(${settings.warmupMs} ms warm-up); paths ${[...running.keys()].join(", ")}`,
     );
+    await warmUpProcesses(cells, running);
     for (const c of cells) {
       const ids = c.paths.filter((id) => running.has(id));
       if (ids.length === 0) continue;

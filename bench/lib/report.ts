@@ -149,6 +149,11 @@ export function renderE2E(result: E2EResult, o: { heading: string; machine?: boo
     "",
     ...(o.machine === false ? [] : [renderMachine(result.machine)]),
     `- mcp-edge ${result.edgeLabel ? `exported from ${result.edgeLabel} (--edge-ref)` : "from the working tree"}${versions ? `; peers: ${versions}` : ""}`,
+    ...(st.processWarmupMs
+      ? [
+          `- Process warm-up: before the first cell, each proxy process (every path but direct) served ${st.processWarmupMs} ms of calls at 16 connections, not measured, one path at a time: a freshly started Node process runs its first tens of thousands of calls cold (the JIT has not compiled the hot code yet; an edge measured here went from about 300 to 110 µs per call over its first 6 s of load), and a production edge runs for days.`,
+        ]
+      : []),
     `- Per path and cell: ${st.trials} trials of ${st.durationMs} ms after ${st.warmupMs} ms of warm-up, interleaved across the cell's paths; figures are medians over the trials.`,
     "- Connections: one MCP session (session era) and one call in flight per connection; the next call leaves when the answer is in.",
     "- Proxy RSS: resident memory of the proxy process right after the row's trials (it accumulates over the run: rows run in table order).",

@@ -52,7 +52,7 @@ export interface E2EResult {
   elapsedS: number;
   command: string;
   quick: boolean;
-  settings: { trials: number; durationMs: number; warmupMs: number };
+  settings: { trials: number; durationMs: number; warmupMs: number; processWarmupMs?: number };
   scenarios: ScenarioInfo[];
   paths: PathInfo[];
   /** The (scenario, connections) cells run, with their paths, in order. */
