@@ -62,7 +62,7 @@ export function keyPrincipalId(rec: Pick<ApiKeyRecord, "server" | "tenant" | "co
  * keys that matched are kept, so random keys cannot push the real ones out; a hit still reads the
  * record and checks its hash, server, expiry and revocation, as every call does. Bounded; the
  * oldest entry goes first. The raw keys live in process memory as they do in each request's
- * headers (docs/security.md).
+ * headers (docs/auth.md, API keys).
  */
 const verifiedKeys = new Map<string, { id: string; hash: string }>();
 const VERIFIED_KEYS_MAX = 10_000;
