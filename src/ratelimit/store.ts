@@ -1,8 +1,8 @@
 /**
  * Where rate-limit counters live. One small interface, so the distributed store (Redis / Valkey,
- * SPEC §1) slots in behind it: `RateLimiterRedis` with a memory insurance limiter for when Redis is
- * down (security.md §3: the global limiter fails open to conservative local caps, and a store error
- * is never shown as a 429).
+ * SPEC §1) slots in behind it: one Lua script per decision (redis-store.ts), with this memory store
+ * as the local fallback for when Redis is down (security.md §3: the global limiter fails open to
+ * conservative local caps, and a store error is never shown as a 429).
  *
  * The memory store counts in this process, with the fixed windows of rate-limiter-flexible's
  * `RateLimiterMemory` (which it replaced on the hot path: see MemoryWindow), and adds what the
@@ -108,6 +108,13 @@ export class MemoryWindow {
     this.#slots.delete(key);
   }
 
+  /** The live count of a key at `now` (0 when it has none or its window is over). */
+  count(key: string, now: number): number {
+    const slot = this.#slots.get(key);
+    if (slot === undefined || (slot.expiresAt !== 0 && slot.expiresAt <= now)) return 0;
+    return slot.value;
+  }
+
   /** The live count of a key (the read API of rate-limiter-flexible's limiters), or null. */
   async get(key: string): Promise<{ consumedPoints: number; msBeforeNext: number } | null> {
     const slot = this.#slots.get(key);
@@ -165,6 +172,11 @@ export class MemoryCounterStore implements CounterStore {
 
   give(counter: Counter, key: string, points: number): void {
     this.#giveNow(counter as MemoryCounter, key, points, Date.now());
+  }
+
+  /** The live count of `key` in `counter` (0 when none): what the Redis store's fallback holds. */
+  count(counter: Counter, key: string): number {
+    return (counter as MemoryCounter).rl.count(key, Date.now());
   }
 
   #giveNow(counter: MemoryCounter, key: string, points: number, now: number): void {

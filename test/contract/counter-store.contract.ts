@@ -84,6 +84,51 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       await s.close();
     });
 
+    test("a key named twice in one take counts twice (two calls of one tool in a batch)", async () => {
+      const s = await open();
+      const [ca, cb] = both(s, { quota: 3, windowSec: 60 }, "tool.search");
+      const twice = (c: Counter, p: number, q: number): Take[] => [
+        { counter: c, key: "k", points: p },
+        { counter: c, key: "k", points: q },
+      ];
+      assert.equal((await s.a.take(twice(ca, 2, 2)))?.index, 1, "2 + 2 > 3: the second part refuses");
+      assert.equal(await s.b.take(twice(cb, 1, 2)), undefined, "nothing was kept: 1 + 2 fit");
+      assert.equal((await s.a.take(one(ca)))?.index, 0, "the count is 3");
+      await s.close();
+    });
+
+    test("of several refusing parts, the one that frees last is named", async () => {
+      const s = await open();
+      const [minute] = both(s, { quota: 1, windowSec: 60 }, "key");
+      const [hour] = both(s, { quota: 1, windowSec: 3600 }, "tenant");
+      const [inflight] = both(s, { quota: 1, windowSec: 0 }, "concurrency");
+      const all = (): Take[] => [
+        { counter: inflight, key: "k", points: 1 },
+        { counter: minute, key: "k", points: 1 },
+        { counter: hour, key: "k", points: 1 },
+      ];
+      assert.equal(await s.a.take(all()), undefined);
+      const refused = await s.b.take(all());
+      assert.equal(refused?.index, 2, "the hour window, not the minute one or the in-flight cap");
+      assert.ok((refused?.msBeforeNext ?? 0) > 3_500_000, String(refused?.msBeforeNext));
+      await s.close();
+    });
+
+    test("giving back more than is held leaves no room above the quota", async () => {
+      const s = await open();
+      const [fa, fb] = both(s, { quota: 2, windowSec: 0 }, "concurrency");
+      assert.equal(await s.a.take(one(fa, "s", 2)), undefined);
+      s.b.give(fb, "s", 5); // a give twice over (e.g. a slot released by two paths) cannot go below 0
+      let back: unknown = "refused";
+      for (let i = 0; i < 50 && back !== undefined; i++) {
+        back = await s.a.take(one(fa, "s", 2));
+        if (back !== undefined) await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(back, undefined, "the two slots came back");
+      assert.deepEqual(await s.b.take(one(fb, "s")), { index: 0, msBeforeNext: -1 }, "and only two");
+      await s.close();
+    });
+
     test("500 concurrent takes against a quota of 100, from two instances, admit exactly 100", async () => {
       const s = await open();
       const [ca, cb] = both(s, { quota: 100, windowSec: 60 }, "tenant");
