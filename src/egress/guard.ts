@@ -296,13 +296,29 @@ function firstHeader(v: string | string[] | undefined): string | undefined {
  * never returned); a deadline passed before the final headers throws EDGE_UPSTREAM_TIMEOUT, as do
  * undici's header and body timeouts; connection failures keep their own codes (`isConnectError`).
  */
-export async function guardedRequest(
+export function guardedRequest(
   url: string | URL,
   opts: GuardedRequestOptions,
   ctx: GuardContext,
 ): Promise<GuardedResponse> {
-  // The Egress passes its long-lived agents: nothing to create or release per request.
-  if (ctx.trusted && ctx.checked) return follow(target(url), opts, ctx, ctx.trusted, ctx.checked);
+  // The Egress passes its long-lived agents: nothing to create or release per request, and no
+  // async layer here on the path of every upstream call (a bad URL still rejects, never throws).
+  if (ctx.trusted && ctx.checked) {
+    try {
+      return follow(target(url), opts, ctx, ctx.trusted, ctx.checked);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+  return withOwnAgents(url, opts, ctx);
+}
+
+/** guardedRequest without the Egress's agents: agents made for this request, closed after it. */
+async function withOwnAgents(
+  url: string | URL,
+  opts: GuardedRequestOptions,
+  ctx: GuardContext,
+): Promise<GuardedResponse> {
   const owned: Agent[] = [];
   const trusted = ctx.trusted ?? own(owned, { rules: ctx.rules, check: false, ...agentExtras(ctx) });
   const checked = ctx.checked ?? own(owned, { rules: ctx.rules, check: true, ...agentExtras(ctx) });

@@ -118,7 +118,7 @@ export class Egress {
    * the policy refuses a hop (the refused hop is never contacted), EDGE_UPSTREAM_TIMEOUT on a
    * header timeout. A 3xx is followed (checked); one without `Location` is returned as is.
    */
-  async request(url: string, req: EgressRequest): Promise<EgressResponse> {
+  request(url: string, req: EgressRequest): Promise<EgressResponse> {
     const opts: GuardedRequestOptions = {
       method: req.method,
       headers: req.headers,
@@ -130,13 +130,14 @@ export class Egress {
     if (req.body !== undefined) opts.body = req.body;
     if (req.signal) opts.signal = req.signal;
     if (!req.stream) opts.maxResponseBytes = req.maxResponseBytes ?? this.#maxResponseBytes;
-    const res = await guardedRequest(url, opts, {
+    // The guarded response is the answer as is (it has the EgressResponse fields): no copy, and no
+    // async layer of its own on every upstream call.
+    return guardedRequest(url, opts, {
       trust: req.trust ?? "config",
       rules: this.#rules,
       trusted: req.stream ? this.#streams : this.#calls,
       checked: this.#checked,
     });
-    return { status: res.status, headers: res.headers, body: res.body };
   }
 
   async close(): Promise<void> {

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { Egress } from "../../src/egress/index.ts";
 import {
   checkAddress,
   checkTarget,
@@ -335,5 +336,20 @@ describe("rule parsing", () => {
     assert.equal(parseAllowCidr("::1")[1], 128);
     for (const bad of ["10.0.0.0/33", "example.com", "10.0.0.0/", ""])
       assert.throws(() => parseAllowCidr(bad), Error, bad);
+  });
+});
+
+describe("Egress.request", () => {
+  test("a URL that does not parse rejects the returned promise (never a synchronous throw)", async () => {
+    const egress = new Egress({ connectTimeout: 1000 });
+    try {
+      let p: Promise<unknown> | undefined;
+      assert.doesNotThrow(() => {
+        p = egress.request("not a url", { method: "GET", headers: {} });
+      });
+      await assert.rejects(p as Promise<unknown>, TypeError);
+    } finally {
+      await egress.close();
+    }
   });
 });
