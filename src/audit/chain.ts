@@ -54,14 +54,15 @@ const RECORD_KEYS = Object.keys(RECORD_MEMBERS).sort();
 const RECORD_PREFIXES = RECORD_KEYS.map((k) => `${jsonString(k)}:`);
 
 /**
- * canonicalJson of a record body, with the key order computed once instead of sorting ~28 keys per
- * record. The same text by construction (sorted keys, undefined members dropped, members written by
- * canonicalJson); a body with any member not in RECORD_MEMBERS takes the general path. The body is
- * built by chainRecord from a literal and spreads, so its own properties are all enumerable.
+ * canonicalJson of a record without its `hash` member (the text the hash covers), with the key
+ * order computed once instead of sorting ~28 keys per record. The same text by construction
+ * (sorted keys, undefined members dropped, members written by canonicalJson); a record with any
+ * member not in RECORD_MEMBERS takes the general path. The record is built by chainRecord from a
+ * literal and a spread, so its own properties are all enumerable.
  */
-function recordText(body: Omit<AuditRecord, "hash">): string {
-  const o = body as unknown as Record<string, unknown>;
-  let present = 0;
+function recordText(record: AuditRecord): string {
+  const o = record as unknown as Record<string, unknown>;
+  let present = 1; // the hash
   let out = "{";
   for (let i = 0; i < RECORD_KEYS.length; i++) {
     const k = RECORD_KEYS[i] as string;
@@ -73,7 +74,10 @@ function recordText(body: Omit<AuditRecord, "hash">): string {
     out += RECORD_PREFIXES[i] as string;
     out += canonicalAt(member, 1);
   }
-  if (present !== Object.keys(o).length) return canonicalJson(body);
+  if (present !== Object.keys(o).length) {
+    const { hash: _hash, ...body } = record;
+    return canonicalJson(body);
+  }
   return `${out}}`;
 }
 
@@ -81,11 +85,13 @@ function recordText(body: Omit<AuditRecord, "hash">): string {
 export function chainRecord(heads: Heads, r: FinalRecord): ChainedRecord {
   const chain = r.tenant ?? "";
   const head = heads.get(chain) ?? { seq: 0, hash: GENESIS };
-  const body: Omit<AuditRecord, "hash"> = { v: 1, chain, seq: head.seq + 1, prev: head.hash, ...r };
-  const text = recordText(body);
-  const hash = sha256Hex(text);
-  heads.set(chain, { seq: body.seq, hash });
-  return { record: { ...body, hash }, text };
+  // One object: the hash member is there from the start (one shape), written once the text it
+  // covers (every member but the hash) is made.
+  const record: AuditRecord = { v: 1, chain, seq: head.seq + 1, prev: head.hash, ...r, hash: "" };
+  const text = recordText(record);
+  record.hash = sha256Hex(text);
+  heads.set(chain, { seq: record.seq, hash: record.hash });
+  return { record, text };
 }
 
 export interface ChainBreak {

@@ -393,44 +393,48 @@ export function isoTime(ms: number): string {
   return `${isoPrefix}${milli < 10 ? "00" : milli < 100 ? "0" : ""}${milli}Z`;
 }
 
-/** String fields of a record; each is escaped and bounded at finalize (never on the request path). */
-const STRING_FIELDS = [
-  "tenant",
-  "subject",
-  "principal",
-  "clientId",
-  "keyId",
-  "session",
-  "server",
-  "instance",
-  "method",
-  "target",
-  "rpcId",
-  "code",
-  "requestId",
-  "traceId",
-] as const;
-
 export type FinalRecord = Omit<AuditRecord, "v" | "chain" | "seq" | "prev" | "hash">;
 
-/** The stored record (without chain fields) from a draft: arguments processed, strings bounded. */
+/**
+ * The stored record (without chain fields) from a draft: arguments processed, strings escaped and
+ * bounded (never on the request path). One object literal in record order: the draft is not copied
+ * twice (a rest and a spread of ~25 members per record before).
+ */
 export function finalizeDraft(d: AuditDraft, policy: ArgsPolicy): FinalRecord {
-  const { rawArgs, ...rest } = d;
   const out: FinalRecord = {
-    ...rest,
-    time: typeof rest.time === "number" ? isoTime(rest.time) : rest.time,
-    args: rawArgs === undefined ? null : recordArgs(rawArgs, policy),
+    time: typeof d.time === "number" ? isoTime(d.time) : d.time,
+    type: d.type,
+    tenant: field(d.tenant),
+    subject: field(d.subject),
+    principal: field(d.principal),
+    auth: d.auth,
+    clientId: field(d.clientId),
+    keyId: field(d.keyId),
+    session: field(d.session),
+    server: field(d.server),
+    instance: field(d.instance),
+    method: field(d.method),
+    target: field(d.target),
+    rpcId: field(d.rpcId),
+    args: d.rawArgs === undefined ? null : recordArgs(d.rawArgs, policy),
+    decision: d.decision,
+    code: field(d.code),
+    status: d.status,
+    outcome: d.outcome,
+    latencyMs: d.latencyMs,
+    upstreamMs: d.upstreamMs,
+    requestId: field(d.requestId),
+    traceId: field(d.traceId),
+    detail: d.detail,
   };
-  for (const k of STRING_FIELDS) out[k] = field(rest[k]);
-  if (rest.detail) {
+  if (d.detail) {
     const detail: Record<string, string> = {};
-    for (const [k, v] of Object.entries(rest.detail).slice(0, 16))
-      detail[boundText(k, 64)] = boundText(v, 1024);
+    for (const [k, v] of Object.entries(d.detail).slice(0, 16)) detail[boundText(k, 64)] = boundText(v, 1024);
     out.detail = detail;
   }
   // Egress entries: host, method and rule come from the spawned process's request line.
-  if (rest.egress) {
-    out.egress = rest.egress.slice(0, 100).map((e) => ({
+  if (d.egress) {
+    out.egress = d.egress.slice(0, 100).map((e) => ({
       time: e.time,
       method: boundText(e.method, 16),
       host: boundText(e.host, MAX_FIELD),

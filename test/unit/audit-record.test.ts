@@ -5,8 +5,10 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { test } from "node:test";
+import { chainRecord } from "../../src/audit/chain.ts";
 import { draftFromAdmin, draftFromSession, draftsFromRequestEnd } from "../../src/audit/events.ts";
 import {
+  type AuditDraft,
   argsPolicy,
   boundText,
   canonicalJson,
@@ -236,4 +238,61 @@ test("drafts from session and admin events", () => {
   assert.equal(a.type, "admin");
   assert.equal(a.decision, "refused");
   assert.equal(a.method, "key.revoke");
+});
+
+test("chainRecord: the hashed text is the canonical JSON of the record without its hash, every member kind", () => {
+  const base: AuditDraft = {
+    time: 1_700_000_000_123,
+    type: "call",
+    tenant: "acme",
+    subject: "ci\u2028bot",
+    principal: "key:s:acme:ci",
+    auth: "apiKey",
+    clientId: null,
+    keyId: "k1",
+    session: "abc",
+    server: "github",
+    instance: "http://127.0.0.1:1/mcp",
+    method: "tools/call",
+    target: 'quote"d',
+    rpcId: "7",
+    decision: "allowed",
+    code: null,
+    status: 200,
+    outcome: { kind: "result", isError: false },
+    latencyMs: 1.5,
+    upstreamMs: 0.7,
+    requestId: "r1",
+    traceId: null,
+    detail: { z: "1", a: "2" },
+    egress: [
+      {
+        time: "2026-01-01T00:00:00.000Z",
+        method: "GET",
+        host: "example.com",
+        port: 443,
+        resolvedAddress: "93.184.216.34",
+        allowed: true,
+        rule: null,
+      },
+    ],
+    rawArgs: { b: [1, { y: 2, x: 1 }], a: "é" },
+  };
+  const heads = new Map<string, { seq: number; hash: string }>();
+  let prev = "0".repeat(64);
+  for (const policy of [argsPolicy({ mode: "digest" }), argsPolicy({ mode: "full" })]) {
+    const { record, text } = chainRecord(heads, finalizeDraft(base, policy));
+    const { hash, ...body } = record;
+    assert.equal(text, canonicalJson(body));
+    assert.equal(hash, sha(text));
+    assert.equal(record.prev, prev, "each record names the hash of the one before");
+    prev = hash;
+  }
+  // A member the record type does not know takes the general path: still the canonical text.
+  const odd = { ...finalizeDraft({ ...base, egress: undefined }, argsPolicy({ mode: "digest" })), extra: 1 };
+  const { record, text } = chainRecord(heads, odd);
+  const { hash, ...body } = record;
+  assert.equal(text, canonicalJson(body));
+  assert.ok(text.includes('"extra":1') && !text.includes('"hash"'));
+  assert.equal(hash, sha(text));
 });
