@@ -148,6 +148,8 @@ export class RedisCounterStore implements CounterStore {
   readonly #divisor: number;
   readonly #inflightTtlMs: number;
   readonly #local = new MemoryCounterStore();
+  /** Whether the fallback ever decided (until then no give needs to look there). */
+  #fallbackUsed = false;
   #gives = new Map<string, PendingGive>();
   #flushQueued = false;
   readonly #onReady = () => this.#queueFlush();
@@ -252,6 +254,7 @@ export class RedisCounterStore implements CounterStore {
 
   #fallback(takes: readonly Take[]): Refusal | undefined {
     this.fallbackDecisions++;
+    this.#fallbackUsed = true;
     const local: Take[] = takes.map((t) => ({
       counter: (t.counter as RedisCounter).local,
       key: t.key,
@@ -263,7 +266,7 @@ export class RedisCounterStore implements CounterStore {
   give(counter: Counter, key: string, points: number): void {
     const c = counter as RedisCounter;
     // Slots the local fallback admitted go back to it (first: Redis never counted them).
-    const held = this.#local.count(c.local, key);
+    const held = this.#fallbackUsed ? this.#local.count(c.local, key) : 0;
     if (held > 0) {
       const back = Math.min(held, points);
       this.#local.give(c.local, key, back);
