@@ -11,7 +11,7 @@ import { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import { RedisCounterStore } from "../../src/ratelimit/redis-store.ts";
 import type { Take } from "../../src/ratelimit/store.ts";
-import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
+import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { counterStoreContract } from "./counter-store.contract.ts";
 
@@ -123,6 +123,34 @@ if (await redisReady("RedisCounterStore contract")) {
       assert.equal(Number(await admin.get(`${keyPrefix}key:1000:60:p`)), 661);
       assert.equal(store.fallbackDecisions, 0);
       await store.close();
+    });
+
+    test("the script is loaded once, then run by EVALSHA; after SCRIPT FLUSH it is loaded again", async () => {
+      // A private server: SCRIPT FLUSH on the shared one would touch other suites' scripts.
+      const server = await startRedisServer();
+      const store = new RedisCounterStore({ client: { url: server.url }, keyPrefix: "noscript:" });
+      const admin2 = new Redis(server.url);
+      try {
+        await store.ready();
+        const c = store.counter({ quota: 10, windowSec: 60 }, "key");
+        const take = () => store.take([{ counter: c, key: "k", points: 1 }]);
+        const calls = async () => {
+          const info = await admin2.info("commandstats");
+          const n = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+          return { eval: n("eval"), evalsha: n("evalsha") };
+        };
+        assert.equal(await take(), undefined);
+        assert.equal(await take(), undefined);
+        assert.deepEqual(await calls(), { eval: 1, evalsha: 1 }, "EVAL once on the connection, then EVALSHA");
+        await admin2.script("FLUSH");
+        assert.equal(await take(), undefined, "NOSCRIPT: sent again, decided by Redis");
+        assert.equal(Number(await admin2.get("noscript:key:10:60:k")), 3);
+        assert.equal(store.fallbackDecisions, 0);
+      } finally {
+        admin2.disconnect();
+        await store.close();
+        await server.stop();
+      }
     });
 
     test("counts expire with their window; in-flight counts inflightTtlSec after creation", async () => {
