@@ -159,6 +159,7 @@ function fakeReq(headers: Record<string, string>): IncomingMessage {
     method: "POST",
     headers,
     headersDistinct: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, [v]])),
+    rawHeaders: Object.entries(headers).flat(),
     socket: { remoteAddress: "127.0.0.1" },
   } as unknown as IncomingMessage;
 }
@@ -237,7 +238,7 @@ async function credentials(tmp: string): Promise<void> {
   });
   const req = fakeReq({ "x-api-key": key });
   await bench(group, "API key (X-API-Key), SQLite key store", () => auth.authenticate(req, route), {
-    note: "Authenticator → authenticateApiKey (SHA-256, timing-safe compare) → key-record cache",
+    note: "Authenticator → authenticateApiKey (a key that matched before: no SHA-256 again) → key-record cache",
   });
   const bearer = fakeReq({ authorization: `Bearer ${key}` });
   await bench(group, "API key (Authorization: Bearer), SQLite key store", () =>
@@ -336,7 +337,7 @@ async function limiter(): Promise<void> {
     };
     await bench(group, "the same, Redis counters (distributed)", decide(red), {
       ops,
-      note: "4 counter scripts at once (auto-pipelined), then the release",
+      note: "one script decides every limit (one round trip), then the release",
     });
     fallbacks();
     await bench(group, "the same, Redis counters (distributed)", decide(red), {
