@@ -2,12 +2,19 @@ import type { Readable } from "node:stream";
 import type { UpstreamConfig } from "../config/schema.ts";
 import { type Egress, type EgressRequest, type EgressResponse, isConnectError } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
-import { parseMessage, type RpcMessage, type RpcRequest } from "../listen/jsonrpc.ts";
-import { type SseEvent, SseParser } from "../listen/sse.ts";
+import type { RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
+import { SseParser } from "../listen/sse.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { createCredentials, type UpstreamCredentials } from "./credentials.ts";
-import { closeBody, header, MAX_UPSTREAM_BODY, readBody, replyFromResponse } from "./reply.ts";
+import {
+  closeBody,
+  header,
+  MAX_UPSTREAM_BODY,
+  readBody,
+  replyFromResponse,
+  toUpstreamEvent,
+} from "./reply.ts";
 import {
   type ForwardContext,
   type InitializeOutcome,
@@ -274,43 +281,13 @@ export class HttpUpstream implements Upstream {
       }
       return { kind: "passthrough", status: res.status, contentType: header(res, "content-type"), body: buf };
     }
+    // A GET opens a stream (standalone, or a request stream resumed with Last-Event-ID) that is held
+    // for as long as its session lives: its events are read by `SseBody`, not async generators.
+    if (method === "GET" && res.status === 200 && sseType(res)) {
+      const stream = res.body;
+      return { kind: "stream", events: new SseBody(stream), close: () => closeBody(stream) };
+    }
     return replyFromResponse(res);
-  }
-
-  /**
-   * @internal used by HttpSession.listen: opens a GET stream (standalone, or a request stream being
-   * resumed with Last-Event-ID). As `sessionRequest` for a GET, except that an SSE answer's events
-   * are read by `SseBody`: a standalone stream is held for as long as its session lives.
-   */
-  async openStream(
-    inst: Instance,
-    sessionId: string | null,
-    ctx: ForwardContext,
-    lastEventId: string | undefined,
-  ): Promise<UpstreamReply> {
-    const headers = this.#headers(ctx, sessionId);
-    delete headers["content-type"];
-    headers.accept = "text/event-stream";
-    if (lastEventId) headers["last-event-id"] = lastEventId;
-    let res: EgressResponse;
-    try {
-      res = await this.#send(inst, "GET", headers, undefined, ctx);
-    } catch (err) {
-      if (isConnectError(err))
-        throw new UpstreamSessionLost(`instance ${inst.url} is unreachable`, { cause: err });
-      throw upstreamFailure(err, ctx);
-    }
-    if (sessionId !== null && res.status >= 400 && res.status < 500) {
-      const buf = await readBody(res.body, MAX_UPSTREAM_BODY);
-      if (looksLikeLostSession(res.status, buf)) {
-        throw new UpstreamSessionLost(`instance ${inst.url} no longer knows the session (${res.status})`);
-      }
-      return { kind: "passthrough", status: res.status, contentType: header(res, "content-type"), body: buf };
-    }
-    const type = header(res, "content-type")?.split(";")[0]?.trim().toLowerCase();
-    if (res.status !== 200 || type !== "text/event-stream") return replyFromResponse(res);
-    const body = res.body;
-    return { kind: "stream", events: new SseBody(body), close: () => closeBody(body) };
   }
 
   /** @internal */
@@ -354,7 +331,14 @@ class HttpSession implements UpstreamSession {
   }
 
   listen(ctx: ForwardContext, lastUpstreamEventId?: string): Promise<UpstreamReply> {
-    return this.#up.openStream(this.#inst, this.binding.sessionId, ctx, lastUpstreamEventId);
+    return this.#up.sessionRequest(
+      this.#inst,
+      this.binding.sessionId,
+      "GET",
+      undefined,
+      ctx,
+      lastUpstreamEventId,
+    );
   }
 
   async terminate(): Promise<void> {
@@ -504,20 +488,7 @@ function prematureClose(): Error {
   return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
 }
 
-/** One parsed SSE event as an UpstreamEvent (as reply.ts does for `sseEvents`); null for other event types. */
-function toUpstreamEvent(ev: SseEvent): UpstreamEvent | null {
-  // Only `message` events (the default type) carry JSON-RPC in Streamable HTTP.
-  if (ev.event !== undefined && ev.event !== "message") return null;
-  let message = null;
-  if (ev.hasData && ev.data.length > 0) {
-    try {
-      message = parseMessage(ev.data);
-    } catch {
-      message = null;
-    }
-  }
-  const out: UpstreamEvent = { data: ev.hasData ? ev.data : "", message };
-  if (ev.retry !== undefined) out.retry = ev.retry;
-  if (ev.id !== undefined) out.upstreamId = ev.id;
-  return out;
+/** Whether an answer's content type is text/event-stream. */
+function sseType(res: EgressResponse): boolean {
+  return header(res, "content-type")?.split(";")[0]?.trim().toLowerCase() === "text/event-stream";
 }

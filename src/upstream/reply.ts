@@ -3,7 +3,7 @@ import type { EgressResponse } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { collectStream } from "../listen/hygiene.ts";
 import { parseMessage } from "../listen/jsonrpc.ts";
-import { SseParser } from "../listen/sse.ts";
+import { type SseEvent, SseParser } from "../listen/sse.ts";
 import type { UpstreamEvent, UpstreamReply } from "./types.ts";
 
 /** Upstream error bodies and JSON answers are read up to this many bytes. */
@@ -99,13 +99,8 @@ export function closeBody(body: Readable): void {
   else body.destroy();
 }
 
-function toUpstreamEvent(ev: {
-  id?: string;
-  event?: string;
-  data: string;
-  retry?: number;
-  hasData: boolean;
-}): UpstreamEvent | null {
+/** One parsed SSE event as an UpstreamEvent; null for event types other than `message`. */
+export function toUpstreamEvent(ev: SseEvent): UpstreamEvent | null {
   // Only `message` events (the default type) carry JSON-RPC in Streamable HTTP.
   if (ev.event !== undefined && ev.event !== "message") return null;
   let message = null;
@@ -116,12 +111,10 @@ function toUpstreamEvent(ev: {
       message = null;
     }
   }
-  return {
-    data: ev.hasData ? ev.data : "",
-    message,
-    ...(ev.retry !== undefined ? { retry: ev.retry } : {}),
-    ...(ev.id !== undefined ? { upstreamId: ev.id } : {}),
-  };
+  const out: UpstreamEvent = { data: ev.hasData ? ev.data : "", message };
+  if (ev.retry !== undefined) out.retry = ev.retry;
+  if (ev.id !== undefined) out.upstreamId = ev.id;
+  return out;
 }
 
 /**

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
-import { connect } from "node:net";
 import { describe, test } from "node:test";
 import { authenticateApiKey, mintApiKey } from "../../src/auth/apikey.ts";
 import { credentialHeaders } from "../../src/auth/authenticate.ts";
 import type { GatewayError } from "../../src/errors/errors.ts";
 import { MemoryApiKeyStore } from "../../src/store/memory.ts";
 import type { ApiKeyRecord } from "../../src/store/types.ts";
+import { sendRawRequest } from "../helpers/raw-http.ts";
 
 function record(id: string, hash: string, over: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
   return {
@@ -81,15 +81,7 @@ describe("credentialHeaders: every Authorization and X-API-Key, as headersDistin
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const { port } = server.address() as AddressInfo;
-    const raw = (head: string) =>
-      new Promise<void>((resolve, reject) => {
-        const s = connect(port, "127.0.0.1", () =>
-          s.write(`GET /mcp HTTP/1.1\r\nHost: x\r\n${head}Connection: close\r\n\r\n`),
-        );
-        s.on("data", () => {});
-        s.on("end", () => resolve());
-        s.on("error", reject);
-      });
+    const raw = (head: string) => sendRawRequest(port, head);
     try {
       await raw("Authorization: Bearer first\r\nAUTHORIZATION: Bearer second\r\n");
       await raw("x-api-key: one\r\nX-Api-Key:  two \r\nAuthorization: Basic x\r\n");

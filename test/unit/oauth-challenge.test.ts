@@ -7,7 +7,6 @@
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
-import { connect } from "node:net";
 import { describe, test } from "node:test";
 import {
   type BearerChallengeOptions,
@@ -19,6 +18,7 @@ import {
   resourceUrl,
 } from "../../src/auth/challenge.ts";
 import { GatewayError } from "../../src/errors/errors.ts";
+import { sendRawRequest } from "../helpers/raw-http.ts";
 
 const PRM = "https://mcp.example.com/.well-known/oauth-protected-resource/github/mcp";
 
@@ -207,15 +207,7 @@ describe("extractBearer (RFC 6750 §2.1)", () => {
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const { port } = server.address() as AddressInfo;
-    const raw = (head: string) =>
-      new Promise<void>((resolve, reject) => {
-        const s = connect(port, "127.0.0.1", () =>
-          s.write(`GET /mcp?access_token=q HTTP/1.1\r\nHost: x\r\n${head}Connection: close\r\n\r\n`),
-        );
-        s.on("data", () => {});
-        s.on("end", () => resolve());
-        s.on("error", reject);
-      });
+    const raw = (head: string) => sendRawRequest(port, head, "/mcp?access_token=q");
     try {
       await raw("Authorization: Bearer first\r\nAuthorization: Bearer second\r\n");
       await raw("authorization: bearer only\r\n");
