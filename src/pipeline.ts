@@ -5,7 +5,14 @@ import { GatewayError } from "./errors/errors.ts";
 import type { LegacyBridge } from "./forward/legacy.ts";
 import type { Forwarder } from "./forward/streamable.ts";
 import { detectEra, isKnownVersion, metaProtocolVersion, validateStatelessHeaders } from "./listen/era.ts";
-import { checkHostAndOrigin, checkPostHeaders, checkSessionId, readBody, single } from "./listen/hygiene.ts";
+import {
+  checkHostAndOrigin,
+  checkPostHeaders,
+  checkSessionId,
+  readBody,
+  single,
+  validSessionId,
+} from "./listen/hygiene.ts";
 import { decodeBody, isRequest, parseBody } from "./listen/jsonrpc.ts";
 import { logScope } from "./observability/logger.ts";
 import type { CallLimiter } from "./ratelimit/limiter.ts";
@@ -146,12 +153,16 @@ export class Pipeline {
     //     no quota; before session work and the upstream, so a refused call costs neither. Counts
     //     the MCP calls in the body (not notifications or responses), against every limit that
     //     applies, all or none. Undefined when nothing applies or the memory store admitted it.
+    //     Distributed mode: a session record this instance has no fresh copy of is read in the
+    //     same round trip as the decision (a read only: the session stage below still decides).
+    const isInitialize = rpcMethod === "initialize";
+    if (!isInitialize && sessionHeader !== undefined && validSessionId(sessionHeader))
+      this.#d.sessions.prefetch(sessionHeader);
     const limited = this.#d.limiter?.admit(ctx);
     if (limited) await limited;
 
     // 6. Session (session era): the id must name a live session of this route owned by this
     //    principal; anything else is 404, a missing id 400 (MCP transports, Session Management).
-    const isInitialize = rpcMethod === "initialize";
     if (!isInitialize) {
       if (sessionHeader === undefined) throw new GatewayError("EDGE_SESSION_REQUIRED");
       checkSessionId(sessionHeader);

@@ -143,10 +143,13 @@ export function collectStream(
 }
 
 /** Mcp-Session-Id values are visible ASCII (0x21-0x7E), at most 256 characters here. */
+export function validSessionId(id: string): boolean {
+  return id.length > 0 && id.length <= 256 && /^[\x21-\x7e]+$/.test(id);
+}
+
+/** `validSessionId`, or EDGE_SESSION_ID_INVALID. */
 export function checkSessionId(id: string): void {
-  if (id.length === 0 || id.length > 256 || !/^[\x21-\x7e]+$/.test(id)) {
-    throw new GatewayError("EDGE_SESSION_ID_INVALID");
-  }
+  if (!validSessionId(id)) throw new GatewayError("EDGE_SESSION_ID_INVALID");
 }
 
 /**

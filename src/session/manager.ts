@@ -111,6 +111,8 @@ export class SessionManager {
    * after a restart. Bounded: the oldest entries go first.
    */
   readonly #hot = new Map<string, HotEntry>();
+  /** Store reads under way, by session id (`#read`). */
+  readonly #reading = new Map<string, Promise<SessionRecord | undefined>>();
   static readonly HOT_MAX = 50_000;
   readonly #timer: NodeJS.Timeout;
   readonly #reapEvery: number;
@@ -164,6 +166,45 @@ export class SessionManager {
   }
 
   /**
+   * Distributed mode: starts reading a session whose local copy is missing or older than
+   * `hotTtlMs`, so that the read leaves with the call's rate-limit decision (ioredis sends the
+   * commands of one event-loop turn in one write: one round trip per call) instead of after it. The
+   * record read becomes the local copy; `load` joins a read still under way. Nothing else happens
+   * here (no touch, no idle check, no ownership check: `load` does those). A no-op in embedded mode,
+   * for a fresh copy, and while the store is unreachable.
+   */
+  prefetch(id: string): void {
+    if (!this.#sharing || !this.#sharing.ready()) return;
+    const hit = this.#hot.get(id);
+    if (hit && Date.now() - hit.at < this.#sharing.hotTtlMs) return;
+    this.#read(id).catch(() => undefined); // `load` reads again and answers the error
+  }
+
+  /**
+   * One store read per session at a time (a `load` joins the read a `prefetch` started); the record
+   * read becomes the local copy before the read is over, so a `load` after it finds it fresh.
+   */
+  #read(id: string): Promise<SessionRecord | undefined> {
+    let pending = this.#reading.get(id);
+    if (pending === undefined) {
+      pending = this.#store.get(id).then(
+        (rec) => {
+          this.#reading.delete(id);
+          if (rec) this.#remember(rec);
+          else this.#hot.delete(id);
+          return rec;
+        },
+        (err: unknown) => {
+          this.#reading.delete(id);
+          throw err;
+        },
+      );
+      this.#reading.set(id, pending);
+    }
+    return pending;
+  }
+
+  /**
    * The session a request names. Unknown, expired, another route's or another principal's session
    * all answer the same 404: the id alone proves nothing and reveals nothing (security.md D38).
    */
@@ -174,9 +215,7 @@ export class SessionManager {
     let rec = hit && (!this.#sharing || now - hit.at < this.#sharing.hotTtlMs) ? hit.rec : undefined;
     const fromCache = rec !== undefined;
     if (!rec) {
-      rec = await this.#store.get(id);
-      if (rec) this.#remember(rec);
-      else this.#hot.delete(id);
+      rec = await this.#read(id); // the local copy from now on (or none)
       now = Date.now();
     }
     if (!rec || rec.server !== route.name || rec.principal !== principalId) {
