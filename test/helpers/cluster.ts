@@ -1055,6 +1055,20 @@ export function sessionHeaders(key: string, sid: string): Record<string, string>
   };
 }
 
+/** A raw `tools/call where` POST on a session (no SDK client): the answer as fetch gives it. */
+export function postWhere(url: string, key: string, sid: string, id: number): Promise<Response> {
+  return fetch(url, {
+    method: "POST",
+    headers: sessionHeaders(key, sid),
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id,
+      method: "tools/call",
+      params: { name: "where", arguments: {} },
+    }),
+  });
+}
+
 export interface SseEvent {
   id?: string;
   data: string;

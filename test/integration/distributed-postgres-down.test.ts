@@ -19,7 +19,7 @@ import {
   type Cluster,
   JSON_SSE,
   rawSession,
-  sessionHeaders,
+  postWhere,
   startCluster,
   startUpstreams,
   TcpProxy,
@@ -46,16 +46,7 @@ interface Answer {
 
 async function callWhere(url: string, key: string, sid: string, id: number): Promise<Answer> {
   const at = performance.now();
-  const res = await fetch(url, {
-    method: "POST",
-    headers: sessionHeaders(key, sid),
-    body: JSON.stringify({
-      jsonrpc: "2.0",
-      id,
-      method: "tools/call",
-      params: { name: "where", arguments: {} },
-    }),
-  });
+  const res = await postWhere(url, key, sid, id);
   const msg = lastMessage(await res.text());
   const a: Answer = { at, ms: performance.now() - at, status: res.status };
   if (res.status === 200 && msg?.result) a.where = JSON.parse(msg.result.content[0].text) as Where;

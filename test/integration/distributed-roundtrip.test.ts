@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { Redis } from "ioredis";
-import { rawSession, sessionHeaders, startCluster, startUpstreams } from "../helpers/cluster.ts";
+import { postWhere, rawSession, startCluster, startUpstreams } from "../helpers/cluster.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 
@@ -46,16 +46,7 @@ if (ready) {
     const url = cluster.edgeUrl(0);
     const sid = await rawSession(url, key);
     const call = async (id: number) => {
-      const res = await fetch(url, {
-        method: "POST",
-        headers: sessionHeaders(key, sid),
-        body: JSON.stringify({
-          jsonrpc: "2.0",
-          id,
-          method: "tools/call",
-          params: { name: "where", arguments: {} },
-        }),
-      });
+      const res = await postWhere(url, key, sid, id);
       await res.text();
       assert.equal(res.status, 200);
     };
