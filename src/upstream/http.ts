@@ -1,26 +1,16 @@
-import type { Readable } from "node:stream";
 import type { UpstreamConfig } from "../config/schema.ts";
 import { type Egress, type EgressRequest, type EgressResponse, isConnectError } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
-import { SseParser } from "../listen/sse.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { createCredentials, type UpstreamCredentials } from "./credentials.ts";
-import {
-  closeBody,
-  header,
-  MAX_UPSTREAM_BODY,
-  readBody,
-  replyFromResponse,
-  toUpstreamEvent,
-} from "./reply.ts";
+import { header, MAX_UPSTREAM_BODY, readBody, replyFromResponse } from "./reply.ts";
 import {
   type ForwardContext,
   type InitializeOutcome,
   type InstanceHealth,
   type Upstream,
-  type UpstreamEvent,
   type UpstreamReply,
   type UpstreamSession,
   UpstreamSessionLost,
@@ -281,12 +271,6 @@ export class HttpUpstream implements Upstream {
       }
       return { kind: "passthrough", status: res.status, contentType: header(res, "content-type"), body: buf };
     }
-    // A GET opens a stream (standalone, or a request stream resumed with Last-Event-ID) that is held
-    // for as long as its session lives: its events are read by `SseBody`, not async generators.
-    if (method === "GET" && res.status === 200 && sseType(res)) {
-      const stream = res.body;
-      return { kind: "stream", events: new SseBody(stream), close: () => closeBody(stream) };
-    }
     return replyFromResponse(res);
   }
 
@@ -356,139 +340,4 @@ class HttpSession implements UpstreamSession {
       // The session is being ended anyway; an instance that is gone has nothing left to end.
     }
   }
-}
-
-/**
- * The events of an upstream SSE body, as reply.ts `sseEvents` gives them (same events, errors and
- * early exit), read with listeners instead of async generators: a stream held open for hours keeps
- * a parser, a few listeners and at most one pending promise, where `for await` over the body kept
- * two suspended async generators with their iterator, requests and promises.
- */
-class SseBody implements AsyncIterable<UpstreamEvent> {
-  readonly #body: Readable & AsyncIterable<Buffer>;
-
-  constructor(body: Readable & AsyncIterable<Buffer>) {
-    this.#body = body;
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<UpstreamEvent> {
-    return new SseBodyIterator(this.#body);
-  }
-}
-
-const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
-
-/**
- * Reads an SSE body as it flows. Events parsed while nobody waits are queued and the body paused
- * until they are taken (the backpressure of `for await`). Ends as `for await` over the body does,
- * once the body has closed: done after its end; rejected with its error, or with "Premature close"
- * when it closed before the end, or with SseTooLargeError (the body destroyed) for an oversized
- * event. `return` (early exit)
- * leaves the body paused, not destroyed: the reply's `close` drains or destroys it.
- */
-class SseBodyIterator implements AsyncIterator<UpstreamEvent> {
-  readonly #body: Readable;
-  readonly #parser = new SseParser({ maxEventBytes: MAX_UPSTREAM_BODY });
-  #queue: UpstreamEvent[] | undefined;
-  #waiting: PromiseWithResolvers<IteratorResult<UpstreamEvent>> | undefined;
-  /** Set once the body has ended (`null`) or failed (the error), and no more events will come. */
-  #end: unknown = undefined;
-  #over = false;
-  readonly #onData = (chunk: Buffer): void => this.#data(chunk);
-  /** 'close' follows 'end' and 'error' alike: how the body closed tells which. */
-  readonly #onClose = (): void => {
-    const body = this.#body;
-    this.#finish(body.readableEnded ? null : (body.errored ?? prematureClose()));
-  };
-
-  constructor(body: Readable) {
-    this.#body = body;
-    body.on("data", this.#onData);
-    body.on("close", this.#onClose);
-    // Errors are read from `errored` at 'close'; the listener keeps an error from being unhandled.
-    body.on("error", ignore);
-  }
-
-  next(): Promise<IteratorResult<UpstreamEvent>> {
-    const queue = this.#queue;
-    if (queue !== undefined && queue.length > 0) {
-      const value = queue.shift() as UpstreamEvent;
-      if (queue.length === 0 && !this.#over) this.#body.resume();
-      return Promise.resolve({ done: false, value });
-    }
-    if (this.#over) {
-      const err = this.#end;
-      if (err === null) return Promise.resolve(DONE);
-      this.#end = null; // rejected once; done afterwards
-      return Promise.reject(err);
-    }
-    this.#waiting = Promise.withResolvers();
-    return this.#waiting.promise;
-  }
-
-  return(): Promise<IteratorResult<UpstreamEvent>> {
-    if (!this.#over) {
-      this.#over = true;
-      this.#end = null;
-      this.#detach();
-      this.#body.pause();
-    }
-    this.#queue = undefined;
-    return Promise.resolve(DONE);
-  }
-
-  #data(chunk: Buffer): void {
-    let events;
-    try {
-      events = this.#parser.push(chunk);
-    } catch (err) {
-      this.#body.destroy();
-      this.#finish(err);
-      return;
-    }
-    for (const ev of events) {
-      const out = toUpstreamEvent(ev);
-      if (out === null) continue;
-      const waiting = this.#waiting;
-      if (waiting !== undefined) {
-        this.#waiting = undefined;
-        waiting.resolve({ done: false, value: out });
-      } else {
-        (this.#queue ??= []).push(out);
-      }
-    }
-    if (this.#queue !== undefined && this.#queue.length > 0) this.#body.pause();
-  }
-
-  #finish(err: unknown): void {
-    if (this.#over) return;
-    this.#over = true;
-    this.#end = err;
-    this.#detach();
-    const waiting = this.#waiting;
-    if (waiting === undefined) return;
-    this.#waiting = undefined;
-    if (err === null) waiting.resolve(DONE);
-    else {
-      this.#end = null;
-      waiting.reject(err);
-    }
-  }
-
-  #detach(): void {
-    // The error listener stays: a body destroyed with an error later must not throw unhandled.
-    this.#body.off("data", this.#onData);
-    this.#body.off("close", this.#onClose);
-  }
-}
-
-function ignore(): void {}
-
-function prematureClose(): Error {
-  return Object.assign(new Error("Premature close"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
-}
-
-/** Whether an answer's content type is text/event-stream. */
-function sseType(res: EgressResponse): boolean {
-  return header(res, "content-type")?.split(";")[0]?.trim().toLowerCase() === "text/event-stream";
 }

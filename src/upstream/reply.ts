@@ -61,31 +61,135 @@ function prematureClose(): Error {
 }
 
 /**
- * Parses one upstream SSE body into events, lazily, as they arrive.
+ * The events of an upstream SSE body, parsed lazily as they arrive, read with listeners instead of
+ * async generators: a stream held open for hours keeps a parser, a few listeners and at most one
+ * pending promise, where `for await` over the body kept two suspended async generators with their
+ * iterator, requests and promises.
  *
  * A consumer that stops early (the answer it waited for has come) does not destroy the body here:
  * it calls the reply's `close` (`closeBody`), which drains a body the upstream has already ended.
  * Destroying it instead built an AbortError with its stack trace on every SSE call (~2.5% of the
  * edge's CPU in the benchmark profile).
  */
-export async function* sseEvents(body: Readable & AsyncIterable<Buffer>): AsyncGenerator<UpstreamEvent> {
-  const parser = new SseParser({ maxEventBytes: MAX_UPSTREAM_BODY });
-  try {
-    for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-      for (const ev of parser.push(chunk)) {
-        const out = toUpstreamEvent(ev);
-        if (out) yield out;
-      }
-    }
-    for (const ev of parser.end()) {
-      const out = toUpstreamEvent(ev);
-      if (out) yield out;
-    }
-  } catch (err) {
-    body.destroy();
-    throw err;
+class SseBody implements AsyncIterable<UpstreamEvent> {
+  readonly #body: Readable & AsyncIterable<Buffer>;
+
+  constructor(body: Readable & AsyncIterable<Buffer>) {
+    this.#body = body;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<UpstreamEvent> {
+    return new SseBodyIterator(this.#body);
   }
 }
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
+
+/**
+ * Reads an SSE body as it flows. Events parsed while nobody waits are queued and the body paused
+ * until they are taken (the backpressure of `for await`). Ends as `for await` over the body does,
+ * once the body has closed: done after its end; rejected with its error, or with "Premature close"
+ * when it closed before the end, or with SseTooLargeError (the body destroyed) for an oversized
+ * event. `return` (early exit)
+ * leaves the body paused, not destroyed: the reply's `close` drains or destroys it.
+ */
+class SseBodyIterator implements AsyncIterator<UpstreamEvent> {
+  readonly #body: Readable;
+  readonly #parser = new SseParser({ maxEventBytes: MAX_UPSTREAM_BODY });
+  #queue: UpstreamEvent[] | undefined;
+  #waiting: PromiseWithResolvers<IteratorResult<UpstreamEvent>> | undefined;
+  /** Set once the body has ended (`null`) or failed (the error), and no more events will come. */
+  #end: unknown = undefined;
+  #over = false;
+  readonly #onData = (chunk: Buffer): void => this.#data(chunk);
+  /** 'close' follows 'end' and 'error' alike: how the body closed tells which. */
+  readonly #onClose = (): void => {
+    const body = this.#body;
+    this.#finish(body.readableEnded ? null : (body.errored ?? prematureClose()));
+  };
+
+  constructor(body: Readable) {
+    this.#body = body;
+    body.on("data", this.#onData);
+    body.on("close", this.#onClose);
+    // Errors are read from `errored` at 'close'; the listener keeps an error from being unhandled.
+    body.on("error", ignore);
+  }
+
+  next(): Promise<IteratorResult<UpstreamEvent>> {
+    const queue = this.#queue;
+    if (queue !== undefined && queue.length > 0) {
+      const value = queue.shift() as UpstreamEvent;
+      if (queue.length === 0 && !this.#over) this.#body.resume();
+      return Promise.resolve({ done: false, value });
+    }
+    if (this.#over) {
+      const err = this.#end;
+      if (err === null) return Promise.resolve(DONE);
+      this.#end = null; // rejected once; done afterwards
+      return Promise.reject(err);
+    }
+    this.#waiting = Promise.withResolvers();
+    return this.#waiting.promise;
+  }
+
+  return(): Promise<IteratorResult<UpstreamEvent>> {
+    if (!this.#over) {
+      this.#over = true;
+      this.#end = null;
+      this.#detach();
+      this.#body.pause();
+    }
+    this.#queue = undefined;
+    return Promise.resolve(DONE);
+  }
+
+  #data(chunk: Buffer): void {
+    let events;
+    try {
+      events = this.#parser.push(chunk);
+    } catch (err) {
+      this.#body.destroy();
+      this.#finish(err);
+      return;
+    }
+    for (const ev of events) {
+      const out = toUpstreamEvent(ev);
+      if (out === null) continue;
+      const waiting = this.#waiting;
+      if (waiting !== undefined) {
+        this.#waiting = undefined;
+        waiting.resolve({ done: false, value: out });
+      } else {
+        (this.#queue ??= []).push(out);
+      }
+    }
+    if (this.#queue !== undefined && this.#queue.length > 0) this.#body.pause();
+  }
+
+  #finish(err: unknown): void {
+    if (this.#over) return;
+    this.#over = true;
+    this.#end = err;
+    this.#detach();
+    const waiting = this.#waiting;
+    if (waiting === undefined) return;
+    this.#waiting = undefined;
+    if (err === null) waiting.resolve(DONE);
+    else {
+      this.#end = null;
+      waiting.reject(err);
+    }
+  }
+
+  #detach(): void {
+    // The error listener stays: a body destroyed with an error later must not throw unhandled.
+    this.#body.off("data", this.#onData);
+    this.#body.off("close", this.#onClose);
+  }
+}
+
+function ignore(): void {}
 
 /**
  * Ends the edge's use of an upstream body. One whose end has already arrived (the upstream sent
@@ -100,7 +204,7 @@ export function closeBody(body: Readable): void {
 }
 
 /** One parsed SSE event as an UpstreamEvent; null for event types other than `message`. */
-export function toUpstreamEvent(ev: SseEvent): UpstreamEvent | null {
+function toUpstreamEvent(ev: SseEvent): UpstreamEvent | null {
   // Only `message` events (the default type) carry JSON-RPC in Streamable HTTP.
   if (ev.event !== undefined && ev.event !== "message") return null;
   let message = null;
@@ -129,7 +233,7 @@ export async function replyFromResponse(res: EgressResponse): Promise<UpstreamRe
   }
   if (res.status === 200 && type === "text/event-stream") {
     const body = res.body;
-    return { kind: "stream", events: sseEvents(body), close: () => closeBody(body) };
+    return { kind: "stream", events: new SseBody(body), close: () => closeBody(body) };
   }
   const buf = await readBody(res.body, MAX_UPSTREAM_BODY);
   if (res.status === 200 && type === "application/json") {
