@@ -192,6 +192,9 @@ interface StartContext {
   versions: Record<string, string>;
 }
 
+/** Paths whose process is given a port picked beforehand by freePort (see the start of main). */
+const FIXED_PORT_PATHS: ReadonlySet<string> = new Set(["nginx", "mcp-proxy", "supergateway", "edge-jwt"]);
+
 interface PathSpec {
   id: string;
   title: string;
@@ -941,20 +944,23 @@ async function main(): Promise<void> {
       issuer: () => (issuer ??= startIssuer()),
       versions,
     };
-    // Every path at once (each waits for its own readiness); one that fails is reported, not fatal.
-    await Promise.all(
-      usedPaths.map(async (p) => {
-        try {
-          running.set(p.id, await p.start(ctx));
-        } catch (err) {
-          const [msg = "", output = ""] = (err as Error).message.split("\n--- output ---");
-          // The reason, and the last lines the process wrote (usually the explanation).
-          const tail = output.trim().split("\n").slice(-3).join(" | ").slice(0, 400);
-          unavailable[p.id] = `${msg.trim()}${tail ? ` (${tail})` : ""}`;
-          note(`path ${p.id} unavailable: ${unavailable[p.id]}`);
-        }
-      }),
-    );
+    // One that fails is reported, not fatal.
+    const startPath = async (p: PathSpec) => {
+      try {
+        running.set(p.id, await p.start(ctx));
+      } catch (err) {
+        const [msg = "", output = ""] = (err as Error).message.split("\n--- output ---");
+        // The reason, and the last lines the process wrote (usually the explanation).
+        const tail = output.trim().split("\n").slice(-3).join(" | ").slice(0, 400);
+        unavailable[p.id] = `${msg.trim()}${tail ? ` (${tail})` : ""}`;
+        note(`path ${p.id} unavailable: ${unavailable[p.id]}`);
+      }
+    };
+    // Paths told a port picked in advance (freePort) start first, one by one, each bound before the
+    // next starts: started beside the port-0 listeners, an edge once took the port picked for
+    // supergateway, whose load generator then reached the edge (404). The others start at once.
+    for (const p of usedPaths.filter((x) => FIXED_PORT_PATHS.has(x.id))) await startPath(p);
+    await Promise.all(usedPaths.filter((x) => !FIXED_PORT_PATHS.has(x.id)).map(startPath));
     note(
       `mcp-edge e2e bench: ${cells.length} cells, ${settings.trials} trials of ${settings.durationMs} ms ` +
         `(${settings.warmupMs} ms warm-up); paths ${[...running.keys()].join(", ")}`,
