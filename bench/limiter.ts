@@ -25,7 +25,7 @@ import { Redis } from "ioredis";
 import type { Principal } from "../src/auth/types.ts";
 import { parseConfig } from "../src/config/load.ts";
 import type { RequestContext, Route } from "../src/context.ts";
-import type { RpcMessage } from "../src/listen/jsonrpc.ts";
+import type { RpcMessage } from "../src/mcp/jsonrpc.ts";
 import { createLogger } from "../src/observability/logger.ts";
 import { AuthFailureLimiter } from "../src/ratelimit/auth-failures.ts";
 import { CallLimiter } from "../src/ratelimit/limiter.ts";

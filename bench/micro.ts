@@ -39,7 +39,7 @@ import { parseConfig } from "../src/config/load.ts";
 import type { Config } from "../src/config/schema.ts";
 import type { RequestContext, Route } from "../src/context.ts";
 import { Egress } from "../src/egress/index.ts";
-import type { RpcMessage } from "../src/listen/jsonrpc.ts";
+import type { RpcMessage } from "../src/mcp/jsonrpc.ts";
 import { type RequestEndEvent, requestEndChannel } from "../src/observability/channels.ts";
 import { createLogger } from "../src/observability/logger.ts";
 import { CallLimiter } from "../src/ratelimit/limiter.ts";

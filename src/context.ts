@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Principal } from "./auth/types.ts";
 import type { ServerConfig } from "./config/schema.ts";
 import type { EgressDecision } from "./egress/proxy.ts";
-import type { RpcMessage } from "./listen/jsonrpc.ts";
+import type { RpcMessage } from "./mcp/jsonrpc.ts";
 import type { CallOutcome } from "./observability/channels.ts";
 import type { Logger } from "./observability/logger.ts";
 import type { SessionRecord } from "./store/types.ts";

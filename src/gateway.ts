@@ -25,7 +25,7 @@ import { GatewayError } from "./errors/errors.ts";
 import { sendError, toGatewayError } from "./errors/wire.ts";
 import { LegacyBridge } from "./forward/legacy.ts";
 import { Forwarder } from "./forward/streamable.ts";
-import { allowedHostSet } from "./listen/hygiene.ts";
+import { allowedHostSet } from "./mcp/hygiene.ts";
 import { type RequestEndEvent, requestEndChannel } from "./observability/channels.ts";
 import { createLogger, type Logger, logScope } from "./observability/logger.ts";
 import { Metrics } from "./observability/metrics.ts";

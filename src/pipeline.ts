@@ -4,7 +4,7 @@ import type { Principal, RequestContext } from "./context.ts";
 import { GatewayError } from "./errors/errors.ts";
 import type { LegacyBridge } from "./forward/legacy.ts";
 import type { Forwarder } from "./forward/streamable.ts";
-import { detectEra, isKnownVersion, metaProtocolVersion, validateStatelessHeaders } from "./listen/era.ts";
+import { detectEra, isKnownVersion, metaProtocolVersion, validateStatelessHeaders } from "./mcp/era.ts";
 import {
   checkHostAndOrigin,
   checkPostHeaders,
@@ -12,8 +12,8 @@ import {
   readBody,
   single,
   validSessionId,
-} from "./listen/hygiene.ts";
-import { decodeBody, isRequest, parseBody } from "./listen/jsonrpc.ts";
+} from "./mcp/hygiene.ts";
+import { decodeBody, isRequest, parseBody } from "./mcp/jsonrpc.ts";
 import { logScope } from "./observability/logger.ts";
 import type { CallLimiter } from "./ratelimit/limiter.ts";
 import type { SessionManager } from "./session/manager.ts";

@@ -8,7 +8,7 @@ import type { Route } from "../context.ts";
 import { ERROR_CODES, type ErrorSpec } from "../errors/codes.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { toGatewayError } from "../errors/wire.ts";
-import { readBody } from "../listen/hygiene.ts";
+import { readBody } from "../mcp/hygiene.ts";
 import { type AdminEvent, adminChannel } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SessionManager } from "../session/manager.ts";

@@ -3,8 +3,8 @@
  * on the request path, so they only copy fields: no hashing, no serialization, no I/O.
  */
 import { clientLeft } from "../context.ts";
-import { single } from "../listen/hygiene.ts";
-import { isRequest, type RpcRequest, requestIdKey } from "../listen/jsonrpc.ts";
+import { single } from "../mcp/hygiene.ts";
+import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { AdminEvent, RequestEndEvent, SessionEvent } from "../observability/channels.ts";
 import { sessionHash } from "../session/manager.ts";
 import type { AuditDraft, AuditOutcome } from "./record.ts";

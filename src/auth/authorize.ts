@@ -1,6 +1,6 @@
 import type { ServerConfig } from "../config/schema.ts";
 import { GatewayError } from "../errors/errors.ts";
-import { isRequest, type RpcMessage } from "../listen/jsonrpc.ts";
+import { isRequest, type RpcMessage } from "../mcp/jsonrpc.ts";
 import type { Principal } from "./types.ts";
 
 /** The scopes a call needs on a route: a tool's own, else the route default. */

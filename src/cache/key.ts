@@ -15,7 +15,7 @@
  */
 import { createHash } from "node:crypto";
 import type { Principal } from "../auth/types.ts";
-import type { RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
+import type { RpcMessage, RpcRequest } from "../mcp/jsonrpc.ts";
 
 /** The list methods whose results are cached, by the kind of list-changed notification that drops them. */
 export const LIST_METHODS = {

@@ -29,8 +29,8 @@
  */
 import type { Principal } from "../auth/types.ts";
 import type { RequestContext } from "../context.ts";
-import { metaProtocolVersion } from "../listen/era.ts";
-import { isResponse, type RpcMessage, type RpcRequest, requestIdKey } from "../listen/jsonrpc.ts";
+import { metaProtocolVersion } from "../mcp/era.ts";
+import { isResponse, type RpcMessage, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import type {
   ForwardContext,

@@ -2,8 +2,8 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { GatewayError } from "../errors/errors.ts";
-import { checkSecretsFromEnv } from "../upstream/credentials.ts";
 import { type Config, type ConfigInput, configSchema } from "./schema.ts";
+import { checkSecretsFromEnv } from "./secrets.ts";
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 

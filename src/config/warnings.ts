@@ -1,6 +1,6 @@
-import { BlockList, isIP } from "node:net";
 import { classifyAddress, deniedName, parseHostLiteral } from "../egress/policy.ts";
 import type { WarningCode } from "../errors/codes.ts";
+import { bareHost, isLoopbackHost, isUnspecified } from "../lib/hosts.ts";
 import type { Config } from "./schema.ts";
 
 /**
@@ -19,40 +19,6 @@ export interface ConfigAssessment {
   warnings: ConfigWarning[];
   /** Each one makes the config unusable (boot fails with EDGE_CONFIG_UNSAFE). */
   errors: string[];
-}
-
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
-LOOPBACK.addAddress("::1", "ipv6");
-
-/**
- * True when a listener bound to `host` is reachable from this machine only: 127.0.0.0/8, ::1 (any
- * spelling, IPv4-mapped included) or `localhost`. Any other name may resolve anywhere, and the
- * unspecified addresses (0.0.0.0, ::) are every interface, so they count as public.
- */
-export function isLoopbackHost(host: string): boolean {
-  const h = bareHost(host);
-  if (h === "localhost" || h === "localhost.") return true;
-  const family = isIP(h);
-  if (family === 4) return LOOPBACK.check(h, "ipv4");
-  if (family === 6) return LOOPBACK.check(h, "ipv6");
-  return false;
-}
-
-const UNSPECIFIED = new BlockList();
-UNSPECIFIED.addAddress("0.0.0.0", "ipv4");
-UNSPECIFIED.addAddress("::", "ipv6");
-
-function bareHost(host: string): string {
-  const h = host.trim().toLowerCase();
-  return h.startsWith("[") && h.endsWith("]") ? h.slice(1, -1) : h;
-}
-
-/** 0.0.0.0 or :: (any spelling): every interface. */
-function isUnspecified(host: string): boolean {
-  const h = bareHost(host);
-  const family = isIP(h);
-  return family !== 0 && UNSPECIFIED.check(h, family === 4 ? "ipv4" : "ipv6");
 }
 
 /** Whether two listeners would try to bind the same socket. Port 0 picks a free port: never. */

@@ -1,6 +1,6 @@
 import { IDENTITY_HEADER, type IdentitySigner } from "../auth/identity.ts";
 import type { RequestContext } from "../context.ts";
-import { forwardableHeaders } from "../listen/hygiene.ts";
+import { forwardableHeaders } from "../mcp/hygiene.ts";
 import { sessionHash } from "../session/manager.ts";
 
 /**

@@ -2,7 +2,7 @@ import type { ServerResponse } from "node:http";
 import type { GatewayError } from "../errors/errors.ts";
 import { errorBody } from "../errors/wire.ts";
 import type { RequestContext } from "../context.ts";
-import { isResponse, type RpcId, type RpcMessage, requestIdKey } from "../listen/jsonrpc.ts";
+import { isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { CallOutcome } from "../observability/channels.ts";
 import type { UpstreamReply } from "../upstream/types.ts";
 

@@ -4,7 +4,7 @@ import { CACHE_HEADER, type CacheLookup, type ListCache } from "../cache/list-ca
 import type { RequestContext } from "../context.ts";
 import { callRecorder } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
-import { single } from "../listen/hygiene.ts";
+import { single } from "../mcp/hygiene.ts";
 import {
   isRequest,
   isResponse,
@@ -12,8 +12,8 @@ import {
   type RpcMessage,
   type RpcRequest,
   requestIdKey,
-} from "../listen/jsonrpc.ts";
-import { formatEvent } from "../listen/sse.ts";
+} from "../mcp/jsonrpc.ts";
+import { formatEvent } from "../mcp/sse.ts";
 import { forwarding } from "../observability/tracing.ts";
 import { mintSessionId, type SessionManager, sessionHash } from "../session/manager.ts";
 import { type EdgeStream, Sink, type StreamRegistry } from "../session/streams.ts";

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Config } from "../config/schema.ts";
 import type { Route } from "../context.ts";
-import { isRequest, type RpcRequest, requestIdKey } from "../listen/jsonrpc.ts";
+import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { InstanceHealth } from "../upstream/types.ts";
 import type { AdminEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./channels.ts";
 import { upstreamStartedAt } from "./tracing.ts";

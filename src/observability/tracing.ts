@@ -16,7 +16,7 @@ import {
 } from "@opentelemetry/api";
 import type { Config } from "../config/schema.ts";
 import type { RequestContext, Route } from "../context.ts";
-import { isRequest } from "../listen/jsonrpc.ts";
+import { isRequest } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { RequestEndEvent } from "./channels.ts";
 
@@ -34,7 +34,7 @@ import type { RequestEndEvent } from "./channels.ts";
  * Attributes name the method, tool, server and tenant; never arguments, session ids or credentials.
  *
  * Off (the default), nothing is created and the client's own `traceparent`/`tracestate` are
- * forwarded unchanged, as they always were (src/listen/hygiene.ts forwardableHeaders).
+ * forwarded unchanged, as they always were (src/mcp/hygiene.ts forwardableHeaders).
  */
 
 /** What inject/extract need: the global `propagation` API, or a propagator instance. */

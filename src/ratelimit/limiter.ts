@@ -23,7 +23,7 @@ import { RateLimiterMemory } from "rate-limiter-flexible";
 import type { ServerConfig } from "../config/schema.ts";
 import type { RequestContext } from "../context.ts";
 import { GatewayError } from "../errors/errors.ts";
-import { isRequest } from "../listen/jsonrpc.ts";
+import { isRequest } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import { type RateSpec, TOOL_NAME } from "./spec.ts";
 import { type Counter, type CounterStore, MemoryCounterStore, type Refusal, type Take } from "./store.ts";

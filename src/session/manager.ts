@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { Route } from "../context.ts";
 import { GatewayError } from "../errors/errors.ts";
-import type { RpcRequest } from "../listen/jsonrpc.ts";
+import type { RpcRequest } from "../mcp/jsonrpc.ts";
 import { type SessionEvent, sessionChannel } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SessionRecord, SessionStore } from "../store/types.ts";

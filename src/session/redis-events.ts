@@ -67,7 +67,7 @@
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { GatewayError } from "../errors/errors.ts";
-import { formatComment, formatEvent } from "../listen/sse.ts";
+import { formatComment, formatEvent } from "../mcp/sse.ts";
 import { storeUnavailable } from "../store/redis.ts";
 import type { EdgeStream, Sink, StreamLimits, StreamMirror } from "./streams.ts";
 

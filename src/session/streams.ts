@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import { GatewayError } from "../errors/errors.ts";
-import { formatComment, formatEvent } from "../listen/sse.ts";
+import { formatComment, formatEvent } from "../mcp/sse.ts";
 import type { RedisEventLog, RemoteStream } from "./redis-events.ts";
 
 /** Buffer and lifetime limits of resumable streams (config `streams`). */

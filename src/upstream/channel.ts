@@ -1,6 +1,6 @@
 import type { EgressSink } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
-import { isRequest, isResponse, type RpcId, type RpcMessage, requestIdKey } from "../listen/jsonrpc.ts";
+import { isRequest, isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import type { ForwardContext, UpstreamEvent, UpstreamReply, UpstreamSession } from "./types.ts";
 

@@ -1,7 +1,7 @@
 import type { UpstreamConfig } from "../config/schema.ts";
 import { type Egress, type EgressRequest, type EgressResponse, isConnectError } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
-import type { RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
+import type { RpcMessage, RpcRequest } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { createCredentials, type UpstreamCredentials } from "./credentials.ts";

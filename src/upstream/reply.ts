@@ -1,9 +1,9 @@
 import { Readable } from "node:stream";
 import type { EgressResponse } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
-import { collectStream } from "../listen/hygiene.ts";
-import { parseMessage } from "../listen/jsonrpc.ts";
-import { type SseEvent, SseParser } from "../listen/sse.ts";
+import { collectStream } from "../mcp/hygiene.ts";
+import { parseMessage } from "../mcp/jsonrpc.ts";
+import { type SseEvent, SseParser } from "../mcp/sse.ts";
 import type { UpstreamEvent, UpstreamReply } from "./types.ts";
 
 /** Upstream error bodies and JSON answers are read up to this many bytes. */

@@ -8,7 +8,7 @@ import {
   type RpcMessage,
   type RpcRequest,
   requestIdKey,
-} from "../listen/jsonrpc.ts";
+} from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { ChannelSession, type MessageChannel } from "./channel.ts";

@@ -4,7 +4,7 @@ import { createInterface } from "node:readline";
 import type { StdioConfig, UpstreamConfig } from "../config/schema.ts";
 import type { EgressProxy, EgressSink, ProxyCredential, ServerEgress } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
-import { parseMessage, type RpcMessage, type RpcRequest } from "../listen/jsonrpc.ts";
+import { parseMessage, type RpcMessage, type RpcRequest } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { ChannelSession, type MessageChannel } from "./channel.ts";

@@ -1,5 +1,5 @@
 import type { EgressSink } from "../egress/proxy.ts";
-import type { RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
+import type { RpcMessage, RpcRequest } from "../mcp/jsonrpc.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 
 /** One message an upstream sent on a stream, with its raw text (forwarded as is). */

@@ -4,7 +4,7 @@
  * (TypeError: Cannot read properties of null (reading 'destroy'), uncaught). And readBody left a
  * `for await` loop over the request, which destroyed the socket before the 413 was written.
  * Fixed in src/gateway.ts (#onPublic takes the socket up front, lingering close) and
- * src/listen/hygiene.ts (readBody pauses instead of destroying).
+ * src/mcp/hygiene.ts (readBody pauses instead of destroying).
  */
 import assert from "node:assert/strict";
 import { connect } from "node:net";

@@ -19,7 +19,7 @@ import {
   LIST_CHANGED,
   LIST_METHODS,
 } from "../../src/cache/key.ts";
-import type { RpcMessage } from "../../src/listen/jsonrpc.ts";
+import type { RpcMessage } from "../../src/mcp/jsonrpc.ts";
 
 const POLICY: CachePolicy = {
   enabled: true,

@@ -9,7 +9,7 @@ import type { CachePolicy } from "../../src/cache/key.ts";
 import { ListCache, observeUpstream } from "../../src/cache/list-cache.ts";
 import { BoundedLru } from "../../src/cache/lru.ts";
 import type { RequestContext } from "../../src/context.ts";
-import type { RpcMessage } from "../../src/listen/jsonrpc.ts";
+import type { RpcMessage } from "../../src/mcp/jsonrpc.ts";
 import type { SessionRecord } from "../../src/store/types.ts";
 import type { Upstream, UpstreamEvent, UpstreamReply } from "../../src/upstream/types.ts";
 

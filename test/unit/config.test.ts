@@ -5,7 +5,8 @@ import { DURATION_PATTERN, SIZE_PATTERN } from "../../src/config/json-schema.ts"
 import { interpolateEnv, parseConfig } from "../../src/config/load.ts";
 import type { ConfigInput } from "../../src/config/schema.ts";
 import { parseDuration, parseSize } from "../../src/config/units.ts";
-import { assessConfig, isLoopbackHost } from "../../src/config/warnings.ts";
+import { assessConfig } from "../../src/config/warnings.ts";
+import { isLoopbackHost } from "../../src/lib/hosts.ts";
 import type { WarningCode } from "../../src/errors/codes.ts";
 import { GatewayError } from "../../src/errors/errors.ts";
 

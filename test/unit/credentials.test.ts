@@ -7,10 +7,10 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Egress } from "../../src/egress/index.ts";
 import { GatewayError } from "../../src/errors/errors.ts";
+import { checkSecretsFromEnv } from "../../src/config/secrets.ts";
 import { createLogger } from "../../src/observability/logger.ts";
 import {
   type CredentialsConfig,
-  checkSecretsFromEnv,
   createCredentials,
   parseTokenResponse,
   refreshAt,

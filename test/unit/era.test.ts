@@ -16,8 +16,8 @@ import {
   STATELESS_VERSIONS,
   type StatelessHeaderOptions,
   validateStatelessHeaders,
-} from "../../src/listen/era.ts";
-import { parseMessage, type RpcMessage } from "../../src/listen/jsonrpc.ts";
+} from "../../src/mcp/era.ts";
+import { parseMessage, type RpcMessage } from "../../src/mcp/jsonrpc.ts";
 
 const V = "2026-07-28";
 

@@ -1,5 +1,5 @@
 /**
- * src/listen/hygiene.ts, table-driven: the Host allow-list, Host/Origin checks (DNS rebinding,
+ * src/mcp/hygiene.ts, table-driven: the Host allow-list, Host/Origin checks (DNS rebinding,
  * MCP transports "Security Warning"), session id syntax, the header allow-list toward upstreams
  * (RFC 9110 §7.6.1 hop-by-hop, RFC 9700 §4.13 asserted headers) and the body cap (security.md H69).
  * The pure checks read only `req.headers`; readBody runs against a real node:http server.
@@ -21,7 +21,7 @@ import {
   checkSessionId,
   forwardableHeaders,
   readBody,
-} from "../../src/listen/hygiene.ts";
+} from "../../src/mcp/hygiene.ts";
 
 /** The pure checks read `headers` only. */
 function withHeaders(headers: IncomingHttpHeaders): IncomingMessage {

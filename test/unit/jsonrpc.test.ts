@@ -12,7 +12,7 @@ import {
   type RpcId,
   type RpcMessage,
   requestIdKey,
-} from "../../src/listen/jsonrpc.ts";
+} from "../../src/mcp/jsonrpc.ts";
 
 function expectError(fn: () => unknown, code: ErrorCode, rpcId: RpcId | null = null): void {
   assert.throws(fn, (err: unknown) => {

@@ -12,7 +12,7 @@ import { parseConfig } from "../../src/config/load.ts";
 import type { ServerConfig } from "../../src/config/schema.ts";
 import type { RequestContext, Route } from "../../src/context.ts";
 import { GatewayError } from "../../src/errors/errors.ts";
-import type { RpcMessage } from "../../src/listen/jsonrpc.ts";
+import type { RpcMessage } from "../../src/mcp/jsonrpc.ts";
 import { createLogger } from "../../src/observability/logger.ts";
 import { addressKey } from "../../src/ratelimit/auth-failures.ts";
 import { CallLimiter, makePolicy, refusalError } from "../../src/ratelimit/limiter.ts";

@@ -6,7 +6,7 @@ import {
   type SseEvent,
   SseParser,
   SseTooLargeError,
-} from "../../src/listen/sse.ts";
+} from "../../src/mcp/sse.ts";
 
 const enc = new TextEncoder();
 

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import { isIP } from "node:net";
 import type { Readable } from "node:stream";
-import { isLoopbackHost } from "../config/warnings.ts";
+import { isLoopbackHost } from "../lib/hosts.ts";
 import { GatewayError } from "../errors/errors.ts";
 
 /**

@@ -1,0 +1,38 @@
+/** Exactly one `${NAME}` reference, without a `:-default` (a default would be a secret in the file). */
+const ENV_ONLY = /^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/;
+/** An HTTP auth scheme (RFC 9110 §11.1) then one `${NAME}`: `Bearer ${TOKEN}` holds no secret. */
+const SCHEME_THEN_ENV = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \$\{[A-Za-z_][A-Za-z0-9_]*\}$/;
+
+/**
+ * Checks the raw (not yet interpolated) config document: every value of
+ * `servers.*.credentials.headers` and `servers.*.credentials.oauth.clientSecret` must come from the
+ * environment (SPEC §4). Header values may be `${NAME}` or `<scheme> ${NAME}`; the client secret
+ * must be exactly `${NAME}`. Returns one problem per offending value, prefixed by its path; the
+ * value itself is never repeated (it may be a secret). Pure; the loader turns a non-empty answer
+ * into EDGE_CONFIG_SECRET_INLINE.
+ */
+export function checkSecretsFromEnv(rawDoc: unknown): string[] {
+  const problems: string[] = [];
+  const isObj = (v: unknown): v is Record<string, unknown> =>
+    v !== null && typeof v === "object" && !Array.isArray(v);
+  if (!isObj(rawDoc) || !isObj(rawDoc.servers)) return problems;
+  for (const [name, server] of Object.entries(rawDoc.servers)) {
+    if (!isObj(server) || !isObj(server.credentials)) continue;
+    const base = `servers.${name}.credentials`;
+    const { headers, oauth } = server.credentials;
+    if (isObj(headers)) {
+      for (const [h, v] of Object.entries(headers)) {
+        if (typeof v !== "string" || !(ENV_ONLY.test(v) || SCHEME_THEN_ENV.test(v)))
+          problems.push(
+            `${base}.headers.${h}: must be a \${NAME} reference (or "<scheme> \${NAME}"), not a value in the file`,
+          );
+      }
+    }
+    if (isObj(oauth) && "clientSecret" in oauth) {
+      const v = oauth.clientSecret;
+      if (typeof v !== "string" || !ENV_ONLY.test(v))
+        problems.push(`${base}.oauth.clientSecret: must be a \${NAME} reference, not a value in the file`);
+    }
+  }
+  return problems;
+}
