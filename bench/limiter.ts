@@ -91,7 +91,7 @@ function ctx(sessionId: string): RequestContext {
     clientGone: new AbortController().signal,
     principal,
     messages: [message],
-  };
+  } as unknown as RequestContext;
 }
 
 const HUGE = "1000000000/d";

@@ -151,7 +151,7 @@ function config(issuer?: { issuer: string; jwksUri: string }): Config {
 }
 
 function routeOf(cfg: Config): Route {
-  return { name: "bench", config: cfg.servers.bench!, upstream: {} as Upstream };
+  return { name: "bench", config: cfg.servers.bench!, upstream: {} as Upstream, interceptors: [] };
 }
 
 function fakeReq(headers: Record<string, string>): IncomingMessage {
@@ -205,6 +205,9 @@ function ctxFor(route: Route, sessionId: string, rec?: SessionRecord): RequestCo
     requestId: "bench-request-0001",
     startedAt: performance.now(),
     req: fakeReq({ "mcp-session-id": sessionId, "content-type": "application/json" }),
+    httpMethod: "POST",
+    headers: { "mcp-session-id": sessionId, "content-type": "application/json" },
+    clientLeft: false,
     res: {} as ServerResponse,
     route,
     endpoint: "mcp",
@@ -217,7 +220,7 @@ function ctxFor(route: Route, sessionId: string, rec?: SessionRecord): RequestCo
     outcomes: new Map([["n:7", { kind: "result", isError: false }]]),
     upstream: { instance: "http://127.0.0.1:9/mcp", ms: 0.4 },
     ...(rec ? { session: rec } : {}),
-  } as RequestContext;
+  } as unknown as RequestContext;
 }
 
 // ---------------------------------------------------------------- groups
@@ -433,7 +436,7 @@ async function audit(tmp: string): Promise<void> {
   const rec = sessionRecord(mintSessionId());
   const contexts = Array.from({ length: 64 }, () => ctxFor(route, rec.id, rec));
   const event = (i: number): RequestEndEvent => ({
-    ctx: contexts[i % contexts.length] as RequestContext,
+    request: contexts[i % contexts.length] as RequestContext,
     status: 200,
     error: undefined,
     durationMs: 0.8,

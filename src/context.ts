@@ -1,63 +1,66 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import type { Principal } from "./auth/types.ts";
-import type { ServerConfig } from "./config/schema.ts";
+import type { CacheLookup } from "./cache/list-cache.ts";
 import type { EgressDecision } from "./egress/proxy.ts";
-import type { RpcMessage } from "./mcp/jsonrpc.ts";
-import type { CallOutcome } from "./observability/channels.ts";
+import type { RpcId, RpcMessage } from "./mcp/jsonrpc.ts";
+import type { CallOutcome, RequestFacts } from "./observability/channels.ts";
 import type { Logger } from "./observability/logger.ts";
+import type { InflightSlot, RateLimitRefusal } from "./ratelimit/limiter.ts";
 import type { SessionRecord } from "./store/types.ts";
-import type { Upstream } from "./upstream/types.ts";
+import type { Route } from "./upstream/types.ts";
 
-/** A configured server at run time: its config and its upstream. */
-export interface Route {
-  readonly name: string;
-  readonly config: ServerConfig;
-  readonly upstream: Upstream;
-}
-
-export type { Principal };
+export type { Principal, Route };
 
 /** Which endpoint of a route the request hit. */
 export type Endpoint = "mcp" | "legacy-sse" | "legacy-messages";
 
 /**
- * Everything one request carries through the pipeline. Each stage reads what earlier stages set
- * and adds its own part; nothing else is shared between stages.
+ * Everything one request carries through the pipeline (src/pipeline/lists.ts). Each stage reads
+ * what earlier stages set and adds its own part; nothing else is shared between stages. The fields
+ * a stage fills are optional here; the typed views below (`Authenticated`, `Parsed`, `Sessioned`)
+ * are what a stage that runs after them is handed, so no stage needs a cast.
  */
-export interface RequestContext {
-  readonly requestId: string;
-  readonly startedAt: number;
+export interface RequestContext extends RequestFacts {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
-  readonly route: Route;
   readonly endpoint: Endpoint;
   readonly log: Logger;
   /** Aborted when the client goes away before the answer is complete. */
   readonly clientGone: AbortSignal;
-  principal?: Principal;
-  /** The raw body text, when the request has one. */
-  body?: string;
-  messages?: RpcMessage[];
-  batch?: boolean;
-  era?: "session" | "stateless";
+  principal: Principal | undefined;
+  /** The body text, when the request has one (POST). */
+  body: string | undefined;
+  messages: RpcMessage[] | undefined;
+  batch: boolean | undefined;
+  /** The id an error answer carries: the body's single request's, else null. */
+  rpcId: RpcId | null;
+  era: "session" | "stateless" | undefined;
   /**
    * Rewrites an upstream answer before the client sees it (tools/list filtered to the tools the
    * principal may call); returns the text to send, or undefined to send the upstream's as is.
    */
-  rewrite?: (data: string) => string | undefined;
-  /** How each JSON-RPC request of the body ended (key: requestIdKey), for audit and metrics. */
-  outcomes?: Map<string, CallOutcome>;
-  /** The upstream instance that served the call, and how long the upstream took (ms). */
-  upstream?: { instance: string; ms: number };
-  /** performance.now() when the forward stage started talking to the upstream (tracing.ts marks it). */
-  upstreamAt?: number;
-  session?: SessionRecord;
-  /**
-   * Outbound requests a stdio server made through the egress proxy while this request was in
-   * flight, allowed or denied (src/egress/proxy.ts); copied into the call's audit record.
-   */
-  egress?: EgressDecision[];
+  rewrite: ((data: string) => string | undefined) | undefined;
+  outcomes: Map<string, CallOutcome> | undefined;
+  upstream: { instance: string; ms: number } | undefined;
+  upstreamAt: number | undefined;
+  session: SessionRecord | undefined;
+  egress: EgressDecision[] | undefined;
+  /** The list-result cache's lookup of this request (a miss fills it on the way back). */
+  cached: CacheLookup | undefined;
+  /** Set when a rate limit refused the request (read by the audit stage and the log). */
+  refusal: RateLimitRefusal | undefined;
+  /** In-flight slots the request holds, given back by the rate-limit stage when its work is over. */
+  inflightSlot: InflightSlot | undefined;
 }
+
+/** After `authenticate`: who is calling. */
+export type Authenticated = RequestContext & { principal: Principal };
+/** After `body`: the body and its messages (empty for GET and DELETE). */
+export type Parsed = Authenticated & { body: string; messages: RpcMessage[]; batch: boolean };
+/** After `era`: which protocol era the request belongs to. */
+export type EraKnown = Parsed & { era: "session" | "stateless" };
+/** After `session` on a request of a live session (not initialize). */
+export type Sessioned = EraKnown & { session: SessionRecord };
 
 /**
  * The context of a request on the public listener. Every field is there from the start (one
@@ -72,17 +75,21 @@ export class PublicRequestContext implements RequestContext {
   readonly route: Route;
   readonly endpoint: Endpoint;
   readonly log: Logger;
-  principal?: Principal = undefined;
-  body?: string = undefined;
-  messages?: RpcMessage[] = undefined;
-  batch?: boolean = undefined;
-  era?: "session" | "stateless" = undefined;
-  rewrite?: (data: string) => string | undefined = undefined;
-  outcomes?: Map<string, CallOutcome> = undefined;
-  upstream?: { instance: string; ms: number } = undefined;
-  upstreamAt?: number = undefined;
-  session?: SessionRecord = undefined;
-  egress?: EgressDecision[] = undefined;
+  principal: Principal | undefined = undefined;
+  body: string | undefined = undefined;
+  messages: RpcMessage[] | undefined = undefined;
+  batch: boolean | undefined = undefined;
+  rpcId: RpcId | null = null;
+  era: "session" | "stateless" | undefined = undefined;
+  rewrite: ((data: string) => string | undefined) | undefined = undefined;
+  outcomes: Map<string, CallOutcome> | undefined = undefined;
+  upstream: { instance: string; ms: number } | undefined = undefined;
+  upstreamAt: number | undefined = undefined;
+  session: SessionRecord | undefined = undefined;
+  egress: EgressDecision[] | undefined = undefined;
+  cached: CacheLookup | undefined = undefined;
+  refusal: RateLimitRefusal | undefined = undefined;
+  inflightSlot: InflightSlot | undefined = undefined;
   #gone: AbortController | undefined = undefined;
   #left = false;
 
@@ -108,6 +115,14 @@ export class PublicRequestContext implements RequestContext {
     });
   }
 
+  get httpMethod(): string {
+    return this.req.method ?? "";
+  }
+
+  get headers(): IncomingHttpHeaders {
+    return this.req.headers;
+  }
+
   get clientGone(): AbortSignal {
     if (!this.#gone) {
       this.#gone = new AbortController();
@@ -120,9 +135,4 @@ export class PublicRequestContext implements RequestContext {
   get clientLeft(): boolean {
     return this.#left;
   }
-}
-
-/** `ctx.clientGone.aborted`, without making the signal of a context that has none yet. */
-export function clientLeft(ctx: RequestContext): boolean {
-  return ctx instanceof PublicRequestContext ? ctx.clientLeft : ctx.clientGone.aborted;
 }

@@ -4,7 +4,7 @@ import type { z } from "zod";
 import { auditRoute } from "../audit/api.ts";
 import type { AuditLog } from "../audit/log.ts";
 import { authenticateApiKey, KEY_PREFIX } from "../auth/apikey.ts";
-import type { Route } from "../context.ts";
+import type { Route } from "../upstream/types.ts";
 import { ERROR_CODES, type ErrorSpec } from "../errors/codes.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { toGatewayError } from "../errors/wire.ts";

@@ -2,7 +2,6 @@
  * Drafts from the pipeline's diagnostics_channel events. These run synchronously inside `publish`
  * on the request path, so they only copy fields: no hashing, no serialization, no I/O.
  */
-import { clientLeft } from "../context.ts";
 import { single } from "../mcp/hygiene.ts";
 import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { AdminEvent, RequestEndEvent, SessionEvent } from "../observability/channels.ts";
@@ -42,12 +41,12 @@ function target(m: RpcRequest): unknown {
 
 /** One draft per audited JSON-RPC request of the body; one `request` draft for a POST refused unread. */
 export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): AuditDraft[] {
-  const { ctx, error } = ev;
+  const { request: ctx, error } = ev;
   const messages = ctx.messages;
   if (!messages) {
     // Refused (or failed) before the body was read: any such POST may have been a tool call, so it
     // is recorded, with what is known. GET/DELETE carry no call.
-    if (ctx.req.method !== "POST" || !error) return [];
+    if (ctx.httpMethod !== "POST" || !error) return [];
     const outcome: AuditOutcome = { kind: "http_error", status: error.status, code: error.code };
     return [draftOf(ev, now, "request", null, null, null, outcome)];
   }
@@ -58,7 +57,7 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     let outcome: AuditOutcome;
     if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
     else if (known) outcome = known;
-    else if (ev.status === 0 || clientLeft(ctx)) outcome = { kind: "aborted" };
+    else if (ev.status === 0 || ctx.clientLeft) outcome = { kind: "aborted" };
     else if (ev.status >= 400) outcome = { kind: "http_error", status: ev.status, code: null };
     else outcome = { kind: "result", isError: null };
     const params = m.params && !Array.isArray(m.params) ? m.params : undefined;
@@ -95,17 +94,17 @@ function draftOf(
   rpcId: string | null,
   outcome: AuditOutcome,
 ): AuditDraft {
-  const { ctx, error } = ev;
+  const { request: ctx, error } = ev;
   const p = ctx.principal;
   let traceId: string | null = null;
-  const tp = ctx.req.headers.traceparent;
+  const tp = ctx.headers.traceparent;
   if (typeof tp === "string") traceId = TRACEPARENT.exec(tp.trim().toLowerCase())?.[1] ?? null;
   let session: string | null = ctx.session ? sessionHash(ctx.session.id) : null;
   if (!session) {
     // The id the client presented (a 404 names which one), hashed like every session id.
     let presented: string | undefined;
     try {
-      presented = single(ctx.req, "mcp-session-id");
+      presented = single(ctx, "mcp-session-id");
     } catch {
       presented = undefined;
     }

@@ -25,7 +25,7 @@
  */
 import { randomBytes } from "node:crypto";
 import diagnostics_channel from "node:diagnostics_channel";
-import type { Route } from "../context.ts";
+import type { Route } from "../upstream/types.ts";
 import {
   type AdminEvent,
   adminChannel,
@@ -222,7 +222,7 @@ export class AuditLog {
   }
 
   #ownRequest(ev: RequestEndEvent): AuditDraft[] {
-    if (this.#routes && !this.#routes.has(ev.ctx.route)) return [];
+    if (this.#routes && !this.#routes.has(ev.request.route)) return [];
     return draftsFromRequestEnd(ev);
   }
 

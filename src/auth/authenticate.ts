@@ -1,5 +1,5 @@
 import type { IncomingMessage } from "node:http";
-import type { Route } from "../context.ts";
+import type { Route } from "../upstream/types.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { ApiKeyStore } from "../store/types.ts";
 import { authenticateApiKey, KEY_PREFIX } from "./apikey.ts";

@@ -28,10 +28,10 @@
  * (generation check), so an answer read before the change is never stored after it.
  */
 import type { Principal } from "../auth/types.ts";
-import type { RequestContext } from "../context.ts";
 import { metaProtocolVersion } from "../mcp/era.ts";
 import { isResponse, type RpcMessage, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
+import type { SessionRecord } from "../store/types.ts";
 import type {
   ForwardContext,
   InitializeOutcome,
@@ -82,6 +82,16 @@ export interface ListCacheOptions {
   log?: Logger;
   /** Clock (ms since epoch); tests freeze it. */
   now?: () => number;
+}
+
+/** What a lookup reads of a request (the pipeline's context has these fields). */
+export interface CacheQuery {
+  readonly route: { readonly name: string };
+  readonly messages: readonly RpcMessage[] | undefined;
+  readonly batch: boolean | undefined;
+  readonly era: "session" | "stateless" | undefined;
+  readonly session: SessionRecord | undefined;
+  readonly principal: Principal | undefined;
 }
 
 /**
@@ -176,7 +186,7 @@ export class ListCache {
    * The lookup for a request, or undefined when the cache has no part in it (not a single list
    * request, an MRTR retry, caching off for the server or, in the session era, no `sessionTtl`).
    */
-  lookup(ctx: RequestContext): CacheLookup | undefined {
+  lookup(ctx: CacheQuery): CacheLookup | undefined {
     const server = this.#servers.get(ctx.route.name);
     if (!server?.policy.enabled || !ctx.messages) return undefined;
     const request = cacheableRequest(ctx.messages, ctx.batch ?? false);
@@ -189,7 +199,8 @@ export class ListCache {
       if (!rec || server.policy.sessionTtl <= 0) return undefined;
       era = { era: "session", version: rec.protocolVersion, capabilities: rec.initParams["capabilities"] };
     }
-    const principal = ctx.principal as Principal;
+    const principal = ctx.principal;
+    if (!principal) return undefined;
     const base: Omit<KeyInput, "principal"> = {
       server: ctx.route.name,
       tenant: principal.tenant,

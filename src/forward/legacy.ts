@@ -1,5 +1,5 @@
 import type { IdentitySigner } from "../auth/identity.ts";
-import type { Principal, RequestContext, Route } from "../context.ts";
+import type { Authenticated, Parsed, RequestContext, Route } from "../context.ts";
 import { callRecorder } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { toGatewayError } from "../errors/wire.ts";
@@ -34,29 +34,22 @@ interface LegacyConnection {
  */
 export class LegacyBridge {
   readonly #sessions: SessionManager;
-  readonly #draining: () => boolean;
   readonly #keepAliveMs: number;
   readonly #conns = new Map<string, LegacyConnection>();
   readonly #identity: IdentitySigner | undefined;
 
-  constructor(
-    sessions: SessionManager,
-    draining: () => boolean,
-    keepAliveMs: number,
-    identity?: IdentitySigner,
-  ) {
+  constructor(sessions: SessionManager, keepAliveMs: number, identity?: IdentitySigner) {
     this.#sessions = sessions;
     this.#identity = identity;
-    this.#draining = draining;
     this.#keepAliveMs = keepAliveMs;
   }
 
-  async open(ctx: RequestContext): Promise<void> {
-    if (this.#draining()) throw new GatewayError("EDGE_DRAINING");
+  /** `GET {route}/sse`: the stream, its `endpoint` event, keep-alives. */
+  open(ctx: Authenticated): void {
     const id = mintSessionId();
     ctx.res.writeHead(200, sseHeaders());
     const sink = new Sink(ctx.res);
-    const conn: LegacyConnection = { id, route: ctx.route, principal: (ctx.principal as Principal).id, sink };
+    const conn: LegacyConnection = { id, route: ctx.route, principal: ctx.principal.id, sink };
     this.#conns.set(id, conn);
     sink.write(
       formatEvent({ event: "endpoint", data: `${ctx.route.config.route}/messages?sessionId=${id}` }),
@@ -71,15 +64,14 @@ export class LegacyBridge {
     });
   }
 
-  async message(ctx: RequestContext): Promise<void> {
+  /** `POST {route}/messages?sessionId=…`: 202 at once; the answer goes to the connection's stream. */
+  async message(ctx: Parsed): Promise<void> {
     const id = new URL(ctx.req.url ?? "/", "http://edge").searchParams.get("sessionId") ?? "";
     const conn = this.#conns.get(id);
-    if (!conn || conn.route !== ctx.route || conn.principal !== (ctx.principal as Principal).id) {
+    if (!conn || conn.route !== ctx.route || conn.principal !== ctx.principal.id) {
       throw new GatewayError("EDGE_SESSION_NOT_FOUND");
     }
-    const messages = ctx.messages as RpcMessage[];
-    if (ctx.batch) throw new GatewayError("EDGE_BATCH_REJECTED");
-    const msg = messages[0] as RpcMessage;
+    const msg = ctx.messages[0] as RpcMessage;
     ctx.res.writeHead(202, { "content-type": "text/plain" });
     ctx.res.end("Accepted");
     try {
@@ -109,11 +101,11 @@ export class LegacyBridge {
     };
   }
 
-  async #initialize(ctx: RequestContext, conn: LegacyConnection, msg: RpcRequest): Promise<void> {
+  async #initialize(ctx: Parsed, conn: LegacyConnection, msg: RpcRequest): Promise<void> {
     if (conn.record) throw new GatewayError("EDGE_INVALID_REQUEST", "The session is already initialized.");
     const { session, reply } = await ctx.route.upstream.initialize(
       msg,
-      ctx.body as string,
+      ctx.body,
       await this.#fctx(ctx, undefined),
     );
     let version: string | undefined;
@@ -126,25 +118,18 @@ export class LegacyBridge {
       await session?.terminate();
       return;
     }
-    const now = Date.now();
-    const rec: SessionRecord = {
+    conn.record = await this.#sessions.open(ctx.route, ctx.principal, {
       id: conn.id,
-      server: ctx.route.name,
-      principal: conn.principal,
-      tenant: (ctx.principal as Principal).tenant,
       transport: "legacy-sse",
       protocolVersion: version,
       initParams: (msg.params as Record<string, unknown> | undefined) ?? {},
       upstream: session.binding,
-      createdAt: now,
-      lastSeenAt: now,
-    };
-    await this.#sessions.create(rec);
-    conn.record = rec;
+    });
+    const rec = conn.record;
     ctx.log.info({ session: sessionHash(rec.id) }, "legacy SSE session initialized");
   }
 
-  async #forward(ctx: RequestContext, conn: LegacyConnection, msg: RpcMessage): Promise<void> {
+  async #forward(ctx: Parsed, conn: LegacyConnection, msg: RpcMessage): Promise<void> {
     const rec = conn.record;
     if (!rec) throw new GatewayError("EDGE_SESSION_REQUIRED", "Send initialize first.");
     this.#sessions.store.touch(rec.id, Date.now());
@@ -152,11 +137,11 @@ export class LegacyBridge {
     let upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
     let reply: UpstreamReply;
     try {
-      reply = await upstream.post(ctx.body as string, [msg], fctx);
+      reply = await upstream.post(ctx.body, [msg], fctx);
     } catch (err) {
       if (!(err instanceof UpstreamSessionLost)) throw err;
       upstream = await this.#sessions.upstreamOf(ctx.route, rec, err, fctx.headers);
-      reply = await upstream.post(ctx.body as string, [msg], fctx);
+      reply = await upstream.post(ctx.body, [msg], fctx);
     }
     if (isRequest(msg) || reply.kind === "passthrough") await this.#deliver(conn, reply, () => {}, msg, ctx);
     else if (reply.kind === "stream") reply.close();

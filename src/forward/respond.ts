@@ -2,7 +2,7 @@ import type { ServerResponse } from "node:http";
 import type { GatewayError } from "../errors/errors.ts";
 import { errorBody } from "../errors/wire.ts";
 import type { RequestContext } from "../context.ts";
-import { isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
+import { isRequest, isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { CallOutcome } from "../observability/channels.ts";
 import type { UpstreamReply } from "../upstream/types.ts";
 
@@ -69,4 +69,13 @@ export function answer(ctx: RequestContext, data: string, msg: RpcMessage | null
     (ctx.outcomes ??= new Map()).set(requestIdKey(id), outcome);
   }
   return ctx.rewrite?.(data) ?? data;
+}
+
+/** Answers a request from the list cache: JSON, filtered like any upstream answer, outcomes noted. */
+export function answerFromCache(ctx: RequestContext, cached: string): void {
+  for (const m of ctx.messages ?? []) {
+    if (isRequest(m))
+      (ctx.outcomes ??= new Map()).set(requestIdKey(m.id), { kind: "result", isError: false });
+  }
+  sendJson(ctx.res, ctx.rewrite?.(cached) ?? cached);
 }

@@ -1,23 +1,12 @@
 import type { ServerResponse } from "node:http";
 import type { IdentitySigner } from "../auth/identity.ts";
-import { CACHE_HEADER, type CacheLookup, type ListCache } from "../cache/list-cache.ts";
-import type { RequestContext } from "../context.ts";
-import { callRecorder } from "../egress/proxy.ts";
+import type { EraKnown, Parsed, Sessioned } from "../context.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { single } from "../mcp/hygiene.ts";
-import {
-  isRequest,
-  isResponse,
-  type RpcId,
-  type RpcMessage,
-  type RpcRequest,
-  requestIdKey,
-} from "../mcp/jsonrpc.ts";
+import { isResponse, type RpcId, type RpcMessage, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import { formatEvent } from "../mcp/sse.ts";
-import { forwarding } from "../observability/tracing.ts";
-import { mintSessionId, type SessionManager, sessionHash } from "../session/manager.ts";
+import { type SessionManager, sessionHash } from "../session/manager.ts";
 import { type EdgeStream, Sink, type StreamRegistry } from "../session/streams.ts";
-import type { SessionRecord } from "../store/types.ts";
 import {
   type ForwardContext,
   type UpstreamEvent,
@@ -25,12 +14,12 @@ import {
   type UpstreamSession,
   UpstreamSessionLost,
 } from "../upstream/types.ts";
-import { deadlineSignal } from "../upstream/deadline.ts";
+import { Deadlines } from "../upstream/deadline.ts";
+import type { GetOrder } from "./get-order.ts";
+import { asksFor, forwardContext, hasRequest, requestIds, requestKeys } from "./exchange.ts";
 import { upstreamHeaders } from "./identity.ts";
+import { forwardStateless } from "./stateless.ts";
 import { answer, errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
-
-/** Longest a POST waits for its session's standalone GET stream to open upstream (ms). */
-const GET_ORDER_WAIT_MS = 2000;
 
 /** How many times a request stream is resumed upstream after the upstream closed it early. */
 const MAX_UPSTREAM_RESUMES = 5;
@@ -38,78 +27,12 @@ const MAX_UPSTREAM_RESUMES = 5;
 export interface ForwarderOptions {
   sessions: SessionManager;
   streams: StreamRegistry;
-  /** True while the instance drains: no new sessions. */
-  draining: () => boolean;
   /** Counts calls in flight, for the drain. */
   inflight: { add(p: Promise<unknown>): void };
   /** Signs X-MCP-Edge-Identity; absent in tests that do not need it. */
   identity?: IdentitySigner;
-  /** The list-result cache (src/cache); absent = no caching. */
-  cache?: ListCache;
-}
-
-/** The forward context of a call, its upstream headers (upstreamHeaders) already made. */
-function forwardContext(
-  ctx: RequestContext,
-  protocolVersion: string | undefined,
-  signal: AbortSignal,
-  headers: Record<string, string>,
-): ForwardContext {
-  // Metrics and traces (src/observability/tracing.ts): marks the start of the upstream exchange
-  // and, with tracing on, starts the `mcp.upstream` span and puts its `traceparent` in the headers.
-  forwarding(ctx, headers);
-  // Egress proxy (src/egress/proxy.ts): a stdio process's outbound requests during this call are
-  // recorded on it (ctx.egress, the audit record's `egress`).
-  return {
-    requestId: ctx.requestId,
-    protocolVersion,
-    headers,
-    signal,
-    tenant: ctx.principal?.tenant ?? null,
-    egress: callRecorder(ctx),
-  };
-}
-
-/** Notes a cached answer's outcome for the requests it answered. */
-function answeredFromCache(ctx: RequestContext, messages: RpcMessage[]): void {
-  for (const m of messages) {
-    if (isRequest(m))
-      (ctx.outcomes ??= new Map()).set(requestIdKey(m.id), { kind: "result", isError: false });
-  }
-}
-
-function isInitialize(m: RpcMessage): boolean {
-  return isRequest(m) && m.method === "initialize";
-}
-
-/** Request ids of the requests in a POST: the answers the stream must carry, and only those. */
-function requestKeys(messages: RpcMessage[]): Set<string> {
-  const keys = new Set<string>();
-  for (const m of messages) if (isRequest(m)) keys.add(requestIdKey(m.id));
-  return keys;
-}
-
-/**
- * Whether `id` is the id of a request of the POST (same test as comparing `requestIdKey`s,
- * without building the keys): an answer must be to one of them (security.md H78).
- */
-function asksFor(messages: RpcMessage[], id: RpcId): boolean {
-  for (const m of messages) {
-    if (!isRequest(m)) continue;
-    const own = m.id;
-    if (typeof own === "number" ? own === id : typeof id !== "number" && `${own}` === `${id}`) return true;
-  }
-  return false;
-}
-
-/** Whether the POST holds a request (not only notifications and responses). */
-function hasRequest(messages: RpcMessage[]): boolean {
-  for (const m of messages) if (isRequest(m)) return true;
-  return false;
-}
-
-function requestIds(messages: RpcMessage[]): RpcId[] {
-  return messages.filter(isRequest).map((m) => m.id);
+  /** POSTs of a session wait for its GET stream to open upstream (the `get-order` stage). */
+  getOrder: GetOrder;
 }
 
 /**
@@ -157,14 +80,7 @@ export class Forwarder {
   readonly #sessions: SessionManager;
   readonly #streams: StreamRegistry;
   readonly #opts: ForwarderOptions;
-  /**
-   * Standalone GET streams being opened upstream, per session. A client that opens its GET stream
-   * and then POSTs expects the server to see them in that order: servers send server-to-client
-   * requests (sampling, elicitation) on the standalone stream when one is open, and drop them when
-   * none is. The GET path through the edge can be slower than the POST path (a new stream
-   * connection versus a warm one), so POSTs of the session wait for the GET to be open upstream.
-   */
-  readonly #opening = new Map<string, Promise<void>>();
+  readonly #deadlines = new Deadlines();
 
   constructor(opts: ForwarderOptions) {
     this.#sessions = opts.sessions;
@@ -174,14 +90,13 @@ export class Forwarder {
 
   // ---------------------------------------------------------------- POST, session era
 
-  async initialize(ctx: RequestContext, request: RpcRequest): Promise<void> {
-    if (this.#opts.draining()) throw new GatewayError("EDGE_DRAINING");
+  async initialize(ctx: Parsed, request: RpcRequest): Promise<void> {
     const route = ctx.route;
-    const signal = deadlineSignal(route.config.upstream.timeout);
+    const signal = this.#deadlines.signal(route.config.upstream.timeout);
     const version = single(ctx.req, "mcp-protocol-version");
     const { session, reply } = await route.upstream.initialize(
       request,
-      ctx.body as string,
+      ctx.body,
       forwardContext(ctx, version, signal, await upstreamHeaders(ctx, this.#opts.identity)),
     );
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
@@ -212,21 +127,13 @@ export class Forwarder {
     }
     let sessionId: string | undefined;
     if (result && session) {
-      sessionId = mintSessionId();
-      const now = Date.now();
-      const rec: SessionRecord = {
-        id: sessionId,
-        server: route.name,
-        principal: ctx.principal?.id ?? "anonymous",
-        tenant: ctx.principal?.tenant ?? null,
-        transport: ctx.endpoint === "mcp" ? "streamable" : "legacy-sse",
+      const rec = await this.#sessions.open(route, ctx.principal, {
+        transport: "streamable",
         protocolVersion: typeof result.protocolVersion === "string" ? result.protocolVersion : "2025-03-26",
         initParams: (request.params as Record<string, unknown> | undefined) ?? {},
         upstream: session.binding,
-        createdAt: now,
-        lastSeenAt: now,
-      };
-      await this.#sessions.create(rec);
+      });
+      sessionId = rec.id;
       ctx.session = rec;
       ctx.log.info({ session: sessionHash(sessionId) }, "initialize");
     } else {
@@ -246,34 +153,14 @@ export class Forwarder {
     }
   }
 
-  async post(ctx: RequestContext): Promise<void> {
-    const messages = ctx.messages as RpcMessage[];
-    const init = (
-      messages.length === 1
-        ? isInitialize(messages[0] as RpcMessage)
-          ? messages[0]
-          : undefined
-        : messages.find(isInitialize)
-    ) as RpcRequest | undefined;
-    if (init) {
-      // MCP lifecycle: initialize is never part of a batch.
-      if (messages.length > 1)
-        throw new GatewayError("EDGE_INVALID_REQUEST", "initialize must be sent alone.");
-      return this.initialize(ctx, init);
-    }
-    const rec = ctx.session as SessionRecord;
-    // JSON-RPC batches exist only in 2025-03-26 (removed by 2025-06-18, PR #416).
-    if (ctx.batch && rec.protocolVersion >= "2025-06-18") throw new GatewayError("EDGE_BATCH_REJECTED");
-    const opening = this.#opening.get(rec.id);
-    if (opening) await Promise.race([opening, new Promise((r) => setTimeout(r, GET_ORDER_WAIT_MS).unref())]);
-    // List-result cache: a hit is answered here, without the upstream (the session was checked by
-    // the pipeline already); a miss stores the upstream's answer on its way (JSON or stream).
-    const cached = this.#cacheLookup(ctx);
-    if (cached?.answer !== undefined) {
-      answeredFromCache(ctx, messages);
-      return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
-    }
-    const signal = deadlineSignal(ctx.route.config.upstream.timeout);
+  /** A POST of a live session (initialize goes to `initialize`). */
+  async post(ctx: Sessioned): Promise<void> {
+    const messages = ctx.messages;
+    const rec = ctx.session;
+    // List-result cache (the `cache` stage looked it up): a miss stores the upstream's answer on
+    // its way (JSON or stream).
+    const cached = ctx.cached;
+    const signal = this.#deadlines.signal(ctx.route.config.upstream.timeout);
     const fctx = forwardContext(
       ctx,
       single(ctx.req, "mcp-protocol-version") ?? rec.protocolVersion,
@@ -282,7 +169,7 @@ export class Forwarder {
     );
     const t0 = performance.now();
     // Nothing reached a live session when it is lost, so sending again on the re-initialized one is safe.
-    const body = ctx.body as string;
+    const body = ctx.body;
     let upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
     let first: UpstreamReply;
     try {
@@ -332,17 +219,6 @@ export class Forwarder {
     this.#opts.inflight.add(pumping);
     await pumping;
     served.ms = performance.now() - t0;
-  }
-
-  /**
-   * The cache lookup of a request, with `x-mcp-edge-cache: hit|miss` set on the response (only for
-   * requests the cache takes part in). The cached text is the upstream's unfiltered answer; callers
-   * pass it through `ctx.rewrite` like any upstream answer, so tools/list stays filtered per principal.
-   */
-  #cacheLookup(ctx: RequestContext): CacheLookup | undefined {
-    const lookup = this.#opts.cache?.lookup(ctx);
-    if (lookup) ctx.res.setHeader(CACHE_HEADER, lookup.hit ? "hit" : "miss");
-    return lookup;
   }
 
   /**
@@ -418,8 +294,8 @@ export class Forwarder {
 
   // ---------------------------------------------------------------- GET
 
-  async get(ctx: RequestContext): Promise<void> {
-    const rec = ctx.session as SessionRecord;
+  async get(ctx: Sessioned): Promise<void> {
+    const rec = ctx.session;
     const lastEventId = single(ctx.req, "last-event-id");
     const sink = new Sink(ctx.res);
     let replay: string[] = [];
@@ -470,8 +346,7 @@ export class Forwarder {
     );
     let upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
     let reply: UpstreamReply;
-    const opened = Promise.withResolvers<void>();
-    this.#opening.set(rec.id, opened.promise);
+    const opened = this.#opts.getOrder.opening(rec.id);
     try {
       reply = await upstream.listen(fctx);
     } catch (err) {
@@ -479,8 +354,7 @@ export class Forwarder {
       upstream = await this.#sessions.upstreamOf(ctx.route, rec, err, fctx.headers);
       reply = await upstream.listen(fctx);
     } finally {
-      if (this.#opening.get(rec.id) === opened.promise) this.#opening.delete(rec.id);
-      opened.resolve();
+      opened();
     }
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
     if (reply.kind !== "stream")
@@ -495,100 +369,15 @@ export class Forwarder {
 
   // ---------------------------------------------------------------- DELETE
 
-  async delete(ctx: RequestContext): Promise<void> {
-    const rec = ctx.session as SessionRecord;
+  async delete(ctx: Sessioned): Promise<void> {
+    const rec = ctx.session;
     await this.#sessions.end(ctx.route, rec, "deleted by client");
     ctx.res.writeHead(200, { "content-length": 0 });
     ctx.res.end();
   }
 
-  // ---------------------------------------------------------------- POST, stateless era
-
-  /**
-   * 2026-07-28: no session, any healthy instance, and a client that goes away cancels the request
-   * (closing the response stream is cancellation), so the upstream request is aborted with it.
-   */
-  async stateless(ctx: RequestContext): Promise<void> {
-    const messages = ctx.messages as RpcMessage[];
-    // List-result cache (2026-07-28 `ttlMs` / `cacheScope`): a hit never reaches the upstream; a
-    // miss stores the upstream's answer on its way. A POST accepts JSON, so a hit is sent as JSON.
-    const cached = this.#cacheLookup(ctx);
-    if (cached?.answer !== undefined) {
-      answeredFromCache(ctx, messages);
-      return sendJson(ctx.res, ctx.rewrite?.(cached.answer) ?? cached.answer);
-    }
-    const abort = new AbortController();
-    const onGone = () => abort.abort(new GatewayError("EDGE_UPSTREAM_ERROR", "client went away"));
-    ctx.clientGone.addEventListener("abort", onGone, { once: true });
-    // `subscriptions/listen` is the long-lived notification stream of 2026-07-28: it lasts as long
-    // as the client keeps it open, so the per-request deadline does not apply to it.
-    const longLived =
-      messages.length === 1 && (messages[0] as { method?: string }).method === "subscriptions/listen";
-    const signal = longLived
-      ? abort.signal
-      : AbortSignal.any([abort.signal, deadlineSignal(ctx.route.config.upstream.timeout)]);
-    const fctx = forwardContext(
-      ctx,
-      single(ctx.req, "mcp-protocol-version"),
-      signal,
-      await upstreamHeaders(ctx, this.#opts.identity),
-    );
-    const keys = requestKeys(messages);
-    try {
-      const first = await ctx.route.upstream.stateless(ctx.body as string, messages, fctx);
-      const reply = cached && first.kind === "stream" ? cached.tap(first) : first;
-      if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
-      if (reply.kind === "accepted") return sendAccepted(ctx.res);
-      if (reply.kind === "json") {
-        if (isResponse(reply.message) && !keys.has(requestIdKey(reply.message.id as RpcId))) {
-          throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
-        }
-        cached?.fill(reply.message, reply.data);
-        return sendJson(ctx.res, answer(ctx, reply.data, reply.message));
-      }
-      ctx.res.writeHead(200, sseHeaders());
-      const sink = new Sink(ctx.res);
-      ctx.clientGone.addEventListener("abort", () => reply.close(), { once: true });
-      try {
-        for await (const ev of reply.events) {
-          if (ev.message && isResponse(ev.message) && !keys.has(requestIdKey(ev.message.id as RpcId)))
-            continue;
-          // No resumability in 2026-07-28: upstream ids are not passed on, so id-only events carry nothing.
-          if (ev.data === "" && ev.retry === undefined) continue;
-          const data = ev.message && isResponse(ev.message) ? answer(ctx, ev.data, ev.message) : ev.data;
-          const frame = formatEvent({
-            ...(data !== "" ? { data } : {}),
-            ...(ev.retry !== undefined ? { retry: ev.retry } : {}),
-          });
-          if (!sink.write(frame)) {
-            break;
-          }
-        }
-      } catch (err) {
-        if (!abort.signal.aborted) {
-          const ge =
-            err instanceof GatewayError
-              ? err
-              : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
-          for (const id of requestIds(messages)) {
-            if (ctx.outcomes?.has(requestIdKey(id))) continue;
-            const data = errorResponseData(id, ge);
-            sink.write(formatEvent({ data: answer(ctx, data, JSON.parse(data) as RpcMessage) }));
-          }
-        }
-      } finally {
-        reply.close();
-        sink.end();
-      }
-    } finally {
-      ctx.clientGone.removeEventListener("abort", onGone);
-      // 2026-07-28: a client that went away cancelled its requests.
-      if (abort.signal.aborted) {
-        for (const id of requestIds(messages)) {
-          const key = requestIdKey(id);
-          if (!ctx.outcomes?.has(key)) (ctx.outcomes ??= new Map()).set(key, { kind: "aborted" });
-        }
-      }
-    }
+  /** 2026-07-28 POST (src/forward/stateless.ts). */
+  stateless(ctx: EraKnown): Promise<void> {
+    return forwardStateless(ctx, this.#opts.identity, this.#deadlines);
   }
 }

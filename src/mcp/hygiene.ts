@@ -1,4 +1,4 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
 import { isIP } from "node:net";
 import type { Readable } from "node:stream";
 import { isLoopbackHost } from "../lib/hosts.ts";
@@ -47,7 +47,7 @@ export function checkHostAndOrigin(
 }
 
 /** A single-valued header; repeated values of headers that must be single are refused. */
-export function single(req: IncomingMessage, name: string): string | undefined {
+export function single(req: { readonly headers: IncomingHttpHeaders }, name: string): string | undefined {
   const v = req.headers[name];
   if (Array.isArray(v)) throw new GatewayError("EDGE_BAD_HEADER", `${name} must not be repeated.`);
   return v;

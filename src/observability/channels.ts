@@ -1,11 +1,17 @@
 import diagnostics_channel from "node:diagnostics_channel";
-import type { RequestContext } from "../context.ts";
+import type { IncomingHttpHeaders } from "node:http";
+import type { Principal } from "../auth/types.ts";
+import type { EgressDecision } from "../egress/proxy.ts";
 import type { GatewayError } from "../errors/errors.ts";
+import type { RpcMessage } from "../mcp/jsonrpc.ts";
+import type { SessionRecord } from "../store/types.ts";
+import type { Route } from "../upstream/types.ts";
 
 /**
- * Observability without touching the hot path (DESIGN.md convention 7): the pipeline publishes
- * named diagnostics_channel events; audit and metrics subscribe. A channel without subscribers
- * costs one boolean check.
+ * Observability without touching the hot path: the pipeline publishes named diagnostics_channel
+ * events; audit, metrics and tracing subscribe. A channel without subscribers costs one boolean
+ * check. Payloads are the read-only views below, made for observers: nothing here exposes the
+ * request context that stages work on.
  */
 export const requestEndChannel = diagnostics_channel.channel("mcp-edge:request:end");
 export const sessionChannel = diagnostics_channel.channel("mcp-edge:session");
@@ -15,9 +21,38 @@ export const adminChannel = diagnostics_channel.channel("mcp-edge:admin");
 export type CallOutcome =
   { kind: "result"; isError: boolean } | { kind: "rpc_error"; code: number } | { kind: "aborted" };
 
+/**
+ * A request to an MCP route as observers see it once it is over: what the stages learned
+ * (principal, messages, session, outcomes), never how they work. Fields a request never reached
+ * are undefined (a request refused before its body was read has no `messages`).
+ */
+export interface RequestFacts {
+  readonly requestId: string;
+  /** performance.now() when the request arrived. */
+  readonly startedAt: number;
+  readonly route: Route;
+  /** The HTTP method. */
+  readonly httpMethod: string;
+  /** The request's headers (audit reads `traceparent` and the presented session id). */
+  readonly headers: IncomingHttpHeaders;
+  readonly principal: Principal | undefined;
+  readonly messages: readonly RpcMessage[] | undefined;
+  readonly session: SessionRecord | undefined;
+  /** How each JSON-RPC request of the body ended (key: requestIdKey). */
+  readonly outcomes: ReadonlyMap<string, CallOutcome> | undefined;
+  /** The upstream instance that served the call, and how long the upstream took (ms). */
+  readonly upstream: { readonly instance: string; readonly ms: number } | undefined;
+  /** performance.now() when the forward stage started talking to the upstream. */
+  readonly upstreamAt: number | undefined;
+  /** Outbound requests a stdio server made through the egress proxy during the call. */
+  readonly egress: readonly EgressDecision[] | undefined;
+  /** Whether the client went away before its answer was complete. */
+  readonly clientLeft: boolean;
+}
+
 /** Published when a request to an MCP route is over (its answer complete, or failed). */
 export interface RequestEndEvent {
-  ctx: RequestContext;
+  request: RequestFacts;
   /** HTTP status the client got (0 when the connection went away before an answer). */
   status: number;
   /** The edge's own refusal or failure, when there was one. */

@@ -2,11 +2,9 @@ import diagnostics_channel from "node:diagnostics_channel";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Config } from "../config/schema.ts";
-import type { Route } from "../context.ts";
 import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
-import type { InstanceHealth } from "../upstream/types.ts";
+import type { InstanceHealth, Route } from "../upstream/types.ts";
 import type { AdminEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./channels.ts";
-import { upstreamStartedAt } from "./tracing.ts";
 
 /**
  * Prometheus metrics (SPEC §5 `GET /metrics` on the admin listener), fed without touching the hot
@@ -513,7 +511,7 @@ export class Metrics {
 
   readonly #onRequestEnd = (message: unknown): void => {
     const ev = message as RequestEndEvent;
-    const ctx = ev.ctx;
+    const ctx = ev.request;
     if (!this.#ours(ctx.route)) return;
     const server = ctx.route.name;
     const error = ev.error;
@@ -541,7 +539,7 @@ export class Metrics {
         this.#calls.inc([server, method, tool, tenant, outcome]);
       }
     }
-    if (ctx.req.method !== "POST") return; // GET streams last as long as the client listens
+    if (ctx.httpMethod !== "POST") return; // GET streams last as long as the client listens
     const method =
       requests === 1
         ? this.#methods.value((only as RpcRequest).method)
@@ -552,7 +550,7 @@ export class Metrics {
             : "";
     const key = [server, method];
     this.#edgeSeconds.observe(key, ev.durationMs / 1000);
-    const upstreamMs = ctx.upstream?.ms ?? elapsedSince(upstreamStartedAt(ctx));
+    const upstreamMs = ctx.upstream?.ms ?? elapsedSince(ctx.upstreamAt);
     if (upstreamMs !== undefined) this.#upstreamSeconds.observe(key, upstreamMs / 1000);
   };
 

@@ -15,10 +15,10 @@ import {
   trace,
 } from "@opentelemetry/api";
 import type { Config } from "../config/schema.ts";
-import type { RequestContext, Route } from "../context.ts";
+import type { ForwardInterceptor, ForwardingRequest, Route } from "../upstream/types.ts";
 import { isRequest } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
-import type { RequestEndEvent } from "./channels.ts";
+import type { RequestEndEvent, RequestFacts } from "./channels.ts";
 
 /**
  * OpenTelemetry traces through @opentelemetry/api: one `mcp.request` span (SERVER) per request to
@@ -27,7 +27,8 @@ import type { RequestEndEvent } from "./channels.ts";
  * continued, and the upstream receives the `mcp.upstream` span's context in its `traceparent`.
  *
  * Spans are started lazily, with the request's arrival as start time, from two points that exist
- * anyway: the forward stage building the upstream headers (`forwarding`, called by forwardContext
+ * anyway: the forward interceptor (`interceptor()`, composed into each route at boot, run as the
+ * forward stage builds the upstream headers)
  * in src/forward/streamable.ts) and the request-end channel. Nothing else on the hot path changes,
  * and nothing relies on an active-context manager: parents are passed explicitly.
  *
@@ -54,23 +55,6 @@ interface RequestSpans {
   upstream?: Span;
 }
 
-/** Which Tracing serves a route (several gateways may run in one process: tests). */
-const bound = new WeakMap<Route, Tracing>();
-
-/**
- * Called by the forward stage as it builds the upstream headers: marks the start of the upstream
- * exchange (upstream latency metric) and, with tracing on, starts the `mcp.upstream` span and puts
- * its context in `traceparent`/`tracestate`. Costs one WeakMap lookup when nothing is enabled.
- */
-export function forwarding(ctx: RequestContext, headers: Record<string, string>): void {
-  bound.get(ctx.route)?.forwarding(ctx, headers);
-}
-
-/** When the request started talking to its upstream (performance.now()), if it did. */
-export function upstreamStartedAt(ctx: RequestContext): number | undefined {
-  return ctx.upstreamAt;
-}
-
 export interface TracingOptions {
   config: Config["tracing"];
   routes: ReadonlyMap<string, Route>;
@@ -86,7 +70,7 @@ export class Tracing {
   readonly #propagator: Propagator;
   readonly #markUpstream: boolean;
   readonly #shutdown: (() => Promise<void>) | undefined;
-  readonly #spans = new WeakMap<RequestContext, RequestSpans>();
+  readonly #spans = new WeakMap<ForwardingRequest, RequestSpans>();
   #started = false;
 
   private constructor(
@@ -139,7 +123,6 @@ export class Tracing {
   start(): void {
     if (this.#started) return;
     this.#started = true;
-    if (this.#tracer || this.#markUpstream) for (const route of this.#routes.values()) bound.set(route, this);
     if (this.#tracer) diagnostics_channel.subscribe("mcp-edge:request:end", this.#onRequestEnd);
   }
 
@@ -147,13 +130,21 @@ export class Tracing {
   async stop(): Promise<void> {
     if (!this.#started) return;
     this.#started = false;
-    for (const route of this.#routes.values()) if (bound.get(route) === this) bound.delete(route);
     if (this.#tracer) diagnostics_channel.unsubscribe("mcp-edge:request:end", this.#onRequestEnd);
     await this.#shutdown?.().catch(() => undefined);
   }
 
-  /** See the module function `forwarding`. */
-  forwarding(ctx: RequestContext, headers: Record<string, string>): void {
+  /**
+   * The forward interceptor of every route, or undefined when neither spans nor the upstream mark
+   * are wanted: marks the start of the upstream exchange (upstream latency metric) and, with
+   * tracing on, starts the `mcp.upstream` span and puts its context in `traceparent`/`tracestate`.
+   */
+  interceptor(): ForwardInterceptor | undefined {
+    if (!this.#tracer && !this.#markUpstream) return undefined;
+    return (request, headers) => this.#forwarding(request, headers);
+  }
+
+  #forwarding(ctx: ForwardingRequest, headers: Record<string, string>): void {
     if (this.#markUpstream && ctx.upstreamAt === undefined) ctx.upstreamAt = performance.now();
     const tracer = this.#tracer;
     if (!tracer) return;
@@ -173,10 +164,10 @@ export class Tracing {
     else delete headers.tracestate;
   }
 
-  #requestSpans(tracer: Tracer, ctx: RequestContext): RequestSpans {
+  #requestSpans(tracer: Tracer, ctx: ForwardingRequest): RequestSpans {
     let spans = this.#spans.get(ctx);
     if (!spans) {
-      const parent = this.#propagator.extract(ROOT_CONTEXT, ctx.req.headers, defaultTextMapGetter);
+      const parent = this.#propagator.extract(ROOT_CONTEXT, ctx.headers, defaultTextMapGetter);
       const request = tracer.startSpan(
         "mcp.request",
         {
@@ -185,7 +176,7 @@ export class Tracing {
           attributes: {
             "mcp_edge.server": ctx.route.name,
             "mcp_edge.request_id": ctx.requestId,
-            "http.request.method": ctx.req.method ?? "",
+            "http.request.method": ctx.httpMethod,
           },
         },
         parent,
@@ -198,7 +189,7 @@ export class Tracing {
 
   readonly #onRequestEnd = (message: unknown): void => {
     const ev = message as RequestEndEvent;
-    const ctx = ev.ctx;
+    const ctx = ev.request;
     const tracer = this.#tracer;
     if (!tracer || this.#routes.get(ctx.route.name) !== ctx.route) return;
     const end = now();
@@ -233,7 +224,7 @@ function now(): number {
 }
 
 /** Method, tool and tenant of a request: names only, never arguments. */
-function callAttributes(ctx: RequestContext): Attributes {
+function callAttributes(ctx: RequestFacts): Attributes {
   const attributes: Attributes = {};
   const requests = (ctx.messages ?? []).filter(isRequest);
   const first = requests[0];

@@ -16,10 +16,9 @@
 import type { IncomingMessage } from "node:http";
 import { isIPv6 } from "node:net";
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
-import type { RequestContext } from "../context.ts";
 import type { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
-import { makePolicy, noticeRefusal, type Policy, refusalError } from "./limiter.ts";
+import { makePolicy, noticeRefusal, type Policy, type RateLimitRefusal, refusalError } from "./limiter.ts";
 import type { RateSpec } from "./spec.ts";
 import { MemoryCounterStore } from "./store.ts";
 
@@ -76,6 +75,11 @@ export class AuthFailureLimiter {
     this.#log = log;
   }
 
+  /** False with `rateLimits.authFailures: off` (the stage is then left out of the pipeline). */
+  get enabled(): boolean {
+    return this.#policy !== undefined;
+  }
+
   /** The client address of a request, as counted. */
   address(req: IncomingMessage): string {
     if (this.#trustForwarded) {
@@ -91,7 +95,11 @@ export class AuthFailureLimiter {
    * Before authentication: the 429 to answer when the request's address is over its budget (and
    * `ctx.refusal` set), else undefined. Routes that authenticate nobody (`auth: [none]`) pass.
    */
-  check(ctx: RequestContext): GatewayError | undefined {
+  check(ctx: {
+    readonly route: { readonly config: { readonly auth: readonly string[] } };
+    readonly req: IncomingMessage;
+    refusal: RateLimitRefusal | undefined;
+  }): GatewayError | undefined {
     const policy = this.#policy;
     if (policy === undefined || this.#blocked.size === 0) return undefined;
     const auth = ctx.route.config.auth;

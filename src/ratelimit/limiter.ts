@@ -21,9 +21,10 @@
  */
 import { RateLimiterMemory } from "rate-limiter-flexible";
 import type { ServerConfig } from "../config/schema.ts";
-import type { RequestContext } from "../context.ts";
+import type { IncomingHttpHeaders } from "node:http";
+import type { Principal } from "../auth/types.ts";
 import { GatewayError } from "../errors/errors.ts";
-import { isRequest } from "../mcp/jsonrpc.ts";
+import { isRequest, type RpcMessage } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import { type RateSpec, TOOL_NAME } from "./spec.ts";
 import { type Counter, type CounterStore, MemoryCounterStore, type Refusal, type Take } from "./store.ts";
@@ -48,15 +49,18 @@ export interface InflightSlot {
   readonly points: number;
 }
 
-// The context fields this stage sets. Declared here, beside the stage that owns them, rather than
-// in context.ts (another change owns that file); they are part of RequestContext all the same.
-declare module "../context.ts" {
-  interface RequestContext {
-    /** Set when a rate limit refused the request (read by the audit stage). */
-    refusal?: RateLimitRefusal;
-    /** In-flight slots the request holds, given back when its work is over (gateway.ts). */
-    inflightSlot?: InflightSlot;
-  }
+/**
+ * What the stage reads of a request and writes back to it (the pipeline's context has these
+ * fields): the refusal for the audit record, the in-flight slot to give back.
+ */
+export interface LimitedRequest {
+  readonly route: { readonly name: string };
+  readonly endpoint: string;
+  readonly req: { readonly url?: string | undefined; readonly headers: IncomingHttpHeaders };
+  readonly messages: readonly RpcMessage[] | undefined;
+  readonly principal: Principal | undefined;
+  refusal: RateLimitRefusal | undefined;
+  inflightSlot: InflightSlot | undefined;
 }
 
 /** One configured limit of one server. */
@@ -176,7 +180,7 @@ export function noticeRefusal(
   );
 }
 
-function sessionIdOf(ctx: RequestContext): string | undefined {
+function sessionIdOf(ctx: LimitedRequest): string | undefined {
   let id: string | string[] | null | undefined;
   if (ctx.endpoint === "legacy-messages") {
     id = new URL(ctx.req.url ?? "/", "http://edge").searchParams.get("sessionId");
@@ -237,7 +241,7 @@ export class CallLimiter {
    * when a store that counts in this process admitted the call; otherwise a promise that resolves
    * when admitted or rejects with EDGE_RATE_LIMITED.
    */
-  admit(ctx: RequestContext): Promise<void> | undefined {
+  admit(ctx: LimitedRequest): Promise<void> | undefined {
     const p = this.#routes.get(ctx.route.name);
     const messages = ctx.messages;
     const principal = ctx.principal;
@@ -310,7 +314,7 @@ export class CallLimiter {
   }
 
   /** Gives back the in-flight slots of a request whose work is over. Idempotent. */
-  release(ctx: RequestContext): void {
+  release(ctx: LimitedRequest): void {
     const slot = ctx.inflightSlot;
     if (slot === undefined) return;
     ctx.inflightSlot = undefined;

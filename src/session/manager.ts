@@ -1,11 +1,17 @@
 import { createHash, randomBytes } from "node:crypto";
-import type { Route } from "../context.ts";
+import type { Principal } from "../auth/types.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { RpcRequest } from "../mcp/jsonrpc.ts";
 import { type SessionEvent, sessionChannel } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { SessionRecord, SessionStore } from "../store/types.ts";
-import { type ForwardContext, type UpstreamSession, UpstreamSessionLost } from "../upstream/types.ts";
+import {
+  type ForwardContext,
+  type Route,
+  type UpstreamSession,
+  UpstreamSessionLost,
+} from "../upstream/types.ts";
+import { common, commonParamsOf } from "./intern.ts";
 import type { StreamRegistry } from "./streams.ts";
 
 /** 256 random bits, base64url: visible ASCII, no structure (security.md D36). */
@@ -27,48 +33,6 @@ export function sessionHash(id: string): string {
     tags.set(id, tag);
   }
   return tag;
-}
-
-/**
- * One copy of the values many sessions have in common — protocol version, principal, tenant,
- * server, instance, initialize params — for the records the hot cache holds: a created record
- * carries its request's copies and a record read from a store freshly parsed ones, one set per
- * session otherwise (the params alone are a few hundred bytes). Bounded: cleared when full (a value
- * seen again after that is shared from then on).
- */
-const commonStrings = new Map<string, string>();
-const commonParams = new Map<string, Record<string, unknown>>();
-const COMMON_MAX = 1024;
-
-function common(s: string): string {
-  const known = commonStrings.get(s);
-  if (known !== undefined) return known;
-  if (commonStrings.size >= COMMON_MAX) commonStrings.clear();
-  commonStrings.set(s, s);
-  return s;
-}
-
-/**
- * The shared copy of initialize params: parsed from their JSON text (never the caller's object,
- * which the request still holds) and frozen, so that no session can change another's.
- */
-function commonParamsOf(params: Record<string, unknown>): Record<string, unknown> {
-  const text = JSON.stringify(params);
-  let known = commonParams.get(text);
-  if (known === undefined) {
-    known = deepFreeze(JSON.parse(text) as Record<string, unknown>);
-    if (commonParams.size >= COMMON_MAX) commonParams.clear();
-    commonParams.set(text, known);
-  }
-  return known;
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === "object") {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
 }
 
 /**
@@ -236,6 +200,40 @@ export class SessionManager {
     }
     this.#store.touch(id, now);
     rec.lastSeenAt = now;
+    return rec;
+  }
+
+  /**
+   * A new session of `route` for `principal`, bound to the upstream session just opened: the one
+   * place a session record is made (Streamable HTTP and legacy SSE alike). Stored before the client
+   * learns its id.
+   */
+  async open(
+    route: Route,
+    principal: Principal | undefined,
+    opened: {
+      /** The id to use (legacy SSE names it in its endpoint event first); minted when absent. */
+      id?: string;
+      transport: SessionRecord["transport"];
+      protocolVersion: string;
+      initParams: Record<string, unknown>;
+      upstream: SessionRecord["upstream"];
+    },
+  ): Promise<SessionRecord> {
+    const now = Date.now();
+    const rec: SessionRecord = {
+      id: opened.id ?? mintSessionId(),
+      server: route.name,
+      principal: principal?.id ?? "anonymous",
+      tenant: principal?.tenant ?? null,
+      transport: opened.transport,
+      protocolVersion: opened.protocolVersion,
+      initParams: opened.initParams,
+      upstream: opened.upstream,
+      createdAt: now,
+      lastSeenAt: now,
+    };
+    await this.create(rec);
     return rec;
   }
 

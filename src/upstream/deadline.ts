@@ -15,27 +15,32 @@ interface Slot {
 }
 
 const MAX_SLOT_MS = 50;
-const slots = new Map<number, Slot>();
 
-/** An AbortSignal aborted (reason: TimeoutError) once `ms` milliseconds have passed, shared by nearby calls. */
-export function deadlineSignal(ms: number): AbortSignal {
-  const now = performance.now();
-  const due = now + ms;
-  const current = slots.get(ms);
-  if (current !== undefined && due <= current.end) return current.controller.signal;
-  const width = Math.min(MAX_SLOT_MS, Math.max(1, ms / 20));
-  const end = due + width;
-  const controller = new AbortController();
-  // Every call of the slot may listen on it (undici does): no leak warning past ten.
-  setMaxListeners(0, controller.signal);
-  const slot: Slot = { end, controller };
-  slots.set(ms, slot);
-  setTimeout(
-    () => {
-      if (slots.get(ms) === slot) slots.delete(ms);
-      controller.abort(new DOMException("The operation was aborted due to timeout", "TimeoutError"));
-    },
-    Math.ceil(end - now),
-  ).unref();
-  return controller.signal;
+/** The deadline slots of one forwarder (instance state: two edges in one process share nothing). */
+export class Deadlines {
+  readonly #slots = new Map<number, Slot>();
+
+  /** An AbortSignal aborted (reason: TimeoutError) once `ms` milliseconds have passed, shared by nearby calls. */
+  signal(ms: number): AbortSignal {
+    const slots = this.#slots;
+    const now = performance.now();
+    const due = now + ms;
+    const current = slots.get(ms);
+    if (current !== undefined && due <= current.end) return current.controller.signal;
+    const width = Math.min(MAX_SLOT_MS, Math.max(1, ms / 20));
+    const end = due + width;
+    const controller = new AbortController();
+    // Every call of the slot may listen on it (undici does): no leak warning past ten.
+    setMaxListeners(0, controller.signal);
+    const slot: Slot = { end, controller };
+    slots.set(ms, slot);
+    setTimeout(
+      () => {
+        if (slots.get(ms) === slot) slots.delete(ms);
+        controller.abort(new DOMException("The operation was aborted due to timeout", "TimeoutError"));
+      },
+      Math.ceil(end - now),
+    ).unref();
+    return controller.signal;
+  }
 }

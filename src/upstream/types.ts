@@ -1,3 +1,5 @@
+import type { IncomingHttpHeaders } from "node:http";
+import type { ServerConfig } from "../config/schema.ts";
 import type { EgressSink } from "../egress/proxy.ts";
 import type { RpcMessage, RpcRequest } from "../mcp/jsonrpc.ts";
 import type { UpstreamBinding } from "../store/types.ts";
@@ -92,4 +94,32 @@ export class UpstreamSessionLost extends Error {
     super(message, options);
     this.name = "UpstreamSessionLost";
   }
+}
+
+/** A configured server at run time: its config and its upstream (interceptors already composed). */
+export interface Route {
+  readonly name: string;
+  readonly config: ServerConfig;
+  readonly upstream: Upstream;
+  /**
+   * Interceptors of the forward stage, composed once per route at boot (filled before the listener
+   * opens, never changed after): each sees the request and
+   * the headers about to go upstream (tracing puts its `traceparent` there), in order.
+   */
+  readonly interceptors: ForwardInterceptor[];
+}
+
+/** Runs as a call is forwarded upstream; may add headers. Built at boot, per route. */
+export type ForwardInterceptor = (request: ForwardingRequest, headers: Record<string, string>) => void;
+
+/** What a forward interceptor sees of the request: read-only facts, never the whole context. */
+export interface ForwardingRequest {
+  readonly requestId: string;
+  readonly route: Route;
+  readonly httpMethod: string;
+  readonly headers: IncomingHttpHeaders;
+  /** performance.now() when the request arrived. */
+  readonly startedAt: number;
+  /** performance.now() when the forward stage first talked to the upstream; set by the first interceptor that marks it. */
+  upstreamAt?: number;
 }

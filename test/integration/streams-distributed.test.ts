@@ -12,7 +12,8 @@ import { createServer, get, type IncomingMessage, type Server } from "node:http"
 import type { AddressInfo } from "node:net";
 import { after, describe, test } from "node:test";
 import type { Redis } from "ioredis";
-import type { RequestContext } from "../../src/context.ts";
+import type { Sessioned } from "../../src/context.ts";
+import { GetOrder } from "../../src/forward/get-order.ts";
 import { sendError, toGatewayError } from "../../src/errors/wire.ts";
 import { Forwarder } from "../../src/forward/streamable.ts";
 import type { SessionManager } from "../../src/session/manager.ts";
@@ -55,15 +56,15 @@ async function startEdge(
     // standalone stream does, which these tests do not open).
     sessions: undefined as unknown as SessionManager,
     streams: registry,
-    draining: () => false,
     inflight: { add: () => undefined },
+    getOrder: new GetOrder(),
   });
   const server: Server = createServer((req, res) => {
     const ctx = {
       req,
       res,
       session: { id: String(req.headers["x-test-session"]) },
-    } as unknown as RequestContext;
+    } as unknown as Sessioned;
     forwarder.get(ctx).catch((err: unknown) => {
       if (!sendError(res, toGatewayError(err))) res.destroy();
     });

@@ -104,6 +104,9 @@ function ctx(overrides: Partial<RequestContext> = {}): RequestContext {
       method: "POST",
       headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
     },
+    httpMethod: "POST",
+    headers: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
+    clientLeft: false,
     res: {},
     route: { name: "github" },
     endpoint: "mcp",
@@ -124,7 +127,7 @@ const principal = {
 
 test("drafts: one per audited request of the body; client fields stay inside args", () => {
   const ev: RequestEndEvent = {
-    ctx: ctx({
+    request: ctx({
       principal,
       messages: [
         {
@@ -171,7 +174,7 @@ test("drafts: refusals and failures get the right decision; a POST refused unrea
   const tool = { jsonrpc: "2.0" as const, id: 1, method: "tools/call", params: { name: "x" } };
   const at = (code: ConstructorParameters<typeof GatewayError>[0], status: number, withBody = true) =>
     draftsFromRequestEnd({
-      ctx: ctx(withBody ? { principal, messages: [tool] } : {}),
+      request: ctx(withBody ? { principal, messages: [tool] } : {}),
       status,
       error: new GatewayError(code),
       durationMs: 1,
@@ -195,10 +198,8 @@ test("drafts: refusals and failures get the right decision; a POST refused unrea
   const [failed] = at("EDGE_UPSTREAM_TIMEOUT", 504);
   assert.equal(failed?.decision, "allowed");
   assert.equal(failed?.code, "EDGE_UPSTREAM_TIMEOUT");
-  const gone = new AbortController();
-  gone.abort();
   const [aborted] = draftsFromRequestEnd({
-    ctx: ctx({ principal, messages: [tool], clientGone: gone.signal }),
+    request: ctx({ principal, messages: [tool], clientLeft: true }),
     status: 0,
     error: undefined,
     durationMs: 1,
@@ -207,7 +208,7 @@ test("drafts: refusals and failures get the right decision; a POST refused unrea
   // GET with a refusal carries no call.
   assert.deepEqual(
     draftsFromRequestEnd({
-      ctx: ctx({ req: { method: "GET", headers: {} } as never }),
+      request: ctx({ req: { method: "GET", headers: {} } as never, httpMethod: "GET" } as never),
       status: 401,
       error: new GatewayError("EDGE_AUTH_REQUIRED"),
       durationMs: 1,

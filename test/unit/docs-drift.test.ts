@@ -8,6 +8,7 @@ import { parseConfig } from "../../src/config/load.ts";
 import { assessConfig } from "../../src/config/warnings.ts";
 import { ERROR_CODES, type ErrorSpec, WARNING_CODES } from "../../src/errors/codes.ts";
 import { checkErrorDocs, ERRORS_DOC_FILE } from "../../src/errors/docs.ts";
+import { checkLifecycleDocs } from "../../src/pipeline/docs.ts";
 
 // Generated files are committed; these fail when someone changes the source and forgets to
 // regenerate (the message says which command to run).
@@ -22,6 +23,10 @@ test("docs/config.md is up to date", () => {
 
 test("docs/errors.md is up to date", () => {
   assert.equal(checkErrorDocs(), null);
+});
+
+test("docs/lifecycle.md is up to date with the stage lists", () => {
+  assert.equal(checkLifecycleDocs(), null);
 });
 
 test("the JSON Schema names itself and describes the file as written", () => {

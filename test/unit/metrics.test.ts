@@ -39,13 +39,14 @@ function call(
   const ctx = {
     route: r,
     req: { method: "POST" },
+    httpMethod: "POST",
     messages: [
       { jsonrpc: "2.0", id, method: "tools/call", params: { name: tool, arguments: { secret: "x" } } },
     ],
     principal: opts.tenant ? { id: "p", tenant: opts.tenant } : undefined,
     outcomes: opts.outcome ? new Map([[`n:${id}`, opts.outcome]]) : undefined,
   } as unknown as RequestContext;
-  const ev: RequestEndEvent = { ctx, status: opts.status ?? 200, error: opts.error, durationMs: 12 };
+  const ev: RequestEndEvent = { request: ctx, status: opts.status ?? 200, error: opts.error, durationMs: 12 };
   requestEndChannel.publish(ev);
 }
 

@@ -190,7 +190,7 @@ function ctxFor(messages: RpcMessage[], p: Principal, sessionId?: string): Reque
     clientGone: new AbortController().signal,
     principal: p,
     messages,
-  };
+  } as unknown as RequestContext;
 }
 
 const toolCall = (name: unknown, id = 1): RpcMessage =>

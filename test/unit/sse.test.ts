@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import {
-  formatComment,
-  formatEvent,
-  type SseEvent,
-  SseParser,
-  SseTooLargeError,
-} from "../../src/mcp/sse.ts";
+import { formatComment, formatEvent, type SseEvent, SseParser, SseTooLargeError } from "../../src/mcp/sse.ts";
 
 const enc = new TextEncoder();
 

@@ -1,0 +1,180 @@
+import { AdminApi } from "../admin/api.ts";
+import { KeyService } from "../admin/keys.ts";
+import { Authenticator } from "../auth/authenticate.ts";
+import { OAuthVerifier } from "../auth/oauth.ts";
+import { ListCache } from "../cache/list-cache.ts";
+import type { Config } from "../config/schema.ts";
+import { assessConfig } from "../config/warnings.ts";
+import { Egress } from "../egress/index.ts";
+import { EgressProxy } from "../egress/proxy.ts";
+import { GatewayError } from "../errors/errors.ts";
+import { GetOrder } from "../forward/get-order.ts";
+import { LegacyBridge } from "../forward/legacy.ts";
+import { Forwarder } from "../forward/streamable.ts";
+import type { Logger } from "../observability/logger.ts";
+import { stageLists } from "../pipeline/lists.ts";
+import { Pipeline } from "../pipeline/pipeline.ts";
+import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
+import { CallLimiter } from "../ratelimit/limiter.ts";
+import { Inflight } from "../server/listener.ts";
+import { SessionManager } from "../session/manager.ts";
+import { StreamRegistry } from "../session/streams.ts";
+import { type Observers, startObservers } from "./observers.ts";
+import { buildRoutes, type Routes } from "./routes.ts";
+import { openStores, type Stores } from "./stores.ts";
+import { wellKnownDocuments } from "./well-known.ts";
+
+/** Distributed mode: a hot session record is read again from Redis after this long (ms). */
+const SHARED_HOT_TTL_MS = 5000;
+
+/** Everything an edge instance runs, built from one validated config, before its listeners open. */
+export interface Edge {
+  readonly stores: Stores;
+  readonly egress: Egress;
+  readonly oauth: OAuthVerifier | undefined;
+  /** The egress proxy of spawned stdio servers, when a route spawns any. */
+  readonly egressProxy: EgressProxy | undefined;
+  readonly routes: Routes;
+  readonly streams: StreamRegistry;
+  readonly sessions: SessionManager;
+  readonly legacy: LegacyBridge;
+  /** Calls in flight (POSTs and the streams they pump), for the drain. */
+  readonly inflight: Inflight;
+  readonly pipeline: Pipeline;
+  readonly keys: KeyService;
+  readonly admin: AdminApi;
+  readonly wellKnown: ReadonlyMap<string, () => unknown>;
+  readonly observers: Observers;
+  /** Set by the drain; read by the pipeline (no new sessions) and `/readyz`. */
+  readonly state: { draining: boolean; hosts: Set<string> | undefined };
+}
+
+/**
+ * Builds an edge: refuses unsafe config, opens the stores, the OAuth verifier and the egress proxy,
+ * builds routes and upstreams, sessions and streams, the pipeline from its stage lists, the admin
+ * API and the observers, and starts the upstreams. The listeners are the caller's (gateway.ts).
+ */
+export async function assemble(config: Config, log: Logger): Promise<Edge> {
+  const assessment = assessConfig(config);
+  if (assessment.errors.length > 0)
+    throw new GatewayError(
+      "EDGE_CONFIG_UNSAFE",
+      `unsafe configuration:\n  ${assessment.errors.join("\n  ")}`,
+    );
+  // The one guarded way out (src/egress): configured URLs as written, run-time URLs and every
+  // redirect hop checked against the SSRF policy.
+  const e = config.egress;
+  const egress = new Egress({
+    connectTimeout: e.connectTimeout,
+    rules: { allowPrivate: e.allowPrivateNetworks, allowHosts: e.allowHosts, allowCidrs: e.allowCidrs },
+    maxRedirects: e.maxRedirects,
+    maxResponseBytes: e.maxResponseBytes,
+  });
+  const stores = await openStores(config, log);
+  const oauth =
+    config.auth.oauth.length > 0
+      ? OAuthVerifier.create({ issuers: config.auth.oauth, leeway: config.auth.leeway, egress, log })
+      : undefined;
+  await oauth?.start();
+  // Egress proxy of stdio servers: loopback, a free port, before any process is spawned.
+  let egressProxy: EgressProxy | undefined;
+  if (Object.values(config.servers).some((s) => s.upstream.stdio !== undefined)) {
+    egressProxy = new EgressProxy({ log });
+    await egressProxy.start("127.0.0.1");
+  }
+  const shared = stores.shared;
+  let routes: Routes;
+  try {
+    const cache = new ListCache({ servers: config.servers, log });
+    routes = buildRoutes(config, { egress, log, egressProxy, shared, cache });
+  } catch (err) {
+    await egressProxy?.stop(); // a boot error must not leave the proxy listening
+    await stores.audit.close();
+    await shared?.close();
+    throw err;
+  }
+  for (const w of assessment.warnings) log.warn({ code: w.code }, w.message);
+  const state: Edge["state"] = { draining: false, hosts: undefined };
+  const draining = () => state.draining;
+  const streams = new StreamRegistry(config.streams, stores.events ? { events: stores.events } : undefined);
+  const sharing = shared && {
+    hotTtlMs: SHARED_HOT_TTL_MS,
+    ready: shared.redisReady,
+    tryLock: shared.tryLock,
+    announce: (id: string) => shared.bus.publish({ k: "session", id }),
+  };
+  const sessions = new SessionManager(stores.sessions, streams, routes.byName, log, sharing);
+  // Distributed mode: what other instances changed (keys, sessions), or everything after a resync.
+  shared?.bus.on((m) => {
+    if (m.k === "key") stores.forgetKey(m.id);
+    else if (m.k === "session") sessions.changedElsewhere(m.id);
+    else {
+      stores.forgetKey();
+      sessions.forgetAll();
+    }
+  });
+  const getOrder = new GetOrder();
+  const inflight = new Inflight();
+  const legacy = new LegacyBridge(sessions, config.streams.keepAlive, stores.identity);
+  const authenticator = new Authenticator({
+    keys: stores.keys,
+    oauth,
+    publicUrl: config.publicUrl,
+    tenancy: config.tenancy,
+  });
+  const security = config.security;
+  const pipeline = new Pipeline(
+    stageLists({
+      hosts: () => state.hosts,
+      origins: new Set(security.allowedOrigins),
+      maxBodyBytes: config.limits.maxBodyBytes,
+      authenticator,
+      authFailures: new AuthFailureLimiter(
+        config.rateLimits.authFailures,
+        security.trustForwardedHeaders,
+        log,
+      ),
+      limiter: new CallLimiter(config.servers, log, stores.counters),
+      audit: stores.audit,
+      sessions,
+      distributed: shared !== undefined,
+      draining,
+      getOrder,
+      cache: routes.cache,
+      forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
+      legacy,
+    }),
+  );
+  const keys = new KeyService(stores.keys, [...routes.byName.keys()]);
+  const admin = new AdminApi({
+    token: config.admin.token,
+    keys,
+    sessions,
+    routes: routes.byName,
+    log,
+    audit: stores.audit,
+  });
+  // Audit: record this gateway's routes only (channels are process-wide), from now on.
+  stores.audit.restrict(new Set(routes.byName.values()));
+  stores.audit.subscribe();
+  const observers = await startObservers(config, { routes: routes.byName, stores, streams, log });
+  await Promise.all([...routes.byName.values()].map((r) => r.upstream.start()));
+  const wellKnown = wellKnownDocuments(config, routes.byName.values(), stores.identity);
+  return {
+    stores,
+    egress,
+    oauth,
+    egressProxy,
+    routes,
+    streams,
+    sessions,
+    legacy,
+    inflight,
+    pipeline,
+    keys,
+    admin,
+    wellKnown,
+    observers,
+    state,
+  };
+}

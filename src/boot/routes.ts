@@ -1,0 +1,101 @@
+import type { ListCache } from "../cache/list-cache.ts";
+import type { Config } from "../config/schema.ts";
+import type { Endpoint } from "../context.ts";
+import type { Egress } from "../egress/index.ts";
+import type { EgressProxy } from "../egress/proxy.ts";
+import { GatewayError } from "../errors/errors.ts";
+import type { Logger } from "../observability/logger.ts";
+import type { Distributed } from "../store/distributed.ts";
+import { createCredentials, type OAuthCredentialsConfig } from "../upstream/credentials.ts";
+import { HttpUpstream } from "../upstream/http.ts";
+import { LegacySseUpstream } from "../upstream/legacy-sse.ts";
+import { StdioUpstream } from "../upstream/stdio.ts";
+import { RedisTokenVault } from "../upstream/token-vault.ts";
+import type { Route, Upstream } from "../upstream/types.ts";
+
+/** What the router maps a path to. */
+export interface RouteHit {
+  readonly route: Route;
+  readonly endpoint: Endpoint;
+}
+
+export interface Routes {
+  /** By server name. */
+  readonly byName: Map<string, Route>;
+  /** By request path: `{route}` (MCP endpoint), `{route}/sse` and `{route}/messages` (legacy). */
+  readonly byPath: Map<string, RouteHit>;
+  /** The list-result cache every upstream is observed by. */
+  readonly cache: ListCache;
+}
+
+/** The upstream of one server: Streamable HTTP instances, a legacy SSE server, or a stdio command. */
+function createUpstream(
+  name: string,
+  cfg: Config["servers"][string],
+  egress: Egress,
+  log: Logger,
+  egressProxy: EgressProxy | undefined,
+  shared: Distributed | undefined,
+): Upstream {
+  const u = cfg.upstream;
+  const child = log.child({ server: name });
+  if (u.stdio && cfg.credentials)
+    throw new GatewayError(
+      "EDGE_CONFIG_INVALID",
+      `servers.${name}.credentials: a stdio upstream takes no HTTP credentials (pass secrets in its env)`,
+    );
+  // Validated here, at boot: a bad credentials block fails the start, not the first request.
+  // Distributed mode: client-credentials tokens shared and refreshed by one instance at a time.
+  const vault = shared
+    ? (o: OAuthCredentialsConfig) =>
+        new RedisTokenVault({
+          redis: shared.redis,
+          prefix: shared.prefix,
+          identity: JSON.stringify([o.tokenUrl, o.clientId, o.scope ?? "", o.resource ?? ""]),
+          secret: o.clientSecret,
+          owner: shared.bus.id,
+        })
+    : undefined;
+  const credentials = createCredentials(cfg.credentials, egress, child, vault);
+  if (u.urls) return new HttpUpstream(u, egress, child, undefined, credentials);
+  if (u.sse) return new LegacySseUpstream(u, egress, child, credentials);
+  // Egress proxy: the spawned processes' HTTP_PROXY, checked against this server's egress block.
+  return new StdioUpstream(
+    u,
+    child,
+    egressProxy ? { proxy: egressProxy, server: name, rules: cfg.egress } : undefined,
+  );
+}
+
+/**
+ * One route per configured server, its upstream wrapped once by the list-result cache (every
+ * upstream is observed, so list-changed notifications on any of its streams invalidate, whichever
+ * endpoint reads them). Interceptors are added by the observers (boot/observers.ts) before the
+ * listener opens.
+ */
+export function buildRoutes(
+  config: Config,
+  deps: {
+    egress: Egress;
+    log: Logger;
+    egressProxy: EgressProxy | undefined;
+    shared: Distributed | undefined;
+    cache: ListCache;
+  },
+): Routes {
+  const byName = new Map<string, Route>();
+  const byPath = new Map<string, RouteHit>();
+  for (const [name, cfg] of Object.entries(config.servers)) {
+    const upstream = deps.cache.observe(
+      name,
+      createUpstream(name, cfg, deps.egress, deps.log, deps.egressProxy, deps.shared),
+    );
+    const route: Route = { name, config: cfg, upstream, interceptors: [] };
+    byName.set(name, route);
+    byPath.set(cfg.route, { route, endpoint: "mcp" });
+    const base = cfg.route === "/" ? "" : cfg.route;
+    byPath.set(`${base}/sse`, { route, endpoint: "legacy-sse" });
+    byPath.set(`${base}/messages`, { route, endpoint: "legacy-messages" });
+  }
+  return { byName, byPath, cache: deps.cache };
+}

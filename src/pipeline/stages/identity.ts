@@ -1,0 +1,71 @@
+import type { Authenticator } from "../../auth/authenticate.ts";
+import type { Principal, RequestContext } from "../../context.ts";
+import { GatewayError } from "../../errors/errors.ts";
+import { logScope } from "../../observability/logger.ts";
+import type { AuthFailureLimiter } from "../../ratelimit/auth-failures.ts";
+import type { Stage } from "../compose.ts";
+
+const FILE = "src/pipeline/stages/identity.ts";
+
+function isInvalidCredential(err: unknown): boolean {
+  return err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN";
+}
+
+/**
+ * Failed authentications per client address (`rateLimits.authFailures`): an address over its
+ * budget is refused (429) before its credential is checked; a presented credential refused with
+ * 401 counts against it. Check and count live here together. One Map lookup when not blocked.
+ */
+export function authFailureLimit(limiter: AuthFailureLimiter): Stage<RequestContext> {
+  return {
+    name: "auth-failure-limit",
+    does: "Refuses an address over its budget of failed authentications before its credential is read; counts each refused credential.",
+    codes: ["EDGE_RATE_LIMITED"],
+    file: FILE,
+    around: limiter.enabled
+      ? (ctx, next) => {
+          const refused = limiter.check(ctx);
+          if (refused) throw refused;
+          let r: void | Promise<void>;
+          try {
+            r = next();
+          } catch (err) {
+            if (isInvalidCredential(err)) limiter.failed(ctx.req);
+            throw err;
+          }
+          if (r === undefined) return;
+          return r.catch((err: unknown) => {
+            if (isInvalidCredential(err)) limiter.failed(ctx.req);
+            throw err;
+          });
+        }
+      : undefined,
+  };
+}
+
+/**
+ * Authenticate before reading the body: credentials are in the headers, and a client that cannot
+ * authenticate must not make the edge buffer a body. Every request authenticates; a session id
+ * never stands in for a credential (MCP authorization: tokens on every request).
+ */
+export function authenticate(authenticator: Authenticator): Stage<RequestContext, { principal: Principal }> {
+  return {
+    name: "authenticate",
+    does: "Verifies the API key or OAuth token of the route's `auth` methods and resolves the principal and its tenant.",
+    codes: [
+      "EDGE_AUTH_REQUIRED",
+      "EDGE_AUTH_INVALID_TOKEN",
+      "EDGE_AUTH_INVALID_REQUEST",
+      "EDGE_TENANT_REQUIRED",
+      "EDGE_AUTH_UNAVAILABLE",
+      "EDGE_STORE_UNAVAILABLE",
+    ],
+    file: FILE,
+    run: (ctx) =>
+      authenticator.authenticate(ctx.req, ctx.route).then((principal) => {
+        ctx.principal = principal;
+        const scope = logScope.getStore();
+        if (scope) scope.tenant = principal.tenant;
+      }),
+  };
+}

@@ -1,0 +1,126 @@
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { AdminApi } from "../admin/api.ts";
+import { isDashboardPath, serveDashboard } from "../admin/dashboard.ts";
+import type { RouteHit } from "../boot/routes.ts";
+import { PublicRequestContext } from "../context.ts";
+import { GatewayError } from "../errors/errors.ts";
+import { sendError } from "../errors/wire.ts";
+import { type Logger, logScope } from "../observability/logger.ts";
+import type { Metrics } from "../observability/metrics.ts";
+import type { Pipeline } from "../pipeline/pipeline.ts";
+import type { Route } from "../upstream/types.ts";
+import type { Inflight } from "./listener.ts";
+
+/** Health endpoints, answered on both listeners. */
+export interface Health {
+  readonly routes: ReadonlyMap<string, Route>;
+  readonly draining: () => boolean;
+}
+
+/** `/healthz` (alive) and `/readyz` (can take work). True when the path was one of them. */
+function health(h: Health, res: ServerResponse, path: string): boolean {
+  if (path === "/healthz") {
+    res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
+    res.end('{"status":"ok"}');
+    return true;
+  }
+  if (path !== "/readyz") return false;
+  // Ready = not draining and every route has an upstream that can take work. No session ids,
+  // tokens or instance URLs here: health endpoints are often scraped unauthenticated.
+  const notReady = [...h.routes.values()].filter((r) => !r.upstream.ready()).map((r) => r.name);
+  const draining = h.draining();
+  const ok = !draining && notReady.length === 0;
+  res.writeHead(ok ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" });
+  res.end(JSON.stringify({ status: ok ? "ready" : draining ? "draining" : "unavailable", notReady }));
+  return true;
+}
+
+/** A public metadata document (JSON, cacheable briefly, readable cross-origin). */
+function wellKnown(req: IncomingMessage, res: ServerResponse, doc: () => unknown): void {
+  req.resume();
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    sendError(
+      res,
+      new GatewayError("EDGE_METHOD_NOT_ALLOWED", undefined, { headers: { allow: "GET, HEAD" } }),
+    );
+    return;
+  }
+  const body = JSON.stringify(doc());
+  res.writeHead(200, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    "cache-control": "public, max-age=300",
+    "access-control-allow-origin": "*",
+  });
+  res.end(req.method === "HEAD" ? undefined : body);
+}
+
+/**
+ * The public listener's router: health, then well-known documents, then the route of the path
+ * (`{route}`, `{route}/sse`, `{route}/messages`), whose request runs the pipeline. Anything else
+ * is 404. Every routed request gets a request id (header `x-mcp-edge-request-id`, every log line).
+ */
+export function publicRouter(deps: {
+  health: Health;
+  wellKnown: ReadonlyMap<string, () => unknown>;
+  byPath: ReadonlyMap<string, RouteHit>;
+  pipeline: Pipeline;
+  inflight: Inflight;
+  log: Logger;
+}): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const socket = req.socket;
+    const url = req.url ?? "/";
+    const query = url.indexOf("?");
+    const path = query < 0 ? url : url.slice(0, query);
+    if (health(deps.health, res, path)) return;
+    const doc = path.startsWith("/.well-known/") ? deps.wellKnown.get(path) : undefined;
+    if (doc) return wellKnown(req, res, doc);
+    const hit = deps.byPath.get(path);
+    if (!hit) {
+      // Drain the body so the connection can be reused, then 404.
+      req.resume();
+      sendError(res, new GatewayError("EDGE_ROUTE_NOT_FOUND"));
+      return;
+    }
+    const requestId = randomUUID();
+    // Its `clientGone` is made when first read; the client's going away is noted from now on.
+    const ctx = new PublicRequestContext(requestId, req, res, hit.route, hit.endpoint, deps.log);
+    res.setHeader("x-mcp-edge-request-id", requestId);
+    // The error answer runs inside the scope too, so its log line carries the request id.
+    const work = logScope.run({ reqId: requestId, server: hit.route.name }, () =>
+      deps.pipeline.serve(ctx, socket),
+    );
+    if (req.method === "POST") deps.inflight.add(work);
+  };
+}
+
+/** The admin listener's router: health, `/metrics`, the dashboard, then the admin API. */
+export function adminRouter(deps: {
+  health: Health;
+  metrics: Metrics | undefined;
+  api: AdminApi;
+}): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const url = new URL(req.url ?? "/", "http://admin");
+    if (health(deps.health, res, url.pathname)) return;
+    // GET /metrics: open on the admin listener unless `metrics.token` is set.
+    if (url.pathname === "/metrics" && deps.metrics) {
+      void deps.metrics.serve(req, res);
+      return;
+    }
+    // GET /dashboard: a static page, no data; it calls /api/* with the admin credential, which
+    // authenticates and scopes every answer.
+    if (isDashboardPath(url.pathname)) {
+      serveDashboard(req, res, url.pathname);
+      return;
+    }
+    void deps.api.handle(req, res, url.pathname, url.searchParams).then((handled) => {
+      if (!handled) {
+        req.resume();
+        sendError(res, new GatewayError("EDGE_ROUTE_NOT_FOUND"));
+      }
+    });
+  };
+}
