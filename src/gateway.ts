@@ -9,12 +9,12 @@ import { KeyService } from "./admin/keys.ts";
 import { Authenticator } from "./auth/authenticate.ts";
 import { protectedResourceMetadata, resourceMetadataUrl, resourceUrl } from "./auth/challenge.ts";
 import { IdentitySigner, SqliteIdentityKeyStore } from "./auth/identity.ts";
-import { PostgresIdentityKeyStore } from "./auth/identity-postgres.ts";
+import { PostgresIdentityKeyStore } from "./store/postgres/identity-keys.ts";
 import { OAuthVerifier } from "./auth/oauth.ts";
 import { AuditLog } from "./audit/log.ts";
 import { argsPolicy } from "./audit/record.ts";
-import { PostgresAuditStore } from "./audit/postgres.ts";
-import { SqliteAuditStore } from "./audit/sqlite.ts";
+import { PostgresAuditStore } from "./store/postgres/audit.ts";
+import { SqliteAuditStore } from "./store/sqlite/audit.ts";
 import { ListCache } from "./cache/list-cache.ts";
 import type { Config } from "./config/schema.ts";
 import { assessConfig } from "./config/warnings.ts";
@@ -33,17 +33,17 @@ import { Tracing } from "./observability/tracing.ts";
 import { Pipeline } from "./pipeline.ts";
 import { AuthFailureLimiter } from "./ratelimit/auth-failures.ts";
 import { CallLimiter } from "./ratelimit/limiter.ts";
-import { RedisCounterStore } from "./ratelimit/redis-store.ts";
+import { RedisCounterStore } from "./store/redis/counters.ts";
 import { SessionManager } from "./session/manager.ts";
-import { RedisEventLog } from "./session/redis-events.ts";
+import { RedisEventLog } from "./store/redis/event-log.ts";
 import { StreamRegistry } from "./session/streams.ts";
 import { type Distributed, openDistributed } from "./store/distributed.ts";
-import { PostgresApiKeyStore } from "./store/postgres.ts";
-import { RedisSessionStore } from "./store/redis.ts";
-import { openDatabase, SqliteApiKeyStore, SqliteSessionStore } from "./store/sqlite.ts";
+import { PostgresApiKeyStore } from "./store/postgres/db.ts";
+import { RedisSessionStore } from "./store/redis/sessions.ts";
+import { openDatabase, SqliteApiKeyStore, SqliteSessionStore } from "./store/sqlite/sessions.ts";
 import type { ApiKeyStore, SessionStore } from "./store/types.ts";
 import { createCredentials, type OAuthCredentialsConfig } from "./upstream/credentials.ts";
-import { RedisTokenVault } from "./upstream/token-vault.ts";
+import { RedisTokenVault } from "./store/redis/token-vault.ts";
 import { HttpUpstream } from "./upstream/http.ts";
 import { LegacySseUpstream } from "./upstream/legacy-sse.ts";
 import { StdioUpstream } from "./upstream/stdio.ts";
@@ -404,7 +404,7 @@ export class Gateway {
         ? OAuthVerifier.create({ issuers: config.auth.oauth, leeway: config.auth.leeway, egress, log })
         : undefined;
     await oauth?.start();
-    // Audit store: its own connection (short busy timeout, see src/audit/sqlite.ts); chain heads
+    // Audit store: its own connection (short busy timeout, see src/store/sqlite/audit.ts); chain heads
     // loaded and any spool left by the last run replayed before the first request.
     const ac = config.audit;
     const audit = await AuditLog.open({

@@ -13,7 +13,7 @@ import {
   jsonString,
   sha256Hex,
 } from "./record.ts";
-import type { AuditStore, ChainedRecord, StoredRow } from "./store.ts";
+import type { AuditStore, ChainedRecord, StoredRow } from "../store/memory/audit.ts";
 
 export type Heads = Map<string, { seq: number; hash: string }>;
 

@@ -47,7 +47,7 @@ import {
   type AuditStore,
   type ChainedRecord,
   finalOf,
-} from "./store.ts";
+} from "../store/memory/audit.ts";
 
 /** Records per store call when the store chains (one transaction each). */
 const CHAINED_BATCH = 1000;

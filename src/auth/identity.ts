@@ -35,7 +35,7 @@ export interface IdentityKey {
 
 /**
  * Where the identity-signing keys live: the embedded SQLite file (one instance), or PostgreSQL
- * (src/auth/identity-postgres.ts), shared by every instance so that all of them sign with the same
+ * (src/store/postgres/identity-keys.ts), shared by every instance so that all of them sign with the same
  * key and publish the same JWKS, whichever one the upstream fetches it from.
  */
 export interface IdentityKeyStore {

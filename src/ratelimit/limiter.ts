@@ -26,7 +26,13 @@ import { GatewayError } from "../errors/errors.ts";
 import { isRequest } from "../listen/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import { type RateSpec, TOOL_NAME } from "./spec.ts";
-import { type Counter, type CounterStore, MemoryCounterStore, type Refusal, type Take } from "./store.ts";
+import {
+  type Counter,
+  type CounterStore,
+  MemoryCounterStore,
+  type Refusal,
+  type Take,
+} from "../store/memory/counters.ts";
 
 export type LimitKind = "key" | "session" | "tenant" | "tool" | "concurrency" | "initialize" | "authFailures";
 

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import { GatewayError } from "../errors/errors.ts";
 import { formatComment, formatEvent } from "../listen/sse.ts";
-import type { RedisEventLog, RemoteStream } from "./redis-events.ts";
+import type { RedisEventLog, RemoteStream } from "../store/redis/event-log.ts";
 
 /** Buffer and lifetime limits of resumable streams (config `streams`). */
 export interface StreamLimits {
@@ -39,7 +39,7 @@ export function parseEventId(eventId: string): { streamId: string; seq: number }
 }
 
 /**
- * Where a registry mirrors its streams (distributed mode: RedisEventLog, src/session/redis-events.ts).
+ * Where a registry mirrors its streams (distributed mode: RedisEventLog, src/store/redis/event-log.ts).
  * `mark` is called on every append and on the end; the mirror batches and writes later (never on the
  * client's delivery path, never throwing).
  */
@@ -281,7 +281,7 @@ export class EdgeStream {
 export interface StreamRegistryOptions {
   /**
    * Distributed mode: every stream's events are mirrored to Redis, and a Last-Event-ID of a stream
-   * another instance holds is resumed from there (src/session/redis-events.ts). Absent: streams live
+   * another instance holds is resumed from there (src/store/redis/event-log.ts). Absent: streams live
    * in this process only (embedded mode).
    */
   events?: RedisEventLog;

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { chainRecord, type Heads, verifyChains } from "../../src/audit/chain.ts";
-import { AuditChainConflictError, PostgresAuditStore } from "../../src/audit/postgres.ts";
+import { AuditChainConflictError, PostgresAuditStore } from "../../src/store/postgres/audit.ts";
 import type { FinalRecord } from "../../src/audit/record.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { auditChainingContract, auditStoreContract, chained, final } from "./audit-store.contract.ts";

@@ -17,7 +17,7 @@ import {
   IdentitySigner,
   SqliteIdentityKeyStore,
 } from "../../src/auth/identity.ts";
-import { PostgresIdentityKeyStore } from "../../src/auth/identity-postgres.ts";
+import { PostgresIdentityKeyStore } from "../../src/store/postgres/identity-keys.ts";
 import type { Principal } from "../../src/auth/types.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 

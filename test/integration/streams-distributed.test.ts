@@ -16,9 +16,9 @@ import type { RequestContext } from "../../src/context.ts";
 import { sendError, toGatewayError } from "../../src/errors/wire.ts";
 import { Forwarder } from "../../src/forward/streamable.ts";
 import type { SessionManager } from "../../src/session/manager.ts";
-import { RedisEventLog } from "../../src/session/redis-events.ts";
+import { RedisEventLog } from "../../src/store/redis/event-log.ts";
 import { type EdgeStream, type StreamLimits, StreamRegistry } from "../../src/session/streams.ts";
-import { createRedisClient } from "../../src/store/redis.ts";
+import { createRedisClient } from "../../src/store/redis/sessions.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
 
 const LIMITS: StreamLimits = {

@@ -1,5 +1,5 @@
 /**
- * Audit records in PostgreSQL (distributed mode, SPEC §1). Tables: src/store/postgres.ts migrations.
+ * Audit records in PostgreSQL (distributed mode, SPEC §1). Tables: src/store/postgres/db.ts migrations.
  *
  * Several edge instances append to the same chains. Two rules keep every chain whole:
  *
@@ -19,9 +19,9 @@
  *   replay) with `retry`: records whose key is stored are returned as stored, not chained again.
  */
 import type { Pool, PoolClient } from "pg";
-import { LOCK_NAMESPACE, type PostgresDb, storeError } from "../store/postgres.ts";
-import { chainRecord, type Heads } from "./chain.ts";
-import { type AuditRecord, type FinalRecord, GENESIS } from "./record.ts";
+import { LOCK_NAMESPACE, type PostgresDb, storeError } from "./db.ts";
+import { chainRecord, type Heads } from "../../audit/chain.ts";
+import { type AuditRecord, type FinalRecord, GENESIS } from "../../audit/record.ts";
 import {
   AuditChainConflictError,
   type AppendChainedOptions,
@@ -33,7 +33,7 @@ import {
   type ChainedRecord,
   recordOf,
   type StoredRow,
-} from "./store.ts";
+} from "../memory/audit.ts";
 
 const FILTER = `($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR subject = $2)
   AND ($3::text IS NULL OR target = $3) AND ($4::text IS NULL OR type = $4)

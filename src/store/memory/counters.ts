@@ -1,6 +1,6 @@
 /**
  * Where rate-limit counters live. One small interface, so the distributed store (Redis / Valkey,
- * SPEC §1) slots in behind it: one Lua script per decision (redis-store.ts), with this memory store
+ * SPEC §1) slots in behind it: one Lua script per decision (src/store/redis/counters.ts), with this memory store
  * as the local fallback for when Redis is down (security.md §3: the global limiter fails open to
  * conservative local caps, and a store error is never shown as a 429).
  *

@@ -1,6 +1,6 @@
 /**
  * PostgreSQL for distributed mode (SPEC §1): the connection pool, versioned migrations, and the API
- * key store. The audit store is in src/audit/postgres.ts and shares the pool.
+ * key store. The audit store is in src/store/postgres/audit.ts and shares the pool.
  *
  * Every statement names its tables with the configured schema (validated, then quoted), so nothing
  * depends on the connection's `search_path` (which a transaction-mode pooler does not keep).
@@ -11,9 +11,9 @@
  * are thrown as pg reports them.
  */
 import { DatabaseError, Pool, types } from "pg";
-import { GatewayError } from "../errors/errors.ts";
-import type { ApiKeyFilter, ApiKeyRecord, ApiKeyStore } from "./types.ts";
-import { KEY_STALE_MAX_MS, KEY_UPDATE_COLUMNS, KeyRecordCache, withUse } from "./key-cache.ts";
+import { GatewayError } from "../../errors/errors.ts";
+import type { ApiKeyFilter, ApiKeyRecord, ApiKeyStore } from "../types.ts";
+import { KEY_STALE_MAX_MS, KEY_UPDATE_COLUMNS, KeyRecordCache, withUse } from "../key-cache.ts";
 
 export interface PostgresOptions {
   /** Schema holding mcp-edge's tables; created when missing. Default `public`. */
@@ -68,7 +68,7 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
      rotated_to TEXT
    );
    CREATE INDEX api_keys_name ON ${s}.api_keys (server, tenant, name, created_at);`,
-  // Audit records (src/audit/postgres.ts): `record` is the canonical JSON the hash covers, kept as
+  // Audit records (src/store/postgres/audit.ts): `record` is the canonical JSON the hash covers, kept as
   // TEXT (jsonb would reorder its keys); the other columns are indexed copies for filters. `id` is
   // the commit order (appends are serialized) and the paging cursor. `audit_heads` holds the last
   // record of every chain: appends read it to chain new records after what is committed.
@@ -91,13 +91,13 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
      seq BIGINT NOT NULL,
      hash TEXT NOT NULL
    );`,
-  // Audit write keys (src/audit/postgres.ts appendChained): each record an AuditLog chains on the
+  // Audit write keys (src/store/postgres/audit.ts appendChained): each record an AuditLog chains on the
   // store side carries a key unique to its writer, so a batch retried after an error that may
   // have hidden a commit (or replayed from the spool) is stored once. NULL for records stored
   // chained (`append`); the partial index holds only the keyed ones.
   (s) => `ALTER TABLE ${s}.audit ADD COLUMN write_key TEXT;
    CREATE UNIQUE INDEX audit_write_key ON ${s}.audit (write_key) WHERE write_key IS NOT NULL;`,
-  // Identity-signing keys (src/auth/identity-postgres.ts), shared by every instance so that they
+  // Identity-signing keys (src/store/postgres/identity-keys.ts), shared by every instance so that they
   // all sign with the same key and publish the same JWKS. Rotation inserts under an advisory lock.
   (s) => `CREATE TABLE ${s}.identity_keys (
      kid TEXT PRIMARY KEY,

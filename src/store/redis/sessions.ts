@@ -27,8 +27,8 @@
  * the store needs no restart.
  */
 import { Redis, type RedisOptions } from "ioredis";
-import { GatewayError } from "../errors/errors.ts";
-import type { SessionRecord, SessionStore, UpstreamBinding } from "./types.ts";
+import { GatewayError } from "../../errors/errors.ts";
+import type { SessionRecord, SessionStore, UpstreamBinding } from "../types.ts";
 
 /** Connection options shared by the Redis stores (config `store.redis`). */
 export interface RedisConnectionOptions {

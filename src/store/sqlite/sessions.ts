@@ -8,8 +8,8 @@ import type {
   SessionRecord,
   SessionStore,
   UpstreamBinding,
-} from "./types.ts";
-import { KEY_UPDATE_COLUMNS, KeyRecordCache, withUse } from "./key-cache.ts";
+} from "../types.ts";
+import { KEY_UPDATE_COLUMNS, KeyRecordCache, withUse } from "../key-cache.ts";
 
 /**
  * Versioned migrations, applied in order at open; `PRAGMA user_version` records the last one.
@@ -46,7 +46,7 @@ const MIGRATIONS: readonly string[] = [
      rotated_to TEXT
    ) STRICT;
    CREATE INDEX api_keys_name ON api_keys (server, tenant, name, created_at);`,
-  // Audit records (src/audit/sqlite.ts): `record` is the canonical JSON the hash covers; the other
+  // Audit records (src/store/sqlite/audit.ts): `record` is the canonical JSON the hash covers; the other
   // columns are indexed copies for filters. `id` is the insertion order (paging cursor).
   `CREATE TABLE audit (
      id INTEGER PRIMARY KEY,

@@ -66,10 +66,10 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
-import { GatewayError } from "../errors/errors.ts";
-import { formatComment, formatEvent } from "../listen/sse.ts";
-import { storeUnavailable } from "../store/redis.ts";
-import type { EdgeStream, Sink, StreamLimits, StreamMirror } from "./streams.ts";
+import { GatewayError } from "../../errors/errors.ts";
+import { formatComment, formatEvent } from "../../listen/sse.ts";
+import { storeUnavailable } from "./sessions.ts";
+import type { EdgeStream, Sink, StreamLimits, StreamMirror } from "../../session/streams.ts";
 
 /** How often an instance renews its heartbeat key (which lives three times as long), by default. */
 const HEARTBEAT_MS = 5000;

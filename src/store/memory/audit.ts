@@ -7,8 +7,8 @@
  * A store keeps chained records exactly as they were hashed (`text`, the canonical JSON of the
  * record without its hash), so verification needs nothing but the store.
  */
-import { chainRecord, type Heads } from "./chain.ts";
-import { type AuditRecord, type FinalRecord, GENESIS } from "./record.ts";
+import { chainRecord, type Heads } from "../../audit/chain.ts";
+import { type AuditRecord, type FinalRecord, GENESIS } from "../../audit/record.ts";
 
 /** A record ready to store: the record, and the exact text its hash covers. */
 export interface ChainedRecord {

@@ -1,6 +1,6 @@
 import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
-import { openDatabase } from "../store/sqlite.ts";
-import type { AuditRecord } from "./record.ts";
+import { openDatabase } from "./sessions.ts";
+import type { AuditRecord } from "../../audit/record.ts";
 import {
   type AuditFilter,
   type AuditPage,
@@ -10,7 +10,7 @@ import {
   type ChainedRecord,
   recordOf,
   type StoredRow,
-} from "./store.ts";
+} from "../memory/audit.ts";
 
 const FILTER = `(?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR subject = ?2) AND (?3 IS NULL OR target = ?3)
   AND (?4 IS NULL OR type = ?4) AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR ts < ?6)`;

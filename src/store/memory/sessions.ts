@@ -5,7 +5,7 @@ import type {
   SessionRecord,
   SessionStore,
   UpstreamBinding,
-} from "./types.ts";
+} from "../types.ts";
 
 /** Sessions in a Map: tests, and the hot cache in front of durable stores. */
 export class MemorySessionStore implements SessionStore {

@@ -33,7 +33,7 @@
  * dropped (the command may or may not have run), and the count expires with `inflightTtlSec`.
  */
 import type { Redis } from "ioredis";
-import { createRedisClient, type RedisConnectionOptions } from "../store/redis.ts";
+import { createRedisClient, type RedisConnectionOptions } from "./sessions.ts";
 import {
   type Counter,
   type CounterSpec,
@@ -41,7 +41,7 @@ import {
   MemoryCounterStore,
   type Refusal,
   type Take,
-} from "./store.ts";
+} from "../memory/counters.ts";
 
 export interface RedisCounterStoreOptions {
   /** A client to use (shared with the session store; not closed by `close`), or how to make one. */
