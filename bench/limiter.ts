@@ -30,7 +30,7 @@ import { createLogger } from "../src/observability/logger.ts";
 import { AuthFailureLimiter } from "../src/ratelimit/auth-failures.ts";
 import { CallLimiter } from "../src/ratelimit/limiter.ts";
 import { RedisCounterStore } from "../src/store/redis/counters.ts";
-import type { CounterStore } from "../src/store/memory/counters.ts";
+import type { CounterStore } from "../src/store/types.ts";
 
 const { values } = parseArgs({
   options: {

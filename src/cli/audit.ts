@@ -4,7 +4,7 @@ import { verifyChains } from "../audit/chain.ts";
 import type { AuditOutcome, AuditRecord } from "../audit/record.ts";
 import { escapeText } from "../audit/record.ts";
 import { SqliteAuditStore } from "../store/sqlite/audit.ts";
-import type { AuditFilter, AuditStore } from "../store/memory/audit.ts";
+import type { AuditFilter, AuditStore } from "../store/types.ts";
 import { parseTime } from "../audit/api.ts";
 import { loadConfigFile } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";

@@ -22,7 +22,7 @@ import type { Redis } from "ioredis";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/logger.ts";
 import { openPostgres, type PostgresDb } from "./postgres/db.ts";
-import { createRedisClient } from "./redis/sessions.ts";
+import { createRedisClient } from "./redis/client.ts";
 
 /** A message on the bus. `from` is the sending instance (it has applied the change already). */
 export type BusMessage =

@@ -3,7 +3,7 @@ import type { Egress } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
 import { readBody } from "./reply.ts";
-import { type TokenVault, VAULT_LOCK_MS } from "../store/redis/token-vault.ts";
+import { type TokenVault, VAULT_LOCK_MS } from "../store/types.ts";
 
 /**
  * Credentials mcp-edge holds for an upstream (SPEC §4 `credentials`, §7.1): static secret headers

@@ -10,7 +10,7 @@ import { after, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import { RedisCounterStore } from "../../src/store/redis/counters.ts";
-import type { Take } from "../../src/store/memory/counters.ts";
+import type { Take } from "../../src/store/types.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { counterStoreContract } from "./counter-store.contract.ts";

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { Counter, CounterSpec, CounterStore, Take } from "../../src/store/memory/counters.ts";
+import type { Counter, CounterSpec, CounterStore, Take } from "../../src/store/types.ts";
 
 export interface CounterStores {
   /** Two views of the same counters (the same object twice when the store is per process). */

@@ -11,7 +11,7 @@ import { after, describe, test } from "node:test";
 import { GatewayError } from "../../src/errors/errors.ts";
 import { RedisEventLog } from "../../src/store/redis/event-log.ts";
 import { Sink, type StreamLimits, StreamRegistry } from "../../src/session/streams.ts";
-import { createRedisClient } from "../../src/store/redis/sessions.ts";
+import { createRedisClient } from "../../src/store/redis/client.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
 
 const limits: StreamLimits = {

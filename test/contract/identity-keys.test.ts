@@ -10,13 +10,9 @@ import { DatabaseSync } from "node:sqlite";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, test } from "node:test";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
-import {
-  type IdentityKey,
-  type IdentityKeyStore,
-  type IdentityOptions,
-  IdentitySigner,
-  SqliteIdentityKeyStore,
-} from "../../src/auth/identity.ts";
+import { type IdentityKey, type IdentityKeyStore } from "../../src/store/types.ts";
+import { type IdentityOptions, IdentitySigner } from "../../src/auth/identity.ts";
+import { SqliteIdentityKeyStore } from "../../src/store/sqlite/identity-keys.ts";
 import { PostgresIdentityKeyStore } from "../../src/store/postgres/identity-keys.ts";
 import type { Principal } from "../../src/auth/types.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";

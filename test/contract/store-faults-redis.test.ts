@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { GatewayError } from "../../src/errors/errors.ts";
 import { RedisCounterStore } from "../../src/store/redis/counters.ts";
-import { createRedisClient, RedisSessionStore } from "../../src/store/redis/sessions.ts";
+import { createRedisClient } from "../../src/store/redis/client.ts";
+import { RedisSessionStore } from "../../src/store/redis/sessions.ts";
 import { record } from "./session-store.contract.ts";
 import { type PrivateRedis, redisReady, startRedisServer } from "../helpers/redis.ts";
 

@@ -27,7 +27,7 @@ import { verifyChains } from "../../src/audit/chain.ts";
 import { AuditLog } from "../../src/audit/log.ts";
 import { PostgresAuditStore } from "../../src/store/postgres/audit.ts";
 import { argsPolicy, type AuditDraft, type AuditRecord, type FinalRecord } from "../../src/audit/record.ts";
-import type { AppendChainedOptions, ChainedRecord } from "../../src/store/memory/audit.ts";
+import type { AppendChainedOptions, ChainedRecord } from "../../src/store/types.ts";
 import { runAudit } from "../../src/cli/audit.ts";
 import { GatewayError } from "../../src/errors/errors.ts";
 import { createLogger } from "../../src/observability/logger.ts";

@@ -18,7 +18,7 @@ import { Forwarder } from "../../src/forward/streamable.ts";
 import type { SessionManager } from "../../src/session/manager.ts";
 import { RedisEventLog } from "../../src/store/redis/event-log.ts";
 import { type EdgeStream, type StreamLimits, StreamRegistry } from "../../src/session/streams.ts";
-import { createRedisClient } from "../../src/store/redis/sessions.ts";
+import { createRedisClient } from "../../src/store/redis/client.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
 
 const LIMITS: StreamLimits = {

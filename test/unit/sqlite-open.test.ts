@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, test } from "node:test";
-import { openDatabase } from "../../src/store/sqlite/sessions.ts";
+import { openDatabase } from "../../src/store/sqlite/db.ts";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "mcp-edge-sqlite-open-"));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -20,10 +20,10 @@
  */
 import type { Pool, PoolClient } from "pg";
 import { LOCK_NAMESPACE, type PostgresDb, storeError } from "./db.ts";
-import { chainRecord, type Heads } from "../../audit/chain.ts";
+import { chainRecord } from "../../audit/chain.ts";
 import { type AuditRecord, type FinalRecord, GENESIS } from "../../audit/record.ts";
+import { AuditChainConflictError, recordOf } from "../audit-rows.ts";
 import {
-  AuditChainConflictError,
   type AppendChainedOptions,
   type AuditFilter,
   type AuditPage,
@@ -31,15 +31,13 @@ import {
   type AuditRow as Row,
   type AuditStore,
   type ChainedRecord,
-  recordOf,
+  type Heads,
   type StoredRow,
-} from "../memory/audit.ts";
+} from "../types.ts";
 
 const FILTER = `($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR subject = $2)
   AND ($3::text IS NULL OR target = $3) AND ($4::text IS NULL OR type = $4)
   AND ($5::bigint IS NULL OR ts >= $5) AND ($6::bigint IS NULL OR ts < $6)`;
-
-export { AuditChainConflictError };
 
 export class PostgresAuditStore implements AuditStore {
   readonly #pool: Pool;

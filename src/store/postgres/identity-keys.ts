@@ -13,7 +13,7 @@
  */
 import type { Pool, PoolClient } from "pg";
 import { LOCK_NAMESPACE, type PostgresDb, storeError } from "./db.ts";
-import type { IdentityKey, IdentityKeyStore } from "../../auth/identity.ts";
+import type { IdentityKey, IdentityKeyStore } from "../types.ts";
 
 export class PostgresIdentityKeyStore implements IdentityKeyStore {
   readonly shared = true;
