@@ -21,4 +21,5 @@ test("sqlite: records and chain heads survive closing and reopening the file (a 
   await second.close();
 });
 
+auditStoreContract("memory (chaining)", async () => new MemoryChainingAuditStore());
 auditChainingContract("memory (chaining)", async () => new MemoryChainingAuditStore());
