@@ -29,8 +29,8 @@ import type { RpcMessage } from "../src/mcp/jsonrpc.ts";
 import { createLogger } from "../src/observability/logger.ts";
 import { AuthFailureLimiter } from "../src/ratelimit/auth-failures.ts";
 import { CallLimiter } from "../src/ratelimit/limiter.ts";
-import { RedisCounterStore } from "../src/ratelimit/redis-store.ts";
-import type { CounterStore } from "../src/ratelimit/store.ts";
+import { RedisCounterStore } from "../src/store/redis/counters.ts";
+import type { CounterStore } from "../src/store/types.ts";
 
 const { values } = parseArgs({
   options: {

@@ -22,7 +22,7 @@ import { parseDuration } from "../config/units.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { AuditLog } from "../audit/log.ts";
 import type { AuditRecord } from "../audit/record.ts";
-import type { AuditFilter, AuditPage, AuditPageRequest } from "../audit/store.ts";
+import type { AuditFilter, AuditPage, AuditPageRequest } from "../store/types.ts";
 
 /** Records scanned per answer at most (the answer says `truncated` beyond). */
 export const MAX_RECORDS = 200_000;

@@ -5,7 +5,7 @@
 import { parseDuration } from "../config/units.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { AuditLog } from "./log.ts";
-import type { AuditFilter } from "./store.ts";
+import type { AuditFilter } from "../store/types.ts";
 
 const MAX_LIMIT = 1000;
 

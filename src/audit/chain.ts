@@ -13,9 +13,7 @@ import {
   jsonString,
   sha256Hex,
 } from "./record.ts";
-import type { AuditStore, ChainedRecord, StoredRow } from "./store.ts";
-
-export type Heads = Map<string, { seq: number; hash: string }>;
+import type { AuditStore, ChainedRecord, Heads, StoredRow } from "../store/types.ts";
 
 /** Every member a hashed record may have (the compiler checks the list against AuditRecord). */
 const RECORD_MEMBERS: Record<keyof Omit<AuditRecord, "hash">, true> = {

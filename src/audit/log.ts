@@ -35,19 +35,19 @@ import {
   sessionChannel,
 } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
-import { chainRecord, type Heads, type VerifyReport, verifyChains } from "./chain.ts";
+import { chainRecord, type VerifyReport, verifyChains } from "./chain.ts";
+import { type Heads } from "../store/types.ts";
 import { draftFromAdmin, draftFromSession, draftsFromRequestEnd } from "./events.ts";
 import { type ArgsPolicy, type AuditDraft, type FinalRecord, finalizeDraft, GENESIS } from "./record.ts";
 import { type KeyedFinal, Spool, type SpoolEntry } from "./spool.ts";
+import { AuditChainConflictError, finalOf } from "../store/audit-rows.ts";
 import {
-  AuditChainConflictError,
   type AuditFilter,
   type AuditPage,
   type AuditPageRequest,
   type AuditStore,
   type ChainedRecord,
-  finalOf,
-} from "./store.ts";
+} from "../store/types.ts";
 
 /** Records per store call when the store chains (one transaction each). */
 const CHAINED_BATCH = 1000;

@@ -28,7 +28,7 @@ import {
 } from "node:fs";
 import { dirname } from "node:path";
 import type { AuditRecord, FinalRecord } from "./record.ts";
-import type { ChainedRecord } from "./store.ts";
+import type { ChainedRecord } from "../store/types.ts";
 
 /** A finalized record and its write key (unique across writers), waiting to be chained by the store. */
 export interface KeyedFinal {

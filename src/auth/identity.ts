@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
-import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
 import type { Principal } from "./types.ts";
+import type { IdentityKeyStore } from "../store/types.ts";
 
 /** The header the upstream reads: who is calling, signed by the edge (SPEC §6). */
 export const IDENTITY_HEADER = "x-mcp-edge-identity";
@@ -23,72 +23,6 @@ export interface IdentityOptions {
   publishAhead?: number;
   /** A background reload or a rotation failed (the keys in hand stay in use). */
   onError?: (err: unknown) => void;
-}
-
-/** One identity-signing key as stored: JWKs as JSON text, creation time in ms. */
-export interface IdentityKey {
-  kid: string;
-  privateJwk: string;
-  publicJwk: string;
-  createdAt: number;
-}
-
-/**
- * Where the identity-signing keys live: the embedded SQLite file (one instance), or PostgreSQL
- * (src/auth/identity-postgres.ts), shared by every instance so that all of them sign with the same
- * key and publish the same JWKS, whichever one the upstream fetches it from.
- */
-export interface IdentityKeyStore {
-  /** Other instances use the same keys: the signer reads them again periodically. */
-  readonly shared: boolean;
-  /** Every key, newest first. */
-  list(): Promise<IdentityKey[]>;
-  /**
-   * Stores `key` unless a key created after `since` exists (another instance rotated first), and
-   * says whether it did. Serialized across instances: two that find rotation due at once store one
-   * key between them.
-   */
-  insertIfDue(key: IdentityKey, since: number): Promise<boolean>;
-}
-
-interface KeyRow {
-  kid: string;
-  private_jwk: string;
-  public_jwk: string;
-  created_at: number;
-}
-
-/** The keys in the embedded SQLite file (one instance; today's table). */
-export class SqliteIdentityKeyStore implements IdentityKeyStore {
-  readonly shared = false;
-  readonly #stmt: { all: StatementSync; insert: StatementSync };
-
-  constructor(db: DatabaseSync) {
-    db.exec(`CREATE TABLE IF NOT EXISTS identity_keys (
-      kid TEXT PRIMARY KEY, private_jwk TEXT NOT NULL, public_jwk TEXT NOT NULL, created_at INTEGER NOT NULL) STRICT`);
-    this.#stmt = {
-      all: db.prepare("SELECT * FROM identity_keys ORDER BY created_at DESC"),
-      // One statement: SQLite runs it atomically, so the check and the insert cannot interleave.
-      insert: db.prepare(
-        `INSERT INTO identity_keys (kid, private_jwk, public_jwk, created_at)
-         SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM identity_keys WHERE created_at > ?)`,
-      ),
-    };
-  }
-
-  async list(): Promise<IdentityKey[]> {
-    return (this.#stmt.all.all() as unknown as KeyRow[]).map((r) => ({
-      kid: r.kid,
-      privateJwk: r.private_jwk,
-      publicJwk: r.public_jwk,
-      createdAt: r.created_at,
-    }));
-  }
-
-  async insertIfDue(key: IdentityKey, since: number): Promise<boolean> {
-    const r = this.#stmt.insert.run(key.kid, key.privateJwk, key.publicJwk, key.createdAt, since);
-    return Number(r.changes) === 1;
-  }
 }
 
 interface SigningKey {

@@ -10,7 +10,7 @@ import { createCredentials, type OAuthCredentialsConfig } from "../upstream/cred
 import { HttpUpstream } from "../upstream/http.ts";
 import { LegacySseUpstream } from "../upstream/legacy-sse.ts";
 import { StdioUpstream } from "../upstream/stdio.ts";
-import { RedisTokenVault } from "../upstream/token-vault.ts";
+import { RedisTokenVault } from "../store/redis/token-vault.ts";
 import type { Route, Upstream } from "../upstream/types.ts";
 
 /** What the router maps a path to. */

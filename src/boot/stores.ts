@@ -1,19 +1,22 @@
 import type { DatabaseSync } from "node:sqlite";
 import { dirname, join } from "node:path";
-import { IdentitySigner, SqliteIdentityKeyStore } from "../auth/identity.ts";
-import { PostgresIdentityKeyStore } from "../auth/identity-postgres.ts";
+import { IdentitySigner } from "../auth/identity.ts";
+import { PostgresIdentityKeyStore } from "../store/postgres/identity-keys.ts";
+import { SqliteIdentityKeyStore } from "../store/sqlite/identity-keys.ts";
 import { AuditLog } from "../audit/log.ts";
-import { PostgresAuditStore } from "../audit/postgres.ts";
+import { PostgresAuditStore } from "../store/postgres/audit.ts";
 import { argsPolicy } from "../audit/record.ts";
-import { SqliteAuditStore } from "../audit/sqlite.ts";
+import { SqliteAuditStore } from "../store/sqlite/audit.ts";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/logger.ts";
-import { RedisCounterStore } from "../ratelimit/redis-store.ts";
-import { RedisEventLog } from "../session/redis-events.ts";
+import { RedisCounterStore } from "../store/redis/counters.ts";
+import { RedisEventLog } from "../store/redis/event-log.ts";
 import { type Distributed, openDistributed } from "../store/distributed.ts";
-import { PostgresApiKeyStore } from "../store/postgres.ts";
-import { RedisSessionStore } from "../store/redis.ts";
-import { openDatabase, SqliteApiKeyStore, SqliteSessionStore } from "../store/sqlite.ts";
+import { PostgresApiKeyStore } from "../store/postgres/api-keys.ts";
+import { RedisSessionStore } from "../store/redis/sessions.ts";
+import { SqliteApiKeyStore } from "../store/sqlite/api-keys.ts";
+import { openDatabase } from "../store/sqlite/db.ts";
+import { SqliteSessionStore } from "../store/sqlite/sessions.ts";
 import type { ApiKeyStore, SessionStore } from "../store/types.ts";
 
 /**

@@ -3,8 +3,8 @@ import { resolve } from "node:path";
 import { verifyChains } from "../audit/chain.ts";
 import type { AuditOutcome, AuditRecord } from "../audit/record.ts";
 import { escapeText } from "../audit/record.ts";
-import { SqliteAuditStore } from "../audit/sqlite.ts";
-import type { AuditFilter, AuditStore } from "../audit/store.ts";
+import { SqliteAuditStore } from "../store/sqlite/audit.ts";
+import type { AuditFilter, AuditStore } from "../store/types.ts";
 import { parseTime } from "../audit/api.ts";
 import { loadConfigFile } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
@@ -113,8 +113,8 @@ function dbSource(file: string): Source {
  */
 async function postgresSource(pg: NonNullable<Config["store"]["postgres"]>): Promise<Source> {
   // Loaded here only: the SQLite and admin API paths do not need the driver.
-  const { openPostgres } = await import("../store/postgres.ts");
-  const { PostgresAuditStore } = await import("../audit/postgres.ts");
+  const { openPostgres } = await import("../store/postgres/db.ts");
+  const { PostgresAuditStore } = await import("../store/postgres/audit.ts");
   const db = await openPostgres(pg.url, { schema: pg.schema, max: 2, queryTimeoutMs: pg.queryTimeout });
   return storeSource(new PostgresAuditStore(db), () => db.close());
 }

@@ -574,7 +574,7 @@ const edgeEgressSchema = z.strictObject({
     .meta({ description: "Deadline for opening a connection (TCP and TLS) to an outbound target." }),
 });
 
-// ---- distributed mode (src/store/redis.ts, src/store/postgres.ts) --------------------------------
+// ---- distributed mode (src/store/redis/sessions.ts, src/store/postgres/db.ts) --------------------------------
 
 const redisUrl = z
   .string()

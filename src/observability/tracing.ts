@@ -17,7 +17,7 @@ import {
 import type { Config } from "../config/schema.ts";
 import type { ForwardInterceptor, ForwardingRequest, Route } from "../upstream/types.ts";
 import { isRequest } from "../mcp/jsonrpc.ts";
-import type { Logger } from "../observability/logger.ts";
+import type { Logger } from "./logger.ts";
 import type { RequestEndEvent, RequestFacts } from "./channels.ts";
 
 /**

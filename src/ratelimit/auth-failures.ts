@@ -20,7 +20,7 @@ import type { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
 import { makePolicy, noticeRefusal, type Policy, type RateLimitRefusal, refusalError } from "./limiter.ts";
 import type { RateSpec } from "./spec.ts";
-import { MemoryCounterStore } from "./store.ts";
+import { MemoryCounterStore } from "../store/memory/counters.ts";
 
 /** Beyond this many blocked addresses, expired ones are swept on insert. */
 const SWEEP_AT = 10_000;

@@ -14,7 +14,7 @@
  *   concurrency.session  calls in flight per session, held until the call's work is over
  *
  * Every counter key holds the tenant and the server: no counter is shared across tenants. A call is
- * checked against every limit that applies and takes from all or none (store.ts). A refusal is 429
+ * checked against every limit that applies and takes from all or none (CounterStore, src/store/types.ts). A refusal is 429
  * EDGE_RATE_LIMITED with `Retry-After`, `RateLimit-Policy` and `RateLimit`
  * (draft-ietf-httpapi-ratelimit-headers-11 §3-4) and JSON-RPC `data` naming the limit, the tool,
  * the wait and the policy, and is put on `ctx.refusal` for the audit stage.
@@ -27,7 +27,8 @@ import { GatewayError } from "../errors/errors.ts";
 import { isRequest, type RpcMessage } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import { type RateSpec, TOOL_NAME } from "./spec.ts";
-import { type Counter, type CounterStore, MemoryCounterStore, type Refusal, type Take } from "./store.ts";
+import { type Counter, type CounterStore, type Refusal, type Take } from "../store/types.ts";
+import { MemoryCounterStore } from "../store/memory/counters.ts";
 
 export type LimitKind = "key" | "session" | "tenant" | "tool" | "concurrency" | "initialize" | "authFailures";
 

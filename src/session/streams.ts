@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import { GatewayError } from "../errors/errors.ts";
 import { formatComment, formatEvent } from "../mcp/sse.ts";
-import type { RedisEventLog, RemoteStream } from "./redis-events.ts";
+import type { SharedStream, StreamEventLog, StreamMirror, Unmirrored } from "../store/types.ts";
 
 /** Buffer and lifetime limits of resumable streams (config `streams`). */
 export interface StreamLimits {
@@ -36,24 +36,6 @@ export function parseEventId(eventId: string): { streamId: string; seq: number }
   if (dot <= 0 || !/^[A-Za-z0-9_-]{16}$/.test(streamId) || !/^[0-9]{1,15}$/.test(digits))
     throw new GatewayError("EDGE_EVENT_ID_INVALID");
   return { streamId, seq: Number(digits) };
-}
-
-/**
- * Where a registry mirrors its streams (distributed mode: RedisEventLog, src/session/redis-events.ts).
- * `mark` is called on every append and on the end; the mirror batches and writes later (never on the
- * client's delivery path, never throwing).
- */
-export interface StreamMirror {
-  mark(s: EdgeStream): void;
-}
-
-/** What a stream has not handed to its mirror yet (EdgeStream.unmirrored). */
-export interface Unmirrored {
-  events: { seq: number; frame: string }[];
-  /** Highest seq evicted from the local buffer (the mirror trims to the same window). */
-  evicted: number;
-  /** The stream has finished and the mirror has not been told yet. */
-  end: boolean;
 }
 
 /** The `closeUpstream` of a stream nothing pumps (one function for all of them). */
@@ -281,10 +263,10 @@ export class EdgeStream {
 export interface StreamRegistryOptions {
   /**
    * Distributed mode: every stream's events are mirrored to Redis, and a Last-Event-ID of a stream
-   * another instance holds is resumed from there (src/session/redis-events.ts). Absent: streams live
+   * another instance holds is resumed from there (src/store/redis/event-log.ts). Absent: streams live
    * in this process only (embedded mode).
    */
-  events?: RedisEventLog;
+  events?: StreamEventLog;
 }
 
 /** Every resumable stream of this process, with expiry and keep-alives. */
@@ -294,7 +276,7 @@ export class StreamRegistry {
   readonly #standalone = new Map<string, EdgeStream>();
   readonly #timer: NodeJS.Timeout;
   readonly #ids = new StreamIds();
-  readonly #events: RedisEventLog | undefined;
+  readonly #events: StreamEventLog | undefined;
 
   constructor(limits: StreamLimits, options: StreamRegistryOptions = {}) {
     this.#limits = limits;
@@ -358,7 +340,7 @@ export class StreamRegistry {
    * Throws EDGE_EVENT_ID_INVALID (malformed), EDGE_STREAM_EXPIRED (evicted events) and
    * EDGE_STORE_UNAVAILABLE (Redis down).
    */
-  async resolveShared(sessionId: string, eventId: string): Promise<RemoteStream | undefined> {
+  async resolveShared(sessionId: string, eventId: string): Promise<SharedStream | undefined> {
     const { streamId, seq } = parseEventId(eventId);
     if (!this.#events || streamId.startsWith(this.#ids.prefix) || this.#streams.has(streamId))
       return undefined;

@@ -3,7 +3,7 @@
  * from config `store.redis` + `store.postgres`.
  *
  *   Redis / Valkey   session records and routing (RedisSessionStore), rate-limit counters
- *                    (RedisCounterStore), SSE event buffers (src/session/redis-events.ts), the
+ *                    (RedisCounterStore), SSE event buffers (src/store/redis/event-log.ts), the
  *                    broadcast bus below, and short locks (`tryLock`)
  *   PostgreSQL       API keys (PostgresApiKeyStore), audit (PostgresAuditStore), identity keys
  *
@@ -21,8 +21,8 @@ import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/logger.ts";
-import { openPostgres, type PostgresDb } from "./postgres.ts";
-import { createRedisClient } from "./redis.ts";
+import { openPostgres, type PostgresDb } from "./postgres/db.ts";
+import { createRedisClient } from "./redis/client.ts";
 
 /** A message on the bus. `from` is the sending instance (it has applied the change already). */
 export type BusMessage =

@@ -1,7 +1,13 @@
 /**
- * Store interfaces. Each has a memory and an SQLite implementation (embedded mode); every
- * implementation passes the same contract suite in test/contract/.
+ * Every store interface of the edge, one family per section: sessions, API keys, rate-limit
+ * counters, audit, identity-signing keys, the stream event log, the upstream token vault.
+ * Implementations live under src/store/<backend>/ (memory, sqlite, postgres, redis), one file per
+ * family; each passes its family's contract suite (test/contract/<family>.contract.ts).
+ *
+ * This file imports nothing but types of the records the stores hold: the domain folders (session,
+ * ratelimit, audit, auth, upstream) depend on it, never the other way round.
  */
+import type { AuditRecord, FinalRecord } from "../audit/record.ts";
 
 /** Where a session lives upstream. */
 export interface UpstreamBinding {
@@ -93,3 +99,298 @@ export interface ApiKeyStore {
   flush(): Promise<void>;
   close(): Promise<void>;
 }
+
+// ---- rate-limit counters
+
+/** What a counter counts: `quota` points per fixed window, or (windowSec 0) points held until given back. */
+export interface CounterSpec {
+  readonly quota: number;
+  /** Window in whole seconds; 0 = no window: an in-flight count, given back with `give`. */
+  readonly windowSec: number;
+}
+
+/** A counter made by a store (opaque to callers). */
+export interface Counter {
+  readonly spec: CounterSpec;
+}
+
+/** One part of a decision: `points` from `counter` under `key`. */
+export interface Take {
+  counter: Counter;
+  key: string;
+  points: number;
+}
+
+/** Why a take was refused: which part, and when that counter has room again. */
+export interface Refusal {
+  /** Index into the takes. */
+  readonly index: number;
+  /** Milliseconds until the refusing counter's window ends; -1 when it has no window. */
+  readonly msBeforeNext: number;
+}
+
+export interface CounterStore {
+  /**
+   * A counter for a policy. Called at boot, once per policy. `name` (the policy: `key`,
+   * `tool.search`...) identifies it in a shared store, the same on every instance.
+   */
+  counter(spec: CounterSpec, name?: string): Counter;
+  /**
+   * Takes every part, or none: when one counter has no room, nothing is taken from any (a call
+   * refused by one limit consumes nothing from the others). Resolves undefined when admitted.
+   */
+  take(takes: readonly Take[]): Promise<Refusal | undefined>;
+  /** Gives points back to an in-flight counter (windowSec 0). */
+  give(counter: Counter, key: string, points: number): void;
+  /**
+   * `take`, decided at once, for a store that counts in this process: the stage then neither
+   * allocates nor awaits a promise for an admitted call. Absent on stores that need I/O.
+   */
+  takeNow?(takes: readonly Take[]): Refusal | undefined;
+}
+
+// ---- audit
+
+/** The head of every chain: its last seq and hash. */
+export type Heads = Map<string, { seq: number; hash: string }>;
+
+/** A record ready to store: the record, and the exact text its hash covers. */
+export interface ChainedRecord {
+  record: AuditRecord;
+  text: string;
+}
+
+/** A stored row as verification reads it. */
+export interface StoredRow {
+  chain: string;
+  seq: number;
+  hash: string;
+  text: string;
+  /** The indexed copies of record fields (filters use them; verification checks them). */
+  columns: { ts: number; type: string; tenant: string | null; subject: string | null; target: string | null };
+}
+
+/** An audit row as both SQL stores read it (the record's text plus its indexed columns). */
+export interface AuditRow {
+  id: number;
+  chain: string;
+  seq: number;
+  ts: number;
+  type: string;
+  tenant: string | null;
+  subject: string | null;
+  target: string | null;
+  record: string;
+  hash: string;
+}
+
+export interface AuditFilter {
+  tenant?: string;
+  subject?: string;
+  /** Matches `target`: tool name, resource URI or prompt name. */
+  tool?: string;
+  type?: string;
+  /** Inclusive lower bound, ms since epoch. */
+  since?: number;
+  /** Exclusive upper bound, ms since epoch. */
+  until?: number;
+}
+
+export interface AuditPageRequest {
+  limit: number;
+  /** Opaque, from a previous page's `next`. */
+  cursor?: string;
+  /** `asc` (oldest first, default) or `desc` (newest first). */
+  order?: "asc" | "desc";
+}
+
+export interface AuditPage {
+  records: AuditRecord[];
+  /**
+   * Where the next page starts. Ascending, it is always set: a follower (`audit tail`) polls with it
+   * and gets the records written since. Descending, null once the oldest record was reached.
+   */
+  next: string | null;
+  /** More matching records exist beyond this page right now. */
+  more: boolean;
+}
+
+export interface AppendChainedOptions {
+  /**
+   * One write key per record, unique across writers and stored with it. With `retry`, a record
+   * whose key is already stored is not stored again.
+   */
+  keys?: readonly string[];
+  /**
+   * The batch may have been stored already: an earlier call failed without saying whether it
+   * committed (a connection lost at COMMIT), or it comes from the spool. Records whose key is
+   * stored are returned as stored, the others are chained and stored: a retry stores each once.
+   */
+  retry?: boolean;
+}
+
+export interface AuditStore {
+  /**
+   * Appends records atomically (all or none), in the given order. A record whose (chain, seq) is
+   * already stored is skipped (spool replay after a crash is idempotent). Throws when unavailable.
+   */
+  append(records: readonly ChainedRecord[]): Promise<void>;
+  /**
+   * Store-side chaining, for stores that several processes write to (PostgreSQL): chains finalized
+   * records after the committed head of their tenant's chain and stores them, all or none, in the
+   * given order; returns them as stored. When a store has it, AuditLog uses it instead of chaining
+   * in memory (whose heads would be wrong as soon as another process appends). Throws when
+   * unavailable.
+   */
+  appendChained?(records: readonly FinalRecord[], options?: AppendChainedOptions): Promise<ChainedRecord[]>;
+  /** The last record of every chain. */
+  heads(): Promise<Map<string, { seq: number; hash: string }>>;
+  query(filter: AuditFilter, page: AuditPageRequest): Promise<AuditPage>;
+  chains(): Promise<string[]>;
+  /** Rows of one chain with seq > afterSeq, by seq, at most `limit` (verification). */
+  scan(chain: string, afterSeq: number, limit: number): Promise<StoredRow[]>;
+  close(): Promise<void>;
+}
+
+// ---- identity-signing keys
+
+/** One identity-signing key as stored: JWKs as JSON text, creation time in ms. */
+export interface IdentityKey {
+  kid: string;
+  privateJwk: string;
+  publicJwk: string;
+  createdAt: number;
+}
+
+/**
+ * Where the identity-signing keys live: the embedded SQLite file (one instance), or PostgreSQL
+ * (src/store/postgres/identity-keys.ts), shared by every instance so that all of them sign with the same
+ * key and publish the same JWKS, whichever one the upstream fetches it from.
+ */
+export interface IdentityKeyStore {
+  /** Other instances use the same keys: the signer reads them again periodically. */
+  readonly shared: boolean;
+  /** Every key, newest first. */
+  list(): Promise<IdentityKey[]>;
+  /**
+   * Stores `key` unless a key created after `since` exists (another instance rotated first), and
+   * says whether it did. Serialized across instances: two that find rotation due at once store one
+   * key between them.
+   */
+  insertIfDue(key: IdentityKey, since: number): Promise<boolean>;
+}
+
+// ---- stream event log
+
+/**
+ * The stream event log mirrors this process's resumable SSE streams so that a client can resume,
+ * with Last-Event-ID (MCP transports, "Resumability and Redelivery"), on another instance a stream
+ * this one holds. Distributed mode has one (Redis, src/store/redis/event-log.ts); embedded mode
+ * has none: a stream lives in its process only (session/streams.ts StreamRegistry without a log).
+ * The types below are what the log sees of the stream model, so that the model depends on this
+ * interface and never on an implementation.
+ */
+
+/** What a stream has not handed to its mirror yet (EdgeStream.unmirrored). */
+export interface Unmirrored {
+  events: { seq: number; frame: string }[];
+  /** Highest seq evicted from the local buffer (the mirror trims to the same window). */
+  evicted: number;
+  /** The stream has finished and the mirror has not been told yet. */
+  end: boolean;
+}
+
+/** A local stream as its mirror reads it (session/streams.ts EdgeStream). */
+export interface MirroredStream {
+  readonly id: string;
+  readonly sessionId: string;
+  readonly kind: "request" | "standalone";
+  /** Finished, and every event reached a client that got the end: nothing is left to resume. */
+  readonly settled: boolean;
+  /** Its session ended: the mirror drops its copy. */
+  readonly discard: boolean;
+  /** Something of it was written to the mirror (so there is something to remove there). */
+  mirrored: boolean;
+  /** The highest seq given so far. */
+  readonly lastSeq: number;
+  /** The buffered events not handed over yet, and whether the end is new; marks them handed over. */
+  unmirrored(): Unmirrored;
+}
+
+/** A client's SSE response as a stream writes to it (session/streams.ts Sink). */
+export interface StreamSink {
+  readonly open: boolean;
+  readonly lastWriteAt: number;
+  /** False when the client is gone or too far behind. */
+  write(frame: string): boolean;
+  end(frame?: string): void;
+}
+
+/** The buffer window and lifetime the log applies (config `streams`). */
+export interface EventLogLimits {
+  ttl: number;
+  keepAlive: number;
+}
+
+/**
+ * Where a registry mirrors its streams. `mark` is called on every append and on the end; the mirror
+ * batches and writes later (never on the client's delivery path, never throwing).
+ */
+export interface StreamMirror {
+  mark(s: MirroredStream): void;
+}
+
+/** A stream another instance holds (or held), read back from the log. */
+export interface SharedStream {
+  readonly id: string;
+  readonly sessionId: string;
+  readonly kind: "request" | "standalone";
+  /** It had ended when it was opened: `attach` replays and ends the response. */
+  readonly done: boolean;
+  /** The frames read when opening (a finished stream's remainder). */
+  framesAfter(): string[];
+  /** Writes the frames read when opening; ends the response when done, else follows on. */
+  attach(sink: StreamSink): void;
+  detach(sink: StreamSink): void;
+  end(): void;
+}
+
+/** A StreamMirror that other instances read back from. */
+export interface StreamEventLog extends StreamMirror {
+  /**
+   * A stream of this session as mirrored, with its frames after `afterSeq`. Undefined for an
+   * unknown stream and for another session's (no existence oracle). Throws EDGE_STREAM_EXPIRED
+   * when later events were trimmed, EDGE_STORE_UNAVAILABLE when the log cannot be read.
+   */
+  open(sessionId: string, streamId: string, afterSeq: number): Promise<SharedStream | undefined>;
+  /** When a client on another instance last followed the stream (its owner keeps it then). */
+  followedAt(streamId: string): Promise<number | undefined>;
+  /** Keep-alives and catch-up reads of the streams followed here (the registry's sweep). */
+  sweepFollowers(now: number): void;
+  /** Drain: every client following here gets a `retry` hint and its response ends. */
+  closeFollowers(retryMs: number): void;
+  /** Ends the followed streams of one session (DELETE, expiry), or of every session. */
+  endFollowers(sessionId?: string): void;
+}
+
+// ---- upstream token vault
+
+/** A token as the credentials manager holds it. */
+export interface VaultToken {
+  value: string;
+  obtainedAt: number;
+  expiresAt: number | undefined;
+}
+
+export interface TokenVault {
+  /** The shared token, if one is stored (and decrypts). */
+  get(): Promise<VaultToken | undefined>;
+  /** Stores a token for the others (until it expires; one hour for a token without expiry). */
+  put(token: VaultToken): Promise<void>;
+  /** True when this instance may fetch now (it holds the refresh lock). */
+  lock(): Promise<boolean>;
+  unlock(): Promise<void>;
+}
+
+/** How long the refresh lock is held at most (a token request's own deadline is 10 s). */
+export const VAULT_LOCK_MS = 12_000;

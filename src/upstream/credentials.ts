@@ -3,7 +3,7 @@ import type { Egress } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
 import { readBody } from "./reply.ts";
-import { type TokenVault, VAULT_LOCK_MS } from "./token-vault.ts";
+import { type TokenVault, VAULT_LOCK_MS } from "../store/types.ts";
 
 /**
  * Credentials mcp-edge holds for an upstream (SPEC §4 `credentials`, §7.1): static secret headers
@@ -67,7 +67,7 @@ export function createCredentials(
   cfg: CredentialsConfig | undefined,
   egress: Egress,
   log: Logger,
-  /** Distributed mode: tokens shared, refreshes serialized across instances (token-vault.ts). */
+  /** Distributed mode: tokens shared, refreshes serialized across instances (src/store/redis/token-vault.ts). */
   vault?: (oauth: OAuthCredentialsConfig) => TokenVault,
 ): UpstreamCredentials {
   if (!cfg || (!cfg.oauth && Object.keys(cfg.headers ?? {}).length === 0)) return NO_CREDENTIALS;

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { mock, test } from "node:test";
-import { PostgresApiKeyStore } from "../../src/store/postgres.ts";
+import { PostgresApiKeyStore } from "../../src/store/postgres/api-keys.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { apiKey, apiKeyStoreContract } from "./api-key-store.contract.ts";
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
-import { MemoryApiKeyStore } from "../../src/store/memory.ts";
-import { SqliteApiKeyStore } from "../../src/store/sqlite.ts";
+import { MemoryApiKeyStore } from "../../src/store/memory/api-keys.ts";
+import { SqliteApiKeyStore } from "../../src/store/sqlite/api-keys.ts";
 import { tempDir } from "../helpers/edge.ts";
 import { apiKey, apiKeyStoreContract } from "./api-key-store.contract.ts";
 

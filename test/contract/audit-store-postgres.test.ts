@@ -4,8 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { chainRecord, type Heads, verifyChains } from "../../src/audit/chain.ts";
-import { AuditChainConflictError, PostgresAuditStore } from "../../src/audit/postgres.ts";
+import { chainRecord, verifyChains } from "../../src/audit/chain.ts";
+import { type Heads } from "../../src/store/types.ts";
+import { AuditChainConflictError } from "../../src/store/audit-rows.ts";
+import { PostgresAuditStore } from "../../src/store/postgres/audit.ts";
 import type { FinalRecord } from "../../src/audit/record.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { auditChainingContract, auditStoreContract, chained, final } from "./audit-store.contract.ts";

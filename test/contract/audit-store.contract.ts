@@ -4,9 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { chainRecord, type Heads, verifyChains } from "../../src/audit/chain.ts";
+import { chainRecord, verifyChains } from "../../src/audit/chain.ts";
+import { type Heads } from "../../src/store/types.ts";
 import type { FinalRecord } from "../../src/audit/record.ts";
-import type { AuditStore, ChainedRecord } from "../../src/audit/store.ts";
+import type { AuditStore, ChainedRecord } from "../../src/store/types.ts";
 
 let clock = Date.parse("2026-01-01T00:00:00Z");
 

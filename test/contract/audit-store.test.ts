@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
-import { SqliteAuditStore } from "../../src/audit/sqlite.ts";
-import { MemoryAuditStore, MemoryChainingAuditStore } from "../../src/audit/store.ts";
+import { SqliteAuditStore } from "../../src/store/sqlite/audit.ts";
+import { MemoryAuditStore, MemoryChainingAuditStore } from "../../src/store/memory/audit.ts";
 import { tempDir } from "../helpers/edge.ts";
 import { auditChainingContract, auditStoreContract, chained } from "./audit-store.contract.ts";
 
@@ -21,4 +21,5 @@ test("sqlite: records and chain heads survive closing and reopening the file (a 
   await second.close();
 });
 
+auditStoreContract("memory (chaining)", async () => new MemoryChainingAuditStore());
 auditChainingContract("memory (chaining)", async () => new MemoryChainingAuditStore());

@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
-import { RedisCounterStore } from "../../src/ratelimit/redis-store.ts";
-import type { Take } from "../../src/ratelimit/store.ts";
+import { RedisCounterStore } from "../../src/store/redis/counters.ts";
+import type { Take } from "../../src/store/types.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
 import { startTcpProxy } from "../helpers/tcp-proxy.ts";
 import { counterStoreContract } from "./counter-store.contract.ts";
@@ -267,7 +267,7 @@ if (await redisReady("RedisCounterStore contract")) {
       const store = new RedisCounterStore({ client: { url: REDIS_URL }, keyPrefix });
       await store.ready();
       const c = store.counter({ quota: 5, windowSec: 60 }, "key");
-      // What the previous version made for the same policy (redis-store.ts before issue 8).
+      // What the previous version made for the same policy (src/ratelimit/redis-store.ts before issue 8).
       const old = new RateLimiterRedis({
         storeClient: admin,
         points: 5,

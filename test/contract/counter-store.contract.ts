@@ -1,11 +1,11 @@
 /**
- * The rate-limit CounterStore contract (src/ratelimit/store.ts): every implementation (memory,
+ * The rate-limit CounterStore contract (src/store/memory/counters.ts): every implementation (memory,
  * Redis) runs this same suite (DESIGN.md convention 2). `open` gives two handles on one set of
  * counters: two edge instances sharing Redis, or the same store twice for the memory store.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import type { Counter, CounterSpec, CounterStore, Take } from "../../src/ratelimit/store.ts";
+import type { Counter, CounterSpec, CounterStore, Take } from "../../src/store/types.ts";
 
 export interface CounterStores {
   /** Two views of the same counters (the same object twice when the store is per process). */

@@ -1,4 +1,4 @@
-import { MemoryCounterStore } from "../../src/ratelimit/store.ts";
+import { MemoryCounterStore } from "../../src/store/memory/counters.ts";
 import { counterStoreContract } from "./counter-store.contract.ts";
 
 // One process, one store: both handles are the same object.

@@ -1,5 +1,5 @@
 /**
- * RedisEventLog (src/session/redis-events.ts) against real Redis: what instance A writes for its
+ * RedisEventLog (src/store/redis/event-log.ts) against real Redis: what instance A writes for its
  * streams (frames, window, TTL, end, removal), what instance B reads back (own session only, the
  * trimmed window as EDGE_STREAM_EXPIRED, holes never silent), and a Redis that dies under A (A's
  * own client keeps being served; one report per failure run; 503 on a resume).
@@ -9,9 +9,9 @@ import type { ServerResponse } from "node:http";
 import { PassThrough } from "node:stream";
 import { after, describe, test } from "node:test";
 import { GatewayError } from "../../src/errors/errors.ts";
-import { RedisEventLog } from "../../src/session/redis-events.ts";
+import { RedisEventLog } from "../../src/store/redis/event-log.ts";
 import { Sink, type StreamLimits, StreamRegistry } from "../../src/session/streams.ts";
-import { createRedisClient } from "../../src/store/redis.ts";
+import { createRedisClient } from "../../src/store/redis/client.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
 
 const limits: StreamLimits = {

@@ -1,6 +1,6 @@
 /**
- * Identity-signing keys (SPEC §6 `X-MCP-Edge-Identity`): the IdentityKeyStore contract against
- * SQLite and a real PostgreSQL, and IdentitySigner over them. With PostgreSQL, several signers (one
+ * Identity-signing keys (SPEC §6 `X-MCP-Edge-Identity`): the IdentityKeyStore contract
+ * (identity-key-store.contract.ts) against SQLite and a real PostgreSQL, and IdentitySigner over them. With PostgreSQL, several signers (one
  * pool each: several instances) share the keys: instances starting at once create one key, all
  * publish the same JWKS, a token of one verifies against another's JWKS, a rotation made by one is
  * signed with by all at the same moment (after every instance published it).
@@ -8,18 +8,14 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { setTimeout as sleep } from "node:timers/promises";
-import { describe, test } from "node:test";
+import { test } from "node:test";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
-import {
-  type IdentityKey,
-  type IdentityKeyStore,
-  type IdentityOptions,
-  IdentitySigner,
-  SqliteIdentityKeyStore,
-} from "../../src/auth/identity.ts";
-import { PostgresIdentityKeyStore } from "../../src/auth/identity-postgres.ts";
+import { type IdentityOptions, IdentitySigner } from "../../src/auth/identity.ts";
+import { SqliteIdentityKeyStore } from "../../src/store/sqlite/identity-keys.ts";
+import { PostgresIdentityKeyStore } from "../../src/store/postgres/identity-keys.ts";
 import type { Principal } from "../../src/auth/types.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
+import { identityKeyStoreContract } from "./identity-key-store.contract.ts";
 
 const pg = postgresFixture();
 const skip = await postgresSkipReason();
@@ -36,10 +32,6 @@ const principal = {
 const DAY = 86_400_000;
 const options: IdentityOptions = { issuer: "https://edge.example", ttl: 120_000, rotateEvery: 7 * DAY };
 
-function key(kid: string, createdAt: number): IdentityKey {
-  return { kid, privateJwk: `{"kid":"${kid}"}`, publicJwk: `{"kid":"${kid}"}`, createdAt };
-}
-
 async function verifies(token: string, signer: IdentitySigner, now = Date.now()): Promise<void> {
   const { payload } = await jwtVerify(token, createLocalJWKSet(signer.jwks(now)), {
     issuer: options.issuer,
@@ -53,27 +45,10 @@ async function verifies(token: string, signer: IdentitySigner, now = Date.now())
 const kidOf = (token: string) => decodeProtectedHeader(token).kid;
 const kids = (signer: IdentitySigner, now?: number) => signer.jwks(now).keys.map((k) => k.kid);
 
-function keyStoreContract(name: string, open: () => Promise<IdentityKeyStore>): void {
-  describe(`IdentityKeyStore contract: ${name}`, () => {
-    test("insertIfDue stores a key unless one newer than `since` exists; list is newest first", async () => {
-      const store = await open();
-      assert.deepEqual(await store.list(), []);
-      assert.equal(await store.insertIfDue(key("a", 1000), 0), true);
-      // Another instance finds rotation due from the same view: a key newer than its `since` exists.
-      assert.equal(await store.insertIfDue(key("b", 1001), 500), false);
-      assert.equal(await store.insertIfDue(key("c", 5000), 1000), true);
-      assert.deepEqual(
-        (await store.list()).map((k) => [k.kid, k.createdAt, k.privateJwk]),
-        [
-          ["c", 5000, '{"kid":"c"}'],
-          ["a", 1000, '{"kid":"a"}'],
-        ],
-      );
-    });
-  });
-}
-
-keyStoreContract("sqlite", async () => new SqliteIdentityKeyStore(new DatabaseSync(":memory:")));
+identityKeyStoreContract("sqlite", false, async () => {
+  const db = new DatabaseSync(":memory:");
+  return { a: new SqliteIdentityKeyStore(db), b: new SqliteIdentityKeyStore(db) };
+});
 
 test("sqlite signer: the first start creates a key, a restart keeps it, rotation signs with the new key at once", async () => {
   const db = new DatabaseSync(":memory:");
@@ -97,7 +72,12 @@ test("sqlite signer: the first start creates a key, a restart keeps it, rotation
 if (skip !== undefined) {
   test("identity keys on PostgreSQL", { skip }, () => {});
 } else {
-  keyStoreContract("postgres", async () => new PostgresIdentityKeyStore(await pg.open()));
+  identityKeyStoreContract("postgres", true, async () => {
+    // Two pools on one schema: two instances of a fleet.
+    const schema = pg.schema();
+    const [a, b] = await Promise.all([pg.open(schema, { max: 2 }), pg.open(schema, { max: 2 })]);
+    return { a: new PostgresIdentityKeyStore(a), b: new PostgresIdentityKeyStore(b) };
+  });
 
   test("postgres: instances starting at once on an empty schema create one key; all publish the same JWKS", async () => {
     const schema = pg.schema();

@@ -6,9 +6,10 @@
 import assert from "node:assert/strict";
 import { createServer, type Server, type Socket, connect } from "node:net";
 import { test } from "node:test";
-import { PostgresAuditStore } from "../../src/audit/postgres.ts";
+import { PostgresAuditStore } from "../../src/store/postgres/audit.ts";
 import { GatewayError } from "../../src/errors/errors.ts";
-import { openPostgres, PostgresApiKeyStore, SCHEMA_VERSION } from "../../src/store/postgres.ts";
+import { openPostgres, SCHEMA_VERSION } from "../../src/store/postgres/db.ts";
+import { PostgresApiKeyStore } from "../../src/store/postgres/api-keys.ts";
 import { freePort } from "../helpers/edge.ts";
 import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { final } from "./audit-store.contract.ts";

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { Redis } from "ioredis";
-import { RedisSessionStore } from "../../src/store/redis.ts";
+import { RedisSessionStore } from "../../src/store/redis/sessions.ts";
 import type { SessionRecord, SessionStore } from "../../src/store/types.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 import { record, sessionStoreContract, sessionStoreIndexContract } from "./session-store.contract.ts";

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { test } from "node:test";
-import { MemorySessionStore } from "../../src/store/memory.ts";
-import { SqliteSessionStore } from "../../src/store/sqlite.ts";
+import { MemorySessionStore } from "../../src/store/memory/sessions.ts";
+import { SqliteSessionStore } from "../../src/store/sqlite/sessions.ts";
 import { tempDir } from "../helpers/edge.ts";
 import { record, sessionStoreContract, sessionStoreIndexContract } from "./session-store.contract.ts";
 

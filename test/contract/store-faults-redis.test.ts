@@ -8,8 +8,9 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { GatewayError } from "../../src/errors/errors.ts";
-import { RedisCounterStore } from "../../src/ratelimit/redis-store.ts";
-import { createRedisClient, RedisSessionStore } from "../../src/store/redis.ts";
+import { RedisCounterStore } from "../../src/store/redis/counters.ts";
+import { createRedisClient } from "../../src/store/redis/client.ts";
+import { RedisSessionStore } from "../../src/store/redis/sessions.ts";
 import { record } from "./session-store.contract.ts";
 import { type PrivateRedis, redisReady, startRedisServer } from "../helpers/redis.ts";
 

@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { after } from "node:test";
 import { Client } from "pg";
-import { openPostgres, type PostgresDb, type PostgresOptions } from "../../src/store/postgres.ts";
+import { openPostgres, type PostgresDb, type PostgresOptions } from "../../src/store/postgres/db.ts";
 
 export const POSTGRES_URL =
   process.env.MCP_EDGE_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";

@@ -25,13 +25,13 @@ import { Client } from "pg";
 import { auditRoute } from "../../src/audit/api.ts";
 import { verifyChains } from "../../src/audit/chain.ts";
 import { AuditLog } from "../../src/audit/log.ts";
-import { PostgresAuditStore } from "../../src/audit/postgres.ts";
+import { PostgresAuditStore } from "../../src/store/postgres/audit.ts";
 import { argsPolicy, type AuditDraft, type AuditRecord, type FinalRecord } from "../../src/audit/record.ts";
-import type { AppendChainedOptions, ChainedRecord } from "../../src/audit/store.ts";
+import type { AppendChainedOptions, ChainedRecord } from "../../src/store/types.ts";
 import { runAudit } from "../../src/cli/audit.ts";
 import { GatewayError } from "../../src/errors/errors.ts";
 import { createLogger } from "../../src/observability/logger.ts";
-import { LOCK_NAMESPACE, openPostgres, type PostgresDb } from "../../src/store/postgres.ts";
+import { LOCK_NAMESPACE, openPostgres, type PostgresDb } from "../../src/store/postgres/db.ts";
 import { tempDir } from "../helpers/edge.ts";
 import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 

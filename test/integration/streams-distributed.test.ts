@@ -17,9 +17,9 @@ import { GetOrder } from "../../src/forward/get-order.ts";
 import { sendError, toGatewayError } from "../../src/errors/wire.ts";
 import { Forwarder } from "../../src/forward/streamable.ts";
 import type { SessionManager } from "../../src/session/manager.ts";
-import { RedisEventLog } from "../../src/session/redis-events.ts";
+import { RedisEventLog } from "../../src/store/redis/event-log.ts";
 import { type EdgeStream, type StreamLimits, StreamRegistry } from "../../src/session/streams.ts";
-import { createRedisClient } from "../../src/store/redis.ts";
+import { createRedisClient } from "../../src/store/redis/client.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
 
 const LIMITS: StreamLimits = {

@@ -5,13 +5,13 @@
  * missing key: a release after the count had expired (`inflightTtlSec` after it was created) left
  * -N, and so did releasing slots the local fallback had admitted while Redis was unreachable (the
  * second case is in test/contract/counter-store-redis.test.ts). Fixed in
- * src/ratelimit/redis-store.ts: a give to a key that is gone is dropped, a count that reaches zero
+ * src/store/redis/counters.ts: a give to a key that is gone is dropped, a count that reaches zero
  * is deleted, and the fallback's slots go back to the fallback.
  */
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { Redis } from "ioredis";
-import { RedisCounterStore } from "../../src/ratelimit/redis-store.ts";
+import { RedisCounterStore } from "../../src/store/redis/counters.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 
 if (await redisReady("in-flight counts below zero (regression)")) {

@@ -5,7 +5,7 @@ import { describe, test } from "node:test";
 import { authenticateApiKey, mintApiKey } from "../../src/auth/apikey.ts";
 import { credentialHeaders } from "../../src/auth/authenticate.ts";
 import type { GatewayError } from "../../src/errors/errors.ts";
-import { MemoryApiKeyStore } from "../../src/store/memory.ts";
+import { MemoryApiKeyStore } from "../../src/store/memory/api-keys.ts";
 import type { ApiKeyRecord } from "../../src/store/types.ts";
 import { sendRawRequest } from "../helpers/raw-http.ts";
 

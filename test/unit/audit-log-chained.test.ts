@@ -12,7 +12,8 @@ import { test } from "node:test";
 import { chainRecord } from "../../src/audit/chain.ts";
 import { AuditLog } from "../../src/audit/log.ts";
 import { argsPolicy, type AuditDraft, finalizeDraft } from "../../src/audit/record.ts";
-import { MemoryAuditStore, MemoryChainingAuditStore, recordOf } from "../../src/audit/store.ts";
+import { MemoryAuditStore, MemoryChainingAuditStore } from "../../src/store/memory/audit.ts";
+import { recordOf } from "../../src/store/audit-rows.ts";
 import { createLogger } from "../../src/observability/logger.ts";
 import { tempDir } from "../helpers/edge.ts";
 

@@ -9,7 +9,7 @@ import { Writable } from "node:stream";
 import { test } from "node:test";
 import { AuditLog } from "../../src/audit/log.ts";
 import { argsPolicy, type AuditDraft } from "../../src/audit/record.ts";
-import { MemoryAuditStore } from "../../src/audit/store.ts";
+import { MemoryAuditStore } from "../../src/store/memory/audit.ts";
 import { createLogger } from "../../src/observability/logger.ts";
 import { tempDir } from "../helpers/edge.ts";
 

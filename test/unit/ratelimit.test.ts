@@ -17,7 +17,7 @@ import { createLogger } from "../../src/observability/logger.ts";
 import { addressKey } from "../../src/ratelimit/auth-failures.ts";
 import { CallLimiter, makePolicy, refusalError } from "../../src/ratelimit/limiter.ts";
 import { parseRate } from "../../src/ratelimit/spec.ts";
-import { MemoryCounterStore } from "../../src/ratelimit/store.ts";
+import { MemoryCounterStore } from "../../src/store/memory/counters.ts";
 
 // ---------------------------------------------------------------------------------------- syntax
 

@@ -4,7 +4,7 @@ import type { Route } from "../../src/context.ts";
 import { createLogger } from "../../src/observability/logger.ts";
 import { SessionManager } from "../../src/session/manager.ts";
 import { StreamRegistry } from "../../src/session/streams.ts";
-import { MemorySessionStore } from "../../src/store/memory.ts";
+import { MemorySessionStore } from "../../src/store/memory/sessions.ts";
 import type { SessionRecord } from "../../src/store/types.ts";
 
 const limits = { bufferEvents: 3, bufferBytes: 1 << 20, ttl: 60_000, keepAlive: 15_000, retry: 1000 };

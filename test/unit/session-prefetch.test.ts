@@ -10,7 +10,7 @@ import type { Route } from "../../src/context.ts";
 import { createLogger } from "../../src/observability/logger.ts";
 import { SessionManager, type SessionSharing } from "../../src/session/manager.ts";
 import { StreamRegistry } from "../../src/session/streams.ts";
-import { RedisSessionStore } from "../../src/store/redis.ts";
+import { RedisSessionStore } from "../../src/store/redis/sessions.ts";
 import { record } from "../contract/session-store.contract.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 

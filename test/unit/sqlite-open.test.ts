@@ -1,5 +1,5 @@
 /**
- * src/store/sqlite.ts openDatabase: what a new embedded database file gets, and that an existing
+ * src/store/sqlite/sessions.ts openDatabase: what a new embedded database file gets, and that an existing
  * one opens as it is.
  */
 import assert from "node:assert/strict";
@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, test } from "node:test";
-import { openDatabase } from "../../src/store/sqlite.ts";
+import { openDatabase } from "../../src/store/sqlite/db.ts";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "mcp-edge-sqlite-open-"));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -14,7 +14,7 @@ import {
   statsRequest,
 } from "../../src/admin/stats.ts";
 import type { AuditOutcome, AuditRecord } from "../../src/audit/record.ts";
-import type { AuditFilter, AuditPageRequest } from "../../src/audit/store.ts";
+import type { AuditFilter, AuditPageRequest } from "../../src/store/types.ts";
 import { GatewayError } from "../../src/errors/errors.ts";
 
 const NOW = Date.parse("2026-01-01T12:00:00.000Z");

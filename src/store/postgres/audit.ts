@@ -1,5 +1,5 @@
 /**
- * Audit records in PostgreSQL (distributed mode, SPEC §1). Tables: src/store/postgres.ts migrations.
+ * Audit records in PostgreSQL (distributed mode, SPEC §1). Tables: src/store/postgres/db.ts migrations.
  *
  * Several edge instances append to the same chains. Two rules keep every chain whole:
  *
@@ -19,11 +19,11 @@
  *   replay) with `retry`: records whose key is stored are returned as stored, not chained again.
  */
 import type { Pool, PoolClient } from "pg";
-import { LOCK_NAMESPACE, type PostgresDb, storeError } from "../store/postgres.ts";
-import { chainRecord, type Heads } from "./chain.ts";
-import { type AuditRecord, type FinalRecord, GENESIS } from "./record.ts";
+import { LOCK_NAMESPACE, type PostgresDb, storeError } from "./db.ts";
+import { chainRecord } from "../../audit/chain.ts";
+import { type AuditRecord, type FinalRecord, GENESIS } from "../../audit/record.ts";
+import { AuditChainConflictError, recordOf } from "../audit-rows.ts";
 import {
-  AuditChainConflictError,
   type AppendChainedOptions,
   type AuditFilter,
   type AuditPage,
@@ -31,15 +31,13 @@ import {
   type AuditRow as Row,
   type AuditStore,
   type ChainedRecord,
-  recordOf,
+  type Heads,
   type StoredRow,
-} from "./store.ts";
+} from "../types.ts";
 
 const FILTER = `($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR subject = $2)
   AND ($3::text IS NULL OR target = $3) AND ($4::text IS NULL OR type = $4)
   AND ($5::bigint IS NULL OR ts >= $5) AND ($6::bigint IS NULL OR ts < $6)`;
-
-export { AuditChainConflictError };
 
 export class PostgresAuditStore implements AuditStore {
   readonly #pool: Pool;

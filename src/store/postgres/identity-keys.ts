@@ -1,7 +1,7 @@
 /**
  * Identity-signing keys in PostgreSQL (distributed mode, SPEC §1 and §6): every instance signs
  * `X-MCP-Edge-Identity` with the same key and publishes the same JWKS, whichever instance the
- * upstream's JWKS fetch reaches. Table: src/store/postgres.ts migrations (`identity_keys`).
+ * upstream's JWKS fetch reaches. Table: src/store/postgres/db.ts migrations (`identity_keys`).
  *
  * Rotation is serialized with a transaction-scoped advisory lock: the check ("no key newer than
  * this") and the insert run under it, so instances that find rotation due at the same moment
@@ -12,8 +12,8 @@
  * backups) accordingly. The pool belongs to the caller.
  */
 import type { Pool, PoolClient } from "pg";
-import { LOCK_NAMESPACE, type PostgresDb, storeError } from "../store/postgres.ts";
-import type { IdentityKey, IdentityKeyStore } from "./identity.ts";
+import { LOCK_NAMESPACE, type PostgresDb, storeError } from "./db.ts";
+import type { IdentityKey, IdentityKeyStore } from "../types.ts";
 
 export class PostgresIdentityKeyStore implements IdentityKeyStore {
   readonly shared = true;

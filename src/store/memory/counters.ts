@@ -1,60 +1,14 @@
 /**
- * Where rate-limit counters live. One small interface, so the distributed store (Redis / Valkey,
- * SPEC §1) slots in behind it: one Lua script per decision (redis-store.ts), with this memory store
- * as the local fallback for when Redis is down (security.md §3: the global limiter fails open to
+ * Rate-limit counters in this process (the CounterStore interface is in src/store/types.ts). The
+ * distributed store (Redis / Valkey, src/store/redis/counters.ts) runs one Lua script per decision,
+ * with this memory store as the local fallback for when Redis is down (security.md §3: the global limiter fails open to
  * conservative local caps, and a store error is never shown as a 429).
  *
  * The memory store counts in this process, with the fixed windows of rate-limiter-flexible's
  * `RateLimiterMemory` (which it replaced on the hot path: see MemoryWindow), and adds what the
  * library does not do: taking from several counters all or nothing.
  */
-
-/** What a counter counts: `quota` points per fixed window, or (windowSec 0) points held until given back. */
-export interface CounterSpec {
-  readonly quota: number;
-  /** Window in whole seconds; 0 = no window: an in-flight count, given back with `give`. */
-  readonly windowSec: number;
-}
-
-/** A counter made by a store (opaque to callers). */
-export interface Counter {
-  readonly spec: CounterSpec;
-}
-
-/** One part of a decision: `points` from `counter` under `key`. */
-export interface Take {
-  counter: Counter;
-  key: string;
-  points: number;
-}
-
-/** Why a take was refused: which part, and when that counter has room again. */
-export interface Refusal {
-  /** Index into the takes. */
-  readonly index: number;
-  /** Milliseconds until the refusing counter's window ends; -1 when it has no window. */
-  readonly msBeforeNext: number;
-}
-
-export interface CounterStore {
-  /**
-   * A counter for a policy. Called at boot, once per policy. `name` (the policy: `key`,
-   * `tool.search`...) identifies it in a shared store, the same on every instance.
-   */
-  counter(spec: CounterSpec, name?: string): Counter;
-  /**
-   * Takes every part, or none: when one counter has no room, nothing is taken from any (a call
-   * refused by one limit consumes nothing from the others). Resolves undefined when admitted.
-   */
-  take(takes: readonly Take[]): Promise<Refusal | undefined>;
-  /** Gives points back to an in-flight counter (windowSec 0). */
-  give(counter: Counter, key: string, points: number): void;
-  /**
-   * `take`, decided at once, for a store that counts in this process: the stage then neither
-   * allocates nor awaits a promise for an admitted call. Absent on stores that need I/O.
-   */
-  takeNow?(takes: readonly Take[]): Refusal | undefined;
-}
+import type { Counter, CounterSpec, CounterStore, Refusal, Take } from "../types.ts";
 
 /** One key's count in a MemoryWindow. */
 interface Slot {

@@ -18,26 +18,8 @@
  */
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
+import { type TokenVault, VAULT_LOCK_MS, type VaultToken } from "../types.ts";
 
-/** A token as the credentials manager holds it. */
-export interface VaultToken {
-  value: string;
-  obtainedAt: number;
-  expiresAt: number | undefined;
-}
-
-export interface TokenVault {
-  /** The shared token, if one is stored (and decrypts). */
-  get(): Promise<VaultToken | undefined>;
-  /** Stores a token for the others (until it expires; one hour for a token without expiry). */
-  put(token: VaultToken): Promise<void>;
-  /** True when this instance may fetch now (it holds the refresh lock). */
-  lock(): Promise<boolean>;
-  unlock(): Promise<void>;
-}
-
-/** How long the refresh lock is held at most (a token request's own deadline is 10 s). */
-export const VAULT_LOCK_MS = 12_000;
 /** Tokens without `expires_in` are shared this long. */
 const NO_EXPIRY_SHARE_MS = 3_600_000;
 

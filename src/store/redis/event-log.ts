@@ -66,10 +66,10 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
-import { GatewayError } from "../errors/errors.ts";
-import { formatComment, formatEvent } from "../mcp/sse.ts";
-import { storeUnavailable } from "../store/redis.ts";
-import type { EdgeStream, Sink, StreamLimits, StreamMirror } from "./streams.ts";
+import { GatewayError } from "../../errors/errors.ts";
+import { formatComment, formatEvent } from "../../mcp/sse.ts";
+import { storeUnavailable } from "./client.ts";
+import type { EventLogLimits, MirroredStream, SharedStream, StreamEventLog, StreamSink } from "../types.ts";
 
 /** How often an instance renews its heartbeat key (which lives three times as long), by default. */
 const HEARTBEAT_MS = 5000;
@@ -185,7 +185,7 @@ export interface RedisEventLogOptions {
   /** Prefix of every key and channel, as the other Redis stores'. */
   keyPrefix: string;
   /** Config `streams`: the buffer window is A's (evaluated locally), the TTL applies to the keys. */
-  limits: StreamLimits;
+  limits: EventLogLimits;
   /** Called once per run of failures of a kind (the next success re-arms it). */
   onError?: (err: unknown, what: "write" | "read") => void;
   /** How often this instance renews its heartbeat key (which lives three times as long). Default 5 s. */
@@ -193,7 +193,7 @@ export interface RedisEventLogOptions {
 }
 
 /** The Redis side of the edge's resumable streams: A's writes, B's followers (module header). */
-export class RedisEventLog implements StreamMirror {
+export class RedisEventLog implements StreamEventLog {
   /** This process's owner id (heartbeat key `evo:<instance>`). */
   readonly instance = randomBytes(9).toString("base64url");
   /** Failures for metrics: background writes of A, and reads of B while following. */
@@ -203,9 +203,9 @@ export class RedisEventLog implements StreamMirror {
   readonly #sub: Redis;
   readonly #ownsSub: boolean;
   readonly #prefix: string;
-  readonly #limits: StreamLimits;
+  readonly #limits: EventLogLimits;
   readonly #onError: (err: unknown, what: "write" | "read") => void;
-  readonly #dirty = new Set<EdgeStream>();
+  readonly #dirty = new Set<MirroredStream>();
   #scheduled: NodeJS.Immediate | undefined;
   readonly #writes = new Set<Promise<unknown>>();
   #writeFailing = false;
@@ -264,7 +264,7 @@ export class RedisEventLog implements StreamMirror {
   // ---------------------------------------------------------------- instance A: writes
 
   /** StreamMirror: the stream has new events or has ended; written on the next turn. */
-  mark(s: EdgeStream): void {
+  mark(s: MirroredStream): void {
     this.#dirty.add(s);
     this.#scheduled ??= setImmediate(() => this.flush());
   }
@@ -278,7 +278,7 @@ export class RedisEventLog implements StreamMirror {
     for (const s of batch) this.#write(s);
   }
 
-  #write(s: EdgeStream): void {
+  #write(s: MirroredStream): void {
     const u = s.unmirrored();
     // Settled: its client got every event and the end, so nothing is left to resume. Discarded: its
     // session ended. Either way Redis need not keep it (nor get it at all when it never had it).
@@ -485,7 +485,7 @@ export class RedisEventLog implements StreamMirror {
  * events after the client's id read when opening; `done` when the stream had ended (or its owner
  * was gone) then. `attach` writes them and, for a live stream, follows on until the end.
  */
-export class RemoteStream {
+export class RemoteStream implements SharedStream {
   readonly id: string;
   readonly sessionId: string;
   readonly kind: "request" | "standalone";
@@ -493,7 +493,7 @@ export class RemoteStream {
   readonly done: boolean;
   readonly #log: RedisEventLog;
   #delivered: number;
-  #sink: Sink | undefined;
+  #sink: StreamSink | undefined;
   #pulling = false;
   #again = false;
   #follow = false;
@@ -525,14 +525,14 @@ export class RemoteStream {
   }
 
   /** Writes the frames read when opening; ends the response when done, else follows on. */
-  attach(sink: Sink): void {
+  attach(sink: StreamSink): void {
     this.#sink = sink;
     if (!this.#deliver(this.frames)) return;
     if (this.done) return this.end();
     this.pull();
   }
 
-  detach(sink: Sink): void {
+  detach(sink: StreamSink): void {
     if (this.#sink !== sink) return;
     this.#sink = undefined;
     this.#finished = true;

@@ -1,6 +1,6 @@
 import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
-import { openDatabase } from "../store/sqlite.ts";
-import type { AuditRecord } from "./record.ts";
+import { openDatabase } from "./db.ts";
+import type { AuditRecord } from "../../audit/record.ts";
 import {
   type AuditFilter,
   type AuditPage,
@@ -8,9 +8,9 @@ import {
   type AuditRow as Row,
   type AuditStore,
   type ChainedRecord,
-  recordOf,
   type StoredRow,
-} from "./store.ts";
+} from "../types.ts";
+import { recordOf } from "../audit-rows.ts";
 
 const FILTER = `(?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR subject = ?2) AND (?3 IS NULL OR target = ?3)
   AND (?4 IS NULL OR type = ?4) AND (?5 IS NULL OR ts >= ?5) AND (?6 IS NULL OR ts < ?6)`;

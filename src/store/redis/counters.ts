@@ -33,15 +33,9 @@
  * dropped (the command may or may not have run), and the count expires with `inflightTtlSec`.
  */
 import type { Redis } from "ioredis";
-import { createRedisClient, type RedisConnectionOptions } from "../store/redis.ts";
-import {
-  type Counter,
-  type CounterSpec,
-  type CounterStore,
-  MemoryCounterStore,
-  type Refusal,
-  type Take,
-} from "./store.ts";
+import { createRedisClient, type RedisConnectionOptions } from "./client.ts";
+import { type Counter, type CounterSpec, type CounterStore, type Refusal, type Take } from "../types.ts";
+import { MemoryCounterStore } from "../memory/counters.ts";
 
 export interface RedisCounterStoreOptions {
   /** A client to use (shared with the session store; not closed by `close`), or how to make one. */
