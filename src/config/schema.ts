@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { parseDuration, parseSize } from "./units.ts";
 import { parseAllowCidr, parseAllowHost } from "../egress/policy.ts";
-import { parseRate, TOOL_NAME } from "../ratelimit/spec.ts";
+import { parseRate, TOOL_NAME } from "./rate.ts";
 
 /**
  * The configuration schema: the single source of truth for `mcp-edge.yaml`. Defaults live here,

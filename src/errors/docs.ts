@@ -7,7 +7,7 @@ import {
   type GeneratedDoc,
   generatedDocMain,
   replaceGenerated,
-} from "../config/docs.ts";
+} from "../lib/generated-doc.ts";
 import { ERROR_CODES, type ErrorSpec, WARNING_CODES } from "./codes.ts";
 
 /**

@@ -1,5 +1,10 @@
 import { fileURLToPath } from "node:url";
-import { checkGeneratedDoc, type GeneratedDoc, generatedDocMain, replaceGenerated } from "../config/docs.ts";
+import {
+  checkGeneratedDoc,
+  type GeneratedDoc,
+  generatedDocMain,
+  replaceGenerated,
+} from "../lib/generated-doc.ts";
 import { ERROR_CODES } from "../errors/codes.ts";
 import { createLogger } from "../observability/logger.ts";
 import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";

@@ -19,7 +19,7 @@ import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
 import { makePolicy, noticeRefusal, type Policy, type RateLimitRefusal, refusalError } from "./limiter.ts";
-import type { RateSpec } from "./spec.ts";
+import type { RateSpec } from "../config/rate.ts";
 import { MemoryCounterStore } from "../store/memory/counters.ts";
 
 /** Beyond this many blocked addresses, expired ones are swept on insert. */

@@ -26,7 +26,7 @@ import type { Principal } from "../auth/types.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { isRequest, type RpcMessage } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
-import { type RateSpec, TOOL_NAME } from "./spec.ts";
+import { type RateSpec, TOOL_NAME } from "../config/rate.ts";
 import { type Counter, type CounterStore, type Refusal, type Take } from "../store/types.ts";
 import { MemoryCounterStore } from "../store/memory/counters.ts";
 

@@ -16,7 +16,7 @@ import type { RpcMessage } from "../../src/mcp/jsonrpc.ts";
 import { createLogger } from "../../src/observability/logger.ts";
 import { addressKey } from "../../src/ratelimit/auth-failures.ts";
 import { CallLimiter, makePolicy, refusalError } from "../../src/ratelimit/limiter.ts";
-import { parseRate } from "../../src/ratelimit/spec.ts";
+import { parseRate } from "../../src/config/rate.ts";
 import { MemoryCounterStore } from "../../src/store/memory/counters.ts";
 
 // ---------------------------------------------------------------------------------------- syntax

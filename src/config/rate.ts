@@ -18,7 +18,7 @@
  * in a short span, N + B over any span of one `unit`. Pure; throws a plain Error with a message the
  * schema layer turns into a path-qualified config error.
  */
-import { parseDuration } from "../config/units.ts";
+import { parseDuration } from "./units.ts";
 
 export interface RateSpec {
   /** The text as configured, for messages and docs. */
