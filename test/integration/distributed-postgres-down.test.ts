@@ -30,6 +30,7 @@ import {
 import { lastMessage } from "../helpers/mcp.ts";
 import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -113,7 +114,7 @@ if (ready) {
                 code: String(err),
               })),
             );
-            await sleep(20);
+            await sleep(20); // the load's pace: about 50 calls a second per worker
           }
         });
         const stopWorkers = async () => {
@@ -122,10 +123,15 @@ if (ready) {
         };
         t.after(stopWorkers);
 
-        await sleep(800);
+        const answeredSince = (t0: number) => logs.map((l) => l.filter((a) => a.at > t0).length);
+        // Every worker has been answered a few times: every edge has read (and cached) the key.
+        await waitFor(() => answeredSince(0).every((n) => n >= 6), {
+          what: "six calls per worker before the cut",
+        });
         const tCut = performance.now();
         await proxy.cut();
-        await sleep(1500); // past the key cache's freshness (1 s): the checks now use the stale copies
+        // Under test: past the key cache's freshness (1 s), the checks use the stale copies.
+        await sleep(1100);
 
         const timed = async <T>(f: () => Promise<T>): Promise<[T, number]> => {
           const t0 = performance.now();
@@ -155,11 +161,16 @@ if (ready) {
           cluster.admin(1, "POST", "/api/keys", { name: "late", server: "conf", tenant: "acme" }),
         );
         const [list, listMs] = await timed(() => cluster.admin(2, "GET", "/api/keys"));
-        await sleep(500);
+        const sinceAdmin = performance.now();
+        await waitFor(() => answeredSince(sinceAdmin).every((n) => n >= 3), {
+          what: "three more calls per worker while PostgreSQL is away",
+        });
 
         const tRestore = performance.now();
         await proxy.restore();
-        await sleep(1500);
+        await waitFor(() => answeredSince(tRestore).every((n) => n >= 6), {
+          what: "six calls per worker after PostgreSQL came back",
+        });
         await stopWorkers();
 
         const all = logs.flat();
@@ -211,6 +222,7 @@ if (ready) {
           10_000,
           200,
         ).catch(() => auditCalls(schema, "where"));
+        // Under test: no record comes twice, so nothing more may arrive after the catch-up.
         await sleep(300);
         const final = await auditCalls(schema, "where");
         process.stdout.write(

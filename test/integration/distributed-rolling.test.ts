@@ -27,6 +27,7 @@ import {
   type Where,
   whereOf,
 } from "../helpers/cluster.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 
@@ -100,7 +101,7 @@ if (ready) {
               const e = err as { code?: number; message?: string };
               if (e.code === 503 && /EDGE_DRAINING/.test(e.message ?? "") && attempt < 5) {
                 retried++;
-                await sleep(20);
+                await sleep(20); // the client's backoff before it sends the call again
                 continue;
               }
               throw err;
@@ -124,7 +125,16 @@ if (ready) {
           }
         });
 
-        await sleep(1000);
+        const getStreams = () =>
+          cluster.lb.inFlight().filter((a) => a.method === "GET" && sessionIds.includes(a.session));
+        // Load on every edge, every client's standalone GET stream open, before the SIGTERM.
+        await waitFor(
+          () =>
+            answered >= 2 * CLIENTS &&
+            cluster.lb.log.some((l) => l.backend === 1) &&
+            new Set(getStreams().map((a) => a.session)).size === CLIENTS,
+          { what: "calls answered on every edge and a GET stream per client" },
+        );
         const victim = cluster.edges[1]!;
         const streamsOnVictim = cluster.lb
           .inFlight()
@@ -135,10 +145,19 @@ if (ready) {
         const drainMs = performance.now() - tTerm;
         // Each client's standalone GET stream that was on the drained edge was closed with a retry
         // hint; the SDK reopened it through the balancer, on another edge.
-        await sleep(1000);
-        const streams = cluster.lb
-          .inFlight()
-          .filter((a) => a.method === "GET" && sessionIds.includes(a.session));
+        const reopened = () => {
+          const s = getStreams();
+          return (
+            s.length === CLIENTS &&
+            new Set(s.map((a) => a.session)).size === CLIENTS &&
+            s.every((a) => a.backend !== 1)
+          );
+        };
+        // Bounded; on a timeout the assertions below say what is missing.
+        await waitFor(reopened, { what: "every client's GET stream open again, off the drained edge" }).catch(
+          () => undefined,
+        );
+        const streams = getStreams();
         stop = true;
         await Promise.all(loops);
 

@@ -32,6 +32,7 @@ import {
   type Where,
   whereOf,
 } from "../helpers/cluster.ts";
+import { within } from "../helpers/wait.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 
@@ -341,7 +342,8 @@ if (ready) {
         call.abort.abort();
         const lastId = seen.filter((e) => e.id).at(-1)?.id;
         assert.ok(lastId, "events carry ids");
-        await sleep(200); // events keep coming while nobody listens
+        // Under test: events that come while nobody listens (a step every 80 ms) are replayed.
+        await sleep(200);
 
         const resumed = await resumeOnAnotherEdge(key, sid, lastId, call.backend);
         if (resumed.res.status !== 200)
@@ -406,7 +408,10 @@ if (ready) {
             if (messagesOf(after).some((m) => m.id === 9)) break;
           }
         })();
-        await Promise.race([reader, sleep(3000)]);
+        // Bounded; on a timeout the assertions below say what is missing.
+        await within(reader, { what: "the resumed stream to bring the result", timeout: 3000 }).catch(
+          () => undefined,
+        );
         const all = messagesOf([...seen, ...after]);
         assert.deepEqual(
           all.filter((m) => m.method === "notifications/progress").map((m) => m.params.progress),
