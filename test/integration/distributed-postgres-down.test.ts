@@ -14,23 +14,14 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
-import {
-  auditCalls,
-  type Cluster,
-  JSON_SSE,
-  rawSession,
-  postWhere,
-  startCluster,
-  startUpstreams,
-  TcpProxy,
-  until,
-  type Upstream,
-  type Where,
-} from "../helpers/cluster.ts";
+import { auditCalls, JSON_SSE, postWhere, rawSession } from "../helpers/cluster/clients.ts";
+import { type Cluster, startCluster } from "../helpers/cluster/edges.ts";
+import { startUpstreams, type Upstream, type Where } from "../helpers/cluster/upstream-fleet.ts";
+import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
+import { until, waitFor } from "../helpers/wait.ts";
 import { lastMessage } from "../helpers/mcp.ts";
 import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
-import { waitFor } from "../helpers/wait.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -63,7 +54,7 @@ if (ready) {
   after(async () => {
     await proxy?.restore();
     await cluster?.stop();
-    await proxy?.close();
+    await proxy?.stop();
     await Promise.allSettled((upstreams ?? []).map((u) => u.stop()));
     const redis = new Redis(REDIS_URL);
     await dropPrefix(redis, prefix).catch(() => undefined);
@@ -75,7 +66,7 @@ if (ready) {
 
   before(async () => {
     const target = new URL(POSTGRES_URL);
-    proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
+    proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
     const viaProxy = new URL(POSTGRES_URL);
     viaProxy.port = String(proxy.port);
     upstreams = await startUpstreams(["a", "b"]);

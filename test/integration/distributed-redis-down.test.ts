@@ -17,19 +17,11 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import {
-  type Cluster,
-  type PersistentRedis,
-  rawSession,
-  sessionHeaders,
-  startCluster,
-  startPersistentRedis,
-  startUpstreams,
-  until,
-  type Upstream,
-  type Where,
-} from "../helpers/cluster.ts";
-import { waitFor } from "../helpers/wait.ts";
+import { rawSession, sessionHeaders } from "../helpers/cluster/clients.ts";
+import { type Cluster, startCluster } from "../helpers/cluster/edges.ts";
+import { type PersistentRedis, startPersistentRedis } from "../helpers/cluster/persistent-redis.ts";
+import { startUpstreams, type Upstream, type Where } from "../helpers/cluster/upstream-fleet.ts";
+import { until, waitFor } from "../helpers/wait.ts";
 import { lastMessage } from "../helpers/mcp.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { redisReady } from "../helpers/redis.ts";

@@ -1,7 +1,7 @@
 /**
  * Distributed mode acceptance (issue 6): SIGTERM one of three edges under load, as a rolling
  * restart does. SDK v1 clients call through the round-robin balancer, which takes an edge out when
- * its /readyz stops answering 200 or its connections are refused (test/helpers/cluster.ts).
+ * its /readyz stops answering 200 or its connections are refused (test/helpers/cluster/balancer.ts).
  *
  * What a client may retry transparently, and nothing else: a call answered 503 EDGE_DRAINING (the
  * edge refused it before forwarding; the test's wrapper sends it again). A connection refused
@@ -15,19 +15,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
-import {
-  auditCalls,
-  type Cluster,
-  connectSdk,
-  type SdkClient,
-  startCluster,
-  startUpstreams,
-  type Upstream,
-  until,
-  type Where,
-  whereOf,
-} from "../helpers/cluster.ts";
-import { waitFor } from "../helpers/wait.ts";
+import { auditCalls, connectSdk, type SdkClient, whereOf } from "../helpers/cluster/clients.ts";
+import { type Cluster, startCluster } from "../helpers/cluster/edges.ts";
+import { startUpstreams, type Upstream, type Where } from "../helpers/cluster/upstream-fleet.ts";
+import { until, waitFor } from "../helpers/wait.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 

@@ -8,7 +8,9 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { Redis } from "ioredis";
-import { postWhere, rawSession, startCluster, startUpstreams } from "../helpers/cluster.ts";
+import { postWhere, rawSession } from "../helpers/cluster/clients.ts";
+import { startCluster } from "../helpers/cluster/edges.ts";
+import { startUpstreams } from "../helpers/cluster/upstream-fleet.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 import { waitFor } from "../helpers/wait.ts";

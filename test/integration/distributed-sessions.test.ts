@@ -14,17 +14,10 @@ import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import { Client as PgClient } from "pg";
 import { sessionHash } from "../../src/session/manager.ts";
-import {
-  type Cluster,
-  connectSdk,
-  rawSession,
-  type SdkClient,
-  sessionHeaders,
-  startCluster,
-  startUpstreams,
-  until,
-  type Upstream,
-} from "../helpers/cluster.ts";
+import { connectSdk, rawSession, type SdkClient, sessionHeaders } from "../helpers/cluster/clients.ts";
+import { type Cluster, startCluster } from "../helpers/cluster/edges.ts";
+import { startUpstreams, type Upstream } from "../helpers/cluster/upstream-fleet.ts";
+import { until } from "../helpers/wait.ts";
 import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 

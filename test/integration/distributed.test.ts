@@ -1,6 +1,6 @@
 /**
  * Distributed mode acceptance (issue 6), with real processes: three edges on one Redis and one
- * PostgreSQL schema, behind a round-robin balancer with no affinity (test/helpers/cluster.ts), in
+ * PostgreSQL schema, behind a round-robin balancer with no affinity (test/helpers/cluster/balancer.ts), in
  * front of two instances of an SDK v1 MCP server that refuses (404) a session it does not hold.
  *
  *   1. Long SDK v1 sessions through the balancer: zero "session not found", every call answered by
@@ -16,23 +16,17 @@ import { Redis } from "ioredis";
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from "jose";
 import {
   auditCalls,
-  type Cluster,
   connectSdk,
   rawSession,
   type SdkClient,
-  SERVER,
   sessionHeaders,
-  type SseEvent,
   sse,
-  startCluster,
-  startUpstreams,
-  TENANT,
-  until,
-  type Upstream,
-  type Where,
+  type SseEvent,
   whereOf,
-} from "../helpers/cluster.ts";
-import { within } from "../helpers/wait.ts";
+} from "../helpers/cluster/clients.ts";
+import { type Cluster, SERVER, startCluster, TENANT } from "../helpers/cluster/edges.ts";
+import { startUpstreams, type Upstream, type Where } from "../helpers/cluster/upstream-fleet.ts";
+import { until, within } from "../helpers/wait.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 
