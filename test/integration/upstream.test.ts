@@ -153,9 +153,13 @@ describe("stdio upstreams", () => {
     const pidA = JSON.parse(firstText(await a.callTool({ name: "whoami", arguments: {} }))).pid;
     const pidB = JSON.parse(firstText(await b.callTool({ name: "whoami", arguments: {} }))).pid;
     assert.equal(pidA, pidB, "one shared process");
+    // Earlier tests' edges (stopped after the file) hold fixture processes too: only a child that
+    // was not there before the crash is the replacement.
+    const before = new Set(childrenWith(FIXTURE));
+    assert.ok(before.has(pidA), "the shared process is a child of this process");
     await a.callTool({ name: "crash", arguments: {} }).catch(() => undefined);
     // The edge (in this process) spawns the replacement after its restart backoff.
-    await waitFor(() => childrenWith(FIXTURE).some((pid) => pid !== pidA), {
+    await waitFor(() => childrenWith(FIXTURE).some((pid) => !before.has(pid)), {
       what: "a new shared process in place of the crashed one",
     });
     const after = JSON.parse(firstText(await b.callTool({ name: "whoami", arguments: {} })));
