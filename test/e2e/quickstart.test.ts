@@ -12,6 +12,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { tempDir } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const children: ChildProcess[] = [];
 after(() => {
@@ -32,10 +33,11 @@ test("quickstart: the printed snippet works with an SDK client as printed", asyn
     banner += d.toString();
   });
   child.stdout?.resume();
-  const deadline = Date.now() + 15_000;
-  while (!/"mcpServers"[\s\S]*\n {4}\}\n/.test(banner) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await waitFor(() => /"mcpServers"[\s\S]*\n {4}\}\n/.test(banner), {
+    what: "the banner's client snippet",
+    timeout: 15_000,
+    interval: 50,
+  }).catch(() => undefined); // the assertions below show the banner
   assert.match(banner, /Your dev key \(shown once/);
   const snippetText = banner.slice(banner.indexOf("{"), banner.lastIndexOf("}") + 1);
   const snippet = JSON.parse(snippetText) as {

@@ -15,6 +15,7 @@ import { once } from "node:events";
 import { createServer } from "node:net";
 import { test } from "node:test";
 import { Redis } from "ioredis";
+import { waitFor } from "./wait.ts";
 
 export const REDIS_URL = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 
@@ -122,12 +123,13 @@ export async function startRedisServer(): Promise<PrivateRedis> {
       { stdio: "ignore" },
     );
     child = c;
-    for (let i = 0; i < 100; i++) {
-      if (c.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${c.exitCode}`);
-      if ((await ping(url)) === undefined) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`redis-server on port ${port} did not answer within 5 s`);
+    await waitFor(
+      async () => {
+        if (c.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${c.exitCode}`);
+        return (await ping(url)) === undefined;
+      },
+      { what: `redis-server on port ${port} to answer`, timeout: 5000, interval: 50 },
+    );
   };
   const kill = async () => {
     const c = child;

@@ -14,6 +14,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { mcpPost } from "../helpers/mcp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ADMIN_TOKEN = "test-admin-token-0123456789abcdef-0123456789";
 let upstream: SpawnedFixture;
@@ -161,15 +162,21 @@ describe("rotation under load", () => {
         }
       }
     })();
-    await new Promise((res) => setTimeout(res, 300));
+    // Each phase (old key, old key after the rotation, new key, new key after the revocation) sees
+    // calls answered (or failed) before the next one starts.
+    const phase = async (what: string) => {
+      const mark = calls + failures;
+      await waitFor(() => calls + failures >= mark + 6, { what: `six more calls ${what}`, timeout: 20_000 });
+    };
+    await phase("with the first key");
     const rotated = await api("POST", `/api/keys/loaded/rotate?server=github`, { grace: "1h" });
     assert.equal(rotated.status, 201);
     const old = current;
-    await new Promise((res) => setTimeout(res, 300));
+    await phase("with the old key after the rotation");
     current = rotated.json.key; // clients move to the new key
-    await new Promise((res) => setTimeout(res, 300));
+    await phase("with the new key");
     assert.equal((await api("DELETE", `/api/keys/${r.json.id}`)).status, 200); // old one revoked
-    await new Promise((res) => setTimeout(res, 300));
+    await phase("after the old key was revoked");
     stop = true;
     await loop;
     assert.ok(calls > 20, `calls made: ${calls}`);
@@ -215,7 +222,11 @@ describe("security.md B: keys", () => {
     const revoked = await createKey({ name: "gone", server: "github" });
     await api("DELETE", "/api/keys/gone?server=github");
     const otherServer = await createKey({ name: "for-other", server: "other" });
-    await new Promise((r) => setTimeout(r, 1100));
+    await waitFor(async () => (await mcp("/github/mcp", expiring, INIT)).status === 401, {
+      what: "the key of 1 s to expire",
+      timeout: 5000,
+      interval: 100,
+    });
     const unknown = `mcpe_${"a".repeat(12)}_${"B".repeat(43)}`;
     const answers = [];
     for (const key of [expiring, revoked, unknown, "mcpe_garbage", otherServer]) {
@@ -270,8 +281,11 @@ describe("security.md B: keys", () => {
     const key = await createKey({ name: "graceful", server: "github" });
     assert.equal((await api("DELETE", "/api/keys/graceful?server=github&grace=1s")).json.status, "revoking");
     assert.equal((await mcp("/github/mcp", key, INIT)).status, 200);
-    await new Promise((r) => setTimeout(r, 1100));
-    assert.equal((await mcp("/github/mcp", key, INIT)).status, 401);
+    await waitFor(async () => (await mcp("/github/mcp", key, INIT)).status === 401, {
+      what: "the grace of 1 s to end",
+      timeout: 5000,
+      interval: 100,
+    });
   });
 
   test("last use is recorded per key (batched), so an idle old key is visible", async () => {

@@ -12,9 +12,14 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, test } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { AuditRecord } from "../../src/audit/record.ts";
 import { type EdgeConfigDoc, freePort, type SpawnedEdge, spawnEdge, tempDir } from "../helpers/edge.ts";
 import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+/** A load client's pause before it retries a refused call (its backoff, not a wait for an event). */
+const retryPause = () => sleep(50);
 
 const CALLS = Number(process.env.AUDIT_CALLS ?? 10_000);
 const CLIENTS = Number(process.env.AUDIT_CLIENTS ?? 200);
@@ -80,9 +85,9 @@ async function post(body: object, sessionId?: string) {
   };
 }
 
-async function initialize(): Promise<string> {
-  for (;;) {
-    try {
+function initialize(): Promise<string> {
+  return waitFor(
+    async () => {
       const r = await post({
         jsonrpc: "2.0",
         id: 0,
@@ -93,15 +98,12 @@ async function initialize(): Promise<string> {
           clientInfo: { name: "load", version: "1" },
         },
       });
-      if (r.status === 200 && r.sid) {
-        await post({ jsonrpc: "2.0", method: "notifications/initialized" }, r.sid);
-        return r.sid;
-      }
-    } catch {
-      // the edge is restarting
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
+      if (r.status !== 200 || !r.sid) return undefined; // the edge is restarting
+      await post({ jsonrpc: "2.0", method: "notifications/initialized" }, r.sid);
+      return r.sid;
+    },
+    { what: "an initialized session (the edge may be restarting)", timeout: 60_000, interval: 100 },
+  );
 }
 
 /** The client's own log: every attempt, with what it saw. */
@@ -165,9 +167,9 @@ test(`(a) ${CALLS} calls from ${CLIENTS} clients with a SIGTERM restart: one rec
             })();
           }
         } else if (r.status === 404) sid = await initialize();
-        else await new Promise((res) => setTimeout(res, 50));
+        else await retryPause(); // a 503 while the edge drains
       } catch {
-        await new Promise((res) => setTimeout(res, 50)); // no answer: the edge is restarting
+        await retryPause(); // no answer: the edge is restarting
       }
     }
   };
@@ -226,7 +228,8 @@ test("SIGKILL: every call answered more than a flush interval before the kill is
     assert.equal(r.status, 200);
     args.push(arg);
   }
-  await new Promise((r) => setTimeout(r, 300)); // > audit.flushInterval (100 ms)
+  // Under test: a call answered more than one flush interval (100 ms) before a SIGKILL is on disk.
+  await sleep(300);
   await edge.kill();
   edge = await spawnEdge(doc, dir);
   const digests = new Set((await allRecords("&tool=test_simple_text")).map((r) => r.args?.digest));

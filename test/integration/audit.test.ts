@@ -22,6 +22,7 @@ import { runAudit } from "../../src/cli/audit.ts";
 import { type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { mcpPost } from "../helpers/mcp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ADMIN_TOKEN = "test-admin-token-0123456789abcdef-0123456789";
 const TRACE = "0af7651916cd43dd8448eb211c80319c";
@@ -300,7 +301,6 @@ describe("audit", () => {
         made.push(r.requestId);
         if (r.status === 503) refused = r;
         else assert.equal(r.status, 200);
-        await new Promise((res) => setTimeout(res, 20));
       }
       assert.ok(refused, "the spool filled up and tools/call was refused");
       assert.equal(refused.body?.error?.data?.code, "EDGE_AUDIT_UNAVAILABLE");
@@ -314,12 +314,13 @@ describe("audit", () => {
       lock.close();
     }
     // The store is retried every second; the spool is replayed in order before anything new.
-    const deadline = Date.now() + 10_000;
-    while (edge.gw.audit.stats().spooled > 0 && Date.now() < deadline) {
-      await new Promise((res) => setTimeout(res, 200));
-      await edge.gw.audit.flush();
-    }
-    assert.equal(edge.gw.audit.stats().spooled, 0);
+    await waitFor(
+      async () => {
+        await edge.gw.audit.flush();
+        return edge.gw.audit.stats().spooled === 0;
+      },
+      { what: "the spool to be replayed into the unlocked store", timeout: 10_000, interval: 100 },
+    );
     const after = await call(keys.acme, sid, "test_simple_text", { after: true });
     assert.equal(after.status, 200, "tools/call works again");
     const all = await records();

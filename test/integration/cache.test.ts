@@ -24,6 +24,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { spawnFixture } from "../helpers/spawn.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 after(async () => {
@@ -500,7 +501,10 @@ describe("session era: list_changed on a GET stream invalidates", () => {
     });
     assert.equal(get.status, 200);
     const reader = (get.body as ReadableStream<Uint8Array>).getReader();
-    for (let i = 0; i < 100 && getStreams.size === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await waitFor(() => getStreams.size > 0, {
+      what: "the edge to open the upstream GET stream",
+      timeout: 2000,
+    }).catch(() => undefined);
     assert.equal(getStreams.size, 1, "the edge opened the upstream GET stream");
     listVersion = 2;
     for (const r of getStreams)

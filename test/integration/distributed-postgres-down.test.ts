@@ -14,19 +14,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
-import {
-  auditCalls,
-  type Cluster,
-  JSON_SSE,
-  rawSession,
-  postWhere,
-  startCluster,
-  startUpstreams,
-  TcpProxy,
-  until,
-  type Upstream,
-  type Where,
-} from "../helpers/cluster.ts";
+import { auditCalls, JSON_SSE, postWhere, rawSession } from "../helpers/cluster/clients.ts";
+import { type Cluster, startCluster } from "../helpers/cluster/edges.ts";
+import { startUpstreams, type Upstream, type Where } from "../helpers/cluster/upstream-fleet.ts";
+import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
+import { until, waitFor } from "../helpers/wait.ts";
 import { lastMessage } from "../helpers/mcp.ts";
 import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
@@ -62,7 +54,7 @@ if (ready) {
   after(async () => {
     await proxy?.restore();
     await cluster?.stop();
-    await proxy?.close();
+    await proxy?.stop();
     await Promise.allSettled((upstreams ?? []).map((u) => u.stop()));
     const redis = new Redis(REDIS_URL);
     await dropPrefix(redis, prefix).catch(() => undefined);
@@ -74,7 +66,7 @@ if (ready) {
 
   before(async () => {
     const target = new URL(POSTGRES_URL);
-    proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
+    proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
     const viaProxy = new URL(POSTGRES_URL);
     viaProxy.port = String(proxy.port);
     upstreams = await startUpstreams(["a", "b"]);
@@ -113,7 +105,7 @@ if (ready) {
                 code: String(err),
               })),
             );
-            await sleep(20);
+            await sleep(20); // the load's pace: about 50 calls a second per worker
           }
         });
         const stopWorkers = async () => {
@@ -122,10 +114,15 @@ if (ready) {
         };
         t.after(stopWorkers);
 
-        await sleep(800);
+        const answeredSince = (t0: number) => logs.map((l) => l.filter((a) => a.at > t0).length);
+        // Every worker has been answered a few times: every edge has read (and cached) the key.
+        await waitFor(() => answeredSince(0).every((n) => n >= 6), {
+          what: "six calls per worker before the cut",
+        });
         const tCut = performance.now();
         await proxy.cut();
-        await sleep(1500); // past the key cache's freshness (1 s): the checks now use the stale copies
+        // Under test: past the key cache's freshness (1 s), the checks use the stale copies.
+        await sleep(1100);
 
         const timed = async <T>(f: () => Promise<T>): Promise<[T, number]> => {
           const t0 = performance.now();
@@ -155,11 +152,16 @@ if (ready) {
           cluster.admin(1, "POST", "/api/keys", { name: "late", server: "conf", tenant: "acme" }),
         );
         const [list, listMs] = await timed(() => cluster.admin(2, "GET", "/api/keys"));
-        await sleep(500);
+        const sinceAdmin = performance.now();
+        await waitFor(() => answeredSince(sinceAdmin).every((n) => n >= 3), {
+          what: "three more calls per worker while PostgreSQL is away",
+        });
 
         const tRestore = performance.now();
         await proxy.restore();
-        await sleep(1500);
+        await waitFor(() => answeredSince(tRestore).every((n) => n >= 6), {
+          what: "six calls per worker after PostgreSQL came back",
+        });
         await stopWorkers();
 
         const all = logs.flat();
@@ -211,6 +213,7 @@ if (ready) {
           10_000,
           200,
         ).catch(() => auditCalls(schema, "where"));
+        // Under test: no record comes twice, so nothing more may arrive after the catch-up.
         await sleep(300);
         const final = await auditCalls(schema, "where");
         process.stdout.write(

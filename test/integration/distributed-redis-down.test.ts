@@ -17,18 +17,11 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import {
-  type Cluster,
-  type PersistentRedis,
-  rawSession,
-  sessionHeaders,
-  startCluster,
-  startPersistentRedis,
-  startUpstreams,
-  until,
-  type Upstream,
-  type Where,
-} from "../helpers/cluster.ts";
+import { rawSession, sessionHeaders } from "../helpers/cluster/clients.ts";
+import { type Cluster, startCluster } from "../helpers/cluster/edges.ts";
+import { type PersistentRedis, startPersistentRedis } from "../helpers/cluster/persistent-redis.ts";
+import { startUpstreams, type Upstream, type Where } from "../helpers/cluster/upstream-fleet.ts";
+import { until, waitFor } from "../helpers/wait.ts";
 import { lastMessage } from "../helpers/mcp.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { redisReady } from "../helpers/redis.ts";
@@ -76,31 +69,28 @@ async function call(url: string, key: string, sid: string, tool: string, id: num
 async function fallbackDecisions(adminUrl: string, when: string): Promise<number> {
   // Read with Redis up. A scrape can still fail when one Redis read of a gauge times out on a
   // loaded machine (the same defect the last test shows with Redis down): try again, briefly.
-  let last = "";
-  for (let i = 0; i < 20; i++) {
-    const res = await fetch(`${adminUrl}/metrics`);
-    const text = await res.text();
-    const line = text.split("\n").find((l) => l.startsWith("mcp_edge_ratelimit_fallback_decisions "));
-    if (line) return Number(line.split(" ").at(-1));
-    last = `${res.status} ${text.slice(0, 200)}`;
-    await sleep(100);
-  }
-  assert.fail(`the fallback metric, ${when} (GET /metrics: ${last})`);
+  return waitFor(
+    async () => {
+      const res = await fetch(`${adminUrl}/metrics`);
+      const text = await res.text();
+      const line = text.split("\n").find((l) => l.startsWith("mcp_edge_ratelimit_fallback_decisions "));
+      if (!line) throw new Error(`GET /metrics: ${res.status} ${text.slice(0, 200)}`);
+      return Number(line.split(" ").at(-1));
+    },
+    { what: `the fallback metric, ${when}`, timeout: 3000, interval: 100 },
+  );
 }
 
 /**
  * A session for the setup, with Redis up. The default 100 ms command timeout can turn a loaded
  * machine's stall into one 503 EDGE_STORE_UNAVAILABLE; setup tries again rather than fail there.
  */
-async function setupSession(url: string, key: string): Promise<string> {
-  for (let i = 0; ; i++) {
-    try {
-      return await rawSession(url, key);
-    } catch (err) {
-      if (i >= 4) throw err;
-      await sleep(100);
-    }
-  }
+function setupSession(url: string, key: string): Promise<string> {
+  return waitFor(() => rawSession(url, key), {
+    what: "a session for the setup",
+    timeout: 5000,
+    interval: 100,
+  });
 }
 
 if (ready) {
@@ -158,16 +148,22 @@ if (ready) {
               backend: -1,
             }));
             (logs[w] as Answer[]).push(a);
-            await sleep(20);
+            await sleep(20); // the load's pace: about 50 calls a second per worker
           }
         });
 
-        await sleep(800);
+        const answersSince = (t0: number, status?: number) =>
+          logs.map((l) => l.filter((a) => a.at > t0 && (status === undefined || a.status === status)).length);
+        await waitFor(() => answersSince(0, 200).every((n) => n >= 6), {
+          what: "six answered calls per worker before the outage",
+        });
 
         const fallbackBefore = await fallbackDecisions(cluster.edges[0]!.adminUrl, "before the outage");
         const tKill = performance.now();
         await redis.kill();
-        await sleep(300);
+        await waitFor(() => answersSince(tKill, 503).some((n) => n > 0), {
+          what: "a worker to see the outage",
+        });
 
         // While Redis is down: a new session cannot be recorded (503, not a session without a record).
         const init = await fetch(cluster.mcpUrl, {
@@ -203,7 +199,9 @@ if (ready) {
         metricsDown = { status: metricsRes.status, text: await metricsRes.text() };
         const readyRes = await fetch(`${cluster.edges[0]!.adminUrl}/readyz`);
         readyDown = { status: readyRes.status, text: await readyRes.text() };
-        await sleep(1200);
+        await waitFor(() => answersSince(tKill).every((n) => n >= 3), {
+          what: "three answers per worker while Redis is down",
+        });
         const tRestart = performance.now();
         await redis.restart();
         const restartedIn = performance.now() - tRestart;
@@ -220,7 +218,10 @@ if (ready) {
           10_000,
           50,
         );
-        await sleep(500);
+        const tRecovered = performance.now();
+        await waitFor(() => answersSince(tRecovered, 200).every((n) => n >= 3), {
+          what: "three more answered calls per worker after the recovery",
+        });
         stop = true;
         await Promise.all(workers);
 

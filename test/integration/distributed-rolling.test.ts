@@ -1,7 +1,7 @@
 /**
  * Distributed mode acceptance (issue 6): SIGTERM one of three edges under load, as a rolling
  * restart does. SDK v1 clients call through the round-robin balancer, which takes an edge out when
- * its /readyz stops answering 200 or its connections are refused (test/helpers/cluster.ts).
+ * its /readyz stops answering 200 or its connections are refused (test/helpers/cluster/balancer.ts).
  *
  * What a client may retry transparently, and nothing else: a call answered 503 EDGE_DRAINING (the
  * edge refused it before forwarding; the test's wrapper sends it again). A connection refused
@@ -15,18 +15,10 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
-import {
-  auditCalls,
-  type Cluster,
-  connectSdk,
-  type SdkClient,
-  startCluster,
-  startUpstreams,
-  type Upstream,
-  until,
-  type Where,
-  whereOf,
-} from "../helpers/cluster.ts";
+import { auditCalls, connectSdk, type SdkClient, whereOf } from "../helpers/cluster/clients.ts";
+import { type Cluster, startCluster } from "../helpers/cluster/edges.ts";
+import { startUpstreams, type Upstream, type Where } from "../helpers/cluster/upstream-fleet.ts";
+import { until, waitFor } from "../helpers/wait.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 
@@ -100,7 +92,7 @@ if (ready) {
               const e = err as { code?: number; message?: string };
               if (e.code === 503 && /EDGE_DRAINING/.test(e.message ?? "") && attempt < 5) {
                 retried++;
-                await sleep(20);
+                await sleep(20); // the client's backoff before it sends the call again
                 continue;
               }
               throw err;
@@ -124,7 +116,16 @@ if (ready) {
           }
         });
 
-        await sleep(1000);
+        const getStreams = () =>
+          cluster.lb.inFlight().filter((a) => a.method === "GET" && sessionIds.includes(a.session));
+        // Load on every edge, every client's standalone GET stream open, before the SIGTERM.
+        await waitFor(
+          () =>
+            answered >= 2 * CLIENTS &&
+            cluster.lb.log.some((l) => l.backend === 1) &&
+            new Set(getStreams().map((a) => a.session)).size === CLIENTS,
+          { what: "calls answered on every edge and a GET stream per client" },
+        );
         const victim = cluster.edges[1]!;
         const streamsOnVictim = cluster.lb
           .inFlight()
@@ -135,10 +136,19 @@ if (ready) {
         const drainMs = performance.now() - tTerm;
         // Each client's standalone GET stream that was on the drained edge was closed with a retry
         // hint; the SDK reopened it through the balancer, on another edge.
-        await sleep(1000);
-        const streams = cluster.lb
-          .inFlight()
-          .filter((a) => a.method === "GET" && sessionIds.includes(a.session));
+        const reopened = () => {
+          const s = getStreams();
+          return (
+            s.length === CLIENTS &&
+            new Set(s.map((a) => a.session)).size === CLIENTS &&
+            s.every((a) => a.backend !== 1)
+          );
+        };
+        // Bounded; on a timeout the assertions below say what is missing.
+        await waitFor(reopened, { what: "every client's GET stream open again, off the drained edge" }).catch(
+          () => undefined,
+        );
+        const streams = getStreams();
         stop = true;
         await Promise.all(loops);
 

@@ -8,9 +8,12 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { Redis } from "ioredis";
-import { postWhere, rawSession, startCluster, startUpstreams } from "../helpers/cluster.ts";
+import { postWhere, rawSession } from "../helpers/cluster/clients.ts";
+import { startCluster } from "../helpers/cluster/edges.ts";
+import { startUpstreams } from "../helpers/cluster/upstream-fleet.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -51,21 +54,33 @@ if (ready) {
       assert.equal(res.status, 200);
     };
     await call(1);
-    await sleep(5600); // past the 5 s hot TTL of the edge's copy
+    // Under test: a copy older than the 5 s hot TTL (not configurable) is read again, with the call.
+    await sleep(5100);
 
     const client = new Redis(REDIS_URL);
     stops.push(async () => client.disconnect());
     const monitor = await client.monitor();
     const seen: string[] = [];
+    const markers: string[] = [];
     monitor.on("monitor", (_time: string, args: string[], source: string) => {
       if (source === "lua" || !args.join(" ").includes(prefix)) return;
       const command = String(args[0]).toLowerCase();
       if (command === "hgetall") seen.push("session read");
       else if (command === "evalsha" && String(args[3] ?? "").includes(":rl:")) seen.push("limit script");
+      else if (command === "get" && String(args[1]).startsWith(`${prefix}:marker:`))
+        markers.push(String(args[1]));
     });
-    await sleep(200);
+    // MONITOR shows commands in the order Redis ran them: once a marker sent after X shows, so
+    // has everything Redis ran before it.
+    const marker = new Redis(REDIS_URL);
+    stops.push(async () => marker.disconnect());
+    const mark = async (name: string) => {
+      await marker.get(`${prefix}:marker:${name}`);
+      await waitFor(() => markers.includes(`${prefix}:marker:${name}`), { what: `MONITOR to show ${name}` });
+    };
+    await mark("before");
     await call(2);
-    await sleep(300);
+    await mark("after");
     monitor.disconnect();
 
     assert.equal(seen.filter((c) => c === "session read").length, 1, `one session read: ${seen.join(", ")}`);

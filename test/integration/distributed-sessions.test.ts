@@ -14,17 +14,10 @@ import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import { Client as PgClient } from "pg";
 import { sessionHash } from "../../src/session/manager.ts";
-import {
-  type Cluster,
-  connectSdk,
-  rawSession,
-  type SdkClient,
-  sessionHeaders,
-  startCluster,
-  startUpstreams,
-  until,
-  type Upstream,
-} from "../helpers/cluster.ts";
+import { connectSdk, rawSession, type SdkClient, sessionHeaders } from "../helpers/cluster/clients.ts";
+import { type Cluster, startCluster } from "../helpers/cluster/edges.ts";
+import { startUpstreams, type Upstream } from "../helpers/cluster/upstream-fleet.ts";
+import { until } from "../helpers/wait.ts";
 import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 
@@ -150,7 +143,7 @@ if (ready) {
         await until("the upstream sessions to close", async () =>
           (await upstreamStats()).live === liveBefore - 1 ? true : undefined,
         );
-        // Let any duplicate end (a second upstream DELETE, a second record) show up before counting.
+        // Under test: no duplicate end (a second upstream DELETE, a second record) shows up later.
         await sleep(500);
         const ends = await sessionEnds();
         assert.equal(ends.get(sessionHash(clientSid))?.length, 1, "one session.end for the client's DELETE");
@@ -181,7 +174,7 @@ if (ready) {
         const keeper = (async () => {
           for (let i = 0; !stop; i++) {
             busyStatuses.push(await ping(i % 3, key, busy));
-            await sleep(300);
+            await sleep(300); // under test: activity at this pace keeps the session from the reaper
           }
         })();
         const t0 = performance.now();
@@ -198,7 +191,8 @@ if (ready) {
             200,
           );
         } finally {
-          await sleep(1200); // one more reaper interval on every edge: any double end would show
+          // Under test: one more reaper interval (1 s) on every edge, so any double end would show.
+          await sleep(1200);
           stop = true;
           await keeper;
         }

@@ -1,6 +1,6 @@
 /**
  * Distributed mode acceptance (issue 6), with real processes: three edges on one Redis and one
- * PostgreSQL schema, behind a round-robin balancer with no affinity (test/helpers/cluster.ts), in
+ * PostgreSQL schema, behind a round-robin balancer with no affinity (test/helpers/cluster/balancer.ts), in
  * front of two instances of an SDK v1 MCP server that refuses (404) a session it does not hold.
  *
  *   1. Long SDK v1 sessions through the balancer: zero "session not found", every call answered by
@@ -16,22 +16,17 @@ import { Redis } from "ioredis";
 import { createLocalJWKSet, type JSONWebKeySet, jwtVerify } from "jose";
 import {
   auditCalls,
-  type Cluster,
   connectSdk,
   rawSession,
   type SdkClient,
-  SERVER,
   sessionHeaders,
-  type SseEvent,
   sse,
-  startCluster,
-  startUpstreams,
-  TENANT,
-  until,
-  type Upstream,
-  type Where,
+  type SseEvent,
   whereOf,
-} from "../helpers/cluster.ts";
+} from "../helpers/cluster/clients.ts";
+import { type Cluster, SERVER, startCluster, TENANT } from "../helpers/cluster/edges.ts";
+import { startUpstreams, type Upstream, type Where } from "../helpers/cluster/upstream-fleet.ts";
+import { until, within } from "../helpers/wait.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 
@@ -341,7 +336,8 @@ if (ready) {
         call.abort.abort();
         const lastId = seen.filter((e) => e.id).at(-1)?.id;
         assert.ok(lastId, "events carry ids");
-        await sleep(200); // events keep coming while nobody listens
+        // Under test: events that come while nobody listens (a step every 80 ms) are replayed.
+        await sleep(200);
 
         const resumed = await resumeOnAnotherEdge(key, sid, lastId, call.backend);
         if (resumed.res.status !== 200)
@@ -406,7 +402,10 @@ if (ready) {
             if (messagesOf(after).some((m) => m.id === 9)) break;
           }
         })();
-        await Promise.race([reader, sleep(3000)]);
+        // Bounded; on a timeout the assertions below say what is missing.
+        await within(reader, { what: "the resumed stream to bring the result", timeout: 3000 }).catch(
+          () => undefined,
+        );
         const all = messagesOf([...seen, ...after]);
         assert.deepEqual(
           all.filter((m) => m.method === "notifications/progress").map((m) => m.params.progress),

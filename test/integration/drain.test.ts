@@ -17,6 +17,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { freePort, type SpawnedEdge, spawnEdge, tempDir } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
+import { until as untilDefined } from "../helpers/wait.ts";
 
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
 const JSON_ACCEPT = { "content-type": "application/json", accept: "application/json, text/event-stream" };
@@ -60,15 +61,8 @@ function openRawStream(port: number, sessionId: string): { received: () => strin
   return { received: () => data, closed };
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, boundMs = 15_000): Promise<T> {
-  const deadline = Date.now() + boundMs;
-  for (;;) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined>): Promise<T> =>
+  untilDefined(what, probe, 15_000, 50);
 
 describe("drain on SIGTERM", () => {
   const cleanups: (() => Promise<unknown>)[] = [];

@@ -40,6 +40,7 @@ import {
 import type { EgressRules } from "../../src/egress/policy.ts";
 import { GatewayError } from "../../src/errors/errors.ts";
 import { resolverFor, TestDns } from "../helpers/dns.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const PUBLIC_IP = "127.0.0.2";
 const SECRET = "INTERNAL-SECRET-BODY";
@@ -396,7 +397,12 @@ describe("DNS rebinding (G61): the socket goes to the address that was checked",
       assert.equal(sockets, 1, "one socket, to the checked address (the socket counter works)");
 
       // The server closed the connection; the next one resolves again and gets 127.0.0.1.
-      await new Promise((r) => setTimeout(r, 50));
+      await waitFor(
+        async () => (await new Promise<number>((r) => pub.getConnections((_, n) => r(n)))) === 0,
+        {
+          what: "the public server's connection to close",
+        },
+      );
       const err = await denial(
         egress.request(`http://rebind.test:${port}/ok`, { method: "GET", headers: {}, trust: "runtime" }),
       );

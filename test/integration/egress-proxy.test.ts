@@ -19,6 +19,7 @@ import type { EgressDecision, EgressProxy } from "../../src/egress/proxy.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
 import { mcpPost } from "../helpers/mcp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ADMIN_TOKEN = "test-admin-token-egress-0123456789abcdef-01";
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
@@ -135,18 +136,23 @@ async function fetchUrl(server: string, sid: string, url: string, auth = true) {
 
 /** The audit records of one request, once the flush has written them. */
 async function auditOf(requestId: string): Promise<AuditRecord[]> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
+  const read = async () => {
     const res = await fetch(`${edge.gw.adminUrl}/api/audit?limit=1000`, {
       headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
     });
     assert.equal(res.status, 200);
-    const recs = ((await res.json()) as { records: AuditRecord[] }).records.filter(
+    return ((await res.json()) as { records: AuditRecord[] }).records.filter(
       (r) => r.requestId === requestId,
     );
-    if (recs.length > 0 || Date.now() > deadline) return recs;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  };
+  // The callers' assertions say what is missing when nothing comes.
+  return waitFor(
+    async () => {
+      const recs = await read();
+      return recs.length > 0 ? recs : undefined;
+    },
+    { what: `the audit records of ${requestId}`, timeout: 5000, interval: 50 },
+  ).catch(read);
 }
 
 // ---- raw proxy requests -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import {
 } from "@opentelemetry/sdk-trace";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const exporter = new InMemorySpanExporter();
 const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
@@ -66,14 +67,13 @@ function traceparentParts(h: string | undefined): { traceId: string; spanId: str
 
 /** The spans of the one tools/call in the exporter (the request ends just after the answer). */
 async function toolCallSpans(): Promise<{ request: ReadableSpan; upstream: ReadableSpan }> {
-  let request: ReadableSpan | undefined;
-  for (let i = 0; i < 50 && !request; i++) {
-    request = exporter
-      .getFinishedSpans()
-      .find((s) => s.name === "mcp.request" && s.attributes["mcp.method.name"] === "tools/call");
-    if (!request) await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.ok(request, "an mcp.request span for tools/call");
+  const request = await waitFor(
+    () =>
+      exporter
+        .getFinishedSpans()
+        .find((s) => s.name === "mcp.request" && s.attributes["mcp.method.name"] === "tools/call"),
+    { what: "an mcp.request span for tools/call", timeout: 1000 },
+  );
   const up = exporter
     .getFinishedSpans()
     .find((s) => s.name === "mcp.upstream" && s.parentSpanContext?.spanId === request.spanContext().spanId);
@@ -137,7 +137,10 @@ describe("tracing through the global OpenTelemetry API", () => {
     });
     assert.equal(res.status, 400); // no session
     await res.text();
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => exporter.getFinishedSpans().some((s) => s.name === "mcp.request"), {
+      what: "the request span to end",
+      timeout: 1000,
+    }).catch(() => undefined);
     const spans = exporter.getFinishedSpans();
     const request = spans.find((s) => s.name === "mcp.request");
     assert.ok(request);

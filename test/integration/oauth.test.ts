@@ -11,6 +11,7 @@ import { freePort, type InProcessEdge, startEdge, tempDir } from "../helpers/edg
 import { TestIdp } from "../helpers/idp.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
 import { mcpPost } from "../helpers/mcp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
 let idp: TestIdp;
@@ -112,9 +113,15 @@ describe("a session outlives its tokens", () => {
 
     for (let round = 1; round <= 3; round++) {
       assert.equal((await post(tok, echo(round * 10, "still me"), sid)).status, 200);
-      // exp is in whole seconds: 3 s of life + 1 s leeway is over after at most 4 s.
-      await new Promise((r) => setTimeout(r, 4300));
-      const expired = await post(tok, echo(round * 10 + 1, "expired"), sid);
+      // exp is in whole seconds: 3 s of life + 1 s leeway is over after at most 4 s. Asked until
+      // refused; any answer but 200 (still valid) or 401 ends the wait and fails below.
+      const expired = await waitFor(
+        async () => {
+          const r = await post(tok, echo(round * 10 + 1, "expired"), sid);
+          return r.status === 200 ? undefined : r;
+        },
+        { what: `round ${round}: the token of 3 s to be refused`, timeout: 6000, interval: 200 },
+      );
       assert.equal(expired.status, 401, `round ${round}: the expired token is refused`);
       const challenge = expired.headers.get("www-authenticate") ?? "";
       assert.match(challenge, /error="invalid_token"/);

@@ -14,6 +14,7 @@ import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/po
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { startTcpProxy, type TcpProxy } from "../helpers/tcp-proxy.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ADMIN_TOKEN = "postgres-faults-admin-token-0123456789abcdef";
 const INIT = {
@@ -99,8 +100,8 @@ if (ready) {
     }
 
     await proxy.cut();
-    // Past the 1 s freshness of the key cache: the lookups now fail and the stale copy answers.
-    await new Promise((r) => setTimeout(r, 1200));
+    // Under test: past the 1 s freshness of the key cache, the lookups fail and the stale copy answers.
+    await new Promise((r) => setTimeout(r, 1100));
     for (let i = 0; i < 5; i++) {
       const r = await mcpPost(edge.url(), call(20 + i), { credential: key, sessionId: sid });
       assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -113,18 +114,24 @@ if (ready) {
     const adminDown = await adminApi("POST", "/api/keys", { name: "during-outage" });
     assert.equal(adminDown.status, 503, JSON.stringify(adminDown.json));
     // The audit store is down: records wait in the spool.
-    await new Promise((r) => setTimeout(r, 300));
-    const during = edge.gw.audit.stats();
+    const during = await waitFor(
+      () => {
+        const st = edge.gw.audit.stats();
+        return !st.storeUp && st.spooled > 0 ? st : undefined;
+      },
+      { what: "the audit records to be spooled" },
+    ).catch(() => edge.gw.audit.stats());
     assert.equal(during.storeUp, false);
     assert.ok(during.spooled > 0, JSON.stringify(during));
 
     await proxy.restore();
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      const s = edge.gw.audit.stats();
-      if (s.storeUp && s.spooled === 0 && s.queued === 0) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitFor(
+      () => {
+        const s = edge.gw.audit.stats();
+        return s.storeUp && s.spooled === 0 && s.queued === 0;
+      },
+      { what: "the spool to be written to the store", interval: 100 },
+    ).catch(() => undefined); // the assertions below say what is missing
     const after = edge.gw.audit.stats();
     assert.equal(after.storeUp, true, JSON.stringify(after));
     assert.equal(after.spooled, 0);

@@ -9,6 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { mcpPost } from "../helpers/mcp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ADMIN_TOKEN = "test-admin-token-ratelimit-0123456789abcdef";
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
@@ -165,8 +166,12 @@ describe("limits of each kind", () => {
     );
     // The first refusal of each kind is logged at info with the limit that refused it; the repeats
     // of the tool refusal are not (debug).
-    await new Promise((res) => setTimeout(res, 50));
-    const info = refusalLines("kinds-consumer").filter((l) => l.level === "info");
+    const infoLines = () => refusalLines("kinds-consumer").filter((l) => l.level === "info");
+    await waitFor(() => infoLines().length >= 3, {
+      what: "three refusal lines at info",
+      timeout: 2000,
+    }).catch(() => undefined);
+    const info = infoLines();
     assert.deepEqual(
       info.map((l) => [l.limit, l.tool]),
       [
@@ -190,7 +195,7 @@ describe("limits of each kind", () => {
     const calmAnswers: Answer[] = [];
     for (let i = 0; i < 15; i++) {
       calmAnswers.push(await call(r, key, calm, "test_simple_text"));
-      await new Promise((res) => setTimeout(res, 20));
+      await new Promise((res) => setTimeout(res, 20)); // under test: the calm session's pace
     }
     stop = true;
     await loops;

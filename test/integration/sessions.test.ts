@@ -8,6 +8,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { freePort, spawnEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const FIXTURE = "test/fixtures/conformance-server.ts";
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
@@ -88,10 +89,10 @@ describe("edge restart (SIGKILL)", () => {
     assert.equal(text(await client.callTool({ name: "echo", arguments: { text: "two" } })), "two");
     assert.equal(transport.sessionId, sessionId);
     // The log line is written asynchronously by the child: wait for it rather than race it.
-    for (let i = 0; i < 50 && !/session re-initialized/.test(edge.output()); i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.match(edge.output(), /session re-initialized/);
+    await waitFor(() => /session re-initialized/.test(edge.output()), {
+      what: "the log line 'session re-initialized'",
+      timeout: 5000,
+    });
     await edge.stop();
   });
 });
@@ -260,7 +261,8 @@ describe("stream resumption", () => {
     abort.abort(); // the client drops; the call goes on upstream
     const lastId = seen.at(-1)?.id;
     assert.ok(lastId, "events carry ids");
-    await new Promise((r) => setTimeout(r, 500)); // some events arrive while nobody listens
+    // Under test: events sent while nobody listens (the upstream steps every 150 ms) are replayed.
+    await new Promise((r) => setTimeout(r, 500));
 
     const resumed = await fetch(edge.url(), {
       method: "GET",

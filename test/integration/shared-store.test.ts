@@ -21,6 +21,7 @@ import {
   testPrefix,
 } from "../helpers/redis.ts";
 import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ADMIN_TOKEN = "shared-store-admin-token-0123456789abcdef";
 const INIT = {
@@ -166,14 +167,16 @@ if (ready) {
       const t0 = performance.now();
       const revoked = await adminApi(a, "DELETE", `/api/keys/${id}`);
       assert.equal(revoked.status, 200, JSON.stringify(revoked.json));
-      let status: number;
-      let elapsed: number;
-      for (;;) {
-        status = (await mcpPost(b.url(), call(3), { credential: key, sessionId: sid })).status;
-        elapsed = performance.now() - t0;
-        if (status === 401 || elapsed > 3000) break;
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      let status = 0;
+      let elapsed = 0;
+      await waitFor(
+        async () => {
+          status = (await mcpPost(b.url(), call(3), { credential: key, sessionId: sid })).status;
+          elapsed = performance.now() - t0;
+          return status === 401;
+        },
+        { what: "the revocation to reach the other instance", timeout: 3000, interval: 10 },
+      ).catch(() => undefined); // the assertions below say what is missing
       process.stderr.write(`revocation reached the other instance in ${elapsed.toFixed(0)} ms\n`);
       assert.equal(status, 401);
       assert.ok(elapsed < 1000, `revocation took ${elapsed.toFixed(0)} ms`);
@@ -219,11 +222,11 @@ if (ready) {
       // Until an instance has seen its connection close, a session it holds hot may still be
       // served (milliseconds); from then on, every session request is refused.
       for (const edge of [a, b]) {
-        const deadline = Date.now() + 3000;
-        while ((await mcpPost(edge.url(), call(9), { credential: key, sessionId: sid })).status !== 503) {
-          assert.ok(Date.now() < deadline, "the instance noticed Redis is gone");
-          await new Promise((r) => setTimeout(r, 20));
-        }
+        await waitFor(
+          async () =>
+            (await mcpPost(edge.url(), call(9), { credential: key, sessionId: sid })).status === 503,
+          { what: "the instance to notice Redis is gone", timeout: 3000 },
+        );
       }
       let slowest = 0;
       for (const [i, edge] of [a, b, a, b].entries()) {
@@ -242,13 +245,13 @@ if (ready) {
       assert.equal((await adminApi(b, "GET", "/api/keys")).status, 200);
 
       await redis.restart(); // empty: this private server keeps nothing on disk
-      const deadline = Date.now() + 5000;
-      let sid2: string | undefined;
-      while (Date.now() < deadline && !sid2) {
-        const r = await mcpPost(b.url(), INIT, { credential: key });
-        if (r.status === 200) sid2 = r.sessionId ?? undefined;
-        else await new Promise((res) => setTimeout(res, 100));
-      }
+      const sid2 = await waitFor(
+        async () => {
+          const r = await mcpPost(b.url(), INIT, { credential: key });
+          return r.status === 200 ? (r.sessionId ?? undefined) : undefined;
+        },
+        { what: "a new session after Redis came back", timeout: 5000, interval: 100 },
+      ).catch(() => undefined);
       assert.ok(sid2, "a new session after Redis came back, without restarting any instance");
       await mcpPost(
         b.url(),

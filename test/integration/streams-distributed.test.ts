@@ -21,6 +21,7 @@ import { RedisEventLog } from "../../src/store/redis/event-log.ts";
 import { type EdgeStream, type StreamLimits, StreamRegistry } from "../../src/session/streams.ts";
 import { createRedisClient } from "../../src/store/redis/client.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const LIMITS: StreamLimits = {
   bufferEvents: 1000,
@@ -137,12 +138,8 @@ async function open(url: string, session: string, lastEventId?: string): Promise
   return c;
 }
 
-async function until(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+async function until(cond: () => boolean | Promise<boolean>, what: string, timeout = 5000): Promise<void> {
+  await waitFor(cond, { what, timeout, interval: 10 });
 }
 
 const range = (id: string, from: number, to: number) =>
@@ -290,7 +287,7 @@ if (await redisReady("distributed SSE resumption")) {
       for (let n = 1; n <= total; n++) {
         s.append(`{"n":${n}}`);
         if (n % 7 === 0) await new Promise((r) => setImmediate(r));
-        if (n % 50 === 0) await new Promise((r) => setTimeout(r, 2));
+        if (n % 50 === 0) await new Promise((r) => setTimeout(r, 2)); // the burst's pace: timers and I/O run
         if (n === 150) {
           // The client goes away at whatever it has read, and resumes on B from there.
           await until(() => first.ids.length > 0, "some events on A");
@@ -350,6 +347,7 @@ if (await redisReady("distributed SSE resumption")) {
       await written(a);
       const onB = await open(b.url, "sess-1", `${s.id}.0`);
       await until(() => onB.ids.length === 1, "event 1 on B");
+      // Under test: three stream TTLs pass while the client follows the stream from B.
       await new Promise((r) => setTimeout(r, 3 * limits.ttl));
       assert.equal(upstreamClosed, false, "A kept the stream while the client followed it from B");
       assert.equal(a.registry.standaloneOf("sess-1"), s);

@@ -17,6 +17,7 @@ import {
   startOidc,
   startProtectedUpstream,
 } from "../helpers/oidc.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const RESOURCE = "https://upstream.example/mcp";
 const SECRET_ENV = "MCP_EDGE_TEST_UPSTREAM_CLIENT_SECRET";
@@ -96,10 +97,15 @@ describe("upstream credentials: OAuth client credentials", () => {
     const client = await connect(edge);
     const started = Date.now();
     let calls = 0;
-    while (Date.now() - started < 8000) {
+    // Calls go on until the edge has renewed the token three times (several expiries crossed).
+    while (idp.tokenRequests() < 4) {
+      assert.ok(
+        Date.now() - started < 12_000,
+        `gave up waiting for 4 token requests (${idp.tokenRequests()})`,
+      );
       assert.equal(await add(client, calls, 1), calls + 1);
       calls++;
-      await sleep(200);
+      await sleep(200); // the client's pace: a call every 200 ms keeps the upstream busy
     }
     const elapsed = (Date.now() - started) / 1000;
     // 3 s tokens renewed 1 s early: one every ~2 s, plus the first. Several expiries were crossed.
@@ -153,7 +159,8 @@ describe("upstream credentials: OAuth client credentials", () => {
     const { idp, up, edge } = await setup(2, "1s");
     const client = await connect(edge);
     assert.equal(await add(client, 0, 0), 0);
-    // Idle past two lifetimes: the background refresh skips an idle upstream, so the token lapses.
+    // Under test: idle past two lifetimes, the background refresh skips an idle upstream, so the
+    // token lapses.
     await sleep(3500);
     const before = idp.tokenRequests();
     const results = await Promise.all(Array.from({ length: 50 }, (_, i) => add(client, i, 1)));
@@ -246,8 +253,16 @@ describe("upstream credentials: OAuth client credentials", () => {
     assert.equal(up.seen().length, 0, "nothing reached the upstream without credentials");
 
     idp.setTokenEndpoint("up");
-    await sleep(1100);
-    const ok = await initialize(edge.url("failing"));
+    // Once the edge's backoff (1 s) is over, its next token request succeeds.
+    const ok = await waitFor(
+      async () => {
+        const r = await initialize(edge.url("failing"));
+        if (r.status === 200) return r;
+        await r.body?.cancel();
+        return undefined;
+      },
+      { what: "a session once the token endpoint is back", timeout: 5000, interval: 100 },
+    );
     assert.equal(ok.status, 200);
     await ok.body?.cancel();
     assert.equal(up.rejections(), 0);
@@ -275,7 +290,7 @@ describe("upstream credentials: legacy HTTP+SSE upstream", () => {
     // A 401 on a POST of an open session: the message is sent again with the renewed token. (Refreshes
     // caused by 401s are at most one a second, so an upstream that refuses every token cannot turn
     // each request into a token request.)
-    await sleep(1100);
+    await sleep(1100); // under test: a second 401-caused refresh is allowed a second after the first
     up.revoke(up.lastToken()!);
     assert.equal(await add(first, 4, 5), 9);
     assert.equal(idp.tokenRequests() - before, 2);

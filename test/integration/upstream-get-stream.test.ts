@@ -11,6 +11,7 @@ import { Egress } from "../../src/egress/index.ts";
 import { createLogger } from "../../src/observability/logger.ts";
 import { HttpUpstream } from "../../src/upstream/http.ts";
 import type { ForwardContext, UpstreamEvent, UpstreamReply } from "../../src/upstream/types.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -61,11 +62,7 @@ async function next(
 }
 
 async function until(check: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  await waitFor(check, { what: "the upstream's side to see it", timeout: ms, interval: 5 });
 }
 
 before(async () => {
@@ -123,8 +120,8 @@ describe("upstream GET stream", () => {
   test("an upstream that closes the stream before its end rejects the iteration", async () => {
     const reply = await listen((_req, res) => {
       sse(res);
-      res.write("data: 1\n\n");
-      setTimeout(() => res.destroy(), 20);
+      // Cut once the event is on its way, before the stream's end.
+      res.write("data: 1\n\n", () => res.destroy());
     });
     const got: string[] = [];
     await assert.rejects(async () => {
@@ -175,6 +172,7 @@ describe("upstream GET stream", () => {
       if (!res.write(line)) {
         const drained = await Promise.race([
           new Promise<boolean>((r) => res.once("drain", () => r(true))),
+          // Under test: no "drain" within 300 ms, as nothing reads the stream.
           new Promise<boolean>((r) => setTimeout(() => r(false), 300)),
         ]);
         if (!drained) {

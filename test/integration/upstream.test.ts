@@ -4,6 +4,7 @@
  * hostile upstream (an untrusted party: OWASP API10:2023, security.md H78).
  */
 import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, describe, test } from "node:test";
@@ -12,6 +13,25 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { createRemoteJWKSet, jwtVerify } from "jose";
 import { startEdge } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT, spawnFixture } from "../helpers/spawn.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+/** Pids of this process's children whose command line holds `arg` (Linux /proc). */
+function childrenWith(arg: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      // The command name in parentheses may hold spaces: the ppid is the 2nd field after it.
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === process.pid && readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").includes(arg))
+        out.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
 
 const FIXTURE = `${REPO_ROOT}/test/fixtures/conformance-server.ts`;
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -133,8 +153,15 @@ describe("stdio upstreams", () => {
     const pidA = JSON.parse(firstText(await a.callTool({ name: "whoami", arguments: {} }))).pid;
     const pidB = JSON.parse(firstText(await b.callTool({ name: "whoami", arguments: {} }))).pid;
     assert.equal(pidA, pidB, "one shared process");
+    // Earlier tests' edges (stopped after the file) hold fixture processes too: only a child that
+    // was not there before the crash is the replacement.
+    const before = new Set(childrenWith(FIXTURE));
+    assert.ok(before.has(pidA), "the shared process is a child of this process");
     await a.callTool({ name: "crash", arguments: {} }).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 500));
+    // The edge (in this process) spawns the replacement after its restart backoff.
+    await waitFor(() => childrenWith(FIXTURE).some((pid) => !before.has(pid)), {
+      what: "a new shared process in place of the crashed one",
+    });
     const after = JSON.parse(firstText(await b.callTool({ name: "whoami", arguments: {} })));
     assert.notEqual(after.pid, pidA, "a new process");
     assert.equal(JSON.parse(firstText(await a.callTool({ name: "whoami", arguments: {} }))).pid, after.pid);

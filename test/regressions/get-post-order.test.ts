@@ -11,6 +11,7 @@ import { createServer, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, test } from "node:test";
 import { startEdge } from "../helpers/edge.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 after(async () => {
@@ -25,13 +26,16 @@ test(
   { timeout: 30_000 },
   async () => {
     let standalone: ServerResponse | undefined;
+    let getArrived = false;
     const server = createServer((req, res) => {
       if (req.method !== "GET" && req.method !== "POST") {
         res.writeHead(405).end(); // the edge's health probes (OPTIONS)
         return;
       }
       if (req.method === "GET") {
+        if (req.headers["mcp-session-id"]) getArrived = true; // the session's stream, not a probe
         // A slow stream open: the upstream registers the stream only after a while.
+        // Under test: the stream opens 300 ms late.
         setTimeout(() => {
           res.writeHead(200, { "content-type": "text/event-stream" });
           res.flushHeaders();
@@ -102,7 +106,7 @@ test(
       headers: { ...h, accept: "text/event-stream" },
       signal: abort.signal,
     });
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor(() => getArrived, { what: "the GET to reach the upstream" });
     const call = await fetch(edge.url(), {
       method: "POST",
       headers: h,

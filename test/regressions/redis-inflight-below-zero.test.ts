@@ -13,6 +13,7 @@ import { after, test } from "node:test";
 import { Redis } from "ioredis";
 import { RedisCounterStore } from "../../src/store/redis/counters.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 if (await redisReady("in-flight counts below zero (regression)")) {
   const admin = new Redis(REDIS_URL);
@@ -29,10 +30,14 @@ if (await redisReady("in-flight counts below zero (regression)")) {
       const cap = store.counter({ quota: 2, windowSec: 0 }, "concurrency");
       const take = (points = 1) => store.take([{ counter: cap, key: "s", points }]);
       assert.equal(await take(2), undefined, "two long calls in flight");
-      await new Promise((r) => setTimeout(r, 1200)); // their count expires while they run
-      assert.equal(await admin.exists(`${prefix}concurrency:2:0:s`), 0);
+      // Their count expires (TTL 1 s) while they run.
+      await waitFor(async () => (await admin.exists(`${prefix}concurrency:2:0:s`)) === 0, {
+        what: "the in-flight count to expire",
+        timeout: 3000,
+        interval: 50,
+      });
       store.give(cap, "s", 2); // both end
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 100)); // under test: nothing appears after the gives
       assert.equal(await admin.exists(`${prefix}concurrency:2:0:s`), 0, "no count below zero was made");
       assert.equal(await take(2), undefined);
       assert.deepEqual(await take(), { index: 0, msBeforeNext: -1 }, "the cap is 2, not 4");

@@ -65,7 +65,7 @@ test("a slow body is cut off at requestTimeout, and it is not logged as an inter
   );
   assert.ok(r.ms < BOUND_MS, `closed after ${r.ms} ms`);
   assert.match(r.data, /^HTTP\/1\.1 408 /);
-  await new Promise((res) => setTimeout(res, 100));
+  await new Promise((res) => setTimeout(res, 100)); // under test: no EDGE_INTERNAL line comes after the cut
   assert.equal(
     edge.logs().filter((l) => l.includes("EDGE_INTERNAL")).length,
     0,

@@ -19,7 +19,7 @@ test("every line written inside a request's scope carries its request id, wherev
   const log = createLogger({ level: "info", destination: c.stream });
   await logScope.run({ reqId: "req-1", server: "github" }, async () => {
     log.info("sync line");
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setImmediate(r)); // a later turn of the event loop
     log.child({ part: "upstream" }).warn("after an await, from a child logger");
   });
   log.info("outside any request");
