@@ -1,5 +1,5 @@
 /**
- * Micro-benchmark: the cost of a rate-limit decision (DESIGN.md convention 8), in process.
+ * Micro-benchmark: the cost of a rate-limit decision, in process.
  *
  *   node bench/limiter.ts [--iterations 200000] [--concurrency 1] [--redis [URL]] [--redis-iterations 5000]
  *

@@ -1,7 +1,7 @@
 /**
  * The Node limit, for comparison: a minimal pass-through reverse proxy (node:http server + undici
  * keep-alive pool), with no MCP awareness at all. The request body is buffered (small JSON-RPC
- * bodies: cheaper than streaming them, DESIGN.md hot-path facts); the answer is streamed, so SSE
+ * bodies: cheaper than streaming them); the answer is streamed, so SSE
  * answers pass as they come.
  *
  *   node bench/minimal-proxy.ts --map /json/mcp=http://127.0.0.1:4001/mcp [--map ...] [--port N]

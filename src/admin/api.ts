@@ -95,7 +95,7 @@ function sessionView(rec: SessionRecord): Record<string, unknown> {
 }
 
 /**
- * The admin API of SPEC §5 (keys and sessions so far), on the admin listener, behind the root admin
+ * The admin API (keys, sessions, audit, stats), on the admin listener, behind the root admin
  * token. Shaped so that the familiar key-rotation recipe works as written:
  * `POST /api/keys {"name":"production-v2","expires_in":"30d"}`, then `DELETE /api/keys/production-v1`.
  */
@@ -123,7 +123,7 @@ export class AdminApi {
     } catch (err) {
       const ge = toGatewayError(err);
       if (ge.status >= 500) this.#o.log.error({ err: ge.cause ?? ge, path }, "admin API error");
-      // A refused change is an admin action too (audit, SPEC §7.6); reads are not recorded.
+      // A refused change is an admin action too (audit); reads are not recorded.
       if (req.method !== "GET" && req.method !== "HEAD" && adminChannel.hasSubscribers) {
         const event: AdminEvent = {
           action: `${req.method} ${path}`.slice(0, 200),
@@ -141,7 +141,7 @@ export class AdminApi {
     return true;
   }
 
-  /** Every admin action is published for the audit trail (SPEC §7.6). */
+  /** Every admin action is published for the audit trail. */
   #audit(caller: AdminCaller, action: string, target: string, tenant: string | null): void {
     if (!adminChannel.hasSubscribers) return;
     const event: AdminEvent = { action, actor: caller.tenant ?? "root", tenant, target, outcome: "ok" };
@@ -150,7 +150,7 @@ export class AdminApi {
 
   /**
    * Who is administering: the root admin token (every tenant), or an API key carrying the scope
-   * `mcp-edge:admin`, which administers its own tenant only (SPEC §5).
+   * `mcp-edge:admin`, which administers its own tenant only.
    */
   async #authorize(req: IncomingMessage): Promise<AdminCaller> {
     if (!this.#tokenHash) throw new GatewayError("EDGE_ADMIN_DISABLED");

@@ -1,5 +1,5 @@
 /**
- * `GET /dashboard` on the admin listener (SPEC §5): a static page (src/admin/dashboard/) that holds
+ * `GET /dashboard` on the admin listener: a static page (src/admin/dashboard/) that holds
  * no data. It asks for the admin credential (root token, or a tenant admin's key with scope
  * `mcp-edge:admin`), keeps it in `sessionStorage` and sends it as `Authorization: Bearer` on its
  * fetches to `/api/*`, which authenticate and scope every answer. No cookies, so no CSRF surface:

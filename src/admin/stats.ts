@@ -1,5 +1,5 @@
 /**
- * `GET /api/stats?tenant=&window=&bucket=` (SPEC §5): the figures behind the dashboard, computed
+ * `GET /api/stats?tenant=&window=&bucket=`: the figures behind the dashboard, computed
  * from audit records of type `call` (one per tools/call, resources/read and prompts/get, allowed,
  * refused or failed; src/audit/events.ts). The admin API fixes the tenant scope before this runs:
  * a tenant admin's `tenant` is always its own, exactly as for `/api/audit`.

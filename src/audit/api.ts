@@ -1,5 +1,5 @@
 /**
- * `GET /api/audit` and `GET /api/audit/verify` (SPEC §5), called by the admin API after it has
+ * `GET /api/audit` and `GET /api/audit/verify`, called by the admin API after it has
  * authenticated the caller and fixed the tenant scope: a tenant admin's `tenant` is always its own.
  */
 import { parseDuration } from "../config/units.ts";

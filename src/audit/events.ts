@@ -8,7 +8,7 @@ import type { AdminEvent, RequestEndEvent, SessionEvent } from "../observability
 import { sessionHash } from "../session/manager.ts";
 import type { AuditDraft, AuditOutcome } from "./record.ts";
 
-/** The MCP methods that get a record of their own (SPEC §7.6 and the audit issue). */
+/** The MCP methods that get a record of their own. */
 export const AUDITED_METHODS: ReadonlySet<string> = new Set(["tools/call", "resources/read", "prompts/get"]);
 
 /**

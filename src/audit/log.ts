@@ -1,6 +1,6 @@
 /**
  * The audit log: subscribes to the pipeline's diagnostics channels, queues drafts, and writes them
- * in batches off the request path (SPEC §7.6, security.md J90–J95, fault policy "Audit sink").
+ * in batches off the request path.
  *
  *   publish ──▶ draft (field copies) ──▶ queue ──(every flushInterval)──▶ finalize ▶ chain ▶ store
  *                                                                                  └─ store down ▶ spool

@@ -1,9 +1,8 @@
 /**
- * Audit records: their shape, and the pure functions that build them (SPEC §7.6, security.md J).
+ * Audit records: their shape, and the pure functions that build them.
  *
  * A record is built in two steps. On the request path a subscriber builds a `AuditDraft` from a
- * diagnostics_channel event: plain field copies, no hashing, no serialization (DESIGN.md
- * convention 7). Off the request path, at flush, `finalizeDraft` turns a draft into the record
+ * diagnostics_channel event: plain field copies, no hashing, no serialization. Off the request path, at flush, `finalizeDraft` turns a draft into the record
  * that is chained and stored: arguments digested (or redacted, or kept), every string escaped and
  * bounded. Nothing a client sends is spread into a record: each field is copied by name, so a
  * client-supplied `tenant`, `requestId` or `_meta` stays inside `args` (or is dropped).

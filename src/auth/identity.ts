@@ -3,7 +3,7 @@ import { exportJWK, generateKeyPair, importJWK, type JWK, SignJWT } from "jose";
 import type { Principal } from "./types.ts";
 import type { IdentityKeyStore } from "../store/types.ts";
 
-/** The header the upstream reads: who is calling, signed by the edge (SPEC §6). */
+/** The header the upstream reads: who is calling, signed by the edge. */
 export const IDENTITY_HEADER = "x-mcp-edge-identity";
 
 export interface IdentityOptions {

@@ -15,7 +15,7 @@ import { authUnavailable, detail, type EgressLike, fetchBounded, type HttpAnswer
  *   the request about this token → invalid). When it cannot answer — transport failure, timeout,
  *   5xx, 429, or 401/403 (the AS refused *our* client credentials, RFC 7662 §2.3: a gateway
  *   misconfiguration, logged as an error) — the result is EDGE_AUTH_UNAVAILABLE (503): a 401 would
- *   be a lie and send every client into a refresh storm (security.md §3). Other statuses (3xx,
+ *   be a lie and send every client into a refresh storm. Other statuses (3xx,
  *   404…) are refused as invalid, fail closed, and logged.
  * - Positive answers are cached by SHA-256 of the token for min(`exp`, `cacheMaxAge`) (RFC 7662
  *   §4: the cache bounds how late a revocation is seen); negative answers are not cached.

@@ -1,6 +1,6 @@
 /**
  * Who is calling. Sessions, limits and audit key on the principal, never on the token or key that
- * proved it (SPEC §7.1): a refreshed token or a rotated key of the same principal continues the
+ * proved it: a refreshed token or a rotated key of the same principal continues the
  * same session.
  */
 export interface Principal {

@@ -11,7 +11,7 @@
  *
  * Why `burst` narrows the window rather than adding a second limiter: rate-limiter-flexible counts
  * in fixed windows, so `N/unit` alone lets all N calls through at the start of a window, and up to
- * 2N across a window boundary (security.md F53). `burst B` keeps the average rate and caps how many
+ * 2N across a window boundary. `burst B` keeps the average rate and caps how many
  * calls come together: the window shrinks to the time the rate takes to earn B calls
  * (unit × B / N, at least one second, rounded up to a whole second, so the average may come out
  * a little lower) and holds B calls. Worst case across a boundary: 2B

@@ -6,7 +6,7 @@ const SCHEME_THEN_ENV = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \$\{[A-Za-z_][A-Za-z0-9_]*
 /**
  * Checks the raw (not yet interpolated) config document: every value of
  * `servers.*.credentials.headers` and `servers.*.credentials.oauth.clientSecret` must come from the
- * environment (SPEC §4). Header values may be `${NAME}` or `<scheme> ${NAME}`; the client secret
+ * environment. Header values may be `${NAME}` or `<scheme> ${NAME}`; the client secret
  * must be exactly `${NAME}`. Returns one problem per offending value, prefixed by its path; the
  * value itself is never repeated (it may be a secret). Pure; the loader turns a non-empty answer
  * into EDGE_CONFIG_SECRET_INLINE.

@@ -4,7 +4,7 @@ import { bareHost, isLoopbackHost, isUnspecified } from "../lib/hosts.ts";
 import type { Config } from "./schema.ts";
 
 /**
- * Unsafe opt-ins (DESIGN.md convention 6, SPEC.md §4): a valid config can still ask for something
+ * Unsafe opt-ins: a valid config can still ask for something
  * dangerous. Each such choice either needs its named opt-in (else it is an error: the edge refuses
  * to boot, `mcp-edge validate` exits 1) or is allowed with a coded warning, logged at boot and
  * printed by `validate`. Pure: the caller decides how to report.

@@ -11,8 +11,7 @@ import {
 import { ERROR_CODES, type ErrorSpec, WARNING_CODES } from "./codes.ts";
 
 /**
- * Generates the tables of `docs/errors.md` from `codes.ts`, the one table of error codes
- * (DESIGN.md convention 1). The prose around the GENERATED markers is hand-written and preserved.
+ * Generates the tables of `docs/errors.md` from `codes.ts`, the one table of error codes. The prose around the GENERATED markers is hand-written and preserved.
  *
  *   node src/errors/docs.ts --write   regenerate the tables
  *   node src/errors/docs.ts --check   exit 1 when docs/errors.md is out of date

@@ -128,7 +128,7 @@ export function validateStatelessHeaders(
   // Not checked here, on purpose: a body without the `_meta` version (an invalid envelope: the
   // server answers -32602) and a version the edge does not know (the server answers -32022 with the
   // versions *it* supports, which only it knows). Neither is a header/body mismatch, and the
-  // upstream's own error is the transparent answer (SPEC §2).
+  // upstream's own error is the transparent answer.
 
   // Mcp-Method
   const method = msg.method;

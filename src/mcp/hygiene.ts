@@ -69,9 +69,9 @@ export function checkPostHeaders(req: IncomingMessage, requireEventStream: boole
 /**
  * Reads the request body up to `max` bytes. A declared Content-Length over the cap is refused
  * before reading; a chunked body is counted and refused at the first byte over it. Either way at
- * most `max` bytes are read (security.md H69).
+ * most `max` bytes are read.
  *
- * Fix (test/regressions/body-too-large-crash.test.ts): listeners, not `for await`: leaving a
+ * listeners, not `for await`: leaving a
  * `for await` loop over the request destroys it, and with it the socket, before the 413 could be
  * written (the client saw ECONNRESET instead of the answer). Here the request is only paused; the
  * gateway closes the connection once the 413 has been sent.

@@ -7,7 +7,7 @@ export type { Logger };
 export interface LogScope {
   reqId: string;
   server: string;
-  /** Set once authentication has decided it (SPEC §7.3: every log line names its tenant). */
+  /** Set once authentication has decided it (every log line names its tenant). */
   tenant?: string | null;
 }
 
@@ -19,8 +19,7 @@ export interface LogScope {
 export const logScope = new AsyncLocalStorage<LogScope>();
 
 /**
- * Paths pino blanks before a line is written: credentials and session ids never reach a log
- * (DESIGN.md convention 7). Session ids are logged as their short hash (`sessionHash`) instead.
+ * Paths pino blanks before a line is written: credentials and session ids never reach a log. Session ids are logged as their short hash (`sessionHash`) instead.
  */
 export const REDACT_PATHS = [
   "req.headers.authorization",

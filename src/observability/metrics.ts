@@ -7,8 +7,8 @@ import type { InstanceHealth, Route } from "../upstream/types.ts";
 import type { AdminEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./channels.ts";
 
 /**
- * Prometheus metrics (SPEC §5 `GET /metrics` on the admin listener), fed without touching the hot
- * path (DESIGN.md convention 7): the pipeline publishes diagnostics_channel events and this module
+ * Prometheus metrics, fed without touching the hot
+ * path: the pipeline publishes diagnostics_channel events and this module
  * subscribes; gauges are read when scraped (prom-client `collect`). Each Gateway has its own
  * registry, so two edges in one process (tests) never share series.
  *

@@ -1,5 +1,5 @@
 /**
- * Failed authentications per client address (security.md F, §3: a security-sensitive limiter is
+ * Failed authentications per client address (a security-sensitive limiter is
  * closed). Fed by the edge's 401 answers to a presented credential (EDGE_AUTH_INVALID_TOKEN); a
  * bare 401 to a request without one is the first step of OAuth discovery and is not a failure.
  * Once an address has used up its budget, every request it sends to an authenticating route is

@@ -1,5 +1,5 @@
 /**
- * The rate-limit stage (DESIGN.md pipeline: authorize → rate limit → session). It counts MCP calls,
+ * The rate-limit stage (authorize → rate limit → session). It counts MCP calls,
  * not HTTP requests: every JSON-RPC request in the body is one call (a `tools/call` is one call, a
  * 2025-03-26 batch of five is five); notifications and responses posted by clients, and GET/DELETE,
  * are not counted. Per server (`servers.<name>.limits`):
@@ -8,7 +8,7 @@
  *               subject, or the anonymous caller
  *   session     per MCP session (of that principal: a session id never spends another's budget)
  *   tenant      per tenant
- *   initialize  `initialize` calls per principal (security.md F54); initialize also counts against
+ *   initialize  `initialize` calls per principal; initialize also counts against
  *               key and tenant, never session (it has none yet)
  *   tool/tools  `tools/call` per principal and tool; `tools` overrides the default `tool`
  *   concurrency.session  calls in flight per session, held until the call's work is over

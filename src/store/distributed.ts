@@ -1,5 +1,5 @@
 /**
- * Distributed mode (SPEC.md §1): what the instances of one fleet share, opened once per process
+ * Distributed mode: what the instances of one fleet share, opened once per process
  * from config `store.redis` + `store.postgres`.
  *
  *   Redis / Valkey   session records and routing (RedisSessionStore), rate-limit counters
@@ -9,12 +9,12 @@
  *
  * The bus: one pub/sub channel (`<prefix>bus`) carrying small JSON messages that tell the other
  * instances to drop what they cache: a key changed (revocation, rotation, expiry: reaches every
- * instance well within a second, SPEC §7.4), a session ended or moved to another upstream
+ * instance well within a second), a session ended or moved to another upstream
  * instance. Messages can be lost while an instance is disconnected from Redis, so every cache they
  * invalidate also has a short bound of its own (key records: 1 s; hot session records: a few
  * seconds), and on reconnect the subscriber reports a `resync` so the caches are cleared at once.
  *
- * Failure (security.md §3): the clients fail fast (`store.redis.commandTimeout`, default 250 ms) and reconnect
+ * Failure: the clients fail fast (`store.redis.commandTimeout`, default 250 ms) and reconnect
  * on their own; nothing here needs a restart when Redis or PostgreSQL come back.
  */
 import { randomBytes } from "node:crypto";

@@ -45,7 +45,7 @@ export class KeyRecordCache {
 
   /**
    * A copy of the record when it was read less than `maxAgeMs` ago: what key checks use while the
-   * store is unreachable (security.md §3: closed after a bounded staleness).
+   * store is unreachable (closed after a bounded staleness).
    */
   stale(id: string, now: number, maxAgeMs: number): ApiKeyRecord | undefined {
     const hit = this.#byId.get(id);

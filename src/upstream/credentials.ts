@@ -6,9 +6,9 @@ import { readBody } from "./reply.ts";
 import { type TokenVault, VAULT_LOCK_MS } from "../store/types.ts";
 
 /**
- * Credentials mcp-edge holds for an upstream (SPEC §4 `credentials`, §7.1): static secret headers
+ * Credentials mcp-edge holds for an upstream: static secret headers
  * and/or an OAuth 2.0 client-credentials grant (RFC 6749 §4.4). They replace, never carry, the
- * client's own token (SPEC §6): the client's Authorization header is not on the forwarding
+ * client's own token: the client's Authorization header is not on the forwarding
  * allow-list, and these headers are applied last.
  */
 export type CredentialsConfig = NonNullable<ServerConfig["credentials"]>;

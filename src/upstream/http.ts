@@ -26,7 +26,7 @@ interface Instance {
 
 /**
  * Sample servers of the v1 SDK answer an unknown session id with 400 and a message about the
- * session instead of the 404 the spec asks for (mcp-spec.md §2); both mean the state is gone.
+ * session instead of the 404 the spec asks for; both mean the state is gone.
  */
 function looksLikeLostSession(status: number, body: Buffer): boolean {
   if (status === 404) return true;
@@ -177,7 +177,7 @@ export class HttpUpstream implements Upstream {
       const res = await attempt(creds);
       // A 401 means the upstream did not process the request (RFC 9110 §15.5.2, RFC 6750 §3.1), so
       // sending it once more with renewed credentials is safe even for tools/call. One retry only;
-      // a second 401 reaches the client as the upstream sent it (SPEC §7.1).
+      // a second 401 reaches the client as the upstream sent it.
       if (
         res.status !== 401 ||
         Object.keys(creds).length === 0 ||

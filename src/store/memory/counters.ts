@@ -1,7 +1,7 @@
 /**
  * Rate-limit counters in this process (the CounterStore interface is in src/store/types.ts). The
  * distributed store (Redis / Valkey, src/store/redis/counters.ts) runs one Lua script per decision,
- * with this memory store as the local fallback for when Redis is down (security.md §3: the global limiter fails open to
+ * with this memory store as the local fallback for when Redis is down (the global limiter fails open to
  * conservative local caps, and a store error is never shown as a 429).
  *
  * The memory store counts in this process, with the fixed windows of rate-limiter-flexible's

@@ -1,5 +1,5 @@
 /**
- * Audit records in PostgreSQL (distributed mode, SPEC §1). Tables: src/store/postgres/db.ts migrations.
+ * Audit records in PostgreSQL (distributed mode). Tables: src/store/postgres/db.ts migrations.
  *
  * Several edge instances append to the same chains. Two rules keep every chain whole:
  *
@@ -62,7 +62,7 @@ export class PostgresAuditStore implements AuditStore {
       throw storeError(err, what);
     }
     let broken: unknown;
-    // Fix (test/integration/postgres-faults.test.ts): a checked-out pg client emits 'error' when its
+    // A checked-out pg client emits 'error' when its
     // connection drops, besides failing the query; with no listener that crashed the process.
     const onError = (err: unknown) => {
       broken ??= err;

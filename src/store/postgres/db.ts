@@ -1,5 +1,5 @@
 /**
- * PostgreSQL for distributed mode (SPEC §1): the connection pool and versioned migrations. The
+ * PostgreSQL for distributed mode: the connection pool and versioned migrations. The
  * stores in this folder (API keys, audit, identity keys) share the pool.
  *
  * Every statement names its tables with the configured schema (validated, then quoted), so nothing

@@ -1,5 +1,5 @@
 /**
- * Identity-signing keys in PostgreSQL (distributed mode, SPEC §1 and §6): every instance signs
+ * Identity-signing keys in PostgreSQL (distributed mode): every instance signs
  * `X-MCP-Edge-Identity` with the same key and publishes the same JWKS, whichever instance the
  * upstream's JWKS fetch reaches. Table: src/store/postgres/db.ts migrations (`identity_keys`).
  *

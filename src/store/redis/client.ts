@@ -32,7 +32,7 @@ export function createRedisClient(options: RedisConnectionOptions): Redis {
   return client;
 }
 
-/** The error every failed store operation becomes (security.md §3: the session store fails closed). */
+/** The error every failed store operation becomes (the session store fails closed). */
 export function storeUnavailable(cause: unknown): GatewayError {
   return cause instanceof GatewayError
     ? cause

@@ -1,5 +1,5 @@
 /**
- * Rate-limit counters in Redis / Valkey (distributed mode, SPEC.md §1): every edge instance counts
+ * Rate-limit counters in Redis / Valkey (distributed mode): every edge instance counts
  * against the same numbers.
  *
  * One round trip per decision (issue 8): a call's every limit (key, session, tool, tenant, the
@@ -9,7 +9,7 @@
  * call changes no count, on any instance, at any moment. It was five scripts per call before (one
  * rate-limiter-flexible `RateLimiterRedis` per limit plus a refund of each on refusal, and a
  * separate reward per in-flight release): ~300 µs per decision at 1 in flight, 117 µs at 64.
- * Why a script of our own rather than the library (DESIGN.md prefers it where it does the job):
+ * Why a script of our own rather than the library:
  * rate-limiter-flexible consumes one key per call and has no all-or-none across limiters, so it
  * cannot decide a call in one command; the script keeps its algorithm (fixed windows) and layout.
  *
@@ -24,7 +24,7 @@
  * summed per counter key and go to Redis with the next decision's script, or at the end of the
  * current event-loop turn in one script when no decision comes first.
  *
- * Failure (security.md §3, "Global rate limiter": open to a local fallback): when Redis is not
+ * Failure (open to a local fallback): when Redis is not
  * connected, errors or times out (the client's short command timeout), the whole decision goes to a
  * local MemoryCounterStore with conservative caps (`quota / fallbackDivisor`, at least 1), all or
  * nothing as well; a store error never becomes a 429. `fallbackDecisions` counts those decisions.

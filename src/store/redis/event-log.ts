@@ -1,5 +1,5 @@
 /**
- * SSE event buffers in Redis / Valkey (distributed mode, SPEC.md §1 and §7.2): a client resumes on
+ * SSE event buffers in Redis / Valkey (distributed mode): a client resumes on
  * instance B, with Last-Event-ID, a stream that began on instance A, and gets every event after its
  * id exactly once, the events A read from the upstream while the client was away included, then the
  * live ones, then the end.

@@ -1,5 +1,5 @@
 /**
- * Session records in Redis / Valkey (distributed mode, SPEC.md §1), through ioredis.
+ * Session records in Redis / Valkey (distributed mode), through ioredis.
  *
  * Keys, all under `keyPrefix` (default `mcp-edge:`):
  *   s:<id>              hash: the record (`d` JSON of the fixed fields, `up` upstream JSON, `pv`
@@ -20,7 +20,7 @@
  * Scripts build key names from the prefix, so all keys must live on one node: on Redis Cluster use
  * a prefix with a hash tag (`{mcp-edge}:`), which puts every key in one slot.
  *
- * Failure (security.md §3, "Session store (Redis)": closed): every command has a short timeout
+ * Failure (the session store fails closed): every command has a short timeout
  * (`commandTimeoutMs`, default 100 ms, queued commands included while ioredis reconnects), and any
  * failure surfaces as GatewayError EDGE_STORE_UNAVAILABLE (503 + Retry-After), never as "no such
  * session" (a 404 would make every client re-initialize at once). The client reconnects on its own;

@@ -1,6 +1,5 @@
 /**
- * Upstream tokens shared by the instances of a fleet (distributed mode, SPEC §7.1: upstream
- * credentials are refreshed "serialized across instances"). Without it, N instances each fetch
+ * Upstream tokens shared by the instances of a fleet (distributed mode). Without it, N instances each fetch
  * their own client-credentials token and each refreshes it: N× the load on the token endpoint, and
  * N different tokens alive at once. With it:
  *
