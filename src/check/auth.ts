@@ -81,6 +81,19 @@ function sameResource(a: unknown, b: URL): boolean {
   }
 }
 
+const OAUTH_RULES = [
+  "auth.challenge-metadata",
+  "auth.challenge-scope",
+  "auth.prm",
+  "auth.prm-resource",
+  "auth.prm-well-known",
+  "auth.no-offline-access",
+  "auth.as-metadata",
+  "auth.pkce-s256",
+  "auth.registration",
+  "auth.iss-response",
+];
+
 export interface AuthOutcome {
   /** The target wants credentials (a 401 without them). */
   protected: boolean;
@@ -182,23 +195,8 @@ export async function probeAuth(
   );
 
   const rmUrl = bearer?.params.resource_metadata;
-  record(
-    ctx,
-    "auth.challenge-metadata",
-    rmUrl ? "pass" : "fail",
-    rmUrl
-      ? `resource_metadata=${rmUrl}`
-      : "the 401 challenge has no resource_metadata (clients must fall back to the well-known URIs)",
-    [anon.exchange],
-  );
   const scope = bearer?.params.scope;
-  record(
-    ctx,
-    "auth.challenge-scope",
-    scope ? "pass" : "fail",
-    scope ? `scope="${scope}"` : "the 401 challenge names no scope",
-    [anon.exchange],
-  );
+  const htmlCandidates: string[] = [];
 
   // Protected resource metadata: the challenge's URL, then the well-known URIs.
   const wk = prmWellKnown(ctx.url);
@@ -228,131 +226,158 @@ export async function probeAuth(
     }
   }
   const prmEvidence = [...fetched.values()].map((r) => r.exchange);
-  record(
-    ctx,
-    "auth.prm",
-    prm ? "pass" : "fail",
-    prm
-      ? `metadata names ${(prm.authorization_servers as unknown[]).length} authorization server(s)`
-      : "no protected resource metadata with resource and authorization_servers at the challenge URL or the well-known URIs",
-    prmEvidence,
-  );
-  record(
-    ctx,
-    "auth.prm-resource",
-    !prm ? "skip" : sameResource(prm.resource, ctx.url) ? "pass" : "fail",
-    !prm
-      ? "no metadata"
-      : sameResource(prm.resource, ctx.url)
-        ? `resource = ${ctx.url.href}`
-        : `resource ${JSON.stringify(prm.resource)} differs from ${ctx.url.href}`,
-    prmEx ? [prmEx] : [],
-  );
-
-  const pi = await get(wk.pathInserted);
-  const piDoc = json(pi.answer);
-  const piOk = piDoc !== undefined && sameResource(piDoc.resource, ctx.url);
-  let wkDetail = piOk
-    ? `served at ${wk.pathInserted}`
-    : `${wk.pathInserted} answered ${statusText(pi.answer)}${piDoc ? ` with resource ${JSON.stringify(piDoc.resource)}` : ""}`;
-  const wkEvidence = [pi.exchange];
-  if (wk.root !== wk.pathInserted) {
-    const root = await get(wk.root);
-    wkEvidence.push(root.exchange);
-    const rootDoc = json(root.answer);
-    if (rootDoc)
-      wkDetail += sameResource(rootDoc.resource, ctx.url)
-        ? "; also at the root URI"
-        : `; the root URI describes ${JSON.stringify(rootDoc.resource)}`;
-  }
-  record(ctx, "auth.prm-well-known", piOk ? "pass" : "fail", wkDetail, wkEvidence);
-
-  const offline: string[] = [];
-  if (scope?.split(/\s+/).includes("offline_access")) offline.push("the 401 challenge");
-  if (Array.isArray(prm?.scopes_supported) && prm.scopes_supported.includes("offline_access"))
-    offline.push("scopes_supported");
-  record(
-    ctx,
-    "auth.no-offline-access",
-    offline.length === 0 ? "pass" : "fail",
-    offline.length === 0
-      ? "offline_access is not demanded"
-      : `offline_access listed in ${offline.join(" and ")}`,
-    [anon.exchange, ...(prmEx ? [prmEx] : [])],
-  );
-
-  // Authorization server metadata (the first one listed).
-  const htmlCandidates: string[] = [];
-  const issuer = (prm?.authorization_servers as unknown[] | undefined)?.find(
-    (x): x is string => typeof x === "string" && URL.canParse(x),
-  );
-  if (!issuer) {
-    for (const id of ["auth.as-metadata", "auth.pkce-s256", "auth.registration", "auth.iss-response"])
-      record(ctx, id, "skip", "no authorization server named");
+  if (rmUrl === undefined && prm === undefined) {
+    // MCP authorization is optional: an endpoint that names metadata nowhere uses credentials of
+    // its own (API keys). Nothing OAuth is judged; the notes say OAuth-only clients cannot log in.
+    const why =
+      "no OAuth discovery offered (no resource_metadata in the challenge, no well-known metadata): the endpoint uses its own credentials";
+    for (const id of OAUTH_RULES) record(ctx, id, "skip", why, id === "auth.prm" ? prmEvidence : []);
+    ctx.notes.push(
+      "auth: no OAuth discovery, so OAuth-only MCP clients cannot log in (MCP authorization is optional)",
+    );
   } else {
-    const tried: Exchange[] = [];
-    let as: Record<string, unknown> | undefined;
-    let asEx: Exchange | undefined;
-    for (const u of asMetadataUrls(issuer)) {
-      const r = await get(u);
-      tried.push(r.exchange);
-      const doc = json(r.answer);
-      if (doc) {
-        as = doc;
-        asEx = r.exchange;
-        break;
-      }
-    }
-    const issuerOk = as !== undefined && as.issuer === issuer;
     record(
       ctx,
-      "auth.as-metadata",
-      issuerOk ? "pass" : "fail",
-      !as
-        ? `no metadata for ${issuer} at ${asMetadataUrls(issuer).join(", ")}`
-        : issuerOk
-          ? `issuer ${issuer}`
-          : `issuer ${JSON.stringify(as.issuer)} differs from ${issuer}`,
-      tried,
+      "auth.challenge-metadata",
+      rmUrl ? "pass" : "fail",
+      rmUrl
+        ? `resource_metadata=${rmUrl}`
+        : "the 401 challenge has no resource_metadata (clients must fall back to the well-known URIs)",
+      [anon.exchange],
     );
-    if (!as) {
-      for (const id of ["auth.pkce-s256", "auth.registration", "auth.iss-response"])
-        record(ctx, id, "skip", "no authorization server metadata");
+    record(
+      ctx,
+      "auth.challenge-scope",
+      scope ? "pass" : "fail",
+      scope ? `scope="${scope}"` : "the 401 challenge names no scope",
+      [anon.exchange],
+    );
+    record(
+      ctx,
+      "auth.prm",
+      prm ? "pass" : "fail",
+      prm
+        ? `metadata names ${(prm.authorization_servers as unknown[]).length} authorization server(s)`
+        : "no protected resource metadata with resource and authorization_servers at the challenge URL or the well-known URIs",
+      prmEvidence,
+    );
+    record(
+      ctx,
+      "auth.prm-resource",
+      !prm ? "skip" : sameResource(prm.resource, ctx.url) ? "pass" : "fail",
+      !prm
+        ? "no metadata"
+        : sameResource(prm.resource, ctx.url)
+          ? `resource = ${ctx.url.href}`
+          : `resource ${JSON.stringify(prm.resource)} differs from ${ctx.url.href}`,
+      prmEx ? [prmEx] : [],
+    );
+
+    const pi = await get(wk.pathInserted);
+    const piDoc = json(pi.answer);
+    const piOk = piDoc !== undefined && sameResource(piDoc.resource, ctx.url);
+    let wkDetail = piOk
+      ? `served at ${wk.pathInserted}`
+      : `${wk.pathInserted} answered ${statusText(pi.answer)}${piDoc ? ` with resource ${JSON.stringify(piDoc.resource)}` : ""}`;
+    const wkEvidence = [pi.exchange];
+    if (wk.root !== wk.pathInserted) {
+      const root = await get(wk.root);
+      wkEvidence.push(root.exchange);
+      const rootDoc = json(root.answer);
+      if (rootDoc)
+        wkDetail += sameResource(rootDoc.resource, ctx.url)
+          ? "; also at the root URI"
+          : `; the root URI describes ${JSON.stringify(rootDoc.resource)}`;
+    }
+    record(ctx, "auth.prm-well-known", piOk ? "pass" : "fail", wkDetail, wkEvidence);
+
+    const offline: string[] = [];
+    if (scope?.split(/\s+/).includes("offline_access")) offline.push("the 401 challenge");
+    if (Array.isArray(prm?.scopes_supported) && prm.scopes_supported.includes("offline_access"))
+      offline.push("scopes_supported");
+    record(
+      ctx,
+      "auth.no-offline-access",
+      offline.length === 0 ? "pass" : "fail",
+      offline.length === 0
+        ? "offline_access is not demanded"
+        : `offline_access listed in ${offline.join(" and ")}`,
+      [anon.exchange, ...(prmEx ? [prmEx] : [])],
+    );
+
+    // Authorization server metadata (the first one listed).
+    const issuer = (prm?.authorization_servers as unknown[] | undefined)?.find(
+      (x): x is string => typeof x === "string" && URL.canParse(x),
+    );
+    if (!issuer) {
+      for (const id of ["auth.as-metadata", "auth.pkce-s256", "auth.registration", "auth.iss-response"])
+        record(ctx, id, "skip", "no authorization server named");
     } else {
-      const ev = asEx ? [asEx] : [];
-      const methods = as.code_challenge_methods_supported;
-      const s256 = Array.isArray(methods) && methods.includes("S256");
+      const tried: Exchange[] = [];
+      let as: Record<string, unknown> | undefined;
+      let asEx: Exchange | undefined;
+      for (const u of asMetadataUrls(issuer)) {
+        const r = await get(u);
+        tried.push(r.exchange);
+        const doc = json(r.answer);
+        if (doc) {
+          as = doc;
+          asEx = r.exchange;
+          break;
+        }
+      }
+      const issuerOk = as !== undefined && as.issuer === issuer;
       record(
         ctx,
-        "auth.pkce-s256",
-        s256 ? "pass" : "fail",
-        s256
-          ? "code_challenge_methods_supported includes S256"
-          : `code_challenge_methods_supported is ${JSON.stringify(methods)}`,
-        ev,
+        "auth.as-metadata",
+        issuerOk ? "pass" : "fail",
+        !as
+          ? `no metadata for ${issuer} at ${asMetadataUrls(issuer).join(", ")}`
+          : issuerOk
+            ? `issuer ${issuer}`
+            : `issuer ${JSON.stringify(as.issuer)} differs from ${issuer}`,
+        tried,
       );
-      const cimd = as.client_id_metadata_document_supported === true;
-      const dcr = typeof as.registration_endpoint === "string";
-      record(
-        ctx,
-        "auth.registration",
-        cimd || dcr ? "pass" : "fail",
-        cimd || dcr
-          ? [cimd ? "CIMD" : "", dcr ? "dynamic registration" : ""].filter(Boolean).join(" and ") + " offered"
-          : "neither client_id_metadata_document_supported nor registration_endpoint (clients need a pre-registered id)",
-        ev,
-      );
-      const iss = as.authorization_response_iss_parameter_supported === true;
-      record(
-        ctx,
-        "auth.iss-response",
-        iss ? "pass" : "fail",
-        iss
-          ? "authorization_response_iss_parameter_supported: true"
-          : "authorization_response_iss_parameter_supported is not true (RFC 9207 mix-up defence)",
-        ev,
-      );
-      if (typeof as.authorization_endpoint === "string") htmlCandidates.push(as.authorization_endpoint);
+      if (!as) {
+        for (const id of ["auth.pkce-s256", "auth.registration", "auth.iss-response"])
+          record(ctx, id, "skip", "no authorization server metadata");
+      } else {
+        const ev = asEx ? [asEx] : [];
+        const methods = as.code_challenge_methods_supported;
+        const s256 = Array.isArray(methods) && methods.includes("S256");
+        record(
+          ctx,
+          "auth.pkce-s256",
+          s256 ? "pass" : "fail",
+          s256
+            ? "code_challenge_methods_supported includes S256"
+            : `code_challenge_methods_supported is ${JSON.stringify(methods)}`,
+          ev,
+        );
+        const cimd = as.client_id_metadata_document_supported === true;
+        const dcr = typeof as.registration_endpoint === "string";
+        record(
+          ctx,
+          "auth.registration",
+          cimd || dcr ? "pass" : "fail",
+          cimd || dcr
+            ? [cimd ? "CIMD" : "", dcr ? "dynamic registration" : ""].filter(Boolean).join(" and ") +
+                " offered"
+            : "neither client_id_metadata_document_supported nor registration_endpoint (clients need a pre-registered id)",
+          ev,
+        );
+        const iss = as.authorization_response_iss_parameter_supported === true;
+        record(
+          ctx,
+          "auth.iss-response",
+          iss ? "pass" : "fail",
+          iss
+            ? "authorization_response_iss_parameter_supported: true"
+            : "authorization_response_iss_parameter_supported is not true (RFC 9207 mix-up defence)",
+          ev,
+        );
+        if (typeof as.authorization_endpoint === "string") htmlCandidates.push(as.authorization_endpoint);
+      }
     }
   }
 

@@ -7,8 +7,10 @@ import {
   modernRequest,
   post,
   record,
+  rpcId,
   statusText,
 } from "./context.ts";
+import { responseFor } from "./findings.ts";
 import type { DiscoveredFetcher } from "./discovered.ts";
 import type { Exchange, ProbeAnswer } from "./http.ts";
 import { endSession } from "./session.ts";
@@ -112,15 +114,7 @@ export async function probeHygiene(ctx: CheckContext, o: HygieneOptions): Promis
   } else if (o.blockedByAuth) {
     record(ctx, "hygiene.rate-limit", "skip", "the endpoint wants credentials: pass them with -H");
   } else {
-    let hit: { answer: ProbeAnswer; exchange: Exchange } | undefined;
-    let n = 0;
-    for (; n < RATE_PROBE_MAX; n++) {
-      const r = await cheap(ctx, modern, {});
-      if (r.answer.status === 429) {
-        hit = r;
-        break;
-      }
-    }
+    const { hit, n } = await burst(ctx, modern);
     if (!hit) record(ctx, "hygiene.rate-limit", "fail", `no 429 within ${RATE_PROBE_MAX} requests`);
     else {
       const ra = hit.answer.headers["retry-after"];
@@ -158,7 +152,9 @@ export async function probeHygiene(ctx: CheckContext, o: HygieneOptions): Promis
   const pages: { answer: ProbeAnswer; exchange: Exchange }[] = [];
   for (const u of [`${ctx.url.origin}/`, ...o.htmlCandidates]) {
     const r = await o.fetcher.get(u, "text/html");
-    if ((r.answer.headers["content-type"] ?? "").includes("text/html")) pages.push(r);
+    // Only pages a person is meant to see (2xx): an error page has nothing to click on.
+    const ok = r.answer.status >= 200 && r.answer.status < 300;
+    if (ok && (r.answer.headers["content-type"] ?? "").includes("text/html")) pages.push(r);
   }
   if (pages.length === 0) {
     record(ctx, "hygiene.html-headers", "skip", "no HTML page found (origin root, authorization endpoint)");
@@ -243,5 +239,45 @@ async function probeTls(ctx: CheckContext): Promise<void> {
       days > 14 ? "pass" : "fail",
       `expires ${new Date(notAfter).toISOString()} (${days} days)`,
     );
+  }
+}
+
+/**
+ * The gentle rate-limit probe: sequential requests (never parallel), at most RATE_PROBE_MAX, stopping
+ * at the first 429. The session era uses one session and pings, so the burst opens no sessions.
+ */
+async function burst(
+  ctx: CheckContext,
+  modern: boolean,
+): Promise<{ hit?: { answer: ProbeAnswer; exchange: Exchange }; n: number }> {
+  let send: () => Promise<{ answer: ProbeAnswer; exchange: Exchange }>;
+  let sid: string | undefined;
+  let version = "2025-11-25";
+  if (modern) {
+    send = () => {
+      const r = modernRequest("server/discover");
+      return post(ctx, r.body, r.headers, { enoughId: r.id });
+    };
+  } else {
+    const init = initializeRequest();
+    const first = await post(ctx, init.body, {}, { enoughId: init.id });
+    if (first.answer.status === 429) return { hit: first, n: 0 };
+    sid = first.answer.headers["mcp-session-id"];
+    version = (responseFor(first.answer, init.id)?.result?.protocolVersion as string | undefined) ?? version;
+    const base: Record<string, string> = { "mcp-protocol-version": version };
+    if (sid) base["mcp-session-id"] = sid;
+    send = () => {
+      const id = rpcId();
+      return post(ctx, { jsonrpc: "2.0", id, method: "ping" }, base, { enoughId: id });
+    };
+  }
+  try {
+    for (let n = 0; n < RATE_PROBE_MAX; n++) {
+      const r = await send();
+      if (r.answer.status === 429) return { hit: r, n };
+    }
+    return { n: RATE_PROBE_MAX };
+  } finally {
+    await endSession(ctx, sid, version);
   }
 }

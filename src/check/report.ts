@@ -30,14 +30,27 @@ export function renderTable(report: CheckReport, verbose = false): string {
     `eras: ${report.eras.join(", ") || "none judged"} · ${report.requests} requests in ${report.durationMs} ms`,
   );
   lines.push("");
-  const rows = report.findings.map((f) => [level(f), f.id, f.severity, f.detail]);
-  const w0 = Math.max(...rows.map((r) => (r[0] ?? "").length), 4);
+  const judged = report.findings.filter((f) => f.status !== "skip");
+  const rows = judged.map((f) => [level(f), f.id, f.severity, f.detail]);
+  const w0 = 4;
   const w1 = Math.max(...rows.map((r) => (r[1] ?? "").length), 4);
   const w2 = "recommended".length;
   for (const r of rows)
     lines.push(
       `${(r[0] ?? "").padEnd(w0)}  ${(r[1] ?? "").padEnd(w1)}  ${(r[2] ?? "").padEnd(w2)}  ${r[3] ?? ""}`,
     );
+  // Skipped rules, one line per reason: what was not judged, and why.
+  const skipped = new Map<string, string[]>();
+  for (const f of report.findings.filter((x) => x.status === "skip")) {
+    const ids = skipped.get(f.detail) ?? [];
+    ids.push(f.id);
+    skipped.set(f.detail, ids);
+  }
+  if (skipped.size > 0) {
+    lines.push("");
+    lines.push("Not judged:");
+    for (const [why, ids] of skipped) lines.push(`  ${ids.join(", ")}: ${why}`);
+  }
   const failed = report.findings.filter((f) => f.status === "fail");
   if (failed.length > 0) {
     lines.push("");
