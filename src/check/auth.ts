@@ -236,20 +236,23 @@ export async function probeAuth(
       "auth: no OAuth discovery, so OAuth-only MCP clients cannot log in (MCP authorization is optional)",
     );
   } else {
+    const noBearer = "no Bearer challenge to read (auth.challenge)";
     record(
       ctx,
       "auth.challenge-metadata",
-      rmUrl ? "pass" : "fail",
-      rmUrl
-        ? `resource_metadata=${rmUrl}`
-        : "the 401 challenge has no resource_metadata (clients must fall back to the well-known URIs)",
+      !bearer ? "skip" : rmUrl ? "pass" : "fail",
+      !bearer
+        ? noBearer
+        : rmUrl
+          ? `resource_metadata=${rmUrl}`
+          : "the 401 challenge has no resource_metadata (clients must fall back to the well-known URIs)",
       [anon.exchange],
     );
     record(
       ctx,
       "auth.challenge-scope",
-      scope ? "pass" : "fail",
-      scope ? `scope="${scope}"` : "the 401 challenge names no scope",
+      !bearer ? "skip" : scope ? "pass" : "fail",
+      !bearer ? noBearer : scope ? `scope="${scope}"` : "the 401 challenge names no scope",
       [anon.exchange],
     );
     record(
@@ -273,9 +276,10 @@ export async function probeAuth(
       prmEx ? [prmEx] : [],
     );
 
+    // Presence only: whether the document's resource matches is auth.prm-resource.
     const pi = await get(wk.pathInserted);
     const piDoc = json(pi.answer);
-    const piOk = piDoc !== undefined && sameResource(piDoc.resource, ctx.url);
+    const piOk = piDoc !== undefined && typeof piDoc.resource === "string";
     let wkDetail = piOk
       ? `served at ${wk.pathInserted}`
       : `${wk.pathInserted} answered ${statusText(pi.answer)}${piDoc ? ` with resource ${JSON.stringify(piDoc.resource)}` : ""}`;
@@ -289,7 +293,8 @@ export async function probeAuth(
           ? "; also at the root URI"
           : `; the root URI describes ${JSON.stringify(rootDoc.resource)}`;
     }
-    record(ctx, "auth.prm-well-known", piOk ? "pass" : "fail", wkDetail, wkEvidence);
+    if (!prm) record(ctx, "auth.prm-well-known", "skip", "no metadata anywhere (auth.prm)", wkEvidence);
+    else record(ctx, "auth.prm-well-known", piOk ? "pass" : "fail", wkDetail, wkEvidence);
 
     const offline: string[] = [];
     if (scope?.split(/\s+/).includes("offline_access")) offline.push("the 401 challenge");

@@ -9,6 +9,7 @@ import type { Exchange, ProbeAnswer } from "./http.ts";
  */
 
 export interface Discovered {
+  id: number;
   answer: ProbeAnswer;
   exchange: Exchange;
   versions: string[];
@@ -21,7 +22,7 @@ export async function discover(ctx: CheckContext): Promise<Discovered> {
   const v = rpc?.result?.supportedVersions;
   const versions =
     answer.status === 200 && Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : [];
-  return { answer, exchange, versions };
+  return { id: r.id, answer, exchange, versions };
 }
 
 const NO_SUCH_TOOL = "mcp-edge-check-no-such-tool";
@@ -38,7 +39,12 @@ function judge400(answer: ProbeAnswer, code: number): { ok: boolean; why: string
   };
 }
 
-export async function probeModern(ctx: CheckContext, d: Discovered, sessionEraToo: boolean): Promise<void> {
+/** `sessionEra`: whether the endpoint also speaks the session era ("unknown" when --era skipped it). */
+export async function probeModern(
+  ctx: CheckContext,
+  d: Discovered,
+  sessionEra: "yes" | "no" | "unknown",
+): Promise<void> {
   const ok = d.versions.includes(MODERN_VERSION);
   record(
     ctx,
@@ -127,22 +133,23 @@ export async function probeModern(ctx: CheckContext, d: Discovered, sessionEraTo
     sessionIds,
   );
 
-  if (sessionEraToo) {
-    record(ctx, "modern.get-405", "skip", "the server also speaks the session era, where GET opens a stream");
-  } else {
-    const g = await ctx.prober.send({
-      method: "GET",
-      url: ctx.url.href,
-      headers: { ...ctx.headers, accept: "text/event-stream", "mcp-protocol-version": MODERN_VERSION },
-      streamWaitMs: 300,
-    });
-    const ok405 = g.answer.status === 405;
-    record(
-      ctx,
-      "modern.get-405",
-      ok405 ? "pass" : "fail",
-      ok405 ? "GET answered 405" : `GET answered ${statusText(g.answer)}`,
-      [g.exchange],
-    );
-  }
+  // A GET carries no session in this era: a 2026-only server answers 405; a dual-era one refuses
+  // the session-less GET of its session era (400). Neither may open a stream.
+  const g = await ctx.prober.send({
+    method: "GET",
+    url: ctx.url.href,
+    headers: { ...ctx.headers, accept: "text/event-stream", "mcp-protocol-version": MODERN_VERSION },
+    streamWaitMs: 300,
+  });
+  const st = g.answer.status;
+  const noStream = sessionEra === "no" ? st === 405 : st === 405 || (st >= 400 && st < 500);
+  record(
+    ctx,
+    "modern.get-405",
+    noStream ? "pass" : "fail",
+    noStream
+      ? `GET answered ${st}`
+      : `GET answered ${statusText(g.answer)}${sessionEra === "no" ? " (a 2026-only server should answer 405)" : ""}`,
+    [g.exchange],
+  );
 }

@@ -177,7 +177,8 @@ export async function runCheck(opts: CheckOptions): Promise<CheckReport> {
     const firstAnswers: string[] = [];
     const d = opts.era === "2025" ? undefined : await discover(ctx);
     if (d) {
-      modernOk = d.versions.includes(MODERN_VERSION);
+      // A JSON-RPC result to server/discover makes it a 2026 server; modern.discover judges the result.
+      modernOk = d.answer.status === 200 && responseFor(d.answer, d.id)?.result !== undefined;
       if (d.answer.status === 401) authWall = true;
       if (d.answer.status === 0) throw new CheckCannotRun(`${url.href}: ${d.answer.error ?? "no answer"}`);
       firstAnswers.push(`server/discover: ${statusText(d.answer)}`);
@@ -200,7 +201,7 @@ export async function runCheck(opts: CheckOptions): Promise<CheckReport> {
       if (init?.sessionId) await endSession(ctx, init.sessionId, init.version);
       throw new CheckCannotRun(`${url.href} does not answer as an MCP endpoint (${firstAnswers.join("; ")})`);
     }
-    if (modernOk) eras.push(MODERN_VERSION);
+    if (modernOk) eras.push(d?.versions.find((v) => v === MODERN_VERSION) ?? MODERN_VERSION);
     if (sessionOk && init) eras.push(init.version);
     if (legacy) {
       eras.push("2024-11-05");
@@ -219,7 +220,8 @@ export async function runCheck(opts: CheckOptions): Promise<CheckReport> {
     const auth = await probeAuth(ctx, fetcher, modernOk || (!sessionOk && opts.era === "2026"));
     if (sessionOk && init) await probeSession(ctx, init);
     else if (init?.sessionId) await endSession(ctx, init.sessionId, init.version);
-    if (modernOk && d) await probeModern(ctx, d, sessionOk);
+    if (modernOk && d)
+      await probeModern(ctx, d, opts.era === "auto" ? (sessionOk ? "yes" : "no") : "unknown");
     await probeHygiene(ctx, {
       modern: modernOk,
       blockedByAuth: authWall && !modernOk && !sessionOk,
