@@ -1,4 +1,5 @@
-import { Agent, request } from "undici";
+import { isIP } from "node:net";
+import { Agent, buildConnector, request } from "undici";
 
 /**
  * The outbound side of `mcp-edge check`: one bounded request at a time to the endpoint the operator
@@ -49,6 +50,8 @@ export interface ProberOptions {
   secretValues: string[];
   /** Accept a certificate that does not verify (reported, never silently). Default false. */
   insecureTls?: boolean;
+  /** The host the probes go to: TLS verifies the certificate against it, whatever Host is sent. */
+  host: string;
 }
 
 const MAX_BODY = 256 * 1024;
@@ -69,8 +72,13 @@ export class Prober {
 
   constructor(opts: ProberOptions) {
     this.#opts = opts;
+    // undici would take the TLS server name from a forged Host header; the certificate must be
+    // checked against the host the operator named (RFC 6066 §3: SNI carries a DNS name, never an IP).
+    const base = buildConnector({ timeout: opts.timeoutMs, rejectUnauthorized: !opts.insecureTls });
+    const host = opts.host.replace(/^\[|\]$/g, "");
+    const servername = isIP(host) ? undefined : host;
     this.#agent = new Agent({
-      connect: { timeout: opts.timeoutMs, rejectUnauthorized: !opts.insecureTls },
+      connect: (o, cb) => base({ ...o, servername: servername ?? null } as Parameters<typeof base>[0], cb),
       headersTimeout: opts.timeoutMs,
       bodyTimeout: opts.timeoutMs,
       // One connection per request: a probe that leaves a connection in a strange state (a refused

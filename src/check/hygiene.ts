@@ -77,10 +77,8 @@ export async function probeHygiene(ctx: CheckContext, o: HygieneOptions): Promis
     );
 
     const hostPort = `${FOREIGN_HOST}${ctx.url.port ? `:${ctx.url.port}` : ""}`;
-    const rebinding = await cheap(ctx, modern, {
-      host: hostPort,
-      origin: `${ctx.url.protocol}//${hostPort}`,
-    });
+    // Host alone: the Origin check is judged above; this judges the Host allow-list by itself.
+    const rebinding = await cheap(ctx, modern, { host: hostPort });
     const refused = rebinding.answer.status >= 400 && rebinding.answer.status < 500;
     record(
       ctx,

@@ -156,6 +156,7 @@ export async function runCheck(opts: CheckOptions): Promise<CheckReport> {
     maxRequests: opts.maxRequests,
     secretHeaders: new Set(Object.keys(opts.headers)),
     secretValues,
+    host: url.hostname,
     ...(opts.insecureTls ? { insecureTls: true } : {}),
   });
   const bearer = /^Bearer\s+(\S+)$/i.exec(opts.headers.authorization ?? "")?.[1];
