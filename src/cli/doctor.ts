@@ -71,10 +71,12 @@ export async function runDoctor(argv: string[], io: CommandIo = processIo): Prom
   const file = v.config ?? (existsSync("mcp-edge.yaml") ? "mcp-edge.yaml" : undefined);
   let config: Config;
   let label: string;
+  let raw: unknown;
   if (file) {
     label = resolve(file);
     try {
       config = loadConfigFile(label, io.env);
+      raw = parseYaml(readFileSync(label, "utf8"));
     } catch (err) {
       const code = isGatewayError(err) ? err.code : undefined;
       if (code === "EDGE_CONFIG_SECRET_INLINE") {
@@ -116,12 +118,17 @@ export async function runDoctor(argv: string[], io: CommandIo = processIo): Prom
       env.MCP_EDGE_ADMIN_TOKEN = "not-yet-generated-at-first-start-0000000000";
     config = quickstartConfig(env);
   }
-  const report = await runDoctorChecks(label, config, {
-    ...(v.url ? { url: v.url } : {}),
-    headers,
-    timeoutMs,
-    cwd: process.cwd(),
-  });
+  const report = await runDoctorChecks(
+    label,
+    config,
+    {
+      ...(v.url ? { url: v.url } : {}),
+      headers,
+      timeoutMs,
+      cwd: process.cwd(),
+    },
+    raw,
+  );
   return print(report.file, report.items, report.ok);
 }
 

@@ -81,7 +81,20 @@ async function redisItem(config: Config, timeoutMs: number): Promise<DoctorItem>
   const r = config.store.redis!;
   const client = createRedisClient({ url: r.url, commandTimeoutMs: timeoutMs });
   client.options.retryStrategy = () => null; // one attempt: doctor reports, it does not wait
-  const res = await timed(() => withDeadline(client.ping(), timeoutMs, "PING"));
+  // Connect first, then time one PING: the latency a session request pays, not the handshake.
+  const connected = await timed(() =>
+    withDeadline(
+      new Promise<void>((resolve, reject) => {
+        if (client.status === "ready") return resolve();
+        client.once("ready", () => resolve());
+        client.once("end", () => reject(new Error("connection refused or closed")));
+        client.once("error", (err: Error) => reject(err));
+      }),
+      timeoutMs,
+      "connect",
+    ),
+  );
+  const res = connected.error ? connected : await timed(() => withDeadline(client.ping(), timeoutMs, "PING"));
   client.disconnect();
   const where = redactUrl(r.url);
   if (res.error)
@@ -113,7 +126,9 @@ async function postgresItems(config: Config, timeoutMs: number): Promise<DoctorI
   });
   pool.on("error", () => undefined);
   try {
-    const ping = await timed(() => pool.query("SELECT 1"));
+    // The first query opens the connection; the second is the latency a request pays.
+    const opened = await timed(() => pool.query("SELECT 1"));
+    const ping = opened.error ? opened : await timed(() => pool.query("SELECT 1"));
     if (ping.error)
       return [
         item(
@@ -558,20 +573,68 @@ async function liveItems(config: Config, opts: DoctorOptions): Promise<DoctorIte
   return out;
 }
 
+const ENV_REF = /^\$\{[A-Za-z_][A-Za-z0-9_]*\}$/;
+const SCHEME_ENV_REF = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \$\{[A-Za-z_][A-Za-z0-9_]*\}$/;
+
+/**
+ * Secrets written as values in the raw document (before `${ENV}` interpolation), beyond the upstream
+ * credentials the loader already refuses: the admin token, the vault key, OAuth client secrets,
+ * and passwords inside store URLs. Returns the dotted paths; never the values.
+ */
+export function inlineSecrets(raw: unknown): string[] {
+  const out: string[] = [];
+  const obj = (v: unknown): v is Record<string, unknown> =>
+    v !== null && typeof v === "object" && !Array.isArray(v);
+  const literal = (v: unknown) => typeof v === "string" && !ENV_REF.test(v) && !SCHEME_ENV_REF.test(v);
+  if (!obj(raw)) return out;
+  const at = (o: unknown, ...keys: string[]): unknown =>
+    keys.reduce<unknown>((v, k) => (obj(v) ? v[k] : undefined), o);
+  if (literal(at(raw, "admin", "token"))) out.push("admin.token");
+  if (literal(at(raw, "vault", "key"))) out.push("vault.key");
+  const issuers = at(raw, "auth", "oauth");
+  if (Array.isArray(issuers))
+    issuers.forEach((iss, i) => {
+      if (literal(at(iss, "introspection", "clientSecret")))
+        out.push(`auth.oauth[${i}].introspection.clientSecret`);
+    });
+  if (literal(at(raw, "auth", "authorizationServer", "login", "idp", "clientSecret")))
+    out.push("auth.authorizationServer.login.idp.clientSecret");
+  const connections = at(raw, "connections");
+  if (obj(connections))
+    for (const [n, c] of Object.entries(connections))
+      if (literal(at(c, "clientSecret"))) out.push(`connections.${n}.clientSecret`);
+  for (const store of ["redis", "postgres"]) {
+    const u = at(raw, "store", store, "url");
+    if (typeof u === "string" && !u.includes("${") && URL.canParse(u) && new URL(u).password)
+      out.push(`store.${store}.url (password)`);
+  }
+  return out;
+}
+
 /** Evaluates a loaded config. (Loading errors — invalid config, inline secrets — are the caller's.) */
 export async function runDoctorChecks(
   file: string,
   config: Config,
   opts: DoctorOptions,
+  raw?: unknown,
 ): Promise<DoctorReport> {
+  const inline = raw === undefined ? [] : inlineSecrets(raw);
   const items: DoctorItem[] = [
     item("config", "Configuration valid", "pass", file),
-    item(
-      "secrets",
-      "Secrets from the environment",
-      "pass",
-      "no secret is written inline (every one is a ${ENV} reference)",
-    ),
+    inline.length === 0
+      ? item(
+          "secrets",
+          "Secrets from the environment",
+          "pass",
+          "no secret is written inline (each is a ${ENV} reference)",
+        )
+      : item(
+          "secrets",
+          "Secrets from the environment",
+          "fail",
+          `written in the file: ${inline.join(", ")}`,
+          "move each value into an environment variable and write ${NAME} in its place (the file ends up in backups, diffs and images)",
+        ),
     ...configItems(config),
   ];
   if (config.store.redis) {
