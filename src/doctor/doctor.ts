@@ -386,7 +386,13 @@ async function clockItems(config: Config, timeoutMs: number): Promise<DoctorItem
   return out;
 }
 
-function configItems(config: Config): DoctorItem[] {
+/** What the store probes found, for the checklist items that depend on a store. */
+interface StoreState {
+  redisUp: boolean;
+  postgresUp: boolean;
+}
+
+function configItems(config: Config, stores: StoreState): DoctorItem[] {
   const out: DoctorItem[] = [];
   const { warnings, errors } = assessConfig(config);
   for (const e of errors)
@@ -440,10 +446,13 @@ function configItems(config: Config): DoctorItem[] {
     item(
       "checklist.session-persistence",
       "2. Session persistence",
-      "pass",
-      distributed
-        ? "session records in Redis: any instance resumes a session (store.redis below)"
-        : "embedded: session records in SQLite survive a restart of this one instance",
+      distributed && !stores.redisUp ? "fail" : "pass",
+      !distributed
+        ? "embedded: session records in SQLite survive a restart of this one instance"
+        : stores.redisUp
+          ? "session records in Redis: any instance resumes a session"
+          : "Redis is unreachable: session requests answer 503 until it is back (the records are in Redis)",
+      "bring Redis back (see Redis reachable)",
     ),
   );
   const tenancyRequired = config.tenancy.required;
@@ -465,13 +474,21 @@ function configItems(config: Config): DoctorItem[] {
     item(
       "checklist.key-rotation",
       "4. Key rotation",
-      keyRoutes.length > 0 && !config.admin.token ? "fail" : "pass",
+      keyRoutes.length > 0 && !config.admin.token
+        ? "fail"
+        : keyRoutes.length > 0 && distributed && !(stores.redisUp && stores.postgresUp)
+          ? "warn"
+          : "pass",
       keyRoutes.length === 0
         ? "no API-key routes"
         : config.admin.token
-          ? `keys for ${keyRoutes.join(", ")} are rotated through the admin API${distributed ? "; revocation reaches every instance over Redis" : ""}`
+          ? distributed && !(stores.redisUp && stores.postgresUp)
+            ? `keys live in PostgreSQL and revocations travel over Redis: with ${stores.postgresUp ? "Redis" : "PostgreSQL"} down, ${stores.postgresUp ? "a revocation reaches other instances only when it is back" : "keys cannot be checked, created or revoked"}`
+            : `keys for ${keyRoutes.join(", ")} are rotated through the admin API${distributed ? "; revocation reaches every instance over Redis" : ""}`
           : `routes ${keyRoutes.join(", ")} take API keys but admin.token is unset: no key can be created, rotated or revoked`,
-      "set admin.token: ${MCP_EDGE_ADMIN_TOKEN} (32+ characters)",
+      config.admin.token
+        ? "bring the stores back (see below)"
+        : "set admin.token: ${MCP_EDGE_ADMIN_TOKEN} (32+ characters)",
     ),
   );
   const unlimited = servers.filter(([, s]) => s.limits === undefined).map(([n]) => n);
@@ -479,19 +496,26 @@ function configItems(config: Config): DoctorItem[] {
     item(
       "checklist.rate-limiting",
       "5. Rate limiting",
-      unlimited.length > 0 ? "warn" : "pass",
+      unlimited.length > 0 || (distributed && !stores.redisUp) ? "warn" : "pass",
       unlimited.length > 0
         ? `no limits on ${unlimited.join(", ")}`
-        : `every server has limits${distributed ? " (atomic in Redis, local fallback when it is down)" : ""}`,
-      `add limits to each server, e.g. servers.${unlimited[0] ?? "NAME"}.limits: { key: 600/min, session: 120/min, concurrency: { session: 8 } }`,
+        : distributed && !stores.redisUp
+          ? "Redis is unreachable: each instance enforces quota / store.redis.instances locally until it is back"
+          : `every server has limits${distributed ? " (atomic across instances in Redis)" : ""}`,
+      unlimited.length === 0
+        ? "bring Redis back (see Redis reachable)"
+        : `add limits to each server, e.g. servers.${unlimited[0] ?? "NAME"}.limits: { key: 600/min, session: 120/min, concurrency: { session: 8 } }`,
     ),
   );
   out.push(
     item(
       "checklist.audit",
       "6. Audit",
-      "pass",
-      `every tool call is recorded in ${distributed ? "PostgreSQL" : "SQLite"}, hash-chained, with a spool while the store is down`,
+      distributed && !stores.postgresUp ? "warn" : "pass",
+      distributed && !stores.postgresUp
+        ? "PostgreSQL is unreachable: records wait in the local spool (and tools/call is refused once it is full)"
+        : `every tool call is recorded in ${distributed ? "PostgreSQL" : "SQLite"}, hash-chained, with a spool while the store is down`,
+      "bring PostgreSQL back (see PostgreSQL reachable)",
     ),
   );
   const privateEgress = config.egress.allowPrivateNetworks || servers.some(([, s]) => s.egress.allowPrivate);
@@ -635,15 +659,15 @@ export async function runDoctorChecks(
           `written in the file: ${inline.join(", ")}`,
           "move each value into an environment variable and write ${NAME} in its place (the file ends up in backups, diffs and images)",
         ),
-    ...configItems(config),
   ];
-  if (config.store.redis) {
-    const [r, p] = await Promise.all([
-      redisItem(config, opts.timeoutMs),
-      postgresItems(config, opts.timeoutMs),
-    ]);
-    items.push(r, ...p);
-  } else items.push(sqliteItem(config, opts.cwd));
+  const storeItems = config.store.redis
+    ? (await Promise.all([redisItem(config, opts.timeoutMs), postgresItems(config, opts.timeoutMs)])).flat()
+    : [sqliteItem(config, opts.cwd)];
+  const up = (id: string) => storeItems.some((i) => i.id === id && i.status !== "fail");
+  items.push(
+    ...configItems(config, { redisUp: up("store.redis"), postgresUp: up("store.postgres") }),
+    ...storeItems,
+  );
   items.push(...(await clockItems(config, opts.timeoutMs)));
   items.push(...(await upstreamItems(config, opts.timeoutMs)));
   if (opts.url) items.push(...(await liveItems(config, opts)));
