@@ -116,8 +116,10 @@ export const RULES: readonly Rule[] = [
   rule(
     "session.delete",
     "transport",
-    "required",
-    "DELETE ends the session (then 404) or is answered 405",
+    // Clients SHOULD send DELETE and servers MAY refuse it with 405: a SHOULD-level rule. What a
+    // server MUST do once a session has ended (404) is session.unknown-404.
+    "recommended",
+    "DELETE ends the session (then it is refused) or is answered 405",
     "MCP 2025-11-25 Transports §Session Management",
     T25,
   ),

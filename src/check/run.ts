@@ -198,6 +198,19 @@ export async function runCheck(opts: CheckOptions): Promise<CheckReport> {
       legacy = l.ok;
       firstAnswers.push(l.detail);
     }
+    if (opts.era === "2026" && d && !modernOk && !authWall && d.answer.status !== 0) {
+      // Asked to judge the 2026 era: a server that does not answer server/discover fails it
+      // (servers MUST implement it), rather than "not an MCP endpoint".
+      record(
+        ctx,
+        "modern.discover",
+        "fail",
+        `server/discover answered ${statusText(d.answer)} without a result`,
+        [d.exchange],
+      );
+      ctx.notes.push("the endpoint does not speak 2026-07-28: other 2026 rules not judged");
+      return finish(ctx, prober, fetcher, url, started, eras);
+    }
     if (!modernOk && !sessionOk && !authWall && !legacy) {
       if (init?.sessionId) await endSession(ctx, init.sessionId, init.version);
       throw new CheckCannotRun(`${url.href} does not answer as an MCP endpoint (${firstAnswers.join("; ")})`);
@@ -236,11 +249,25 @@ export async function runCheck(opts: CheckOptions): Promise<CheckReport> {
     }
   } catch (err) {
     if (err instanceof BudgetExceeded) ctx.notes.push(`${err.message}: later probes not sent`);
-    else throw err;
-  } finally {
-    await fetcher.close();
-    await prober.close();
+    else {
+      await fetcher.close();
+      await prober.close();
+      throw err;
+    }
   }
+  return finish(ctx, prober, fetcher, url, started, eras);
+}
+
+async function finish(
+  ctx: CheckContext,
+  prober: Prober,
+  fetcher: DiscoveredFetcher,
+  url: URL,
+  started: number,
+  eras: string[],
+): Promise<CheckReport> {
+  await fetcher.close();
+  await prober.close();
   const f = ctx.findings;
   const failRequired = f.filter((x) => x.status === "fail" && x.severity === "required").length;
   const failRecommended = f.filter((x) => x.status === "fail" && x.severity === "recommended").length;
