@@ -12,6 +12,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { freePort, spawnEdge, tempDir, type SpawnedEdge } from "../helpers/edge.ts";
@@ -126,6 +128,68 @@ describe("doctor: the quickstart", { timeout: 120_000 }, () => {
     assert.equal(check.status, "pass", check.reason);
     assert.match(check.reason, /eras 2025-11-25/);
     assert.ok(!up.stdout.includes(key), "the key is never printed");
+  });
+});
+
+describe("doctor: clock skew against the OAuth issuers", { timeout: 60_000 }, () => {
+  const dir = tempDir("mcp-edge-doctor-clock-");
+  const servers: Server[] = [];
+  after(async () => {
+    for (const s of servers) await new Promise<void>((r) => s.close(() => r()));
+  });
+
+  /** An issuer whose HTTP Date header runs `skewMs` off this machine's clock (its own clock). */
+  async function issuer(skewMs: number): Promise<string> {
+    const srv = createServer((_req, res) => {
+      res.sendDate = false;
+      res.writeHead(200, {
+        "content-type": "application/json",
+        date: new Date(Date.now() + skewMs).toUTCString(),
+      });
+      res.end(JSON.stringify({ keys: [] }));
+    });
+    servers.push(srv);
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+    return `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  }
+
+  async function run(skewMs: number): Promise<DoctorRun> {
+    const iss = await issuer(skewMs);
+    const file = path.join(dir, `clock-${skewMs}.yaml`);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        listen: { host: "127.0.0.1", port: 0 },
+        admin: { listen: { host: "127.0.0.1", port: 0 }, token: "${MCP_EDGE_ADMIN_TOKEN}" },
+        publicUrl: "http://127.0.0.1:8787",
+        store: { sqlite: path.join(dir, "edge.db") },
+        auth: { oauth: [{ issuer: iss, jwksUri: `${iss}/jwks` }], leeway: "30s" },
+        tenancy: { required: true },
+        servers: {
+          demo: {
+            route: "/mcp",
+            upstream: { stdio: { command: NODE_BIN, args: [path.join(REPO_ROOT, "src/demo/server.ts")] } },
+            auth: ["oauth"],
+            limits: { session: "120/min" },
+          },
+        },
+      }),
+    );
+    return doctor(["-c", file], dir);
+  }
+
+  test("an issuer on time passes; 2 minutes off fails with the NTP fix; 10 s off warns", async () => {
+    const ok = await run(0);
+    assert.equal(status(ok, "clock"), "pass", ok.stdout);
+    assert.equal(ok.code, 0, ok.stdout);
+    const off = await run(-120_000);
+    assert.equal(off.code, 1);
+    assert.deepEqual(failing(off), ["clock"]);
+    const item = off.report.items.find((i) => i.id === "clock")!;
+    assert.match(item.reason, /12\d s ahead of the issuer/);
+    assert.match(item.fix!, /NTP/);
+    const warn = await run(10_000);
+    assert.equal(status(warn, "clock"), "warn", warn.stdout);
   });
 });
 
