@@ -147,6 +147,30 @@ describe("check: no false alarms on conformant peers", { timeout: 300_000 }, () 
     assert.equal(anon.findings.find((f) => f.id === "auth.invalid-token-401")!.status, "pass");
   });
 
+  test("mcp-edge with a session limit: --probe-limits finds its 429 with Retry-After", async () => {
+    const fx = await spawnFixture("test/fixtures/v2-server.ts");
+    cleanups.push(() => fx.stop());
+    const edge = await startEdge({
+      servers: {
+        up: { route: "/mcp", upstream: { urls: [fx.url] }, auth: ["none"], limits: { session: "10/min" } },
+      },
+    });
+    cleanups.push(() => edge.stop());
+    const r = await runCheck({
+      url: edge.url(),
+      headers: {},
+      era: "2025",
+      callTools: [],
+      probeLimits: true,
+      timeoutMs: 5000,
+      maxRequests: 150,
+    });
+    const rl = r.findings.find((f) => f.id === "hygiene.rate-limit")!;
+    assert.equal(rl.status, "pass", rl.detail);
+    assert.match(rl.detail, /429 after \d+ requests, Retry-After: \d+/);
+    assert.deepEqual(failed(r), [], explain(r));
+  });
+
   test("mcp-edge with OAuth (a real issuer): the edge's own auth rules pass; the issuer's metadata is judged as it is", async () => {
     const idp = await TestIdp.start();
     cleanups.push(() => idp.stop());
