@@ -301,6 +301,14 @@ export const RULES: readonly Rule[] = [
     "MCP 2025-11-25 Authorization §Token Requirements; RFC 6750 §2.3",
     A25,
   ),
+  rule(
+    "auth.scope-challenge",
+    "auth",
+    "required",
+    "a call refused for scope gets 403 with a Bearer insufficient_scope challenge naming the scope",
+    "RFC 6750 §3.1; MCP 2025-11-25 Authorization §Scope Challenge Handling",
+    A25,
+  ),
   // Hygiene
   rule(
     "hygiene.origin",

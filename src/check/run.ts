@@ -1,7 +1,7 @@
 import { probeAuth } from "./auth.ts";
 import { type CheckContext, MODERN_VERSION, modernRequest, post, record, statusText } from "./context.ts";
 import { DiscoveredFetcher } from "./discovered.ts";
-import { type Finding, responseFor } from "./findings.ts";
+import { type Finding, parseChallenges, responseFor } from "./findings.ts";
 import { BudgetExceeded, Prober } from "./http.ts";
 import { probeHygiene } from "./hygiene.ts";
 import { discover, probeModern } from "./modern.ts";
@@ -122,10 +122,37 @@ async function callTools(ctx: CheckContext, names: string[], modern: boolean): P
 function judgeToolCall(
   ctx: CheckContext,
   name: string,
-  answer: { status: number },
+  answer: { status: number; headers: Record<string, string> },
   rpc: ReturnType<typeof responseFor>,
   exchange: Finding["evidence"][number],
 ): void {
+  if (answer.status === 403) {
+    // A scope challenge (step-up): judged as such, not as a broken tool.
+    const value = answer.headers["www-authenticate"];
+    const parsed = value === undefined ? undefined : parseChallenges(value);
+    const bearer = Array.isArray(parsed)
+      ? parsed.find((c) => c.scheme.toLowerCase() === "bearer")
+      : undefined;
+    const problems: string[] = [];
+    if (!bearer)
+      problems.push(value ? `no Bearer challenge in ${JSON.stringify(value)}` : "no WWW-Authenticate");
+    else {
+      if (bearer.params.error !== "insufficient_scope")
+        problems.push(`error=${JSON.stringify(bearer.params.error ?? "")}`);
+      if (!bearer.params.scope) problems.push("no scope named");
+    }
+    record(
+      ctx,
+      "auth.scope-challenge",
+      problems.length === 0 ? "pass" : "fail",
+      problems.length === 0
+        ? `${name}: 403 insufficient_scope, scope="${bearer?.params.scope}"`
+        : `${name}: 403 with ${problems.join(", ")}`,
+      [exchange],
+    );
+    record(ctx, "tools.call", "skip", `${name}: refused for scope (403)`);
+    return;
+  }
   const content = rpc?.result?.content;
   const ok =
     answer.status === 200 && rpc !== undefined && (Array.isArray(content) || rpc.error !== undefined);
@@ -247,6 +274,13 @@ export async function runCheck(opts: CheckOptions): Promise<CheckReport> {
       if (modernOk || sessionOk) await callTools(ctx, opts.callTools, modernOk && !sessionOk);
       else for (const n of opts.callTools) record(ctx, "tools.call", "skip", `${n}: no era to call it in`);
     }
+    if (!ctx.findings.some((f) => f.id === "auth.scope-challenge"))
+      record(
+        ctx,
+        "auth.scope-challenge",
+        "skip",
+        "no 403 seen: name a tool the credentials lack the scope for in --call-tools to judge the step-up challenge",
+      );
   } catch (err) {
     if (err instanceof BudgetExceeded) ctx.notes.push(`${err.message}: later probes not sent`);
     else {

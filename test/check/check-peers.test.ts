@@ -187,7 +187,8 @@ describe("check: no false alarms on conformant peers", { timeout: 300_000 }, () 
           route: "/mcp",
           upstream: { urls: [fx.url] },
           auth: ["oauth"],
-          scopes: { default: ["mcp:tools"] },
+          // One tool needs a scope the token lacks: the step-up challenge is judged too.
+          scopes: { default: ["mcp:tools"], tools: { test_simple_text: ["mcp:tools", "mcp:admin"] } },
         },
       },
     });
@@ -200,8 +201,17 @@ describe("check: no false alarms on conformant peers", { timeout: 300_000 }, () 
       iat: now,
       exp: now + 600,
     });
-    const r = await check(`${publicUrl}/mcp`, { authorization: `Bearer ${token}` });
+    const r = await runCheck({
+      url: `${publicUrl}/mcp`,
+      headers: { authorization: `Bearer ${token}` },
+      era: "auto",
+      callTools: ["test_simple_text"],
+      probeLimits: false,
+      timeoutMs: 5000,
+      maxRequests: 150,
+    });
     assert.deepEqual(r.eras, ["2026-07-28", "2025-11-25"]);
+    assert.equal(r.findings.find((f) => f.id === "auth.scope-challenge")?.status, "pass", explain(r));
     // The test issuer publishes RFC 8414 metadata with PKCE S256 but neither client registration
     // nor RFC 9207 iss: those two recommended rules judge the issuer, not the edge.
     assert.deepEqual(failed(r), ["auth.iss-response", "auth.registration"], explain(r));

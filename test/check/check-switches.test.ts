@@ -71,11 +71,16 @@ describe("check: every rule can fail, alone", { timeout: 300_000 }, () => {
 
   test("the fixture with no switch passes every rule (TLS aside: it is http)", async () => {
     await setBreaks([]);
-    const report = await runCheck(options(fx.url, { probeLimits: true, callTools: ["echo"] }));
+    const report = await runCheck(options(fx.url, { probeLimits: true, callTools: ["echo", "admin-tool"] }));
     const failed = report.findings.filter((f) => f.status === "fail").map((f) => `${f.id}: ${f.detail}`);
     assert.deepEqual(failed, []);
-    const skipped = report.findings.filter((f) => f.status === "skip").map((f) => f.id);
-    assert.deepEqual(skipped.sort(), ["hygiene.tls", "hygiene.tls-expiry"]);
+    const skipped = report.findings.filter((f) => f.status === "skip").map((f) => `${f.id}: ${f.detail}`);
+    // admin-tool is refused for scope: judged by auth.scope-challenge, not as a tool result.
+    assert.deepEqual(skipped.sort(), [
+      "hygiene.tls-expiry: not https",
+      "hygiene.tls: not https",
+      "tools.call: admin-tool: refused for scope (403)",
+    ]);
     assert.equal(report.grade, "A");
     assert.deepEqual(report.eras, ["2026-07-28", "2025-11-25"]);
     // Every rule but the https ones was judged, and passed.
@@ -89,7 +94,7 @@ describe("check: every rule can fail, alone", { timeout: 300_000 }, () => {
       const report = await runCheck(
         options(fx.url, {
           probeLimits: rule === "hygiene.rate-limit",
-          callTools: rule === "tools.call" ? ["echo"] : [],
+          callTools: rule === "tools.call" ? ["echo"] : rule === "auth.scope-challenge" ? ["admin-tool"] : [],
         }),
       );
       const failed = report.findings.filter((f) => f.status === "fail");
