@@ -10,7 +10,7 @@ import { Agent, buildConnector, request } from "undici";
  * line, must never follow a redirect (it reports it), and must see the answer as it came. The egress
  * guard exists to keep the gateway from being steered at private addresses by run-time URLs; here
  * the operator chose the target. URLs the target *discloses* (authorization servers, metadata) are
- * not fetched through this client without the caller's policy check (see `discovered` in run.ts).
+ * fetched through src/egress instead (discovered.ts).
  */
 
 export interface ProbeRequest {
