@@ -1,4 +1,6 @@
 import { runAudit } from "./cli/audit.ts";
+import { runCheckCommand } from "./cli/check.ts";
+import { runDoctor } from "./cli/doctor.ts";
 import { runInit } from "./cli/init.ts";
 import { runKeys } from "./cli/keys.ts";
 import { runServe } from "./cli/serve.ts";
@@ -14,6 +16,8 @@ Commands:
   validate [-c FILE]   check a configuration and print its unsafe opt-ins
   keys <create|list|rotate|revoke>   manage API keys through the admin API
   audit <query|tail|verify|export>   read, follow, verify and export audit records
+  check URL [-H 'Name: value']       probe any MCP endpoint: conformance and production hygiene
+  doctor [-c FILE] [--url URL]       the production checklist against the config and live probes
 
 Run 'mcp-edge <command> --help' for a command's options.`;
 
@@ -23,6 +27,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   validate: runValidate,
   keys: runKeys,
   audit: runAudit,
+  check: runCheckCommand,
+  doctor: runDoctor,
 };
 
 async function main(argv: string[]): Promise<number> {
