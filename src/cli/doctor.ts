@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { checkSecretsFromEnv } from "../upstream/credentials.ts";
+import { checkSecretsFromEnv } from "../config/secrets.ts";
 import { loadConfigFile } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { type DoctorItem, renderDoctor, runDoctorChecks } from "../doctor/doctor.ts";

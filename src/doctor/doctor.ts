@@ -2,10 +2,11 @@ import { accessSync, constants, existsSync, statSync } from "node:fs";
 import path from "node:path";
 import pg from "pg";
 import type { Config } from "../config/schema.ts";
-import { assessConfig, isLoopbackHost } from "../config/warnings.ts";
+import { assessConfig } from "../config/warnings.ts";
+import { isLoopbackHost } from "../lib/hosts.ts";
 import { Egress } from "../egress/index.ts";
-import { SCHEMA_VERSION } from "../store/postgres.ts";
-import { createRedisClient } from "../store/redis.ts";
+import { SCHEMA_VERSION } from "../store/postgres/db.ts";
+import { createRedisClient } from "../store/redis/client.ts";
 import { redactUrl } from "../store/distributed.ts";
 import { CheckCannotRun, runCheck } from "../check/run.ts";
 
