@@ -17,7 +17,7 @@ import {
 import type { Config } from "../config/schema.ts";
 import type { RequestContext, Route } from "../context.ts";
 import { isRequest } from "../listen/jsonrpc.ts";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../observability/logger.ts";
 import type { RequestEndEvent } from "./channels.ts";
 
 /**
