@@ -574,7 +574,7 @@ const edgeEgressSchema = z.strictObject({
     .meta({ description: "Deadline for opening a connection (TCP and TLS) to an outbound target." }),
 });
 
-// ---- distributed mode (src/store/redis/sessions.ts, src/store/postgres/db.ts) --------------------------------
+// ---- distributed mode (src/store/redis/, src/store/postgres/) ------------------------------------
 
 const redisUrl = z
   .string()

@@ -14,11 +14,17 @@ import { record, sessionStoreContract, sessionStoreIndexContract } from "./sessi
 if (await redisReady("RedisSessionStore contract")) {
   const admin = new Redis(REDIS_URL);
   const prefixes: string[] = [];
+  // Every store is closed after the file, also when a failed test left it open (an open client
+  // keeps the process alive).
+  const stores: RedisSessionStore[] = [];
   const open = async (prefix = testPrefix()): Promise<RedisSessionStore> => {
     prefixes.push(prefix);
-    return new RedisSessionStore({ client: { url: REDIS_URL }, keyPrefix: prefix });
+    const store = new RedisSessionStore({ client: { url: REDIS_URL }, keyPrefix: prefix });
+    stores.push(store);
+    return store;
   };
   after(async () => {
+    for (const s of stores) await s.close().catch(() => undefined);
     for (const p of prefixes) await dropPrefix(admin, p);
     admin.disconnect();
   });

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import type { SessionRecord, SessionStore } from "../../src/store/types.ts";
 
 export function record(overrides: Partial<SessionRecord> = {}): SessionRecord {
@@ -28,8 +28,19 @@ export function record(overrides: Partial<SessionRecord> = {}): SessionRecord {
   };
 }
 
-export function sessionStoreContract(name: string, open: () => Promise<SessionStore>): void {
+export function sessionStoreContract(name: string, openStore: () => Promise<SessionStore>): void {
   describe(`SessionStore contract: ${name}`, () => {
+    // Stores a failed test left open are closed here: an open client would keep the process alive.
+    const opened: SessionStore[] = [];
+    const open = async (): Promise<SessionStore> => {
+      const store = await openStore();
+      opened.push(store);
+      return store;
+    };
+    after(async () => {
+      for (const store of opened) await store.close().catch(() => undefined);
+    });
+
     test("put then get returns an equal record; unknown ids are undefined", async () => {
       const store = await open();
       const r = record({ tenant: "acme", principal: "key:acme:ci" });
@@ -121,8 +132,19 @@ export function sessionStoreContract(name: string, open: () => Promise<SessionSt
  * keep indexes beside the records (Redis: sorted sets and count hashes) can drift where a store
  * that computes them per query cannot, so every implementation runs these too.
  */
-export function sessionStoreIndexContract(name: string, open: () => Promise<SessionStore>): void {
+export function sessionStoreIndexContract(name: string, openStore: () => Promise<SessionStore>): void {
   describe(`SessionStore contract (indexes): ${name}`, () => {
+    // Stores a failed test left open are closed here: an open client would keep the process alive.
+    const opened: SessionStore[] = [];
+    const open = async (): Promise<SessionStore> => {
+      const store = await openStore();
+      opened.push(store);
+      return store;
+    };
+    after(async () => {
+      for (const store of opened) await store.close().catch(() => undefined);
+    });
+
     test("list: newest first, filtered by server and tenant, up to the limit", async () => {
       const store = await open();
       const a = record({ createdAt: 1000, tenant: "acme" });
