@@ -8,6 +8,7 @@ import { parseMessage, type RpcMessage, type RpcRequest } from "../listen/jsonrp
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { frameMessage } from "./framing.ts";
 import { SharedChannel } from "./shared.ts";
 import {
   type ForwardContext,
@@ -95,9 +96,10 @@ export class StdioChannel implements MessageChannel {
     for (const cb of this.#onClose) cb(reason);
   }
 
-  send(text: string): void {
+  /** One line per message, whatever whitespace the client used (framing.ts). */
+  send(msg: RpcMessage): void {
     if (this.#closed) throw new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream process has exited.");
-    this.#child.stdin.write(`${text}\n`);
+    this.#child.stdin.write(`${frameMessage(msg)}\n`);
   }
 
   onMessage(cb: (msg: RpcMessage, text: string) => void): void {
