@@ -381,6 +381,7 @@ export class Gateway {
         allowPrivate: config.egress.allowPrivateNetworks,
         allowHosts: config.egress.allowHosts,
         allowCidrs: config.egress.allowCidrs,
+        allowPorts: config.egress.allowPorts,
       },
       maxRedirects: config.egress.maxRedirects,
       maxResponseBytes: config.egress.maxResponseBytes,

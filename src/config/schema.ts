@@ -326,7 +326,7 @@ const egressSchema = z.strictObject({
   }),
   allowPrivate: z.boolean().prefault(false).meta({
     description:
-      "Unsafe opt-in: private, loopback and link-local addresses are allowed for every target (EDGE_WARN_EGRESS_PRIVATE at boot).",
+      "Unsafe opt-in: private, loopback and link-local addresses are allowed for every target (EDGE_WARN_EGRESS_PRIVATE at boot). Opens addresses, not ports: without an `allow` entry naming host:port, only ports 80 and 443 are reachable.",
   }),
 });
 
@@ -560,7 +560,11 @@ const edgeEgressSchema = z.strictObject({
   }),
   allowCidrs: z.array(egressCidr).prefault([]).meta({
     description:
-      "Address ranges (10.20.0.0/16, fd00:1::/48, or one address) that run-time URLs and redirects may reach: a narrower opt-in than allowPrivateNetworks.",
+      "Address ranges (10.20.0.0/16, fd00:1::/48, or one address) that run-time URLs and redirects may reach: a narrower opt-in than allowPrivateNetworks. Opens addresses, not ports (see allowPorts).",
+  }),
+  allowPorts: z.array(z.number().int().min(1).max(65535)).prefault([]).meta({
+    description:
+      "Ports besides 80 and 443 that run-time URLs and redirects may reach (on addresses otherwise allowed). Any other port is refused unless an allowHosts entry names that host:port, or it is the host:port of a URL written in this file that the request stems from (a configured upstream redirecting to itself, a jwks_uri on its issuer's host and port). allowPrivateNetworks and allowCidrs never open a port.",
   }),
   maxRedirects: z.number().int().min(0).max(20).prefault(5).meta({
     description: "Redirects followed per outbound request, each hop checked; one more is EDGE_EGRESS_DENIED.",
