@@ -205,6 +205,10 @@ const issuerSchema = z.strictObject({
         .meta({ description: "Longest an introspection answer is reused (never past `exp`)." }),
     })
     .optional(),
+  tenants: z.array(z.string().min(1).max(256)).min(1).optional().meta({
+    description:
+      "Tenants this issuer may assert (the `tenancy.claim` of its tokens). A token naming another tenant, or none, is refused with 403 EDGE_TENANT_NOT_ALLOWED. An issuer without this list may assert any tenant that no other issuer lists. Set it on every issuer when several are configured.",
+  }),
   jwksCacheMaxAge: duration.prefault("10m").meta({ description: "Refetch the JWKS this often." }),
   jwksMaxStale: duration.prefault("24h").meta({
     description: "Keep verifying with the last good JWKS this long while the JWKS endpoint is down.",
