@@ -16,7 +16,7 @@ import {
 import { decodeBody, isRequest, parseBody } from "./listen/jsonrpc.ts";
 import { logScope } from "./observability/logger.ts";
 import type { CallLimiter } from "./ratelimit/limiter.ts";
-import type { SessionManager } from "./session/manager.ts";
+import { type SessionManager, sessionOwner } from "./session/manager.ts";
 
 export interface PipelineDeps {
   authenticator: Authenticator;
@@ -166,7 +166,7 @@ export class Pipeline {
     if (!isInitialize) {
       if (sessionHeader === undefined) throw new GatewayError("EDGE_SESSION_REQUIRED");
       checkSessionId(sessionHeader);
-      ctx.session = await this.#d.sessions.load(ctx.route, sessionHeader, (ctx.principal as Principal).id);
+      ctx.session = await this.#d.sessions.load(ctx.route, sessionHeader, sessionOwner(ctx.principal));
     } else {
       // A session that could not be stored would be lost: refuse before the upstream opens one.
       this.#d.sessions.assertAvailable();

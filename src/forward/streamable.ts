@@ -15,7 +15,7 @@ import {
 } from "../listen/jsonrpc.ts";
 import { formatEvent } from "../listen/sse.ts";
 import { forwarding } from "../observability/tracing.ts";
-import { mintSessionId, type SessionManager, sessionHash } from "../session/manager.ts";
+import { mintSessionId, type SessionManager, sessionHash, sessionOwner } from "../session/manager.ts";
 import { type EdgeStream, Sink, type StreamRegistry } from "../session/streams.ts";
 import type { SessionRecord } from "../store/types.ts";
 import {
@@ -217,7 +217,7 @@ export class Forwarder {
       const rec: SessionRecord = {
         id: sessionId,
         server: route.name,
-        principal: ctx.principal?.id ?? "anonymous",
+        principal: sessionOwner(ctx.principal),
         tenant: ctx.principal?.tenant ?? null,
         transport: ctx.endpoint === "mcp" ? "streamable" : "legacy-sse",
         protocolVersion: typeof result.protocolVersion === "string" ? result.protocolVersion : "2025-03-26",

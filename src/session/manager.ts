@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import type { Principal } from "../auth/types.ts";
 import type { Route } from "../context.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { RpcRequest } from "../listen/jsonrpc.ts";
@@ -16,6 +17,20 @@ export function mintSessionId(): string {
 /** Tags computed recently (the identity token and the audit record each ask once per call). */
 const tags = new Map<string, string>();
 const TAGS_MAX = 10_000;
+
+/**
+ * Who owns a session: every later request on it must come from the same owner (else 404). The
+ * principal, and for OAuth also the client application the token was issued to (`client_id`, else
+ * `azp`): the same user's token minted for another client is another owner, as another user is
+ * (MCP security best practices, "Session Hijacking": bind sessions to user-specific information),
+ * while a refreshed token of the same client continues the session. The client id is appended as
+ * JSON text (`#client="app"`, `#client=null` for a token naming none).
+ */
+export function sessionOwner(principal: Principal | undefined): string {
+  if (!principal) return "anonymous";
+  if (principal.method !== "oauth") return principal.id;
+  return `${principal.id}#client=${JSON.stringify(principal.clientId ?? null)}`;
+}
 
 /** A short, stable, non-reversible tag for logs: session ids themselves are never logged. */
 export function sessionHash(id: string): string {
@@ -205,10 +220,11 @@ export class SessionManager {
   }
 
   /**
-   * The session a request names. Unknown, expired, another route's or another principal's session
+   * The session a request names. Unknown, expired, another route's or another owner's session
    * all answer the same 404: the id alone proves nothing and reveals nothing (security.md D38).
+   * `owner` is `sessionOwner(principal)`.
    */
-  async load(route: Route, id: string, principalId: string): Promise<SessionRecord> {
+  async load(route: Route, id: string, owner: string): Promise<SessionRecord> {
     this.assertAvailable();
     let now = Date.now();
     const hit = this.#hot.get(id);
@@ -218,7 +234,7 @@ export class SessionManager {
       rec = await this.#read(id); // the local copy from now on (or none)
       now = Date.now();
     }
-    if (!rec || rec.server !== route.name || rec.principal !== principalId) {
+    if (!rec || rec.server !== route.name || rec.principal !== owner) {
       throw new GatewayError("EDGE_SESSION_NOT_FOUND");
     }
     if (now - rec.lastSeenAt > route.config.sessions.idleTtl && fromCache && this.#sharing) {

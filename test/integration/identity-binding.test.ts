@@ -153,3 +153,66 @@ describe("issuers bound to tenants", () => {
     });
   }
 });
+
+describe("sessions bound to the client application", () => {
+  let sid: string;
+  const alice = (claims: Record<string, unknown>) => token(idpA, { org: "acme", ...claims });
+
+  before(async () => {
+    const r = await mcpPost(resource, INIT(), { credential: await alice({ client_id: "app-1" }) });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    sid = r.sessionId as string;
+    const note = await mcpPost(
+      resource,
+      { jsonrpc: "2.0", method: "notifications/initialized" },
+      { credential: await alice({ client_id: "app-1" }), sessionId: sid },
+    );
+    assert.equal(note.status, 202);
+  });
+
+  test("the same user's token for another client → 404 on the session; the upstream sees nothing", async () => {
+    for (const claims of [{ client_id: "app-2" }, { azp: "app-2" }, {}, { client_id: "app-1 " }]) {
+      const before = upstreamMessages().length;
+      const r = await mcpPost(resource, CALL(`from ${JSON.stringify(claims)}`), {
+        credential: await alice(claims),
+        sessionId: sid,
+      });
+      assert.equal(r.status, 404, `${JSON.stringify(claims)}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.error.data.code, "EDGE_SESSION_NOT_FOUND");
+      assert.equal(upstreamMessages().length, before, JSON.stringify(claims));
+      const [rec] = await auditOf(r.requestId);
+      assert.equal(rec?.decision, "refused");
+      assert.equal(rec?.code, "EDGE_SESSION_NOT_FOUND");
+    }
+  });
+
+  test("another user of the same client → 404 too", async () => {
+    const r = await mcpPost(resource, CALL("bob"), {
+      credential: await alice({ sub: "bob", client_id: "app-1" }),
+      sessionId: sid,
+    });
+    assert.equal(r.status, 404);
+  });
+
+  test("a refreshed token of the same client (client_id or azp) continues the session", async () => {
+    for (const claims of [
+      { client_id: "app-1", jti: "refreshed-1" },
+      { azp: "app-1", jti: "refreshed-2" },
+    ]) {
+      const text = `continued ${claims.jti}`;
+      const r = await mcpPost(resource, CALL(text), { credential: await alice(claims), sessionId: sid });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(r.body.result.content, [{ type: "text", text: "echo ran" }]);
+      const calls = upstreamMessages().filter(
+        (m) =>
+          m.method === "tools/call" &&
+          (m.params as { arguments?: { text?: string } })?.arguments?.text === text,
+      );
+      assert.equal(calls.length, 1, "the upstream ran the call once");
+      const [rec] = await auditOf(r.requestId);
+      assert.equal(rec?.decision, "allowed");
+      assert.equal(rec?.clientId, "app-1");
+      assert.equal(rec?.target, "echo");
+    }
+  });
+});
