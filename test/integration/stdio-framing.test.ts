@@ -308,6 +308,53 @@ for (const mode of ["session", "shared"] as const) {
   });
 }
 
+describe("toward the client: what the edge writes is its own serialization", () => {
+  test("a stdio answer holding raw U+2028, U+2029, NEL reaches the client with them escaped, same text", async () => {
+    // A key of its own: `say` is not on the echo-only keys' allow-list.
+    const res = await fetch(`${edge.gw.adminUrl}/api/keys`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "say-session", server: "session" }),
+    });
+    const sayKey = ((await res.json()) as { key: string }).key;
+    const call = async (body: object, sessionId?: string) => {
+      const r = await fetch(`${edge.gw.baseUrl}/session/mcp`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          authorization: `Bearer ${sayKey}`,
+          ...(sessionId ? { "mcp-session-id": sessionId, "mcp-protocol-version": "2025-11-25" } : {}),
+        },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(15_000),
+      });
+      return { status: r.status, sessionId: r.headers.get("mcp-session-id"), raw: await r.text() };
+    };
+    const init = await call({
+      jsonrpc: "2.0",
+      id: 0,
+      method: "initialize",
+      params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "say", version: "1" } },
+    });
+    assert.equal(init.status, 200, init.raw);
+    const sid = init.sessionId as string;
+    const text = "a\u2028b\u2029c\u0085d";
+    const r = await call(
+      { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "say", arguments: { text } } },
+      sid,
+    );
+    assert.equal(r.status, 200, r.raw);
+    // The upstream wrote them raw (JSON.stringify leaves them); the edge's bytes hold none.
+    assert.doesNotMatch(r.raw, /[\u2028\u2029\u0085]/);
+    assert.deepEqual(lastMessage(r.raw).result.content, [{ type: "text", text }]);
+    const upstreamLine = seen(RECORDS.session).find(
+      (l) => (l.message as { params?: { name?: string } } | null)?.params?.name === "say",
+    );
+    assert.ok(upstreamLine && !LINE_BREAKS.test(upstreamLine.line), "and the request line held none either");
+  });
+});
+
 describe("legacy HTTP+SSE upstream: each POST body is the edge's serialization", () => {
   test("line-breaking whitespace and raw separators never reach the POST body", async () => {
     const sid = await open("/legacy/mcp");
