@@ -1,5 +1,6 @@
 import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import { GatewayError } from "../errors/errors.ts";
+import { KEY_CACHE_TTL_MS } from "../store/key-cache.ts";
 import type { ApiKeyRecord, ApiKeyStore } from "../store/types.ts";
 import type { Principal } from "./types.ts";
 
@@ -76,9 +77,73 @@ function rememberVerified(key: string, id: string, hash: string): void {
 }
 
 /**
+ * The work of key checks, counted: store lookups, SHA-256 computations and constant-time hash
+ * comparisons. A refusal must cost the same whichever check failed (tests compare these).
+ */
+export const keyCheckWork = { lookups: 0, hashes: 0, compares: 0 };
+
+/** What a digest is compared with when no record exists: the same 32-byte compare as a real one. */
+const NO_RECORD_HASH = Buffer.alloc(32);
+
+/**
+ * Ids looked up and not found, with when (performance.now()): for as long as the key stores reuse a
+ * record they read (KEY_CACHE_TTL_MS), an id found missing is answered from memory too. Without it
+ * a real id (its record cached by the store) was answered faster than an unknown one (a query
+ * every time): a timing oracle for which key ids exist. Bounded; cleared whole when full.
+ */
+const unknownIds = new Map<string, number>();
+const UNKNOWN_IDS_MAX = 10_000;
+
+async function lookup(store: ApiKeyStore, id: string): Promise<ApiKeyRecord | undefined> {
+  keyCheckWork.lookups++;
+  const at = performance.now();
+  const missedAt = unknownIds.get(id);
+  if (missedAt !== undefined && at - missedAt < KEY_CACHE_TTL_MS) return undefined;
+  const rec = await store.get(id);
+  if (rec) {
+    if (missedAt !== undefined) unknownIds.delete(id);
+  } else {
+    if (unknownIds.size >= UNKNOWN_IDS_MAX) unknownIds.clear();
+    unknownIds.set(id, at);
+  }
+  return rec;
+}
+
+/**
+ * The least time a refused check takes, from its start (µs). The check's own work is the same on
+ * every path, but the store's is not quite: the first read of an id that exists materializes a row
+ * (about 10 µs more than a miss in SQLite). A refusal that finished sooner waits out the rest, so
+ * the answer leaves at the same time whichever way the lookup went. Only refusals wait; an
+ * accepted key never does. (A busy wait: a timer's granularity is 1 ms, and its jitter is not
+ * independent of the path.)
+ */
+export const REFUSAL_FLOOR_US = 100;
+
+function waitOutFloor(startedAt: number): void {
+  const until = startedAt + REFUSAL_FLOOR_US / 1000;
+  while (performance.now() < until) {
+    // spin: see REFUSAL_FLOOR_US
+  }
+}
+
+/** Constant-time comparison of a digest with the record's hash (or a dummy of the same size). */
+function compareDigest(digest: string, rec: ApiKeyRecord | undefined): boolean {
+  keyCheckWork.compares++;
+  const given = Buffer.from(digest, "hex");
+  const stored = rec ? Buffer.from(rec.hash, "hex") : NO_RECORD_HASH;
+  return stored.length === given.length && timingSafeEqual(given, stored);
+}
+
+function digestOf(key: string): string {
+  keyCheckWork.hashes++;
+  return hashKey(key);
+}
+
+/**
  * Checks an API key for a route. Unknown, malformed, wrong-server, expired and revoked keys all
- * fail the same way, in comparable time (the hash comparison runs whenever a record exists), so the
- * answer says nothing about which keys exist (security.md B).
+ * fail the same way, with the same work: one lookup of the id, one SHA-256 of the key and one
+ * constant-time comparison of 32 bytes (against a dummy when no record exists), so neither the
+ * answer nor its time says which key ids exist (security.md B; CWE-208).
  */
 export async function authenticateApiKey(
   store: ApiKeyStore,
@@ -87,22 +152,24 @@ export async function authenticateApiKey(
   server: string | undefined,
   now = Date.now(),
 ): Promise<Principal> {
+  const startedAt = performance.now();
   const known = verifiedKeys.get(key);
   const id = known?.id ?? keyIdOf(key);
-  const rec = id ? await store.get(id) : undefined;
+  const rec = id ? await lookup(store, id) : undefined;
   let matches: boolean;
+  let hashed = false;
   if (known !== undefined && rec !== undefined && known.hash === rec.hash) {
     // This exact key string was hashed and matched this record's hash before: same answer.
     matches = true;
   } else {
-    const digest = hashKey(key);
-    const stored = Buffer.from(rec?.hash ?? "0".repeat(64), "hex");
-    matches = timingSafeEqual(Buffer.from(digest, "hex"), stored) && rec !== undefined;
-    if (matches && id) rememberVerified(key, id, digest);
+    matches = compareDigest(digestOf(key), rec) && rec !== undefined;
+    hashed = true;
+    if (matches && id && rec) rememberVerified(key, id, rec.hash);
   }
   if (!rec || !matches || (server !== undefined && rec.server !== server) || !isUsable(rec, now)) {
-    // A refusal costs the same whether the key was remembered or not (the hash is computed).
-    if (known !== undefined) hashKey(key);
+    // A refusal costs the same whether the key was remembered or not: hash and compare.
+    if (!hashed) compareDigest(digestOf(key), rec);
+    waitOutFloor(startedAt);
     throw new GatewayError("EDGE_AUTH_INVALID_TOKEN", "The API key is not valid for this server.");
   }
   store.touch(rec.id, now);

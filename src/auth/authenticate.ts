@@ -150,6 +150,12 @@ export class Authenticator {
         throw err; // EDGE_AUTH_UNAVAILABLE (503): a dependency is down, never disguised as 401
       }
       const tenant = tenantOf(verified.claims, this.#o.tenancy.claim);
+      if (!this.#o.oauth.mayAssertTenant(verified.issuer, tenant)) {
+        throw new GatewayError(
+          "EDGE_TENANT_NOT_ALLOWED",
+          "The token's issuer is not trusted for the tenant it names.",
+        );
+      }
       return {
         id: `oauth:${verified.issuer}:${tenant ?? ""}:${verified.subject}`,
         method: "oauth",

@@ -51,6 +51,8 @@ export interface FetchBoundedOptions {
    * addresses are checked against the SSRF policy. Default `config`: written by the operator.
    */
   trust?: "config" | "runtime";
+  /** The configured URL a run-time one stems from (its host:port is named: src/egress/policy.ts checkPort). */
+  namedBy?: string;
 }
 
 /** Client-visible text of EDGE_AUTH_UNAVAILABLE; the detail goes to `cause` and the log. */
@@ -82,6 +84,7 @@ export async function fetchBounded(
       signal,
       headersTimeout: options.timeout,
       ...(options.trust ? { trust: options.trust } : {}),
+      ...(options.namedBy !== undefined ? { namedBy: options.namedBy } : {}),
     });
   } catch (err) {
     throw authUnavailable(`${options.method} ${url} failed`, err);
@@ -383,6 +386,8 @@ export class JwksCache {
           maxBytes: this.#o.maxBytes,
           // A discovered jwks_uri was chosen by the metadata document, not the operator (SSRF).
           trust: this.#o.jwksUri === undefined ? "runtime" : "config",
+          // A jwks_uri on the configured issuer's host and port is on a port the operator named.
+          namedBy: this.#o.issuer,
         });
         const jwks = parseJwks(answer);
         let local: LocalJwks;

@@ -99,6 +99,31 @@ interface CacheEntry {
   generation: number;
 }
 
+/**
+ * Which tenants each issuer may assert. With several issuers, one IdP must not be able to name a
+ * tenant another IdP is trusted for (a confused tenant is a cross-tenant session, security.md E46):
+ * an issuer with `tenants` may assert only those (and a token of it naming none is refused); an
+ * issuer without the list may assert any tenant no other issuer lists.
+ */
+export class IssuerTenants {
+  readonly #lists = new Map<string, ReadonlySet<string>>();
+  readonly #claimed = new Set<string>();
+
+  constructor(issuers: readonly Pick<IssuerConfig, "issuer" | "tenants">[]) {
+    for (const i of issuers) {
+      if (!i.tenants) continue;
+      this.#lists.set(i.issuer, new Set(i.tenants));
+      for (const t of i.tenants) this.#claimed.add(t);
+    }
+  }
+
+  allows(issuer: string, tenant: string | null): boolean {
+    const list = this.#lists.get(issuer);
+    if (list) return tenant !== null && list.has(tenant);
+    return tenant === null || !this.#claimed.has(tenant);
+  }
+}
+
 export class OAuthVerifier {
   readonly #issuers: ReadonlyMap<string, IssuerRuntime>;
   readonly #introspecting: readonly IssuerRuntime[];
@@ -109,12 +134,14 @@ export class OAuthVerifier {
   readonly #cache = new Map<string, CacheEntry>();
   /** jwtVerify calls made (for tests and benchmarks: the cache's effect is visible). */
   jwtVerifications = 0;
+  readonly #tenants: IssuerTenants;
 
   private constructor(options: OAuthVerifierOptions) {
     this.#leeway = options.leeway;
     this.#log = options.log;
     this.#now = options.now ?? Date.now;
     this.#cacheEntries = options.cacheEntries ?? 10_000;
+    this.#tenants = new IssuerTenants(options.issuers);
     const issuers = new Map<string, IssuerRuntime>();
     for (const config of options.issuers) {
       const introspectJwts = config.introspection !== undefined && config.jwksUri === undefined;
@@ -186,6 +213,11 @@ export class OAuthVerifier {
    * Verifies `token` for `resource` (the route's canonical URL: the default audience). Resolves
    * to the verified identity; rejects with EDGE_AUTH_INVALID_TOKEN or EDGE_AUTH_UNAVAILABLE.
    */
+  /** Whether tokens of `issuer` may name `tenant` (see IssuerTenants). */
+  mayAssertTenant(issuer: string, tenant: string | null): boolean {
+    return this.#tenants.allows(issuer, tenant);
+  }
+
   async verify(token: string, resource: string): Promise<VerifiedToken> {
     if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
       throw this.#refuse(undefined, invalidToken("token empty or too long"));

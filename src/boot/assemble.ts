@@ -66,7 +66,12 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   const e = config.egress;
   const egress = new Egress({
     connectTimeout: e.connectTimeout,
-    rules: { allowPrivate: e.allowPrivateNetworks, allowHosts: e.allowHosts, allowCidrs: e.allowCidrs },
+    rules: {
+      allowPrivate: e.allowPrivateNetworks,
+      allowHosts: e.allowHosts,
+      allowCidrs: e.allowCidrs,
+      allowPorts: e.allowPorts,
+    },
     maxRedirects: e.maxRedirects,
     maxResponseBytes: e.maxResponseBytes,
   });

@@ -205,6 +205,10 @@ const issuerSchema = z.strictObject({
         .meta({ description: "Longest an introspection answer is reused (never past `exp`)." }),
     })
     .optional(),
+  tenants: z.array(z.string().min(1).max(256)).min(1).optional().meta({
+    description:
+      "Tenants this issuer may assert (the `tenancy.claim` of its tokens). A token naming another tenant, or none, is refused with 403 EDGE_TENANT_NOT_ALLOWED. An issuer without this list may assert any tenant that no other issuer lists. Set it on every issuer when several are configured.",
+  }),
   jwksCacheMaxAge: duration.prefault("10m").meta({ description: "Refetch the JWKS this often." }),
   jwksMaxStale: duration.prefault("24h").meta({
     description: "Keep verifying with the last good JWKS this long while the JWKS endpoint is down.",
@@ -326,7 +330,7 @@ const egressSchema = z.strictObject({
   }),
   allowPrivate: z.boolean().prefault(false).meta({
     description:
-      "Unsafe opt-in: private, loopback and link-local addresses are allowed for every target (EDGE_WARN_EGRESS_PRIVATE at boot).",
+      "Unsafe opt-in: private, loopback and link-local addresses are allowed for every target (EDGE_WARN_EGRESS_PRIVATE at boot). Opens addresses, not ports: without an `allow` entry naming host:port, only ports 80 and 443 are reachable.",
   }),
 });
 
@@ -560,7 +564,11 @@ const edgeEgressSchema = z.strictObject({
   }),
   allowCidrs: z.array(egressCidr).prefault([]).meta({
     description:
-      "Address ranges (10.20.0.0/16, fd00:1::/48, or one address) that run-time URLs and redirects may reach: a narrower opt-in than allowPrivateNetworks.",
+      "Address ranges (10.20.0.0/16, fd00:1::/48, or one address) that run-time URLs and redirects may reach: a narrower opt-in than allowPrivateNetworks. Opens addresses, not ports (see allowPorts).",
+  }),
+  allowPorts: z.array(z.number().int().min(1).max(65535)).prefault([]).meta({
+    description:
+      "Ports besides 80 and 443 that run-time URLs and redirects may reach (on addresses otherwise allowed). Any other port is refused unless an allowHosts entry names that host:port, or it is the host:port of a URL written in this file that the request stems from (a configured upstream redirecting to itself, a jwks_uri on its issuer's host and port). allowPrivateNetworks and allowCidrs never open a port.",
   }),
   maxRedirects: z.number().int().min(0).max(20).prefault(5).meta({
     description: "Redirects followed per outbound request, each hop checked; one more is EDGE_EGRESS_DENIED.",

@@ -4,10 +4,12 @@ import type { Readable } from "node:stream";
 import { Agent, buildConnector, type Dispatcher, request } from "undici";
 import { GatewayError } from "../errors/errors.ts";
 import {
+  checkPort,
   checkTarget,
   checkUrl,
   type EgressRules,
   isExcepted,
+  namedTarget,
   parseHostLiteral,
   validateRules,
 } from "./policy.ts";
@@ -238,6 +240,12 @@ export interface GuardContext {
    */
   trust: Trust;
   rules: EgressRules;
+  /**
+   * `host:port` targets (policy.ts `namedTarget`) a URL of the config names for this request: a
+   * checked hop to one of them passes the port rule (`checkPort`). Under `trust: "config"` the
+   * first URL's own `host:port` is always one.
+   */
+  named?: readonly string[];
   /** Agent for the configured origin under `trust: "config"` (pinned, unchecked). */
   trusted?: Dispatcher;
   /** Agent that checks every connection (`createGuardedAgent` with the same rules). */
@@ -382,6 +390,12 @@ function own(list: Agent[], options: GuardedAgentOptions): Agent {
   return a;
 }
 
+/** The `host:port` targets named by the config for one request (see GuardContext.named). */
+function namedFor(first: Target, ctx: GuardContext): readonly string[] {
+  if (ctx.trust !== "config" || !first.web) return ctx.named ?? [];
+  return [...(ctx.named ?? []), namedTarget(first.url)];
+}
+
 /** No headers: shared, never written to (headers are replaced, not changed, on redirects). */
 const NO_HEADERS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
@@ -406,7 +420,9 @@ async function follow(
     // The operator's own origin is trusted only under config trust; any other hop is checked.
     const trustedHop = ctx.trust === "config" && hopTarget.origin === first.origin;
     if (!trustedHop) {
-      const pre = checkUrl(current, ctx.rules);
+      // Ports before addresses: a port nobody named is refused whatever the address (policy.ts).
+      let pre = checkUrl(current, ctx.rules);
+      if (pre.allowed) pre = checkPort(current, ctx.rules, namedFor(first, ctx));
       if (!pre.allowed) {
         publish({
           host: current.hostname,

@@ -7,7 +7,7 @@ import {
   type Resolver,
   type Trust,
 } from "./guard.ts";
-import { type EgressRules, validateRules } from "./policy.ts";
+import { type EgressRules, namedTarget, validateRules } from "./policy.ts";
 
 /**
  * The only way out of mcp-edge (DESIGN.md convention 5; a lint rule forbids fetch/undici
@@ -64,6 +64,11 @@ export interface EgressRequest {
   trust?: Trust;
   /** Largest body in bytes for this request (overrides the Egress default; ignored for streams). */
   maxResponseBytes?: number;
+  /**
+   * A URL written in the config that this run-time request stems from (the issuer whose metadata
+   * named a `jwks_uri`): its `host:port` counts as named for the port rule (policy.ts `checkPort`).
+   */
+  namedBy?: string;
 }
 
 export interface EgressResponse {
@@ -135,6 +140,7 @@ export class Egress {
     return guardedRequest(url, opts, {
       trust: req.trust ?? "config",
       rules: this.#rules,
+      ...(req.namedBy !== undefined ? { named: [namedTarget(new URL(req.namedBy))] } : {}),
       trusted: req.stream ? this.#streams : this.#calls,
       checked: this.#checked,
     });

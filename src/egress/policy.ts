@@ -48,6 +48,12 @@ export interface EgressRules {
    * it to stand a loopback alias (127.0.0.2/32) in for a "public" address.
    */
   allowCidrs?: readonly string[];
+  /**
+   * Ports besides 80 and 443 that run-time URLs and redirect hops may reach, on any address the
+   * rest of the policy allows (`egress.allowPorts`). Opening an address range never opens a port:
+   * see `checkPort`.
+   */
+  allowPorts?: readonly number[];
 }
 
 export type Decision = { allowed: true } | { allowed: false; rule: string; address?: string };
@@ -293,7 +299,11 @@ interface CompiledRules {
   allowPrivate: boolean;
   hosts: ReadonlySet<string>;
   cidrs: ReadonlyArray<[Addr, number]>;
+  ports: ReadonlySet<string>;
 }
+
+/** The ports of the web (RFC 9110 §4.2.1, §4.2.2): the only ones open without being named. */
+export const DEFAULT_PORTS_ALLOWED: readonly number[] = [80, 443];
 
 const compiled = new WeakMap<EgressRules, CompiledRules>();
 
@@ -304,6 +314,7 @@ function compileRules(rules: EgressRules): CompiledRules {
       allowPrivate: rules.allowPrivate,
       hosts: new Set((rules.allowHosts ?? []).map(parseAllowHost)),
       cidrs: (rules.allowCidrs ?? []).map(parseAllowCidr),
+      ports: new Set([...DEFAULT_PORTS_ALLOWED, ...(rules.allowPorts ?? [])].map(String)),
     };
     compiled.set(rules, c);
   }
@@ -334,6 +345,28 @@ function inCidrs(addr: Addr, cidrs: ReadonlyArray<[Addr, number]>): boolean {
   return cidrs.some(
     (r) => (addr.kind() === r[0].kind() && addr.match(r)) || (alt !== undefined && alt.match(r)),
   );
+}
+
+/** The `host:port` a URL connects to, spelled as `allowHosts` entries are (for `checkPort`'s `named`). */
+export function namedTarget(url: URL): string {
+  return hostKey(url.hostname, effectivePort(url));
+}
+
+/**
+ * The port rule, separate from the address rule: a checked URL may connect to port 80 or 443, to
+ * a port in `allowPorts`, or to a `host:port` named explicitly — an `allowHosts` exception, or one
+ * of `named` (the `host:port` of a URL written in the config that this request stems from: the
+ * configured origin of a redirected request, the configured issuer whose metadata gave a
+ * `jwks_uri`). Opening addresses (`allowPrivate`, `allowCidrs`) never opens a port, so an opt-in
+ * for an internal network does not reach its Redis (6379), SMTP (25) or memcached (11211).
+ */
+export function checkPort(url: URL, rules: EgressRules, named: readonly string[] = []): Decision {
+  const c = compileRules(rules);
+  const port = effectivePort(url);
+  if (c.ports.has(port)) return { allowed: true };
+  const key = hostKey(url.hostname, port);
+  if (c.hosts.has(key) || named.includes(key)) return { allowed: true };
+  return { allowed: false, rule: `port:${port}` };
 }
 
 /** The decision for one resolved address under the rules. */

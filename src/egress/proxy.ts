@@ -28,7 +28,7 @@ import { createServer, type IncomingMessage, request, type Server, type ServerRe
 import { type AddressInfo, connect, isIP, type Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../observability/logger.ts";
-import { checkTarget, type EgressRules, isExcepted, validateRules } from "./policy.ts";
+import { checkPort, checkTarget, type EgressRules, isExcepted, validateRules } from "./policy.ts";
 
 /** One outbound request of a spawned server and what the proxy decided (an audit record's `egress`). */
 export interface EgressDecision {
@@ -144,6 +144,7 @@ export function denialText(server: string, rule: string, address: string | null,
   else if (rule === "unresolved") what = `${host} does not resolve, and`;
   else if (rule.startsWith("range:")) what = `${rule.slice(6)} (${address ?? host})`;
   else if (rule.startsWith("name:")) what = `the name ${host}`;
+  else if (rule.startsWith("port:")) what = `port ${rule.slice(5)} of ${host}`;
   else what = `${host}`;
   if (rule === NOT_LISTED) return `mcp-edge egress denied: ${what} of server ${server} (rule ${rule})`;
   if (rule === "unresolved") return `mcp-edge egress denied: ${host} does not resolve (rule ${rule})`;
@@ -311,10 +312,14 @@ export class EgressProxy {
     const verdict = checkTarget(url, addresses, grant.rules);
     let rule: string | null = null;
     let address = addresses[0] ?? null;
+    // Ports: 80 and 443, or a host:port the server's allow-list names; allowPrivate opens
+    // addresses, never ports (policy.ts checkPort).
+    const portVerdict = checkPort(url, grant.rules);
     if (!verdict.allowed) {
       rule = verdict.rule;
       address = verdict.address ?? address;
     } else if (grant.listOnly && !isExcepted(url, grant.rules)) rule = NOT_LISTED;
+    else if (!portVerdict.allowed) rule = portVerdict.rule;
     else if (address === null) rule = "unresolved";
     const decision: EgressDecision = {
       time: new Date().toISOString(),

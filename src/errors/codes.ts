@@ -90,6 +90,12 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "Tenancy is required and the credential names no tenant (fail closed: never a default tenant).",
   },
+  EDGE_TENANT_NOT_ALLOWED: {
+    http: 403,
+    rpc: -32000,
+    summary:
+      "The token names a tenant its issuer may not assert (`auth.oauth[].tenants`, or a tenant another issuer lists).",
+  },
   EDGE_RATE_LIMITED: {
     http: 429,
     rpc: -32000,

@@ -5,7 +5,7 @@ import { GatewayError } from "../errors/errors.ts";
 import { toGatewayError } from "../errors/wire.ts";
 import { isRequest, isResponse, type RpcMessage, type RpcRequest } from "../mcp/jsonrpc.ts";
 import { formatComment, formatEvent } from "../mcp/sse.ts";
-import { mintSessionId, type SessionManager, sessionHash } from "../session/manager.ts";
+import { mintSessionId, type SessionManager, sessionHash, sessionOwner } from "../session/manager.ts";
 import { Sink } from "../session/streams.ts";
 import type { SessionRecord } from "../store/types.ts";
 import {
@@ -49,7 +49,7 @@ export class LegacyBridge {
     const id = mintSessionId();
     ctx.res.writeHead(200, sseHeaders());
     const sink = new Sink(ctx.res);
-    const conn: LegacyConnection = { id, route: ctx.route, principal: ctx.principal.id, sink };
+    const conn: LegacyConnection = { id, route: ctx.route, principal: sessionOwner(ctx.principal), sink };
     this.#conns.set(id, conn);
     sink.write(
       formatEvent({ event: "endpoint", data: `${ctx.route.config.route}/messages?sessionId=${id}` }),
@@ -68,7 +68,7 @@ export class LegacyBridge {
   async message(ctx: Parsed): Promise<void> {
     const id = new URL(ctx.req.url ?? "/", "http://edge").searchParams.get("sessionId") ?? "";
     const conn = this.#conns.get(id);
-    if (!conn || conn.route !== ctx.route || conn.principal !== ctx.principal.id) {
+    if (!conn || conn.route !== ctx.route || conn.principal !== sessionOwner(ctx.principal)) {
       throw new GatewayError("EDGE_SESSION_NOT_FOUND");
     }
     const msg = ctx.messages[0] as RpcMessage;

@@ -24,12 +24,28 @@ export function allowedHostSet(opts: {
   return set.size > 0 ? set : undefined;
 }
 
-/** Refuses a Host the listener does not serve and a cross-site Origin (403, before anything else). */
+/**
+ * Host must be sent once: a server MUST answer 400 to a request with more than one Host field
+ * (RFC 9112 §3.2). Node keeps only the first one in `req.headers`, while a proxy or upstream may
+ * read the last, so the raw header list is counted (field names are case-insensitive).
+ */
+export function checkSingleHost(req: IncomingMessage): void {
+  let count = 0;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]?.toLowerCase() === "host") count++;
+  if (count > 1) throw new GatewayError("EDGE_BAD_HEADER", "Host must be sent once (RFC 9112 §3.2).");
+}
+
+/**
+ * Refuses a repeated Host (400), a Host the listener does not serve and a cross-site Origin (403),
+ * before anything else.
+ */
 export function checkHostAndOrigin(
   req: IncomingMessage,
   hosts: Set<string> | undefined,
   origins: ReadonlySet<string>,
 ): void {
+  checkSingleHost(req);
   const host = req.headers.host?.toLowerCase();
   if (hosts && (!host || !hosts.has(host))) throw new GatewayError("EDGE_HOST_FORBIDDEN");
   const origin = req.headers.origin;

@@ -23,6 +23,20 @@ export function mintSessionId(): string {
 const tags = new Map<string, string>();
 const TAGS_MAX = 10_000;
 
+/**
+ * Who owns a session: every later request on it must come from the same owner (else 404). The
+ * principal, and for OAuth also the client application the token was issued to (`client_id`, else
+ * `azp`): the same user's token minted for another client is another owner, as another user is
+ * (MCP security best practices, "Session Hijacking": bind sessions to user-specific information),
+ * while a refreshed token of the same client continues the session. The client id is appended as
+ * JSON text (`#client="app"`, `#client=null` for a token naming none).
+ */
+export function sessionOwner(principal: Principal | undefined): string {
+  if (!principal) return "anonymous";
+  if (principal.method !== "oauth") return principal.id;
+  return `${principal.id}#client=${JSON.stringify(principal.clientId ?? null)}`;
+}
+
 /** A short, stable, non-reversible tag for logs: session ids themselves are never logged. */
 export function sessionHash(id: string): string {
   let tag = tags.get(id);
@@ -169,10 +183,11 @@ export class SessionManager {
   }
 
   /**
-   * The session a request names. Unknown, expired, another route's or another principal's session
+   * The session a request names. Unknown, expired, another route's or another owner's session
    * all answer the same 404: the id alone proves nothing and reveals nothing (security.md D38).
+   * `owner` is `sessionOwner(principal)`.
    */
-  async load(route: Route, id: string, principalId: string): Promise<SessionRecord> {
+  async load(route: Route, id: string, owner: string): Promise<SessionRecord> {
     this.assertAvailable();
     let now = Date.now();
     const hit = this.#hot.get(id);
@@ -182,7 +197,7 @@ export class SessionManager {
       rec = await this.#read(id); // the local copy from now on (or none)
       now = Date.now();
     }
-    if (!rec || rec.server !== route.name || rec.principal !== principalId) {
+    if (!rec || rec.server !== route.name || rec.principal !== owner) {
       throw new GatewayError("EDGE_SESSION_NOT_FOUND");
     }
     if (now - rec.lastSeenAt > route.config.sessions.idleTtl && fromCache && this.#sharing) {
@@ -224,7 +239,7 @@ export class SessionManager {
     const rec: SessionRecord = {
       id: opened.id ?? mintSessionId(),
       server: route.name,
-      principal: principal?.id ?? "anonymous",
+      principal: sessionOwner(principal),
       tenant: principal?.tenant ?? null,
       transport: opened.transport,
       protocolVersion: opened.protocolVersion,

@@ -2,6 +2,7 @@ import type { EgressSink } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { isRequest, isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { UpstreamBinding } from "../store/types.ts";
+import { frameMessage } from "./framing.ts";
 import type { ForwardContext, UpstreamEvent, UpstreamReply, UpstreamSession } from "./types.ts";
 
 /**
@@ -10,7 +11,11 @@ import type { ForwardContext, UpstreamEvent, UpstreamReply, UpstreamSession } fr
  * below gives them the request/stream shape of Streamable HTTP.
  */
 export interface MessageChannel {
-  send(text: string): void;
+  /**
+   * Sends one message. A channel takes the message, never text: it writes its own serialization
+   * (framing.ts), so no client byte sequence reaches the upstream's framing.
+   */
+  send(msg: RpcMessage): void;
   /** Registers the receiver of every message the server sends (one receiver). */
   onMessage(cb: (msg: RpcMessage, text: string) => void): void;
   onClose(cb: (reason: string) => void): void;
@@ -117,7 +122,7 @@ export class ChannelSession implements UpstreamSession {
     this.binding = binding;
     this.#channel = channel;
     this.#onEnd = onEnd;
-    channel.onMessage((msg, text) => this.#route(msg, text));
+    channel.onMessage((msg) => this.#route(msg));
     channel.onClose((reason) => this.#closed(reason));
   }
 
@@ -125,8 +130,9 @@ export class ChannelSession implements UpstreamSession {
     return this.#lostReason !== undefined || this.#channel.closed;
   }
 
-  #route(msg: RpcMessage, text: string): void {
-    const ev: UpstreamEvent = { data: text, message: msg };
+  #route(msg: RpcMessage): void {
+    // The edge's serialization of what it parsed, not the upstream's line (framing.ts).
+    const ev: UpstreamEvent = { data: frameMessage(msg), message: msg };
     if (isResponse(msg)) {
       const key = requestIdKey(msg.id as RpcId);
       const ex = this.#byRequest.get(key);
@@ -173,11 +179,12 @@ export class ChannelSession implements UpstreamSession {
     this.#onEnd();
   }
 
-  async post(body: string, messages: RpcMessage[], ctx: ForwardContext): Promise<UpstreamReply> {
+  /** `_body` (the client's bytes) is never sent: each message is framed by the channel. */
+  async post(_body: string, messages: RpcMessage[], ctx: ForwardContext): Promise<UpstreamReply> {
     if (this.lost) throw new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream server is gone.");
     const requests = messages.filter(isRequest);
     if (requests.length === 0) {
-      for (const m of messages) this.#channel.send(JSON.stringify(m));
+      for (const m of messages) this.#channel.send(m);
       return { kind: "accepted" };
     }
     const ex: Exchange = {
@@ -195,9 +202,8 @@ export class ChannelSession implements UpstreamSession {
     }
     this.#exchanges.add(ex);
     ctx.signal.addEventListener("abort", () => this.#finish(ex), { once: true });
-    // One line per message: a batch (2025-03-26) is sent as its elements.
-    if (messages.length === 1) this.#channel.send(body.includes("\n") ? JSON.stringify(messages[0]) : body);
-    else for (const m of messages) this.#channel.send(JSON.stringify(m));
+    // One message per send: a batch (2025-03-26) is sent as its elements.
+    for (const m of messages) this.#channel.send(m);
     return { kind: "stream", events: ex.queue, close: () => this.#finish(ex) };
   }
 

@@ -7,6 +7,7 @@ import { SseParser } from "../mcp/sse.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { frameMessage } from "./framing.ts";
 import { createCredentials, type UpstreamCredentials } from "./credentials.ts";
 import { readBody } from "./reply.ts";
 import {
@@ -142,8 +143,12 @@ export class LegacySseChannel implements MessageChannel {
     for (const cb of this.#onClose) cb(reason);
   }
 
-  /** Messages are POSTed in order: the legacy transport has no other ordering guarantee. */
-  send(text: string): void {
+  /**
+   * Messages are POSTed in order: the legacy transport has no other ordering guarantee. The body is
+   * the edge's serialization of the message (framing.ts), never the client's bytes.
+   */
+  send(msg: RpcMessage): void {
+    const text = frameMessage(msg);
     const endpoint = this.#endpoint;
     if (this.#closed || !endpoint) throw new GatewayError("EDGE_UPSTREAM_ERROR", "The SSE upstream is gone.");
     this.#sendChain = this.#sendChain.then(async () => {

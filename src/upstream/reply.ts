@@ -4,6 +4,7 @@ import { GatewayError } from "../errors/errors.ts";
 import { collectStream } from "../mcp/hygiene.ts";
 import { parseMessage } from "../mcp/jsonrpc.ts";
 import { type SseEvent, SseParser } from "../mcp/sse.ts";
+import { frameMessage } from "./framing.ts";
 import type { UpstreamEvent, UpstreamReply } from "./types.ts";
 
 /** Upstream error bodies and JSON answers are read up to this many bytes. */
@@ -215,7 +216,10 @@ function toUpstreamEvent(ev: SseEvent): UpstreamEvent | null {
       message = null;
     }
   }
-  const out: UpstreamEvent = { data: ev.hasData ? ev.data : "", message };
+  // A parsed message is carried as the edge's serialization (framing.ts): the upstream's data
+  // field may hold raw CR/LF that the edge would otherwise write into the client's event stream.
+  const data = message ? frameMessage(message) : ev.hasData ? ev.data : "";
+  const out: UpstreamEvent = { data, message };
   if (ev.retry !== undefined) out.retry = ev.retry;
   if (ev.id !== undefined) out.upstreamId = ev.id;
   return out;
@@ -237,9 +241,9 @@ export async function replyFromResponse(res: EgressResponse): Promise<UpstreamRe
   }
   const buf = await readBody(res.body, MAX_UPSTREAM_BODY);
   if (res.status === 200 && type === "application/json") {
-    const data = buf.toString("utf8");
     try {
-      return { kind: "json", message: parseMessage(data), data };
+      const message = parseMessage(buf.toString("utf8"));
+      return { kind: "json", message, data: frameMessage(message) };
     } catch (err) {
       throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered with invalid JSON-RPC.", {
         cause: err,

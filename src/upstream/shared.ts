@@ -12,6 +12,7 @@ import {
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { frameMessage } from "./framing.ts";
 import { type ForwardContext, type InitializeOutcome, UpstreamSessionLost } from "./types.ts";
 
 interface Outstanding {
@@ -151,14 +152,14 @@ export class SharedChannel {
         },
       });
     });
-    real.send(JSON.stringify({ ...request, id }));
+    real.send({ ...request, id });
     const out = await result;
-    real.send(JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }));
+    real.send({ jsonrpc: "2.0", method: "notifications/initialized" });
     return out;
   }
 
   /** A message from one session's client, rewritten for the shared process. */
-  fromSession(vid: string, text: string, msg: RpcMessage): void {
+  fromSession(vid: string, msg: RpcMessage): void {
     const real = this.#real;
     if (!real || real.closed)
       throw new GatewayError("EDGE_UPSTREAM_ERROR", "The shared upstream is restarting.");
@@ -176,7 +177,7 @@ export class SharedChannel {
         outParams = { ...params, _meta: { ...params?._meta, progressToken: t } };
       }
       this.#outstanding.set(requestIdKey(upstreamId), entry);
-      real.send(JSON.stringify({ ...msg, id: upstreamId, ...(outParams ? { params: outParams } : {}) }));
+      real.send({ ...msg, id: upstreamId, ...(outParams ? { params: outParams } : {}) } as RpcMessage);
       return;
     }
     if (isResponse(msg)) {
@@ -184,7 +185,7 @@ export class SharedChannel {
       const key = requestIdKey(msg.id as RpcId);
       if (this.#serverRequests.get(key) !== vid) return;
       this.#serverRequests.delete(key);
-      real.send(text);
+      real.send(msg);
       return;
     }
     if (isNotification(msg)) {
@@ -194,17 +195,15 @@ export class SharedChannel {
         for (const [k, o] of this.#outstanding) {
           if (o.vid === vid && o.id === requestId) {
             const upstreamId = k.slice(2);
-            real.send(
-              JSON.stringify({
-                ...msg,
-                params: { ...paramsOf(msg), requestId: k.startsWith("n:") ? Number(upstreamId) : upstreamId },
-              }),
-            );
+            real.send({
+              ...msg,
+              params: { ...paramsOf(msg), requestId: k.startsWith("n:") ? Number(upstreamId) : upstreamId },
+            });
           }
         }
         return;
       }
-      real.send(text);
+      real.send(msg);
     }
   }
 
@@ -264,12 +263,12 @@ class VirtualChannel implements MessageChannel {
     return this.#closed;
   }
 
-  send(text: string): void {
-    this.#shared.fromSession(this.#vid, text, JSON.parse(text) as RpcMessage);
+  send(msg: RpcMessage): void {
+    this.#shared.fromSession(this.#vid, msg);
   }
 
   deliver(msg: RpcMessage): void {
-    if (!this.#closed) this.#onMessage(msg, JSON.stringify(msg));
+    if (!this.#closed) this.#onMessage(msg, frameMessage(msg));
   }
 
   onMessage(cb: (msg: RpcMessage, text: string) => void): void {

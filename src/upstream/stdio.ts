@@ -8,6 +8,8 @@ import { parseMessage, type RpcMessage, type RpcRequest } from "../mcp/jsonrpc.t
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { frameMessage } from "./framing.ts";
+import { MAX_UPSTREAM_BODY } from "./reply.ts";
 import { SharedChannel } from "./shared.ts";
 import {
   type ForwardContext,
@@ -37,6 +39,55 @@ export function childEnv(
   return { ...env, ...cfg.env, ...proxy };
 }
 
+/**
+ * Splits a byte stream into lines at LF (a CR before it is dropped), decoding each line as UTF-8:
+ * the framing of MCP stdio, where a message must not contain an embedded newline. A line longer
+ * than `max` bytes is dropped whole (`onTooLong`), never buffered without bound.
+ */
+export class LfLines {
+  readonly #max: number;
+  readonly #onTooLong: () => void;
+  #parts: Buffer[] = [];
+  #size = 0;
+  #skipping = false;
+  #onLine: (line: string) => void = () => {};
+
+  constructor(max: number, onTooLong: () => void) {
+    this.#max = max;
+    this.#onTooLong = onTooLong;
+  }
+
+  on(_event: "line", cb: (line: string) => void): void {
+    this.#onLine = cb;
+  }
+
+  push(chunk: Buffer): void {
+    let start = 0;
+    for (;;) {
+      const lf = chunk.indexOf(0x0a, start);
+      const end = lf < 0 ? chunk.length : lf;
+      if (!this.#skipping) {
+        this.#size += end - start;
+        if (this.#size > this.#max) {
+          this.#parts = [];
+          this.#skipping = true;
+          this.#onTooLong();
+        } else if (end > start) this.#parts.push(chunk.subarray(start, end));
+      }
+      if (lf < 0) return;
+      if (!this.#skipping) {
+        let line = Buffer.concat(this.#parts).toString("utf8");
+        if (line.endsWith("\r")) line = line.slice(0, -1);
+        this.#onLine(line);
+      }
+      this.#parts = [];
+      this.#size = 0;
+      this.#skipping = false;
+      start = lf + 1;
+    }
+  }
+}
+
 /** What a stdio upstream needs to give its processes the egress proxy (src/egress/proxy.ts). */
 export interface StdioEgress {
   proxy: EgressProxy;
@@ -58,7 +109,12 @@ export class StdioChannel implements MessageChannel {
       stdio: ["pipe", "pipe", "pipe"],
     });
     const pid = this.#child.pid;
-    const stdout = createInterface({ input: this.#child.stdout, crlfDelay: Number.POSITIVE_INFINITY });
+    // Lines end at LF only (MCP stdio: newline-delimited), never at U+2028/U+2029 as readline's
+    // do: a server may write those raw inside a JSON string (JSON.stringify does).
+    const stdout = new LfLines(MAX_UPSTREAM_BODY, () =>
+      log.warn({ pid, limit: MAX_UPSTREAM_BODY }, "stdio upstream wrote a line over the size limit; dropped"),
+    );
+    this.#child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
     stdout.on("line", (line) => {
       if (line.trim() === "") return;
       let msg: RpcMessage;
@@ -95,9 +151,10 @@ export class StdioChannel implements MessageChannel {
     for (const cb of this.#onClose) cb(reason);
   }
 
-  send(text: string): void {
+  /** One line per message, whatever whitespace the client used (framing.ts). */
+  send(msg: RpcMessage): void {
     if (this.#closed) throw new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream process has exited.");
-    this.#child.stdin.write(`${text}\n`);
+    this.#child.stdin.write(`${frameMessage(msg)}\n`);
   }
 
   onMessage(cb: (msg: RpcMessage, text: string) => void): void {

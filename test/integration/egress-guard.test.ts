@@ -73,6 +73,9 @@ function rules(extra: Partial<EgressRules> = {}): EgressRules {
     allowPrivate: false,
     allowCidrs: [`${PUBLIC_IP}/32`],
     allowHosts: [`127.0.0.1:${port2}`],
+    // The "public" server (and the internal one, same port) listen on a free port, not 80/443:
+    // named, as an operator names a port (policy.ts checkPort). The address checks still apply.
+    allowPorts: [port],
     ...extra,
   };
 }
@@ -722,7 +725,7 @@ describe("https", () => {
     });
     tlsPort = await listenTcp(tls, PUBLIC_IP, 0);
     dns.set("secure.test", { A: [[PUBLIC_IP]] });
-    const ctx = { trust: "runtime" as const, rules: rules(), resolver, ca };
+    const ctx = { trust: "runtime" as const, rules: rules({ allowPorts: [port, tlsPort] }), resolver, ca };
     const res = await guardedRequest(`https://secure.test:${tlsPort}/`, { method: "GET" }, ctx);
     assert.equal(Buffer.concat(await readAll(res.body)).toString(), "secure ok");
 

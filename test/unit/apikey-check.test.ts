@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
-import { authenticateApiKey, mintApiKey } from "../../src/auth/apikey.ts";
+import { authenticateApiKey, keyCheckWork, mintApiKey, REFUSAL_FLOOR_US } from "../../src/auth/apikey.ts";
 import { credentialHeaders } from "../../src/auth/authenticate.ts";
 import type { GatewayError } from "../../src/errors/errors.ts";
 import { MemoryApiKeyStore } from "../../src/store/memory/api-keys.ts";
@@ -97,5 +97,67 @@ describe("credentialHeaders: every Authorization and X-API-Key, as headersDistin
       "x-api-key": undefined,
     });
     assert.deepEqual(seen[1]?.ours, { authorization: ["Basic x"], "x-api-key": ["one", "two"] });
+  });
+});
+
+describe("authenticateApiKey: no key-existence oracle (same work whichever check fails)", () => {
+  async function workOf(store: MemoryApiKeyStore, key: string, server = "s") {
+    const before = { ...keyCheckWork };
+    const started = performance.now();
+    const outcome = await refused(authenticateApiKey(store, key, server));
+    const elapsedUs = (performance.now() - started) * 1000;
+    return {
+      outcome,
+      elapsedUs,
+      work: {
+        lookups: keyCheckWork.lookups - before.lookups,
+        hashes: keyCheckWork.hashes - before.hashes,
+        compares: keyCheckWork.compares - before.compares,
+      },
+    };
+  }
+
+  test("real id + wrong secret, unknown id, wrong server, expired, revoked, remembered-then-revoked: one lookup, one hash, one compare each", async () => {
+    const store = new MemoryApiKeyStore();
+    const real = mintApiKey();
+    const expired = mintApiKey();
+    const revoked = mintApiKey();
+    const remembered = mintApiKey();
+    await store.insert(record(real.id, real.hash));
+    await store.insert(record(expired.id, expired.hash, { expiresAt: 1 }));
+    await store.insert(record(revoked.id, revoked.hash, { revokedAt: 1 }));
+    await store.insert(record(remembered.id, remembered.hash));
+    assert.equal((await authenticateApiKey(store, remembered.key, "s")).keyId, remembered.id);
+    await store.update(remembered.id, { revokedAt: 1 });
+    const secret = real.key.slice(-43);
+    const wrongSecret = `mcpe_${real.id}_${"A".repeat(43)}`;
+    const unknownId = `mcpe_${"zzzzzzzzzzzz"}_${secret}`;
+    const cases: [string, string, string?][] = [
+      ["real id, wrong secret", wrongSecret],
+      ["real id, wrong secret (again: the record is cached now)", wrongSecret],
+      ["unknown id", unknownId],
+      ["unknown id (again: remembered as missing)", unknownId],
+      ["another unknown id", `mcpe_${"yyyyyyyyyyyy"}_${secret}`],
+      ["right key, another server", real.key, "other"],
+      ["expired key", expired.key],
+      ["revoked key", revoked.key],
+      ["remembered key, revoked since", remembered.key],
+    ];
+    for (const [name, key, server] of cases) {
+      const r = await workOf(store, key, server);
+      assert.equal(r.outcome, "EDGE_AUTH_INVALID_TOKEN", name);
+      assert.deepEqual(r.work, { lookups: 1, hashes: 1, compares: 1 }, name);
+      assert.ok(r.elapsedUs >= REFUSAL_FLOOR_US, `${name}: answered after the floor (${r.elapsedUs} µs)`);
+    }
+  });
+
+  test("a key that is accepted does the same lookup and never waits for the refusal floor", async () => {
+    const store = new MemoryApiKeyStore();
+    const k = mintApiKey();
+    await store.insert(record(k.id, k.hash));
+    const before = { ...keyCheckWork };
+    assert.equal((await authenticateApiKey(store, k.key, "s")).keyId, k.id);
+    assert.equal(keyCheckWork.lookups - before.lookups, 1);
+    assert.equal(keyCheckWork.hashes - before.hashes, 1);
   });
 });

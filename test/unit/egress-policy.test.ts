@@ -9,10 +9,12 @@ import { describe, test } from "node:test";
 import { Egress } from "../../src/egress/index.ts";
 import {
   checkAddress,
+  checkPort,
   checkTarget,
   checkUrl,
   classifyAddress,
   deniedName,
+  namedTarget,
   type EgressRules,
   parseAllowCidr,
   parseAllowHost,
@@ -351,5 +353,40 @@ describe("Egress.request", () => {
     } finally {
       await egress.close();
     }
+  });
+});
+
+describe("checkPort", () => {
+  const open = { allowPrivate: true, allowCidrs: ["10.0.0.0/8"] };
+  const cases: [string, Parameters<typeof checkPort>[1], readonly string[], string | null][] = [
+    ["http://10.0.0.5/", open, [], null],
+    ["https://10.0.0.5/", open, [], null],
+    ["https://10.0.0.5:80/", open, [], null],
+    ["http://10.0.0.5:6379/", open, [], "port:6379"],
+    ["http://10.0.0.5:25/", open, [], "port:25"],
+    ["http://10.0.0.5:11211/", open, [], "port:11211"],
+    ["https://api.example:8443/", { allowPrivate: false }, [], "port:8443"],
+    ["https://api.example:8443/", { allowPrivate: false, allowPorts: [8443] }, [], null],
+    ["https://API.example.:8443/", { allowPrivate: false, allowHosts: ["api.example:8443"] }, [], null],
+    ["https://api.example:8444/", { allowPrivate: false, allowHosts: ["api.example:8443"] }, [], "port:8444"],
+    [
+      "https://other.example:8443/",
+      { allowPrivate: false, allowHosts: ["api.example:8443"] },
+      [],
+      "port:8443",
+    ],
+    ["http://127.0.0.1:4000/jwks", { allowPrivate: false }, ["127.0.0.1:4000"], null],
+    ["http://127.0.0.1:4001/jwks", { allowPrivate: false }, ["127.0.0.1:4000"], "port:4001"],
+    ["http://[::1]:4000/", { allowPrivate: false }, ["[::1]:4000"], null],
+  ];
+  for (const [url, rules, named, rule] of cases) {
+    test(`${url} ${JSON.stringify(rules)} named ${JSON.stringify(named)} → ${rule ?? "allowed"}`, () => {
+      const d = checkPort(new URL(url), rules, named);
+      assert.deepEqual(d, rule === null ? { allowed: true } : { allowed: false, rule });
+    });
+  }
+  test("namedTarget spells a URL's host:port as allowHosts entries are", () => {
+    assert.equal(namedTarget(new URL("https://IdP.Example./realms/a")), "idp.example:443");
+    assert.equal(namedTarget(new URL("http://[0:0::1]:8080/")), "[::1]:8080");
   });
 });

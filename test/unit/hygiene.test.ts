@@ -25,7 +25,11 @@ import {
 
 /** The pure checks read `headers` only. */
 function withHeaders(headers: IncomingHttpHeaders): IncomingMessage {
-  return { headers } as IncomingMessage;
+  // rawHeaders as Node gives them: name, value, name, value...
+  const rawHeaders = Object.entries(headers).flatMap(([k, v]) =>
+    (Array.isArray(v) ? v : [v ?? ""]).flatMap((x) => [k, String(x)]),
+  );
+  return { headers, rawHeaders } as IncomingMessage;
 }
 
 function codeOf(fn: () => void): string | undefined {
@@ -168,6 +172,23 @@ describe("checkHostAndOrigin", () => {
         c.expected,
       );
     });
+  }
+
+  // RFC 9112 §3.2: more than one Host → 400, whichever comes first and whatever hosts are served.
+  for (const raw of [
+    ["Host", "127.0.0.1:8787", "Host", "evil.example"],
+    ["Host", "evil.example", "host", "127.0.0.1:8787"],
+    ["HOST", "127.0.0.1:8787", "hOsT", "127.0.0.1:8787"],
+  ]) {
+    for (const h of [hosts, undefined]) {
+      test(`repeated Host ${JSON.stringify(raw)}, ${h ? "hosts listed" : "any host"} → EDGE_BAD_HEADER`, () => {
+        const req = { headers: { host: raw[1] }, rawHeaders: raw } as unknown as IncomingMessage;
+        assert.equal(
+          codeOf(() => checkHostAndOrigin(req, h, origins)),
+          "EDGE_BAD_HEADER",
+        );
+      });
+    }
   }
 });
 

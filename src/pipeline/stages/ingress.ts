@@ -16,8 +16,8 @@ export function hostOrigin(deps: {
 }): Stage<RequestContext> {
   return {
     name: "host-origin",
-    does: "Refuses a Host the listener does not serve and a cross-site Origin (DNS rebinding).",
-    codes: ["EDGE_HOST_FORBIDDEN", "EDGE_ORIGIN_FORBIDDEN"],
+    does: "Refuses a Host sent more than once (RFC 9112 §3.2), a Host the listener does not serve and a cross-site Origin (DNS rebinding).",
+    codes: ["EDGE_BAD_HEADER", "EDGE_HOST_FORBIDDEN", "EDGE_ORIGIN_FORBIDDEN"],
     file: FILE,
     run: (ctx) => checkHostAndOrigin(ctx.req, deps.hosts(), deps.origins),
   };

@@ -3,7 +3,7 @@ import { GatewayError } from "../../errors/errors.ts";
 import type { GetOrder } from "../../forward/get-order.ts";
 import { checkSessionId, single, validSessionId } from "../../mcp/hygiene.ts";
 import { isRequest } from "../../mcp/jsonrpc.ts";
-import type { SessionManager } from "../../session/manager.ts";
+import { type SessionManager, sessionOwner } from "../../session/manager.ts";
 import type { SessionRecord } from "../../store/types.ts";
 import type { Stage } from "../compose.ts";
 
@@ -74,7 +74,7 @@ export function session(sessions: SessionManager): Stage<EraKnown, { session: Se
       const id = single(ctx.req, "mcp-session-id");
       if (id === undefined) throw new GatewayError("EDGE_SESSION_REQUIRED");
       checkSessionId(id);
-      return sessions.load(ctx.route, id, ctx.principal.id).then((rec) => {
+      return sessions.load(ctx.route, id, sessionOwner(ctx.principal)).then((rec) => {
         // JSON-RPC batches exist only in 2025-03-26 (removed by 2025-06-18).
         if (ctx.batch && rec.protocolVersion >= "2025-06-18") throw new GatewayError("EDGE_BATCH_REJECTED");
         ctx.session = rec;
