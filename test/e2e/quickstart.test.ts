@@ -11,7 +11,7 @@ import { after, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { tempDir } from "../helpers/edge.ts";
-import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
+import { NODE_BIN, REPO_ROOT, waitForExit } from "../helpers/spawn.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const children: ChildProcess[] = [];
@@ -80,7 +80,7 @@ test("quickstart: the printed snippet works with an SDK client as printed", asyn
   assert.match(list, /^NAME\s+ID\s+SERVER/m);
   assert.match(list, /^dev\s+[a-z0-9]{12}\s+demo\s+default\s+active/m);
   child.kill("SIGTERM");
-  const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+  const code = await waitForExit(child, 10_000);
   assert.equal(code, 0, "a clean exit on SIGTERM");
 });
 

@@ -6,10 +6,10 @@
  *   await fx.stop();
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { onceWithin } from "./wait.ts";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 /** Node 24 from the devDependency; system node is too old for type stripping. */
@@ -113,10 +113,10 @@ export async function spawnListening(
 
 /** Convenience for `await once(child, "exit")` with a bound. */
 export async function waitForExit(child: ChildProcess, timeoutMs = 5000): Promise<number | null> {
-  if (child.exitCode !== null) return child.exitCode;
-  const [code] = (await Promise.race([
-    once(child, "exit"),
-    new Promise((_, reject) => setTimeout(() => reject(new Error("timed out waiting for exit")), timeoutMs)),
-  ])) as [number | null];
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const [code] = (await onceWithin(child, "exit", {
+    what: `process ${child.pid} to exit`,
+    timeout: timeoutMs,
+  })) as [number | null];
   return code;
 }

@@ -1,7 +1,7 @@
 /**
  * Waiting on events, with a bound. A test waits for the condition it means (a log line, an audit
- * row, a metric value, a process exit, a port closing), never for a fixed time: a fixed wait is
- * either too short on a loaded machine (a flaky failure) or longer than needed (a slow suite).
+ * row, a metric value, a process exit), never for a fixed time: a fixed wait is either too short
+ * on a loaded machine (a flaky failure) or longer than needed (a slow suite).
  *
  *   await waitFor(() => lines.some((l) => l.includes("ready")), { what: "the ready log line" });
  *   const row = await waitFor(async () => (await db.query(q)).rows[0], { what: "the audit row" });
@@ -10,7 +10,6 @@
  * Every wait fails with a message naming what it waited for, how long, and the probe's last error.
  */
 import { once } from "node:events";
-import { createConnection } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 
 export interface WaitOptions {
@@ -99,16 +98,4 @@ export async function within<T>(p: Promise<T>, o: { what: string; timeout?: numb
   } finally {
     ac.abort();
   }
-}
-
-/** True when nothing accepts a TCP connection on 127.0.0.1:`port` (the listener closed). */
-export function portClosed(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createConnection({ port, host: "127.0.0.1" });
-    s.once("connect", () => {
-      s.destroy();
-      resolve(false);
-    });
-    s.once("error", () => resolve(true));
-  });
 }

@@ -34,6 +34,7 @@ import { createLogger } from "../../src/observability/logger.ts";
 import { LOCK_NAMESPACE, openPostgres, type PostgresDb } from "../../src/store/postgres/db.ts";
 import { tempDir } from "../helpers/edge.ts";
 import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
+import { waitForExit } from "../helpers/spawn.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const pg = postgresFixture();
@@ -554,7 +555,7 @@ if (skip !== undefined) {
       assert.deepEqual(ids(), ["r2", "r4", "new-acme"]);
     } finally {
       child.kill("SIGINT");
-      const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+      const code = await waitForExit(child, 10_000);
       assert.equal(code, 0, errText);
     }
   });
