@@ -143,7 +143,7 @@ function digestOf(key: string): string {
  * Checks an API key for a route. Unknown, malformed, wrong-server, expired and revoked keys all
  * fail the same way, with the same work: one lookup of the id, one SHA-256 of the key and one
  * constant-time comparison of 32 bytes (against a dummy when no record exists), so neither the
- * answer nor its time says which key ids exist (security.md B; CWE-208).
+ * answer nor its time says which key ids exist.
  */
 export async function authenticateApiKey(
   store: ApiKeyStore,

@@ -76,9 +76,9 @@ export class Authenticator {
   }
 
   /**
-   * The authenticate stage, with the tenant decided at this first step (SPEC §7.3): from the API
+   * The authenticate stage, with the tenant decided at this first step: from the API
    * key, or from the token's tenant claim. Where tenancy is required, a credential without a tenant
-   * is refused — never given a default (security.md E46, the Asana incident).
+   * is refused — never given a default.
    */
   async authenticate(req: IncomingMessage, route: Route): Promise<Principal> {
     const principal = await this.#identify(req, route);

@@ -20,12 +20,12 @@ import type { Logger } from "../observability/logger.ts";
  * - Rotation: a token naming an unknown `kid` triggers one refetch, single-flight, at most once
  *   per `cooldown`, so a flood of made-up kids costs the IdP one request per cooldown.
  * - Down: the last good keys keep verifying until `maxStale` after the last successful fetch
- *   (security.md §3: last-known-good); without usable keys every verification is
+ *   (last-known-good); without usable keys every verification is
  *   EDGE_AUTH_UNAVAILABLE (503), never an unverified accept and never a 401 that would make
  *   every client refresh at once.
  *
  * I/O (`fetchBounded`) is separate from validation (`metadataUrls`, `parseIssuerMetadata`,
- * `parseJwks`: pure, table-driven tests) — DESIGN.md convention 4.
+ * `parseJwks`: pure, table-driven tests): I/O apart from validation.
  */
 
 /** What the verifier needs from `Egress` (tests pass a real one). */

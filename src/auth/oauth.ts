@@ -35,7 +35,7 @@ import { type Config, JWS_ALGORITHMS } from "../config/schema.ts";
  * unknown `crit` extensions refused (jose, RFC 7515 §4.1.11).
  *
  * Verified JWTs are cached by SHA-256 of (token, resource) — jwtVerify costs ~200 µs with warm
- * keys (DESIGN.md hot-path facts) and a session presents the same token many times — until the
+ * keys and a session presents the same token many times — until the
  * earliest of `exp` and `jwksCacheMaxAge`, and only while the issuer's key set is the one that
  * verified them (a refetched JWKS re-checks cached tokens once, so a key the IdP withdraws stops
  * being trusted through the cache as it does through the JWKS); at most `cacheEntries` entries,
@@ -101,7 +101,7 @@ interface CacheEntry {
 
 /**
  * Which tenants each issuer may assert. With several issuers, one IdP must not be able to name a
- * tenant another IdP is trusted for (a confused tenant is a cross-tenant session, security.md E46):
+ * tenant another IdP is trusted for (a confused tenant is a cross-tenant session):
  * an issuer with `tenants` may assert only those (and a token of it naming none is refused); an
  * issuer without the list may assert any tenant no other issuer lists.
  */

@@ -272,7 +272,7 @@ const callLimitsSchema = z
     tenant: rate.optional().meta({ description: "Calls per tenant, all of its principals together." }),
     initialize: rate.optional().meta({
       description:
-        "`initialize` calls per principal (security.md F54: session churn). `initialize` also counts against `key` and `tenant`.",
+        "`initialize` calls per principal (session churn). `initialize` also counts against `key` and `tenant`.",
     }),
     tool: rate.optional().meta({
       description: "Default `tools/call` rate per principal and tool, for tools not listed in `tools`.",
@@ -718,7 +718,7 @@ export const configSchema = z
     }),
     egress: edgeEgressSchema.prefault({}).meta({
       description:
-        "Outbound requests of the edge itself (upstreams, JWKS, metadata, introspection, token endpoints): the SSRF policy for URLs discovered at run time and for every redirect (SPEC.md §7.7).",
+        "Outbound requests of the edge itself (upstreams, JWKS, metadata, introspection, token endpoints): the SSRF policy for URLs discovered at run time and for every redirect.",
     }),
     unsafe: unsafeSchema
       .prefault({ allowUnauthenticatedPublic: false })

@@ -15,7 +15,7 @@ import {
 } from "./policy.ts";
 
 /**
- * The guarded way out (SPEC.md §7.7, security.md G57–G62). Two pieces:
+ * The guarded way out. Two pieces:
  *
  * - `createGuardedAgent`: an undici Agent whose `connect` resolves the host once, checks every
  *   address with the policy, and opens the socket to the checked address itself (the IP literal
@@ -28,7 +28,7 @@ import {
  *   cap and a deadline. undici's `request` never follows redirects on its own.
  *
  * Every decision is published on the `mcp-edge:egress` diagnostics channel (convention 7), so the
- * audit trail of the originating call can record it (security.md G66).
+ * audit trail of the originating call can record it.
  */
 
 /** Resolves a host name to every address it has (the order is kept; all are checked). */

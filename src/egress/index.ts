@@ -10,10 +10,9 @@ import {
 import { type EgressRules, namedTarget, validateRules } from "./policy.ts";
 
 /**
- * The only way out of mcp-edge (DESIGN.md convention 5; a lint rule forbids fetch/undici
- * elsewhere). Every request goes through a guarded undici Agent (guard.ts): the host is resolved
+ * The only way out of mcp-edge. Every request goes through a guarded undici Agent (guard.ts): the host is resolved
  * once and the socket opened to that address, redirects are followed by hand and each hop that
- * leaves the configured origin is checked against the address policy (policy.ts, SPEC.md §7.7).
+ * leaves the configured origin is checked against the address policy (policy.ts).
  *
  * Trust (`EgressRequest.trust`):
  * - "config" (default): the URL was written by the operator (an upstream, an issuer, a token
@@ -23,7 +22,7 @@ import { type EgressRules, namedTarget, validateRules } from "./policy.ts";
  *   client metadata document, a `resource_metadata` URL): every hop is checked.
  *
  * Calls and long-lived streams use separate connection pools: with one shared pool, open SSE
- * streams can take every connection and make each POST wait (DESIGN.md, hot-path facts). Checked
+ * streams can take every connection and make each POST wait. Checked
  * (run-time and off-origin) requests have their own pool, so a connection opened unchecked for a
  * configured origin is never reused by a run-time request to the same origin.
  */

@@ -1,7 +1,7 @@
 import ipaddr from "ipaddr.js";
 
 /**
- * The egress address policy (SPEC.md §7.7, security.md group G): pure functions that say whether
+ * The egress address policy: pure functions that say whether
  * mcp-edge may connect to a URL once its host has been resolved. No I/O here; `guard.ts` resolves
  * names, calls these and connects only to the address that passed.
  *
@@ -9,7 +9,7 @@ import ipaddr from "ipaddr.js";
  * practices: "don't hand-roll IP parsing"; the npm `ip` package was fooled by `127.1`, `0x7f.1`,
  * `017700000001` and `::fFFf:127.0.0.1`: CVE-2023-42282, CVE-2024-29415).
  *
- * Fail closed (security.md §3): an address that does not parse, a name that resolves to nothing,
+ * Fail closed: an address that does not parse, a name that resolves to nothing,
  * and any IPv6 address outside the global unicast block 2000::/3 are denied.
  */
 
@@ -323,7 +323,7 @@ function compileRules(rules: EgressRules): CompiledRules {
 
 /**
  * Validates rules (exceptions that do not parse throw), so a bad config fails at boot rather than
- * on the first request (DESIGN.md convention 3).
+ * on the first request.
  */
 export function validateRules(rules: EgressRules): void {
   compileRules(rules);

@@ -1,5 +1,5 @@
 /**
- * The egress proxy: the way out for the MCP servers mcp-edge spawns (SPEC §7.7, security.md G).
+ * The egress proxy: the way out for the MCP servers mcp-edge spawns.
  *
  * An HTTP forward proxy on loopback. Spawned stdio servers get `HTTP_PROXY` / `HTTPS_PROXY`
  * pointing at it (src/upstream/stdio.ts), with credentials minted for that one process, so every
@@ -8,9 +8,8 @@
  *
  * - Absolute-URI requests (`GET http://host/path`, RFC 9112 §3.2.2) are forwarded: the host is
  *   resolved once, the addresses are checked (policy.ts plus the server's `egress` block), and
- *   the connection goes to the checked address (pinned: a second DNS answer is never used,
- *   security.md G61). Redirects are not followed: the client sees the 3xx and its next request is
- *   checked again (G62).
+ *   the connection goes to the checked address (pinned: a second DNS answer is never used).
+ *   Redirects are not followed: the client sees the 3xx and its next request is checked again.
  * - `CONNECT host:port` (RFC 9110 §9.3.6) is resolved and checked the same way, then tunnelled to
  *   the checked address; TLS stays end to end (the proxy never sees inside).
  * - A denied request gets 403 with a short text naming the rule. The target is never contacted,
@@ -301,7 +300,7 @@ export class EgressProxy {
     const host = bareHost(url.hostname);
     let addresses: string[];
     try {
-      // Resolved once: the address checked is the address connected to (security.md G61).
+      // Resolved once: the address checked is the address connected to.
       addresses = isIP(host) ? [host] : await this.#resolve(host);
     } catch {
       addresses = []; // "unresolved" (policy.ts): denied

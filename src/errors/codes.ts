@@ -217,7 +217,7 @@ export const ERROR_CODES = {
     http: 502,
     rpc: -32000,
     summary:
-      "The egress policy refused an outbound request (a private, loopback, link-local or metadata address, a denied name or scheme, a redirect downgrade, too many redirects); `data.rule` names the rule. SPEC.md §7.7.",
+      "The egress policy refused an outbound request (a private, loopback, link-local or metadata address, a denied name or scheme, a redirect downgrade, too many redirects); `data.rule` names the rule.",
   },
   EDGE_EGRESS_RESPONSE_TOO_LARGE: {
     http: 502,
@@ -279,7 +279,7 @@ export const ERROR_CODES = {
 export type ErrorCode = keyof typeof ERROR_CODES;
 
 /**
- * Coded warnings printed at boot for unsafe opt-ins (DESIGN.md convention 6). `mcp-edge validate`
+ * Coded warnings printed at boot for unsafe opt-ins. `mcp-edge validate`
  * prints them too. Mirrored in docs/errors.md.
  */
 export const WARNING_CODES = {

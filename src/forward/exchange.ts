@@ -34,7 +34,7 @@ export function requestKeys(messages: RpcMessage[]): Set<string> {
 
 /**
  * Whether `id` is the id of a request of the POST (same test as comparing `requestIdKey`s,
- * without building the keys): an answer must be to one of them (security.md H78).
+ * without building the keys): an answer must be to one of them.
  */
 export function asksFor(messages: RpcMessage[], id: RpcId): boolean {
   for (const m of messages) {

@@ -186,7 +186,7 @@ export class Forwarder {
     if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
     if (reply.kind === "accepted") return sendAccepted(ctx.res);
     if (reply.kind === "json") {
-      // An answer must be to a request of this POST (security.md H78).
+      // An answer must be to a request of this POST.
       if (isResponse(reply.message) && !asksFor(messages, reply.message.id as RpcId)) {
         throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answered another request.");
       }

@@ -14,7 +14,7 @@ import {
 import { common, commonParamsOf } from "./intern.ts";
 import type { StreamRegistry } from "./streams.ts";
 
-/** 256 random bits, base64url: visible ASCII, no structure (security.md D36). */
+/** 256 random bits, base64url: visible ASCII, no structure. */
 export function mintSessionId(): string {
   return randomBytes(32).toString("base64url");
 }
@@ -53,7 +53,7 @@ export function sessionHash(id: string): string {
  * Distributed mode (src/store/distributed.ts): other instances serve the same sessions. Given to
  * the manager, it makes the hot cache a short-lived copy (re-read after `hotTtlMs`, dropped at
  * once when another instance announces a change), fails session requests closed and fast while
- * the shared store is unreachable (503, never 404: security.md §3), and lets one instance at a
+ * the shared store is unreachable (503, never 404), and lets one instance at a
  * time reap idle sessions or re-initialize a given session upstream.
  */
 export interface SessionSharing {
@@ -84,7 +84,7 @@ export class SessionManager {
   readonly #routes: Map<string, Route>;
   readonly #reinit = new Map<string, Promise<UpstreamSession>>();
   /**
-   * Hot cache of session records (SPEC §1: memory for hot caches), so a call does not read the
+   * Hot cache of session records (memory for hot caches), so a call does not read the
    * store. Every change made here (create, rebind, end) updates it; the store stays the truth
    * after a restart. Bounded: the oldest entries go first.
    */
@@ -184,7 +184,7 @@ export class SessionManager {
 
   /**
    * The session a request names. Unknown, expired, another route's or another owner's session
-   * all answer the same 404: the id alone proves nothing and reveals nothing (security.md D38).
+   * all answer the same 404: the id alone proves nothing and reveals nothing.
    * `owner` is `sessionOwner(principal)`.
    */
   async load(route: Route, id: string, owner: string): Promise<SessionRecord> {

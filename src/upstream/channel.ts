@@ -136,7 +136,7 @@ export class ChannelSession implements UpstreamSession {
     if (isResponse(msg)) {
       const key = requestIdKey(msg.id as RpcId);
       const ex = this.#byRequest.get(key);
-      if (!ex) return; // a response to nothing we sent: refused (security.md H78)
+      if (!ex) return; // a response to nothing we sent: refused
       this.#byRequest.delete(key);
       ex.outstanding.delete(key);
       ex.queue.push(ev);

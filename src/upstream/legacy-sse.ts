@@ -74,7 +74,7 @@ export class LegacySseChannel implements MessageChannel {
       });
     const creds = await this.#creds.headers(AbortSignal.timeout(timeoutMs));
     let res = await connect(creds);
-    // A 401 on connect: renew the credentials once and reconnect (SPEC §7.1).
+    // A 401 on connect: renew the credentials once and reconnect.
     if (
       res.status === 401 &&
       Object.keys(creds).length > 0 &&

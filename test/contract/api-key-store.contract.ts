@@ -1,6 +1,6 @@
 /**
  * The ApiKeyStore contract: every implementation (memory, SQLite, PostgreSQL) runs this same suite
- * (DESIGN.md convention 2). `open` returns a new, empty store each time.
+ *. `open` returns a new, empty store each time.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";

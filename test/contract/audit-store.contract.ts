@@ -1,6 +1,6 @@
 /**
  * The AuditStore contract: every implementation (memory, SQLite, and later PostgreSQL) runs this
- * same suite (DESIGN.md convention 2).
+ * same suite.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";

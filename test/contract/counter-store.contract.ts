@@ -1,6 +1,6 @@
 /**
  * The rate-limit CounterStore contract (src/store/memory/counters.ts): every implementation (memory,
- * Redis) runs this same suite (DESIGN.md convention 2). `open` gives two handles on one set of
+ * Redis) runs this same suite. `open` gives two handles on one set of
  * counters: two edge instances sharing Redis, or the same store twice for the memory store.
  */
 import assert from "node:assert/strict";

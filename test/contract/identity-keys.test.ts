@@ -1,5 +1,5 @@
 /**
- * Identity-signing keys (SPEC §6 `X-MCP-Edge-Identity`): the IdentityKeyStore contract
+ * Identity-signing keys: the IdentityKeyStore contract
  * (identity-key-store.contract.ts) against SQLite and a real PostgreSQL, and IdentitySigner over them. With PostgreSQL, several signers (one
  * pool each: several instances) share the keys: instances starting at once create one key, all
  * publish the same JWKS, a token of one verifies against another's JWKS, a rotation made by one is

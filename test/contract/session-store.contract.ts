@@ -1,6 +1,6 @@
 /**
  * The SessionStore contract: every implementation (memory, SQLite, and later Redis/PostgreSQL)
- * runs this same suite (DESIGN.md convention 2).
+ * runs this same suite.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";

@@ -1,5 +1,5 @@
 /**
- * Redis dies mid-test (SIGKILL of a private redis-server) and comes back (security.md §3, §2 I.79):
+ * Redis dies mid-test (SIGKILL of a private redis-server) and comes back:
  * session store calls fail fast with EDGE_STORE_UNAVAILABLE (503, never "no such session"), the
  * counter store answers from its local fallback (never a store error, never a 429 for the outage
  * itself) and counts those decisions, and both work again after the restart without being made

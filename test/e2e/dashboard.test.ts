@@ -1,5 +1,5 @@
 /**
- * The dashboard end to end (SPEC §5 `/dashboard`, `/api/stats`): a real edge in process in front of
+ * The dashboard end to end: a real edge in process in front of
  * the conformance fixture, a scripted workload from SDK v1 clients in two tenants (allowed calls,
  * tool errors, 429s from a per-tool limit, a refusal by a key's tool allow-list), then Chromium
  * (Debian's package, driven by playwright-core) signs in as the root admin and as a tenant admin.

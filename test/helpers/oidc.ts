@@ -1,6 +1,6 @@
 /**
  * A real OAuth authorization server and a real protected MCP upstream for the upstream-credentials
- * tests (DESIGN.md convention 9: real parts, port 0, no mocks).
+ * tests (real parts, port 0, no mocks).
  *
  *   const idp = await startOidc({ ttlSeconds: 3, resource: "https://upstream.test/mcp" });
  *   const up = await startProtectedUpstream({ oidc: idp, audience: "https://upstream.test/mcp" });

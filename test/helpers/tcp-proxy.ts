@@ -1,5 +1,5 @@
 /**
- * A fault-injecting TCP proxy (the Envoy test method of security.md §3): put it between the edge
+ * A fault-injecting TCP proxy (the Envoy test method): put it between the edge
  * and a real service (PostgreSQL, Redis), then `cut()` to make the service unreachable — every
  * open connection is reset and new ones are refused — and `restore()` to bring it back on the same
  * port. The service itself keeps running, so what it holds survives the outage.

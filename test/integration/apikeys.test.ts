@@ -1,7 +1,7 @@
 /**
  * API keys end to end: the key-rotation recipe run with curl exactly as documented, rotation under
  * load with zero failed calls, keys stored hashed (a dump of the store and the logs hold no secret),
- * the security.md B cases, tool allow-lists, and sessions bound to the key's consumer.
+ * the key threat cases, tool allow-lists, and sessions bound to the key's consumer.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -216,7 +216,7 @@ describe("keys are secrets", () => {
   });
 });
 
-describe("security.md B: keys", () => {
+describe("key threats: keys", () => {
   test("expired, revoked, unknown, malformed and another server's keys all get the same 401", async () => {
     const expiring = await createKey({ name: "short", server: "github", expires_in: "1s" });
     const revoked = await createKey({ name: "gone", server: "github" });

@@ -1,5 +1,5 @@
 /**
- * Audit in distributed mode against a real PostgreSQL (SPEC §1, §7.6): AuditLog over
+ * Audit in distributed mode against a real PostgreSQL: AuditLog over
  * PostgresAuditStore chains on the store side, so several edge processes can write the same
  * tenant chains.
  *

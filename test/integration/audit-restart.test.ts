@@ -1,5 +1,5 @@
 /**
- * Audit under load with real processes (security.md J90, J95; SPEC §7.6 "nothing lost on restart"):
+ * Audit under load with real processes:
  *   (a) CALLS tool calls from CLIENTS concurrent clients, with a SIGTERM restart of the edge in the
  *       middle: the audit holds exactly one record per call the clients got an answer to, matched by
  *       the edge's request id and by a unique argument (through its digest), no record the clients

@@ -1,5 +1,5 @@
 /**
- * Audit end to end, in process (SPEC §7.6, security.md J):
+ * Audit end to end, in process:
  *   (d) refused calls (401 bad key, 403 tool forbidden, 404 session) are recorded with the right
  *       decision; an allowed call names tenant, subject, key, session, server, instance, tool,
  *       argument digest, outcome, latency, request and trace id; client-supplied fields overwrite

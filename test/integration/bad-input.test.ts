@@ -1,5 +1,5 @@
 /**
- * Acceptance: bad input on the public listener (security.md H67–H74, I83; MCP transports).
+ * Acceptance: bad input on the public listener.
  *
  * One edge runs as a real child process (stdio demo upstream) with small limits. An SDK v1 client
  * opens a session before the barrage and calls a tool after it: the barrage never disturbs another

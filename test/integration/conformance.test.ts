@@ -1,7 +1,7 @@
 /**
  * Transparency: a conformant server stays conformant behind mcp-edge. The official conformance
  * suite runs against each upstream directly and through the edge in the same test, and the
- * per-check results must match (SPEC §2 "Transparency").
+ * per-check results must match.
  *
  * - 0.1.16, all active scenarios, against the project's SDK v1 fixture: 40 of 40 both ways,
  *   dns-rebinding-protection included (it needs a localhost URL);

@@ -1,7 +1,7 @@
 /**
  * Distributed mode (issue 6, point 4): PostgreSQL becomes unreachable mid-traffic, then returns.
  * The edges reach PostgreSQL through a TCP proxy the test cuts (open connections dropped, new ones
- * refused) and restores; Redis stays up. The fault policy (security.md §3):
+ * refused) and restores; Redis stays up. The fault policy:
  *
  *   - key checks use the bounded cache: a key the edges have read keeps working, so tool calls on
  *     existing sessions keep being answered (200), and their audit records spool;

@@ -5,7 +5,7 @@
  * persistent as production runs it (append-only file, `appendfsync always`: a SIGKILL loses no
  * acknowledged write, and the restarted server has every session record). Workers call a tool on
  * their sessions in a loop through the balancer while the test SIGKILLs Redis, waits, and restarts
- * it on the same port. The fault policy (security.md §3) is asserted on every answer:
+ * it on the same port. The fault policy is asserted on every answer:
  *
  *   - while Redis is down a session request answers 503 with Retry-After (or 200), never 404, and
  *     none waits long (the slowest answer is measured and bounded by 2 s);

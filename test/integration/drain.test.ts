@@ -1,5 +1,5 @@
 /**
- * Drain on SIGTERM (security.md I86; DESIGN.md): a spawned edge receives SIGTERM while a slow tool
+ * Drain on SIGTERM: a spawned edge receives SIGTERM while a slow tool
  * call is in flight and a standalone GET stream is open.
  *   (a) the call in flight completes for its client;
  *   (b) /readyz on the admin listener answers 503 "draining" during the drain;

@@ -1,5 +1,5 @@
 /**
- * src/egress/guard.ts and index.ts against real sockets (security.md G57–G62, SPEC.md §7.7):
+ * src/egress/guard.ts and index.ts against real sockets:
  *
  * - an "internal" TCP listener on 127.0.0.1 that counts accepted connections: every denied case
  *   must leave it at 0, and `net.client.socket` (published by Node for every client socket) must
@@ -208,7 +208,7 @@ beforeEach(() => {
   decisions.length = 0;
 });
 
-/** Literal spellings of internal targets (security.md G57, G59), as URL hosts with our port. */
+/** Literal spellings of internal targets, as URL hosts with our port. */
 const LITERAL_HOSTS = [
   "127.0.0.1",
   "127.1",

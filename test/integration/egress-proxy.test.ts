@@ -1,5 +1,5 @@
 /**
- * The egress proxy end to end (SPEC §7.7, security.md G57/G61/G66): the demo server's `fetch_url`
+ * The egress proxy end to end: the demo server's `fetch_url`
  * runs as a stdio server behind mcp-edge, with the edge's HTTP_PROXY in its environment.
  *   - a loopback service is refused (403 naming the rule; the service never sees a connection);
  *   - a loopback service named in `servers.demo.egress.allow` (host:port, the named opt-in) is

@@ -1,5 +1,5 @@
 /**
- * Prometheus /metrics on the admin listener (SPEC §5, docs/operations.md "Metrics and traces"): a
+ * Prometheus /metrics on the admin listener: a
  * real edge in front of the conformance fixture, driven by the MCP SDK client; every figure read
  * back from the scraped page.
  */

@@ -1,5 +1,5 @@
 /**
- * src/auth/introspection.ts and the opaque-token path of oauth.ts (security.md A13, I88, §3).
+ * src/auth/introspection.ts and the opaque-token path of oauth.ts.
  * `parseIntrospection` and `introspectionRequest` table-driven with fixed vectors; the client and
  * its cache against the real test IdP's RFC 7662 endpoint, frozen time.
  */

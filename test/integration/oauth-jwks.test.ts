@@ -1,6 +1,6 @@
 /**
  * src/auth/jwks.ts: discovery, refresh, rotation, unknown-kid refetch with cooldown,
- * last-known-good keys while the JWKS is down, 503 at a cold start (security.md A, I88, §3).
+ * last-known-good keys while the JWKS is down, 503 at a cold start.
  * Pure parts table-driven with fixed vectors; the cache against the real test IdP, with the
  * verifier's clock frozen and moved by hand, counting requests at the IdP.
  */
@@ -344,7 +344,7 @@ describe("unknown kid: one refetch, single-flight, with a cooldown", () => {
   });
 });
 
-describe("JWKS endpoint down (security.md I88, §3: last-known-good, closed when cold)", () => {
+describe("JWKS endpoint down (last-known-good, closed when cold)", () => {
   test("warm cache, endpoint down: still verifies, past max age and up to max stale", async () => {
     const idp = await startIdp();
     const v = verifierFor(idp, { jwksCacheMaxAge: 60_000, jwksMaxStale: 3_600_000 });

@@ -1,6 +1,6 @@
 /**
  * OAuth through the edge with a real issuer (test/helpers/idp.ts: JWKS + jose-signed tokens):
- * a session outlives its tokens (SPEC §7.1), RFC 9728 metadata and challenges, scope step-up, and
+ * a session outlives its tokens, RFC 9728 metadata and challenges, scope step-up, and
  * another principal's token never reaches someone else's session.
  */
 import assert from "node:assert/strict";

@@ -1,5 +1,5 @@
 /**
- * Distributed mode, PostgreSQL unreachable (security.md §3), through a fault-injecting TCP proxy
+ * Distributed mode, PostgreSQL unreachable, through a fault-injecting TCP proxy
  * in front of the real database: key checks use the bounded cache (a key seen recently keeps
  * working; a key never seen fails closed with 503, never 401), key administration answers 503,
  * tool calls go on and their audit records wait in the spool; when the database is back, the spool

@@ -1,5 +1,5 @@
 /**
- * Rate limits end to end (security.md F51-F56, E49; SPEC §6 429): a real edge in process, the
+ * Rate limits end to end: a real edge in process, the
  * conformance fixture over HTTP and the stdio demo server (its `slow` tool) as upstreams, keys made
  * through the admin API. Each server of the edge carries the limits one test is about.
  */

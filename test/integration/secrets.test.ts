@@ -1,5 +1,5 @@
 /**
- * No credential anywhere it could leak (issue: audit, metrics; security.md A14, B15): API keys (valid
+ * No credential anywhere it could leak (audit, metrics): API keys (valid
  * and wrong), OAuth access tokens, the upstream secret the edge holds and the admin token are used
  * for real calls, then every log line, every audit record, the /metrics page, every trace span and
  * every byte of the store files is searched for each of them.

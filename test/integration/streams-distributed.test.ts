@@ -1,5 +1,5 @@
 /**
- * Distributed mode, SPEC.md §7.2: a client resumes on instance B a stream that began on instance A
+ * Distributed mode: a client resumes on instance B a stream that began on instance A
  * (a load balancer without affinity) and gets every event after its Last-Event-ID exactly once,
  * those A read while the client was away included, then the live ones, then the end. Two edge
  * stacks (StreamRegistry + RedisEventLog + Forwarder, each with its own Redis connections) share one

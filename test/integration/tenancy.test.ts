@@ -1,5 +1,5 @@
 /**
- * Tenant isolation (SPEC §7.3, security.md E): the tenant comes from the credential at the first
+ * Tenant isolation: the tenant comes from the credential at the first
  * step and keys sessions, identity, logs and admin views. Two tenants whose users share subject
  * names never cross.
  */

@@ -1,6 +1,5 @@
 /**
- * Upstream client-credentials tokens in distributed mode (SPEC §7.1, "serialized across
- * instances"): two gateways on one Redis and one PostgreSQL, a real OAuth server (oidc-provider)
+ * Upstream client-credentials tokens in distributed mode: two gateways on one Redis and one PostgreSQL, a real OAuth server (oidc-provider)
  * and a real upstream that verifies every token. The fleet fetches one token, not one per
  * instance; a token the upstream rejects is replaced by one refresh for the whole fleet; what
  * Redis holds is sealed (no token readable in it).

@@ -1,5 +1,5 @@
 /**
- * Credentials mcp-edge holds for an upstream (SPEC §4 `credentials`, §7.1): a real OAuth server
+ * Credentials mcp-edge holds for an upstream: a real OAuth server
  * (oidc-provider, client_credentials grant, RFC 8707 resource → JWT `aud`) and a real MCP upstream
  * that verifies every token with jose against the provider's JWKS. Tokens refresh before expiry,
  * after an upstream 401 (once, then the request is retried), single-flight; static secret headers
@@ -75,7 +75,7 @@ async function setup(ttlSeconds: number, refreshBefore: string, legacySse = fals
 async function connect(edge: InProcessEdge): Promise<Client> {
   const client = new Client({ name: "creds-test", version: "1.0.0" });
   // The client presents its own token: it authenticates the client to the edge (or nothing, with
-  // auth: none) and must never reach the upstream (SPEC §6).
+  // auth: none) and must never reach the upstream.
   await client.connect(
     new StreamableHTTPClientTransport(new URL(edge.url()), {
       requestInit: { headers: { authorization: `Bearer ${CLIENT_TOKEN}` } },

@@ -1,7 +1,7 @@
 /**
  * What the upstream sees and what the edge accepts from it: the forwarded-header allow-list, the
  * stdio environment allow-list and stderr logging, shared-process restart after a crash, and a
- * hostile upstream (an untrusted party: OWASP API10:2023, security.md H78).
+ * hostile upstream (an untrusted party: OWASP API10:2023).
  */
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * Audit records, pure parts: canonical JSON and digests, escaping and bounds (security.md J92),
+ * Audit records, pure parts: canonical JSON and digests, escaping and bounds,
  * redaction, and drafts built from pipeline events (client-supplied fields never overwrite).
  */
 import assert from "node:assert/strict";

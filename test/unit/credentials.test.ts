@@ -1,7 +1,7 @@
 /**
- * The pure parts of upstream credentials (DESIGN.md convention 4): token response parsing
+ * The pure parts of upstream credentials: token response parsing
  * (RFC 6749 §5.1/§5.2), the refresh schedule, the grant request encoding (§2.3.1, §4.4.2,
- * RFC 8707) and the secrets-from-the-environment config rule (SPEC §4). Fixed vectors, frozen time.
+ * RFC 8707) and the secrets-from-the-environment config rule. Fixed vectors, frozen time.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";

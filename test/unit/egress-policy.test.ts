@@ -1,6 +1,6 @@
 /**
  * src/egress/policy.ts: the address policy, table-driven over every literal spelling and range of
- * security.md group G (G57, G59) and the npm SSRF-filter bypasses of §1 ("Real failures": `127.1`,
+ * SSRF threats and the npm SSRF-filter bypasses seen in the field ("Real failures": `127.1`,
  * `0x7f.1`, `017700000001`, `::fFFf:127.0.0.1`, WHATWG's hextet rewrite, 6to4, IPv6). Each
  * literal is checked both as written and as WHATWG URL normalizes it.
  */

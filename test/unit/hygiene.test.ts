@@ -1,7 +1,7 @@
 /**
  * src/mcp/hygiene.ts, table-driven: the Host allow-list, Host/Origin checks (DNS rebinding,
  * MCP transports "Security Warning"), session id syntax, the header allow-list toward upstreams
- * (RFC 9110 §7.6.1 hop-by-hop, RFC 9700 §4.13 asserted headers) and the body cap (security.md H69).
+ * (RFC 9110 §7.6.1 hop-by-hop, RFC 9700 §4.13 asserted headers) and the body cap.
  * The pure checks read only `req.headers`; readBody runs against a real node:http server.
  */
 import assert from "node:assert/strict";

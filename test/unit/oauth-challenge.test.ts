@@ -1,7 +1,6 @@
 /**
  * src/auth/challenge.ts, table-driven: the WWW-Authenticate challenge (RFC 6750 §3, MCP
- * authorization), Protected Resource Metadata (RFC 9728) and bearer extraction (RFC 6750 §2,
- * security.md A12). Duplicate Authorization headers are also sent through a real node:http server,
+ * authorization), Protected Resource Metadata (RFC 9728) and bearer extraction (RFC 6750 §2). Duplicate Authorization headers are also sent through a real node:http server,
  * since Node drops the second one from `req.headers`.
  */
 import assert from "node:assert/strict";

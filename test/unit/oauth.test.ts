@@ -1,6 +1,6 @@
 /**
  * src/auth/oauth.ts against a real IdP (test/helpers/idp.ts: node:http + jose-signed tokens),
- * through the real Egress. security.md group A, table-driven, with frozen time (jose's
+ * through the real Egress. JWT threats, table-driven, with frozen time (jose's
  * `currentDate`, the verifier's and the IdP's clocks share one `clock`).
  */
 import assert from "node:assert/strict";
@@ -298,7 +298,7 @@ const cases: Case[] = [
   },
 ];
 
-describe("security.md group A: JWT validation", () => {
+describe("JWT threats: validation", () => {
   for (const c of cases) {
     test(c.name, async () => {
       const v = verifier(c.issuer);
