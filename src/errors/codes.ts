@@ -1,7 +1,7 @@
 /**
  * The one table of mcp-edge error codes. Every error the edge answers with, or fails to boot with,
  * has a stable code here, its HTTP status and its JSON-RPC error code. `docs/errors.md` mirrors
- * this table; `test/unit/errors.test.ts` fails when the two disagree.
+ * this table; `test/unit/docs-drift.test.ts` fails when the two disagree.
  *
  * JSON-RPC codes: -32700/-32600/-32601/-32603 are JSON-RPC 2.0 §5.1. -32000 is the code the MCP
  * SDKs use for transport-level errors; -32001 is the SDK's "Session not found"; -32020 is the

@@ -282,3 +282,29 @@ describe("import graph of src/", () => {
     });
   }
 });
+
+describe("the project stands alone", () => {
+  test("no comment, doc or test cites a document outside the repository", () => {
+    const outside = /\b(?:SPEC\.md|SPEC §|security\.md|DESIGN\.md|mcp-spec\.md)/;
+    const offenders: string[] = [];
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(path.join(ROOT, dir))) {
+        if (entry === "node_modules" || entry.startsWith(".")) continue;
+        const rel = `${dir}/${entry}`;
+        if (statSync(path.join(ROOT, rel)).isDirectory()) walk(rel);
+        else if (
+          /\.(ts|js|md|yaml|yml)$/.test(entry) &&
+          outside.test(readFileSync(path.join(ROOT, rel), "utf8"))
+        )
+          offenders.push(rel);
+      }
+    };
+    for (const dir of ["src", "test", "docs", "bench", "examples"]) walk(dir);
+    if (outside.test(readFileSync(path.join(ROOT, "README.md"), "utf8"))) offenders.push("README.md");
+    // This file names the patterns it looks for.
+    assert.deepEqual(
+      offenders.filter((f) => f !== "test/unit/architecture.test.ts"),
+      [],
+    );
+  });
+});
