@@ -9,7 +9,7 @@
  *    on one keep-alive connection after a warm-up, timed at the client (request written → answer
  *    read). Kinds: the real id with one wrong secret repeated, the real id with a fresh wrong secret
  *    each try, one unknown id repeated, a fresh unknown id each try.
- * 2. In process: `authenticateApiKey` against the SQLite key store, `--micro` calls of each kind,
+ * 2. In process: `ApiKeyChecker.check` against the SQLite key store, `--micro` calls of each kind,
  *    interleaved, timed one by one (the same kinds).
  *
  * Prints, per kind, the median and interquartile range in µs, and the largest difference between
@@ -21,7 +21,7 @@ import { Agent, request } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { authenticateApiKey, mintApiKey, newKeyId } from "../src/auth/apikey.ts";
+import { ApiKeyChecker, mintApiKey, newKeyId } from "../src/auth/apikey.ts";
 import { SqliteApiKeyStore } from "../src/store/sqlite/api-keys.ts";
 import { spawnEdge } from "../test/helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT } from "../test/helpers/spawn.ts";
@@ -226,6 +226,7 @@ async function inProcess(): Promise<void> {
     });
   }
   const next = keysFor(ids);
+  const checker = new ApiKeyChecker();
   const samples = Object.fromEntries(KINDS.map((k) => [k, [] as number[]])) as Record<Kind, number[]>;
   const plan = shuffled(KINDS.flatMap((k) => Array.from({ length: MICRO + 1000 }, () => k)));
   const seen = Object.fromEntries(KINDS.map((k) => [k, 0])) as Record<Kind, number>;
@@ -233,7 +234,7 @@ async function inProcess(): Promise<void> {
     const key = next(kind);
     const started = process.hrtime.bigint();
     try {
-      await authenticateApiKey(store, key, "demo");
+      await checker.check(store, key, "demo");
       throw new Error("a wrong key was accepted");
     } catch (err) {
       if ((err as { code?: string }).code !== "EDGE_AUTH_INVALID_TOKEN") throw err;
@@ -242,7 +243,7 @@ async function inProcess(): Promise<void> {
     if (seen[kind]++ >= 1000) samples[kind].push(us);
   }
   await store.close();
-  report(`In process (authenticateApiKey + SQLite key store, ${MICRO} calls each):`, samples);
+  report(`In process (ApiKeyChecker + SQLite key store, ${MICRO} calls each):`, samples);
 }
 
 await throughEdge();

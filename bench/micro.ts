@@ -1,7 +1,7 @@
 /**
  * Micro-benchmarks of the edge's hot functions, with the real classes from src/ in one process:
  *
- * - credential check: an API key through `Authenticator` (header parsing, `authenticateApiKey`,
+ * - credential check: an API key through `Authenticator` (header parsing, `ApiKeyChecker`,
  *   the SQLite key store behind its record cache; the key made by `KeyService`, as the admin API
  *   does); a JWT through `Authenticator` + `OAuthVerifier` with warm JWKS (the verified-token cache
  *   hit a session's next calls take, and a new token each time: the ES256 verification itself);
@@ -243,7 +243,7 @@ async function credentials(tmp: string): Promise<void> {
   });
   const req = fakeReq({ "x-api-key": key });
   await bench(group, "API key (X-API-Key), SQLite key store", () => auth.authenticate(req, route), {
-    note: "Authenticator → authenticateApiKey (a key that matched before: no SHA-256 again) → key-record cache",
+    note: "Authenticator → ApiKeyChecker (a key that matched before: no SHA-256 again) → key-record cache",
   });
   const bearer = fakeReq({ authorization: `Bearer ${key}` });
   await bench(group, "API key (Authorization: Bearer), SQLite key store", () =>

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { z } from "zod";
 import { auditRoute } from "../audit/api.ts";
 import type { AuditLog } from "../audit/log.ts";
-import { authenticateApiKey, KEY_PREFIX } from "../auth/apikey.ts";
+import { ApiKeyChecker, KEY_PREFIX } from "../auth/apikey.ts";
 import type { Route } from "../upstream/types.ts";
 import { ERROR_CODES, type ErrorSpec } from "../errors/codes.ts";
 import { GatewayError } from "../errors/errors.ts";
@@ -102,6 +102,7 @@ function sessionView(rec: SessionRecord): Record<string, unknown> {
 export class AdminApi {
   readonly #o: AdminApiOptions;
   readonly #tokenHash: Buffer | undefined;
+  readonly #keyCheck = new ApiKeyChecker();
 
   constructor(options: AdminApiOptions) {
     this.#o = options;
@@ -162,7 +163,7 @@ export class AdminApi {
       return { tenant: undefined };
     if (presented.startsWith(KEY_PREFIX)) {
       try {
-        const principal = await authenticateApiKey(this.#o.keys.store, presented, undefined);
+        const principal = await this.#keyCheck.check(this.#o.keys.store, presented, undefined);
         if (principal.scopes.includes(ADMIN_SCOPE) && principal.tenant) return { tenant: principal.tenant };
       } catch {
         // An invalid key is just an unauthorized caller.

@@ -2,7 +2,7 @@ import type { IncomingMessage } from "node:http";
 import type { Route } from "../upstream/types.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { ApiKeyStore } from "../store/types.ts";
-import { authenticateApiKey, KEY_PREFIX } from "./apikey.ts";
+import { ApiKeyChecker, KEY_PREFIX } from "./apikey.ts";
 import { bearerChallenge, extractBearer, resourceMetadataUrl, resourceUrl } from "./challenge.ts";
 import type { OAuthVerifier } from "./oauth.ts";
 import { ANONYMOUS, type Principal } from "./types.ts";
@@ -45,6 +45,8 @@ export interface AuthenticatorOptions {
  */
 export class Authenticator {
   readonly #o: AuthenticatorOptions;
+  /** The API-key check, with its own memory of keys that matched and ids that did not. */
+  readonly #keys = new ApiKeyChecker();
 
   constructor(options: AuthenticatorOptions) {
     this.#o = options;
@@ -131,7 +133,7 @@ export class Authenticator {
     if (key !== undefined) {
       if (!methods.includes("apiKey")) throw this.#unauthorized(route, true);
       try {
-        return await authenticateApiKey(this.#o.keys, key, route.name);
+        return await this.#keys.check(this.#o.keys, key, route.name);
       } catch (err) {
         if (err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN")
           throw this.#unauthorized(route, true, err);

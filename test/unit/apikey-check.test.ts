@@ -2,7 +2,12 @@ import assert from "node:assert/strict";
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
-import { authenticateApiKey, keyCheckWork, mintApiKey, REFUSAL_FLOOR_US } from "../../src/auth/apikey.ts";
+import { ApiKeyChecker, mintApiKey, REFUSAL_FLOOR_US } from "../../src/auth/apikey.ts";
+
+/** One edge's key check (its memory of matched keys and unknown ids is its own). */
+const checker = new ApiKeyChecker();
+const keyCheckWork = checker.work;
+const authenticateApiKey = checker.check.bind(checker);
 import { credentialHeaders } from "../../src/auth/authenticate.ts";
 import type { GatewayError } from "../../src/errors/errors.ts";
 import { MemoryApiKeyStore } from "../../src/store/memory/api-keys.ts";
