@@ -4,7 +4,8 @@ import { parseAllowCidr, parseAllowHost } from "../egress/policy.ts";
 import { parseRate, TOOL_NAME } from "./rate.ts";
 
 /**
- * The configuration schema: the single source of truth for `mcp-edge.yaml`. Defaults live here,
+ * The configuration schema: the single source of truth for `mcp-edge.yaml` (one file of ~800
+ * lines on purpose: every key, default and unit in one place, in the order of docs/config.md). Defaults live here,
  * with their units; `schema/mcp-edge.schema.json` is generated from it (`npm run schema`) and a
  * test fails when the two drift. Every object is strict: an unknown key is a boot error, not a
  * silently ignored typo.

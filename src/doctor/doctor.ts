@@ -17,6 +17,9 @@ import { CheckCannotRun, runCheck } from "../check/run.ts";
  * OAuth issuers (reachable, clock skew from their HTTP Date header), and with `--url` the running
  * edge itself. Each item is pass / warn / fail with the reason and the fix. Nothing is written:
  * PostgreSQL is read (the migration table), never migrated; Redis gets a PING.
+ *
+ * (One file of ~690 lines on purpose: it is the production checklist, item after item, in the
+ * order `doctor` prints it.)
  */
 
 export type ItemStatus = "pass" | "warn" | "fail";

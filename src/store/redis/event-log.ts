@@ -1,5 +1,6 @@
 /**
- * SSE event buffers in Redis / Valkey (distributed mode): a client resumes on
+ * SSE event buffers in Redis / Valkey (distributed mode; one file of ~640 lines on purpose: the
+ * writer, the reader and the follower share one key layout and one set of Lua scripts). A client resumes on
  * instance B, with Last-Event-ID, a stream that began on instance A, and gets every event after its
  * id exactly once, the events A read from the upstream while the client was away included, then the
  * live ones, then the end.
