@@ -299,7 +299,7 @@ describe("the project stands alone", () => {
           offenders.push(rel);
       }
     };
-    for (const dir of ["src", "test", "docs", "bench", "examples"]) walk(dir);
+    for (const dir of ["src", "test", "docs", "bench", "examples", "schema"]) walk(dir);
     if (outside.test(readFileSync(path.join(ROOT, "README.md"), "utf8"))) offenders.push("README.md");
     // This file names the patterns it looks for.
     assert.deepEqual(
