@@ -293,7 +293,7 @@ describe("the project stands alone", () => {
         const rel = `${dir}/${entry}`;
         if (statSync(path.join(ROOT, rel)).isDirectory()) walk(rel);
         else if (
-          /\.(ts|js|md|yaml|yml)$/.test(entry) &&
+          /\.(ts|js|md|yaml|yml|json)$/.test(entry) &&
           outside.test(readFileSync(path.join(ROOT, rel), "utf8"))
         )
           offenders.push(rel);
