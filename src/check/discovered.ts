@@ -18,6 +18,8 @@ export class DiscoveredFetcher {
   readonly #prober: Prober;
   readonly #timeoutMs: number;
   #egress: Egress | undefined;
+  /** The target is on a private or loopback network: what it discloses about itself may be too. */
+  #privateTarget = false;
 
   constructor(target: URL, prober: Prober, timeoutMs: number) {
     this.#target = target;
@@ -34,6 +36,7 @@ export class DiscoveredFetcher {
       );
       privateTarget = addrs.some((a) => classifyAddress(a.address).range !== "unicast");
     }
+    this.#privateTarget = privateTarget;
     this.#egress = new Egress({
       connectTimeout: this.#timeoutMs,
       rules: { allowPrivate: privateTarget },
@@ -57,6 +60,9 @@ export class DiscoveredFetcher {
         method: "GET",
         headers: { accept },
         trust: "runtime",
+        // A private target (the operator's own deployment) names its own issuers and their ports;
+        // a public one reaches only 80 and 443, as every run-time URL of the edge does.
+        ...(this.#privateTarget ? { namedBy: url } : {}),
         headersTimeout: this.#timeoutMs,
         maxResponseBytes: 256 * 1024,
       });
