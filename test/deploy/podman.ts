@@ -11,8 +11,8 @@
  *   (node_modules/node) and the npm the machine runs `npm ci` with — and `podman import`s it under
  *   a tag naming both versions, so later runs find it and skip the ~2 minutes of debootstrap.
  * - Production dependencies come from the npm registry during the build (as for a user). When the
- *   machine trusts an extra CA for Node (NODE_EXTRA_CA_CERTS, e.g. a TLS-intercepting proxy), it
- *   is passed as the `ca` build secret the Dockerfile accepts.
+ *   machine trusts extra CAs (NODE_EXTRA_CA_CERTS, else the system bundle: e.g. a TLS-intercepting
+ *   proxy's), they are passed as the `ca` build secret the Dockerfile accepts.
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -246,8 +246,11 @@ export async function ensureBaseImage(log: (line: string) => void): Promise<stri
 /** Builds the repository's Dockerfile on `base`; returns the image tag. */
 export async function buildImage(base: string, tag: string): Promise<void> {
   const args = ["build", "--format", "docker", "--layers", "--build-arg", `BASE=${base}`, "-t", tag];
-  const ca = process.env.NODE_EXTRA_CA_CERTS;
-  if (ca && existsSync(ca)) args.push("--secret", `id=ca,src=${ca}`);
+  // The CAs this machine trusts, for the build's npm: Node's extra ones, else the system bundle.
+  const ca = [process.env.NODE_EXTRA_CA_CERTS, "/etc/ssl/certs/ca-certificates.crt"].find(
+    (f): f is string => f !== undefined && f !== "" && existsSync(f),
+  );
+  if (ca) args.push("--secret", `id=ca,src=${ca}`);
   args.push("-f", path.join(REPO_ROOT, "Dockerfile"), REPO_ROOT);
   await podman(args, 15 * 60_000);
 }
