@@ -19,7 +19,15 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { until } from "../helpers/cluster.ts";
 import { freePort } from "../helpers/edge.ts";
 import { REPO_ROOT } from "../helpers/spawn.ts";
-import { buildImage, ensureBaseImage, podman, podmanEnv, podmanMissing, run } from "./podman.ts";
+import {
+  buildImage,
+  ensureBaseImage,
+  podman,
+  podmanConfCleanup,
+  podmanEnv,
+  podmanMissing,
+  run,
+} from "./podman.ts";
 
 const missing = await podmanMissing();
 if (missing !== undefined && process.env.CI === "true") {
@@ -47,6 +55,7 @@ function defineTests(): void {
   after(async () => {
     for (const c of containers) await run("podman", ["rm", "-f", "-t", "0", c], { env: podmanEnv() });
     await run("podman", ["volume", "rm", "-f", volume], { env: podmanEnv() });
+    podmanConfCleanup();
   });
 
   const log = (line: string) => process.stderr.write(`# container: ${line}\n`);

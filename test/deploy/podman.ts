@@ -60,6 +60,12 @@ export function podmanEnv(): NodeJS.ProcessEnv {
   return { ...process.env, CONTAINERS_CONF: path.join(confDir, "containers.conf") };
 }
 
+/** Removes the containers.conf written for this process (call after the last podman command). */
+export function podmanConfCleanup(): void {
+  if (confDir !== undefined) rmSync(confDir, { recursive: true, force: true });
+  confDir = undefined;
+}
+
 /** Runs a command to its end, bounded; the result whatever the exit code. */
 export function run(
   command: string,
