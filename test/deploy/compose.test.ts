@@ -21,14 +21,10 @@ import { Redis } from "ioredis";
 import { Client as PgClient } from "pg";
 import { parse as parseYaml } from "yaml";
 import { parseConfig } from "../../src/config/load.ts";
-import {
-  ADMIN_TOKEN,
-  Balancer,
-  connectSdk,
-  startUpstreams,
-  type Upstream,
-  whereOf,
-} from "../helpers/cluster.ts";
+import { Balancer } from "../helpers/cluster/balancer.ts";
+import { connectSdk, whereOf } from "../helpers/cluster/clients.ts";
+import { ADMIN_TOKEN } from "../helpers/cluster/edges.ts";
+import { startUpstreams, type Upstream } from "../helpers/cluster/upstream-fleet.ts";
 import { type SpawnedEdge, spawnEdge, tempDir } from "../helpers/edge.ts";
 import { POSTGRES_URL, postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { REDIS_URL, redisReady } from "../helpers/redis.ts";

@@ -16,7 +16,7 @@ import path from "node:path";
 import { after, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { until } from "../helpers/cluster.ts";
+import { until } from "../helpers/wait.ts";
 import { freePort } from "../helpers/edge.ts";
 import { REPO_ROOT } from "../helpers/spawn.ts";
 import {

@@ -13,7 +13,8 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { JSON_SSE, rawSession, sessionHeaders, startUpstreams, type Upstream } from "../helpers/cluster.ts";
+import { JSON_SSE, rawSession, sessionHeaders } from "../helpers/cluster/clients.ts";
+import { startUpstreams, type Upstream } from "../helpers/cluster/upstream-fleet.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 
