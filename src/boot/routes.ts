@@ -2,7 +2,7 @@ import type { ListCache } from "../cache/list-cache.ts";
 import type { Config } from "../config/schema.ts";
 import type { Endpoint } from "../context.ts";
 import type { Egress } from "../egress/index.ts";
-import type { EgressProxy } from "../egress/proxy.ts";
+import { callRecorder, type EgressProxy } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { Distributed } from "../store/distributed.ts";
@@ -11,7 +11,7 @@ import { HttpUpstream } from "../upstream/http.ts";
 import { LegacySseUpstream } from "../upstream/legacy-sse.ts";
 import { StdioUpstream } from "../upstream/stdio.ts";
 import { RedisTokenVault } from "../store/redis/token-vault.ts";
-import type { Route, Upstream } from "../upstream/types.ts";
+import type { ForwardInterceptor, Route, Upstream } from "../upstream/types.ts";
 
 /** What the router maps a path to. */
 export interface RouteHit {
@@ -67,11 +67,16 @@ function createUpstream(
   );
 }
 
+/** The egress recorder of a call: decisions of the call's spawned process go to `request.egress`. */
+const recordEgress: ForwardInterceptor = (request, outgoing) => {
+  outgoing.egress = callRecorder(request);
+};
+
 /**
  * One route per configured server, its upstream wrapped once by the list-result cache (every
  * upstream is observed, so list-changed notifications on any of its streams invalidate, whichever
- * endpoint reads them). Interceptors are added by the observers (boot/observers.ts) before the
- * listener opens.
+ * endpoint reads them). Interceptors: the egress recorder here, tracing by the observers
+ * (boot/observers.ts), all before the listener opens.
  */
 export function buildRoutes(
   config: Config,
@@ -90,7 +95,10 @@ export function buildRoutes(
       name,
       createUpstream(name, cfg, deps.egress, deps.log, deps.egressProxy, deps.shared),
     );
-    const route: Route = { name, config: cfg, upstream, interceptors: [] };
+    // A spawned process's outbound requests through the egress proxy are recorded on the call
+    // that was in flight (its audit record's `egress`); routes without one never pay for it.
+    const interceptors: ForwardInterceptor[] = cfg.upstream.stdio && deps.egressProxy ? [recordEgress] : [];
+    const route: Route = { name, config: cfg, upstream, interceptors };
     byName.set(name, route);
     byPath.set(cfg.route, { route, endpoint: "mcp" });
     const base = cfg.route === "/" ? "" : cfg.route;

@@ -1,5 +1,4 @@
 import type { RequestContext } from "../context.ts";
-import { callRecorder } from "../egress/proxy.ts";
 import { isRequest, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { ForwardContext } from "../upstream/types.ts";
 
@@ -10,19 +9,19 @@ export function forwardContext(
   signal: AbortSignal,
   headers: Record<string, string>,
 ): ForwardContext {
-  // The route's interceptors, composed at boot: tracing marks the start of the upstream exchange
-  // and, when on, starts the `mcp.upstream` span and puts its `traceparent` in the headers.
-  for (const intercept of ctx.route.interceptors) intercept(ctx, headers);
-  // Egress proxy (src/egress/proxy.ts): a stdio process's outbound requests during this call are
-  // recorded on it (ctx.egress, the audit record's `egress`).
-  return {
+  const fctx: ForwardContext = {
     requestId: ctx.requestId,
     protocolVersion,
     headers,
     signal,
     tenant: ctx.principal?.tenant ?? null,
-    egress: callRecorder(ctx),
+    egress: undefined,
   };
+  // The route's interceptors, composed once at boot (src/boot/): tracing marks the start of the
+  // upstream exchange and, when on, puts its `traceparent` in the headers; on a route that spawns
+  // processes behind the egress proxy, the recorder notes their outbound requests on the call.
+  for (const intercept of ctx.route.interceptors) intercept(ctx, fctx);
+  return fctx;
 }
 
 /** Request ids of the requests in a POST: the answers the stream must carry, and only those. */

@@ -1,6 +1,5 @@
 import type { IdentitySigner } from "../auth/identity.ts";
 import type { Authenticated, Parsed, RequestContext, Route } from "../context.ts";
-import { callRecorder } from "../egress/proxy.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { toGatewayError } from "../errors/wire.ts";
 import { isRequest, isResponse, type RpcMessage, type RpcRequest } from "../mcp/jsonrpc.ts";
@@ -14,6 +13,7 @@ import {
   type UpstreamSession,
   UpstreamSessionLost,
 } from "../upstream/types.ts";
+import { forwardContext } from "./exchange.ts";
 import { upstreamHeaders } from "./identity.ts";
 import { answer, errorResponseData, sseHeaders } from "./respond.ts";
 
@@ -89,16 +89,10 @@ export class LegacyBridge {
     }
   }
 
+  /** As every forward: the route's interceptors (tracing, the egress recorder) run on it. */
   async #fctx(ctx: RequestContext, version: string | undefined): Promise<ForwardContext> {
-    return {
-      requestId: ctx.requestId,
-      protocolVersion: version,
-      headers: await upstreamHeaders(ctx, this.#identity),
-      signal: AbortSignal.timeout(ctx.route.config.upstream.timeout),
-      // Egress proxy: as in streamable.ts.
-      tenant: ctx.principal?.tenant ?? null,
-      egress: callRecorder(ctx),
-    };
+    const headers = await upstreamHeaders(ctx, this.#identity);
+    return forwardContext(ctx, version, AbortSignal.timeout(ctx.route.config.upstream.timeout), headers);
   }
 
   async #initialize(ctx: Parsed, conn: LegacyConnection, msg: RpcRequest): Promise<void> {

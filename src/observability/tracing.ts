@@ -55,6 +55,9 @@ interface RequestSpans {
   upstream?: Span;
 }
 
+/** What a request's spans are made from and keyed by (the forwarding request and the facts at its end are one object). */
+type SpanKey = Pick<ForwardingRequest, "requestId" | "route" | "httpMethod" | "headers" | "startedAt">;
+
 export interface TracingOptions {
   config: Config["tracing"];
   routes: ReadonlyMap<string, Route>;
@@ -70,7 +73,7 @@ export class Tracing {
   readonly #propagator: Propagator;
   readonly #markUpstream: boolean;
   readonly #shutdown: (() => Promise<void>) | undefined;
-  readonly #spans = new WeakMap<ForwardingRequest, RequestSpans>();
+  readonly #spans = new WeakMap<SpanKey, RequestSpans>();
   #started = false;
 
   private constructor(
@@ -141,7 +144,7 @@ export class Tracing {
    */
   interceptor(): ForwardInterceptor | undefined {
     if (!this.#tracer && !this.#markUpstream) return undefined;
-    return (request, headers) => this.#forwarding(request, headers);
+    return (request, outgoing) => this.#forwarding(request, outgoing.headers);
   }
 
   #forwarding(ctx: ForwardingRequest, headers: Record<string, string>): void {
@@ -164,7 +167,7 @@ export class Tracing {
     else delete headers.tracestate;
   }
 
-  #requestSpans(tracer: Tracer, ctx: ForwardingRequest): RequestSpans {
+  #requestSpans(tracer: Tracer, ctx: SpanKey): RequestSpans {
     let spans = this.#spans.get(ctx);
     if (!spans) {
       const parent = this.#propagator.extract(ROOT_CONTEXT, ctx.headers, defaultTextMapGetter);

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { ServerConfig } from "../config/schema.ts";
-import type { EgressSink } from "../egress/proxy.ts";
+import type { EgressDecision, EgressSink } from "../egress/proxy.ts";
 import type { RpcMessage, RpcRequest } from "../mcp/jsonrpc.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 
@@ -41,7 +41,7 @@ export interface ForwardContext {
    * Egress proxy: where a spawned process's outbound requests made while this request is in
    * flight are recorded (the call's audit record). stdio carries no correlation of its own.
    */
-  egress?: EgressSink;
+  egress?: EgressSink | undefined;
 }
 
 /** A session on one upstream instance (or one spawned process / one legacy SSE connection). */
@@ -109,8 +109,11 @@ export interface Route {
   readonly interceptors: ForwardInterceptor[];
 }
 
-/** Runs as a call is forwarded upstream; may add headers. Built at boot, per route. */
-export type ForwardInterceptor = (request: ForwardingRequest, headers: Record<string, string>) => void;
+/**
+ * Runs as a call is forwarded upstream, on the forward context being built: may add headers or set
+ * the egress recorder. Built at boot, per route (undici's dispatcher interceptors are the model).
+ */
+export type ForwardInterceptor = (request: ForwardingRequest, outgoing: ForwardContext) => void;
 
 /** What a forward interceptor sees of the request: read-only facts, never the whole context. */
 export interface ForwardingRequest {
@@ -121,5 +124,7 @@ export interface ForwardingRequest {
   /** performance.now() when the request arrived. */
   readonly startedAt: number;
   /** performance.now() when the forward stage first talked to the upstream; set by the first interceptor that marks it. */
-  upstreamAt?: number;
+  upstreamAt?: number | undefined;
+  /** Outbound requests of a spawned process during the call (the egress recorder appends). */
+  egress?: EgressDecision[] | undefined;
 }
