@@ -101,8 +101,8 @@ export async function spawnEdge(
   });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const ready = await new Promise<{ url: string; admin: string }>((resolve, reject) => {
-    // Fix: an edge that starts after the deadline was left running (the test never registered it
-    // for cleanup), so the test file never exited. It is killed with the failure.
+    // An edge that does not start in time is killed with the failure: never left running to hold
+    // the test process open.
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       reject(new Error(`edge did not start within ${timeoutMs} ms:\n${output}`));

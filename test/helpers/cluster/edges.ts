@@ -10,13 +10,9 @@
  *   await cluster.stop(); await Promise.all(up.map((u) => u.stop()));
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
 import path from "node:path";
-import { createInterface } from "node:readline";
-import { type EdgeConfigDoc, type SpawnedEdge, tempDir, withTestDefaults } from "../edge.ts";
+import { type EdgeConfigDoc, type SpawnedEdge, spawnEdge, tempDir } from "../edge.ts";
 import { POSTGRES_URL } from "../postgres.ts";
-import { NODE_BIN, REPO_ROOT } from "../spawn.ts";
 import { Balancer } from "./balancer.ts";
 import type { Upstream } from "./upstream-fleet.ts";
 
@@ -81,71 +77,6 @@ export function edgeConfig(o: ClusterOptions, dir: string, publicUrl: string): E
   };
 }
 
-/**
- * `mcp-edge serve` as a child process, as spawnEdge (test/helpers/edge.ts) does, except that a child
- * that does not come up in time is killed (not left running to hold the test process open), and
- * the wait is longer: three edges compiling their TypeScript at once on a loaded 2-core machine.
- */
-async function spawnClusterEdge(doc: EdgeConfigDoc, dir: string, timeoutMs = 60_000): Promise<SpawnedEdge> {
-  const file = path.join(dir, "edge.yaml");
-  writeFileSync(file, JSON.stringify({ ...withTestDefaults(doc, dir), log: { level: "info" } }));
-  const child = spawn(NODE_BIN, [path.join(REPO_ROOT, "src/main.ts"), "serve", "-c", file], {
-    cwd: dir,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stderr?.on("data", (d: Buffer) => {
-    output += d.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const kill = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    await exited;
-  };
-  try {
-    const ready = await new Promise<{ url: string; admin: string }>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`edge did not start in ${timeoutMs} ms:\n${output}`)),
-        timeoutMs,
-      );
-      createInterface({ input: child.stdout! }).on("line", (line) => {
-        output += `${line}\n`;
-        try {
-          const rec = JSON.parse(line) as { msg?: string; url?: string; admin?: string };
-          if (rec.msg === "mcp-edge listening" && rec.url && rec.admin) {
-            clearTimeout(timer);
-            resolve({ url: rec.url, admin: rec.admin });
-          }
-        } catch {
-          // not a log line
-        }
-      });
-      void exited.then((code) => {
-        clearTimeout(timer);
-        reject(new Error(`edge exited (${code}) before listening:\n${output}`));
-      });
-    });
-    return {
-      child,
-      baseUrl: ready.url,
-      adminUrl: ready.admin,
-      output: () => output,
-      exited,
-      async stop() {
-        if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-        const code = await exited;
-        clearTimeout(timer);
-        return code;
-      },
-      kill,
-    };
-  } catch (err) {
-    await kill();
-    throw err;
-  }
-}
-
 async function stopEdge(e: SpawnedEdge, graceMs: number): Promise<void> {
   const c = e.child;
   if (c.exitCode !== null || c.signalCode !== null) return;
@@ -162,7 +93,8 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const settled = await Promise.allSettled(
     Array.from({ length: n }, () => {
       const dir = tempDir("mcp-edge-cluster-");
-      return spawnClusterEdge(edgeConfig(o, dir, lb.url), dir);
+      // A longer wait than spawnEdge's default: three edges compile their TypeScript at once.
+      return spawnEdge(edgeConfig(o, dir, lb.url), dir, 60_000);
     }),
   );
   const edges = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
