@@ -1,4 +1,5 @@
 import { runAudit } from "./cli/audit.ts";
+import { runConnect } from "./cli/connect.ts";
 import { runInit } from "./cli/init.ts";
 import { runKeys } from "./cli/keys.ts";
 import { runServe } from "./cli/serve.ts";
@@ -14,6 +15,7 @@ Commands:
   validate [-c FILE]   check a configuration and print its unsafe opt-ins
   keys <create|list|rotate|revoke>   manage API keys through the admin API
   audit <query|tail|verify|export>   read, follow, verify and export audit records
+  connect URL          stdio bridge for desktop MCP clients to a remote server (in place of mcp-remote)
 
 Run 'mcp-edge <command> --help' for a command's options.`;
 
@@ -23,6 +25,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   validate: runValidate,
   keys: runKeys,
   audit: runAudit,
+  connect: runConnect,
 };
 
 async function main(argv: string[]): Promise<number> {
