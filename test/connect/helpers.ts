@@ -82,6 +82,8 @@ export async function bridgeClient(
     },
     async close() {
       await client.close().catch(() => undefined);
+      // A client that never connected does not own the transport: close it too (ends the bridge's stdin).
+      await transport.close().catch(() => undefined);
     },
   };
 }
