@@ -23,6 +23,7 @@ import type { ConnectLog } from "./log.ts";
 import {
   AnswerError,
   type AuthHook,
+  bridgeError,
   type Exchange,
   isSafeToRepeat,
   LostError,
@@ -109,7 +110,11 @@ export class Bridge {
       msg = parseMessage(line);
     } catch (err) {
       this.#o.log.warn(`ignored a malformed message from the client: ${(err as Error).message}`);
-      this.#write({ jsonrpc: "2.0", id: null, error: { code: -32700, message: "Parse error" } });
+      this.#write({
+        jsonrpc: "2.0",
+        id: null,
+        error: { code: -32700, message: "Parse error", data: { code: "EDGE_PARSE_ERROR" } },
+      });
       return;
     }
     this.#o.log.debug(`client → ${"method" in msg ? msg.method : "response"}`);
@@ -163,10 +168,10 @@ export class Bridge {
       const discovered = await stateless.discover(params["clientInfo"], params["capabilities"]);
       if (discovered || this.#o.era === "2026") {
         if (!discovered)
-          throw new AnswerError({
-            code: -32000,
-            message: "The server does not answer server/discover (2026-07-28).",
-          });
+          throw bridgeError(
+            "EDGE_CONNECT_NOT_INITIALIZED",
+            "The server does not answer server/discover (2026-07-28).",
+          );
         log.info(`connected to ${url.href} (protocol 2026-07-28, stateless)`);
         this.#transport = stateless;
         this.#stateless = stateless;
@@ -214,10 +219,10 @@ export class Bridge {
     try {
       const transport = await this.#transportReady();
       if (!transport) {
-        throw new AnswerError({
-          code: -32000,
-          message: "Not connected: the client must send initialize first.",
-        });
+        throw bridgeError(
+          "EDGE_CONNECT_NOT_INITIALIZED",
+          "Not connected: the client must send initialize first.",
+        );
       }
       if (this.#stateless) {
         // Session-era methods with no 2026-07-28 counterpart are answered here.
@@ -240,11 +245,11 @@ export class Bridge {
             continue;
           }
           this.#o.log.warn(`the answer to ${msg.method} was lost (${err.message}); not re-sent`);
-          throw new AnswerError({
-            code: -32000,
-            message: `The connection to the server was lost while ${msg.method} was running (${err.message}). It was not re-sent: it may or may not have taken effect.`,
-            data: { reason: "lost-in-flight", method: msg.method },
-          });
+          throw bridgeError(
+            "EDGE_CONNECT_LOST_IN_FLIGHT",
+            `The connection to the server was lost while ${msg.method} was running (${err.message}). It was not re-sent: it may or may not have taken effect.`,
+            { method: msg.method },
+          );
         }
       }
     } catch (err) {
@@ -269,7 +274,11 @@ export class Bridge {
     const rpc =
       err instanceof AnswerError
         ? err.rpc
-        : { code: -32603, message: `mcp-edge connect: ${(err as Error).message ?? String(err)}` };
+        : {
+            code: -32603,
+            message: `mcp-edge connect: ${(err as Error).message ?? String(err)}`,
+            data: { code: "EDGE_INTERNAL" },
+          };
     if (!(err instanceof AnswerError)) this.#o.log.error((err as Error).stack ?? String(err));
     // The fallback marker is internal.
     const data = rpc.data as Record<string, unknown> | undefined;

@@ -20,6 +20,7 @@ import { checkDiscoveredUrl, discard, header, type HttpResponse, readText, send 
 import {
   AnswerError,
   backoff,
+  bridgeError,
   delay,
   type Exchange,
   httpError,
@@ -104,7 +105,7 @@ export class LegacySseTransport {
       if (ev.event === "endpoint") {
         this.#endpoint = checkDiscoveredUrl(new URL(ev.data.trim(), this.#o.url).href, this.#o.url);
         if (this.#endpoint.origin !== this.#o.url.origin) {
-          throw new AnswerError({ code: -32000, message: "The SSE endpoint event names another origin." });
+          throw bridgeError("EDGE_CONNECT_NOT_INITIALIZED", "The SSE endpoint event names another origin.");
         }
         break;
       }
@@ -212,7 +213,7 @@ export class LegacySseTransport {
       await Promise.race([ex.done, lostP]);
     } catch (err) {
       if (isConnectFailure(err))
-        throw new AnswerError({ code: -32000, message: "The server could not be reached." });
+        throw bridgeError("EDGE_CONNECT_UNREACHABLE", "The server could not be reached.");
       throw err;
     } finally {
       this.#exchanges.delete(entry);

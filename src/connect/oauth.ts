@@ -19,7 +19,7 @@
  *    while the stdio side waits.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { AnswerError, type AuthHook } from "./remote.ts";
+import { type AuthHook, bridgeError } from "./remote.ts";
 import { openBrowser, checkBrowserUrl } from "./browser.ts";
 import { startCallback, type Callback } from "./callback.ts";
 import { checkDiscoveredUrl, getJson, type HttpResponse, header, postForJson } from "./http.ts";
@@ -312,11 +312,10 @@ export class OAuthClient implements AuthHook {
     } catch (err) {
       const message = (err as Error).message;
       this.#o.log.error(`login failed: ${message}`);
-      throw new AnswerError({
-        code: -32000,
-        message: `mcp-edge connect could not log in to ${this.#o.serverUrl.origin}: ${message}`,
-        data: { reason: "login-failed" },
-      });
+      throw bridgeError(
+        "EDGE_CONNECT_LOGIN_FAILED",
+        `mcp-edge connect could not log in to ${this.#o.serverUrl.origin}: ${message}`,
+      );
     }
   }
 

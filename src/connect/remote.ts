@@ -2,6 +2,7 @@
  * What the bridge's transports toward the remote server share: the exchange of one client request,
  * the errors a transport reports, the auth hook, retry timing and an SSE reader.
  */
+import { ERROR_CODES, type ErrorCode } from "../errors/codes.ts";
 import { SseParser, type SseEvent } from "../listen/sse.ts";
 import type { RpcErrorObject, RpcMessage, RpcRequest } from "../listen/jsonrpc.ts";
 import type { HttpResponse } from "./http.ts";
@@ -23,6 +24,18 @@ export interface Exchange {
  */
 export class LostError extends Error {
   override readonly name = "LostError";
+}
+
+/**
+ * The bridge's own error for the desktop client: the JSON-RPC code of `code` in the one table
+ * (src/errors/codes.ts) and `data.code` = the stable code, as the edge's wire errors carry it.
+ */
+export function bridgeError(
+  code: ErrorCode,
+  message: string,
+  data: Record<string, unknown> = {},
+): AnswerError {
+  return new AnswerError({ code: ERROR_CODES[code].rpc ?? -32000, message, data: { code, ...data } });
 }
 
 /** Answer the client's request with this JSON-RPC error (the server's, or the bridge's own). */
@@ -155,9 +168,8 @@ export function rpcErrorOf(text: string): RpcErrorObject | undefined {
 export function httpError(status: number, text: string): AnswerError {
   const rpc = rpcErrorOf(text);
   if (rpc) return new AnswerError(rpc);
-  return new AnswerError({
-    code: -32000,
-    message: `The server answered HTTP ${status}.`,
-    data: { status, body: text.slice(0, 500) },
+  return bridgeError("EDGE_CONNECT_HTTP_ERROR", `The server answered HTTP ${status}.`, {
+    status,
+    body: text.slice(0, 500),
   });
 }

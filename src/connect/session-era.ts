@@ -23,6 +23,7 @@ import {
   AnswerError,
   type AuthHook,
   backoff,
+  bridgeError,
   delay,
   type Exchange,
   httpError,
@@ -64,6 +65,14 @@ export class SessionEraTransport {
   #getAbort: AbortController | undefined;
   #getLastEventId: string | undefined;
   #getUnsupported = false;
+  /**
+   * Settles once the standalone GET stream answered (opened, refused, or failed). Requests wait
+   * for it (bounded), so that what the server sends on that stream in answer to them has a stream
+   * to go to.
+   */
+  #getOpened: Promise<void> = Promise.resolve();
+  #markGetOpened: () => void = () => undefined;
+  #getPending = false;
   #internalSeq = 0;
   /** Sessions re-initialized so far (tests and logs read it). */
   reinitializations = 0;
@@ -108,8 +117,23 @@ export class SessionEraTransport {
   }
 
   /** A notification or a response to a server request. */
+  /** From now until the GET stream answers, requests wait for it (see #getOpened). */
+  #expectGetStream(): void {
+    if (this.#getPending || this.#getUnsupported) return;
+    this.#getPending = true;
+    this.#getOpened = new Promise<void>((resolve) => {
+      this.#markGetOpened = () => {
+        this.#getPending = false;
+        resolve();
+      };
+    });
+  }
+
   async notify(msg: RpcNotification | RpcResponse): Promise<void> {
-    if ("method" in msg && msg.method === "notifications/initialized") this.#initialized = msg;
+    if ("method" in msg && msg.method === "notifications/initialized") {
+      this.#initialized = msg;
+      this.#expectGetStream();
+    }
     for (let attempt = 0; attempt < 3; attempt++) {
       const gen = this.#generation;
       let res: HttpResponse;
@@ -136,6 +160,7 @@ export class SessionEraTransport {
 
   /** One client request; resolves once its answer was delivered. */
   async request(ex: Exchange): Promise<void> {
+    await Promise.race([this.#getOpened, delay(2000, this.#closed.signal)]);
     for (let attempt = 0; attempt < 4; attempt++) {
       const gen = this.#generation;
       let res: HttpResponse;
@@ -173,10 +198,10 @@ export class SessionEraTransport {
       await this.#resume(ex, state);
       return;
     }
-    throw new AnswerError({
-      code: -32000,
-      message: "The server keeps losing the session; giving up on this request.",
-    });
+    throw bridgeError(
+      "EDGE_CONNECT_SESSION_UNSTABLE",
+      "The server keeps losing the session; giving up on this request.",
+    );
   }
 
   /** Stream ended early: GET + Last-Event-ID until the answer arrives (the server may close again: polling). */
@@ -290,7 +315,7 @@ export class SessionEraTransport {
     if (this.#reinit) return this.#reinit;
     if (gen !== this.#generation) return Promise.resolve();
     const init = this.#init;
-    if (!init) return Promise.reject(new AnswerError({ code: -32000, message: "No initialize to replay." }));
+    if (!init) return Promise.reject(bridgeError("EDGE_CONNECT_NOT_INITIALIZED", "No initialize to replay."));
     this.#reinit = (async () => {
       this.#getAbort?.abort();
       this.#getLastEventId = undefined;
@@ -329,6 +354,7 @@ export class SessionEraTransport {
     this.#getAbort?.abort();
     const abort = new AbortController();
     this.#getAbort = abort;
+    this.#expectGetStream();
     const loop = this.#runGetStream(abort.signal).catch((err: unknown) => {
       this.#o.hooks.log.debug(`GET stream stopped: ${(err as Error).message}`);
     });
@@ -343,11 +369,13 @@ export class SessionEraTransport {
       try {
         res = await this.#get(this.#getLastEventId, signal);
       } catch (err) {
+        this.#markGetOpened();
         if (signal.aborted) return;
         this.#o.hooks.log.debug(`GET stream: ${(err as Error).message}; reconnecting`);
         await delay(backoff(this.#o.retry, attempt++), signal);
         continue;
       }
+      this.#markGetOpened();
       if (res.status === 405) {
         await discard(res);
         this.#getUnsupported = true; // the server offers no standalone stream (allowed by the spec)
@@ -500,10 +528,10 @@ function retryAfterMs(res: HttpResponse): number | undefined {
 }
 
 export function unreachable(url: URL, err: unknown): AnswerError {
-  return new AnswerError({
-    code: -32000,
-    message: `The server ${url.origin} could not be reached (${(err as Error).message}); the bridge kept trying and gave up on this request.`,
-  });
+  return bridgeError(
+    "EDGE_CONNECT_UNREACHABLE",
+    `The server ${url.origin} could not be reached (${(err as Error).message}); the bridge kept trying and gave up on this request.`,
+  );
 }
 
 function describe(msg: RpcMessage): string {

@@ -22,9 +22,9 @@ import { encodeHeaderValue, META_PROTOCOL_VERSION } from "../listen/era.ts";
 import { parseMessage, type RpcMessage, type RpcNotification, type RpcRequest } from "../listen/jsonrpc.ts";
 import { discard, header, type HttpResponse, readText, send } from "./http.ts";
 import {
-  AnswerError,
   type AuthHook,
   backoff,
+  bridgeError,
   delay,
   type Exchange,
   httpError,
@@ -214,7 +214,7 @@ export class StatelessEraTransport {
         this.#o.hooks.deliver({ jsonrpc: "2.0", id: ex.msg.id, result: rest });
         return;
       }
-      throw new AnswerError({ code: -32000, message: "Too many input rounds for one request." });
+      throw bridgeError("EDGE_UPSTREAM_BAD_RESPONSE", "Too many input rounds for one request.");
     } finally {
       this.#inflight.delete(idKey);
     }
