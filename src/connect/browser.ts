@@ -52,7 +52,7 @@ export function opener(platform: NodeJS.Platform = process.platform): [string, s
  * Opens `url` (checked again here) in the user's browser. Resolves false when no opener could be
  * started (the caller has printed the URL anyway).
  */
-export function openBrowser(url: string, spawn: Spawn = nodeSpawn): Promise<boolean> {
+export async function openBrowser(url: string, spawn: Spawn = nodeSpawn): Promise<boolean> {
   const checked = checkBrowserUrl(url);
   const [program, args] = opener();
   return new Promise((resolve) => {
