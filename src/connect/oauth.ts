@@ -386,7 +386,10 @@ export class OAuthClient implements AuthHook {
       const m = r.json as Record<string, unknown>;
       const iss = str(m["issuer"]);
       const expected = issuer.pathname === "/" ? issuer.origin : issuer.href;
-      if (iss !== expected && iss !== issuer.href) {
+      // 2025-03-26 servers without resource metadata: the metadata came from the server's origin,
+      // not from an issuer identifier, so it names its own issuer — on that origin.
+      const legacyOk = !prm && iss !== undefined && URL.canParse(iss) && new URL(iss).origin === issuer.origin;
+      if (iss !== expected && iss !== issuer.href && !legacyOk) {
         throw new Error(
           `the authorization server metadata names issuer ${iss ?? "(none)"}, not ${expected} (RFC 8414 §3.3)`,
         );
