@@ -3,11 +3,11 @@
  * the same scenarios in the same run, through the same desktop driver (conformance-driver.ts), and
  * prints a per-scenario table (markdown) and writes the raw verdicts as JSON.
  *
- *   node test/connect/conformance-run.ts [--suite 0.1|0.2] [--only edge|mcp-remote] [--scenario S]... [-o DIR]
+ *   node test/connect/conformance-run.ts [--suite 0.1|0.2] [--spec REV] [--only edge|mcp-remote] [--scenario S]... [-o DIR]
  *
  * 0.1 = @modelcontextprotocol/conformance 0.1.16 (every client scenario it lists);
- * 0.2 = 0.2.0-alpha.12 (`conformance-next`), the scenarios of the 2026-07-28 requirement set plus
- * the 2025-11-25 ones, run with `--spec-version 2026-07-28`.
+ * 0.2 = 0.2.0-alpha.12 (`conformance-next`), the scenarios listed for one spec revision
+ * (`--spec 2025-11-25|2026-07-28`, default 2026-07-28), run with `--spec-version` of that revision.
  * mcp-remote is taken from $MCP_REMOTE_BIN (default /tmp/mcp-remote/node_modules/mcp-remote/dist/proxy.js).
  */
 import { spawn } from "node:child_process";
@@ -118,21 +118,25 @@ if (import.meta.main) {
   const { values } = parseArgs({
     options: {
       suite: { type: "string", default: "0.1" },
+      spec: { type: "string", default: "2026-07-28" },
       only: { type: "string" },
       scenario: { type: "string", multiple: true },
       o: { type: "string", default: path.join(REPO_ROOT, "scratch", "conformance-client") },
     },
   });
   const cli = values.suite === "0.2" ? CONFORMANCE_0_2 : CONFORMANCE_0_1;
-  const extra = values.suite === "0.2" ? ["--spec-version", "2026-07-28"] : [];
+  const spec = values.spec as string;
+  const extra = values.suite === "0.2" ? ["--spec-version", spec] : [];
   let scenarios = (await listClientScenarios(cli))
     // Extensions (client credentials, cross-app access, DPoP, workload identity) are grants a
-    // desktop bridge does not perform; they are listed in the docs as not run.
+    // desktop bridge does not perform; they are listed in the docs as not run. With 0.2, the
+    // scenarios of the requirement set asked for (`--spec`).
     .filter((s) => !s.versions.includes("extension"))
+    .filter((s) => values.suite !== "0.2" || s.versions.includes(spec))
     .map((s) => s.name);
   if (values.scenario) scenarios = scenarios.filter((s) => values.scenario!.includes(s));
   const bridges = (values.only ? [values.only] : ["edge", "mcp-remote"]) as Array<"edge" | "mcp-remote">;
-  const out = path.join(values.o as string, values.suite as string);
+  const out = path.join(values.o as string, values.suite === "0.2" ? `0.2-${spec}` : "0.1");
   mkdirSync(out, { recursive: true });
   const results: ScenarioResult[] = [];
   for (const scenario of scenarios) {
