@@ -388,7 +388,8 @@ export class OAuthClient implements AuthHook {
       const expected = issuer.pathname === "/" ? issuer.origin : issuer.href;
       // 2025-03-26 servers without resource metadata: the metadata came from the server's origin,
       // not from an issuer identifier, so it names its own issuer — on that origin.
-      const legacyOk = !prm && iss !== undefined && URL.canParse(iss) && new URL(iss).origin === issuer.origin;
+      const legacyOk =
+        !prm && iss !== undefined && URL.canParse(iss) && new URL(iss).origin === issuer.origin;
       if (iss !== expected && iss !== issuer.href && !legacyOk) {
         throw new Error(
           `the authorization server metadata names issuer ${iss ?? "(none)"}, not ${expected} (RFC 8414 §3.3)`,

@@ -31,6 +31,7 @@ import {
   isConnectFailure,
   LostError,
   type RetryPolicy,
+  rpcErrorOf,
   sseEvents,
   type TransportHooks,
 } from "./remote.ts";
@@ -97,17 +98,34 @@ export class StatelessEraTransport {
       method: "server/discover",
       params: { _meta: this.#envelope() },
     };
-    let res: HttpResponse;
-    try {
-      res = await this.#post(msg);
-    } catch (err) {
-      if (isConnectFailure(err)) throw unreachable(this.#o.url, err);
-      throw err;
-    }
-    if (res.status !== 200) {
-      await discard(res);
+    let res: HttpResponse | undefined;
+    // A 2026 server may refuse the first version with UnsupportedProtocolVersion (-32022) and list
+    // what it supports (2026-07-28 "Version Negotiation"): asked again once when ours is listed.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        res = await this.#post(msg);
+      } catch (err) {
+        if (isConnectFailure(err)) throw unreachable(this.#o.url, err);
+        throw err;
+      }
+      if (res.status === 200) break;
+      const text = await readText(res).catch(() => "");
+      const rpc = rpcErrorOf(text);
+      const supported = (rpc?.data as { supported?: unknown } | undefined)?.supported;
+      if (
+        rpc?.code === -32022 &&
+        Array.isArray(supported) &&
+        supported.includes(STATELESS_VERSION) &&
+        attempt === 0
+      ) {
+        this.#o.hooks.log.debug(
+          "the server asked for another protocol version; asking again with 2026-07-28",
+        );
+        continue;
+      }
       return undefined;
     }
+    if (!res || res.status !== 200) return undefined;
     const answer = await this.#readAnswer(res, msg.id);
     const result = answer && "result" in answer ? (answer.result as Record<string, unknown>) : undefined;
     const versions = result?.["supportedVersions"];
@@ -117,7 +135,11 @@ export class StatelessEraTransport {
       supportedVersions: versions as string[],
       capabilities: (result?.["capabilities"] as Record<string, unknown>) ?? {},
       ...(typeof result?.["instructions"] === "string" ? { instructions: result["instructions"] } : {}),
-      ...(meta?.[META_SERVER_INFO] !== undefined ? { serverInfo: meta[META_SERVER_INFO] } : {}),
+      ...(result?.["serverInfo"] !== undefined
+        ? { serverInfo: result["serverInfo"] }
+        : meta?.[META_SERVER_INFO] !== undefined
+          ? { serverInfo: meta[META_SERVER_INFO] }
+          : {}),
     };
     return this.#discovery;
   }
