@@ -38,6 +38,8 @@ import {
 import { unreachable } from "./session-era.ts";
 
 export const STATELESS_VERSION = "2026-07-28";
+/** An HTTP header-name token (RFC 9110 §5.1), non-empty. */
+const HEADER_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo";
 const META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities";
 const META_LOG_LEVEL = "io.modelcontextprotocol/logLevel";
@@ -79,6 +81,9 @@ export class StatelessEraTransport {
   #logLevel: string | undefined;
   #discovery: Discovery | undefined;
   readonly #inflight = new Map<string, AbortController>();
+  /** Per tool: `x-mcp-header` name → the input property it mirrors. */
+  readonly #toolHeaders = new Map<string, Map<string, string>>();
+  #roundSeq = 0;
 
   constructor(options: StatelessOptions) {
     this.#o = options;
@@ -207,11 +212,15 @@ export class StatelessEraTransport {
     this.#inflight.set(idKey, abort);
     try {
       let extra: Record<string, unknown> = {};
+      const paramHeaders = this.#paramHeadersFor(ex.msg);
       for (let round = 0; round < 16; round++) {
-        const body = this.#withEnvelope(ex.msg, extra);
+        // A retry with input responses is a new request: it gets a new JSON-RPC id (2026-07-28
+        // "Multi Round-Trip Requests"); the client's id is the one its answer goes out with.
+        const id = round === 0 ? ex.msg.id : `mcp-edge-connect:round:${++this.#roundSeq}`;
+        const body = this.#withEnvelope({ ...ex.msg, id }, extra);
         let res: HttpResponse;
         try {
-          res = await this.#post(body, abort.signal);
+          res = await this.#post(body, abort.signal, paramHeaders);
         } catch (err) {
           if (abort.signal.aborted) return; // the client cancelled: no answer is due
           if (isConnectFailure(err)) throw unreachable(this.#o.url, err);
@@ -220,11 +229,11 @@ export class StatelessEraTransport {
         if (res.status < 200 || res.status > 299) {
           throw httpError(res.status, await readText(res).catch(() => ""));
         }
-        const answer = await this.#readAnswer(res, ex.msg.id, abort.signal);
+        const answer = await this.#readAnswer(res, id, abort.signal);
         if (abort.signal.aborted) return;
         if (!answer) throw new LostError("the answer stream ended before the answer");
         if ("error" in answer) {
-          this.#o.hooks.deliver(answer);
+          this.#o.hooks.deliver({ ...answer, id: ex.msg.id } as RpcMessage);
           return;
         }
         const result = (answer.result ?? {}) as Record<string, unknown>;
@@ -233,6 +242,7 @@ export class StatelessEraTransport {
           continue;
         }
         const { resultType: _drop, ...rest } = result;
+        if (ex.msg.method === "tools/list") this.#learnTools(rest);
         this.#o.hooks.deliver({ jsonrpc: "2.0", id: ex.msg.id, result: rest });
         return;
       }
@@ -240,6 +250,64 @@ export class StatelessEraTransport {
     } finally {
       this.#inflight.delete(idKey);
     }
+  }
+
+  /**
+   * `x-mcp-header` (2026-07-28 "Request Metadata", custom headers): a tool's input property marked
+   * with it is mirrored as `Mcp-Param-<name>` on its calls. A declaration that is empty, not a
+   * header token, repeated (case-insensitively), or on a property that is not a string, integer or
+   * boolean makes the tool invalid: it is left out
+   * of the list the desktop client sees (clients MUST exclude such tools). Mutates `result.tools`.
+   */
+  #learnTools(result: Record<string, unknown>): void {
+    const tools = result["tools"];
+    if (!Array.isArray(tools)) return;
+    const kept: unknown[] = [];
+    for (const tool of tools as Array<{ name?: unknown; inputSchema?: { properties?: unknown } }>) {
+      const props = tool?.inputSchema?.properties;
+      const headers = new Map<string, string>();
+      let valid = true;
+      if (props && typeof props === "object" && !Array.isArray(props)) {
+        for (const [prop, def] of Object.entries(props as Record<string, Record<string, unknown>>)) {
+          if (!def || typeof def !== "object" || !Object.hasOwn(def, "x-mcp-header")) continue;
+          const name = def["x-mcp-header"];
+          const type = def["type"];
+          // string, integer or boolean: values with one exact header spelling (no floats).
+          const primitive = type === "string" || type === "integer" || type === "boolean";
+          const taken =
+            typeof name === "string" &&
+            [...headers.keys()].some((h) => h.toLowerCase() === name.toLowerCase());
+          if (typeof name !== "string" || !HEADER_TOKEN.test(name) || !primitive || taken) {
+            valid = false;
+            break;
+          }
+          headers.set(name, prop);
+        }
+      }
+      if (!valid) {
+        this.#o.hooks.log.warn(`left out tool ${JSON.stringify(tool?.name)}: its x-mcp-header is invalid`);
+        continue;
+      }
+      if (typeof tool?.name === "string") this.#toolHeaders.set(tool.name, headers);
+      kept.push(tool);
+    }
+    result["tools"] = kept;
+  }
+
+  #paramHeadersFor(msg: RpcRequest): Record<string, string> {
+    if (msg.method !== "tools/call") return {};
+    const p = (msg.params ?? {}) as { name?: unknown; arguments?: unknown };
+    const map = typeof p.name === "string" ? this.#toolHeaders.get(p.name) : undefined;
+    const args = p.arguments as Record<string, unknown> | undefined;
+    const out: Record<string, string> = {};
+    if (!map || !args || typeof args !== "object") return out;
+    for (const [header, prop] of map) {
+      const v = args[prop];
+      if (typeof v === "string" || typeof v === "boolean" || (typeof v === "number" && Number.isFinite(v))) {
+        out[`mcp-param-${header.toLowerCase()}`] = encodeHeaderValue(String(v));
+      }
+    }
+    return out;
   }
 
   /** MRTR: ask the desktop client each embedded request; the answers go back keyed as asked. */
@@ -294,7 +362,11 @@ export class StatelessEraTransport {
     return undefined;
   }
 
-  async #post(msg: RpcRequest | RpcNotification, signal?: AbortSignal): Promise<HttpResponse> {
+  async #post(
+    msg: RpcRequest | RpcNotification,
+    signal?: AbortSignal,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<HttpResponse> {
     const started = Date.now();
     let attempt = 0;
     let authRetries = 0;
@@ -308,6 +380,7 @@ export class StatelessEraTransport {
         "mcp-protocol-version": STATELESS_VERSION,
         "mcp-method": msg.method,
         ...(name !== undefined ? { "mcp-name": encodeHeaderValue(name) } : {}),
+        ...extraHeaders,
       };
       let res: HttpResponse;
       const s = signal ? AbortSignal.any([signal, this.#closed.signal]) : this.#closed.signal;

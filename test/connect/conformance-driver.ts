@@ -144,10 +144,20 @@ try {
   await client.connect(transport, { timeout: 30_000 });
   const { tools } = await client.listTools();
   for (const tool of tools.slice(0, 5)) {
+    // A generic client shows what it received: an echo tool taking a `schema` object gets the
+    // input schema of the other tool, as the desktop client parsed it.
+    const schemaArg =
+      tool.name.includes("echo") && (tool.inputSchema.required ?? []).includes("schema")
+        ? { schema: tools.find((t) => t.name !== tool.name)?.inputSchema ?? {} }
+        : undefined;
     try {
-      await client.callTool({ name: tool.name, arguments: argumentsFor(tool.inputSchema) }, undefined, {
-        timeout: 30_000,
-      });
+      await client.callTool(
+        { name: tool.name, arguments: schemaArg ?? argumentsFor(tool.inputSchema) },
+        undefined,
+        {
+          timeout: 30_000,
+        },
+      );
     } catch (err) {
       process.stderr.write(`[driver] ${tool.name}: ${(err as Error).message}\n`);
     }
