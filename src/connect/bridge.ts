@@ -72,14 +72,19 @@ export class Bridge {
   /** Runs until stdin ends; then closes the remote side. */
   async run(): Promise<void> {
     let buffered = "";
-    for await (const chunk of this.#o.input) {
-      buffered += typeof chunk === "string" ? chunk : (chunk as Buffer).toString("utf8");
-      let nl: number;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, nl).replace(/\r$/, "");
-        buffered = buffered.slice(nl + 1);
-        if (line.trim() !== "") this.#onLine(line);
+    try {
+      for await (const chunk of this.#o.input) {
+        buffered += typeof chunk === "string" ? chunk : (chunk as Buffer).toString("utf8");
+        let nl: number;
+        while ((nl = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, nl).replace(/\r$/, "");
+          buffered = buffered.slice(nl + 1);
+          if (line.trim() !== "") this.#onLine(line);
+        }
       }
+    } catch (err) {
+      // stdin destroyed on a signal, or the client's end vanished: the same as an orderly close.
+      this.#o.log.debug(`stdin ended: ${(err as Error).message}`);
     }
     await this.close();
   }

@@ -44,6 +44,17 @@ describe("toward server-everything (Streamable HTTP, session era)", () => {
     assert.match(b.stderr(), /connected to .* \(Streamable HTTP, session\)/);
   });
 
+  test("SIGTERM ends the bridge cleanly (the session is closed, no process left)", async () => {
+    const everything = await startEverything();
+    cleanups.push(() => everything.stop());
+    const b = await bridgeClient(everything.url);
+    cleanups.push(() => b.close());
+    assert.equal(textOf(await b.client.callTool({ name: "echo", arguments: { message: "x" } })), "Echo: x");
+    const pid = b.pid as number;
+    process.kill(pid, "SIGTERM");
+    await waitGone(pid, 5000);
+  });
+
   test("a streamed call survives a cut connection: resumed with Last-Event-ID, every event once", async () => {
     // bridge → TCP proxy (cut here) → mcp-edge → server-everything. The edge keeps the upstream
     // stream and buffers its events, so the stream resumes even though server-everything itself
