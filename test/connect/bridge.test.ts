@@ -191,6 +191,18 @@ describe("toward an SDK v2 server in the 2026-07-28 era", () => {
   });
 });
 
+describe("toward a legacy HTTP+SSE server (2024-11-05)", () => {
+  test("the Streamable HTTP initialize is refused: falls back to GET /sse + POST to its endpoint", async () => {
+    const legacy = await spawnFixture("test/fixtures/conformance-server.ts", ["--sse"]);
+    cleanups.push(() => legacy.stop());
+    const b = await bridgeClient(legacy.url);
+    cleanups.push(() => b.close());
+    assert.match(textOf(await b.client.callTool({ name: "test_simple_text", arguments: {} })), /simple text/);
+    assert.ok((await b.client.listTools()).tools.some((t) => t.name === "whoami"));
+    assert.match(b.stderr(), /legacy HTTP\+SSE/);
+  });
+});
+
 describe("toward mcp-edge with an API key", () => {
   const ADMIN = "connect-test-admin-token-0123456789abcdef";
 
