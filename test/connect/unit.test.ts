@@ -16,6 +16,10 @@ import {
   resourceMatches,
 } from "../../src/connect/oauth.ts";
 import { isSafeToRepeat } from "../../src/connect/remote.ts";
+import { configDir, entryKey, openTokenStore, storeFile } from "../../src/connect/tokens.ts";
+import { statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 
 describe("--header", () => {
   test("Name: value, ${ENV} interpolated, names lower-cased", () => {
@@ -178,4 +182,41 @@ describe("usage errors", () => {
       assert.match(err, re);
     });
   }
+});
+
+describe("the token store", () => {
+  test("config dir precedence: MCP_EDGE_CONFIG_DIR, then XDG_CONFIG_HOME/mcp-edge, then ~/.config/mcp-edge", () => {
+    assert.equal(configDir({ MCP_EDGE_CONFIG_DIR: "/a", XDG_CONFIG_HOME: "/b" }), "/a");
+    assert.equal(configDir({ XDG_CONFIG_HOME: "/b" }), path.join("/b", "mcp-edge"));
+    assert.match(configDir({}), /\.config[/\\]mcp-edge$/);
+  });
+  test("keyed by server and client; without a usable keychain, a 0600 file in a 0700 directory", async () => {
+    assert.notEqual(entryKey("https://a/mcp", "dcr"), entryKey("https://a/mcp", "my-client"));
+    assert.notEqual(entryKey("https://a/mcp", "dcr"), entryKey("https://b/mcp", "dcr"));
+    const dir = path.join(tmpdir(), `connect-store-${process.pid}-${Date.now()}`);
+    // No D-Bus session here, so secret-tool (if installed) is not usable: the file is chosen.
+    const store = openTokenStore({ MCP_EDGE_CONFIG_DIR: dir }, "https://a/mcp", "dcr");
+    assert.equal(store.kind, "file");
+    await store.save({ server: "https://a/mcp", tokens: { access_token: "t" } });
+    const file = storeFile(store) as string;
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    assert.equal(statSync(path.dirname(file)).mode & 0o777, 0o700);
+    assert.equal((await store.load())?.tokens?.access_token, "t");
+    // The lock serializes: the second holder starts after the first released.
+    const order: string[] = [];
+    await Promise.all([
+      store.withLock(async () => {
+        order.push("a+");
+        await new Promise((r) => setTimeout(r, 30));
+        order.push("a-");
+      }),
+      store.withLock(async () => {
+        order.push("b+");
+        order.push("b-");
+      }),
+    ]);
+    assert.deepEqual(order, ["a+", "a-", "b+", "b-"]);
+    await store.clear();
+    assert.equal(await store.load(), undefined);
+  });
 });
