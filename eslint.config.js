@@ -48,7 +48,11 @@ export default tseslint.config(
     // src/check/http.ts: `mcp-edge check` probes the URL the operator typed, and must send what a
     // client or an attacker would (a forged Host, a foreign Origin, an oversized body) without
     // following redirects; URLs the target discloses still go through src/egress (discovered.ts).
-    ignores: ["src/egress/**", "src/check/http.ts"],
+    // src/connect/http.ts: the `mcp-edge connect` bridge runs on the user's machine, toward the
+    // server the user typed (often localhost or an intranet host) and through the user's proxy
+    // (undici EnvHttpProxyAgent). The server-side SSRF guard does not fit it; its own checks on
+    // server-supplied URLs are in that file (docs/connect.md, "Outbound requests").
+    ignores: ["src/egress/**", "src/check/http.ts", "src/connect/http.ts"],
     rules: {
       "no-restricted-imports": [
         "error",

@@ -1,6 +1,7 @@
 import { runAudit } from "./cli/audit.ts";
 import { runCheckCommand } from "./cli/check.ts";
 import { runDoctor } from "./cli/doctor.ts";
+import { runConnect } from "./cli/connect.ts";
 import { runInit } from "./cli/init.ts";
 import { runKeys } from "./cli/keys.ts";
 import { runServe } from "./cli/serve.ts";
@@ -18,6 +19,7 @@ Commands:
   audit <query|tail|verify|export>   read, follow, verify and export audit records
   check URL [-H 'Name: value']       probe any MCP endpoint: conformance and production hygiene
   doctor [-c FILE] [--url URL]       the production checklist against the config and live probes
+  connect URL                        stdio bridge for desktop MCP clients to a remote server (in place of mcp-remote)
 
 Run 'mcp-edge <command> --help' for a command's options.`;
 
@@ -29,6 +31,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   audit: runAudit,
   check: runCheckCommand,
   doctor: runDoctor,
+  connect: runConnect,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -253,6 +253,42 @@ export const ERROR_CODES = {
     rpc: -32603,
     summary: "An unexpected error inside mcp-edge (logged with the request id).",
   },
+  // mcp-edge connect (the stdio bridge): JSON-RPC errors to the desktop client, no HTTP status
+  EDGE_CONNECT_LOST_IN_FLIGHT: {
+    http: null,
+    rpc: -32000,
+    summary:
+      "The connection or the session was lost while a request not safe to repeat (a tools/call) was running; the bridge did not re-send it, so it may or may not have taken effect.",
+  },
+  EDGE_CONNECT_UNREACHABLE: {
+    http: null,
+    rpc: -32000,
+    summary:
+      "The remote server could not be reached within the bridge's retry window (60 s) for this request.",
+  },
+  EDGE_CONNECT_LOGIN_FAILED: {
+    http: null,
+    rpc: -32000,
+    summary:
+      "The OAuth login could not complete: discovery failed, the authorization server's metadata was refused (unsafe URL, no PKCE S256, issuer mismatch), registration or the token request failed, or nobody logged in within 5 minutes.",
+  },
+  EDGE_CONNECT_HTTP_ERROR: {
+    http: null,
+    rpc: -32000,
+    summary:
+      "The server answered the request with an HTTP error and no JSON-RPC error of its own; `data.status` and `data.body` carry it. (A server's own JSON-RPC error is passed through unchanged.)",
+  },
+  EDGE_CONNECT_SESSION_UNSTABLE: {
+    http: null,
+    rpc: -32000,
+    summary: "The server lost the session again on every re-initialize; the bridge gave up on this request.",
+  },
+  EDGE_CONNECT_NOT_INITIALIZED: {
+    http: null,
+    rpc: -32000,
+    summary:
+      "A request arrived on stdin before `initialize`, or the remote server could not be connected at initialize.",
+  },
   // Boot and CLI (never on the wire)
   EDGE_CONFIG_INVALID: {
     http: null,
