@@ -527,7 +527,8 @@ async function peek(res: HttpResponse): Promise<string | undefined> {
   return text;
 }
 
-function retryAfterMs(res: HttpResponse): number | undefined {
+/** `Retry-After` in seconds, as milliseconds (at most 30 s). */
+export function retryAfterMs(res: HttpResponse): number | undefined {
   const v = header(res, "retry-after");
   if (v === undefined || !/^\d+$/.test(v)) return undefined;
   return Math.min(Number(v) * 1000, 30_000);
