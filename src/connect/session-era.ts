@@ -195,7 +195,7 @@ export class SessionEraTransport {
           "the answer stream broke before the answer, and it carried no event id to resume from",
         );
       }
-      await this.#resume(ex, state);
+      await this.#resume(ex, state, gen);
       return;
     }
     throw bridgeError(
@@ -205,7 +205,7 @@ export class SessionEraTransport {
   }
 
   /** Stream ended early: GET + Last-Event-ID until the answer arrives (the server may close again: polling). */
-  async #resume(ex: Exchange, state: StreamState): Promise<void> {
+  async #resume(ex: Exchange, state: StreamState, sessionGen: number): Promise<void> {
     const started = Date.now();
     let attempt = 0;
     let last = state.lastEventId as string;
@@ -213,6 +213,12 @@ export class SessionEraTransport {
     while (!ex.answered) {
       await delay(wait ?? backoff(this.#o.retry, attempt), this.#closed.signal);
       if (this.#closed.signal.aborted) throw new LostError("the bridge is closing");
+      // Event ids belong to the session that sent them: once it was replaced (the GET stream found
+      // it lost and re-initialized), there is nothing to resume.
+      if (this.#reinit) await this.#reinit.catch(() => undefined);
+      if (this.#generation !== sessionGen) {
+        throw new LostError("the server lost the session while the request was running");
+      }
       const gen = this.#generation;
       let res: HttpResponse;
       try {
@@ -521,7 +527,8 @@ async function peek(res: HttpResponse): Promise<string | undefined> {
   return text;
 }
 
-function retryAfterMs(res: HttpResponse): number | undefined {
+/** `Retry-After` in seconds, as milliseconds (at most 30 s). */
+export function retryAfterMs(res: HttpResponse): number | undefined {
   const v = header(res, "retry-after");
   if (v === undefined || !/^\d+$/.test(v)) return undefined;
   return Math.min(Number(v) * 1000, 30_000);

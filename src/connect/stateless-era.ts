@@ -35,7 +35,7 @@ import {
   sseEvents,
   type TransportHooks,
 } from "./remote.ts";
-import { unreachable } from "./session-era.ts";
+import { retryAfterMs, unreachable } from "./session-era.ts";
 
 export const STATELESS_VERSION = "2026-07-28";
 /** An HTTP header-name token (RFC 9110 §5.1), non-empty. */
@@ -406,7 +406,7 @@ export class StatelessEraTransport {
       }
       if (res.status === 503 && Date.now() - started < this.#o.retry.giveUpAfter) {
         await discard(res);
-        await delay(backoff(this.#o.retry, attempt++), s);
+        await delay(retryAfterMs(res) ?? backoff(this.#o.retry, attempt++), s);
         continue;
       }
       return res;
