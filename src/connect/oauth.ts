@@ -1,6 +1,7 @@
 /**
  * The bridge as an OAuth 2.1 public (or pre-registered) client of the server's authorization
- * server, per MCP basic/authorization (2025-06-18 … 2026-07-28):
+ * server, per MCP basic/authorization (2025-06-18 … 2026-07-28). (One file of ~640 lines on
+ * purpose: discovery, registration, login and refresh are one flow, in the order a client runs it.)
  *
  * 1. Discovery: the 401's `WWW-Authenticate: Bearer resource_metadata=…` (else the RFC 9728
  *    well-knowns, path-inserted first, then root) gives the protected resource metadata; its

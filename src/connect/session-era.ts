@@ -3,6 +3,8 @@
  * basic/transports "Streamable HTTP"): every client message is its own POST; the answer is JSON or
  * an SSE stream; `Mcp-Session-Id` from the initialize answer goes on every later request with
  * `MCP-Protocol-Version`; a standalone GET stream carries server-initiated messages.
+ * (One file of ~550 lines on purpose: the session, its streams and their resumption share one
+ * state machine, which reads best in one place.)
  *
  * What makes the session survive:
  * - An SSE stream that breaks before the answer arrived is resumed with GET + `Last-Event-ID`
