@@ -118,7 +118,7 @@ export function stageLists(d: PipelineDeps): StageList<RequestContext, unknown> 
     .then(authFailureLimit(d.authFailures))
     .then(method())
     // Before the body: a client that cannot authenticate must not make the edge buffer one.
-    .then(authenticate(d.authenticator))
+    .then(authenticate(d.authenticator, d.authFailures))
     .then(body(d.maxBodyBytes));
   const mcp = StageList.start<typeof parsed extends StageList<RequestContext, infer C> ? C : never>()
     .then(era())

@@ -81,7 +81,13 @@ export function rateLimit(limiter: CallLimiter): Stage<Parsed> {
       throw err;
     }
     if (r === undefined) return limiter.release(ctx);
-    return r.finally(() => limiter.release(ctx));
+    return r.then(
+      () => limiter.release(ctx),
+      (err: unknown) => {
+        limiter.release(ctx);
+        throw err;
+      },
+    );
   };
   return {
     ...stage,
