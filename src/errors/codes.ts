@@ -202,6 +202,12 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The upstream failed while handling the request (connection reset, process exit).",
   },
+  EDGE_UPSTREAM_SERVER_ERROR: {
+    http: 502,
+    rpc: -32000,
+    summary:
+      "The upstream answered with a 5xx status; `data.upstreamStatus` names it. Its body (stack traces, secrets) is never relayed: it goes to the log, bounded and redacted.",
+  },
   EDGE_UPSTREAM_BAD_RESPONSE: {
     http: 502,
     rpc: -32000,

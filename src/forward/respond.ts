@@ -1,5 +1,6 @@
 import type { ServerResponse } from "node:http";
-import type { GatewayError } from "../errors/errors.ts";
+import { GatewayError } from "../errors/errors.ts";
+import type { Logger } from "../observability/logger.ts";
 import { errorBody } from "../errors/wire.ts";
 import type { RequestContext } from "../context.ts";
 import { isRequest, isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
@@ -18,11 +19,49 @@ export function sseHeaders(sessionId?: string): Record<string, string> {
   return h;
 }
 
-/** Upstream error answers go to the client as they came: status, content type and body. */
+/** How much of an upstream 5xx body the log keeps (characters, after redaction). */
+export const LOGGED_5XX_BODY_CHARS = 2048;
+
+/**
+ * What of an upstream error body may reach a log line: credentials blanked (Authorization schemes,
+ * JWTs, mcp-edge keys, passwords in URLs, `secret`/`token`/`password`-like fields in JSON, forms and
+ * query strings),
+ * then cut to LOGGED_5XX_BODY_CHARS.
+ */
+export function redactedBody(body: Buffer): string {
+  const text = body.toString("utf8", 0, Math.min(body.length, 4 * LOGGED_5XX_BODY_CHARS));
+  const redacted = text
+    .replace(/\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]+/gi, "$1 [redacted]")
+    .replace(/eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*/g, "[redacted]")
+    .replace(/mcpe_[A-Za-z0-9_-]+/g, "[redacted]")
+    .replace(/\b([a-z][a-z0-9+.-]*:\/\/[^:/\s@]*:)[^@\s/]+@/gi, "$1[redacted]@")
+    .replace(
+      /((?:\\?")?[A-Za-z_-]*(?:password|passwd|secret|token|api[_-]?key|authorization|cookie|credential)[A-Za-z_-]*(?:\\?")?\s*[:=]\s*)(\\?"(?:[^"\\]|\\.)*?\\?"|[^\s,;&}\]"\\]+)/gi,
+      "$1[redacted]",
+    );
+  return redacted.length > LOGGED_5XX_BODY_CHARS ? `${redacted.slice(0, LOGGED_5XX_BODY_CHARS)}…` : redacted;
+}
+
+/**
+ * Upstream 4xx answers go to the client as they came: status, content type and body (clients read
+ * them to detect the protocol era). A 5xx body is never relayed — it carries stack traces and
+ * secrets: the client gets EDGE_UPSTREAM_SERVER_ERROR naming the status (thrown, so the one error
+ * answer carries the request's id), the log a bounded, redacted copy.
+ */
 export function sendPassthrough(
-  res: ServerResponse,
+  ctx: { readonly res: ServerResponse; readonly log: Logger },
   reply: Extract<UpstreamReply, { kind: "passthrough" }>,
 ): void {
+  const res = ctx.res;
+  if (reply.status >= 500) {
+    ctx.log.warn(
+      { upstreamStatus: reply.status, upstreamBody: redactedBody(reply.body) },
+      "upstream answered a server error; its body is not relayed",
+    );
+    throw new GatewayError("EDGE_UPSTREAM_SERVER_ERROR", `The upstream answered HTTP ${reply.status}.`, {
+      data: { upstreamStatus: reply.status },
+    });
+  }
   const headers: Record<string, string | number> = { "content-length": reply.body.length };
   if (reply.contentType) headers["content-type"] = reply.contentType;
   res.writeHead(reply.status, headers);

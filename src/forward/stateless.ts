@@ -43,7 +43,7 @@ export async function forwardStateless(
   try {
     const first = await ctx.route.upstream.stateless(ctx.body, messages, fctx);
     const reply = cached && first.kind === "stream" ? cached.tap(first) : first;
-    if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
+    if (reply.kind === "passthrough") return sendPassthrough(ctx, reply);
     if (reply.kind === "accepted") return sendAccepted(ctx.res);
     if (reply.kind === "json") {
       if (isResponse(reply.message) && !keys.has(requestIdKey(reply.message.id as RpcId))) {

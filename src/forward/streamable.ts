@@ -99,7 +99,7 @@ export class Forwarder {
       ctx.body,
       forwardContext(ctx, version, signal, await upstreamHeaders(ctx, this.#opts.identity)),
     );
-    if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
+    if (reply.kind === "passthrough") return sendPassthrough(ctx, reply);
     // The answer to initialize is read whole (it is small) so that the session exists before the
     // client learns its id.
     const events: UpstreamEvent[] = [];
@@ -183,7 +183,7 @@ export class Forwarder {
     const served = { instance: upstream.binding.instance, ms: performance.now() - t0 };
     ctx.upstream = served;
     const reply = cached && first.kind === "stream" ? cached.tap(first) : first;
-    if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
+    if (reply.kind === "passthrough") return sendPassthrough(ctx, reply);
     if (reply.kind === "accepted") return sendAccepted(ctx.res);
     if (reply.kind === "json") {
       // An answer must be to a request of this POST.
@@ -356,7 +356,7 @@ export class Forwarder {
     } finally {
       opened();
     }
-    if (reply.kind === "passthrough") return sendPassthrough(ctx.res, reply);
+    if (reply.kind === "passthrough") return sendPassthrough(ctx, reply);
     if (reply.kind !== "stream")
       throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream GET is not a stream.");
     const stream = this.#streams.create(rec.id, "standalone");
