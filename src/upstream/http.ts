@@ -209,7 +209,7 @@ export class HttpUpstream implements Upstream {
         throw upstreamFailure(err, ctx);
       }
       const upstreamSession = header(res, "mcp-session-id") ?? null;
-      const reply = await replyFromResponse(res);
+      const reply = await readReply(res, ctx);
       if (reply.kind === "passthrough") return { session: null, reply };
       inst.sessions++;
       return { session: new HttpSession(this, inst, upstreamSession), reply };
@@ -265,13 +265,15 @@ export class HttpUpstream implements Upstream {
       throw upstreamFailure(err, ctx);
     }
     if (sessionId !== null && res.status >= 400 && res.status < 500) {
-      const buf = await readBody(res.body, MAX_UPSTREAM_BODY);
+      const buf = await readBody(res.body, MAX_UPSTREAM_BODY).catch((err: unknown) => {
+        throw upstreamFailure(err, ctx);
+      });
       if (looksLikeLostSession(res.status, buf)) {
         throw new UpstreamSessionLost(`instance ${inst.url} no longer knows the session (${res.status})`);
       }
       return { kind: "passthrough", status: res.status, contentType: header(res, "content-type"), body: buf };
     }
-    return replyFromResponse(res);
+    return readReply(res, ctx);
   }
 
   /** @internal */
@@ -284,6 +286,17 @@ export class HttpUpstream implements Upstream {
 function hasAny(o: Record<string, string>): boolean {
   for (const _ in o) return true;
   return false;
+}
+
+/**
+ * The reply of an answer whose headers arrived: its body is read under the same deadline, so an
+ * upstream that drips its body past `upstream.timeout` is a timeout (504, the request's id), not an
+ * internal error.
+ */
+function readReply(res: EgressResponse, ctx: ForwardContext): Promise<UpstreamReply> {
+  return replyFromResponse(res).catch((err: unknown) => {
+    throw upstreamFailure(err, ctx);
+  });
 }
 
 function upstreamFailure(err: unknown, ctx: ForwardContext): GatewayError {

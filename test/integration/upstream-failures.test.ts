@@ -1,8 +1,10 @@
 /**
- * Upstream server errors toward the client: a 5xx body (stack traces, secrets) is never relayed.
+ * Upstream failures toward the client. A 5xx body (stack traces, secrets) is never relayed.
  * The client gets EDGE_UPSTREAM_SERVER_ERROR (502) naming the upstream's status, under its own
  * JSON-RPC id, in both eras; the log gets a bounded, redacted copy of the body. 4xx answers still
- * pass byte for byte (clients read them to detect the era).
+ * pass byte for byte (clients read them to detect the era). An answer whose body has not finished
+ * within the upstream timeout (a slow drip after the headers) is 504 EDGE_UPSTREAM_TIMEOUT under the
+ * request's id, in every path (initialize, a call in a session, 2026-07-28).
  */
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
@@ -148,5 +150,133 @@ describe("an upstream 5xx body never reaches the client", () => {
     const r = await post(initialize(9));
     assert.equal(r.status, 400);
     assert.equal(r.text, fourxx);
+  });
+});
+
+describe("an upstream that drips its answer past the upstream timeout", () => {
+  let dripper: Server;
+  let slow: InProcessEdge;
+  const open = new Set<import("node:http").ServerResponse>();
+
+  before(async () => {
+    dripper = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        if (req.method !== "POST") {
+          // No standalone stream (405), and DELETE ends nothing here.
+          res.writeHead(req.method === "GET" ? 405 : 200);
+          res.end();
+          return;
+        }
+        const msg = JSON.parse(body) as {
+          id?: unknown;
+          method?: string;
+          params?: { clientInfo?: { name?: string } };
+        };
+        if (msg.method === "initialize" && msg.params?.clientInfo?.name !== "drip") {
+          // A session opens normally, so the call after it is a call in a session.
+          res.writeHead(200, { "content-type": "application/json", "mcp-session-id": "up-1" });
+          res.end(
+            JSON.stringify({
+              jsonrpc: "2.0",
+              id: msg.id,
+              result: {
+                protocolVersion: "2025-11-25",
+                capabilities: { tools: {} },
+                serverInfo: { name: "d", version: "1" },
+              },
+            }),
+          );
+          return;
+        }
+        if (msg.id === undefined) {
+          res.writeHead(202);
+          res.end();
+          return;
+        }
+        // Headers at once, then the start of the body, then nothing.
+        res.writeHead(200, { "content-type": "application/json" });
+        res.write('{"jsonrpc":"2.0",');
+        open.add(res);
+      });
+    });
+    await new Promise<void>((r) => dripper.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(dripper.address() as AddressInfo).port}/mcp`;
+    slow = await startEdge({
+      servers: {
+        slow: { route: "/mcp", upstream: { urls: [url], timeout: "1s" }, auth: ["none"] },
+      },
+    });
+  });
+
+  after(async () => {
+    for (const res of open) res.destroy();
+    await slow?.stop();
+    dripper?.closeAllConnections();
+    await new Promise<void>((r) => dripper?.close(() => r()));
+  });
+
+  async function call(
+    body: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<{
+    status: number;
+    body: { id: unknown; error?: { data?: { code?: string } } };
+    session: string | null;
+  }> {
+    const res = await fetch(slow.url(), {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+        ...headers,
+      },
+      body: JSON.stringify(body),
+    });
+    const text = await res.text();
+    return {
+      status: res.status,
+      body: text === "" ? { id: undefined } : JSON.parse(text),
+      session: res.headers.get("mcp-session-id"),
+    };
+  }
+
+  test("initialize: 504 EDGE_UPSTREAM_TIMEOUT under the request's id", async () => {
+    const dripping = initialize(41);
+    dripping.params.clientInfo.name = "drip";
+    const r = await call(dripping);
+    assert.equal(r.status, 504);
+    assert.equal(r.body.id, 41);
+    assert.equal(r.body.error?.data?.code, "EDGE_UPSTREAM_TIMEOUT");
+  });
+
+  test("a call in a session: 504 EDGE_UPSTREAM_TIMEOUT under the request's id", async () => {
+    const init = await call(initialize(42));
+    assert.equal(init.status, 200);
+    const sid = init.session as string;
+    await call({ jsonrpc: "2.0", method: "notifications/initialized" }, { "mcp-session-id": sid });
+    const r = await call(
+      { jsonrpc: "2.0", id: "call-43", method: "tools/call", params: { name: "echo", arguments: {} } },
+      { "mcp-session-id": sid, "mcp-protocol-version": "2025-11-25" },
+    );
+    assert.equal(r.status, 504);
+    assert.equal(r.body.id, "call-43");
+    assert.equal(r.body.error?.data?.code, "EDGE_UPSTREAM_TIMEOUT");
+  });
+
+  test("2026-07-28: 504 EDGE_UPSTREAM_TIMEOUT under the request's id", async () => {
+    const r = await call(
+      {
+        jsonrpc: "2.0",
+        id: 44,
+        method: "tools/list",
+        params: { _meta: { "io.modelcontextprotocol/protocolVersion": "2026-07-28" } },
+      },
+      { "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list" },
+    );
+    assert.equal(r.status, 504);
+    assert.equal(r.body.id, 44);
+    assert.equal(r.body.error?.data?.code, "EDGE_UPSTREAM_TIMEOUT");
   });
 });
