@@ -7,7 +7,7 @@
  * request's id, in every path (initialize, a call in a session, 2026-07-28).
  */
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
+import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { LOGGED_5XX_BODY_CHARS } from "../../src/forward/respond.ts";
@@ -156,7 +156,7 @@ describe("an upstream 5xx body never reaches the client", () => {
 describe("an upstream that drips its answer past the upstream timeout", () => {
   let dripper: Server;
   let slow: InProcessEdge;
-  const open = new Set<import("node:http").ServerResponse>();
+  const open = new Set<ServerResponse>();
 
   before(async () => {
     dripper = createServer((req, res) => {
