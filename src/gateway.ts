@@ -2,14 +2,13 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { KeyService } from "./admin/keys.ts";
 import type { AuditLog } from "./audit/log.ts";
-import { assemble, type Edge } from "./boot/assemble.ts";
-import { closeStores } from "./boot/stores.ts";
+import { assemble, closeEdge, type Edge } from "./boot/assemble.ts";
 import type { Config } from "./config/schema.ts";
 import type { EgressProxy } from "./egress/proxy.ts";
 import { allowedHostSet } from "./mcp/hygiene.ts";
 import { createLogger, type Logger } from "./observability/logger.ts";
 import type { Metrics } from "./observability/metrics.ts";
-import { listen, type SocketSet } from "./server/listener.ts";
+import { listenOn, type SocketSet } from "./server/listener.ts";
 import { adminRouter, type Health, publicRouter } from "./server/router.ts";
 import type { Route } from "./upstream/types.ts";
 
@@ -72,9 +71,19 @@ export class Gateway {
       log,
     });
     const adminHandler = adminRouter({ health, metrics: edge.observers.metrics, api: edge.admin });
-    const pub = await listen(config.listen, config.limits, sockets, publicHandler);
-    const adm = await listen(config.admin.listen, config.limits, sockets, adminHandler);
-    const gw = new Gateway(config, log, edge, [pub, adm], sockets);
+    // A listener that cannot bind (a taken port, an address this host does not have) fails the
+    // start at once, naming the address, and stops what was already started (spawned processes,
+    // the egress proxy, stores), so the process can exit.
+    const servers: Server[] = [];
+    try {
+      servers.push(await listenOn("public", config.listen, config.limits, sockets, publicHandler));
+      servers.push(await listenOn("admin", config.admin.listen, config.limits, sockets, adminHandler));
+    } catch (err) {
+      for (const s of servers) s.close();
+      await closeEdge(edge, log);
+      throw err;
+    }
+    const gw = new Gateway(config, log, edge, servers as [Server, Server], sockets);
     // DNS-rebinding protection: the Host values this listener serves (its port is known now).
     edge.state.hosts = allowedHostSet({
       configured: config.security.allowedHosts,
@@ -130,7 +139,6 @@ export class Gateway {
 
   async #stop(): Promise<void> {
     const e = this.#edge;
-    const warn = (what: string) => (err: unknown) => this.log.warn({ err: String(err) }, what);
     e.state.draining = true;
     this.log.info({ inflight: e.inflight.size }, "draining");
     // Readiness fails first; the listener stays open `drain.delay` so the load balancer stops
@@ -147,16 +155,7 @@ export class Gateway {
     e.legacy.closeAll();
     this.#admin.close();
     for (const s of this.#sockets) s.destroy();
-    e.sessions.close();
-    e.streams.close();
-    // End markers of the streams just closed, written before the Redis client goes.
-    await e.stores.events?.close().catch(warn("stream events close"));
-    await Promise.allSettled([...this.routes.values()].map((route) => route.upstream.stop()));
-    await this.egressProxy?.stop(); // after the processes that used it
-    await closeStores(e.stores, this.log);
-    await e.oauth?.stop();
-    await e.egress.destroy();
-    await e.observers.stop();
+    await closeEdge(e, this.log);
     this.log.info("stopped");
     this.log.flush();
   }

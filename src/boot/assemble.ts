@@ -21,7 +21,7 @@ import { SessionManager } from "../session/manager.ts";
 import { StreamRegistry } from "../session/streams.ts";
 import { type Observers, startObservers } from "./observers.ts";
 import { buildRoutes, type Routes } from "./routes.ts";
-import { openStores, type Stores } from "./stores.ts";
+import { closeStores, openStores, type Stores } from "./stores.ts";
 import { wellKnownDocuments } from "./well-known.ts";
 
 /** Distributed mode: a hot session record is read again from Redis after this long (ms). */
@@ -182,4 +182,19 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     observers,
     state,
   };
+}
+
+/** Stops what an assembled edge runs, listeners aside: sessions, streams, upstreams, stores. */
+export async function closeEdge(e: Edge, log: Logger): Promise<void> {
+  const warn = (what: string) => (err: unknown) => log.warn({ err: String(err) }, what);
+  e.sessions.close();
+  e.streams.close();
+  // End markers of the streams just closed, written before the Redis client goes.
+  await e.stores.events?.close().catch(warn("stream events close"));
+  await Promise.allSettled([...e.routes.byName.values()].map((route) => route.upstream.stop()));
+  await e.egressProxy?.stop(); // after the processes that used it
+  await closeStores(e.stores, log);
+  await e.oauth?.stop();
+  await e.egress.destroy();
+  await e.observers.stop();
 }

@@ -138,6 +138,11 @@ export async function runServe(argv: string[], io: CommandIo = processIo): Promi
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
+    // SIGHUP (a closed terminal, or an operator expecting a reload) must not kill the edge silently:
+    // configuration reload is not built yet, so it is logged and ignored.
+    process.on("SIGHUP", () =>
+      gw.log.warn("SIGHUP received: configuration reload is not supported yet; ignored"),
+    );
   });
   return 0;
 }

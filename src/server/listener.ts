@@ -68,6 +68,27 @@ export async function listen(
   return server;
 }
 
+/** `listen`, with an error that names the listener and its address. */
+export async function listenOn(
+  which: "public" | "admin",
+  where: { host: string; port: number },
+  limits: Config["limits"],
+  sockets: SocketSet,
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<Server> {
+  try {
+    return await listen(where, limits, sockets, handler);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new Error(
+      `cannot listen on ${where.host.includes(":") ? `[${where.host}]` : where.host}:${where.port} (${which} listener): ${code}`,
+      {
+        cause: err,
+      },
+    );
+  }
+}
+
 /** The raw HTTP answer to a request Node's parser refused (431, 408 or 400), connection closing. */
 function clientErrorAnswer(code: string | undefined): string {
   const status = code === "HPE_HEADER_OVERFLOW" ? 431 : code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
