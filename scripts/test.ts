@@ -2,9 +2,9 @@
  * Runs every test file (or the files/folders given as arguments) with Node's test runner, two
  * files at a time: integration tests start real processes, and these machines have two cores.
  *
- * `--test-force-exit`: a file whose test failed before closing what it opened (a Redis client, a
- * server) ends once its tests and hooks are done, so the failure is reported instead of the run
- * hanging on the open handle.
+ * No `--test-force-exit`: with a process per file it ends the run before every file has reported,
+ * and tests go uncounted and unrun. A test that opens a handle closes it in an `after` hook, also
+ * when it fails.
  *
  * `--unit` runs the unit ring (test/unit/: pure logic, no process, no service) in one process
  * (`--test-isolation=none`): a loop of seconds, as starting a process per file would cost more
@@ -24,11 +24,7 @@ if (files.length === 0) {
   process.exit(1);
 }
 const runner = unit ? ["--test-isolation=none"] : [`--test-concurrency=${process.env.TEST_CONCURRENCY ?? 2}`];
-const child = spawn(
-  process.execPath,
-  ["--test", "--test-reporter=spec", "--test-force-exit", ...runner, ...files],
-  {
-    stdio: "inherit",
-  },
-);
+const child = spawn(process.execPath, ["--test", "--test-reporter=spec", ...runner, ...files], {
+  stdio: "inherit",
+});
 child.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
