@@ -31,8 +31,11 @@ export interface Stage<Needs, Adds = unknown> {
     ((ctx: Needs & Partial<Adds>, next: () => void | Promise<void>) => void | Promise<void>) | undefined;
 }
 
-/** A stage of any context, as the fold sees it (types are checked where lists are built). */
-type AnyStage = Stage<any, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+/**
+ * A stage as the fold sees it: its context type erased (every `Stage<C, A>` is one, since `never`
+ * is every context). Types are checked where lists are built (`StageList.then`).
+ */
+type AnyStage = Stage<never, never>;
 
 /** Where a list hands over to another: picks the list for the rest of the request. */
 export interface Branch<C> {
@@ -93,7 +96,10 @@ export function compose<In>(list: StageList<In, unknown>): (ctx: In) => void | P
   const dispatch = (ctx: In, from: number): void | Promise<void> => {
     for (let i = from; i < n; i++) {
       const s = stages[i] as AnyStage;
-      if (s.around) return s.around(ctx, () => dispatch(ctx, i + 1));
+      if (s.around) {
+        const around = s.around as (c: In, next: () => void | Promise<void>) => void | Promise<void>;
+        return around(ctx, () => dispatch(ctx, i + 1));
+      }
       const r = (s.run as (c: In) => void | Promise<void>)(ctx);
       if (r !== undefined) return r.then(() => dispatch(ctx, i + 1));
     }

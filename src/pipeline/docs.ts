@@ -80,7 +80,7 @@ function codes(list: readonly (keyof typeof ERROR_CODES)[]): string {
 
 interface Section {
   title: string;
-  stages: readonly Stage<unknown>[];
+  stages: readonly Pick<Stage<never, never>, "name" | "does" | "codes" | "file">[];
   branch: Branch<unknown> | undefined;
 }
 
