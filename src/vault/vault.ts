@@ -97,6 +97,11 @@ export class Vault {
     this.#now = options.now ?? Date.now;
   }
 
+  /** The records (admin listing). */
+  get store(): ConnectionStore {
+    return this.#o.store;
+  }
+
   get connections(): ReadonlyMap<string, ProviderClient> {
     return this.#o.providers;
   }
@@ -128,6 +133,27 @@ export class Vault {
     return v as Ticket;
   }
 
+  /** The OAuth `state` of a connect: sealed, so it can carry the PKCE verifier through the browser. */
+  sealState(payload: object): string {
+    return this.#o.ring.sealState(payload);
+  }
+
+  openState(text: string): unknown {
+    return this.#o.ring.openState(text);
+  }
+
+  /** Audits a connect that did not complete (declined, or the exchange failed). */
+  failed(ticket: Ticket, connection: string, reason: string): void {
+    this.#event({
+      action: "connect",
+      tenant: ticket.t,
+      principal: ticket.p,
+      connection,
+      outcome: "failed",
+      reason,
+    });
+  }
+
   callbackUrl(connection: string): string {
     return `${this.#o.publicUrl}/connect/${encodeURIComponent(connection)}/callback`;
   }
@@ -135,7 +161,7 @@ export class Vault {
   // ---- records
 
   /** Stores the tokens of a completed connect (replacing an earlier connect of the same user). */
-  async store(ticket: Ticket, connection: string, tokens: TokenSet): Promise<ConnectionRecord> {
+  async save(ticket: Ticket, connection: string, tokens: TokenSet): Promise<ConnectionRecord> {
     const rec = await this.#o.store.put({
       tenant: ticket.t,
       subject: ticket.s,
@@ -192,19 +218,22 @@ export class Vault {
     connection: string,
     server: string,
     requestId: string,
+    /** The call acts on the account (audited as a use). */
+    use = true,
   ): Promise<UserCredentials> {
     const tenant = principal.tenant ?? "";
     const subject = vaultSubject(principal);
     let current = await this.#usable(principal, tenant, subject, connection);
-    this.#event({
-      action: "use",
-      tenant,
-      principal: principal.id,
-      connection,
-      outcome: "ok",
-      server,
-      requestId,
-    });
+    if (use)
+      this.#event({
+        action: "use",
+        tenant,
+        principal: principal.id,
+        connection,
+        outcome: "ok",
+        server,
+        requestId,
+      });
     const headerOf = (rec: ConnectionRecord) => ({
       authorization: `Bearer ${(this.#open(rec) as Sealed).a}`,
     });
