@@ -165,7 +165,10 @@ function rows(records: AuditRecord[]): string[][] {
       r.time.replace("T", " ").replace("Z", ""),
       cell(r.tenant, 24),
       cell(r.subject, 24),
-      cell(r.type === "call" || r.type === "admin" || r.type === "connection" ? (r.method ?? r.type) : r.type, 20),
+      cell(
+        r.type === "call" || r.type === "admin" || r.type === "connection" ? (r.method ?? r.type) : r.type,
+        20,
+      ),
       cell(r.target, 40),
       r.decision,
       cell(r.status),
