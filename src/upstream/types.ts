@@ -23,7 +23,8 @@ export interface UpstreamCredentials {
   /**
    * The upstream answered 401 to a request sent with `rejected` (the headers `headers()` gave).
    * Resolves true when different credentials now exist, worth one retry of that request: a newer
-   * token than the rejected one, already fetched or fetched now. Never throws.
+   * token than the rejected one, already fetched or fetched now. Throws only a GatewayError the
+   * client should get instead of the upstream's 401 (a user's connection that must be made again).
    */
   refreshAfterRejection(rejected: Record<string, string>): Promise<boolean>;
   /** Stops background refreshes (the upstream is stopping). */

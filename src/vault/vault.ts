@@ -248,7 +248,11 @@ export class Vault {
           current = fresh;
           held = headerOf(fresh);
           return held.authorization !== rejected.authorization;
-        } catch {
+        } catch (err) {
+          // The provider refused the grant: the call asks the user to connect again, instead of
+          // relaying the upstream's 401 (which would send an MCP client to its own OAuth flow).
+          if (err instanceof GatewayError && err.code === "EDGE_CONNECTION_REQUIRED")
+            throw this.#needsConnect(principal, connection, "the provider refused the refresh");
           return false;
         }
       },
