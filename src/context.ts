@@ -1,3 +1,4 @@
+import type { UpstreamCredentials } from "./upstream/types.ts";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import type { Principal } from "./auth/types.ts";
 import type { CacheLookup } from "./cache/list-cache.ts";
@@ -51,6 +52,11 @@ export interface RequestContext extends RequestFacts {
   refusal: RateLimitRefusal | undefined;
   /** In-flight slots the request holds, given back by the rate-limit stage when its work is over. */
   inflightSlot: InflightSlot | undefined;
+  /**
+   * The user's own upstream credentials from the token vault (a server with
+   * `credentials.connection`): sent instead of the route's, with the same refresh-on-401.
+   */
+  credentials: UpstreamCredentials | undefined;
 }
 
 /** After `authenticate`: who is calling. */
@@ -90,6 +96,7 @@ export class PublicRequestContext implements RequestContext {
   cached: CacheLookup | undefined = undefined;
   refusal: RateLimitRefusal | undefined = undefined;
   inflightSlot: InflightSlot | undefined = undefined;
+  credentials: UpstreamCredentials | undefined = undefined;
   #gone: AbortController | undefined = undefined;
   #left = false;
 

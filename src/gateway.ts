@@ -69,6 +69,9 @@ export class Gateway {
       pipeline,
       inflight,
       log,
+      pages:
+        edge.connectPages &&
+        ((req, res, path, query) => edge.connectPages?.handle(req, res, path, query) ?? false),
     });
     const adminHandler = adminRouter({ health, metrics: edge.observers.metrics, api: edge.admin });
     // A listener that cannot bind (a taken port, an address this host does not have) fails the

@@ -1,3 +1,5 @@
+import type { Vault } from "../vault/vault.ts";
+import type { ConnectionRecord } from "../store/types.ts";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { z } from "zod";
@@ -34,6 +36,8 @@ export interface AdminApiOptions {
   log: Logger;
   /** Audit records for `GET /api/audit` and `/api/audit/verify`; absent = those answer 404. */
   audit?: AuditLog;
+  /** The token vault, for `GET/DELETE /api/connections`; absent = those answer 404. */
+  vault?: Vault | undefined;
 }
 
 function sendJson(
@@ -272,6 +276,43 @@ export class AdminApi {
         return sendJson(res, 200, { deleted: true });
       }
     }
+    // Users' connections (the token vault): metadata only, never a token.
+    if (parts[1] === "connections" && this.#o.vault) {
+      const vault = this.#o.vault;
+      if (parts.length === 2 && method === "GET") {
+        const filter = {
+          ...(tenant !== undefined ? { tenant } : {}),
+          ...(query.get("subject") ? { subject: query.get("subject") as string } : {}),
+          ...(query.get("connection") ? { connection: query.get("connection") as string } : {}),
+        };
+        return sendJson(res, 200, { connections: (await vault.store.list(filter)).map(connectionView) });
+      }
+      const id = parts[2];
+      if (id !== undefined && parts.length === 3 && (method === "GET" || method === "DELETE")) {
+        const rec = await vault.store.getById(id);
+        if (!rec || (tenant !== undefined && rec.tenant !== tenant))
+          throw new GatewayError("EDGE_ADMIN_NOT_FOUND", "no such connection");
+        if (method === "GET") return sendJson(res, 200, connectionView(rec));
+        await vault.disconnect(rec, caller.tenant === undefined ? "admin:root" : `admin:${caller.tenant}`);
+        this.#o.log.info({ connection: rec.connection, record: rec.id }, "connection revoked by admin");
+        this.#audit(caller, "connection.revoke", rec.id, rec.tenant === "" ? null : rec.tenant);
+        return sendJson(res, 200, { deleted: true });
+      }
+    }
     throw new GatewayError("EDGE_ADMIN_NOT_FOUND", `no admin endpoint ${method} ${path}`);
   }
+}
+
+/** A vault record as the admin API shows it: who, which connection, when; never the sealed tokens. */
+function connectionView(r: ConnectionRecord) {
+  return {
+    id: r.id,
+    tenant: r.tenant === "" ? null : r.tenant,
+    subject: r.subject,
+    connection: r.connection,
+    scope: r.scope,
+    created: new Date(r.createdAt).toISOString(),
+    updated: new Date(r.updatedAt).toISOString(),
+    expires: r.expiresAt === null ? null : new Date(r.expiresAt).toISOString(),
+  };
 }

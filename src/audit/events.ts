@@ -4,7 +4,7 @@
  */
 import { single } from "../mcp/hygiene.ts";
 import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
-import type { AdminEvent, RequestEndEvent, SessionEvent } from "../observability/channels.ts";
+import type { AdminEvent, RequestEndEvent, SessionEvent, VaultEvent } from "../observability/channels.ts";
 import { sessionHash } from "../session/manager.ts";
 import type { AuditDraft, AuditOutcome } from "./record.ts";
 
@@ -191,5 +191,40 @@ export function draftFromAdmin(ev: AdminEvent, now = Date.now()): AuditDraft {
     requestId: null,
     traceId: null,
     detail: { action: ev.action, actor: ev.actor, target: ev.target },
+  };
+}
+
+/** A token-vault event: `method` is `connection.<action>`, `target` the connection. */
+export function draftFromVault(ev: VaultEvent, now = Date.now()): AuditDraft {
+  const detail: Record<string, string> = {
+    action: ev.action,
+    connection: ev.connection,
+    outcome: ev.outcome,
+  };
+  if (ev.reason !== undefined) detail.reason = ev.reason;
+  return {
+    time: now,
+    type: "connection",
+    tenant: ev.tenant === "" ? null : ev.tenant,
+    subject: null,
+    principal: ev.principal,
+    auth: null,
+    clientId: null,
+    keyId: null,
+    session: null,
+    server: ev.server ?? null,
+    instance: null,
+    method: `connection.${ev.action}`,
+    target: ev.connection,
+    rpcId: null,
+    decision: ev.outcome === "ok" ? "allowed" : "refused",
+    code: null,
+    status: null,
+    outcome: null,
+    latencyMs: null,
+    upstreamMs: null,
+    requestId: ev.requestId ?? null,
+    traceId: null,
+    detail,
   };
 }

@@ -33,11 +33,13 @@ import {
   requestEndChannel,
   type SessionEvent,
   sessionChannel,
+  type VaultEvent,
+  vaultChannel,
 } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
 import { chainRecord, type VerifyReport, verifyChains } from "./chain.ts";
 import { type Heads } from "../store/types.ts";
-import { draftFromAdmin, draftFromSession, draftsFromRequestEnd } from "./events.ts";
+import { draftFromAdmin, draftFromSession, draftFromVault, draftsFromRequestEnd } from "./events.ts";
 import { type ArgsPolicy, type AuditDraft, type FinalRecord, finalizeDraft, GENESIS } from "./record.ts";
 import { type KeyedFinal, Spool, type SpoolEntry } from "./spool.ts";
 import { AuditChainConflictError, finalOf } from "../store/audit-rows.ts";
@@ -114,6 +116,7 @@ export class AuditLog {
   readonly #onEnd = (m: unknown) => this.#enqueueAll(this.#ownRequest(m as RequestEndEvent));
   readonly #onSession = (m: unknown) => this.enqueue(draftFromSession(m as SessionEvent));
   readonly #onAdmin = (m: unknown) => this.enqueue(draftFromAdmin(m as AdminEvent));
+  readonly #onVault = (m: unknown) => this.enqueue(draftFromVault(m as VaultEvent));
 
   private constructor(o: AuditLogOptions, heads: Heads, spool: Spool | undefined) {
     this.#o = o;
@@ -175,12 +178,14 @@ export class AuditLog {
     diagnostics_channel.subscribe(requestEndChannel.name, this.#onEnd);
     diagnostics_channel.subscribe(sessionChannel.name, this.#onSession);
     diagnostics_channel.subscribe(adminChannel.name, this.#onAdmin);
+    diagnostics_channel.subscribe(vaultChannel.name, this.#onVault);
   }
 
   unsubscribe(): void {
     diagnostics_channel.unsubscribe(requestEndChannel.name, this.#onEnd);
     diagnostics_channel.unsubscribe(sessionChannel.name, this.#onSession);
     diagnostics_channel.unsubscribe(adminChannel.name, this.#onAdmin);
+    diagnostics_channel.unsubscribe(vaultChannel.name, this.#onVault);
   }
 
   /**

@@ -10,7 +10,7 @@
 import { hash } from "node:crypto";
 import type { EgressDecision } from "../egress/proxy.ts";
 
-export type AuditType = "call" | "request" | "session.start" | "session.end" | "admin";
+export type AuditType = "call" | "request" | "session.start" | "session.end" | "admin" | "connection";
 
 /** How a call ended, as the client saw it. */
 export type AuditOutcome =

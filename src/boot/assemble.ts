@@ -23,6 +23,9 @@ import { type Observers, startObservers } from "./observers.ts";
 import { buildRoutes, type Routes } from "./routes.ts";
 import { closeStores, openStores, type Stores } from "./stores.ts";
 import { wellKnownDocuments } from "./well-known.ts";
+import { createVault } from "./vault.ts";
+import type { Vault } from "../vault/vault.ts";
+import type { ConnectPages } from "../vault/http.ts";
 
 /** Distributed mode: a hot session record is read again from Redis after this long (ms). */
 const SHARED_HOT_TTL_MS = 5000;
@@ -45,6 +48,9 @@ export interface Edge {
   readonly admin: AdminApi;
   readonly wellKnown: ReadonlyMap<string, () => unknown>;
   readonly observers: Observers;
+  /** The token vault and its connect pages (`/connect/...`), when connections are configured. */
+  readonly vault: Vault | undefined;
+  readonly connectPages: ConnectPages | undefined;
   /** Set by the drain; read by the pipeline (no new sessions) and `/readyz`. */
   readonly state: { draining: boolean; hosts: Set<string> | undefined };
 }
@@ -118,6 +124,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       sessions.forgetAll();
     }
   });
+  const vaulted = createVault(config, { store: stores.connections, egress, shared, log });
   const getOrder = new GetOrder();
   const inflight = new Inflight();
   const legacy = new LegacyBridge(sessions, config.streams.keepAlive, stores.identity);
@@ -148,6 +155,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       cache: routes.cache,
       forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
       legacy,
+      vault: vaulted?.vault,
     }),
   );
   const keys = new KeyService(stores.keys, [...routes.byName.keys()]);
@@ -158,6 +166,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     routes: routes.byName,
     log,
     audit: stores.audit,
+    vault: vaulted?.vault,
   });
   // Audit: record this gateway's routes only (channels are process-wide), from now on.
   stores.audit.restrict(new Set(routes.byName.values()));
@@ -180,6 +189,8 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     admin,
     wellKnown,
     observers,
+    vault: vaulted?.vault,
+    connectPages: vaulted?.pages,
     state,
   };
 }

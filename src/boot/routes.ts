@@ -44,6 +44,11 @@ function createUpstream(
       "EDGE_CONFIG_INVALID",
       `servers.${name}.credentials: a stdio upstream takes no HTTP credentials (pass secrets in its env)`,
     );
+  if (cfg.credentials?.connection !== undefined && !u.urls)
+    throw new GatewayError(
+      "EDGE_CONFIG_INVALID",
+      `servers.${name}.credentials.connection: users' own tokens go to Streamable HTTP upstreams (upstream.urls) only`,
+    );
   // Validated here, at boot: a bad credentials block fails the start, not the first request.
   // Distributed mode: client-credentials tokens shared and refreshed by one instance at a time.
   const vault = shared

@@ -17,7 +17,9 @@ import { RedisSessionStore } from "../store/redis/sessions.ts";
 import { SqliteApiKeyStore } from "../store/sqlite/api-keys.ts";
 import { openDatabase } from "../store/sqlite/db.ts";
 import { SqliteSessionStore } from "../store/sqlite/sessions.ts";
-import type { ApiKeyStore, SessionStore } from "../store/types.ts";
+import type { ApiKeyStore, ConnectionStore, SessionStore } from "../store/types.ts";
+import { SqliteConnectionStore } from "../store/sqlite/connections.ts";
+import { PostgresConnectionStore } from "../store/postgres/connections.ts";
 
 /**
  * Every store of one instance: embedded (SQLite, memory) or shared with the other instances
@@ -38,6 +40,8 @@ export interface Stores {
   readonly events: RedisEventLog | undefined;
   readonly identity: IdentitySigner;
   readonly audit: AuditLog;
+  /** Users' connections (the token vault's records): SQLite embedded, PostgreSQL distributed. */
+  readonly connections: ConnectionStore;
 }
 
 /**
@@ -130,7 +134,8 @@ export async function openStores(config: Config, log: Logger): Promise<Stores> {
     }),
     log,
   });
-  return { db, shared, sessions, keys, forgetKey, counters, events, identity, audit };
+  const connections = shared ? new PostgresConnectionStore(shared.pg) : new SqliteConnectionStore(db);
+  return { db, shared, sessions, keys, forgetKey, counters, events, identity, audit, connections };
 }
 
 /** Closes the stores, in order, after everything that used them stopped. Never throws. */
@@ -139,6 +144,9 @@ export async function closeStores(s: Stores, log: Logger): Promise<void> {
   await s.audit.close();
   await s.sessions.close().catch((err: unknown) => log.warn({ err: String(err) }, "session store close"));
   await s.keys.close().catch((err: unknown) => log.warn({ err: String(err) }, "key store close"));
+  await s.connections
+    .close()
+    .catch((err: unknown) => log.warn({ err: String(err) }, "connection store close"));
   await s.counters?.close();
   s.identity.close();
   s.db.close();

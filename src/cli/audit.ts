@@ -23,7 +23,7 @@ Read, follow, verify and export audit records (docs/audit.md).
   audit export [filters] [--out FILE]                        every matching record as JSON lines
 
 Filters:
-  --tenant T  --subject S  --tool NAME  --type call|request|session.start|session.end|admin
+  --tenant T  --subject S  --tool NAME  --type call|request|session.start|session.end|admin|connection
   --since T  --until T       ISO 8601, epoch ms, or a duration ago (15m, 24h, 7d)
 
 Options:
@@ -165,7 +165,10 @@ function rows(records: AuditRecord[]): string[][] {
       r.time.replace("T", " ").replace("Z", ""),
       cell(r.tenant, 24),
       cell(r.subject, 24),
-      cell(r.type === "call" || r.type === "admin" ? (r.method ?? r.type) : r.type, 20),
+      cell(
+        r.type === "call" || r.type === "admin" || r.type === "connection" ? (r.method ?? r.type) : r.type,
+        20,
+      ),
       cell(r.target, 40),
       r.decision,
       cell(r.status),

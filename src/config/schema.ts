@@ -216,6 +216,68 @@ const issuerSchema = z.strictObject({
   }),
 });
 
+// ---- per-user upstream credentials: connections and the vault (src/vault/) --------------------
+
+/** A connection's name: it is a URL path segment (`/connect/{name}`). */
+export const CONNECTION_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+const connectionSchema = z
+  .strictObject({
+    template: z
+      .enum(["generic", "github", "google", "slack", "atlassian", "microsoft"])
+      .prefault("generic")
+      .meta({
+        description:
+          "Provider defaults (endpoints, parameters, quirks); explicit keys below override them. `generic` needs `issuer` or both endpoints.",
+      }),
+    displayName: z
+      .string()
+      .min(1)
+      .max(100)
+      .optional()
+      .meta({ description: "Name shown on the connect pages." }),
+    issuer: httpUrl.optional().meta({
+      description:
+        "OAuth/OIDC issuer whose metadata (RFC 8414, then OpenID discovery) names the endpoints not given here.",
+    }),
+    authorizationUrl: httpUrl.optional().meta({ description: "Authorization endpoint (RFC 6749 §3.1)." }),
+    tokenUrl: httpUrl.optional().meta({ description: "Token endpoint (RFC 6749 §3.2)." }),
+    revocationUrl: httpUrl
+      .optional()
+      .meta({ description: "RFC 7009 revocation endpoint: tokens are revoked there on disconnect." }),
+    clientId: z.string().min(1),
+    clientSecret: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: "From the environment: ${NAME}. Absent for a public client (PKCE only)." }),
+    scopes: z.array(z.string().min(1)).prefault([]).meta({ description: "Scopes asked for at connect." }),
+    params: z
+      .record(z.string(), z.string())
+      .prefault({})
+      .meta({ description: "Extra authorization request parameters (added to the template's)." }),
+    refreshBefore: duration
+      .prefault("60s")
+      .meta({ description: "Refresh a user's token this long before it expires." }),
+  })
+  .meta({ description: "A third-party OAuth 2.0 / OIDC provider users connect their accounts of." });
+
+const vaultSchema = z
+  .strictObject({
+    key: z.string().min(1).meta({
+      description:
+        "Key that encrypts users' stored tokens (AES-256-GCM): 32 random bytes, base64 or hex, from the environment (${NAME}). `openssl rand -base64 32`.",
+    }),
+    previousKeys: z.array(z.string().min(1)).prefault([]).meta({
+      description:
+        "Earlier keys, still read (records are re-encrypted with `key` when next written): key rotation without reconnecting users.",
+    }),
+    connectTicketTtl: duration.prefault("15m").meta({
+      description: "Lifetime of the link a call hands out for connecting (`/connect/{name}?ticket=`).",
+    }),
+  })
+  .meta({ description: "The token vault: users' upstream tokens, encrypted at rest." });
+
 const credentialsSchema = z
   .strictObject({
     headers: z
@@ -239,6 +301,15 @@ const credentialsSchema = z
           .meta({ description: "Refresh this long before `expires_in` runs out." }),
       })
       .optional(),
+  })
+  .extend({
+    connection: z.string().regex(CONNECTION_NAME).optional().meta({
+      description:
+        "A connection (top-level `connections`): each user's own token for it, from the vault, is sent as `Authorization: Bearer` on that user's calls. A call that needs it before the user connected answers with the connect URL (URL elicitation, -32042).",
+    }),
+  })
+  .refine((c) => !(c.connection && c.oauth), {
+    message: "connection and oauth both set the upstream Authorization: choose one",
   })
   .meta({
     description:
@@ -750,6 +821,17 @@ export const configSchema = z
       })
       .prefault({ oauth: [], leeway: "30s" })
       .meta({ description: "Resource-server settings shared by every route that accepts `oauth`." }),
+    connections: z
+      .record(
+        z.string().regex(CONNECTION_NAME, "connection names are 1-64 of A-Z a-z 0-9 _ -"),
+        connectionSchema,
+      )
+      .prefault({})
+      .meta({
+        description:
+          "Third-party OAuth providers whose per-user tokens the edge keeps (the token vault) for `servers.*.credentials.connection`.",
+      }),
+    vault: vaultSchema.optional(),
     servers: z
       .record(
         z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "server names are 1-64 of A-Z a-z 0-9 _ -"),
@@ -776,6 +858,36 @@ export const configSchema = z
         });
       }
     }
+    for (const [name, server] of Object.entries(cfg.servers)) {
+      const conn = server.credentials?.connection;
+      if (conn === undefined) continue;
+      if (!cfg.connections[conn])
+        ctx.addIssue({
+          code: "custom",
+          path: ["servers", name, "credentials", "connection"],
+          message: `no connection named ${conn} in connections`,
+        });
+      if (!cfg.publicUrl)
+        ctx.addIssue({
+          code: "custom",
+          path: ["publicUrl"],
+          message: `required when a server uses a connection (server ${name}): the connect pages and callbacks live under it`,
+        });
+    }
+    if (Object.keys(cfg.connections).length > 0 && !cfg.vault)
+      ctx.addIssue({
+        code: "custom",
+        path: ["vault"],
+        message: "connections need vault.key: users' tokens are stored encrypted",
+      });
+    for (const [name, c] of Object.entries(cfg.connections)) {
+      if (c.template === "generic" && !c.issuer && !(c.authorizationUrl && c.tokenUrl))
+        ctx.addIssue({
+          code: "custom",
+          path: ["connections", name],
+          message: "a generic connection needs issuer, or authorizationUrl and tokenUrl",
+        });
+    }
     const seen = new Map<string, string>();
     for (const [name, server] of Object.entries(cfg.servers)) {
       const other = seen.get(server.route);
@@ -797,3 +909,5 @@ export type Config = z.output<typeof configSchema>;
 export type ServerConfig = Config["servers"][string];
 export type UpstreamConfig = ServerConfig["upstream"];
 export type StdioConfig = NonNullable<UpstreamConfig["stdio"]>;
+export type ConnectionConfig = Config["connections"][string];
+export type VaultConfig = NonNullable<Config["vault"]>;

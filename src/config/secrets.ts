@@ -5,7 +5,8 @@ const SCHEME_THEN_ENV = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \$\{[A-Za-z_][A-Za-z0-9_]*
 
 /**
  * Checks the raw (not yet interpolated) config document: every value of
- * `servers.*.credentials.headers` and `servers.*.credentials.oauth.clientSecret` must come from the
+ * `servers.*.credentials.headers`, `servers.*.credentials.oauth.clientSecret`,
+ * `connections.*.clientSecret`, `vault.key` and `vault.previousKeys` must come from the
  * environment. Header values may be `${NAME}` or `<scheme> ${NAME}`; the client secret
  * must be exactly `${NAME}`. Returns one problem per offending value, prefixed by its path; the
  * value itself is never repeated (it may be a secret). Pure; the loader turns a non-empty answer
@@ -15,7 +16,20 @@ export function checkSecretsFromEnv(rawDoc: unknown): string[] {
   const problems: string[] = [];
   const isObj = (v: unknown): v is Record<string, unknown> =>
     v !== null && typeof v === "object" && !Array.isArray(v);
-  if (!isObj(rawDoc) || !isObj(rawDoc.servers)) return problems;
+  if (!isObj(rawDoc)) return problems;
+  const envOnly = (path: string, v: unknown) => {
+    if (typeof v !== "string" || !ENV_ONLY.test(v))
+      problems.push(`${path}: must be a \${NAME} reference, not a value in the file`);
+  };
+  if (isObj(rawDoc.connections))
+    for (const [name, c] of Object.entries(rawDoc.connections))
+      if (isObj(c) && "clientSecret" in c) envOnly(`connections.${name}.clientSecret`, c.clientSecret);
+  if (isObj(rawDoc.vault)) {
+    if ("key" in rawDoc.vault) envOnly("vault.key", rawDoc.vault.key);
+    const prev = rawDoc.vault.previousKeys;
+    if (Array.isArray(prev)) prev.forEach((v, i) => envOnly(`vault.previousKeys.${i}`, v));
+  }
+  if (!isObj(rawDoc.servers)) return problems;
   for (const [name, server] of Object.entries(rawDoc.servers)) {
     if (!isObj(server) || !isObj(server.credentials)) continue;
     const base = `servers.${name}.credentials`;

@@ -218,6 +218,32 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The upstream did not answer within the configured deadline.",
   },
+  // Token vault (src/vault): users' own upstream tokens
+  EDGE_CONNECTION_REQUIRED: {
+    http: 200,
+    rpc: -32042,
+    summary:
+      "The server acts for the user on a third-party account the user has not connected (or must connect again): a JSON-RPC error in a 200 answer, MCP 2025-11-25 URL elicitation (`data.elicitations[0].url`; also `data.url` and the message, for clients of earlier versions). After the user connects, the same call succeeds in the same session.",
+  },
+  EDGE_CONNECTION_UNAVAILABLE: {
+    http: 503,
+    rpc: -32000,
+    summary:
+      "The user's token for the server's connection needs a refresh and the provider did not answer (timeout, 5xx); the connection is kept. Retry later.",
+    retryAfter: 5,
+  },
+  EDGE_CONNECT_LINK_INVALID: {
+    http: 400,
+    rpc: null,
+    summary:
+      "A connect page (`/connect/...`) was opened with a link that is invalid or expired, or its OAuth callback does not match the flow this browser started: ask the client for a new link.",
+  },
+  EDGE_CONNECT_DENIED: {
+    http: 502,
+    rpc: null,
+    summary:
+      "Connecting an account failed at the provider: it answered the authorization with an error (the user declined) or refused the code exchange. Nothing was stored.",
+  },
   // Egress (src/egress): outbound requests of the edge itself
   EDGE_EGRESS_DENIED: {
     http: 502,

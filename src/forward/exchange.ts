@@ -16,6 +16,7 @@ export function forwardContext(
     signal,
     tenant: ctx.principal?.tenant ?? null,
     egress: undefined,
+    credentials: ctx.credentials,
   };
   // The route's interceptors, composed once at boot (src/boot/): tracing marks the start of the
   // upstream exchange and, when on, puts its `traceparent` in the headers; on a route that spawns

@@ -16,6 +16,7 @@ import type { Route } from "../upstream/types.ts";
 export const requestEndChannel = diagnostics_channel.channel("mcp-edge:request:end");
 export const sessionChannel = diagnostics_channel.channel("mcp-edge:session");
 export const adminChannel = diagnostics_channel.channel("mcp-edge:admin");
+export const vaultChannel = diagnostics_channel.channel("mcp-edge:vault");
 
 /** How one JSON-RPC request of a call ended, as the client saw it. */
 export type CallOutcome =
@@ -79,4 +80,21 @@ export interface AdminEvent {
   tenant: string | null;
   target: string;
   outcome: "ok" | "refused";
+}
+
+/**
+ * Published by the token vault (src/vault) for every connect, use, refresh (and its failure) and
+ * disconnect of a user's connection. Never a token.
+ */
+export interface VaultEvent {
+  action: "connect" | "use" | "refresh" | "disconnect";
+  tenant: string;
+  /** The principal id (or the vault subject, for a refresh nobody's call asked for by name). */
+  principal: string;
+  connection: string;
+  outcome: "ok" | "failed";
+  reason?: string;
+  /** The server whose call used the connection (`use`). */
+  server?: string;
+  requestId?: string;
 }

@@ -67,6 +67,7 @@ function documentedLists(): StageList<unknown, unknown> {
     cache: undefined,
     forwarder: unused,
     legacy: unused,
+    vault: undefined,
   };
   return stageLists(deps) as StageList<unknown, unknown>;
 }

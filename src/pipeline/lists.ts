@@ -23,6 +23,8 @@ import { hostOrigin, method } from "./stages/ingress.ts";
 import { acceptStream, batchRules, body, era, legacyRules, statelessRules } from "./stages/message.ts";
 import { auditGate, authorize, rateLimit } from "./stages/policy.ts";
 import { drain, getOrder, prefetchSession, session } from "./stages/session.ts";
+import { connection } from "./stages/vault.ts";
+import type { Vault } from "../vault/vault.ts";
 
 /** What the stages are built from, once, at boot. */
 export interface PipelineDeps {
@@ -43,6 +45,8 @@ export interface PipelineDeps {
   cache: ListCache | undefined;
   forwarder: Forwarder;
   legacy: LegacyBridge;
+  /** The token vault, when connections are configured. */
+  vault: Vault | undefined;
 }
 
 /**
@@ -70,6 +74,8 @@ function sessionEra(d: PipelineDeps) {
       .then(acceptStream())
       // The server sees a session's GET and POST in the order the client sent them.
       .then(getOrder(d.getOrder))
+      // The user's own upstream token: only for a call that passed every check and holds its session.
+      .then(connection(d.vault))
       // A hit never reaches the upstream (and was filtered for this principal like any answer).
       .then(cache(d.cache))
       .then(forwardSession(d.forwarder))
@@ -86,6 +92,7 @@ function statelessEra(d: PipelineDeps) {
       .then(authorize(d.authenticator))
       // Key, tenant and tool limits (no session in this era).
       .then(rateLimit(d.limiter))
+      .then(connection(d.vault))
       .then(cache(d.cache))
       .then(forwardStateless(d.forwarder))
   );
@@ -100,6 +107,7 @@ function legacyMessages(d: PipelineDeps) {
       .then(authorize(d.authenticator))
       // The session is the `sessionId` of the messages URL.
       .then(rateLimit(d.limiter))
+      .then(connection(d.vault))
       .then(legacyMessage(d.legacy))
   );
 }

@@ -68,6 +68,10 @@ export function publicRouter(deps: {
   pipeline: Pipeline;
   inflight: Inflight;
   log: Logger;
+  /** Pages for people (`/connect/...`): true when the path was theirs. */
+  pages?:
+    | ((req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams) => boolean)
+    | undefined;
 }): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const socket = req.socket;
@@ -78,6 +82,8 @@ export function publicRouter(deps: {
     const doc = path.startsWith("/.well-known/") ? deps.wellKnown.get(path) : undefined;
     if (doc) return wellKnown(req, res, doc);
     const hit = deps.byPath.get(path);
+    if (!hit && deps.pages?.(req, res, path, new URLSearchParams(query < 0 ? "" : url.slice(query + 1))))
+      return;
     if (!hit) {
       // Drain the body so the connection can be reused, then 404.
       req.resume();

@@ -394,3 +394,54 @@ export interface TokenVault {
 
 /** How long the refresh lock is held at most (a token request's own deadline is 10 s). */
 export const VAULT_LOCK_MS = 12_000;
+
+// ---- users' connections (the token vault, src/vault/)
+
+/**
+ * One user's tokens for one connection: keyed by (tenant, subject, connection). `sealed` is the
+ * encrypted token set (src/vault/seal.ts), opaque to the store; `version` grows on every write, so
+ * a refresh writes only over the record it refreshed (compare-and-swap: a single-use refresh token
+ * is never spent twice by two writers).
+ */
+export interface ConnectionRecord {
+  id: string;
+  /** "" for principals without a tenant. */
+  tenant: string;
+  /** The principal, as the vault names it (src/vault/vault.ts `vaultSubject`). */
+  subject: string;
+  connection: string;
+  sealed: string;
+  version: number;
+  createdAt: number;
+  updatedAt: number;
+  /** When the access token expires (ms), if the provider said; not secret. */
+  expiresAt: number | null;
+  /** Scopes the provider granted, as it said (space-separated), if it said. */
+  scope: string | null;
+}
+
+export interface ConnectionFilter {
+  tenant?: string;
+  subject?: string;
+  connection?: string;
+}
+
+/** What a write supplies; the store assigns `version` (and keeps `id` and `createdAt` of a record it replaces). */
+export type ConnectionWrite = Omit<ConnectionRecord, "id" | "version" | "createdAt" | "updatedAt"> & {
+  at: number;
+};
+
+export interface ConnectionStore {
+  get(tenant: string, subject: string, connection: string): Promise<ConnectionRecord | undefined>;
+  getById(id: string): Promise<ConnectionRecord | undefined>;
+  /**
+   * Writes the record of (tenant, subject, connection). `expectVersion` undefined: create it or
+   * replace whatever is there (a new connect). A number: replace only the record at that version
+   * (a refresh); resolves undefined when it is no longer there or at another version.
+   */
+  put(write: ConnectionWrite, expectVersion?: number): Promise<ConnectionRecord | undefined>;
+  /** Deletes a record (only at `expectVersion` when given); true when one was deleted. */
+  delete(id: string, expectVersion?: number): Promise<boolean>;
+  list(filter: ConnectionFilter): Promise<ConnectionRecord[]>;
+  close(): Promise<void>;
+}

@@ -4,6 +4,9 @@ import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
 import { readBody } from "./reply.ts";
 import { type TokenVault, VAULT_LOCK_MS } from "../store/types.ts";
+import type { UpstreamCredentials } from "./types.ts";
+
+export type { UpstreamCredentials };
 
 /**
  * Credentials mcp-edge holds for an upstream: static secret headers
@@ -13,28 +16,6 @@ import { type TokenVault, VAULT_LOCK_MS } from "../store/types.ts";
  */
 export type CredentialsConfig = NonNullable<ServerConfig["credentials"]>;
 export type OAuthCredentialsConfig = NonNullable<CredentialsConfig["oauth"]>;
-
-export interface UpstreamCredentials {
-  /**
-   * Headers to add to one upstream request (lower-case names). Waits for a token when none is
-   * valid (single-flight with every other waiter); `signal` stops the wait, not the shared fetch.
-   * Throws GatewayError EDGE_UPSTREAM_UNAVAILABLE (503, Retry-After) when no token can be had.
-   */
-  headers(signal?: AbortSignal): Promise<Record<string, string>>;
-  /**
-   * The headers `headers()` would give, when they are known without waiting (no credentials, or
-   * static ones); undefined otherwise. Saves the request path an await per call.
-   */
-  now?(): Record<string, string> | undefined;
-  /**
-   * The upstream answered 401 to a request sent with `rejected` (the headers `headers()` gave).
-   * Resolves true when different credentials now exist, worth one retry of that request: a newer
-   * token than the rejected one, already fetched or fetched now. Never throws.
-   */
-  refreshAfterRejection(rejected: Record<string, string>): Promise<boolean>;
-  /** Stops background refreshes (the upstream is stopping). */
-  stop(): void;
-}
 
 /** Deadline for one token request, in milliseconds. */
 export const TOKEN_REQUEST_TIMEOUT_MS = 10_000;

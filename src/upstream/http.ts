@@ -173,7 +173,9 @@ export class HttpUpstream implements Upstream {
         if (body !== undefined) req.body = body;
         return this.#egress.request(inst.url, req);
       };
-      const creds = this.#creds.now?.() ?? (await this.#creds.headers(ctx.signal));
+      // The request's own (the user's token from the vault), else the upstream's configured ones.
+      const source = ctx.credentials ?? this.#creds;
+      const creds = source.now?.() ?? (await source.headers(ctx.signal));
       const res = await attempt(creds);
       // A 401 means the upstream did not process the request (RFC 9110 §15.5.2, RFC 6750 §3.1), so
       // sending it once more with renewed credentials is safe even for tools/call. One retry only;
@@ -181,11 +183,11 @@ export class HttpUpstream implements Upstream {
       if (
         res.status !== 401 ||
         Object.keys(creds).length === 0 ||
-        !(await this.#creds.refreshAfterRejection(creds))
+        !(await source.refreshAfterRejection(creds))
       )
         return res;
       res.body.resume();
-      return await attempt(await this.#creds.headers(ctx.signal));
+      return await attempt(await source.headers(ctx.signal));
     } catch (err) {
       if (isConnectError(err)) this.#markDown(inst, err);
       throw err;

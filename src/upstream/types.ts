@@ -4,6 +4,33 @@ import type { EgressDecision, EgressSink } from "../egress/proxy.ts";
 import type { RpcMessage, RpcRequest } from "../mcp/jsonrpc.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 
+/**
+ * Credentials the edge sends to an upstream (src/upstream/credentials.ts builds the configured
+ * ones; the token vault hands a user's own per request).
+ */
+export interface UpstreamCredentials {
+  /**
+   * Headers to add to one upstream request (lower-case names). Waits for a token when none is
+   * valid (single-flight with every other waiter); `signal` stops the wait, not the shared fetch.
+   * Throws GatewayError EDGE_UPSTREAM_UNAVAILABLE (503, Retry-After) when no token can be had.
+   */
+  headers(signal?: AbortSignal): Promise<Record<string, string>>;
+  /**
+   * The headers `headers()` would give, when they are known without waiting (no credentials, or
+   * static ones); undefined otherwise. Saves the request path an await per call.
+   */
+  now?(): Record<string, string> | undefined;
+  /**
+   * The upstream answered 401 to a request sent with `rejected` (the headers `headers()` gave).
+   * Resolves true when different credentials now exist, worth one retry of that request: a newer
+   * token than the rejected one, already fetched or fetched now. Throws only a GatewayError the
+   * client should get instead of the upstream's 401 (a user's connection that must be made again).
+   */
+  refreshAfterRejection(rejected: Record<string, string>): Promise<boolean>;
+  /** Stops background refreshes (the upstream is stopping). */
+  stop(): void;
+}
+
 /** One message an upstream sent on a stream, with its raw text (forwarded as is). */
 export interface UpstreamEvent {
   /** The event's data: one JSON-RPC message as text, or "" for a priming event. */
@@ -42,6 +69,11 @@ export interface ForwardContext {
    * flight are recorded (the call's audit record). stdio carries no correlation of its own.
    */
   egress?: EgressSink | undefined;
+  /**
+   * Credentials of this request's own (the user's token from the vault), sent instead of the
+   * upstream's configured ones, with the same one retry after a 401.
+   */
+  credentials?: UpstreamCredentials | undefined;
 }
 
 /** A session on one upstream instance (or one spawned process / one legacy SSE connection). */

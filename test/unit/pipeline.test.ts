@@ -159,6 +159,7 @@ test("docs: every stage of every list names its file and only codes of the one t
     "session",
     "accept",
     "get-order",
+    "connection",
     "cache",
     "forward",
   ]);

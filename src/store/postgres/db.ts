@@ -104,6 +104,21 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
      created_at BIGINT NOT NULL
    );
    CREATE INDEX identity_keys_created ON ${s}.identity_keys (created_at);`,
+  // Users' connections (src/store/postgres/connections.ts): the token vault's encrypted records,
+  // one per (tenant, subject, connection); `version` is the compare-and-swap of refreshes.
+  (s) => `CREATE TABLE ${s}.connections (
+     id TEXT PRIMARY KEY,
+     tenant TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     connection TEXT NOT NULL,
+     sealed TEXT NOT NULL,
+     version BIGINT NOT NULL,
+     created_at BIGINT NOT NULL,
+     updated_at BIGINT NOT NULL,
+     expires_at BIGINT,
+     scope TEXT,
+     UNIQUE (tenant, subject, connection)
+   );`,
 ];
 
 /** The newest migration version this code knows. */
