@@ -140,6 +140,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       hosts: () => state.hosts,
       origins: new Set(security.allowedOrigins),
       maxBodyBytes: config.limits.maxBodyBytes,
+      jsonLimits: config.limits.json,
       authenticator,
       authFailures: new AuthFailureLimiter(
         config.rateLimits.authFailures,

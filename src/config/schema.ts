@@ -474,6 +474,37 @@ const limitsSchema = z.strictObject({
     .prefault("65s")
     .meta({ description: "Idle keep-alive connections close after this (above the load balancer's)." }),
   maxHeaderBytes: size.prefault("16KiB").meta({ description: "Largest request header block; more is 431." }),
+  json: z
+    .strictObject({
+      maxDepth: z.number().int().min(2).max(512).prefault(64).meta({
+        description: "Objects and arrays nested in one another (the outermost counts 1); deeper is 400.",
+      }),
+      maxMembers: z
+        .number()
+        .int()
+        .min(16)
+        .prefault(1000)
+        .meta({ description: "Members of one object; more is 400." }),
+      maxElements: z
+        .number()
+        .int()
+        .min(100)
+        .prefault(10_000)
+        .meta({ description: "Elements of one array (a batch included); more is 400." }),
+      maxStringLength: z.number().int().min(256).prefault(1_048_576).meta({
+        description:
+          "Characters (UTF-16 code units) of one string or member name, after unescaping; longer is 400.",
+      }),
+      maxNumberLength: z.number().int().min(24).max(1000).prefault(40).meta({
+        description:
+          "Characters of one number as written; longer is 400 (readers disagree on long numbers: a double keeps about 17 digits).",
+      }),
+    })
+    .prefault({})
+    .meta({
+      description:
+        "Bounds of a request body's JSON, checked in the single pass that parses it (400 EDGE_JSON_LIMIT, never forwarded).",
+    }),
 });
 
 const securitySchema = z.strictObject({

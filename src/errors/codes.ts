@@ -31,6 +31,30 @@ export const ERROR_CODES = {
     rpc: -32600,
     summary: "A JSON-RPC batch on a protocol version that removed batching (2025-06-18 and later).",
   },
+  EDGE_JSON_DUPLICATE_MEMBER: {
+    http: 400,
+    rpc: -32600,
+    summary:
+      "An object in the body repeats a member name, at any depth: parsers disagree on which one counts (RFC 8259 §4, RFC 7493 §2.3), so the edge does not judge it.",
+  },
+  EDGE_JSON_FORBIDDEN_MEMBER: {
+    http: 400,
+    rpc: -32600,
+    summary:
+      "The body has a member named `__proto__`, or a `constructor` member holding `prototype`: readers that assign members would see a different message (prototype pollution).",
+  },
+  EDGE_JSON_LIMIT: {
+    http: 400,
+    rpc: -32600,
+    summary:
+      "The body is over a `limits.json` bound (nesting depth, members per object, elements per array, string or number length, or a number a double cannot hold); `data.limit` and `data.max` name it.",
+  },
+  EDGE_INVALID_UNICODE: {
+    http: 400,
+    rpc: -32700,
+    summary:
+      'The body is not valid UTF-8, or holds a lone surrogate (escaped as `"\\ud800"` or raw): I-JSON (RFC 7493 §2.1) forbids it and readers disagree on it.',
+  },
   EDGE_UNSUPPORTED_MEDIA_TYPE: { http: 415, rpc: -32000, summary: "Content-Type is not application/json." },
   EDGE_NOT_ACCEPTABLE: {
     http: 406,

@@ -56,6 +56,7 @@ function documentedLists(): StageList<unknown, unknown> {
     hosts: () => undefined,
     origins: new Set(),
     maxBodyBytes: 0,
+    jsonLimits: unused,
     authenticator: unused,
     authFailures: new AuthFailureLimiter("off", false, log),
     limiter: new CallLimiter({}, log),

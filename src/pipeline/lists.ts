@@ -11,6 +11,7 @@ import type { Authenticator } from "../auth/authenticate.ts";
 import type { ListCache } from "../cache/list-cache.ts";
 import type { EraKnown, Parsed, RequestContext } from "../context.ts";
 import type { GetOrder } from "../forward/get-order.ts";
+import type { JsonLimits } from "../mcp/strict-json.ts";
 import type { LegacyBridge } from "../forward/legacy.ts";
 import type { Forwarder } from "../forward/streamable.ts";
 import type { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
@@ -32,6 +33,8 @@ export interface PipelineDeps {
   hosts: () => Set<string> | undefined;
   origins: ReadonlySet<string>;
   maxBodyBytes: number;
+  /** Bounds of a body's JSON (config `limits.json`). */
+  jsonLimits: JsonLimits;
   authenticator: Authenticator;
   authFailures: AuthFailureLimiter;
   limiter: CallLimiter;
@@ -127,7 +130,7 @@ export function stageLists(d: PipelineDeps): StageList<RequestContext, unknown> 
     .then(method())
     // Before the body: a client that cannot authenticate must not make the edge buffer one.
     .then(authenticate(d.authenticator, d.authFailures))
-    .then(body(d.maxBodyBytes));
+    .then(body(d.maxBodyBytes, d.jsonLimits));
   const mcp = StageList.start<typeof parsed extends StageList<RequestContext, infer C> ? C : never>()
     .then(era())
     .fork({
