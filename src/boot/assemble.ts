@@ -3,6 +3,7 @@ import { KeyService } from "../admin/keys.ts";
 import { Authenticator } from "../auth/authenticate.ts";
 import { OAuthVerifier } from "../auth/oauth.ts";
 import { ListCache } from "../cache/list-cache.ts";
+import { ToolCatalog } from "../cache/tool-catalog.ts";
 import type { Config } from "../config/schema.ts";
 import { assessConfig } from "../config/warnings.ts";
 import { Egress } from "../egress/index.ts";
@@ -95,8 +96,15 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   }
   const shared = stores.shared;
   let routes: Routes;
+  const tools = new ToolCatalog();
   try {
-    const cache = new ListCache({ servers: config.servers, log });
+    const cache = new ListCache({
+      servers: config.servers,
+      log,
+      onListChanged: (server, kind) => {
+        if (kind === "tools") tools.invalidate(server);
+      },
+    });
     routes = buildRoutes(config, { egress, log, egressProxy, shared, cache });
   } catch (err) {
     await egressProxy?.stop(); // a boot error must not leave the proxy listening
@@ -154,6 +162,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       draining,
       getOrder,
       cache: routes.cache,
+      tools,
       forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
       legacy,
       vault: vaulted?.vault,

@@ -441,6 +441,19 @@ const serverSchema = z.strictObject({
     })
     .meta({ description: "Response cache for list results, per tenant and authorization context." }),
   limits: callLimitsSchema.optional(),
+  tools: z
+    .strictObject({
+      enforceList: z.boolean().prefault(true).meta({
+        description:
+          "Refuse (EDGE_TOOL_UNKNOWN) a `tools/call` of a tool that is not in the server's `tools/list` as the edge last saw it for the call's session (2026-07-28: authorization context); with no view yet the edge fetches the list first. false: any name the other checks allow is forwarded (names are still checked for invisible characters and variants of configured names).",
+      }),
+      refreshAfter: duration.prefault("5s").meta({
+        description:
+          "A call naming a tool missing from a complete view refetches the list when the view is older than this (a server that added a tool without a list_changed the edge saw); younger views refuse at once.",
+      }),
+    })
+    .prefault({})
+    .meta({ description: "Tool names: the server's list as the edge saw it (docs/lifecycle.md)." }),
   egress: egressSchema.prefault({ allow: [], allowPrivate: false }).meta({
     description:
       "Egress of a stdio server: its outbound HTTP(S) goes through the edge's egress proxy (HTTP_PROXY/HTTPS_PROXY with per-process credentials), checked per request and recorded on the tool call's audit record.",

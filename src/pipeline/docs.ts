@@ -66,6 +66,7 @@ function documentedLists(): StageList<unknown, unknown> {
     draining: () => false,
     getOrder: unused,
     cache: undefined,
+    tools: unused,
     forwarder: unused,
     legacy: unused,
     vault: undefined,

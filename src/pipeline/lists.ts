@@ -25,6 +25,8 @@ import { acceptStream, batchRules, body, era, legacyRules, statelessRules } from
 import { auditGate, authorize, rateLimit } from "./stages/policy.ts";
 import { drain, getOrder, prefetchSession, session } from "./stages/session.ts";
 import { connection } from "./stages/vault.ts";
+import { toolList } from "./stages/tools.ts";
+import type { ToolCatalog } from "../cache/tool-catalog.ts";
 import type { Vault } from "../vault/vault.ts";
 
 /** What the stages are built from, once, at boot. */
@@ -46,6 +48,8 @@ export interface PipelineDeps {
   draining: () => boolean;
   getOrder: GetOrder;
   cache: ListCache | undefined;
+  /** The edge's view of each server's tools (the `tool-list` stage). */
+  tools: ToolCatalog;
   forwarder: Forwarder;
   legacy: LegacyBridge;
   /** The token vault, when connections are configured. */
@@ -79,6 +83,9 @@ function sessionEra(d: PipelineDeps) {
       .then(getOrder(d.getOrder))
       // The user's own upstream token: only for a call that passed every check and holds its session.
       .then(connection(d.vault))
+      // After rate-limit (an unknown tool still counts) and connection (the edge's own tools/list
+      // goes with the user's token, in the session, as the call would).
+      .then(toolList(d, "mcp"))
       // A hit never reaches the upstream (and was filtered for this principal like any answer).
       .then(cache(d.cache))
       .then(forwardSession(d.forwarder))
@@ -96,6 +103,7 @@ function statelessEra(d: PipelineDeps) {
       // Key, tenant and tool limits (no session in this era).
       .then(rateLimit(d.limiter))
       .then(connection(d.vault))
+      .then(toolList(d, "mcp"))
       .then(cache(d.cache))
       .then(forwardStateless(d.forwarder))
   );
@@ -111,6 +119,7 @@ function legacyMessages(d: PipelineDeps) {
       // The session is the `sessionId` of the messages URL.
       .then(rateLimit(d.limiter))
       .then(connection(d.vault))
+      .then(toolList(d, "legacy"))
       .then(legacyMessage(d.legacy))
   );
 }

@@ -3,7 +3,7 @@
  * records what reached it: every POST body byte for byte, and every tool it ran. Tools may be added
  * at run time (`addTool`): each live session's McpServer sends `notifications/tools/list_changed`
  * on its GET stream, as the SDK does for tools registered after connect. For tests of what the edge
- * let through (hostile input, tool names).
+ * let through (hostile input, tool names); `postAs` sends such tests' bodies through the edge.
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage } from "node:http";
@@ -108,5 +108,39 @@ export async function startRecordingUpstream(names: string[]): Promise<Recording
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
     },
+  };
+}
+
+/** An edge's answer to one POST, with its request id (to find the audit record) and session id. */
+export interface PostAnswer {
+  status: number;
+  requestId: string;
+  sessionId: string | null;
+  text: string;
+}
+
+/** POSTs `body` (its bytes as given) to `url` with the API key `key` and extra headers. */
+export async function postAs(
+  url: string,
+  key: string | undefined,
+  body: string | Buffer,
+  headers: Record<string, string> = {},
+): Promise<PostAnswer> {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      ...(key ? { authorization: `Bearer ${key}` } : {}),
+      ...headers,
+    },
+    body: typeof body === "string" ? body : new Uint8Array(body),
+    signal: AbortSignal.timeout(15_000),
+  });
+  return {
+    status: res.status,
+    requestId: res.headers.get("x-mcp-edge-request-id") ?? "",
+    sessionId: res.headers.get("mcp-session-id"),
+    text: await res.text(),
   };
 }

@@ -17,7 +17,7 @@ import type { AuditRecord } from "../../src/audit/record.ts";
 import type { ErrorCode } from "../../src/errors/codes.ts";
 import { type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { lastMessage } from "../helpers/mcp.ts";
-import { type RecordingUpstream, startRecordingUpstream } from "../helpers/recording-upstream.ts";
+import { postAs, type RecordingUpstream, startRecordingUpstream } from "../helpers/recording-upstream.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
 
 const ADMIN_TOKEN = "test-admin-token-hostile-json-0123456789";
@@ -79,24 +79,9 @@ async function post(
   headers: Record<string, string> = {},
   pathSuffix = "",
 ): Promise<Answer> {
-  const res = await fetch(`${edge.gw.baseUrl}/${server}/mcp${pathSuffix}`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-      authorization: `Bearer ${keys[server]}`,
-      ...headers,
-    },
-    body,
-    signal: AbortSignal.timeout(15_000),
-  });
-  const text = await res.text();
-  return {
-    status: res.status,
-    requestId: res.headers.get("x-mcp-edge-request-id") ?? "",
-    sessionId: res.headers.get("mcp-session-id"),
-    body: text.startsWith("{") || text.includes("data:") ? lastMessage(text) : text,
-  };
+  const r = await postAs(`${edge.gw.baseUrl}/${server}/mcp${pathSuffix}`, keys[server], body, headers);
+  const text = r.text;
+  return { ...r, body: text.startsWith("{") || text.includes("data:") ? lastMessage(text) : text };
 }
 
 async function openSession(server: string): Promise<string> {
