@@ -95,7 +95,11 @@ export class Forwarder {
    * identity, credentials and deadline.
    */
   async sendOwn(ctx: EraKnown, body: string, request: RpcRequest): Promise<UpstreamReply> {
-    const signal = this.#deadlines.signal(ctx.route.config.upstream.timeout);
+    // A client that went away needs no judgement: the request of the edge's own stops with it.
+    const signal = AbortSignal.any([
+      this.#deadlines.signal(ctx.route.config.upstream.timeout),
+      ctx.clientGone,
+    ]);
     const rec = ctx.era === "session" ? ctx.session : undefined;
     const headers = listHeaders(await upstreamHeaders(ctx, this.#opts.identity), rec === undefined);
     const version = single(ctx.req, "mcp-protocol-version") ?? rec?.protocolVersion;

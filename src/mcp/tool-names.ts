@@ -88,9 +88,50 @@ const CONFUSABLE: Readonly<Record<string, string>> = {
 };
 const CONFUSABLE_CHARS = new RegExp(`[${Object.keys(CONFUSABLE).join("")}]`, "gu");
 
+/**
+ * Capital look-alikes, mapped before lower-casing: their lower-case forms no longer look Latin
+ * (Cyrillic Н looks like H, its lower case н does not look like h).
+ */
+const CONFUSABLE_CAPITALS: Readonly<Record<string, string>> = {
+  А: "A",
+  В: "B",
+  Е: "E",
+  К: "K",
+  М: "M",
+  Н: "H",
+  О: "O",
+  Р: "P",
+  С: "C",
+  Т: "T",
+  У: "Y",
+  Х: "X",
+  Ѕ: "S",
+  І: "I",
+  Ј: "J",
+  Α: "A",
+  Β: "B",
+  Ε: "E",
+  Ζ: "Z",
+  Η: "H",
+  Ι: "I",
+  Κ: "K",
+  Μ: "M",
+  Ν: "N",
+  Ο: "O",
+  Ρ: "P",
+  Τ: "T",
+  Υ: "Y",
+  Χ: "X",
+};
+const CONFUSABLE_CAPITAL_CHARS = new RegExp(`[${Object.keys(CONFUSABLE_CAPITALS).join("")}]`, "gu");
+
 /** The form in which two names a loose lookup could confuse are equal. */
 export function canonicalToolName(name: string): string {
-  const folded = name.normalize("NFKC").toLowerCase().trim();
+  const folded = name
+    .normalize("NFKC")
+    .replace(CONFUSABLE_CAPITAL_CHARS, (c) => CONFUSABLE_CAPITALS[c] ?? c)
+    .toLowerCase()
+    .trim();
   return folded.replace(CONFUSABLE_CHARS, (c) => CONFUSABLE[c] ?? c);
 }
 
