@@ -132,16 +132,16 @@ export const ERROR_CODES = {
     summary: "The credential may not call this tool (the key's or server's tool allow-list).",
   },
   EDGE_TOOL_UNKNOWN: {
-    http: 400,
+    http: 200,
     rpc: -32602,
     summary:
-      "The server's `tools/list`, as the edge last saw it for this session (or authorization context), has no tool of this exact name; refused before the upstream, and counted against the caller's limits. Opt-out per server: `servers.<name>.tools.enforceList: false`.",
+      "The server's `tools/list`, as the edge last saw it for this session (or authorization context), has no tool of this exact name: refused before the upstream and counted against the caller's limits, with the JSON-RPC error a server gives for an unknown tool (MCP server/tools, error handling) in a 200 answer. Opt-out per server: `servers.<name>.tools.enforceList: false`.",
   },
   EDGE_TOOL_NAME_INVALID: {
-    http: 400,
+    http: 200,
     rpc: -32602,
     summary:
-      "A `tools/call` without a string name, a name holding control, format or invisible characters or white space at either end, or a name that equals a configured or allowed tool only after canonicalization (case, NFKC, look-alike letters): never forwarded as another name than judged.",
+      "A `tools/call` without a string name, a name holding control, format or invisible characters or white space at either end, or a name that equals a configured or allowed tool only after canonicalization (case, NFKC, look-alike letters): never forwarded as another name than judged. A JSON-RPC error in a 200 answer, as for an unknown tool.",
   },
   EDGE_AUTH_UNAVAILABLE: {
     http: 503,
