@@ -70,6 +70,9 @@ interface HotEntry {
   at: number;
 }
 
+/** How long a failed session read answers the reads that join it (ms; see `#read`). */
+const FAILED_READ_JOIN_MS = 100;
+
 /** How long an instance waits for another one that is re-initializing the same session (ms). */
 const REINIT_WAIT_MS = 10_000;
 
@@ -173,7 +176,12 @@ export class SessionManager {
           return rec;
         },
         (err: unknown) => {
-          this.#reading.delete(id);
+          // A failed read stays joinable for a moment: the `load` of the request whose prefetch it
+          // was (after the rate-limit decision that shared its round trip) takes this answer
+          // instead of waiting for the store a second time.
+          setTimeout(() => {
+            if (this.#reading.get(id) === pending) this.#reading.delete(id);
+          }, FAILED_READ_JOIN_MS).unref();
           throw err;
         },
       );
