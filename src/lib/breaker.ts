@@ -9,10 +9,10 @@
  *              once. The probe's success closes the breaker; its failure opens it for another
  *              `openMs`.
  *
- * Deadlines measure the dependency, not the event loop: a timer that fires late because the loop
- * was blocked (a stall at start-up, a long synchronous task) rejects only after the loop's next
- * poll phase has read what arrived meanwhile (`setImmediate` runs after it), so a reply already on
- * the socket wins over its own deadline.
+ * Deadlines measure the dependency, not the event loop (`deadlineTimer`): time the loop spent
+ * blocked (a stall at start-up, a long synchronous task) does not count, and a deadline rejects
+ * only after the loop's poll phase has read what arrived meanwhile, so a reply already on the socket
+ * wins over its own deadline.
  */
 
 export type BreakerState = "closed" | "open" | "half-open";
@@ -49,31 +49,46 @@ export class DeadlineError extends Error {
   }
 }
 
+/** A timer that fires this much later than due was held up by the event loop (ms). */
+const LATE_MS = 20;
+
 /**
- * `promise`, or a rejection with `onTimeout()` once `ms` have passed and the event loop has since
- * read its sockets (see the file comment).
+ * Calls `fire` once `ms` of event-loop time have passed: when the timer fires late (the loop was
+ * blocked), the lateness is granted once more, then `fire` runs in a `setImmediate`, after the
+ * loop's poll phase (the replies that arrived meanwhile are read first). Returns the cancel.
  */
+export function deadlineTimer(ms: number, fire: () => void): () => void {
+  let due = performance.now() + ms;
+  let extended = false;
+  let immediate: NodeJS.Immediate | undefined;
+  const check = () => {
+    const late = performance.now() - due;
+    if (late > LATE_MS && !extended) {
+      extended = true;
+      due += late;
+      timer = setTimeout(check, late);
+      return;
+    }
+    immediate = setImmediate(fire);
+  };
+  let timer = setTimeout(check, ms);
+  return () => {
+    clearTimeout(timer);
+    if (immediate !== undefined) clearImmediate(immediate);
+  };
+}
+
+/** `promise`, or a rejection with `onTimeout()` once its deadline (`deadlineTimer`) has passed. */
 export function withDeadline<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    let settled = false;
-    const timer = setTimeout(() => {
-      setImmediate(() => {
-        if (settled) return;
-        settled = true;
-        reject(onTimeout());
-      });
-    }, ms);
+    const cancel = deadlineTimer(ms, () => reject(onTimeout()));
     promise.then(
       (value) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
+        cancel();
         resolve(value);
       },
       (err: unknown) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
+        cancel();
         reject(err as Error);
       },
     );

@@ -15,7 +15,7 @@
  */
 import { type Command, Redis, type RedisOptions, ReplyError } from "ioredis";
 import { GatewayError } from "../../errors/errors.ts";
-import { Breaker, BreakerOpenError, type BreakerOptions } from "../../lib/breaker.ts";
+import { Breaker, BreakerOpenError, type BreakerOptions, deadlineTimer } from "../../lib/breaker.ts";
 
 /** Connection options shared by the Redis stores (config `store.redis`). */
 export interface RedisConnectionOptions {
@@ -97,8 +97,8 @@ export function createRedisClient(options: RedisConnectionOptions): Redis {
 }
 
 /**
- * Each command written on `client` fails once `ms` have passed without its answer (after the
- * event loop read its sockets), so a pipeline Redis never answers does not hold the ones behind it.
+ * Each command written on `client` fails once `ms` have passed without its answer (`deadlineTimer`:
+ * loop stalls do not count), so a pipeline Redis never answers does not hold the ones behind it.
  * A command goes through `sendCommand` again when the offline queue is flushed: armed once.
  */
 function armWrites(client: Redis, ms: number): void {
@@ -107,13 +107,10 @@ function armWrites(client: Redis, ms: number): void {
   client.sendCommand = (command: Command, stream?: Parameters<Redis["sendCommand"]>[1]) => {
     if (!armed.has(command)) {
       armed.add(command);
-      const timer = setTimeout(() => {
-        setImmediate(() => {
-          if (!command.isResolved) command.reject(new Error("Command timed out"));
-        });
-      }, ms);
-      const clear = () => clearTimeout(timer);
-      command.promise.then(clear, clear);
+      const cancel = deadlineTimer(ms, () => {
+        if (!command.isResolved) command.reject(new Error("Command timed out"));
+      });
+      command.promise.then(cancel, cancel);
     }
     return send(command, stream);
   };
