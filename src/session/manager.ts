@@ -58,7 +58,10 @@ export function sessionHash(id: string): string {
  */
 export interface SessionSharing {
   hotTtlMs: number;
+  /** The shared store is connected (a session with a fresh local copy can be served). */
   ready(): boolean;
+  /** The shared store is connected and its breaker lets calls go (a new session can be stored). */
+  available(): boolean;
   tryLock(name: string, ttlMs: number): Promise<boolean>;
   /** Tells the other instances that this session ended or moved upstream. */
   announce(id: string): void;
@@ -140,6 +143,14 @@ export class SessionManager {
   /** Session work cannot start while the shared store is unreachable (503 + Retry-After, fast). */
   assertAvailable(): void {
     if (this.#sharing && !this.#sharing.ready()) throw new GatewayError("EDGE_STORE_UNAVAILABLE");
+  }
+
+  /**
+   * A new session cannot start while its record could not be stored: the store unreachable, or its
+   * breaker open after repeated timeouts (503 + Retry-After at once, before the upstream opens one).
+   */
+  assertCanOpen(): void {
+    if (this.#sharing && !this.#sharing.available()) throw new GatewayError("EDGE_STORE_UNAVAILABLE");
   }
 
   get store(): SessionStore {

@@ -129,11 +129,13 @@ export interface Distributed {
   readonly bus: Bus;
   /** Assumed fleet size: the local rate-limit fallback allows quota / instances. */
   readonly instances: number;
-  /**
-   * True while the Redis connection is up and its breaker lets calls go (session requests fail
-   * closed, fast, when it is not).
-   */
+  /** True while the Redis connection is up (session requests fail closed, fast, when it is not). */
   redisReady(): boolean;
+  /**
+   * True while the Redis connection is up and its breaker lets calls go: what a new session needs
+   * (its record must be stored before the client learns its id).
+   */
+  redisAvailable(): boolean;
   /**
    * A short lock (SET NX PX): true when this instance got it. For work one instance should do at
    * a time (the idle reaper, re-initializing one session upstream). Never throws: false on failure.
@@ -198,7 +200,8 @@ export async function openDistributed(store: Config["store"], log: Logger): Prom
     pg,
     bus,
     instances: r.instances,
-    redisReady: () => redisGuard.available(),
+    redisReady: () => redis.status === "ready",
+    redisAvailable: () => redisGuard.available(),
     async tryLock(name, ttlMs) {
       try {
         const set = () => redis.set(`${prefix}lock:${name}`, bus.id, "PX", ttlMs, "NX");

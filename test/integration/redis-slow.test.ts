@@ -7,7 +7,8 @@
  *     session read that failed is not sent again by the same request (503 + Retry-After, never 404;
  *     the limit decided by the local fallback);
  *   - after repeated timeouts the breaker opens: the same answers come at once (503 with
- *     Retry-After for sessions, the local fallback for limits), /metrics and the log say so;
+ *     Retry-After for sessions that must be read, the local fallback for limits), a session this
+ *     instance holds a fresh copy of is still served, /metrics and the log say so;
  *   - when Redis answers again a probe closes the breaker and calls are served, with no restart.
  *
  * The time bounds sit between one and two command timeouts (1 s): they tell the two apart, with a
@@ -102,6 +103,11 @@ if (ready) {
     bus.disconnect();
     await new Promise((r) => setTimeout(r, 200));
 
+    // A second session, opened just now: this instance's copy of it is fresh for a few seconds.
+    const init2 = await mcpPost(edge.url(), INIT, { credential: key });
+    assert.equal(init2.status, 200);
+    const fresh = init2.sessionId as string;
+
     redis.pause();
     const first = await timed(() => mcpPost(edge.url(), call(3), { credential: key, sessionId: sid }));
     assert.equal(first.value.status, 503, JSON.stringify(first.value.body));
@@ -113,11 +119,17 @@ if (ready) {
     );
     assert.equal(await fallbacks(), fallbackBefore + 1, "the limit was decided by the local fallback");
 
-    // Timeouts in a row (this call's, the background touches'): the breaker opens.
+    // Timeouts in a row (these calls', the background touches'): the breaker opens.
+    await Promise.all([7, 8].map((id) => mcpPost(edge.url(), call(id), { credential: key, sessionId: sid })));
     await waitFor(async () => (await breakerState()) === 2, {
       what: "the Redis breaker to open",
       timeout: 10_000,
     });
+    // Only requests that need the store are refused: a session with a fresh copy is served, its
+    // limit decided by the local fallback at once.
+    const served = await timed(() => mcpPost(edge.url(), call(9), { credential: key, sessionId: fresh }));
+    assert.equal(served.value.status, 200, JSON.stringify(served.value.body));
+    assert.ok(served.ms < COMMAND_TIMEOUT_MS, `no wait on Redis (${served.ms.toFixed(0)} ms)`);
     assert.ok(edge.logs().some((l) => l.includes("redis: circuit breaker open")));
     const fast = await timed(() => mcpPost(edge.url(), call(4), { credential: key, sessionId: sid }));
     assert.equal(fast.value.status, 503);
