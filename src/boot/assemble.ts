@@ -119,6 +119,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   const sharing = shared && {
     hotTtlMs: SHARED_HOT_TTL_MS,
     ready: shared.redisReady,
+    available: shared.redisAvailable,
     tryLock: shared.tryLock,
     announce: (id: string) => shared.bus.publish({ k: "session", id }),
   };

@@ -705,6 +705,18 @@ const redisUrl = z
   .regex(/^rediss?:\/\//, { message: "a redis:// or rediss:// URL" })
   .meta({ description: "`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS." });
 
+/** The circuit breaker of one shared store (src/lib/breaker.ts). */
+const breakerSchema = z.strictObject({
+  failures: z.number().int().min(1).max(1000).prefault(5).meta({
+    description:
+      "Consecutive timeouts (or connection failures) that open the breaker: calls then fail at once instead of waiting on the store.",
+  }),
+  openFor: duration.prefault("1s").meta({
+    description:
+      "How long the breaker stays open; then one call goes as a probe (half-open): its success closes the breaker, its failure opens it again.",
+  }),
+});
+
 const redisStoreSchema = z.strictObject({
   url: redisUrl,
   keyPrefix: z.string().min(1).prefault("mcp-edge:").meta({
@@ -718,6 +730,10 @@ const redisStoreSchema = z.strictObject({
   instances: z.number().int().min(1).prefault(2).meta({
     description:
       "About how many edge instances run: while Redis is unreachable each one allows quota / instances per limit window (the local fallback), so the fleet stays near the configured quota.",
+  }),
+  breaker: breakerSchema.prefault({}).meta({
+    description:
+      "Circuit breaker of the Redis connection: while open, session requests answer 503 with Retry-After at once and rate limits use the local fallback.",
   }),
 });
 
@@ -734,7 +750,15 @@ const postgresStoreSchema = z.strictObject({
   poolSize: z.number().int().min(1).max(200).prefault(10).meta({ description: "Connections per instance." }),
   queryTimeout: duration.prefault("5s").meta({
     description:
-      "Longest any one statement may take; past it the operation fails (503 for key administration).",
+      "Longest any one operation may wait for PostgreSQL (a connection from the pool included); past it the operation fails (503 for key checks that need the store and for key administration).",
+  }),
+  keyStaleness: duration.prefault("30s").meta({
+    description:
+      "Longest an API-key record read earlier is used without reading it again first: a record older than 1 s is served while it is re-read in the background, and while PostgreSQL is unreachable. Past this age a request waits for the store (at most queryTimeout) and fails closed (503). Revocations broadcast by another instance apply at once regardless.",
+  }),
+  breaker: breakerSchema.prefault({}).meta({
+    description:
+      "Circuit breaker of the PostgreSQL pool: while open, key checks use records within keyStaleness, other key checks and key administration answer 503 at once, and audit records go to the spool.",
   }),
 });
 
