@@ -16,23 +16,36 @@ import type { Inflight } from "./listener.ts";
 export interface Health {
   readonly routes: ReadonlyMap<string, Route>;
   readonly draining: () => boolean;
+  /** This instance's stores that are down now (`redis`, `postgres`); empty when all can serve. */
+  readonly storesDown: () => string[];
 }
 
-/** `/healthz` (alive) and `/readyz` (can take work). True when the path was one of them. */
-function health(h: Health, res: ServerResponse, path: string): boolean {
+/**
+ * `/healthz` (alive) and `/readyz` (this instance can take work: not draining, its stores up).
+ * True when the path was one of them. An upstream that is down does not make the instance unready
+ * (every instance would be, and a balancer would have nowhere to send): the admin listener's
+ * `/readyz` adds each route's upstream state. The public one names no route, and no answer carries
+ * session ids, tokens or instance URLs: health endpoints are often scraped unauthenticated.
+ */
+function health(h: Health, res: ServerResponse, path: string, admin: boolean): boolean {
   if (path === "/healthz") {
     res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
     res.end('{"status":"ok"}');
     return true;
   }
   if (path !== "/readyz") return false;
-  // Ready = not draining and every route has an upstream that can take work. No session ids,
-  // tokens or instance URLs here: health endpoints are often scraped unauthenticated.
-  const notReady = [...h.routes.values()].filter((r) => !r.upstream.ready()).map((r) => r.name);
   const draining = h.draining();
-  const ok = !draining && notReady.length === 0;
+  const stores = h.storesDown();
+  const ok = !draining && stores.length === 0;
+  const body: Record<string, unknown> = { status: ok ? "ready" : draining ? "draining" : "unavailable" };
+  if (stores.length > 0) body.storesDown = stores;
+  if (admin) {
+    body.routes = Object.fromEntries(
+      [...h.routes.values()].map((r) => [r.name, r.upstream.ready() ? "ready" : "unavailable"]),
+    );
+  }
   res.writeHead(ok ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" });
-  res.end(JSON.stringify({ status: ok ? "ready" : draining ? "draining" : "unavailable", notReady }));
+  res.end(JSON.stringify(body));
   return true;
 }
 
@@ -78,7 +91,7 @@ export function publicRouter(deps: {
     const url = req.url ?? "/";
     const query = url.indexOf("?");
     const path = query < 0 ? url : url.slice(0, query);
-    if (health(deps.health, res, path)) return;
+    if (health(deps.health, res, path, false)) return;
     const doc = path.startsWith("/.well-known/") ? deps.wellKnown.get(path) : undefined;
     if (doc) return wellKnown(req, res, doc);
     const hit = deps.byPath.get(path);
@@ -110,7 +123,7 @@ export function adminRouter(deps: {
 }): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const url = new URL(req.url ?? "/", "http://admin");
-    if (health(deps.health, res, url.pathname)) return;
+    if (health(deps.health, res, url.pathname, true)) return;
     // GET /metrics: open on the admin listener unless `metrics.token` is set.
     if (url.pathname === "/metrics" && deps.metrics) {
       void deps.metrics.serve(req, res);
