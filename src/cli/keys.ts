@@ -11,7 +11,9 @@ Manage API keys through the admin API.
               [--scopes a,b] [--tools x,y]          create a key; it is shown once
   keys list [--server S] [--tenant T]                  keys with status, expiry and last use
   keys rotate NAME|ID [--grace 24h]                    a new key; the old one works until grace ends
-  keys revoke NAME|ID [--grace 1h]                     revoke now (or when grace ends)
+  keys revoke NAME|ID [--grace 1h]                     revoke now (or when grace ends); a NAME
+                                                       revokes every key of that name, the one a
+                                                       rotation replaced (in its grace) included
 
 Options:
   --url URL     admin API (default: $MCP_EDGE_ADMIN_URL or http://127.0.0.1:8788)
@@ -199,9 +201,16 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
     if (k.previous)
       io.stdout.write(`previous key ${k.previous.id} works until ${short(k.previous.expires)}\n`);
   } else {
-    io.stdout.write(
-      `revoked ${k.name} (${k.id}) ${k.status === "revoked" ? "now" : `at ${short((json as { revoked: string }).revoked)}`}\n`,
-    );
+    const r = json as { revoked_count: number; revoked_keys: (KeyView & { revoked: string })[] };
+    if (r.revoked_count === 0) {
+      io.stdout.write(`nothing to revoke: every key named ${k.name} is already revoked or expired\n`);
+    } else {
+      io.stdout.write(
+        `revoked ${r.revoked_count} key${r.revoked_count === 1 ? "" : "s"} named ${k.name} (${k.server}/${k.tenant}):\n`,
+      );
+      for (const x of r.revoked_keys)
+        io.stdout.write(`  ${x.id}  ${x.status === "revoked" ? "now" : `at ${short(x.revoked)}`}\n`);
+    }
   }
   return 0;
 }
