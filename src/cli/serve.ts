@@ -26,7 +26,7 @@ function quickstartAdminToken(env: NodeJS.ProcessEnv): string {
   if (env.MCP_EDGE_ADMIN_TOKEN) return env.MCP_EDGE_ADMIN_TOKEN;
   if (existsSync(QUICKSTART_ADMIN_TOKEN_FILE))
     return readFileSync(QUICKSTART_ADMIN_TOKEN_FILE, "utf8").trim();
-  mkdirSync(dirname(QUICKSTART_ADMIN_TOKEN_FILE), { recursive: true });
+  mkdirSync(dirname(QUICKSTART_ADMIN_TOKEN_FILE), { recursive: true, mode: 0o700 });
   const token = randomBytes(32).toString("base64url");
   writeFileSync(QUICKSTART_ADMIN_TOKEN_FILE, `${token}\n`, { mode: 0o600 });
   return token;

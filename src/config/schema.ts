@@ -677,11 +677,13 @@ const redisStoreSchema = z.strictObject({
   }),
 });
 
+const postgresUrl = z
+  .string()
+  .regex(/^postgres(ql)?:\/\//, { message: "a postgres:// or postgresql:// URL" })
+  .meta({ description: "`postgres://user:password@host:port/database`." });
+
 const postgresStoreSchema = z.strictObject({
-  url: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, { message: "a postgres:// or postgresql:// URL" })
-    .meta({ description: "`postgres://user:password@host:port/database`." }),
+  url: postgresUrl,
   schema: z
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "a lower-case SQL identifier" })
@@ -715,16 +717,23 @@ export const configSchema = z
           description:
             "Embedded store file. In distributed mode nothing shared is kept in it; its directory is where the audit spool goes by default.",
         }),
-        redis: redisStoreSchema.optional().meta({
+        redis: z.union([redisUrl, redisStoreSchema]).optional().meta({
           description:
             "Distributed mode: Redis or Valkey for session records and routing, rate-limit counters, SSE event buffers, revocation and session broadcasts and locks. Set together with `postgres`.",
         }),
-        postgres: postgresStoreSchema.optional().meta({
+        postgres: z.union([postgresUrl, postgresStoreSchema]).optional().meta({
           description:
             "Distributed mode: PostgreSQL for API keys, audit records and the identity-signing keys (versioned migrations run at start). Set together with `redis`.",
         }),
       })
       .prefault({ sqlite: "./.mcp-edge/mcp-edge.db" })
+      // The short form users write first (`redis: redis://host:6379`) is the long form's `url`.
+      .transform((s) => ({
+        ...s,
+        redis: typeof s.redis === "string" ? redisStoreSchema.parse({ url: s.redis }) : s.redis,
+        postgres:
+          typeof s.postgres === "string" ? postgresStoreSchema.parse({ url: s.postgres }) : s.postgres,
+      }))
       .refine((s) => (s.redis === undefined) === (s.postgres === undefined), {
         message:
           "distributed mode needs both store.redis and store.postgres (sessions and counters in Redis, keys and audit in PostgreSQL)",

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -69,6 +69,13 @@ test("quickstart: the printed snippet works with an SDK client as printed", asyn
   await client.close();
 
   assert.ok(existsSync(path.join(cwd, ".mcp-edge", "mcp-edge.db")), "state under ./.mcp-edge/");
+  // The store and the quickstart's files are the owner's alone: keys' hashes, identity-signing
+  // private keys, the audit, the admin token.
+  const state = path.join(cwd, ".mcp-edge");
+  assert.equal(statSync(state).mode & 0o777, 0o700, "./.mcp-edge/ is 0700");
+  for (const f of ["mcp-edge.db", "mcp-edge.db-wal", "mcp-edge.db-shm", "admin-token", "admin-url"]) {
+    assert.equal((statSync(path.join(state, f)).mode & 0o777).toString(8), "600", `${f} is 0600`);
+  }
 
   // `mcp-edge keys list` finds the quickstart's admin token and shows the dev key, recently used.
   const adminPort = /Health:\s+http:\/\/127\.0\.0\.1:(\d+)\/healthz/.exec(banner)?.[1];
