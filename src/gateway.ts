@@ -78,6 +78,7 @@ export class Gateway {
       pipeline,
       inflight,
       log,
+      origins: new Set(config.security.allowedOrigins),
       pages:
         edge.connectPages &&
         ((req, res, path, query) => edge.connectPages?.handle(req, res, path, query) ?? false),

@@ -479,7 +479,7 @@ const limitsSchema = z.strictObject({
 const securitySchema = z.strictObject({
   allowedOrigins: z.array(z.string()).prefault([]).meta({
     description:
-      "Browser origins allowed to call MCP routes (exact, e.g. https://app.example.com). Requests without Origin are not affected.",
+      "Browser origins allowed to call MCP routes (exact, e.g. https://app.example.com): their CORS preflights are answered and their answers carry the grant. Other origins are refused (403). Requests without Origin are not affected.",
   }),
   allowedHosts: z.array(z.string()).prefault([]).meta({
     description:

@@ -69,6 +69,57 @@ function wellKnown(req: IncomingMessage, res: ServerResponse, doc: () => unknown
   res.end(req.method === "HEAD" ? undefined : body);
 }
 
+/** Request headers a browser MCP client sends (the CORS preflight grants them). */
+const CORS_ALLOW_HEADERS =
+  "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name";
+/** Answer headers a browser MCP client must read (CORS hides all others). */
+const CORS_EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate, Retry-After";
+const CORS_METHODS: Record<RouteHit["endpoint"], string> = {
+  mcp: "GET, POST, DELETE",
+  "legacy-sse": "GET",
+  "legacy-messages": "POST",
+};
+
+/**
+ * CORS (Fetch standard) for `security.allowedOrigins`, on a route's paths. A preflight from an
+ * allowed origin is answered 204 with the transport's methods and the MCP request headers; from
+ * any other origin 403 EDGE_ORIGIN_FORBIDDEN, with no grant. Requests from an allowed origin get
+ * the grant and the MCP answer headers exposed. True when the request was a preflight (answered).
+ * `Mcp-Param-*` headers are granted as the browser lists them, since their names vary per call.
+ */
+function cors(
+  req: IncomingMessage,
+  res: ServerResponse,
+  hit: RouteHit,
+  origins: ReadonlySet<string>,
+): boolean {
+  const origin = req.headers.origin;
+  const allowed = origin !== undefined && origins.has(origin);
+  if (allowed) {
+    res.setHeader("access-control-allow-origin", origin);
+    res.setHeader("access-control-expose-headers", CORS_EXPOSE_HEADERS);
+  }
+  if (origins.size > 0) res.setHeader("vary", "Origin");
+  if (req.method !== "OPTIONS" || req.headers["access-control-request-method"] === undefined) return false;
+  req.resume();
+  if (!allowed) {
+    sendError(res, new GatewayError("EDGE_ORIGIN_FORBIDDEN"));
+    return true;
+  }
+  const params = (req.headers["access-control-request-headers"] ?? "")
+    .split(",")
+    .map((h) => h.trim())
+    .filter((h) => /^mcp-param-[a-z0-9-]+$/i.test(h));
+  res.writeHead(204, {
+    "access-control-allow-methods": CORS_METHODS[hit.endpoint],
+    "access-control-allow-headers": [CORS_ALLOW_HEADERS, ...params].join(", "),
+    "access-control-max-age": "600",
+    "cache-control": "no-store",
+  });
+  res.end();
+  return true;
+}
+
 /**
  * The public listener's router: health, then well-known documents, then the route of the path
  * (`{route}`, `{route}/sse`, `{route}/messages`), whose request runs the pipeline. Anything else
@@ -81,6 +132,8 @@ export function publicRouter(deps: {
   pipeline: Pipeline;
   inflight: Inflight;
   log: Logger;
+  /** `security.allowedOrigins`: browser origins granted CORS on the routes. */
+  origins: ReadonlySet<string>;
   /** Pages for people (`/connect/...`): true when the path was theirs. */
   pages?:
     | ((req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams) => boolean)
@@ -103,6 +156,7 @@ export function publicRouter(deps: {
       sendError(res, new GatewayError("EDGE_ROUTE_NOT_FOUND"));
       return;
     }
+    if (cors(req, res, hit, deps.origins)) return;
     const requestId = randomUUID();
     // Its `clientGone` is made when first read; the client's going away is noted from now on.
     const ctx = new PublicRequestContext(requestId, req, res, hit.route, hit.endpoint, deps.log);
