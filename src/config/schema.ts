@@ -523,7 +523,7 @@ const limitsSchema = z.strictObject({
 const securitySchema = z.strictObject({
   allowedOrigins: z.array(z.string()).prefault([]).meta({
     description:
-      "Browser origins allowed to call MCP routes (exact, e.g. https://app.example.com). Requests without Origin are not affected.",
+      "Browser origins allowed to call MCP routes (exact, e.g. https://app.example.com): their CORS preflights are answered and their answers carry the grant. Other origins are refused (403). Requests without Origin are not affected.",
   }),
   allowedHosts: z.array(z.string()).prefault([]).meta({
     description:
@@ -737,11 +737,13 @@ const redisStoreSchema = z.strictObject({
   }),
 });
 
+const postgresUrl = z
+  .string()
+  .regex(/^postgres(ql)?:\/\//, { message: "a postgres:// or postgresql:// URL" })
+  .meta({ description: "`postgres://user:password@host:port/database`." });
+
 const postgresStoreSchema = z.strictObject({
-  url: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, { message: "a postgres:// or postgresql:// URL" })
-    .meta({ description: "`postgres://user:password@host:port/database`." }),
+  url: postgresUrl,
   schema: z
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "a lower-case SQL identifier" })
@@ -783,16 +785,23 @@ export const configSchema = z
           description:
             "Embedded store file. In distributed mode nothing shared is kept in it; its directory is where the audit spool goes by default.",
         }),
-        redis: redisStoreSchema.optional().meta({
+        redis: z.union([redisUrl, redisStoreSchema]).optional().meta({
           description:
             "Distributed mode: Redis or Valkey for session records and routing, rate-limit counters, SSE event buffers, revocation and session broadcasts and locks. Set together with `postgres`.",
         }),
-        postgres: postgresStoreSchema.optional().meta({
+        postgres: z.union([postgresUrl, postgresStoreSchema]).optional().meta({
           description:
             "Distributed mode: PostgreSQL for API keys, audit records and the identity-signing keys (versioned migrations run at start). Set together with `redis`.",
         }),
       })
       .prefault({ sqlite: "./.mcp-edge/mcp-edge.db" })
+      // The short form users write first (`redis: redis://host:6379`) is the long form's `url`.
+      .transform((s) => ({
+        ...s,
+        redis: typeof s.redis === "string" ? redisStoreSchema.parse({ url: s.redis }) : s.redis,
+        postgres:
+          typeof s.postgres === "string" ? postgresStoreSchema.parse({ url: s.postgres }) : s.postgres,
+      }))
       .refine((s) => (s.redis === undefined) === (s.postgres === undefined), {
         message:
           "distributed mode needs both store.redis and store.postgres (sessions and counters in Redis, keys and audit in PostgreSQL)",

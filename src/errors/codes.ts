@@ -91,13 +91,14 @@ export const ERROR_CODES = {
   EDGE_AUTH_REQUIRED: {
     http: 401,
     rpc: -32000,
-    summary: "No credentials. The WWW-Authenticate challenge names the resource metadata and scopes.",
+    summary:
+      "No credentials. The message and WWW-Authenticate say what the route accepts: an API key (and where one comes from), or an OAuth token (the challenge names the resource metadata and scopes).",
   },
   EDGE_AUTH_INVALID_TOKEN: {
     http: 401,
     rpc: -32000,
     summary:
-      "The token or API key is invalid, expired or revoked (which one is not said). Refresh and retry.",
+      "The token or API key is invalid, expired or revoked (which one is not said). Refresh the token and retry; for an API key, ask the edge's operator for a new one.",
   },
   EDGE_AUTH_INVALID_REQUEST: {
     http: 400,
