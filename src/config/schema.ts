@@ -278,6 +278,68 @@ const vaultSchema = z
   })
   .meta({ description: "The token vault: users' upstream tokens, encrypted at rest." });
 
+// ---- federated login at the edge's authorization server (src/as/federation.ts) -----------------
+
+/** A federated IdP's name: it is a URL path segment (`/oauth/idp/{name}/callback`). */
+export const IDP_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+const federatedIdpSchema = z
+  .strictObject({
+    issuer: httpUrl.meta({
+      description:
+        "The IdP's OpenID Connect issuer: its discovery document names the endpoints and keys; ID tokens must carry exactly this `iss`.",
+    }),
+    clientId: z.string().min(1).meta({ description: "The edge's client id at the IdP." }),
+    clientSecret: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: "From the environment: ${NAME}. Absent for a public client (PKCE only)." }),
+    displayName: z.string().min(1).max(100).optional().meta({ description: "Name shown on the login page." }),
+    scopes: z
+      .array(z.string().min(1))
+      .prefault(["openid", "email", "profile", "offline_access"])
+      .refine((s) => s.includes("openid"), "must include openid")
+      .meta({
+        description:
+          "Scopes asked at the IdP. `offline_access` (or the IdP's equivalent) gets the refresh token the edge re-checks the user with.",
+      }),
+    params: z.record(z.string(), z.string()).prefault({}).meta({
+      description:
+        "Extra authorization request parameters (Google: `access_type: offline`, `prompt: consent`).",
+    }),
+    tenantClaim: z.string().min(1).optional().meta({
+      description:
+        "ID token claim naming the user's tenant (a top-level name, else a dotted path). A login without it is refused.",
+    }),
+    tenant: z.string().min(1).max(256).optional().meta({
+      description: "The tenant of every user of this IdP (one IdP per tenant), instead of a claim.",
+    }),
+    tenants: z.array(z.string().min(1).max(256)).min(1).optional().meta({
+      description: "Tenants this IdP may assert through `tenantClaim`; a login naming another is refused.",
+    }),
+    subjectClaim: z.string().min(1).prefault("sub").meta({
+      description: "ID token claim that names the user (the edge's subject is `<idp name>|<value>`).",
+    }),
+    requireRefreshToken: z.boolean().prefault(true).meta({
+      description:
+        "Refuse a login for which the IdP issued no refresh token: without one, a user disabled at the IdP would keep refreshing at the edge.",
+    }),
+  })
+  .refine((c) => !(c.tenant && c.tenantClaim), "set tenant or tenantClaim, not both")
+  .meta({ description: "An OpenID Connect provider people sign in at (the edge is its relying party)." });
+
+export const federationSchema = z
+  .record(z.string().regex(IDP_NAME, "IdP names are 1-64 of A-Z a-z 0-9 _ -"), federatedIdpSchema)
+  .refine((r) => Object.keys(r).length > 0, "at least one IdP")
+  .meta({
+    description:
+      "Federated login: the IdPs people sign in at, by name. Their refresh tokens are sealed with `vault.key`.",
+  });
+
+export type FederationConfig = z.output<typeof federationSchema>;
+export type FederatedIdpConfig = FederationConfig[string];
+
 const credentialsSchema = z
   .strictObject({
     headers: z
