@@ -3,12 +3,15 @@
  * Connect provider, as its relying party (OpenID Connect Core 1.0 §3.1, the authorization code
  * flow), with openid-client toward the IdP:
  *
- *   login page ─▶ start(): 303 to the IdP — PKCE S256 (RFC 7636), `state`, `nonce`
- *   IdP ─▶ GET /oauth/idp/{name}/callback ─▶ callback(): `state` opened and bound to this browser,
+ *   GET /as/login/{name}/{uid} ─▶ start(): 303 to the IdP — PKCE S256 (RFC 7636), `state`, `nonce`
+ *   IdP ─▶ GET /as/login/{name}/callback ─▶ callback(): `state` opened and bound to this browser,
  *        `iss` checked (RFC 9207, when the IdP sends it; each IdP has its own callback path, so a
  *        response is never taken for another IdP's: RFC 9700 §4.4.2.2), code exchanged, ID token
  *        verified (signature, `iss`, `aud`, `nonce`, expiry), tenant and subject read from its claims
  *        ─▶ the authorization server goes on with the interaction (consent, code)
+ *
+ * Each configured IdP is one login method of the authorization server (`src/as/login.ts`), named
+ * as in the config (`idp` for `login.idp`).
  *
  * The IdP's refresh token is sealed (AES-256-GCM, the vault's key ring, bound to the IdP and the
  * user) and kept with the grant as a `FederationLink`. Each refresh of the grant at the edge first
@@ -33,7 +36,10 @@ import type { Egress } from "../egress/index.ts";
 import type { ErrorCode } from "../errors/codes.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
+import type { InteractionView, LoginEnv, LoginFinish, LoginMethod, LoginResult } from "./login.ts";
+import { LoginRevoked } from "./login.ts";
 import { readBody } from "../upstream/reply.ts";
+import { escapeHtml } from "../vault/pages.ts";
 import type { KeyRing } from "../vault/seal.ts";
 
 /** How long a person may take at the IdP. */
@@ -41,7 +47,6 @@ export const LOGIN_TTL_MS = 10 * 60_000;
 /** Deadline of one request to the IdP. */
 export const IDP_TIMEOUT_MS = 10_000;
 const MAX_ANSWER = 256 * 1024;
-export const CALLBACK_PREFIX = "/oauth/idp/";
 
 /** Who signed in at the IdP. */
 export interface FederatedIdentity {
@@ -113,13 +118,21 @@ export class FederatedIdp {
   readonly config: FederatedIdpConfig;
   readonly #egress: Egress;
   readonly #redirectUri: string;
+  readonly #tenancy: Tenancy;
   #discovered: Promise<oidc.Configuration> | undefined;
 
-  constructor(name: string, config: FederatedIdpConfig, egress: Egress, publicUrl: string) {
+  constructor(
+    name: string,
+    config: FederatedIdpConfig,
+    egress: Egress,
+    publicUrl: string,
+    tenancy: Tenancy = { claim: "org_id", required: false },
+  ) {
     this.name = name;
+    this.#tenancy = tenancy;
     this.config = config;
     this.#egress = egress;
-    this.#redirectUri = `${publicUrl.replace(/\/$/, "")}${CALLBACK_PREFIX}${name}/callback`;
+    this.#redirectUri = callbackUrl(publicUrl, name);
   }
 
   get displayName(): string {
@@ -164,7 +177,7 @@ export class FederatedIdp {
   async authorizationUrl(state: string, nonce: string, verifier: string): Promise<string> {
     const conf = await this.configuration();
     const params: Record<string, string> = {
-      ...this.config.params,
+      ...this.config.authorizationParams,
       redirect_uri: this.#redirectUri,
       response_type: "code",
       scope: this.config.scopes.join(" "),
@@ -225,12 +238,19 @@ export class FederatedIdp {
     };
   }
 
+  /**
+   * The tenant of a login: the IdP's fixed `tenant`; else its `tenantClaim`, which must be there;
+   * else the edge's `tenancy.claim`, which must be there when tenancy is required.
+   */
   tenantOf(claims: Record<string, unknown>): string | null {
     const c = this.config;
     if (c.tenant !== undefined) return c.tenant;
-    if (c.tenantClaim === undefined) return null;
-    const tenant = tenantOf(claims, c.tenantClaim);
-    if (tenant === null) throw new FederationError("tenant", `the IdP names no tenant (${c.tenantClaim})`);
+    const claim = c.tenantClaim ?? this.#tenancy.claim;
+    const tenant = tenantOf(claims, claim);
+    if (tenant === null) {
+      if (c.tenantClaim === undefined && !this.#tenancy.required) return null;
+      throw new FederationError("tenant", `the IdP names no tenant (${claim})`);
+    }
     if (c.tenants && !c.tenants.includes(tenant))
       throw new FederationError("tenant", `the IdP may not assert tenant ${tenant}`);
     return tenant;
@@ -253,8 +273,15 @@ export class FederatedIdp {
   }
 }
 
+/** The edge's `tenancy` settings: the claim read when an IdP names none of its own. */
+export interface Tenancy {
+  claim: string;
+  required: boolean;
+}
+
 export interface FederationOptions {
   idps: FederationConfig;
+  tenancy?: Tenancy;
   egress: Egress;
   /** Seals the IdPs' refresh tokens and the login `state` (the vault's key ring: `vault.key`). */
   ring: KeyRing;
@@ -275,7 +302,7 @@ export class Federation {
   constructor(options: FederationOptions) {
     this.#publicUrl = options.publicUrl.replace(/\/$/, "");
     for (const [name, c] of Object.entries(options.idps))
-      this.#idps.set(name, new FederatedIdp(name, c, options.egress, this.#publicUrl));
+      this.#idps.set(name, new FederatedIdp(name, c, options.egress, this.#publicUrl, options.tenancy));
     this.#ring = options.ring;
     this.#secure = new URL(this.#publicUrl).protocol === "https:";
     this.#log = options.log;
@@ -324,13 +351,6 @@ export class Federation {
       "set-cookie": this.#cookie(idpName, state.b, LOGIN_TTL_MS / 1000),
     });
     res.end();
-  }
-
-  /** The IdP name of a callback path (`/oauth/idp/{name}/callback`), or undefined. */
-  callbackIdp(path: string): string | undefined {
-    if (!path.startsWith(CALLBACK_PREFIX) || !path.endsWith("/callback")) return undefined;
-    const name = path.slice(CALLBACK_PREFIX.length, -"/callback".length);
-    return this.#idps.has(name) ? name : undefined;
   }
 
   /**
@@ -416,6 +436,113 @@ export class Federation {
   #cookie(idp: string, value: string, maxAge: number): string {
     return `${this.#cookieName(idp)}=${value}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${this.#secure ? "; Secure" : ""}`;
   }
+
+  /** One login method per IdP, for the authorization server. */
+  methods(): LoginMethod[] {
+    return this.list().map((idp) => new FederatedLogin(this, idp));
+  }
+}
+
+/** `${publicUrl}/as/login/{name}/callback`: the redirect URI to register at the IdP. */
+export function callbackUrl(publicUrl: string, name: string): string {
+  return `${publicUrl.replace(/\/$/, "")}/as/login/${encodeURIComponent(name)}/callback`;
+}
+
+/**
+ * An IdP as a login method of the authorization server. What it keeps with the grant
+ * (`LoginResult.upstreamRefresh`) is the `FederationLink` as JSON; the IdP's refresh token in it
+ * is sealed.
+ */
+export class FederatedLogin implements LoginMethod {
+  readonly name: string;
+  readonly label: string;
+  readonly #fed: Federation;
+
+  constructor(fed: Federation, idp: FederatedIdp) {
+    this.#fed = fed;
+    this.name = idp.name;
+    this.label = `Sign in with ${idp.displayName}`;
+  }
+
+  async start(interaction: InteractionView, _req: IncomingMessage, res: ServerResponse, env: LoginEnv) {
+    try {
+      await this.#fed.start(res, this.name, interaction.uid);
+    } catch (err) {
+      failurePage(res, env, err);
+    }
+  }
+
+  async finish(
+    req: IncomingMessage,
+    res: ServerResponse,
+    _query: URLSearchParams,
+    env: LoginEnv,
+  ): Promise<LoginFinish | undefined> {
+    req.resume();
+    try {
+      const done = await this.#fed.callback(req, this.name);
+      res.setHeader("set-cookie", done.headers["set-cookie"] as string);
+      const id = done.identity;
+      const result: LoginResult = {
+        method: this.name,
+        tenant: id.tenant,
+        subject: id.subject,
+        display: id.email ?? id.name ?? id.subject.slice(this.name.length + 1),
+        ...(id.link ? { upstreamRefresh: JSON.stringify(id.link) } : {}),
+      };
+      return { uid: done.interaction, result };
+    } catch (err) {
+      failurePage(res, env, err);
+      return undefined;
+    }
+  }
+
+  async recheck(login: LoginResult): Promise<{ upstreamRefresh?: string }> {
+    if (login.upstreamRefresh === undefined) return {};
+    const link = parseLink(login.upstreamRefresh);
+    if (!link || link.idp !== this.name) throw new LoginRevoked("the grant's IdP link is unreadable");
+    try {
+      return { upstreamRefresh: JSON.stringify(await this.#fed.recheck(link)) };
+    } catch (err) {
+      if (err instanceof FederationError && err.kind === "revoked")
+        throw new LoginRevoked(err.message, { cause: err });
+      throw err;
+    }
+  }
+}
+
+function parseLink(text: string): FederationLink | undefined {
+  try {
+    const v = JSON.parse(text) as Partial<FederationLink> | null;
+    return typeof v?.idp === "string" && typeof v.sub === "string" && typeof v.refresh === "string"
+      ? { idp: v.idp, sub: v.sub, refresh: v.refresh }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A failed login leg on the edge's own page: what went wrong, and the error code. */
+function failurePage(res: ServerResponse, env: LoginEnv, err: unknown): void {
+  const e = err instanceof FederationError ? err : new FederationError("idp", describe(err), { cause: err });
+  for (const [k, v] of Object.entries(e.headers ?? {})) res.setHeader(k, v);
+  res.setHeader("x-mcp-edge-error", e.code);
+  const title =
+    e.kind === "link"
+      ? "This sign-in link is invalid or has expired"
+      : e.kind === "tenant"
+        ? "Your account cannot sign in here"
+        : "Signing in at your identity provider failed";
+  const hint =
+    e.kind === "link"
+      ? "Sign-in links work for a short time and only in the browser that opened them. Start again from your MCP client."
+      : "Nothing was issued. Start again from your MCP client, or ask your administrator.";
+  env.page(
+    res,
+    e.status,
+    title,
+    `<p class="err">${escapeHtml(e.message)}</p><p>${escapeHtml(hint)}</p><p class="muted">${e.code}</p>`,
+  );
 }
 
 const aad = (idp: string, sub: string) => `mcp-edge federation|${idp}|${sub}`;

@@ -304,13 +304,13 @@ const federatedIdpSchema = z
         description:
           "Scopes asked at the IdP. `offline_access` (or the IdP's equivalent) gets the refresh token the edge re-checks the user with.",
       }),
-    params: z.record(z.string(), z.string()).prefault({}).meta({
+    authorizationParams: z.record(z.string(), z.string()).prefault({}).meta({
       description:
         "Extra authorization request parameters (Google: `access_type: offline`, `prompt: consent`).",
     }),
     tenantClaim: z.string().min(1).optional().meta({
       description:
-        "ID token claim naming the user's tenant (a top-level name, else a dotted path). A login without it is refused.",
+        "ID token (or userinfo) claim naming the user's tenant (a top-level name, else a dotted path); a login without it is refused. Default: `tenancy.claim`, required only when `tenancy.required`.",
     }),
     tenant: z.string().min(1).max(256).optional().meta({
       description: "The tenant of every user of this IdP (one IdP per tenant), instead of a claim.",

@@ -2,8 +2,9 @@
  * The edge as an OpenID Connect relying party (src/as/federation.ts) against a real IdP:
  * oidc-provider on loopback with a login page, ID tokens, `iss` on authorization responses
  * (RFC 9207), rotating single-use refresh tokens and accounts an administrator can disable.
- * A small HTTP server on loopback hosts the federation's two legs (start, callback) as the
- * authorization server does; a person's browser is driven over HTTP (test/helpers/browser.ts).
+ * A small HTTP server on loopback hosts each IdP's login method (src/as/login.ts: start, finish,
+ * recheck) at the authorization server's paths, with the pages of a minimal `LoginEnv`; a
+ * person's browser is driven over HTTP (test/helpers/browser.ts).
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -11,6 +12,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { Federation, type FederationError, type FederationLink } from "../../src/as/federation.ts";
+import { type LoginEnv, type LoginMethod, type LoginResult, LoginRevoked } from "../../src/as/login.ts";
 import { type FederationConfig, federationSchema } from "../../src/config/schema.ts";
 import { Egress } from "../../src/egress/index.ts";
 import { createLogger } from "../../src/observability/logger.ts";
@@ -27,39 +29,53 @@ let base: string;
 let idp: Provider;
 let noRefresh: Provider;
 let fed: Federation;
+let methods: Map<string, LoginMethod>;
 
-/** What the harness answered at the callback: the identity, or the coded refusal. */
+/** What the harness answered at the callback: who signed in, or the coded refusal page. */
 interface Outcome {
   status: number;
-  body: { interaction?: string; identity?: Record<string, unknown>; code?: string; message?: string };
+  body: { uid?: string; result?: LoginResult; code?: string; message?: string };
   page: { url: string; headers: Headers };
 }
+
+const env = (): LoginEnv => ({
+  publicUrl: base,
+  callbackUrl: (name) => `${base}/as/login/${name}/callback`,
+  interaction: async () => undefined,
+  page: (res, status, title, body) => {
+    const code = res.getHeader("x-mcp-edge-error");
+    res.writeHead(status, { "content-type": "application/json" });
+    res.end(JSON.stringify({ code, message: `${title}: ${body}` }));
+  },
+  csrfToken: () => "",
+  checkCsrf: () => false,
+  readForm: async () => new URLSearchParams(),
+});
+
+/** The IdP's link kept with a grant. */
+const linkOf = (r: LoginResult | undefined) => JSON.parse(r?.upstreamRefresh ?? "null") as FederationLink;
 
 before(async () => {
   harness = createServer((req, res) => {
     const url = new URL(req.url ?? "/", base);
+    const [, , , name, leg] = url.pathname.split("/"); // /as/login/{name}/{uid|callback}
+    const method = methods.get(name ?? "");
+    if (!method || !leg) return void res.writeHead(404).end();
     void (async () => {
-      try {
-        if (url.pathname === "/login") {
-          await fed.start(res, url.searchParams.get("idp") ?? "", url.searchParams.get("i") ?? "");
-          return;
-        }
-        const name = fed.callbackIdp(url.pathname);
-        if (!name) return void res.writeHead(404).end();
-        const done = await fed.callback(req, name);
-        res.writeHead(200, { "content-type": "application/json", ...done.headers });
-        res.end(JSON.stringify({ interaction: done.interaction, identity: done.identity }));
-      } catch (err) {
-        const e = err as FederationError;
-        res.writeHead(e.status ?? 500, { "content-type": "application/json", ...e.headers });
-        res.end(JSON.stringify({ code: e.code, message: e.message }));
+      if (leg !== "callback") {
+        const view = { uid: leg, clientId: "c", clientName: undefined, scopes: [], resource: undefined };
+        return method.start({ ...view, expiresAt: Date.now() + 60_000 }, req, res, env());
       }
+      const done = await method.finish(req, res, url.searchParams, env());
+      if (!done) return;
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify(done));
     })();
   });
   await new Promise<void>((r) => harness.listen(0, "127.0.0.1", () => r()));
   base = `http://127.0.0.1:${(harness.address() as AddressInfo).port}`;
   idp = await startProvider({
-    redirectUris: [`${base}/oauth/idp/corp/callback`, `${base}/oauth/idp/pinned/callback`],
+    redirectUris: [`${base}/as/login/corp/callback`, `${base}/as/login/pinned/callback`],
     ttlSeconds: 60,
     accountClaims: {
       alice: { org_id: "acme", email: "alice@acme.test" },
@@ -67,7 +83,7 @@ before(async () => {
     },
   });
   noRefresh = await startProvider({
-    redirectUris: [`${base}/oauth/idp/thin/callback`],
+    redirectUris: [`${base}/as/login/thin/callback`],
     refreshTokens: false,
   });
   const config: FederationConfig = federationSchema.parse({
@@ -96,6 +112,7 @@ before(async () => {
     },
   });
   fed = new Federation({ idps: config, egress, ring, publicUrl: base, log });
+  methods = new Map(fed.methods().map((m) => [m.name, m]));
 });
 
 after(async () => {
@@ -108,14 +125,14 @@ after(async () => {
 
 /** Starts a login and signs in at the IdP; stops before the IdP's redirect back (not followed). */
 async function toCallback(browser: Browser, user: string, name = "corp"): Promise<string> {
-  const login = await browser.get(`${base}/login?idp=${name}&i=interaction-1`);
+  const login = await browser.get(`${base}/as/login/${name}/interaction-1`);
   assert.equal(login.status, 200, login.text);
   assert.match(login.text, /Sign in to Example Provider/);
   const back = await browser.post(
     formAction(login) as string,
     { login: user },
     login.url,
-    `${base}/oauth/idp/`,
+    `${base}/as/login/`,
   );
   assert.equal(back.status, 0, "the IdP redirects back to the edge");
   return back.url;
@@ -149,21 +166,23 @@ describe("federated login (OpenID Connect relying party)", () => {
     assert.equal(cb.searchParams.get("iss"), idp.issuer, "RFC 9207 iss on the authorization response");
     const out = await finish(browser, callback);
     assert.equal(out.status, 200, JSON.stringify(out.body));
-    assert.equal(out.body.interaction, "interaction-1");
-    const id = out.body.identity as { subject: string; tenant: string; email: string; link: FederationLink };
+    assert.equal(out.body.uid, "interaction-1");
+    const id = out.body.result as LoginResult;
+    assert.equal(id.method, "corp");
     assert.equal(id.subject, "corp|alice");
     assert.equal(id.tenant, "acme");
-    assert.equal(id.email, "alice@acme.test");
-    assert.equal(id.link.idp, "corp");
-    assert.equal(id.link.sub, "alice");
+    assert.equal(id.display, "alice@acme.test");
+    const link = linkOf(id);
+    assert.equal(link.idp, "corp");
+    assert.equal(link.sub, "alice");
     // The IdP's refresh token never appears in clear: the link holds it sealed.
     const issued = idp.refreshTokens();
     assert.equal(issued.length, 1);
     assert.ok(!JSON.stringify(out.body).includes(issued[0] as string));
-    assert.match(id.link.refresh, /^v1\./);
+    assert.match(link.refresh, /^v1\./);
     // The binding cookie is cleared.
     assert.match(out.page.headers.get("set-cookie") ?? "", /mcp-edge-login-corp=; .*Max-Age=0/);
-    aliceLink = id.link;
+    aliceLink = link;
 
     // The authorization request carried PKCE S256, state and nonce.
     const authorize = new URL(browser.visited.find((u) => u.startsWith(`${idp.issuer}/auth`)) as string);
@@ -240,7 +259,7 @@ describe("federated login (OpenID Connect relying party)", () => {
     assert.match(foreign.body.message ?? "", /globex/);
     const allowed = await login("alice", "pinned");
     assert.equal(allowed.status, 200);
-    assert.equal((allowed.body.identity as { subject: string }).subject, "pinned|alice");
+    assert.equal(allowed.body.result?.subject, "pinned|alice");
   });
 
   test("an IdP that issues no refresh token is refused when one is required (a disabled user would keep refreshing)", async () => {
@@ -259,23 +278,26 @@ describe("federated login (OpenID Connect relying party)", () => {
     assert.equal(next.sub, "alice");
     // The old IdP refresh token was single-use: the IdP refuses it now (and revokes the family).
     await assert.rejects(fed.recheck(aliceLink), (e: FederationError) => e.kind === "revoked");
-    aliceLink = (await login("alice")).body.identity?.link as FederationLink;
+    aliceLink = linkOf((await login("alice")).body.result);
     aliceLink = await fed.recheck(aliceLink);
   });
 
   test("a sealed refresh token moved onto another user's link does not open", async () => {
-    const bob = (await login("bob")).body.identity?.link as FederationLink;
+    const bob = linkOf((await login("bob")).body.result);
     await assert.rejects(
       fed.recheck({ ...bob, refresh: aliceLink.refresh }),
       (e: FederationError) => e.kind === "revoked" && /cannot be opened/.test(e.message),
     );
   });
 
-  test("a user disabled at the IdP stops refreshing: the re-check fails with `revoked`", async () => {
-    const bob = (await login("bob")).body.identity?.link as FederationLink;
-    const next = await fed.recheck(bob);
+  test("a user disabled at the IdP stops refreshing: the login method's recheck throws LoginRevoked", async () => {
+    const bob = (await login("bob")).body.result as LoginResult;
+    const corp = methods.get("corp") as LoginMethod & Required<Pick<LoginMethod, "recheck">>;
+    const next = { ...bob, ...(await corp.recheck(bob)) };
+    assert.notEqual(next.upstreamRefresh, bob.upstreamRefresh);
     idp.disableUser("bob");
-    await assert.rejects(fed.recheck(next), (e: FederationError) => e.kind === "revoked");
+    await assert.rejects(corp.recheck(next), LoginRevoked);
+    await assert.rejects(corp.recheck({ ...next, upstreamRefresh: "{}" }), LoginRevoked);
     // alice is unaffected.
     aliceLink = await fed.recheck(aliceLink);
   });
