@@ -31,7 +31,7 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import * as oidc from "openid-client";
 import { tenantOf } from "../auth/authenticate.ts";
-import type { FederatedIdpConfig, FederationConfig } from "../config/schema.ts";
+import type { Config, FederatedIdpConfig, FederationConfig } from "../config/schema.ts";
 import type { Egress } from "../egress/index.ts";
 import type { ErrorCode } from "../errors/codes.ts";
 import { GatewayError } from "../errors/errors.ts";
@@ -40,7 +40,7 @@ import type { InteractionView, LoginEnv, LoginFinish, LoginMethod, LoginResult }
 import { LoginRevoked } from "./login.ts";
 import { readBody } from "../upstream/reply.ts";
 import { escapeHtml } from "../vault/pages.ts";
-import type { KeyRing } from "../vault/seal.ts";
+import { KeyRing } from "../vault/seal.ts";
 
 /** How long a person may take at the IdP. */
 export const LOGIN_TTL_MS = 10 * 60_000;
@@ -441,6 +441,28 @@ export class Federation {
   methods(): LoginMethod[] {
     return this.list().map((idp) => new FederatedLogin(this, idp));
   }
+}
+
+/**
+ * The federation of a config (`auth.authorizationServer.login.idp` as method `idp`, and
+ * `login.idps` by name), or undefined when it names no IdP. The schema requires `publicUrl` and
+ * `vault.key` then.
+ */
+export function federationFromConfig(
+  config: Config,
+  deps: { egress: Egress; log: Logger },
+): Federation | undefined {
+  const login = config.auth.authorizationServer.login;
+  const idps: FederationConfig = { ...(login.idp ? { idp: login.idp } : {}), ...login.idps };
+  if (Object.keys(idps).length === 0 || !config.vault || !config.publicUrl) return undefined;
+  return new Federation({
+    idps,
+    tenancy: { claim: config.tenancy.claim, required: config.tenancy.required },
+    egress: deps.egress,
+    ring: new KeyRing(config.vault.key, config.vault.previousKeys),
+    publicUrl: config.publicUrl,
+    log: deps.log.child({ component: "federation" }),
+  });
 }
 
 /** `${publicUrl}/as/login/{name}/callback`: the redirect URI to register at the IdP. */

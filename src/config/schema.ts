@@ -420,27 +420,6 @@ const preRegisteredClientSchema = z.strictObject({
   }),
 });
 
-const idpLoginSchema = z.strictObject({
-  issuer: httpUrl.meta({ description: "The IdP's issuer (OIDC discovery runs against it)." }),
-  clientId: z.string().min(1),
-  clientSecret: z.string().min(1).optional().meta({ description: "From the environment: ${NAME}." }),
-  scopes: z
-    .array(z.string().min(1))
-    .prefault(["openid", "email", "offline_access"])
-    .meta({ description: "Scopes asked of the IdP." }),
-  tenantClaim: z.string().min(1).optional().meta({
-    description: "Claim of the ID token naming the tenant. Default: `tenancy.claim`.",
-  }),
-  tenant: z.string().min(1).max(256).optional().meta({
-    description: "A fixed tenant for every person of this IdP (instead of a claim).",
-  }),
-  subjectClaim: z.string().min(1).prefault("sub").meta({ description: "Claim naming the person." }),
-  authorizationParams: z.record(z.string(), z.string()).prefault({}).meta({
-    description:
-      "Extra authorization request parameters the IdP needs (Google: `access_type: offline`, `prompt: consent`).",
-  }),
-});
-
 const authorizationServerSchema = z
   .strictObject({
     enabled: z.boolean().prefault(false).meta({
@@ -453,8 +432,13 @@ const authorizationServerSchema = z
           description:
             "A person signs in by pasting an mcp-edge API key: the grant is that key's consumer's, in its tenant, bounded by its scopes and tool allow-list.",
         }),
-        idp: idpLoginSchema.optional().meta({
-          description: "Federated sign-in: the edge is an OIDC relying party to this IdP.",
+        idp: federatedIdpSchema.optional().meta({
+          description:
+            "Federated sign-in: the edge is an OIDC relying party to this IdP (login method `idp`; redirect URI `<publicUrl>/as/login/idp/callback`).",
+        }),
+        idps: federationSchema.optional().meta({
+          description:
+            "Several federated IdPs by name (one per tenant, say): each a button on the login page, redirect URI `<publicUrl>/as/login/<name>/callback`.",
         }),
       })
       .prefault({ apiKey: true })
@@ -1102,11 +1086,25 @@ export const configSchema = z
           path: ["publicUrl"],
           message: "the authorization server needs publicUrl, an origin without a path: it is the issuer",
         });
-      if (!as.login.apiKey && !as.login.idp)
+      if (!as.login.apiKey && !as.login.idp && !as.login.idps)
         ctx.addIssue({
           code: "custom",
           path: ["auth", "authorizationServer", "login"],
           message: "the authorization server needs a login method: apiKey or idp",
+        });
+      for (const name of ["apiKey", "idp"])
+        if (as.login.idps && Object.hasOwn(as.login.idps, name))
+          ctx.addIssue({
+            code: "custom",
+            path: ["auth", "authorizationServer", "login", "idps", name],
+            message: `${name} is the name of another login method`,
+          });
+      if ((as.login.idp || as.login.idps) && !cfg.vault)
+        ctx.addIssue({
+          code: "custom",
+          path: ["vault"],
+          message:
+            "federated login needs vault.key: the IdPs' refresh tokens are kept encrypted with each grant",
         });
       if (
         cfg.auth.oauth.some(

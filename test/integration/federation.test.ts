@@ -11,8 +11,14 @@ import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { Federation, type FederationError, type FederationLink } from "../../src/as/federation.ts";
+import {
+  Federation,
+  type FederationError,
+  type FederationLink,
+  federationFromConfig,
+} from "../../src/as/federation.ts";
 import { type LoginEnv, type LoginMethod, type LoginResult, LoginRevoked } from "../../src/as/login.ts";
+import { parseConfig } from "../../src/config/load.ts";
 import { type FederationConfig, federationSchema } from "../../src/config/schema.ts";
 import { Egress } from "../../src/egress/index.ts";
 import { createLogger } from "../../src/observability/logger.ts";
@@ -324,6 +330,65 @@ describe("federated login (OpenID Connect relying party)", () => {
     await assert.rejects(
       dead.start(res as never, "gone", "i"),
       (e: FederationError) => e.kind === "idp" && e.status === 502,
+    );
+  });
+});
+
+describe("federation config", () => {
+  const base = {
+    publicUrl: "https://mcp.example.com",
+    vault: { key: "${MCP_EDGE_TEST_FED_VAULT_KEY}" },
+    servers: { s: { route: "/mcp", upstream: { urls: ["http://127.0.0.1:1/mcp"] }, auth: ["oauth"] } },
+  };
+  const idpDoc = { issuer: "https://login.example.com", clientId: "edge" };
+  const as = (login: Record<string, unknown>) => ({ authorizationServer: { enabled: true, login } });
+
+  before(() => {
+    process.env.MCP_EDGE_TEST_FED_VAULT_KEY = Buffer.alloc(32, 1).toString("base64");
+  });
+  after(() => {
+    delete process.env.MCP_EDGE_TEST_FED_VAULT_KEY;
+  });
+
+  test("login.idp and login.idps become login methods named idp and by their names", () => {
+    const config = parseConfig({
+      ...base,
+      auth: as({ apiKey: false, idp: idpDoc, idps: { acme: { ...idpDoc, tenant: "acme" } } }),
+    });
+    const f = federationFromConfig(config, { egress, log });
+    assert.deepEqual(
+      f?.methods().map((m) => [m.name, m.label]),
+      [
+        ["idp", "Sign in with idp"],
+        ["acme", "Sign in with acme"],
+      ],
+    );
+    assert.equal(f?.idp("acme")?.redirectUri, "https://mcp.example.com/as/login/acme/callback");
+    assert.deepEqual(f?.idp("idp")?.config.scopes, ["openid", "email", "profile", "offline_access"]);
+    assert.equal(federationFromConfig(parseConfig({ ...base, auth: as({}) }), { egress, log }), undefined);
+  });
+
+  test("refused: no vault key, a name taken by another method, tenant and tenantClaim both, no openid scope, a client secret in the file", () => {
+    assert.throws(
+      () => parseConfig({ ...base, auth: as({ idps: { a: { ...idpDoc, clientSecret: "inline" } } }) }),
+      /login\.idps\.a\.clientSecret: must be a \$\{NAME\} reference/,
+    );
+    const { vault: _, ...noVault } = base;
+    assert.throws(
+      () => parseConfig({ ...noVault, auth: as({ idp: idpDoc }) }),
+      /federated login needs vault.key/,
+    );
+    assert.throws(
+      () => parseConfig({ ...base, auth: as({ idps: { apiKey: idpDoc } }) }),
+      /apiKey is the name of another login method/,
+    );
+    assert.throws(
+      () => parseConfig({ ...base, auth: as({ idp: { ...idpDoc, tenant: "a", tenantClaim: "org" } }) }),
+      /tenant or tenantClaim, not both/,
+    );
+    assert.throws(
+      () => parseConfig({ ...base, auth: as({ idp: { ...idpDoc, scopes: ["email"] } }) }),
+      /must include openid/,
     );
   });
 });
