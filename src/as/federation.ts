@@ -308,6 +308,10 @@ export class Federation {
     this.#log = options.log;
   }
 
+  get log(): Logger {
+    return this.#log;
+  }
+
   /** The IdPs, in config order (the login page offers them). */
   list(): FederatedIdp[] {
     return [...this.#idps.values()];
@@ -512,8 +516,11 @@ export class FederatedLogin implements LoginMethod {
         display: id.email ?? id.name ?? id.subject.slice(this.name.length + 1),
         ...(id.link ? { upstreamRefresh: JSON.stringify(id.link) } : {}),
       };
+      this.#fed.log.info({ idp: this.name, tenant: id.tenant, subject: id.subject }, "federation: signed in");
       return { uid: done.interaction, result };
     } catch (err) {
+      const e = err as Partial<FederationError>;
+      this.#fed.log.warn({ idp: this.name, kind: e.kind, reason: e.message }, "federation: sign-in refused");
       failurePage(res, env, err);
       return undefined;
     }
