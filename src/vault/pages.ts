@@ -1,7 +1,10 @@
 /**
  * The connect pages a person sees: plain HTML, no script, no external resources; every value
  * escaped. Served with a strict Content-Security-Policy, `frame-ancestors 'none'` (a connect page
- * is never framed: clickjacking), no caching and no referrer (the links carry a ticket).
+ * is never framed: clickjacking), no caching, and no referrer toward other sites (the links carry
+ * a ticket). `same-origin`, not `no-referrer`: under `no-referrer` a browser sends `Origin: null`
+ * with the page's form posts (Fetch, "serializing a request origin"), and the edge's own-origin
+ * check on those posts would refuse every real browser.
  */
 import type { ServerResponse } from "node:http";
 
@@ -14,7 +17,7 @@ export const escapeHtml = (s: string): string =>
 export const PAGE_HEADERS = {
   "content-type": "text/html; charset=utf-8",
   "cache-control": "no-store",
-  "referrer-policy": "no-referrer",
+  "referrer-policy": "same-origin",
   "x-frame-options": "DENY",
   "x-content-type-options": "nosniff",
   "content-security-policy":

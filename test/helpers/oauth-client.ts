@@ -19,6 +19,8 @@ import type {
 } from "@modelcontextprotocol/sdk/shared/auth.js";
 
 export interface OAuthClient extends OAuthClientProvider {
+  tokens(): OAuthTokens | undefined;
+  clientInformation(): OAuthClientInformationMixed | undefined;
   /** The code of the next authorization response (rejects on an error response). */
   code(): Promise<string>;
   /** Every authorization response received, as its query. */
