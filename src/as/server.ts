@@ -25,6 +25,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { Readable } from "node:stream";
 import { decodeJwt, exportJWK, generateKeyPair, type JWK } from "jose";
 import Provider, { errors as oidcErrors, type OidcClient, type OidcInteraction } from "oidc-provider";
 import type { Config } from "../config/schema.ts";
@@ -252,6 +253,7 @@ export class AuthorizationServer {
         rpInitiatedLogout: { enabled: false },
         clientIdMetadataDocument: {
           enabled: as.registration.cimd.enabled,
+          ack: "draft-02",
           cacheDuration: {
             min: Math.ceil(as.registration.cimd.cacheMin / 1000),
             max: Math.ceil(as.registration.cimd.cacheMax / 1000),
@@ -490,8 +492,7 @@ export class AuthorizationServer {
     delete req.headers["x-forwarded-for"];
     delete req.headers["x-forwarded-port"];
     if (url) req.url = url;
-    if (body !== undefined) (req as IncomingMessage & { body?: string }).body = body;
-    this.#handler(req, res);
+    this.#handler(body === undefined ? req : withBody(req, body), res);
   }
 
   /** Runs a request through the provider and captures its answer instead of sending it. */
@@ -940,11 +941,10 @@ export class AuthorizationServer {
       ? ((await this.#provider.Grant.find(details.grantId)) ??
         new this.#provider.Grant({ accountId: account, clientId: view.clientId }))
       : new this.#provider.Grant({ accountId: account, clientId: view.clientId });
-    grant.addOIDCScope("openid offline_access");
-    grant.addResourceScope(
-      resource,
-      [...new Set([...had.filter((s) => wanted.includes(s)), ...wanted])].join(" "),
-    );
+    // The route's scopes are also scopes of the provider (a client may register them): granted
+    // on both sides, with `openid` and `offline_access` (refresh tokens are always issued).
+    grant.addOIDCScope(["openid", "offline_access", ...wanted].join(" "));
+    grant.addResourceScope(resource, wanted.join(" "));
     const grantId = await grant.save();
     if (this.#as.consent.remember > 0)
       await this.#d.store.put({
@@ -1074,6 +1074,29 @@ export class AuthorizationServer {
 }
 
 // ---- helpers
+
+/**
+ * The request again, with a body the AS read (and may have rewritten) readable once more: a
+ * stream of it carrying the request's head, `content-length` set to its size.
+ */
+function withBody(req: IncomingMessage, body: string): IncomingMessage {
+  const bytes = Buffer.from(body, "utf8");
+  const stream = Readable.from([bytes]) as unknown as IncomingMessage;
+  const headers = { ...req.headers, "content-length": String(bytes.length) };
+  delete headers["transfer-encoding"];
+  return Object.assign(stream, {
+    headers,
+    rawHeaders: req.rawHeaders,
+    method: req.method,
+    url: req.url,
+    httpVersion: req.httpVersion,
+    httpVersionMajor: req.httpVersionMajor,
+    httpVersionMinor: req.httpVersionMinor,
+    socket: req.socket,
+    connection: req.socket,
+    complete: true,
+  });
+}
 
 interface OidcCtx {
   oidc?: {
