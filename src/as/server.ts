@@ -654,40 +654,35 @@ export class AuthorizationServer {
 
   async #revoke(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = (await this.#readBody(req)) ?? "";
-    const token = new URLSearchParams(body).get("token") ?? "";
-    // A JWT access token of this AS: remembered as revoked (by jti) until it expires; the provider
-    // keeps no record of JWTs. Only after the client is authenticated by the provider below.
-    let jwt: { jti: string; exp: number; client_id?: string } | undefined;
-    if (token.split(".").length === 3) {
+    const form = new URLSearchParams(body);
+    const token = form.get("token") ?? "";
+    // A JWT access token of this AS (oidc-provider keeps no record of JWTs, and refuses to revoke
+    // them): verified here, and remembered as revoked by its `jti` until it expires. Only the
+    // client it was issued to may revoke it (RFC 7009 §2.1); any other token goes to the provider.
+    const mine = token.split(".").length === 3 ? await this.verifier.check(token) : undefined;
+    if (!mine) return this.#send(res, await this.#capture(req, body));
+    const caller = form.get("client_id") ?? basicClientId(req.headers.authorization);
+    if (caller === mine.clientId) {
+      const until = mine.exp * 1000 + 60_000;
       try {
-        const p = decodeJwt(token);
-        if (p.iss === this.issuer && typeof p.jti === "string" && typeof p.exp === "number")
-          jwt = {
-            jti: p.jti,
-            exp: p.exp,
-            ...(typeof p.client_id === "string" ? { client_id: p.client_id } : {}),
-          };
-      } catch {
-        jwt = undefined;
+        await this.#d.store.revokeToken(mine.jti, Date.now(), until);
+      } catch (err) {
+        this.#d.log.warn({ err: String(err) }, "authorization server: revocation not stored");
+        return this.#json(res, 503, { error: "temporarily_unavailable" });
       }
+      this.revocations.add(`jti:${mine.jti}`, until);
+      this.#d.announce?.(`jti:${mine.jti}`);
+      this.#event({ leg: "revoke", outcome: "ok", clientId: mine.clientId ?? null, ...who(mine.sub) });
+    } else {
+      this.#event({
+        leg: "revoke",
+        outcome: "refused",
+        clientId: caller ?? null,
+        reason: "not the token's client",
+      });
     }
-    const a = await this.#capture(req, body);
-    if (a.status === 200 && jwt) {
-      // Only the client the token was issued to may revoke it (RFC 7009 §2.1).
-      const form = new URLSearchParams(body);
-      const caller = form.get("client_id") ?? basicClientId(req.headers.authorization);
-      if (caller === jwt.client_id) {
-        try {
-          await this.#d.store.revokeToken(jwt.jti, Date.now(), jwt.exp * 1000 + 60_000);
-          this.revocations.add(`jti:${jwt.jti}`, jwt.exp * 1000 + 60_000);
-          this.#d.announce?.(`jti:${jwt.jti}`);
-        } catch (err) {
-          this.#d.log.warn({ err: String(err) }, "authorization server: revocation not stored");
-          return this.#json(res, 503, { error: "temporarily_unavailable" });
-        }
-      }
-    }
-    this.#send(res, a);
+    // RFC 7009 §2.2: 200 whether or not anything was revoked.
+    res.writeHead(200, { "cache-control": "no-store", "content-length": "0" }).end();
   }
 
   /** Revokes a grant: its records deleted, its access tokens refused by every instance at once. */

@@ -95,6 +95,33 @@ export class LocalVerifier {
     this.#jwks = createLocalJWKSet(jwks);
   }
 
+  /** An access token of this AS (any audience, unexpired), or undefined: what revocation needs. */
+  async check(
+    token: string,
+  ): Promise<{ jti: string; exp: number; sub: string; clientId?: string } | undefined> {
+    try {
+      const { payload } = await jwtVerify(token, this.#jwks, {
+        issuer: this.issuer,
+        typ: "at+jwt",
+        algorithms: ["ES256"],
+      });
+      if (
+        typeof payload.jti !== "string" ||
+        typeof payload.exp !== "number" ||
+        typeof payload.sub !== "string"
+      )
+        return undefined;
+      return {
+        jti: payload.jti,
+        exp: payload.exp,
+        sub: payload.sub,
+        ...(typeof payload.client_id === "string" ? { clientId: payload.client_id } : {}),
+      };
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Verifies an access token of this AS for `resource`; EDGE_AUTH_INVALID_TOKEN otherwise. */
   async verify(token: string, resource: string): Promise<LocalToken> {
     let payload: Record<string, unknown>;

@@ -5,6 +5,7 @@
  * driven over plain HTTP: the sign-in page (paste the key), then the consent page (allow).
  */
 import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
 import { auth, type OAuthClientProvider } from "@modelcontextprotocol/sdk/client/auth.js";
 import type {
   OAuthClientInformationMixed,
@@ -175,4 +176,128 @@ export async function sdkLogin(
   const second = await auth(provider, { serverUrl: a.mcpUrl, authorizationCode: code });
   assert.equal(second, "AUTHORIZED");
   return { pages };
+}
+
+export interface RawTokens {
+  access_token: string;
+  refresh_token: string;
+  expires_in: number;
+  scope?: string;
+  token_type: string;
+}
+
+export function pkce(): { verifier: string; challenge: string } {
+  const verifier = randomBytes(32).toString("base64url");
+  return { verifier, challenge: createHash("sha256").update(verifier).digest("base64url") };
+}
+
+/** RFC 7591 registration; returns the status and the JSON answer. */
+export async function register(
+  base: string,
+  doc: Record<string, unknown>,
+): Promise<{ status: number; json: any }> {
+  const res = await fetch(`${base}/register`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(doc),
+  });
+  return { status: res.status, json: await res.json() };
+}
+
+export async function tokenRequest(
+  base: string,
+  form: Record<string, string>,
+): Promise<{ status: number; json: any }> {
+  const res = await fetch(`${base}/token`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(form).toString(),
+  });
+  return { status: res.status, json: await res.json() };
+}
+
+/** The authorization URL of a code flow with PKCE S256 for the edge's route. */
+export function authorizeUrl(
+  a: AsEdge,
+  o: {
+    clientId: string;
+    redirectUri: string;
+    challenge: string;
+    scope?: string;
+    state?: string;
+    resource?: string;
+  },
+): string {
+  const q = new URLSearchParams({
+    response_type: "code",
+    client_id: o.clientId,
+    redirect_uri: o.redirectUri,
+    code_challenge: o.challenge,
+    code_challenge_method: "S256",
+    scope: o.scope ?? "mcp:tools",
+    state: o.state ?? "st",
+    resource: o.resource ?? a.mcpUrl,
+  });
+  return `${a.base}/authorize?${q}`;
+}
+
+/** A whole code flow by hand (register unless a client id is given): the code and its verifier. */
+export async function codeFlow(
+  a: AsEdge,
+  o: { clientId?: string; redirectUri?: string; browser?: Browser; scope?: string } = {},
+): Promise<{ clientId: string; redirectUri: string; code: string; verifier: string; redirect: URL }> {
+  const redirectUri = o.redirectUri ?? "http://127.0.0.1:41999/cb";
+  let clientId = o.clientId;
+  if (!clientId) {
+    const r = await register(a.base, { client_name: "hand client", redirect_uris: [redirectUri] });
+    assert.equal(r.status, 201, JSON.stringify(r.json));
+    clientId = r.json.client_id as string;
+  }
+  const { verifier, challenge } = pkce();
+  const { redirect } = await signInAndAllow(
+    o.browser ?? new Browser(),
+    authorizeUrl(a, { clientId, redirectUri, challenge, ...(o.scope ? { scope: o.scope } : {}) }),
+    a.key,
+    redirectUri,
+  );
+  const code = redirect.searchParams.get("code");
+  assert.ok(code, `a code in ${redirect}`);
+  return { clientId, redirectUri, code, verifier, redirect };
+}
+
+/** A code flow and its exchange: a fresh pair of tokens. */
+export async function loginTokens(
+  a: AsEdge,
+  o: { clientId?: string; redirectUri?: string } = {},
+): Promise<RawTokens & { clientId: string }> {
+  const f = await codeFlow(a, o);
+  const t = await tokenRequest(a.base, {
+    grant_type: "authorization_code",
+    code: f.code,
+    redirect_uri: f.redirectUri,
+    client_id: f.clientId,
+    code_verifier: f.verifier,
+  });
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  return { ...(t.json as RawTokens), clientId: f.clientId };
+}
+
+/** An MCP initialize with a bearer token: the HTTP status. */
+export async function mcpStatus(a: AsEdge, token: string): Promise<number> {
+  const res = await fetch(a.mcpUrl, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+    },
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "initialize",
+      params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } },
+    }),
+  });
+  await res.arrayBuffer();
+  return res.status;
 }
