@@ -48,6 +48,11 @@ export interface LoginResult {
   readonly scopes?: readonly string[];
   /** Tools a grant of this login may call; undefined = no restriction of its own. */
   readonly tools?: readonly string[];
+  /**
+   * RFC 8707 resources (route URLs) a grant of this login may name; undefined = any. An API key
+   * is for one server: its grant is for that route only.
+   */
+  readonly resources?: readonly string[];
   /** Federation: the IdP's refresh token, kept sealed with the grant (see `LoginMethod.recheck`). */
   readonly upstreamRefresh?: string;
   /** A name to show on the consent page ("alice@example.com", "key ci-bot"). */
