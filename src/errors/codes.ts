@@ -91,13 +91,14 @@ export const ERROR_CODES = {
   EDGE_AUTH_REQUIRED: {
     http: 401,
     rpc: -32000,
-    summary: "No credentials. The WWW-Authenticate challenge names the resource metadata and scopes.",
+    summary:
+      "No credentials. The message and WWW-Authenticate say what the route accepts: an API key (and where one comes from), or an OAuth token (the challenge names the resource metadata and scopes).",
   },
   EDGE_AUTH_INVALID_TOKEN: {
     http: 401,
     rpc: -32000,
     summary:
-      "The token or API key is invalid, expired or revoked (which one is not said). Refresh and retry.",
+      "The token or API key is invalid, expired or revoked (which one is not said). Refresh the token and retry; for an API key, ask the edge's operator for a new one.",
   },
   EDGE_AUTH_INVALID_REQUEST: {
     http: 400,
@@ -279,6 +280,25 @@ export const ERROR_CODES = {
     rpc: null,
     summary:
       "Connecting an account failed at the provider: it answered the authorization with an error (the user declined) or refused the code exchange. Nothing was stored.",
+  },
+  // Federated login at the edge's authorization server (src/as/federation.ts)
+  EDGE_LOGIN_LINK_INVALID: {
+    http: 400,
+    rpc: null,
+    summary:
+      "The IdP's redirect back to the edge (`/oauth/idp/{name}/callback`) does not match a login this browser started, or it expired: start again from the MCP client.",
+  },
+  EDGE_LOGIN_IDP_FAILED: {
+    http: 502,
+    rpc: null,
+    summary:
+      "Signing in at the federated IdP failed: the user declined, the IdP could not be reached, or its answer was refused (wrong `iss`, ID token signature, audience or nonce, no refresh token when one is required). Nothing was issued.",
+  },
+  EDGE_LOGIN_TENANT_REFUSED: {
+    http: 403,
+    rpc: null,
+    summary:
+      "The federated IdP signed the user in but names no tenant, or a tenant it may not assert (`tenants`). Nothing was issued.",
   },
   // Egress (src/egress): outbound requests of the edge itself
   EDGE_EGRESS_DENIED: {
