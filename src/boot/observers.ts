@@ -20,9 +20,15 @@ export interface Observers {
  */
 export async function startObservers(
   config: Config,
-  deps: { routes: ReadonlyMap<string, Route>; stores: Stores; streams: StreamRegistry; log: Logger },
+  deps: {
+    routes: ReadonlyMap<string, Route>;
+    owned: { has(route: Route): boolean };
+    stores: Stores;
+    streams: StreamRegistry;
+    log: Logger;
+  },
 ): Promise<Observers> {
-  const { routes, stores, streams } = deps;
+  const { routes, owned, stores, streams } = deps;
   let metrics: Metrics | undefined;
   if (config.metrics.enabled) {
     // With the session store down the count fails; /metrics still answers (it is the page that
@@ -31,6 +37,7 @@ export async function startObservers(
     metrics = new Metrics({
       config: config.metrics,
       routes,
+      owned,
       streams: () => streams.size,
       sessions: async () => {
         const counts = new Map<string, number>();
@@ -53,6 +60,7 @@ export async function startObservers(
   const tracing = await Tracing.create({
     config: config.tracing,
     routes,
+    owned,
     markUpstream: metrics !== undefined,
     log: deps.log,
   });

@@ -1,6 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
-import { Egress } from "../egress/index.ts";
-import { readBody } from "../upstream/reply.ts";
+import { adminBase, adminCall } from "./admin-client.ts";
 import { type CommandIo, parseCommandArgs, processIo } from "./args.ts";
 
 export const KEYS_USAGE = `Usage: mcp-edge keys <create|list|rotate|revoke> [options]
@@ -82,7 +81,7 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
   if (typeof parsed === "number") return parsed;
   const [action, ref] = parsed.positionals;
   const v = parsed.values;
-  const base = (v.url ?? io.env.MCP_EDGE_ADMIN_URL ?? "http://127.0.0.1:8788").replace(/\/+$/, "");
+  const base = adminBase(v.url, io.env);
   const token = adminToken(io.env);
   if (!token) {
     io.stderr.write("no admin token: set MCP_EDGE_ADMIN_TOKEN\n");
@@ -141,33 +140,9 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
       return 2;
   }
 
-  const egress = new Egress({ connectTimeout: 5000 });
-  let status: number;
-  let json: unknown;
-  try {
-    const res = await egress.request(`${base}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${token}`,
-        ...(body !== undefined ? { "content-type": "application/json" } : {}),
-      },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(15_000),
-    });
-    status = res.status;
-    const text = (await readBody(res.body, 4 * 1024 * 1024)).toString("utf8");
-    json = text ? JSON.parse(text) : {};
-  } catch (err) {
-    io.stderr.write(`cannot reach the admin API at ${base}: ${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await egress.close();
-  }
-  if (status >= 400) {
-    const e = (json as { error?: { code?: string; message?: string } }).error;
-    io.stderr.write(`${e?.code ?? status}: ${e?.message ?? "request failed"}\n`);
-    return 1;
-  }
+  const answer = await adminCall(io, base, token, method, path, body);
+  if (typeof answer === "number") return answer;
+  const json = answer.json;
   if (v.json) {
     io.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
     return 0;

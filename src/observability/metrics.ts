@@ -82,8 +82,13 @@ export type GaugeReading = number | ReadonlyArray<{ labels: Record<string, strin
 
 export interface MetricsOptions {
   config: Config["metrics"];
-  /** The gateway's routes: events of other gateways in the same process are ignored. */
+  /** The gateway's routes (a config reload changes the map in place). */
   routes: ReadonlyMap<string, Route>;
+  /**
+   * Whether a request's route is this gateway's (any it served since it started): events of other
+   * gateways in the same process are ignored. Default: the route is in `routes` now.
+   */
+  owned?: { has(route: Route): boolean };
   /** Open edge streams (StreamRegistry.size). */
   streams: () => number;
   /** Sessions in the store per server (the store is the truth, also after a restart). */
@@ -508,7 +513,8 @@ export class Metrics {
   }
 
   #ours(route: Route): boolean {
-    return this.#opts.routes.get(route.name) === route;
+    const owned = this.#opts.owned;
+    return owned ? owned.has(route) : this.#opts.routes.get(route.name) === route;
   }
 
   readonly #onRequestEnd = (message: unknown): void => {

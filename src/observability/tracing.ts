@@ -61,6 +61,8 @@ type SpanKey = Pick<ForwardingRequest, "requestId" | "route" | "httpMethod" | "h
 export interface TracingOptions {
   config: Config["tracing"];
   routes: ReadonlyMap<string, Route>;
+  /** Whether a request's route is this gateway's (see MetricsOptions.owned). */
+  owned?: { has(route: Route): boolean };
   /** Record when requests reach their upstream (for the upstream latency histogram). */
   markUpstream: boolean;
   log: Logger;
@@ -68,6 +70,7 @@ export interface TracingOptions {
 
 export class Tracing {
   readonly #routes: ReadonlyMap<string, Route>;
+  readonly #owned: { has(route: Route): boolean } | undefined;
   /** Undefined: spans are off. */
   readonly #tracer: Tracer | undefined;
   readonly #propagator: Propagator;
@@ -83,6 +86,7 @@ export class Tracing {
     shutdown?: () => Promise<void>,
   ) {
     this.#routes = opts.routes;
+    this.#owned = opts.owned;
     this.#tracer = tracer;
     this.#propagator = propagator;
     this.#markUpstream = opts.markUpstream;
@@ -190,11 +194,15 @@ export class Tracing {
     return spans;
   }
 
+  #ours(route: Route): boolean {
+    return this.#owned ? this.#owned.has(route) : this.#routes.get(route.name) === route;
+  }
+
   readonly #onRequestEnd = (message: unknown): void => {
     const ev = message as RequestEndEvent;
     const ctx = ev.request;
     const tracer = this.#tracer;
-    if (!tracer || this.#routes.get(ctx.route.name) !== ctx.route) return;
+    if (!tracer || !this.#ours(ctx.route)) return;
     const end = now();
     const spans = this.#requestSpans(tracer, ctx);
     this.#spans.delete(ctx);
