@@ -1,6 +1,7 @@
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/logger.ts";
 import { Metrics } from "../observability/metrics.ts";
+import { OtelMetrics } from "../observability/otel-metrics.ts";
 import { Tracing } from "../observability/tracing.ts";
 import type { StreamRegistry } from "../session/streams.ts";
 import type { Route } from "../upstream/types.ts";
@@ -67,10 +68,16 @@ export async function startObservers(
   tracing.start();
   const intercept = tracing.interceptor();
   if (intercept) for (const route of routes.values()) route.interceptors.push(intercept);
+  // The MCP histograms through the OpenTelemetry metrics API, when asked for.
+  const otel = config.metrics.otel
+    ? new OtelMetrics({ owned, servers: routes, maxTools: config.metrics.maxTools })
+    : undefined;
+  otel?.start();
   return {
     metrics,
     tracing,
     async stop() {
+      otel?.stop();
       metrics?.stop();
       await tracing.stop(); // flushes spans still batched for the OTLP exporter
     },

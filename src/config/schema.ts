@@ -514,6 +514,10 @@ const metricsSchema = z.strictObject({
     .boolean()
     .prefault(true)
     .meta({ description: "Also export the process's own metrics (CPU, memory, event-loop delay, GC)." }),
+  otel: z.boolean().prefault(false).meta({
+    description:
+      "Also record `mcp.server.operation.duration` and `mcp.server.session.duration` (OpenTelemetry semantic conventions for MCP) through the global @opentelemetry/api MeterProvider the host registers (e.g. `node --import` of an OpenTelemetry SDK setup with an OTLP metric exporter). The Prometheus page has them either way.",
+  }),
 });
 
 const tracingSchema = z.strictObject({
