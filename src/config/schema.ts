@@ -523,7 +523,7 @@ const metricsSchema = z.strictObject({
 const tracingSchema = z.strictObject({
   enabled: z.boolean().prefault(false).meta({
     description:
-      "Create OpenTelemetry spans (`mcp.request`, `mcp.upstream`) and pass W3C trace context upstream, through the global @opentelemetry/api provider and propagator (registered by the host, e.g. `node --import` of an OpenTelemetry SDK setup). Implied by `otlp`.",
+      "Create OpenTelemetry spans per the semantic conventions for MCP (a SERVER span `{mcp.method.name} {target}` per request, a CLIENT span per upstream exchange) and pass W3C trace context upstream (headers and `params._meta`), through the global @opentelemetry/api provider and propagator (registered by the host, e.g. `node --import` of an OpenTelemetry SDK setup). Implied by `otlp`.",
   }),
   serviceName: z
     .string()

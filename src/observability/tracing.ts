@@ -162,7 +162,7 @@ export class Tracing {
   /**
    * The forward interceptor of every route, or undefined when neither spans nor the upstream mark
    * are wanted: marks the start of the upstream exchange (upstream latency metric) and, with
-   * tracing on, starts the `mcp.upstream` span and puts its context in `traceparent`/`tracestate`.
+   * tracing on, starts the CLIENT span and puts its context in `traceparent`/`tracestate` and `params._meta`.
    */
   interceptor(): ForwardInterceptor | undefined {
     if (!this.#tracer && !this.#markUpstream) return undefined;
