@@ -100,7 +100,7 @@ function refuse(message: string): never {
  * Checks that the servers of `effective` can run on what stays fixed until a restart: the OAuth
  * issuers and publicUrl their `auth` needs, the connections their credentials name.
  */
-function checkAgainstRunning(effective: Config): void {
+function checkAgainstRunning(effective: Config): ReturnType<typeof assessConfig>["warnings"] {
   const problems: string[] = [];
   for (const [name, s] of Object.entries(effective.servers)) {
     if (s.auth.includes("oauth") && (effective.auth.oauth.length === 0 || !effective.publicUrl))
@@ -116,6 +116,7 @@ function checkAgainstRunning(effective: Config): void {
   const assessment = assessConfig(effective);
   problems.push(...assessment.errors);
   if (problems.length > 0) refuse(`the new configuration cannot run here:\n  ${problems.join("\n  ")}`);
+  return assessment.warnings;
 }
 
 /**
@@ -130,7 +131,7 @@ export async function reloadEdge(
   log: Logger,
 ): Promise<{ config: Config; outcome: ReloadOutcome }> {
   const config = effectiveConfig(running, next);
-  checkAgainstRunning(config);
+  const warnings = checkAgainstRunning(config);
   const restartRequired = RESTART_PATHS.filter((p) => !isDeepStrictEqual(at(running, p), at(next, p)));
   const changed = [
     "rateLimits",
@@ -223,5 +224,7 @@ export async function reloadEdge(
       .catch((err: unknown) =>
         log.warn({ err: String(err), server: r.name }, "stopping a replaced upstream"),
       );
+  // The unsafe opt-ins of the new config, coded as at boot.
+  for (const w of warnings) log.warn({ code: w.code }, w.message);
   return { config, outcome: { servers, changed, restartRequired } };
 }

@@ -289,6 +289,104 @@ describe("config reload", () => {
     assert.ok(total > 40, `calls made during the reloads: ${total}`);
   });
 
+  test("stdio: an unchanged command keeps its processes, a new stdio route starts the egress proxy; refusals of what needs a restart; admin scope", async () => {
+    const [a] = upstreams as [Upstream];
+    const dir = tempDir();
+    const fixture = path.join(REPO_ROOT, "test/fixtures/conformance-server.ts");
+    const stdioServer = {
+      route: "/local/mcp",
+      upstream: { stdio: { command: NODE_BIN, args: [fixture, "--stdio"] } },
+      auth: ["none"],
+    };
+    const remote = { route: "/mcp", upstream: { urls: [a.url] }, auth: ["none"] };
+    const file = path.join(dir, "mcp-edge.yaml");
+    const write = (doc: Record<string, unknown>) =>
+      writeFileSync(
+        file,
+        JSON.stringify(
+          withTestDefaults(
+            {
+              admin: { listen: { host: "127.0.0.1", port: 0 }, token: ADMIN_TOKEN },
+              log: { level: "silent" }, // live on reload: the file's level becomes the logger's
+              ...doc,
+            } as EdgeConfigDoc,
+            dir,
+          ),
+        ),
+      );
+    write({ servers: { remote } });
+    const source = () => loadConfigFile(file, {});
+    const gw = await Gateway.start(source(), { logger: createLogger({ level: "silent" }), source });
+    cleanups.push(() => gw.stop());
+    assert.equal(gw.egressProxy, undefined, "no stdio route: no egress proxy");
+
+    // A stdio route added: the egress proxy starts with it.
+    write({ servers: { remote, local: stdioServer } });
+    const added = await gw.reload();
+    assert.deepEqual(added.servers.added, ["local"]);
+    assert.ok(gw.egressProxy, "the egress proxy runs now");
+    const client = new Client({ name: "stdio", version: "1" });
+    await client.connect(new StreamableHTTPClientTransport(new URL(gw.url("local"))));
+    cleanups.push(() => client.close());
+    const pidOf = async () =>
+      (
+        JSON.parse(
+          ((await client.callTool({ name: "whoami", arguments: {} })).content as { text: string }[])[0]
+            ?.text ?? "{}",
+        ) as { pid: number }
+      ).pid;
+    const pid = await pidOf();
+
+    // Its auth and limits change, its command does not: the same process serves the session.
+    write({ servers: { remote, local: { ...stdioServer, limits: { key: "1000/min" } } } });
+    const changed = await gw.reload();
+    assert.deepEqual(changed.servers.changed, ["local"]);
+    assert.deepEqual(changed.servers.upstreamReplaced, []);
+    assert.equal(await pidOf(), pid, "the same spawned process");
+
+    // A route that needs what only changes at restart (OAuth issuers, publicUrl) is refused whole.
+    write({
+      publicUrl: "http://127.0.0.1:9",
+      auth: { oauth: [{ issuer: "http://127.0.0.1:9/issuer" }] },
+      servers: {
+        remote,
+        local: stdioServer,
+        guarded: { route: "/guarded/mcp", upstream: { urls: [a.url] }, auth: ["oauth"] },
+      },
+    });
+    await assert.rejects(gw.reload(), (err: Error & { code?: string }) => {
+      assert.equal(err.code, "EDGE_RELOAD_REFUSED");
+      assert.match(
+        err.message,
+        /servers\.guarded\.auth: oauth needs auth\.oauth issuers and publicUrl in the running config/,
+      );
+      return true;
+    });
+    assert.deepEqual([...gw.routes.keys()], ["remote", "local"], "nothing of it was applied");
+    assert.equal(await pidOf(), pid);
+
+    // The whole edge's configuration: a tenant admin key is not allowed to reload it.
+    const { key } = await gw.keys.create({
+      name: "tenant-admin",
+      server: "remote",
+      tenant: "acme",
+      scopes: ["mcp-edge:admin"],
+    });
+    const asTenant = await fetch(`${gw.adminUrl}/api/reload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}` },
+    });
+    assert.equal(asTenant.status, 404);
+    assert.equal(((await asTenant.json()) as { error: { code: string } }).error.code, "EDGE_ADMIN_NOT_FOUND");
+
+    // An edge started without a file has nothing to reload from.
+    const bare = await Gateway.start(loadConfigFile(file, {}), { logger: createLogger({ level: "silent" }) });
+    cleanups.push(() => bare.stop());
+    const none = await adminPost(bare.adminUrl, "/api/reload");
+    assert.equal(none.status, 409);
+    assert.equal(none.body.error.code, "EDGE_RELOAD_UNAVAILABLE");
+  });
+
   test("SIGHUP reloads the file of a running process; a broken file is refused and logged; `mcp-edge reload` asks through the admin API", async () => {
     const [a, b] = upstreams as [Upstream, Upstream];
     const dir = tempDir();
