@@ -300,7 +300,7 @@ describe("config reload", () => {
     };
     const remote = { route: "/mcp", upstream: { urls: [a.url] }, auth: ["none"] };
     const file = path.join(dir, "mcp-edge.yaml");
-    const write = (doc: Record<string, unknown>) =>
+    const write = (doc: Record<string, unknown> & { servers: Record<string, unknown> }) =>
       writeFileSync(
         file,
         JSON.stringify(
