@@ -30,7 +30,7 @@ import {
 } from "@opentelemetry/sdk-metrics";
 import { sessionHash } from "../../src/lib/session-hash.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
-import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const exporter = new InMemorySpanExporter();
@@ -53,7 +53,17 @@ before(async () => {
   edge = await startEdge({
     tracing: { enabled: true },
     metrics: { otel: true },
-    servers: { s: { route: "/mcp", upstream: { urls: [upstream.url] }, auth: ["none"] } },
+    servers: {
+      s: { route: "/mcp", upstream: { urls: [upstream.url] }, auth: ["none"] },
+      // The same server spawned over stdio: messages go to it parsed, not as the body's text.
+      local: {
+        route: "/local/mcp",
+        upstream: {
+          stdio: { command: NODE_BIN, args: [`${REPO_ROOT}/test/fixtures/conformance-server.ts`, "--stdio"] },
+        },
+        auth: ["none"],
+      },
+    },
   });
 });
 
@@ -226,6 +236,21 @@ describe("tracing through the global OpenTelemetry API", () => {
     assert.equal(tp.spanId, up.spanContext().spanId, "the upstream's parent is the edge's CLIENT span");
     assert.equal(seen.tracestate, "congo=t61rcWkgMzE");
     assert.equal(seen["com.example/keep"], "kept", "the rest of _meta goes on unchanged");
+    await transport.terminateSession();
+    await client.close();
+  });
+
+  test("a stdio upstream gets the edge's context in params._meta too; its CLIENT span says pipe", async () => {
+    const { client, transport } = await connect(edge.url("local"));
+    exporter.reset();
+    const r = await client.callTool({ name: "echo_meta", arguments: {} });
+    const seen = JSON.parse((r.content as { text: string }[])[0]?.text ?? "{}") as Record<string, string>;
+    const { request, upstream: up } = await toolCallSpans("echo_meta");
+    const tp = traceparentParts(seen.traceparent);
+    assert.equal(tp.traceId, request.spanContext().traceId);
+    assert.equal(tp.spanId, up.spanContext().spanId);
+    assert.equal(up.attributes["network.transport"], "pipe");
+    assert.equal(up.attributes["server.address"], undefined);
     await transport.terminateSession();
     await client.close();
   });
