@@ -318,6 +318,8 @@ function metaCarrier(messages: readonly RpcMessage[] | undefined): Record<string
   return undefined;
 }
 
+const LOSSY_NUMBER = /\d{16,}/;
+
 /**
  * Puts the upstream span's context in `params._meta` of every request and notification going
  * upstream (the conventions' place for it in MCP), replacing the client's, and the body text
@@ -326,6 +328,10 @@ function metaCarrier(messages: readonly RpcMessage[] | undefined): Record<string
 function injectMeta(ctx: ForwardingRequest, carrier: Record<string, string>): void {
   const messages = ctx.messages;
   if (!messages || messages.length === 0) return;
+  // A body that JSON.parse cannot hold exactly (a run of 16+ digits: an integer past 2^53, a
+  // decimal past double precision) is forwarded as the client wrote it; its context goes in the
+  // headers only.
+  if (ctx.body !== undefined && LOSSY_NUMBER.test(ctx.body)) return;
   let changed = false;
   for (const m of messages) {
     if (!("method" in m)) continue;

@@ -30,6 +30,7 @@ import {
 } from "@opentelemetry/sdk-metrics";
 import { sessionHash } from "../../src/lib/session-hash.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
+import { lastMessage } from "../helpers/mcp.ts";
 import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -236,6 +237,26 @@ describe("tracing through the global OpenTelemetry API", () => {
     assert.equal(tp.spanId, up.spanContext().spanId, "the upstream's parent is the edge's CLIENT span");
     assert.equal(seen.tracestate, "congo=t61rcWkgMzE");
     assert.equal(seen["com.example/keep"], "kept", "the rest of _meta goes on unchanged");
+    await transport.terminateSession();
+    await client.close();
+  });
+
+  test("a body JSON cannot hold exactly goes upstream as written: trace context in the headers only", async () => {
+    const { client, transport } = await connect(edge.url());
+    const big = "12345678901234567890123";
+    const res = await fetch(edge.url(), {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        accept: "application/json, text/event-stream",
+        "mcp-session-id": transport.sessionId as string,
+        "mcp-protocol-version": transport.protocolVersion as string,
+      },
+      body: `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo_meta","arguments":{"n":${big}}}}`,
+    });
+    const answer = lastMessage(await res.text());
+    const seen = JSON.parse(answer.result.content[0].text) as Record<string, string>;
+    assert.equal(seen.traceparent, undefined, "the body was not re-serialized");
     await transport.terminateSession();
     await client.close();
   });
