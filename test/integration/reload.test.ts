@@ -126,7 +126,7 @@ describe("config reload", () => {
     await Promise.allSettled(upstreams.map((u) => u.stop()));
   });
 
-  test("under continuous calls: a limit changed and a route added lose no call, session or stream; broken files are refused", async () => {
+  test("under continuous calls: a limit changed and a route added lose no call, session or stream; broken files are refused", async (t) => {
     const [a, b] = upstreams as [Upstream, Upstream];
     const dir = tempDir();
     const file = path.join(dir, "mcp-edge.yaml");
@@ -287,6 +287,10 @@ describe("config reload", () => {
     );
     assert.ok(keepAlivesAfter >= 2);
     assert.ok(total > 40, `calls made during the reloads: ${total}`);
+    t.diagnostic(
+      `4 clients, 4 reloads (a limit changed and a route added; two broken files refused; an upstream list grown): ${total} calls, 0 failed, ` +
+        `4 edge sessions and 4 upstream sessions unchanged, ${keepAlivesAfter} keep-alives on the open stream after the last reload`,
+    );
   });
 
   test("stdio: an unchanged command keeps its processes, a new stdio route starts the egress proxy; refusals of what needs a restart; admin scope", async () => {
