@@ -31,6 +31,7 @@ import { createRedisClient, guardOf, type RedisGuard } from "./redis/client.ts";
 export type BusMessage =
   | { k: "key"; id: string; from?: string }
   | { k: "session"; id: string; from?: string }
+  | { k: "revoked"; id: string; from?: string }
   | { k: "resync"; from?: string };
 
 type Handler = (m: BusMessage) => void;

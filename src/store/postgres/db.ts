@@ -133,6 +133,31 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
      scope TEXT,
      UNIQUE (tenant, subject, connection)
    );`,
+  // The authorization server (src/store/postgres/as.ts): oidc-provider's models and the AS's own
+  // records, token-like ones under the SHA-256 of their value; revoked grants and access tokens.
+  (s) => `CREATE TABLE ${s}.as_records (
+     kind TEXT NOT NULL,
+     id TEXT NOT NULL,
+     ord BIGSERIAL NOT NULL,
+     payload TEXT NOT NULL,
+     grant_id TEXT,
+     uid TEXT,
+     tenant TEXT,
+     subject TEXT,
+     client_id TEXT,
+     expires_at BIGINT,
+     consumed_at BIGINT,
+     PRIMARY KEY (kind, id)
+   );
+   CREATE INDEX as_records_grant ON ${s}.as_records (grant_id) WHERE grant_id IS NOT NULL;
+   CREATE INDEX as_records_uid ON ${s}.as_records (kind, uid) WHERE uid IS NOT NULL;
+   CREATE INDEX as_records_expiry ON ${s}.as_records (expires_at) WHERE expires_at IS NOT NULL;
+   CREATE TABLE ${s}.as_revocations (
+     id TEXT PRIMARY KEY,
+     at BIGINT NOT NULL,
+     until BIGINT NOT NULL
+   );
+   CREATE INDEX as_revocations_at ON ${s}.as_revocations (at);`,
 ];
 
 /** The newest migration version this code knows. */
