@@ -917,7 +917,7 @@ const redisStoreSchema = z.strictObject({
   }),
   commandTimeout: duration.prefault("250ms").meta({
     description:
-      "Longest wait for one Redis command (queued ones included while reconnecting). Past it, session requests answer 503 with Retry-After and rate limits use the local fallback.",
+      "Longest wait for one Redis operation, counted from the call (queued commands included, behind unanswered ones or while reconnecting). Past it, session requests answer 503 with Retry-After and rate limits use the local fallback.",
   }),
   instances: z.number().int().min(1).prefault(2).meta({
     description:

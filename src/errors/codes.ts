@@ -337,7 +337,7 @@ export const ERROR_CODES = {
     http: 503,
     rpc: -32000,
     summary:
-      "A store the edge keeps its state in (Redis/Valkey or PostgreSQL in distributed mode) is unreachable or timed out.",
+      "A store the edge keeps its state in (Redis/Valkey or PostgreSQL in distributed mode) is unreachable, timed out, or its circuit breaker is open after repeated timeouts (then Retry-After is the time to its next probe).",
     retryAfter: 5,
   },
   // Lifecycle
