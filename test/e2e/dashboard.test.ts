@@ -17,6 +17,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import type { AuditRecord } from "../../src/audit/record.ts";
+import { CHROMIUM_ARGS } from "../helpers/chromium.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 
@@ -209,16 +210,7 @@ describe("dashboard", { skip: !haveChromium }, () => {
     context = await chromium.launchPersistentContext(profileDir, {
       executablePath: CHROMIUM,
       headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
+      args: CHROMIUM_ARGS,
       viewport: { width: 1440, height: 900 },
       timeout: 60_000,
     });
