@@ -240,10 +240,17 @@ export class AdminApi {
       if (ref !== undefined && parts.length === 3 && method === "DELETE") {
         const grace = query.get("grace") ?? undefined;
         if (grace !== undefined) parse(rotateBody, { grace });
-        const rec = await keys.revoke(await keys.find(ref, scope), grace);
-        this.#o.log.info({ keyId: rec.id, name: rec.name, at: rec.revokedAt }, "key revoked");
-        this.#audit(caller, "key.revoke", rec.id, rec.tenant);
-        return sendJson(res, 200, keyView(rec));
+        const { resolved, revoked } = await keys.revokeRef(ref, scope, grace);
+        for (const rec of revoked) {
+          this.#o.log.info({ keyId: rec.id, name: rec.name, at: rec.revokedAt }, "key revoked");
+          this.#audit(caller, "key.revoke", rec.id, rec.tenant);
+        }
+        // The resolved key's view (as before), and every key this revoked: a name revokes them all.
+        return sendJson(res, 200, {
+          ...keyView(resolved),
+          revoked_count: revoked.length,
+          revoked_keys: revoked.map((k) => keyView(k)),
+        });
       }
     }
 

@@ -3,6 +3,7 @@ import { KeyService } from "../admin/keys.ts";
 import { Authenticator } from "../auth/authenticate.ts";
 import { OAuthVerifier } from "../auth/oauth.ts";
 import { ListCache } from "../cache/list-cache.ts";
+import { ToolCatalog } from "../cache/tool-catalog.ts";
 import type { Config } from "../config/schema.ts";
 import { assessConfig } from "../config/warnings.ts";
 import { Egress } from "../egress/index.ts";
@@ -99,8 +100,15 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   }
   const shared = stores.shared;
   let routes: Routes;
+  const tools = new ToolCatalog();
   try {
-    const cache = new ListCache({ servers: config.servers, log });
+    const cache = new ListCache({
+      servers: config.servers,
+      log,
+      onListChanged: (server, kind) => {
+        if (kind === "tools") tools.invalidate(server);
+      },
+    });
     routes = buildRoutes(config, { egress, log, egressProxy, shared, cache });
   } catch (err) {
     await egressProxy?.stop(); // a boot error must not leave the proxy listening
@@ -115,6 +123,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   const sharing = shared && {
     hotTtlMs: SHARED_HOT_TTL_MS,
     ready: shared.redisReady,
+    available: shared.redisAvailable,
     tryLock: shared.tryLock,
     announce: (id: string) => shared.bus.publish({ k: "session", id }),
   };
@@ -147,6 +156,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       hosts: () => state.hosts,
       origins: new Set(security.allowedOrigins),
       maxBodyBytes: config.limits.maxBodyBytes,
+      jsonLimits: config.limits.json,
       authenticator,
       authFailures: new AuthFailureLimiter(
         config.rateLimits.authFailures,
@@ -160,6 +170,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       draining,
       getOrder,
       cache: routes.cache,
+      tools,
       forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
       legacy,
       vault: vaulted?.vault,

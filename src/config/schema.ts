@@ -629,6 +629,19 @@ const serverSchema = z.strictObject({
     })
     .meta({ description: "Response cache for list results, per tenant and authorization context." }),
   limits: callLimitsSchema.optional(),
+  tools: z
+    .strictObject({
+      enforceList: z.boolean().prefault(true).meta({
+        description:
+          "Refuse (EDGE_TOOL_UNKNOWN) a `tools/call` of a tool that is not in the server's `tools/list` as the edge last saw it for the call's session (2026-07-28: authorization context); with no view yet the edge fetches the list first. false: any name the other checks allow is forwarded (names are still checked for invisible characters and variants of configured names).",
+      }),
+      refreshAfter: duration.prefault("5s").meta({
+        description:
+          "A call naming a tool missing from a complete view refetches the list when the view is older than this (a server that added a tool without a list_changed the edge saw); younger views refuse at once.",
+      }),
+    })
+    .prefault({})
+    .meta({ description: "Tool names: the server's list as the edge saw it (docs/lifecycle.md)." }),
   egress: egressSchema.prefault({ allow: [], allowPrivate: false }).meta({
     description:
       "Egress of a stdio server: its outbound HTTP(S) goes through the edge's egress proxy (HTTP_PROXY/HTTPS_PROXY with per-process credentials), checked per request and recorded on the tool call's audit record.",
@@ -662,12 +675,43 @@ const limitsSchema = z.strictObject({
     .prefault("65s")
     .meta({ description: "Idle keep-alive connections close after this (above the load balancer's)." }),
   maxHeaderBytes: size.prefault("16KiB").meta({ description: "Largest request header block; more is 431." }),
+  json: z
+    .strictObject({
+      maxDepth: z.number().int().min(2).max(512).prefault(64).meta({
+        description: "Objects and arrays nested in one another (the outermost counts 1); deeper is 400.",
+      }),
+      maxMembers: z
+        .number()
+        .int()
+        .min(16)
+        .prefault(1000)
+        .meta({ description: "Members of one object; more is 400." }),
+      maxElements: z
+        .number()
+        .int()
+        .min(100)
+        .prefault(10_000)
+        .meta({ description: "Elements of one array (a batch included); more is 400." }),
+      maxStringLength: z.number().int().min(256).prefault(1_048_576).meta({
+        description:
+          "Characters (UTF-16 code units) of one string or member name, after unescaping; longer is 400.",
+      }),
+      maxNumberLength: z.number().int().min(24).max(1000).prefault(40).meta({
+        description:
+          "Characters of one number as written; longer is 400 (readers disagree on long numbers: a double keeps about 17 digits).",
+      }),
+    })
+    .prefault({})
+    .meta({
+      description:
+        "Bounds of a request body's JSON, checked in the single pass that parses it (400 EDGE_JSON_LIMIT, never forwarded).",
+    }),
 });
 
 const securitySchema = z.strictObject({
   allowedOrigins: z.array(z.string()).prefault([]).meta({
     description:
-      "Browser origins allowed to call MCP routes (exact, e.g. https://app.example.com). Requests without Origin are not affected.",
+      "Browser origins allowed to call MCP routes (exact, e.g. https://app.example.com): their CORS preflights are answered and their answers carry the grant. Other origins are refused (403). Requests without Origin are not affected.",
   }),
   allowedHosts: z.array(z.string()).prefault([]).meta({
     description:
@@ -849,6 +893,18 @@ const redisUrl = z
   .regex(/^rediss?:\/\//, { message: "a redis:// or rediss:// URL" })
   .meta({ description: "`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS." });
 
+/** The circuit breaker of one shared store (src/lib/breaker.ts). */
+const breakerSchema = z.strictObject({
+  failures: z.number().int().min(1).max(1000).prefault(5).meta({
+    description:
+      "Consecutive timeouts (or connection failures) that open the breaker: calls then fail at once instead of waiting on the store.",
+  }),
+  openFor: duration.prefault("1s").meta({
+    description:
+      "How long the breaker stays open; then one call goes as a probe (half-open): its success closes the breaker, its failure opens it again.",
+  }),
+});
+
 const redisStoreSchema = z.strictObject({
   url: redisUrl,
   keyPrefix: z.string().min(1).prefault("mcp-edge:").meta({
@@ -863,13 +919,19 @@ const redisStoreSchema = z.strictObject({
     description:
       "About how many edge instances run: while Redis is unreachable each one allows quota / instances per limit window (the local fallback), so the fleet stays near the configured quota.",
   }),
+  breaker: breakerSchema.prefault({}).meta({
+    description:
+      "Circuit breaker of the Redis connection: while open, session requests answer 503 with Retry-After at once and rate limits use the local fallback.",
+  }),
 });
 
+const postgresUrl = z
+  .string()
+  .regex(/^postgres(ql)?:\/\//, { message: "a postgres:// or postgresql:// URL" })
+  .meta({ description: "`postgres://user:password@host:port/database`." });
+
 const postgresStoreSchema = z.strictObject({
-  url: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, { message: "a postgres:// or postgresql:// URL" })
-    .meta({ description: "`postgres://user:password@host:port/database`." }),
+  url: postgresUrl,
   schema: z
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "a lower-case SQL identifier" })
@@ -878,7 +940,15 @@ const postgresStoreSchema = z.strictObject({
   poolSize: z.number().int().min(1).max(200).prefault(10).meta({ description: "Connections per instance." }),
   queryTimeout: duration.prefault("5s").meta({
     description:
-      "Longest any one statement may take; past it the operation fails (503 for key administration).",
+      "Longest any one operation may wait for PostgreSQL (a connection from the pool included); past it the operation fails (503 for key checks that need the store and for key administration).",
+  }),
+  keyStaleness: duration.prefault("30s").meta({
+    description:
+      "Longest an API-key record read earlier is used without reading it again first: a record older than 1 s is served while it is re-read in the background, and while PostgreSQL is unreachable. Past this age a request waits for the store (at most queryTimeout) and fails closed (503). Revocations broadcast by another instance apply at once regardless.",
+  }),
+  breaker: breakerSchema.prefault({}).meta({
+    description:
+      "Circuit breaker of the PostgreSQL pool: while open, key checks use records within keyStaleness, other key checks and key administration answer 503 at once, and audit records go to the spool.",
   }),
 });
 
@@ -903,16 +973,23 @@ export const configSchema = z
           description:
             "Embedded store file. In distributed mode nothing shared is kept in it; its directory is where the audit spool goes by default.",
         }),
-        redis: redisStoreSchema.optional().meta({
+        redis: z.union([redisUrl, redisStoreSchema]).optional().meta({
           description:
             "Distributed mode: Redis or Valkey for session records and routing, rate-limit counters, SSE event buffers, revocation and session broadcasts and locks. Set together with `postgres`.",
         }),
-        postgres: postgresStoreSchema.optional().meta({
+        postgres: z.union([postgresUrl, postgresStoreSchema]).optional().meta({
           description:
             "Distributed mode: PostgreSQL for API keys, audit records and the identity-signing keys (versioned migrations run at start). Set together with `redis`.",
         }),
       })
       .prefault({ sqlite: "./.mcp-edge/mcp-edge.db" })
+      // The short form users write first (`redis: redis://host:6379`) is the long form's `url`.
+      .transform((s) => ({
+        ...s,
+        redis: typeof s.redis === "string" ? redisStoreSchema.parse({ url: s.redis }) : s.redis,
+        postgres:
+          typeof s.postgres === "string" ? postgresStoreSchema.parse({ url: s.postgres }) : s.postgres,
+      }))
       .refine((s) => (s.redis === undefined) === (s.postgres === undefined), {
         message:
           "distributed mode needs both store.redis and store.postgres (sessions and counters in Redis, keys and audit in PostgreSQL)",

@@ -5,6 +5,7 @@ import type { Config } from "../config/schema.ts";
 import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { InstanceHealth, Route } from "../upstream/types.ts";
 import type { AdminEvent, AsEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./channels.ts";
+import type { BreakerState } from "../lib/breaker.ts";
 
 /**
  * Prometheus metrics, fed without touching the hot
@@ -22,6 +23,17 @@ import type { AdminEvent, AsEvent, CallOutcome, RequestEndEvent, SessionEvent } 
 
 /** The label value that stands for every value past a label's cap. */
 export const OTHER = "(other)";
+
+/**
+ * `mcp_edge_store_breaker_state{store}`: a store's circuit breaker (src/lib/breaker.ts) as a number,
+ * so an alert can say `> 0`: 0 closed (calls go), 1 half-open (one probe out), 2 open (calls fail
+ * fast).
+ */
+export const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = {
+  closed: 0,
+  "half-open": 1,
+  open: 2,
+};
 /** Longer label values are counted as OTHER (tool names are at most 128 characters in MCP). */
 const MAX_LABEL_LENGTH = 128;
 

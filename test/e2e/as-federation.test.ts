@@ -27,7 +27,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { decodeJwt } from "jose";
 import type { Browser } from "playwright-core";
-import { haveChromium, launchChromium } from "../helpers/chromium.ts";
+import { haveChromium, launchChromiumBrowser } from "../helpers/chromium.ts";
 import { freePort, type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { type OAuthClient, startOAuthClient } from "../helpers/oauth-client.ts";
 import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
@@ -125,7 +125,7 @@ before(async () => {
     dir,
   );
   mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await launchChromium();
+  browser = await launchChromiumBrowser();
 });
 
 after(async () => {

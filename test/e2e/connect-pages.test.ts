@@ -12,7 +12,7 @@ import { after, before, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { Browser } from "playwright-core";
-import { haveChromium, launchChromium } from "../helpers/chromium.ts";
+import { haveChromium, launchChromiumBrowser } from "../helpers/chromium.ts";
 import { freePort, type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { type ApiServer, type Provider, startApiServer, startProvider } from "../helpers/third-party.ts";
 
@@ -61,7 +61,7 @@ before(async () => {
     },
     tempDir("mcp-edge-connect-pages-"),
   );
-  browser = await launchChromium();
+  browser = await launchChromiumBrowser();
 });
 
 after(async () => {

@@ -1,14 +1,14 @@
 /**
- * Chromium for browser tests: Debian's package at /usr/bin/chromium, driven by playwright-core,
- * headless, without sandbox, GPU or background traffic.
+ * Debian's Chromium, driven by playwright-core, for the browser tests: headless, no sandbox (tests
+ * run as root in containers), nothing running in the background that could reach the network.
  */
 import { existsSync } from "node:fs";
-import { type Browser, chromium } from "playwright-core";
+import { type Browser, type BrowserContext, chromium } from "playwright-core";
 
 export const CHROMIUM = "/usr/bin/chromium";
 export const haveChromium = existsSync(CHROMIUM);
 
-export const CHROMIUM_ARGS = [
+const ARGS = [
   "--headless",
   "--no-sandbox",
   "--disable-gpu",
@@ -19,6 +19,20 @@ export const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 
-export function launchChromium(): Promise<Browser> {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+export function launchChromium(
+  profileDir: string,
+  options: { viewport?: { width: number; height: number } } = {},
+): Promise<BrowserContext> {
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+    ...options,
+    timeout: 60_000,
+  });
+}
+
+/** A browser whose contexts are separate people (each `newContext()` its own cookies). */
+export function launchChromiumBrowser(): Promise<Browser> {
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 60_000 });
 }
