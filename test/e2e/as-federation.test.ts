@@ -15,6 +15,11 @@
  *
  * A user disabled at the IdP stops refreshing at the edge: the next refresh is refused
  * (`invalid_grant`), the grant is revoked and its access token refused at once.
+ *
+ * Connections chained at OAuth login: a second server acts on a third-party API (another
+ * oidc-provider) with each user's own token from the vault; after consent the browser goes through
+ * that provider and back, and the first call already acts on the account — or, when the provider
+ * fails, the login still completes and the call asks to connect (-32042).
  */
 import assert from "node:assert/strict";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -319,6 +324,38 @@ describe("federated login through the edge's authorization server", { skip: !hav
         assert.notEqual(r.isError, true, JSON.stringify(r.content));
         const me = JSON.parse((r.content as { text: string }[])[0]?.text ?? "{}") as { login?: string };
         assert.equal(me.login, "alice", "the first call already acts on alice's third-party account");
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await oc.stop();
+    }
+  });
+
+  test("a chained connection that fails at the provider does not block the login: the client gets its code, and the call asks to connect (-32042)", async () => {
+    const oc = await startOAuthClient({
+      clientName: "Chained connect client",
+      open: async (url) => {
+        tp.setTokenEndpoint("down");
+        try {
+          await personLogsIn(url.toString(), "bob", { connectAs: "bob" });
+        } finally {
+          tp.setTokenEndpoint("up");
+        }
+      },
+    });
+    const apiUrl = `${base}/api/mcp`;
+    try {
+      assert.equal(await auth(oc, { serverUrl: apiUrl }), "REDIRECT");
+      assert.equal(await auth(oc, { serverUrl: apiUrl, authorizationCode: await oc.code() }), "AUTHORIZED");
+      const client = new Client({ name: "chained-failed-e2e", version: "1.0.0" });
+      await client.connect(new StreamableHTTPClientTransport(new URL(apiUrl), { authProvider: oc }));
+      try {
+        const err = await client.callTool({ name: "whoami", arguments: {} }).then(
+          () => assert.fail("bob has not connected"),
+          (e: unknown) => e as { code: number },
+        );
+        assert.equal(err.code, -32042);
       } finally {
         await client.close();
       }
