@@ -364,6 +364,42 @@ describe("federated login through the edge's authorization server", { skip: !hav
     }
   });
 
+  test("a user whose IdP account names no tenant is refused on the edge's own page (403 EDGE_LOGIN_TENANT_REFUSED), nothing issued", async () => {
+    let page = { status: 0, text: "", code: "" };
+    const oc = await startOAuthClient({
+      open: async (url) => {
+        const context = await browser.newContext();
+        const p = await context.newPage();
+        try {
+          await p.goto(url.toString());
+          await p.fill('input[name="login"]', "carol");
+          const [res] = await Promise.all([
+            p.waitForResponse((r) => r.url().startsWith(`${base}/as/login/idp/callback`), {
+              timeout: 15_000,
+            }),
+            p.click("button"),
+          ]);
+          page = {
+            status: res.status(),
+            text: await p.content(),
+            code: res.headers()["x-mcp-edge-error"] ?? "",
+          };
+        } finally {
+          await context.close();
+        }
+      },
+    });
+    try {
+      assert.equal(await auth(oc, { serverUrl: mcpUrl }), "REDIRECT");
+      assert.equal(page.status, 403);
+      assert.equal(page.code, "EDGE_LOGIN_TENANT_REFUSED");
+      assert.match(page.text, /cannot sign in here/);
+      assert.equal(oc.responses().length, 0, "the client got nothing back");
+    } finally {
+      await oc.stop();
+    }
+  });
+
   test("a user disabled at the IdP stops refreshing: invalid_grant, the grant revoked, its access token refused at once", async () => {
     const token = alice.tokens()?.access_token as string;
     const refresh = alice.tokens()?.refresh_token as string;
