@@ -27,7 +27,12 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { decodeJwt, exportJWK, generateKeyPair, type JWK } from "jose";
-import Provider, { errors as oidcErrors, type OidcClient, type OidcInteraction } from "oidc-provider";
+import Provider, {
+  errors as oidcErrors,
+  interactionPolicy,
+  type OidcClient,
+  type OidcInteraction,
+} from "oidc-provider";
 import type { Config } from "../config/schema.ts";
 import type { Egress } from "../egress/index.ts";
 import { type AsEvent, asChannel } from "../observability/channels.ts";
@@ -51,6 +56,7 @@ const SIGNING_KIND = "SigningKey";
 const ACCOUNT_KIND = "Account";
 const CONSENT_KIND = "Consent";
 const CLIENT_SEEN_KIND = "ClientSeen";
+const IMPLICIT_SCOPE = "mcp:tools";
 
 export interface AuthorizationServerDeps {
   config: Config;
@@ -102,6 +108,9 @@ export class AuthorizationServer {
     for (const s of Object.values(cfg.servers)) {
       if (!s.auth.includes("oauth")) continue;
       const scopes = [...new Set([...s.scopes.default, ...Object.values(s.scopes.tools).flat()])];
+      // oidc-provider issues a token for a resource only with a scope of it: a route that defines
+      // none gets `mcp:tools` (which it does not check).
+      if (scopes.length === 0) scopes.push(IMPLICIT_SCOPE);
       this.#resources.set(`${this.issuer}${s.route}`, scopes);
     }
     this.#scopes = new Set([...this.#resources.values()].flat());
@@ -248,7 +257,10 @@ export class AuthorizationServer {
         device_authorization: "/as/device/auth",
         backchannel_authentication: "/as/backchannel",
       },
-      interactions: { url: (_ctx: unknown, i: { uid: string }) => `/as/interaction/${i.uid}` },
+      interactions: {
+        url: (_ctx: unknown, i: { uid: string }) => `/as/interaction/${i.uid}`,
+        policy: consentAlways(),
+      },
       features: {
         devInteractions: { enabled: false },
         registration: { enabled: as.registration.dcr.enabled, initialAccessToken: false },
@@ -466,6 +478,10 @@ export class AuthorizationServer {
       void this.#login2(req, res, path, query).catch((err: unknown) => this.#crash(res, err));
       return true;
     }
+    if (path === "/authorize" && (req.method === "GET" || req.method === "HEAD")) {
+      this.#provide(req, res, this.#withDefaultScope(query));
+      return true;
+    }
     if (
       path === "/authorize" ||
       path.startsWith("/authorize/") ||
@@ -480,6 +496,24 @@ export class AuthorizationServer {
       return true;
     }
     return false;
+  }
+
+  /**
+   * An authorization request that names none of the route's scopes gets the route's default
+   * scopes (RFC 6749 §3.3: the AS may apply a default): MCP clients often send no `scope`.
+   */
+  #withDefaultScope(query: URLSearchParams): string {
+    const only = this.#resources.size === 1 ? [...this.#resources.keys()][0] : undefined;
+    const resource = query.get("resource") ?? only;
+    const routeScopes = resource ? this.#resources.get(resource) : undefined;
+    const asked = (query.get("scope") ?? "").split(" ").filter(Boolean);
+    if (routeScopes && !asked.some((s) => routeScopes.includes(s))) {
+      const server = this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource ?? "")];
+      const defaults =
+        server && server.scopes.default.length > 0 ? server.scopes.default : routeScopes.slice(0, 1);
+      query.set("scope", [...asked, ...defaults].join(" "));
+    }
+    return `/authorize?${query.toString()}`;
   }
 
   #crash(res: ServerResponse, err: unknown): void {
@@ -900,10 +934,11 @@ export class AuthorizationServer {
     }
     const routeScopes = this.#resources.get(resource) ?? [];
     let wanted = view.scopes.filter((s) => routeScopes.includes(s));
-    if (wanted.length === 0)
-      wanted = [
-        ...(this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource)]?.scopes.default ?? []),
-      ];
+    if (wanted.length === 0) {
+      const server = this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource)];
+      wanted =
+        server && server.scopes.default.length > 0 ? [...server.scopes.default] : routeScopes.slice(0, 1);
+    }
     if (login.scopes) wanted = wanted.filter((s) => login.scopes!.includes(s));
     const consentId = sha256(`${account}\n${view.clientId}\n${resource}`);
     const remembered = await this.#d.store.get(CONSENT_KIND, consentId);
@@ -1122,6 +1157,23 @@ export class AuthorizationServer {
 }
 
 // ---- helpers
+
+/**
+ * oidc-provider's interaction policy, with consent asked whenever no grant of this AS exists yet
+ * (every grant the consent page saves holds `openid`): a route without scopes would otherwise
+ * have nothing missing to consent to, and no grant to issue from.
+ */
+function consentAlways(): unknown {
+  const policy = interactionPolicy.base();
+  const consent = policy.get("consent");
+  consent.checks.add(
+    new interactionPolicy.Check("no_grant", "no grant yet", (ctx: unknown) => {
+      const grant = (ctx as { oidc: { grant?: { getOIDCScopeEncountered(): string } } }).oidc.grant;
+      return !(grant?.getOIDCScopeEncountered() ?? "").split(" ").includes("openid");
+    }),
+  );
+  return policy;
+}
 
 /**
  * The request again, with a body the AS read (and may have rewritten) readable once more: a

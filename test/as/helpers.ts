@@ -163,7 +163,7 @@ export class TestOAuthProvider implements OAuthClientProvider {
 
 /** The SDK's whole flow: discovery, registration, PKCE, the person's consent, the code exchange. */
 export async function sdkLogin(
-  a: AsEdge,
+  a: AsTarget,
   provider: TestOAuthProvider,
   browser = new Browser(),
   scope?: string,
