@@ -135,7 +135,8 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     announce: (id: string) => shared.bus.publish({ k: "session", id }),
   };
   const sessions = new SessionManager(stores.sessions, streams, routes.byName, log, sharing);
-  const as = await createAuthorizationServer(config, { stores, egress, log });
+  const vaulted = createVault(config, { store: stores.connections, egress, shared, log });
+  const as = await createAuthorizationServer(config, { stores, egress, log, vault: vaulted });
   // Distributed mode: what other instances changed (keys, sessions), or everything after a resync.
   shared?.bus.on((m) => {
     if (m.k === "key") stores.forgetKey(m.id);
@@ -146,7 +147,6 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       sessions.forgetAll();
     }
   });
-  const vaulted = createVault(config, { store: stores.connections, egress, shared, log });
   const getOrder = new GetOrder();
   const inflight = new Inflight();
   const legacy = new LegacyBridge(sessions, config.streams.keepAlive, stores.identity);
