@@ -43,6 +43,8 @@ export interface Edge {
   readonly legacy: LegacyBridge;
   /** Calls in flight (POSTs and the streams they pump), for the drain. */
   readonly inflight: Inflight;
+  /** The Streamable HTTP forwarder (the drain ends its calls still in flight at `drain.timeout`). */
+  readonly forwarder: Forwarder;
   readonly pipeline: Pipeline;
   readonly keys: KeyService;
   readonly admin: AdminApi;
@@ -135,6 +137,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     tenancy: config.tenancy,
   });
   const security = config.security;
+  const forwarder = new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder });
   const pipeline = new Pipeline(
     stageLists({
       hosts: () => state.hosts,
@@ -153,7 +156,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       draining,
       getOrder,
       cache: routes.cache,
-      forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
+      forwarder,
       legacy,
       vault: vaulted?.vault,
     }),
@@ -184,6 +187,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     sessions,
     legacy,
     inflight,
+    forwarder,
     pipeline,
     keys,
     admin,

@@ -280,6 +280,13 @@ export const ERROR_CODES = {
       "This instance is shutting down and takes no new sessions; retry (another instance will answer).",
     retryAfter: 1,
   },
+  EDGE_DRAINED: {
+    http: 503,
+    rpc: -32000,
+    summary:
+      "The instance stopped (drain.timeout passed) before the upstream answered; the call's outcome is unknown: check before retrying a call that is not idempotent.",
+    retryAfter: 1,
+  },
   EDGE_INTERNAL: {
     http: 500,
     rpc: -32603,

@@ -14,7 +14,7 @@ import {
   type UpstreamSession,
   UpstreamSessionLost,
 } from "../upstream/types.ts";
-import { Deadlines } from "../upstream/deadline.ts";
+import { abortedWith, Deadlines } from "../upstream/deadline.ts";
 import type { GetOrder } from "./get-order.ts";
 import { asksFor, forwardContext, hasRequest, requestIds, requestKeys } from "./exchange.ts";
 import { upstreamHeaders } from "./identity.ts";
@@ -217,8 +217,22 @@ export class Forwarder {
       (data, msg) => answer(ctx, data, msg),
     );
     this.#opts.inflight.add(pumping);
-    await pumping;
+    const unanswered = await pumping;
     served.ms = performance.now() - t0;
+    // Calls the drain ended: the client got EDGE_DRAINED; the audit records them as aborted.
+    if (unanswered?.err.code === "EDGE_DRAINED") {
+      for (const id of unanswered.ids)
+        (ctx.outcomes ??= new Map()).set(requestIdKey(id), { kind: "aborted", code: "EDGE_DRAINED" });
+    }
+  }
+
+  /**
+   * Drain: every call still in flight (its upstream exchange under a deadline of this forwarder)
+   * ends now with EDGE_DRAINED: an SSE answer gets the JSON-RPC error for each request still
+   * unanswered, a JSON answer still awaited is the coded 503.
+   */
+  abortCalls(): void {
+    this.#deadlines.abortAll(new GatewayError("EDGE_DRAINED"));
   }
 
   /**
@@ -234,7 +248,7 @@ export class Forwarder {
     upstream: UpstreamSession,
     fctx: ForwardContext,
     deliver: (data: string, msg: RpcMessage | null) => string,
-  ): Promise<void> {
+  ): Promise<{ ids: RpcId[]; err: GatewayError } | undefined> {
     let reply: UpstreamReply = first;
     let lastUpstreamId: string | undefined;
     let failure: GatewayError | undefined;
@@ -257,9 +271,10 @@ export class Forwarder {
         }
       } catch (err) {
         failure =
-          err instanceof GatewayError
+          abortedWith(fctx.signal, err) ??
+          (err instanceof GatewayError
             ? err
-            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
+            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err }));
       } finally {
         if (reply.kind === "stream") reply.close();
       }
@@ -277,19 +292,23 @@ export class Forwarder {
       }
       if (reply.kind !== "stream") break;
     }
+    let unanswered: { ids: RpcId[]; err: GatewayError } | undefined;
     if (outstanding.size > 0 && !stream.done) {
+      // The drain's reason wins over what the abort made of the upstream read.
       const err =
+        abortedWith(fctx.signal) ??
         failure ??
-        (fctx.signal.aborted
-          ? new GatewayError("EDGE_UPSTREAM_TIMEOUT")
-          : new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream closed the stream without an answer."));
+        new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream closed the stream without an answer.");
+      unanswered = { ids: [], err };
       for (const id of ids) {
         if (!outstanding.has(requestIdKey(id))) continue;
+        unanswered.ids.push(id);
         const data = errorResponseData(id, err);
         stream.append(deliver(data, JSON.parse(data) as RpcMessage));
       }
     }
     stream.finish();
+    return unanswered;
   }
 
   // ---------------------------------------------------------------- GET
