@@ -21,7 +21,7 @@ import { forwardSession, forwardStateless, legacyMessage, legacyOpen, cache } fr
 import { authenticate, authFailureLimit } from "./stages/identity.ts";
 import { hostOrigin, method } from "./stages/ingress.ts";
 import { acceptStream, batchRules, body, era, legacyRules, statelessRules } from "./stages/message.ts";
-import { auditGate, authorize, rateLimit } from "./stages/policy.ts";
+import { type AuditAdmission, auditAhead, auditGate, authorize, rateLimit } from "./stages/policy.ts";
 import { drain, getOrder, prefetchSession, session } from "./stages/session.ts";
 import { connection } from "./stages/vault.ts";
 import type { Vault } from "../vault/vault.ts";
@@ -35,8 +35,8 @@ export interface PipelineDeps {
   authenticator: Authenticator;
   authFailures: AuthFailureLimiter;
   limiter: CallLimiter;
-  /** The audit log's admission check; absent = no audit gate. */
-  audit: { accepting(): boolean } | undefined;
+  /** The audit log's admission check and write-ahead entries; absent = neither. */
+  audit: AuditAdmission | undefined;
   sessions: SessionManager;
   /** Distributed mode: session records live in Redis (the prefetch stage then runs). */
   distributed: boolean;
@@ -78,6 +78,8 @@ function sessionEra(d: PipelineDeps) {
       .then(connection(d.vault))
       // A hit never reaches the upstream (and was filtered for this principal like any answer).
       .then(cache(d.cache))
+      // Last before the upstream: an audited call has its write-ahead entry before it is sent.
+      .then(auditAhead(d.audit))
       .then(forwardSession(d.forwarder))
   );
 }
@@ -94,6 +96,7 @@ function statelessEra(d: PipelineDeps) {
       .then(rateLimit(d.limiter))
       .then(connection(d.vault))
       .then(cache(d.cache))
+      .then(auditAhead(d.audit))
       .then(forwardStateless(d.forwarder))
   );
 }
@@ -108,6 +111,7 @@ function legacyMessages(d: PipelineDeps) {
       // The session is the `sessionId` of the messages URL.
       .then(rateLimit(d.limiter))
       .then(connection(d.vault))
+      .then(auditAhead(d.audit))
       .then(legacyMessage(d.legacy))
   );
 }

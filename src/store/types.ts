@@ -229,7 +229,44 @@ export interface AppendChainedOptions {
   retry?: boolean;
 }
 
+/**
+ * A write-ahead entry (src/audit/log.ts `open`): a call about to be forwarded, stored before it
+ * is, so that an instance that dies before the answer still leaves a record of the call.
+ */
+export interface OpenCall {
+  /** `openKey(record)`: the record of the call carries the same fields, and storing it removes this. */
+  key: string;
+  /** The AuditLog that opened it (its process): entries of writers gone are recovered. */
+  instance: string;
+  /** Epoch ms. */
+  at: number;
+  /** The call's record as finalized when it was opened (JSON), outcome not known yet. */
+  record: string;
+}
+
+/** The key of a call's write-ahead entry: its request id and JSON-RPC id, as its records hold them. */
+export function openKey(r: { requestId: string | null; rpcId: string | null }): string | undefined {
+  return r.requestId !== null && r.rpcId !== null ? `${r.requestId} ${r.rpcId}` : undefined;
+}
+
 export interface AuditStore {
+  /**
+   * Stores write-ahead entries, durably, before their calls are forwarded (an entry already
+   * stored is kept). Storing a `call` record removes the entry of the same `openKey` in the same
+   * transaction, so a call has its entry or its record, never both. Throws when unavailable.
+   */
+  openCalls(entries: readonly OpenCall[]): Promise<void>;
+  /**
+   * Entries whose writer is gone, for `instance` to recover: of every other writer when only one
+   * process writes the store (SQLite: what is left is from before a restart); of writers not seen
+   * for `staleMs` (`seen`) when several do (PostgreSQL). At most `limit`.
+   */
+  orphanCalls(instance: string, staleMs: number, limit: number): Promise<OpenCall[]>;
+  /** A writer's heartbeat (several writers): it is alive, its entries are not orphans. */
+  seen(instance: string): Promise<void>;
+  /** The instance stops cleanly: its heartbeat goes (its entries were completed). */
+  gone(instance: string): Promise<void>;
+
   /**
    * Appends records atomically (all or none), in the given order. A record whose (chain, seq) is
    * already stored is skipped (spool replay after a crash is idempotent). Throws when unavailable.

@@ -161,6 +161,7 @@ test("docs: every stage of every list names its file and only codes of the one t
     "get-order",
     "connection",
     "cache",
+    "audit-ahead",
     "forward",
   ]);
 });
