@@ -1,6 +1,8 @@
 /**
  * The audit log: subscribes to the pipeline's diagnostics channels, queues drafts, and writes them
- * in batches off the request path.
+ * in batches off the request path. One file of ~660 lines on purpose: the queue, the spool, the
+ * two ways of chaining and the write-ahead entries share one flush sequence and its state (what
+ * is spooled decides where the next record and the next entry go).
  *
  *   publish ──▶ draft (field copies) ──▶ queue ──(every flushInterval)──▶ finalize ▶ chain ▶ store
  *                                                                                  └─ store down ▶ spool

@@ -7,6 +7,7 @@ import { isResponse, type RpcId, type RpcMessage, type RpcRequest, requestIdKey 
 import { formatEvent } from "../mcp/sse.ts";
 import { type SessionManager, sessionHash } from "../session/manager.ts";
 import { type EdgeStream, Sink, type StreamRegistry } from "../session/streams.ts";
+import { isTakenOver, type TakenOverStream } from "../store/types.ts";
 import {
   type ForwardContext,
   type UpstreamEvent,
@@ -199,6 +200,13 @@ export class Forwarder {
       return sendAccepted(ctx.res);
     }
     const stream = this.#streams.create(rec.id, "request");
+    // Distributed mode: what another instance needs to take the stream over if this one dies.
+    if (this.#streams.shared)
+      stream.takeover = {
+        requestId: ctx.requestId,
+        protocolVersion: fctx.protocolVersion,
+        ids: requestIds(messages) as (string | number)[],
+      };
     // Headers go out with the first event (one write less per answer); GET streams, which may wait
     // long for a first event, flush theirs at once.
     ctx.res.writeHead(200, sseHeaders());
@@ -262,11 +270,16 @@ export class Forwarder {
           if (ev.message && isResponse(ev.message)) {
             const key = requestIdKey(ev.message.id as RpcId);
             if (!outstanding.delete(key)) continue; // an answer to another request: refused
-            stream.append(deliver(ev.data, ev.message), ev.retry);
+            if (stream.takeover)
+              stream.takeover = {
+                ...stream.takeover,
+                ids: stream.takeover.ids.filter((id) => requestIdKey(id) !== key),
+              };
+            stream.append(deliver(ev.data, ev.message), ev.retry, ev.upstreamId);
             if (outstanding.size === 0) break;
             continue;
           }
-          stream.append(ev.data, ev.retry);
+          stream.append(ev.data, ev.retry, ev.upstreamId);
           if (outstanding.size === 0) break;
         }
       } catch (err) {
@@ -336,6 +349,8 @@ export class Forwarder {
       // whose instance stopped before the final answer included: the client retries); a finished
       // standalone one is replayed, then a fresh standalone stream continues as for an unknown id.
       const shared = found ? undefined : await this.#streams.resolveShared(rec.id, lastEventId);
+      // Its owner died before every answer: this instance continues it.
+      if (isTakenOver(shared)) return this.#takeOver(ctx, shared, sink);
       if (shared && (shared.kind === "request" || !shared.done)) {
         if (ctx.res.destroyed) return shared.end();
         ctx.res.writeHead(200, sseHeaders());
@@ -384,6 +399,71 @@ export class Forwarder {
     for (const frame of replay) sink.write(frame);
     stream.attach(sink, 0);
     holdStandalone(stream, sink, ctx.res, reply, abort);
+  }
+
+  /**
+   * A request stream whose instance died before every answer, claimed by this one: the client
+   * gets the events that instance mirrored after its Last-Event-ID, then the rest of the stream,
+   * numbered on under the same stream id. The upstream stream is resumed (GET + Last-Event-ID)
+   * after the newest event id the dead instance mirrored, so the upstream replays exactly what
+   * the edge never passed on; an upstream that gave no event ids (or cannot resume) leaves the
+   * outcome unknown, and each pending request gets EDGE_UPSTREAM_STREAM_LOST at once.
+   */
+  async #takeOver(ctx: Sessioned, taken: TakenOverStream, sink: Sink): Promise<void> {
+    const rec = ctx.session;
+    const stream = this.#streams.adopt(taken);
+    ctx.res.writeHead(200, sseHeaders());
+    ctx.res.flushHeaders();
+    for (const frame of taken.frames) sink.write(frame);
+    stream.attach(sink, taken.last);
+    ctx.res.on("close", () => stream.detach(sink));
+    const ids = taken.state.ids;
+    const deliver = (data: string, msg: RpcMessage | null) => answer(ctx, data, msg);
+    const signal = this.#deadlines.signal(ctx.route.config.upstream.timeout);
+    let failure: GatewayError | undefined;
+    try {
+      if (taken.upstreamId !== undefined) {
+        const fctx = forwardContext(
+          ctx,
+          taken.state.protocolVersion ?? rec.protocolVersion,
+          signal,
+          await upstreamHeaders(ctx, this.#opts.identity),
+        );
+        const upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
+        const reply = await upstream.listen(fctx, taken.upstreamId);
+        if (reply.kind === "stream") {
+          ctx.log.info({ stream: taken.id, pending: ids.length }, "took over a stream whose instance died");
+          const pumping = this.#pump(
+            stream,
+            reply,
+            new Set(ids.map(requestIdKey)),
+            ids,
+            upstream,
+            fctx,
+            deliver,
+          );
+          this.#opts.inflight.add(pumping);
+          await pumping;
+          return;
+        }
+      }
+    } catch (err) {
+      failure =
+        err instanceof GatewayError
+          ? err
+          : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
+    }
+    ctx.log.warn(
+      { stream: taken.id, pending: ids.length, code: failure?.code },
+      "a stream whose instance died cannot be resumed upstream: its pending requests get EDGE_UPSTREAM_STREAM_LOST",
+    );
+    const err = new GatewayError("EDGE_UPSTREAM_STREAM_LOST", undefined, failure ? { cause: failure } : {});
+    for (const id of ids) {
+      const data = errorResponseData(id, err);
+      stream.append(deliver(data, JSON.parse(data) as RpcMessage));
+    }
+    stream.takeover = { ...taken.state, ids: [] };
+    stream.finish();
   }
 
   // ---------------------------------------------------------------- DELETE

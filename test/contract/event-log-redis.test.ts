@@ -13,6 +13,7 @@ import { RedisEventLog } from "../../src/store/redis/event-log.ts";
 import { Sink, type StreamLimits, StreamRegistry } from "../../src/session/streams.ts";
 import { createRedisClient } from "../../src/store/redis/client.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
+import { sharedOnly } from "../../src/store/types.ts";
 
 const limits: StreamLimits = {
   bufferEvents: 3,
@@ -274,7 +275,7 @@ if (await redisReady("RedisEventLog")) {
         logA.flush();
         await ca.ping();
         await isCode(b.resolveShared("sess-1", `${s.id}.3`), "EDGE_STREAM_EXPIRED");
-        const r = await b.resolveShared("sess-1", `${s.id}.4`);
+        const r = sharedOnly(await b.resolveShared("sess-1", `${s.id}.4`));
         assert.deepEqual(seqs(r?.framesAfter() ?? []), [5]);
         r?.end();
         s.append('{"n":6}');
