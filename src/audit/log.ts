@@ -50,7 +50,15 @@ import { chainRecord, type VerifyReport, verifyChains } from "./chain.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { type Heads, type OpenCall, openKey } from "../store/types.ts";
 import { draftFromAdmin, draftFromSession, draftFromVault, draftsFromRequestEnd } from "./events.ts";
-import { type ArgsPolicy, type AuditDraft, type FinalRecord, finalizeDraft, GENESIS } from "./record.ts";
+import {
+  type ArgsPolicy,
+  type AuditDraft,
+  type AuditOutcome,
+  type FinalRecord,
+  finalizeDraft,
+  GENESIS,
+} from "./record.ts";
+import { requestIdKey, type RpcId } from "../mcp/jsonrpc.ts";
 import { type KeyedFinal, Spool, type SpoolEntry } from "./spool.ts";
 import { AuditChainConflictError, finalOf } from "../store/audit-rows.ts";
 import {
@@ -239,6 +247,46 @@ export class AuditLog {
       this.#o.log.debug({ err }, "audit: write-ahead entries could not be read");
     } finally {
       this.#recovering = false;
+    }
+  }
+
+  /**
+   * A stream taken over from an instance that died (distributed mode): the write-ahead entries of
+   * its POST become this instance's (no longer orphans to recover as `unknown`), and `complete`
+   * records them with the outcomes this instance relayed.
+   */
+  async adopt(requestId: string): Promise<OpenCall[]> {
+    try {
+      return await this.#store.adoptCalls(requestId, this.instance);
+    } catch (err) {
+      this.#o.log.warn({ err }, "audit: write-ahead entries of a taken-over call could not be adopted");
+      return [];
+    }
+  }
+
+  /**
+   * Records adopted calls with their outcomes (keyed by requestIdKey of their JSON-RPC ids); a call
+   * without one is `unknown`. The write key is the one a recovery would use: one record per call.
+   */
+  complete(entries: readonly OpenCall[], outcomes: ReadonlyMap<string, AuditOutcome> | undefined): void {
+    const now = new Date().toISOString();
+    for (const o of entries) {
+      const r = JSON.parse(o.record) as FinalRecord;
+      let outcome: AuditOutcome | undefined;
+      try {
+        outcome = r.rpcId !== null ? outcomes?.get(requestIdKey(JSON.parse(r.rpcId) as RpcId)) : undefined;
+      } catch {
+        outcome = undefined;
+      }
+      this.#recovered.push({
+        key: `ahead:${o.key}`,
+        final: {
+          ...r,
+          time: now,
+          outcome: outcome ?? { kind: "unknown" },
+          detail: { reason: "the instance relaying the call stopped; another took its stream over" },
+        },
+      });
     }
   }
 

@@ -137,7 +137,14 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     tenancy: config.tenancy,
   });
   const security = config.security;
-  const forwarder = new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder });
+  const forwarder = new Forwarder({
+    sessions,
+    streams,
+    inflight,
+    identity: stores.identity,
+    getOrder,
+    audit: stores.audit,
+  });
   const pipeline = new Pipeline(
     stageLists({
       hosts: () => state.hosts,

@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import type { AuditLog } from "../audit/log.ts";
 import type { IdentitySigner } from "../auth/identity.ts";
 import type { EraKnown, Parsed, Sessioned } from "../context.ts";
 import { GatewayError } from "../errors/errors.ts";
@@ -34,6 +35,8 @@ export interface ForwarderOptions {
   identity?: IdentitySigner;
   /** POSTs of a session wait for its GET stream to open upstream (the `get-order` stage). */
   getOrder: GetOrder;
+  /** The audit log: a taken-over call's write-ahead entries are adopted and completed here. */
+  audit?: Pick<AuditLog, "adopt" | "complete">;
 }
 
 /**
@@ -410,8 +413,18 @@ export class Forwarder {
    * outcome unknown, and each pending request gets EDGE_UPSTREAM_STREAM_LOST at once.
    */
   async #takeOver(ctx: Sessioned, taken: TakenOverStream, sink: Sink): Promise<void> {
-    const rec = ctx.session;
     const stream = this.#streams.adopt(taken);
+    const adopted = this.#opts.audit?.adopt(taken.state.requestId);
+    try {
+      await this.#continue(ctx, taken, stream, sink);
+    } finally {
+      // The calls' records: the outcomes this instance relayed (their entries are this instance's now).
+      if (adopted) this.#opts.audit?.complete(await adopted, ctx.outcomes);
+    }
+  }
+
+  async #continue(ctx: Sessioned, taken: TakenOverStream, stream: EdgeStream, sink: Sink): Promise<void> {
+    const rec = ctx.session;
     ctx.res.writeHead(200, sseHeaders());
     ctx.res.flushHeaders();
     for (const frame of taken.frames) sink.write(frame);
@@ -458,10 +471,8 @@ export class Forwarder {
       "a stream whose instance died cannot be resumed upstream: its pending requests get EDGE_UPSTREAM_STREAM_LOST",
     );
     const err = new GatewayError("EDGE_UPSTREAM_STREAM_LOST", undefined, failure ? { cause: failure } : {});
-    for (const id of ids) {
-      const data = errorResponseData(id, err);
-      stream.append(deliver(data, JSON.parse(data) as RpcMessage));
-    }
+    // No outcome is noted: the call's outcome upstream is unknown (its audit record says so).
+    for (const id of ids) stream.append(errorResponseData(id, err));
     stream.takeover = { ...taken.state, ids: [] };
     stream.finish();
   }

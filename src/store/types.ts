@@ -262,6 +262,11 @@ export interface AuditStore {
    * for `staleMs` (`seen`) when several do (PostgreSQL). At most `limit`.
    */
   orphanCalls(instance: string, staleMs: number, limit: number): Promise<OpenCall[]>;
+  /**
+   * Moves the entries of one request (`requestId`: every call of its body) to `instance` and
+   * returns them: the instance that took its stream over completes them (several writers).
+   */
+  adoptCalls(requestId: string, instance: string): Promise<OpenCall[]>;
   /** A writer's heartbeat (several writers): it is alive, its entries are not orphans. */
   seen(instance: string): Promise<void>;
   /** The instance stops cleanly: its heartbeat goes (its entries were completed). */

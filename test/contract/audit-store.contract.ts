@@ -176,6 +176,13 @@ export function auditStoreContract(name: string, open: () => Promise<AuditStore>
       assert.equal(entry?.instance, "w1");
       assert.equal((JSON.parse(entry?.record ?? "{}") as FinalRecord).rpcId, "2");
       assert.equal((await store.orphanCalls("w3", 0, 1)).length, 1, "at most `limit`");
+      // A request's entries move to the writer that took its stream over (and only that request's).
+      const adopted = await store.adoptCalls("q1", "w9");
+      assert.deepEqual(
+        adopted.map((o) => [o.key, o.instance]),
+        [["q1 2", "w9"]],
+      );
+      assert.deepEqual(await keys("w9"), ["q2 1"]);
     });
 
     test("scan returns one chain's rows by seq with the exact hashed text", async () => {

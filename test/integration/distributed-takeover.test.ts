@@ -14,10 +14,11 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import { type Cluster, startCluster } from "../helpers/cluster/edges.ts";
-import { rawSession, type SseEvent, sessionHeaders, sse } from "../helpers/cluster/clients.ts";
+import { auditCalls, rawSession, type SseEvent, sessionHeaders, sse } from "../helpers/cluster/clients.ts";
 import { startUpstreams, type Upstream } from "../helpers/cluster/upstream-fleet.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
 import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const STEPS = 16;
 const DELAY_MS = 250;
@@ -48,6 +49,17 @@ function reader(res: Response): { events: SseEvent[]; ended: Promise<void>; next
   };
 }
 
+/** The audit rows of the `steps` call, once there are any. */
+function audited(schema: string): ReturnType<typeof auditCalls> {
+  return waitFor(
+    async () => {
+      const a = await auditCalls(schema, "steps");
+      return a.total > 0 ? a : undefined;
+    },
+    { what: "the audit record of the call", timeout: 10_000, interval: 100 },
+  );
+}
+
 const parsed = (ev: SseEvent) => (ev.data ? (JSON.parse(ev.data) as Record<string, unknown>) : undefined);
 const progressOf = (ev: SseEvent) =>
   (parsed(ev) as { params?: Progress } | undefined)?.params?.progress as number | undefined;
@@ -73,11 +85,12 @@ describe("an edge dies mid-call", async () => {
     upstreams.push(...up);
     const prefix = testPrefix();
     prefixes.push(prefix);
+    const schema = pg.schema();
     const cluster = await startCluster({
       edges: 2,
       redisUrl: REDIS_URL,
       keyPrefix: prefix,
-      pgSchema: pg.schema(),
+      pgSchema: schema,
       upstreams: up,
     });
     clusters.push(cluster);
@@ -99,14 +112,14 @@ describe("an edge dies mid-call", async () => {
       }),
     });
     assert.equal(call.status, 200);
-    return { cluster, headers, onA: reader(call) };
+    return { cluster, headers, schema, onA: reader(call) };
   }
 
   test(
     "(a) resumable upstream: B takes the stream over, the rest and the result arrive once",
     { skip },
     async (t) => {
-      const { cluster, headers, onA } = await setUp(true);
+      const { cluster, headers, schema, onA } = await setUp(true);
       // Three progress notifications through A, then A dies.
       await onA.next(3);
       const seen = onA.events.filter((e) => e.id !== undefined);
@@ -138,6 +151,8 @@ describe("an edge dies mid-call", async () => {
       for (let i = 1; i < progress.length; i++)
         assert.ok((progress[i] as number) > (progress[i - 1] as number), `progress ${progress.join(",")}`);
       assert.ok(results[0] === onB.events.at(-1), "the result is the last event");
+      // One audit record of the call, written by B with the outcome it relayed.
+      assert.deepEqual((await audited(schema)).byDecision, { "allowed/result": 1 });
       t.diagnostic(
         `SIGKILL of A → result delivered on B: ${Math.round(ms)} ms (tool: ${STEPS} × ${DELAY_MS} ms; ` +
           `progress seen ${progress.length}/${STEPS})`,
@@ -149,7 +164,7 @@ describe("an edge dies mid-call", async () => {
     "(b) upstream without event ids: B answers the pending call with EDGE_UPSTREAM_STREAM_LOST at once",
     { skip },
     async (t) => {
-      const { cluster, headers, onA } = await setUp(false);
+      const { cluster, headers, schema, onA } = await setUp(false);
       await onA.next(3);
       const lastId = onA.events.filter((e) => e.id !== undefined).at(-1)?.id as string;
       const killedAt = performance.now();
@@ -170,6 +185,8 @@ describe("an edge dies mid-call", async () => {
       assert.equal(last.error.data.code, "EDGE_UPSTREAM_STREAM_LOST");
       // Well before the tool would have finished, and no 25 s of silence.
       assert.ok(ms < STEPS * DELAY_MS, `the error after ${Math.round(ms)} ms`);
+      // The call's outcome upstream is unknown, and its record says so.
+      assert.deepEqual((await audited(schema)).byDecision, { "allowed/unknown": 1 });
       t.diagnostic(`no event ids upstream: EDGE_UPSTREAM_STREAM_LOST ${Math.round(ms)} ms after the SIGKILL`);
     },
   );

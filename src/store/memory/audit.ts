@@ -62,6 +62,18 @@ export class MemoryAuditStore implements AuditStore {
     return this.#seen.get(instance);
   }
 
+  async adoptCalls(requestId: string, instance: string): Promise<OpenCall[]> {
+    if (this.failing) throw new Error("audit store unavailable");
+    const out: OpenCall[] = [];
+    for (const [key, e] of this.#open) {
+      if (!key.startsWith(`${requestId} `)) continue;
+      const moved = { ...e, instance };
+      this.#open.set(key, moved);
+      out.push(moved);
+    }
+    return out;
+  }
+
   async seen(instance: string): Promise<void> {
     this.#seen.set(instance, Date.now());
   }

@@ -259,6 +259,15 @@ export class PostgresAuditStore implements AuditStore {
     );
   }
 
+  async adoptCalls(requestId: string, instance: string): Promise<OpenCall[]> {
+    return this.#query<OpenCall>(
+      "audit adopt",
+      `UPDATE ${this.#open} SET instance = $2 WHERE left(key, length($1) + 1) = $1 || ' '
+       RETURNING key, instance, at, record`,
+      [requestId, instance],
+    );
+  }
+
   async seen(instance: string): Promise<void> {
     await this.#query(
       "audit heartbeat",

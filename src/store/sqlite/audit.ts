@@ -58,6 +58,8 @@ export class SqliteAuditStore implements AuditStore {
     open: StatementSync;
     close: StatementSync;
     orphans: StatementSync;
+    adopt: StatementSync;
+    request: StatementSync;
   };
 
   constructor(file: string, options: { busyTimeoutMs?: number } = {}) {
@@ -77,6 +79,12 @@ export class SqliteAuditStore implements AuditStore {
       close: this.#db.prepare("DELETE FROM audit_open WHERE key = ?"),
       orphans: this.#db.prepare(
         "SELECT key, instance, at, record FROM audit_open WHERE instance <> ? ORDER BY at LIMIT ?",
+      ),
+      adopt: this.#db.prepare(
+        "UPDATE audit_open SET instance = ?1 WHERE substr(key, 1, length(?2) + 1) = ?2 || ' '",
+      ),
+      request: this.#db.prepare(
+        "SELECT key, instance, at, record FROM audit_open WHERE substr(key, 1, length(?1) + 1) = ?1 || ' '",
       ),
     };
   }
@@ -126,6 +134,11 @@ export class SqliteAuditStore implements AuditStore {
   /** One process writes the file: every entry another one left is from before a restart. */
   async orphanCalls(instance: string, _staleMs: number, limit: number): Promise<OpenCall[]> {
     return this.#stmt.orphans.all(instance, limit) as unknown as OpenCall[];
+  }
+
+  async adoptCalls(requestId: string, instance: string): Promise<OpenCall[]> {
+    this.#stmt.adopt.run(instance, requestId);
+    return this.#stmt.request.all(requestId) as unknown as OpenCall[];
   }
 
   async seen(): Promise<void> {}
