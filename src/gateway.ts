@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import type { KeyService } from "./admin/keys.ts";
 import type { AuditLog } from "./audit/log.ts";
 import { assemble, closeEdge, type Edge } from "./boot/assemble.ts";
+import { StoreReadiness } from "./boot/readiness.ts";
 import type { Config } from "./config/schema.ts";
 import type { EgressProxy } from "./egress/proxy.ts";
 import { allowedHostSet } from "./mcp/hygiene.ts";
@@ -38,6 +39,7 @@ export class Gateway {
   readonly #public: Server;
   readonly #admin: Server;
   readonly #sockets: SocketSet;
+  readonly #readiness: StoreReadiness;
   #stopped: Promise<void> | undefined;
 
   private constructor(
@@ -46,6 +48,7 @@ export class Gateway {
     edge: Edge,
     servers: [Server, Server],
     sockets: SocketSet,
+    readiness: StoreReadiness,
   ) {
     this.config = config;
     this.log = log;
@@ -56,13 +59,19 @@ export class Gateway {
     this.#edge = edge;
     [this.#public, this.#admin] = servers;
     this.#sockets = sockets;
+    this.#readiness = readiness;
   }
 
   /** Assembles the edge (unsafe config refused, stores opened, upstreams started), then listens. */
   static async start(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
     const log = options.logger ?? createLogger({ level: config.log.level });
     const edge = await assemble(config, log);
-    const health: Health = { routes: edge.routes.byName, draining: () => edge.state.draining };
+    const readiness = new StoreReadiness(edge.stores.shared);
+    const health: Health = {
+      routes: edge.routes.byName,
+      draining: () => edge.state.draining,
+      storesDown: () => readiness.down(),
+    };
     const sockets: SocketSet = new Set();
     const { wellKnown, pipeline, inflight } = edge;
     const publicHandler = publicRouter({
@@ -72,9 +81,12 @@ export class Gateway {
       pipeline,
       inflight,
       log,
+      origins: new Set(config.security.allowedOrigins),
       pages:
-        edge.connectPages &&
-        ((req, res, path, query) => edge.connectPages?.handle(req, res, path, query) ?? false),
+        (edge.connectPages || edge.as) &&
+        ((req, res, path, query) =>
+          (edge.connectPages?.handle(req, res, path, query) ?? false) ||
+          (edge.as?.handle(req, res, path, query) ?? false)),
     });
     const adminHandler = adminRouter({ health, metrics: edge.observers.metrics, api: edge.admin });
     // A listener that cannot bind (a taken port, an address this host does not have) fails the
@@ -85,11 +97,12 @@ export class Gateway {
       servers.push(await listenOn("public", config.listen, config.limits, sockets, publicHandler));
       servers.push(await listenOn("admin", config.admin.listen, config.limits, sockets, adminHandler));
     } catch (err) {
+      readiness.close();
       for (const s of servers) s.close();
       await closeEdge(edge, log);
       throw err;
     }
-    const gw = new Gateway(config, log, edge, servers as [Server, Server], sockets);
+    const gw = new Gateway(config, log, edge, servers as [Server, Server], sockets, readiness);
     // DNS-rebinding protection: the Host values this listener serves (its port is known now).
     edge.state.hosts = allowedHostSet({
       configured: config.security.allowedHosts,
@@ -169,6 +182,7 @@ export class Gateway {
     e.legacy.closeAll();
     this.#admin.close();
     for (const s of this.#sockets) s.destroy();
+    this.#readiness.close();
     await closeEdge(e, this.log);
     this.log.info("stopped");
     this.log.flush();

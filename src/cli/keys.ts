@@ -11,10 +11,13 @@ Manage API keys through the admin API.
               [--scopes a,b] [--tools x,y]          create a key; it is shown once
   keys list [--server S] [--tenant T]                  keys with status, expiry and last use
   keys rotate NAME|ID [--grace 24h]                    a new key; the old one works until grace ends
-  keys revoke NAME|ID [--grace 1h]                     revoke now (or when grace ends)
+  keys revoke NAME|ID [--grace 1h]                     revoke now (or when grace ends); a NAME
+                                                       revokes every key of that name, the one a
+                                                       rotation replaced (in its grace) included
 
 Options:
-  --url URL     admin API (default: $MCP_EDGE_ADMIN_URL or http://127.0.0.1:8788)
+  --url URL     admin API (default: $MCP_EDGE_ADMIN_URL, else the quickstart's of this folder
+                (./.mcp-edge/admin-url), else http://127.0.0.1:8788)
   --json        print JSON instead of a table
   -h, --help    show this help
 
@@ -22,6 +25,17 @@ The admin token comes from $MCP_EDGE_ADMIN_TOKEN, else ./.mcp-edge/admin-token (
 
 /** The file where the quickstart keeps its generated admin token. */
 export const QUICKSTART_ADMIN_TOKEN_FILE = ".mcp-edge/admin-token";
+
+/** Where the quickstart notes its admin API's URL (its port may be moved by MCP_EDGE_ADMIN_PORT). */
+export const QUICKSTART_ADMIN_URL_FILE = ".mcp-edge/admin-url";
+
+/** The admin API: --url, else $MCP_EDGE_ADMIN_URL, else the quickstart's (in this folder), else the default. */
+export function adminBase(url: string | undefined, env: NodeJS.ProcessEnv): string {
+  const quickstart = existsSync(QUICKSTART_ADMIN_URL_FILE)
+    ? readFileSync(QUICKSTART_ADMIN_URL_FILE, "utf8").trim()
+    : undefined;
+  return (url ?? env.MCP_EDGE_ADMIN_URL ?? (quickstart || "http://127.0.0.1:8788")).replace(/\/+$/, "");
+}
 
 export function adminToken(env: NodeJS.ProcessEnv): string | undefined {
   if (env.MCP_EDGE_ADMIN_TOKEN) return env.MCP_EDGE_ADMIN_TOKEN;
@@ -82,7 +96,7 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
   if (typeof parsed === "number") return parsed;
   const [action, ref] = parsed.positionals;
   const v = parsed.values;
-  const base = (v.url ?? io.env.MCP_EDGE_ADMIN_URL ?? "http://127.0.0.1:8788").replace(/\/+$/, "");
+  const base = adminBase(v.url, io.env);
   const token = adminToken(io.env);
   if (!token) {
     io.stderr.write("no admin token: set MCP_EDGE_ADMIN_TOKEN\n");
@@ -199,9 +213,16 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
     if (k.previous)
       io.stdout.write(`previous key ${k.previous.id} works until ${short(k.previous.expires)}\n`);
   } else {
-    io.stdout.write(
-      `revoked ${k.name} (${k.id}) ${k.status === "revoked" ? "now" : `at ${short((json as { revoked: string }).revoked)}`}\n`,
-    );
+    const r = json as { revoked_count: number; revoked_keys: (KeyView & { revoked: string })[] };
+    if (r.revoked_count === 0) {
+      io.stdout.write(`nothing to revoke: every key named ${k.name} is already revoked or expired\n`);
+    } else {
+      io.stdout.write(
+        `revoked ${r.revoked_count} key${r.revoked_count === 1 ? "" : "s"} named ${k.name} (${k.server}/${k.tenant}):\n`,
+      );
+      for (const x of r.revoked_keys)
+        io.stdout.write(`  ${x.id}  ${x.status === "revoked" ? "now" : `at ${short(x.revoked)}`}\n`);
+    }
   }
   return 0;
 }

@@ -83,7 +83,7 @@ import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { GatewayError } from "../../errors/errors.ts";
 import { formatComment, formatEvent } from "../../mcp/sse.ts";
-import { storeUnavailable } from "./client.ts";
+import { guardOf, type RedisGuard, storeUnavailable } from "./client.ts";
 import type {
   EventLogLimits,
   MirroredStream,
@@ -263,6 +263,7 @@ export class RedisEventLog implements StreamEventLog {
   /** Failures for metrics: background writes of A, and reads of B while following. */
   readonly stats = { writeFailures: 0, readFailures: 0 };
   readonly #client: Redis;
+  readonly #guard: RedisGuard;
   readonly #cmd: EventCommands;
   readonly #sub: Redis;
   readonly #ownsSub: boolean;
@@ -283,6 +284,7 @@ export class RedisEventLog implements StreamEventLog {
 
   constructor(options: RedisEventLogOptions) {
     this.#client = options.client;
+    this.#guard = guardOf(this.#client);
     this.#prefix = options.keyPrefix;
     this.#limits = options.limits;
     this.#onError = options.onError ?? (() => undefined);
@@ -373,27 +375,29 @@ export class RedisEventLog implements StreamEventLog {
       u.resume ?? "",
     ];
     if (!drop) for (const e of u.events) args.push(e.seq, e.frame);
-    const p = this.#cmd.mcpeEventsAppend(this.#key(s.id), this.#meta(s.id), ...args).then(
-      (written) => {
-        this.#writeFailing = false;
-        // Another instance found this one dead and took the stream over: it pumps it now.
-        if (written === -1) s.lost();
-      },
-      (err: unknown) => {
-        this.stats.writeFailures++;
-        if (!this.#writeFailing) {
-          this.#writeFailing = true;
-          this.#onError(err, "write");
-        }
-      },
-    );
+    const p = this.#guard
+      .run(() => this.#cmd.mcpeEventsAppend(this.#key(s.id), this.#meta(s.id), ...args))
+      .then(
+        (written) => {
+          this.#writeFailing = false;
+          // Another instance found this one dead and took the stream over: it pumps it now.
+          if (written === -1) s.lost();
+        },
+        (err: unknown) => {
+          this.stats.writeFailures++;
+          if (!this.#writeFailing) {
+            this.#writeFailing = true;
+            this.#onError(err, "write");
+          }
+        },
+      );
     this.#writes.add(p);
     void p.finally(() => this.#writes.delete(p));
   }
 
   /** When a client on another instance last followed the stream (A's sweep keeps it then). */
   async followedAt(streamId: string): Promise<number | undefined> {
-    const at = await this.#client.hget(this.#meta(streamId), "fa");
+    const at = await this.#guard.run(() => this.#client.hget(this.#meta(streamId), "fa"));
     return at === null ? undefined : Number(at);
   }
 
@@ -405,16 +409,18 @@ export class RedisEventLog implements StreamEventLog {
     after: number,
     follow: boolean,
   ): Promise<Snapshot | undefined> {
-    const r = await this.#cmd.mcpeEventsFetch(
-      this.#key(streamId),
-      this.#meta(streamId),
-      sessionId,
-      after,
-      PAGE,
-      `${this.#prefix}evo:`,
-      follow ? Date.now() : 0,
-      Math.max(1, Math.ceil(this.#limits.ttl)),
-      `${this.#prefix}evi:`,
+    const r = await this.#guard.run(() =>
+      this.#cmd.mcpeEventsFetch(
+        this.#key(streamId),
+        this.#meta(streamId),
+        sessionId,
+        after,
+        PAGE,
+        `${this.#prefix}evo:`,
+        follow ? Date.now() : 0,
+        Math.max(1, Math.ceil(this.#limits.ttl)),
+        `${this.#prefix}evi:`,
+      ),
     );
     if (r === null) return undefined;
     const [kind, last, evicted, ended, alive, entries, owner, upstreamId, takeover] = r;
@@ -474,12 +480,9 @@ export class RedisEventLog implements StreamEventLog {
         takeover.ids.length > 0
       ) {
         const ttl = Math.max(1, Math.ceil(this.#limits.ttl));
-        const claimed = await this.#cmd.mcpeEventsClaim(
-          this.#key(streamId),
-          this.#meta(streamId),
-          snap.owner,
-          this.instance,
-          ttl,
+        const dead = snap.owner;
+        const claimed = await this.#guard.run(() =>
+          this.#cmd.mcpeEventsClaim(this.#key(streamId), this.#meta(streamId), dead, this.instance, ttl),
         );
         if (claimed === 1) return await this.#takenOver(sessionId, streamId, afterSeq, snap, takeover);
         // Claimed by another instance (or ended) meanwhile: read it again, as any live stream.
