@@ -202,7 +202,7 @@ describe("drain timeout", () => {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
   });
 
-  test("a call still running at drain.timeout gets EDGE_DRAINED on its stream and an audit record", async () => {
+  test("a call still running at drain.timeout gets EDGE_DRAINED on its stream and an audit record", async (t) => {
     const dir = tempDir();
     const token = "drain-admin-token-0123456789abcdef-0123456789";
     const doc = {
@@ -244,6 +244,7 @@ describe("drain timeout", () => {
     assert.ok(ms < 8000, `EDGE_DRAINED after ${Math.round(ms)} ms`);
     assert.equal(await edge.exited, 0);
     assert.match(edge.output(), /drain timeout: ending calls still in flight/);
+    t.diagnostic(`drain.timeout 1 s: EDGE_DRAINED reached the client ${Math.round(ms)} ms after SIGTERM`);
 
     // The record of the call: allowed, aborted by the drain, in a chain that verifies.
     edge = await spawnEdge(doc, dir);
