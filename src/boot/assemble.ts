@@ -13,7 +13,7 @@ import { GetOrder } from "../forward/get-order.ts";
 import { LegacyBridge } from "../forward/legacy.ts";
 import { Forwarder } from "../forward/streamable.ts";
 import type { Logger } from "../observability/logger.ts";
-import { stageLists } from "../pipeline/lists.ts";
+import { type PipelineDeps, stageLists } from "../pipeline/lists.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
 import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
 import { CallLimiter } from "../ratelimit/limiter.ts";
@@ -21,7 +21,7 @@ import { Inflight } from "../server/listener.ts";
 import { SessionManager } from "../session/manager.ts";
 import { StreamRegistry } from "../session/streams.ts";
 import { type Observers, startObservers } from "./observers.ts";
-import { buildRoutes, type Routes } from "./routes.ts";
+import { buildRoutes, type RouteDeps, type Routes } from "./routes.ts";
 import { closeStores, openStores, type Stores } from "./stores.ts";
 import { wellKnownDocuments } from "./well-known.ts";
 import { createVault } from "./vault.ts";
@@ -38,9 +38,11 @@ export interface Edge {
   readonly stores: Stores;
   readonly egress: Egress;
   readonly oauth: OAuthVerifier | undefined;
-  /** The egress proxy of spawned stdio servers, when a route spawns any. */
-  readonly egressProxy: EgressProxy | undefined;
+  /** The egress proxy of spawned stdio servers, when a route spawns any (a reload may start it). */
+  egressProxy: EgressProxy | undefined;
   readonly routes: Routes;
+  /** What routes are built with (a reload builds the routes of new and changed servers). */
+  readonly routeDeps: RouteDeps;
   readonly streams: StreamRegistry;
   readonly sessions: SessionManager;
   readonly legacy: LegacyBridge;
@@ -49,9 +51,12 @@ export interface Edge {
   /** The Streamable HTTP forwarder (the drain ends its calls still in flight at `drain.timeout`). */
   readonly forwarder: Forwarder;
   readonly pipeline: Pipeline;
+  /** What the stage lists were built from (a reload builds them again with its changes). */
+  readonly pipelineDeps: PipelineDeps;
   readonly keys: KeyService;
   readonly admin: AdminApi;
-  readonly wellKnown: ReadonlyMap<string, () => unknown>;
+  /** Well-known documents by path (a reload sets the protected-resource metadata of its routes). */
+  readonly wellKnown: Map<string, () => unknown>;
   readonly observers: Observers;
   /** The token vault and its connect pages (`/connect/...`), when connections are configured. */
   readonly vault: Vault | undefined;
@@ -103,6 +108,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   const shared = stores.shared;
   let routes: Routes;
   const tools = new ToolCatalog();
+  let routeDeps: RouteDeps;
   try {
     const cache = new ListCache({
       servers: config.servers,
@@ -111,7 +117,8 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
         if (kind === "tools") tools.invalidate(server);
       },
     });
-    routes = buildRoutes(config, { egress, log, egressProxy, shared, cache });
+    routeDeps = { egress, log, egressProxy, shared, cache };
+    routes = buildRoutes(config, routeDeps);
   } catch (err) {
     await egressProxy?.stop(); // a boot error must not leave the proxy listening
     await stores.audit.close();
@@ -161,31 +168,26 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     getOrder,
     audit: stores.audit,
   });
-  const pipeline = new Pipeline(
-    stageLists({
-      hosts: () => state.hosts,
-      origins: new Set(security.allowedOrigins),
-      maxBodyBytes: config.limits.maxBodyBytes,
-      jsonLimits: config.limits.json,
-      authenticator,
-      authFailures: new AuthFailureLimiter(
-        config.rateLimits.authFailures,
-        security.trustForwardedHeaders,
-        log,
-      ),
-      limiter: new CallLimiter(config.servers, log, stores.counters),
-      audit: stores.audit,
-      sessions,
-      distributed: shared !== undefined,
-      draining,
-      getOrder,
-      cache: routes.cache,
-      tools,
-      forwarder,
-      legacy,
-      vault: vaulted?.vault,
-    }),
-  );
+  const pipelineDeps: PipelineDeps = {
+    hosts: () => state.hosts,
+    origins: new Set(security.allowedOrigins),
+    maxBodyBytes: config.limits.maxBodyBytes,
+    jsonLimits: config.limits.json,
+    authenticator,
+    authFailures: new AuthFailureLimiter(config.rateLimits.authFailures, security.trustForwardedHeaders, log),
+    limiter: new CallLimiter(config.servers, log, stores.counters),
+    audit: stores.audit,
+    sessions,
+    distributed: shared !== undefined,
+    draining,
+    getOrder,
+    cache: routes.cache,
+    tools,
+    forwarder,
+    legacy,
+    vault: vaulted?.vault,
+  };
+  const pipeline = new Pipeline(stageLists(pipelineDeps));
   const keys = new KeyService(stores.keys, [...routes.byName.keys()]);
   const admin = new AdminApi({
     token: config.admin.token,
@@ -198,9 +200,15 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     as,
   });
   // Audit: record this gateway's routes only (channels are process-wide), from now on.
-  stores.audit.restrict(new Set(routes.byName.values()));
+  stores.audit.restrict(routes.owned);
   stores.audit.subscribe();
-  const observers = await startObservers(config, { routes: routes.byName, stores, streams, log });
+  const observers = await startObservers(config, {
+    routes: routes.byName,
+    owned: routes.owned,
+    stores,
+    streams,
+    log,
+  });
   await Promise.all([...routes.byName.values()].map((r) => r.upstream.start()));
   const wellKnown = wellKnownDocuments(config, routes.byName.values(), stores.identity);
   return {
@@ -209,12 +217,14 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     oauth,
     egressProxy,
     routes,
+    routeDeps,
     streams,
     sessions,
     legacy,
     inflight,
     forwarder,
     pipeline,
+    pipelineDeps,
     keys,
     admin,
     wellKnown,
