@@ -48,6 +48,8 @@ export interface Edge {
   readonly legacy: LegacyBridge;
   /** Calls in flight (POSTs and the streams they pump), for the drain. */
   readonly inflight: Inflight;
+  /** The Streamable HTTP forwarder (the drain ends its calls still in flight at `drain.timeout`). */
+  readonly forwarder: Forwarder;
   readonly pipeline: Pipeline;
   /** What the stage lists were built from (a reload builds them again with its changes). */
   readonly pipelineDeps: PipelineDeps;
@@ -158,6 +160,14 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     local: as?.verifier,
   });
   const security = config.security;
+  const forwarder = new Forwarder({
+    sessions,
+    streams,
+    inflight,
+    identity: stores.identity,
+    getOrder,
+    audit: stores.audit,
+  });
   const pipelineDeps: PipelineDeps = {
     hosts: () => state.hosts,
     origins: new Set(security.allowedOrigins),
@@ -173,7 +183,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     getOrder,
     cache: routes.cache,
     tools,
-    forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
+    forwarder,
     legacy,
     vault: vaulted?.vault,
   };
@@ -212,6 +222,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     sessions,
     legacy,
     inflight,
+    forwarder,
     pipeline,
     pipelineDeps,
     keys,

@@ -267,6 +267,12 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The upstream did not answer within the configured deadline.",
   },
+  EDGE_UPSTREAM_STREAM_LOST: {
+    http: 502,
+    rpc: -32000,
+    summary:
+      "The instance relaying this call's stream stopped before the answer, and the upstream cannot resume the stream (it gives no event ids, or no longer has them): the outcome is unknown; check before retrying a call that is not idempotent.",
+  },
   // Token vault (src/vault): users' own upstream tokens
   EDGE_CONNECTION_REQUIRED: {
     http: 200,
@@ -346,6 +352,13 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary:
       "This instance is shutting down and takes no new sessions; retry (another instance will answer).",
+    retryAfter: 1,
+  },
+  EDGE_DRAINED: {
+    http: 503,
+    rpc: -32000,
+    summary:
+      "The instance stopped (drain.timeout passed) before the upstream answered; the call's outcome is unknown: check before retrying a call that is not idempotent.",
     retryAfter: 1,
   },
   EDGE_INTERNAL: {

@@ -21,7 +21,10 @@ export const asChannel = diagnostics_channel.channel("mcp-edge:as");
 
 /** How one JSON-RPC request of a call ended, as the client saw it. */
 export type CallOutcome =
-  { kind: "result"; isError: boolean } | { kind: "rpc_error"; code: number } | { kind: "aborted" };
+  | { kind: "result"; isError: boolean }
+  | { kind: "rpc_error"; code: number }
+  /** The client went away, or (with its code) the edge ended the call: EDGE_DRAINED. */
+  | { kind: "aborted"; code?: string };
 
 /**
  * A request to an MCP route as observers see it once it is over: what the stages learned
