@@ -81,6 +81,7 @@ export class PublicRequestContext implements RequestContext {
   readonly route: Route;
   readonly endpoint: Endpoint;
   readonly log: Logger;
+  readonly peerAddress: string | undefined;
   principal: Principal | undefined = undefined;
   body: string | undefined = undefined;
   messages: RpcMessage[] | undefined = undefined;
@@ -115,6 +116,7 @@ export class PublicRequestContext implements RequestContext {
     this.route = route;
     this.endpoint = endpoint;
     this.log = log;
+    this.peerAddress = req.socket.remoteAddress;
     res.on("close", () => {
       if (res.writableFinished) return;
       this.#left = true;

@@ -15,6 +15,7 @@ import type { Logger } from "../observability/logger.ts";
 import { stageLists } from "../pipeline/lists.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
 import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
+import { AuthRefusals } from "../audit/auth-refusals.ts";
 import { CallLimiter } from "../ratelimit/limiter.ts";
 import { Inflight } from "../server/listener.ts";
 import { SessionManager } from "../session/manager.ts";
@@ -48,6 +49,8 @@ export interface Edge {
   readonly admin: AdminApi;
   readonly wellKnown: ReadonlyMap<string, () => unknown>;
   readonly observers: Observers;
+  /** Refused authentications: counted, sampled into the audit (src/audit/auth-refusals.ts). */
+  readonly authRefusals: AuthRefusals;
   /** The token vault and its connect pages (`/connect/...`), when connections are configured. */
   readonly vault: Vault | undefined;
   readonly connectPages: ConnectPages | undefined;
@@ -159,7 +162,14 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     }),
   );
   const keys = new KeyService(stores.keys, [...routes.byName.keys()]);
+  const authRefusals = new AuthRefusals({
+    routes: new Set(routes.byName.values()),
+    audit: (d) => stores.audit.enqueue(d),
+    trustForwarded: security.trustForwardedHeaders,
+  });
+  authRefusals.subscribe();
   const admin = new AdminApi({
+    authRefusals,
     token: config.admin.token,
     keys,
     sessions,
@@ -171,7 +181,13 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   // Audit: record this gateway's routes only (channels are process-wide), from now on.
   stores.audit.restrict(new Set(routes.byName.values()));
   stores.audit.subscribe();
-  const observers = await startObservers(config, { routes: routes.byName, stores, streams, log });
+  const observers = await startObservers(config, {
+    routes: routes.byName,
+    stores,
+    streams,
+    log,
+    authRefusals,
+  });
   await Promise.all([...routes.byName.values()].map((r) => r.upstream.start()));
   const wellKnown = wellKnownDocuments(config, routes.byName.values(), stores.identity);
   return {
@@ -189,6 +205,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     admin,
     wellKnown,
     observers,
+    authRefusals,
     vault: vaulted?.vault,
     connectPages: vaulted?.pages,
     state,
@@ -198,6 +215,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
 /** Stops what an assembled edge runs, listeners aside: sessions, streams, upstreams, stores. */
 export async function closeEdge(e: Edge, log: Logger): Promise<void> {
   const warn = (what: string) => (err: unknown) => log.warn({ err: String(err) }, what);
+  e.authRefusals.unsubscribe();
   e.sessions.close();
   e.streams.close();
   // End markers of the streams just closed, written before the Redis client goes.

@@ -49,6 +49,8 @@ export interface RequestFacts {
   readonly egress: readonly EgressDecision[] | undefined;
   /** Whether the client went away before its answer was complete. */
   readonly clientLeft: boolean;
+  /** The TCP peer's address (a proxy's, behind one). */
+  readonly peerAddress: string | undefined;
 }
 
 /** Published when a request to an MCP route is over (its answer complete, or failed). */
