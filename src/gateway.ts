@@ -80,8 +80,10 @@ export class Gateway {
       log,
       origins: new Set(config.security.allowedOrigins),
       pages:
-        edge.connectPages &&
-        ((req, res, path, query) => edge.connectPages?.handle(req, res, path, query) ?? false),
+        (edge.connectPages || edge.as) &&
+        ((req, res, path, query) =>
+          (edge.connectPages?.handle(req, res, path, query) ?? false) ||
+          (edge.as?.handle(req, res, path, query) ?? false)),
     });
     const adminHandler = adminRouter({ health, metrics: edge.observers.metrics, api: edge.admin });
     // A listener that cannot bind (a taken port, an address this host does not have) fails the

@@ -1,4 +1,5 @@
 import type { Vault } from "../vault/vault.ts";
+import type { AuthorizationServer } from "../as/server.ts";
 import type { ConnectionRecord } from "../store/types.ts";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -41,6 +42,8 @@ export interface AdminApiOptions {
   audit?: AuditLog;
   /** The token vault, for `GET/DELETE /api/connections`; absent = those answer 404. */
   vault?: Vault | undefined;
+  /** The edge's authorization server, for `/api/oauth/clients` and `/api/oauth/grants`. */
+  as?: AuthorizationServer | undefined;
 }
 
 function sendJson(
@@ -310,6 +313,37 @@ export class AdminApi {
         this.#o.log.info({ connection: rec.connection, record: rec.id }, "connection revoked by admin");
         this.#audit(caller, "connection.revoke", rec.id, rec.tenant === "" ? null : rec.tenant);
         return sendJson(res, 200, { deleted: true });
+      }
+    }
+    // The edge's authorization server: clients (root only: they are not per tenant) and grants.
+    if (parts[1] === "oauth" && this.#o.as) {
+      const as = this.#o.as;
+      const id = parts[3];
+      if (parts[2] === "clients" && caller.tenant === undefined) {
+        if (parts.length === 3 && method === "GET")
+          return sendJson(res, 200, { clients: await as.listClients() });
+        if (id !== undefined && parts.length === 4 && method === "DELETE") {
+          if (!(await as.deleteClient(id))) throw new GatewayError("EDGE_ADMIN_NOT_FOUND", "no such client");
+          this.#audit(caller, "oauth.client.delete", id, null);
+          return sendJson(res, 200, { deleted: true });
+        }
+      }
+      if (parts[2] === "grants") {
+        if (parts.length === 3 && method === "GET") {
+          const filter = {
+            ...(tenant !== undefined ? { tenant } : {}),
+            ...(query.get("subject") ? { subject: query.get("subject") as string } : {}),
+          };
+          return sendJson(res, 200, { grants: await as.listGrants(filter) });
+        }
+        if (id !== undefined && parts.length === 4 && method === "DELETE") {
+          const g = await as.grant(id);
+          if (!g || (tenant !== undefined && g.tenant !== tenant))
+            throw new GatewayError("EDGE_ADMIN_NOT_FOUND", "no such grant");
+          await as.revokeGrant(id);
+          this.#audit(caller, "oauth.grant.revoke", id, g.tenant);
+          return sendJson(res, 200, { deleted: true });
+        }
       }
     }
     throw new GatewayError("EDGE_ADMIN_NOT_FOUND", `no admin endpoint ${method} ${path}`);

@@ -39,6 +39,43 @@ export interface AuthenticatorOptions {
   publicUrl: string | undefined;
   /** Config `tenancy`: the claim naming a token's tenant, and whether one is required. */
   tenancy: { claim: string; required: boolean };
+  /**
+   * The edge's own authorization server (src/as), when enabled: its access tokens are verified
+   * locally, revocations included, on every route that accepts `oauth`.
+   */
+  local?: LocalIssuer | undefined;
+}
+
+/** An issuer whose tokens the edge verifies in process (its own authorization server). */
+export interface LocalIssuer {
+  readonly issuer: string;
+  /** Throws EDGE_AUTH_INVALID_TOKEN for a token that is not valid for `resource`. */
+  verify(
+    token: string,
+    resource: string,
+  ): Promise<{
+    subject: string;
+    tenant: string | null;
+    clientId?: string;
+    scopes: readonly string[];
+    tools?: readonly string[];
+    expiresAt: number;
+  }>;
+}
+
+/** The `iss` of a compact JWS, unverified (it only picks who verifies the token). */
+function unverifiedIssuer(token: string): string | undefined {
+  const dot = token.indexOf(".");
+  const end = token.indexOf(".", dot + 1);
+  if (dot <= 0 || end < 0) return undefined;
+  try {
+    const iss = (
+      JSON.parse(Buffer.from(token.slice(dot + 1, end), "base64url").toString("utf8")) as { iss?: unknown }
+    ).iss;
+    return typeof iss === "string" ? iss : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -174,6 +211,34 @@ export class Authenticator {
           throw this.#unauthorized(route, true, err);
         throw err;
       }
+    }
+    const local = this.#o.local;
+    if (
+      bearer !== undefined &&
+      local &&
+      methods.includes("oauth") &&
+      this.#o.publicUrl &&
+      unverifiedIssuer(bearer) === local.issuer
+    ) {
+      let t: Awaited<ReturnType<LocalIssuer["verify"]>>;
+      try {
+        t = await local.verify(bearer, resourceUrl(this.#o.publicUrl, route.config.route));
+      } catch (err) {
+        if (err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN")
+          throw this.#unauthorized(route, true, err);
+        throw err;
+      }
+      return {
+        id: `oauth:${local.issuer}:${t.tenant ?? ""}:${t.subject}`,
+        method: "oauth",
+        tenant: t.tenant,
+        subject: t.subject,
+        issuer: local.issuer,
+        scopes: t.scopes,
+        expiresAt: t.expiresAt,
+        ...(t.tools ? { tools: t.tools } : {}),
+        ...(t.clientId ? { clientId: t.clientId } : {}),
+      };
     }
     if (bearer !== undefined) {
       if (!methods.includes("oauth") || !this.#o.oauth || !this.#o.publicUrl)

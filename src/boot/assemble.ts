@@ -3,6 +3,7 @@ import { KeyService } from "../admin/keys.ts";
 import { Authenticator } from "../auth/authenticate.ts";
 import { OAuthVerifier } from "../auth/oauth.ts";
 import { ListCache } from "../cache/list-cache.ts";
+import { ToolCatalog } from "../cache/tool-catalog.ts";
 import type { Config } from "../config/schema.ts";
 import { assessConfig } from "../config/warnings.ts";
 import { Egress } from "../egress/index.ts";
@@ -25,6 +26,8 @@ import { buildRoutes, type Routes } from "./routes.ts";
 import { closeStores, openStores, type Stores } from "./stores.ts";
 import { wellKnownDocuments } from "./well-known.ts";
 import { createVault } from "./vault.ts";
+import { createAuthorizationServer } from "./as.ts";
+import type { AuthorizationServer } from "../as/server.ts";
 import type { Vault } from "../vault/vault.ts";
 import type { ConnectPages } from "../vault/http.ts";
 
@@ -54,6 +57,8 @@ export interface Edge {
   /** The token vault and its connect pages (`/connect/...`), when connections are configured. */
   readonly vault: Vault | undefined;
   readonly connectPages: ConnectPages | undefined;
+  /** The edge's OAuth authorization server, when `auth.authorizationServer.enabled`. */
+  readonly as: AuthorizationServer | undefined;
   /** Set by the drain; read by the pipeline (no new sessions) and `/readyz`. */
   readonly state: { draining: boolean; hosts: Set<string> | undefined };
 }
@@ -98,8 +103,15 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   }
   const shared = stores.shared;
   let routes: Routes;
+  const tools = new ToolCatalog();
   try {
-    const cache = new ListCache({ servers: config.servers, log });
+    const cache = new ListCache({
+      servers: config.servers,
+      log,
+      onListChanged: (server, kind) => {
+        if (kind === "tools") tools.invalidate(server);
+      },
+    });
     routes = buildRoutes(config, { egress, log, egressProxy, shared, cache });
   } catch (err) {
     await egressProxy?.stop(); // a boot error must not leave the proxy listening
@@ -114,14 +126,17 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   const sharing = shared && {
     hotTtlMs: SHARED_HOT_TTL_MS,
     ready: shared.redisReady,
+    available: shared.redisAvailable,
     tryLock: shared.tryLock,
     announce: (id: string) => shared.bus.publish({ k: "session", id }),
   };
   const sessions = new SessionManager(stores.sessions, streams, routes.byName, log, sharing);
+  const as = await createAuthorizationServer(config, { stores, egress, log });
   // Distributed mode: what other instances changed (keys, sessions), or everything after a resync.
   shared?.bus.on((m) => {
     if (m.k === "key") stores.forgetKey(m.id);
     else if (m.k === "session") sessions.changedElsewhere(m.id);
+    else if (m.k === "revoked") as?.revokedElsewhere(m.id);
     else {
       stores.forgetKey();
       sessions.forgetAll();
@@ -136,6 +151,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     oauth,
     publicUrl: config.publicUrl,
     tenancy: config.tenancy,
+    local: as?.verifier,
   });
   const security = config.security;
   const pipeline = new Pipeline(
@@ -143,6 +159,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       hosts: () => state.hosts,
       origins: new Set(security.allowedOrigins),
       maxBodyBytes: config.limits.maxBodyBytes,
+      jsonLimits: config.limits.json,
       authenticator,
       authFailures: new AuthFailureLimiter(
         config.rateLimits.authFailures,
@@ -156,6 +173,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       draining,
       getOrder,
       cache: routes.cache,
+      tools,
       forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
       legacy,
       vault: vaulted?.vault,
@@ -177,6 +195,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     log,
     audit: stores.audit,
     vault: vaulted?.vault,
+    as,
   });
   // Audit: record this gateway's routes only (channels are process-wide), from now on.
   stores.audit.restrict(new Set(routes.byName.values()));
@@ -208,6 +227,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     authRefusals,
     vault: vaulted?.vault,
     connectPages: vaulted?.pages,
+    as,
     state,
   };
 }
@@ -224,6 +244,7 @@ export async function closeEdge(e: Edge, log: Logger): Promise<void> {
   await e.egressProxy?.stop(); // after the processes that used it
   await closeStores(e.stores, log);
   await e.oauth?.stop();
+  e.as?.close();
   await e.egress.destroy();
   await e.observers.stop();
 }

@@ -1,7 +1,7 @@
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { AuthRefusals } from "../audit/auth-refusals.ts";
-import { Metrics } from "../observability/metrics.ts";
+import { BREAKER_STATE_VALUE, Metrics } from "../observability/metrics.ts";
 import { Tracing } from "../observability/tracing.ts";
 import type { StreamRegistry } from "../session/streams.ts";
 import type { Route } from "../upstream/types.ts";
@@ -129,6 +129,19 @@ function registerStoreGauges(metrics: Metrics, stores: Stores): void {
     "mcp_edge_redis_up",
     "1 while the Redis connection (sessions, counters, streams) is up.",
     () => (shared.redisReady() ? 1 : 0),
+  );
+  const breakers = [shared.redisGuard.breaker, shared.pg.breaker];
+  metrics.registerGauge(
+    "mcp_edge_store_breaker_state",
+    "Circuit breaker of a shared store: 0 closed, 1 half-open (one probe out), 2 open (calls fail fast).",
+    () => breakers.map((b) => ({ labels: { store: b.name }, value: BREAKER_STATE_VALUE[b.state] })),
+    ["store"],
+  );
+  metrics.registerGauge(
+    "mcp_edge_store_breaker_opened",
+    "Times a shared store's circuit breaker opened (since start).",
+    () => breakers.map((b) => ({ labels: { store: b.name }, value: b.opened })),
+    ["store"],
   );
   metrics.registerGauge(
     "mcp_edge_ratelimit_fallback_decisions",

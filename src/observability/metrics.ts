@@ -4,7 +4,8 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { Config } from "../config/schema.ts";
 import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { InstanceHealth, Route } from "../upstream/types.ts";
-import type { AdminEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./channels.ts";
+import type { AdminEvent, AsEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./channels.ts";
+import type { BreakerState } from "../lib/breaker.ts";
 
 /**
  * Prometheus metrics, fed without touching the hot
@@ -22,6 +23,17 @@ import type { AdminEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./c
 
 /** The label value that stands for every value past a label's cap. */
 export const OTHER = "(other)";
+
+/**
+ * `mcp_edge_store_breaker_state{store}`: a store's circuit breaker (src/lib/breaker.ts) as a number,
+ * so an alert can say `> 0`: 0 closed (calls go), 1 half-open (one probe out), 2 open (calls fail
+ * fast).
+ */
+export const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = {
+  closed: 0,
+  "half-open": 1,
+  open: 2,
+};
 /** Longer label values are counted as OTHER (tool names are at most 128 characters in MCP). */
 const MAX_LABEL_LENGTH = 128;
 
@@ -294,6 +306,7 @@ export class Metrics {
   readonly #sessionsStarted: CounterSeries<"server">;
   readonly #sessionsEnded: CounterSeries<"server" | "reason">;
   readonly #admin: CounterSeries<"action" | "outcome">;
+  readonly #as: CounterSeries<"leg" | "outcome">;
   #subscribed = false;
 
   constructor(opts: MetricsOptions) {
@@ -343,6 +356,12 @@ export class Metrics {
       name: "mcp_edge_sessions_ended_total",
       help: "MCP sessions ended by this process, by reason.",
       labelNames: ["server", "reason"],
+      registers,
+    });
+    this.#as = new CounterSeries({
+      name: "mcp_edge_oauth_legs_total",
+      help: "Legs of the edge's authorization server (registration, authorize, login, consent, token, refresh, revoke...), by leg and outcome.",
+      labelNames: ["leg", "outcome"],
       registers,
     });
     this.#admin = new CounterSeries({
@@ -405,6 +424,7 @@ export class Metrics {
     diagnostics_channel.subscribe("mcp-edge:request:end", this.#onRequestEnd);
     diagnostics_channel.subscribe("mcp-edge:session", this.#onSession);
     diagnostics_channel.subscribe("mcp-edge:admin", this.#onAdmin);
+    diagnostics_channel.subscribe("mcp-edge:as", this.#onAs);
   }
 
   stop(): void {
@@ -413,6 +433,7 @@ export class Metrics {
     diagnostics_channel.unsubscribe("mcp-edge:request:end", this.#onRequestEnd);
     diagnostics_channel.unsubscribe("mcp-edge:session", this.#onSession);
     diagnostics_channel.unsubscribe("mcp-edge:admin", this.#onAdmin);
+    diagnostics_channel.unsubscribe("mcp-edge:as", this.#onAs);
   }
 
   /**
@@ -570,6 +591,11 @@ export class Metrics {
       const reason = this.#bounded("reason", ev.reason ?? "");
       this.#sessionsEnded.inc([server, reason]);
     }
+  };
+
+  readonly #onAs = (message: unknown): void => {
+    const ev = message as AsEvent;
+    this.#as.inc([ev.leg, ev.outcome]);
   };
 
   readonly #onAdmin = (message: unknown): void => {

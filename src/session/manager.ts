@@ -58,7 +58,10 @@ export function sessionHash(id: string): string {
  */
 export interface SessionSharing {
   hotTtlMs: number;
+  /** The shared store is connected (a session with a fresh local copy can be served). */
   ready(): boolean;
+  /** The shared store is connected and its breaker lets calls go (a new session can be stored). */
+  available(): boolean;
   tryLock(name: string, ttlMs: number): Promise<boolean>;
   /** Tells the other instances that this session ended or moved upstream. */
   announce(id: string): void;
@@ -69,6 +72,9 @@ interface HotEntry {
   /** When the record was read from (or written to) the store. */
   at: number;
 }
+
+/** How long a failed session read answers the reads that join it (ms; see `#read`). */
+const FAILED_READ_JOIN_MS = 100;
 
 /** How long an instance waits for another one that is re-initializing the same session (ms). */
 const REINIT_WAIT_MS = 10_000;
@@ -139,6 +145,14 @@ export class SessionManager {
     if (this.#sharing && !this.#sharing.ready()) throw new GatewayError("EDGE_STORE_UNAVAILABLE");
   }
 
+  /**
+   * A new session cannot start while its record could not be stored: the store unreachable, or its
+   * breaker open after repeated timeouts (503 + Retry-After at once, before the upstream opens one).
+   */
+  assertCanOpen(): void {
+    if (this.#sharing && !this.#sharing.available()) throw new GatewayError("EDGE_STORE_UNAVAILABLE");
+  }
+
   get store(): SessionStore {
     return this.#store;
   }
@@ -173,7 +187,12 @@ export class SessionManager {
           return rec;
         },
         (err: unknown) => {
-          this.#reading.delete(id);
+          // A failed read stays joinable for a moment: the `load` of the request whose prefetch it
+          // was (after the rate-limit decision that shared its round trip) takes this answer
+          // instead of waiting for the store a second time.
+          setTimeout(() => {
+            if (this.#reading.get(id) === pending) this.#reading.delete(id);
+          }, FAILED_READ_JOIN_MS).unref();
           throw err;
         },
       );
