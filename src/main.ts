@@ -5,6 +5,7 @@ import { runDoctor } from "./cli/doctor.ts";
 import { runConnect } from "./cli/connect.ts";
 import { runInit } from "./cli/init.ts";
 import { runKeys } from "./cli/keys.ts";
+import { runReload } from "./cli/reload.ts";
 import { runServe } from "./cli/serve.ts";
 import { runValidate } from "./cli/validate.ts";
 
@@ -17,6 +18,7 @@ Commands:
   init [-o FILE]       write a commented mcp-edge.yaml
   validate [-c FILE]   check a configuration and print its unsafe opt-ins
   keys <create|list|rotate|revoke>   manage API keys through the admin API
+  reload [--url URL]                 reload a running edge's configuration file (as SIGHUP does)
   audit <query|tail|verify|export>   read, follow, verify and export audit records
   check URL [-H 'Name: value']       probe any MCP endpoint: conformance and production hygiene
   doctor [-c FILE] [--url URL]       the production checklist against the config and live probes
@@ -29,6 +31,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   init: runInit,
   validate: runValidate,
   keys: runKeys,
+  reload: runReload,
   audit: runAudit,
   check: runCheckCommand,
   doctor: runDoctor,

@@ -113,10 +113,16 @@ export class AdminApi {
   readonly #o: AdminApiOptions;
   readonly #tokenHash: Buffer | undefined;
   readonly #keyCheck = new ApiKeyChecker();
+  #reload: (() => Promise<unknown>) | undefined;
 
   constructor(options: AdminApiOptions) {
     this.#o = options;
     this.#tokenHash = options.token ? createHash("sha256").update(options.token).digest() : undefined;
+  }
+
+  /** What `POST /api/reload` runs (the gateway's reload; set once the gateway runs). */
+  setReload(reload: () => Promise<unknown>): void {
+    this.#reload = reload;
   }
 
   /** Handles `/api/*`; false for other paths. */
@@ -202,6 +208,15 @@ export class AdminApi {
       ...(query.get("server") ? { server: query.get("server") as string } : {}),
       ...(tenant !== undefined ? { tenant } : {}),
     };
+
+    // Configuration reload: the whole edge's, so the root admin's only (a tenant admin sees 404).
+    if (parts[1] === "reload" && parts.length === 2 && method === "POST" && caller.tenant === undefined) {
+      req.resume();
+      if (!this.#reload) throw new GatewayError("EDGE_RELOAD_UNAVAILABLE");
+      const outcome = await this.#reload();
+      this.#audit(caller, "config.reload", "config", null);
+      return sendJson(res, 200, { reloaded: true, ...(outcome as object) });
+    }
 
     if (parts[1] === "keys") {
       if (parts.length === 2 && method === "POST") {

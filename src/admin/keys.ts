@@ -60,10 +60,15 @@ export function keyView(rec: ApiKeyRecord, now = Date.now()): Record<string, unk
  */
 export class KeyService {
   readonly #store: ApiKeyStore;
-  readonly #servers: readonly string[];
+  #servers: readonly string[];
 
   constructor(store: ApiKeyStore, servers: readonly string[]) {
     this.#store = store;
+    this.#servers = servers;
+  }
+
+  /** The configured server names (a config reload adds and removes servers). */
+  setServers(servers: readonly string[]): void {
     this.#servers = servers;
   }
 

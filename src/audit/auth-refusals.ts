@@ -40,7 +40,7 @@ export interface AuthRefusalFigures {
 }
 
 export class AuthRefusals {
-  readonly #routes: ReadonlySet<Route>;
+  readonly #routes: { has(route: Route): boolean };
   readonly #enqueue: (d: AuditDraft) => void;
   readonly #trustForwarded: boolean;
   readonly #since = Date.now();
@@ -59,7 +59,11 @@ export class AuthRefusals {
   #notAudited = 0;
   #subscribed = false;
 
-  constructor(o: { routes: ReadonlySet<Route>; audit: (d: AuditDraft) => void; trustForwarded: boolean }) {
+  constructor(o: {
+    routes: { has(route: Route): boolean };
+    audit: (d: AuditDraft) => void;
+    trustForwarded: boolean;
+  }) {
     this.#routes = o.routes;
     this.#enqueue = o.audit;
     this.#trustForwarded = o.trustForwarded;
@@ -86,7 +90,7 @@ export class AuthRefusals {
       const last = (Array.isArray(xff) ? xff.at(-1) : xff)?.split(",").at(-1)?.trim();
       if (last) return addressKey(last);
     }
-    return addressKey(r.peerAddress ?? "");
+    return addressKey(r.clientAddress ?? "");
   }
 
   /** Counts a request's end if it was a refused authentication before its body (and samples it). */

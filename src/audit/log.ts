@@ -120,7 +120,7 @@ export class AuditLog {
   /** Set for the last flush at stop: the spool takes everything, over its cap if it must. */
   #force = false;
   /** Only requests to these routes are recorded (another gateway in the same process has its own). */
-  #routes: ReadonlySet<Route> | undefined;
+  #routes: { has(route: Route): boolean } | undefined;
   readonly #onEnd = (m: unknown) => this.#enqueueAll(this.#ownRequest(m as RequestEndEvent));
   readonly #onSession = (m: unknown) => this.enqueue(draftFromSession(m as SessionEvent));
   readonly #onAdmin = (m: unknown) => this.enqueue(draftFromAdmin(m as AdminEvent));
@@ -179,7 +179,7 @@ export class AuditLog {
   }
 
   /** Records requests to these routes only. */
-  restrict(routes: ReadonlySet<Route>): void {
+  restrict(routes: { has(route: Route): boolean }): void {
     this.#routes = routes;
   }
 

@@ -13,7 +13,7 @@ import { GetOrder } from "../forward/get-order.ts";
 import { LegacyBridge } from "../forward/legacy.ts";
 import { Forwarder } from "../forward/streamable.ts";
 import type { Logger } from "../observability/logger.ts";
-import { stageLists } from "../pipeline/lists.ts";
+import { type PipelineDeps, stageLists } from "../pipeline/lists.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
 import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
 import { AuthRefusals } from "../audit/auth-refusals.ts";
@@ -22,7 +22,7 @@ import { Inflight } from "../server/listener.ts";
 import { SessionManager } from "../session/manager.ts";
 import { StreamRegistry } from "../session/streams.ts";
 import { type Observers, startObservers } from "./observers.ts";
-import { buildRoutes, type Routes } from "./routes.ts";
+import { buildRoutes, type RouteDeps, type Routes } from "./routes.ts";
 import { closeStores, openStores, type Stores } from "./stores.ts";
 import { wellKnownDocuments } from "./well-known.ts";
 import { createVault } from "./vault.ts";
@@ -39,18 +39,23 @@ export interface Edge {
   readonly stores: Stores;
   readonly egress: Egress;
   readonly oauth: OAuthVerifier | undefined;
-  /** The egress proxy of spawned stdio servers, when a route spawns any. */
-  readonly egressProxy: EgressProxy | undefined;
+  /** The egress proxy of spawned stdio servers, when a route spawns any (a reload may start it). */
+  egressProxy: EgressProxy | undefined;
   readonly routes: Routes;
+  /** What routes are built with (a reload builds the routes of new and changed servers). */
+  readonly routeDeps: RouteDeps;
   readonly streams: StreamRegistry;
   readonly sessions: SessionManager;
   readonly legacy: LegacyBridge;
   /** Calls in flight (POSTs and the streams they pump), for the drain. */
   readonly inflight: Inflight;
   readonly pipeline: Pipeline;
+  /** What the stage lists were built from (a reload builds them again with its changes). */
+  readonly pipelineDeps: PipelineDeps;
   readonly keys: KeyService;
   readonly admin: AdminApi;
-  readonly wellKnown: ReadonlyMap<string, () => unknown>;
+  /** Well-known documents by path (a reload sets the protected-resource metadata of its routes). */
+  readonly wellKnown: Map<string, () => unknown>;
   readonly observers: Observers;
   /** Refused authentications: counted, sampled into the audit (src/audit/auth-refusals.ts). */
   readonly authRefusals: AuthRefusals;
@@ -104,6 +109,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   const shared = stores.shared;
   let routes: Routes;
   const tools = new ToolCatalog();
+  let routeDeps: RouteDeps;
   try {
     const cache = new ListCache({
       servers: config.servers,
@@ -112,7 +118,8 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
         if (kind === "tools") tools.invalidate(server);
       },
     });
-    routes = buildRoutes(config, { egress, log, egressProxy, shared, cache });
+    routeDeps = { egress, log, egressProxy, shared, cache };
+    routes = buildRoutes(config, routeDeps);
   } catch (err) {
     await egressProxy?.stop(); // a boot error must not leave the proxy listening
     await stores.audit.close();
@@ -154,34 +161,29 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     local: as?.verifier,
   });
   const security = config.security;
-  const pipeline = new Pipeline(
-    stageLists({
-      hosts: () => state.hosts,
-      origins: new Set(security.allowedOrigins),
-      maxBodyBytes: config.limits.maxBodyBytes,
-      jsonLimits: config.limits.json,
-      authenticator,
-      authFailures: new AuthFailureLimiter(
-        config.rateLimits.authFailures,
-        security.trustForwardedHeaders,
-        log,
-      ),
-      limiter: new CallLimiter(config.servers, log, stores.counters),
-      audit: stores.audit,
-      sessions,
-      distributed: shared !== undefined,
-      draining,
-      getOrder,
-      cache: routes.cache,
-      tools,
-      forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
-      legacy,
-      vault: vaulted?.vault,
-    }),
-  );
+  const pipelineDeps: PipelineDeps = {
+    hosts: () => state.hosts,
+    origins: new Set(security.allowedOrigins),
+    maxBodyBytes: config.limits.maxBodyBytes,
+    jsonLimits: config.limits.json,
+    authenticator,
+    authFailures: new AuthFailureLimiter(config.rateLimits.authFailures, security.trustForwardedHeaders, log),
+    limiter: new CallLimiter(config.servers, log, stores.counters),
+    audit: stores.audit,
+    sessions,
+    distributed: shared !== undefined,
+    draining,
+    getOrder,
+    cache: routes.cache,
+    tools,
+    forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
+    legacy,
+    vault: vaulted?.vault,
+  };
+  const pipeline = new Pipeline(stageLists(pipelineDeps));
   const keys = new KeyService(stores.keys, [...routes.byName.keys()]);
   const authRefusals = new AuthRefusals({
-    routes: new Set(routes.byName.values()),
+    routes: routes.owned,
     audit: (d) => stores.audit.enqueue(d),
     trustForwarded: security.trustForwardedHeaders,
   });
@@ -198,10 +200,11 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     as,
   });
   // Audit: record this gateway's routes only (channels are process-wide), from now on.
-  stores.audit.restrict(new Set(routes.byName.values()));
+  stores.audit.restrict(routes.owned);
   stores.audit.subscribe();
   const observers = await startObservers(config, {
     routes: routes.byName,
+    owned: routes.owned,
     stores,
     streams,
     log,
@@ -215,11 +218,13 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     oauth,
     egressProxy,
     routes,
+    routeDeps,
     streams,
     sessions,
     legacy,
     inflight,
     pipeline,
+    pipelineDeps,
     keys,
     admin,
     wellKnown,

@@ -2,6 +2,7 @@ import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { AuthRefusals } from "../audit/auth-refusals.ts";
 import { BREAKER_STATE_VALUE, Metrics } from "../observability/metrics.ts";
+import { OtelMetrics } from "../observability/otel-metrics.ts";
 import { Tracing } from "../observability/tracing.ts";
 import type { StreamRegistry } from "../session/streams.ts";
 import type { Route } from "../upstream/types.ts";
@@ -23,13 +24,14 @@ export async function startObservers(
   config: Config,
   deps: {
     routes: ReadonlyMap<string, Route>;
+    owned: { has(route: Route): boolean };
     stores: Stores;
     streams: StreamRegistry;
     log: Logger;
     authRefusals: AuthRefusals;
   },
 ): Promise<Observers> {
-  const { routes, stores, streams } = deps;
+  const { routes, owned, stores, streams } = deps;
   let metrics: Metrics | undefined;
   if (config.metrics.enabled) {
     // With the session store down the count fails; /metrics still answers (it is the page that
@@ -38,6 +40,7 @@ export async function startObservers(
     metrics = new Metrics({
       config: config.metrics,
       routes,
+      owned,
       streams: () => streams.size,
       sessions: async () => {
         const counts = new Map<string, number>();
@@ -61,16 +64,23 @@ export async function startObservers(
   const tracing = await Tracing.create({
     config: config.tracing,
     routes,
+    owned,
     markUpstream: metrics !== undefined,
     log: deps.log,
   });
   tracing.start();
   const intercept = tracing.interceptor();
   if (intercept) for (const route of routes.values()) route.interceptors.push(intercept);
+  // The MCP histograms through the OpenTelemetry metrics API, when asked for.
+  const otel = config.metrics.otel
+    ? new OtelMetrics({ owned, servers: routes, maxTools: config.metrics.maxTools })
+    : undefined;
+  otel?.start();
   return {
     metrics,
     tracing,
     async stop() {
+      otel?.stop();
       metrics?.stop();
       await tracing.stop(); // flushes spans still batched for the OTLP exporter
     },

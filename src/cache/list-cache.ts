@@ -176,8 +176,19 @@ export class ListCache {
     this.#log = opts.log;
     this.#onListChanged = opts.onListChanged;
     this.now = opts.now ?? Date.now;
-    for (const [name, cfg] of Object.entries(opts.servers)) {
+    this.configure(opts.servers);
+  }
+
+  /**
+   * Sets the servers and their policies (boot, and a config reload): a server whose policy is
+   * unchanged keeps its entries; a changed policy starts empty; a server no longer configured goes.
+   */
+  configure(servers: ListCacheOptions["servers"]): void {
+    for (const name of this.#servers.keys()) if (!(name in servers)) this.#servers.delete(name);
+    for (const [name, cfg] of Object.entries(servers)) {
       const policy = cfg.cache;
+      const known = this.#servers.get(name);
+      if (known && JSON.stringify(known.policy) === JSON.stringify(policy)) continue;
       this.#servers.set(name, {
         policy,
         lru: new BoundedLru<Entry>({ maxEntries: policy.maxEntries, maxBytes: policy.maxBytes }),

@@ -11,7 +11,8 @@ import type { Config } from "../config/schema.ts";
 import { Egress } from "../egress/index.ts";
 import { readBody } from "../upstream/reply.ts";
 import { type CommandIo, parseCommandArgs, processIo } from "./args.ts";
-import { adminBase, adminToken, table } from "./keys.ts";
+import { adminBase } from "./admin-client.ts";
+import { adminToken, table } from "./keys.ts";
 
 export const AUDIT_USAGE = `Usage: mcp-edge audit <query|tail|verify|export> [options]
 

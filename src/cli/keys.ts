@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
-import { Egress } from "../egress/index.ts";
-import { readBody } from "../upstream/reply.ts";
+import { adminBase, adminCall } from "./admin-client.ts";
+
+export { QUICKSTART_ADMIN_URL_FILE } from "./admin-client.ts";
 import { type CommandIo, parseCommandArgs, processIo } from "./args.ts";
 
 export const KEYS_USAGE = `Usage: mcp-edge keys <create|list|rotate|revoke> [options]
@@ -27,17 +28,6 @@ The admin token comes from $MCP_EDGE_ADMIN_TOKEN, else ./.mcp-edge/admin-token (
 
 /** The file where the quickstart keeps its generated admin token. */
 export const QUICKSTART_ADMIN_TOKEN_FILE = ".mcp-edge/admin-token";
-
-/** Where the quickstart notes its admin API's URL (its port may be moved by MCP_EDGE_ADMIN_PORT). */
-export const QUICKSTART_ADMIN_URL_FILE = ".mcp-edge/admin-url";
-
-/** The admin API: --url, else $MCP_EDGE_ADMIN_URL, else the quickstart's (in this folder), else the default. */
-export function adminBase(url: string | undefined, env: NodeJS.ProcessEnv): string {
-  const quickstart = existsSync(QUICKSTART_ADMIN_URL_FILE)
-    ? readFileSync(QUICKSTART_ADMIN_URL_FILE, "utf8").trim()
-    : undefined;
-  return (url ?? env.MCP_EDGE_ADMIN_URL ?? (quickstart || "http://127.0.0.1:8788")).replace(/\/+$/, "");
-}
 
 export function adminToken(env: NodeJS.ProcessEnv): string | undefined {
   if (env.MCP_EDGE_ADMIN_TOKEN) return env.MCP_EDGE_ADMIN_TOKEN;
@@ -159,33 +149,9 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
       return 2;
   }
 
-  const egress = new Egress({ connectTimeout: 5000 });
-  let status: number;
-  let json: unknown;
-  try {
-    const res = await egress.request(`${base}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${token}`,
-        ...(body !== undefined ? { "content-type": "application/json" } : {}),
-      },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(15_000),
-    });
-    status = res.status;
-    const text = (await readBody(res.body, 4 * 1024 * 1024)).toString("utf8");
-    json = text ? JSON.parse(text) : {};
-  } catch (err) {
-    io.stderr.write(`cannot reach the admin API at ${base}: ${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await egress.close();
-  }
-  if (status >= 400) {
-    const e = (json as { error?: { code?: string; message?: string } }).error;
-    io.stderr.write(`${e?.code ?? status}: ${e?.message ?? "request failed"}\n`);
-    return 1;
-  }
+  const answer = await adminCall(io, base, token, method, path, body);
+  if (typeof answer === "number") return answer;
+  const json = answer.json;
   if (v.json) {
     io.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
     return 0;

@@ -14,6 +14,10 @@ export const SERVE_USAGE = `Usage: mcp-edge serve [-c FILE]
 Run the gateway. With -c, or with ./mcp-edge.yaml present, that configuration; otherwise the
 quickstart: the bundled demo MCP server over stdio behind http://127.0.0.1:8787/mcp.
 
+SIGTERM or SIGINT drain and stop. SIGHUP reloads the configuration file (as \`mcp-edge reload\`
+does): servers, routes, limits, auth and upstreams change live, without dropping sessions or
+streams; a file that does not validate is refused and the running configuration stays.
+
 Options:
   -c, --config FILE  configuration file (YAML)
   -h, --help         show this help`;
@@ -115,11 +119,15 @@ export async function runServe(argv: string[], io: CommandIo = processIo): Promi
   if (typeof parsed === "number") return parsed;
   let config: Config;
   let configFile: string | undefined;
+  let source: (() => Config) | undefined;
   try {
     const file = parsed.values.config ?? (existsSync("mcp-edge.yaml") ? "mcp-edge.yaml" : undefined);
     if (file) {
-      configFile = resolve(file);
-      config = loadConfigFile(configFile, io.env);
+      const path = resolve(file);
+      configFile = path;
+      // A reload reads the same file again, with the environment of the start.
+      source = () => loadConfigFile(path, io.env);
+      config = source();
     } else config = quickstartConfig(io.env);
   } catch (err) {
     io.stderr.write(
@@ -129,7 +137,7 @@ export async function runServe(argv: string[], io: CommandIo = processIo): Promi
   }
   let gw: Gateway;
   try {
-    gw = await Gateway.start(config);
+    gw = await Gateway.start(config, source ? { source } : {});
   } catch (err) {
     io.stderr.write(`${isGatewayError(err) ? `${err.code}: ` : ""}${(err as Error).message}\n`);
     return 1;
@@ -148,11 +156,12 @@ export async function runServe(argv: string[], io: CommandIo = processIo): Promi
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
-    // SIGHUP (a closed terminal, or an operator expecting a reload) must not kill the edge silently:
-    // configuration reload is not built yet, so it is logged and ignored.
-    process.on("SIGHUP", () =>
-      gw.log.warn("SIGHUP received: configuration reload is not supported yet; ignored"),
-    );
+    // SIGHUP: reload the config file. The outcome, or the refusal and its code, goes to the log;
+    // a refused file leaves the running configuration as it was.
+    process.on("SIGHUP", () => {
+      gw.log.info({ signal: "SIGHUP" }, "reloading the configuration");
+      gw.reload().catch(() => undefined); // logged by reload()
+    });
   });
   return 0;
 }

@@ -746,12 +746,16 @@ const metricsSchema = z.strictObject({
     .boolean()
     .prefault(true)
     .meta({ description: "Also export the process's own metrics (CPU, memory, event-loop delay, GC)." }),
+  otel: z.boolean().prefault(false).meta({
+    description:
+      "Also record `mcp.server.operation.duration` and `mcp.server.session.duration` (OpenTelemetry semantic conventions for MCP) through the global @opentelemetry/api MeterProvider the host registers (e.g. `node --import` of an OpenTelemetry SDK setup with an OTLP metric exporter). The Prometheus page has them either way.",
+  }),
 });
 
 const tracingSchema = z.strictObject({
   enabled: z.boolean().prefault(false).meta({
     description:
-      "Create OpenTelemetry spans (`mcp.request`, `mcp.upstream`) and pass W3C trace context upstream, through the global @opentelemetry/api provider and propagator (registered by the host, e.g. `node --import` of an OpenTelemetry SDK setup). Implied by `otlp`.",
+      "Create OpenTelemetry spans per the semantic conventions for MCP (a SERVER span `{mcp.method.name} {target}` per request, a CLIENT span per upstream exchange) and pass W3C trace context upstream (headers and `params._meta`), through the global @opentelemetry/api provider and propagator (registered by the host, e.g. `node --import` of an OpenTelemetry SDK setup). Implied by `otlp`.",
   }),
   serviceName: z
     .string()
@@ -913,7 +917,7 @@ const redisStoreSchema = z.strictObject({
   }),
   commandTimeout: duration.prefault("250ms").meta({
     description:
-      "Longest wait for one Redis command (queued ones included while reconnecting). Past it, session requests answer 503 with Retry-After and rate limits use the local fallback.",
+      "Longest wait for one Redis operation, counted from the call (queued commands included, behind unanswered ones or while reconnecting). Past it, session requests answer 503 with Retry-After and rate limits use the local fallback.",
   }),
   instances: z.number().int().min(1).prefault(2).meta({
     description:

@@ -172,6 +172,18 @@ export const ERROR_CODES = {
     rpc: null,
     summary: "The admin API is off: no `admin.token` is configured.",
   },
+  // Configuration reload (POST /api/reload, SIGHUP, `mcp-edge reload`)
+  EDGE_RELOAD_REFUSED: {
+    http: 422,
+    rpc: null,
+    summary:
+      "The new configuration was refused (invalid, unsafe, or not runnable on what changes at restart only); the running one stays.",
+  },
+  EDGE_RELOAD_UNAVAILABLE: {
+    http: 409,
+    rpc: null,
+    summary: "This edge was not started from a configuration file, so there is nothing to reload from.",
+  },
   // Protocol (era stage)
   EDGE_PROTOCOL_VERSION_UNSUPPORTED: {
     http: 400,
@@ -325,7 +337,7 @@ export const ERROR_CODES = {
     http: 503,
     rpc: -32000,
     summary:
-      "A store the edge keeps its state in (Redis/Valkey or PostgreSQL in distributed mode) is unreachable or timed out.",
+      "A store the edge keeps its state in (Redis/Valkey or PostgreSQL in distributed mode) is unreachable, timed out, or its circuit breaker is open after repeated timeouts (then Retry-After is the time to its next probe).",
     retryAfter: 5,
   },
   // Lifecycle

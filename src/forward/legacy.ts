@@ -116,11 +116,9 @@ export class LegacyBridge {
 
   async #initialize(ctx: Parsed, conn: LegacyConnection, msg: RpcRequest): Promise<void> {
     if (conn.record) throw new GatewayError("EDGE_INVALID_REQUEST", "The session is already initialized.");
-    const { session, reply } = await ctx.route.upstream.initialize(
-      msg,
-      ctx.body,
-      await this.#fctx(ctx, undefined),
-    );
+    // The interceptors run first: they may put trace context in the body's `params._meta`.
+    const fctx = await this.#fctx(ctx, undefined);
+    const { session, reply } = await ctx.route.upstream.initialize(msg, ctx.body, fctx);
     let version: string | undefined;
     await this.#deliver(conn, reply, (m) => {
       const r = (m as { result?: { protocolVersion?: unknown } }).result;

@@ -114,11 +114,9 @@ export class Forwarder {
     const route = ctx.route;
     const signal = this.#deadlines.signal(route.config.upstream.timeout);
     const version = single(ctx.req, "mcp-protocol-version");
-    const { session, reply } = await route.upstream.initialize(
-      request,
-      ctx.body,
-      forwardContext(ctx, version, signal, await upstreamHeaders(ctx, this.#opts.identity)),
-    );
+    // The interceptors run first: they may put trace context in the body's `params._meta`.
+    const fctx = forwardContext(ctx, version, signal, await upstreamHeaders(ctx, this.#opts.identity));
+    const { session, reply } = await route.upstream.initialize(request, ctx.body, fctx);
     if (reply.kind === "passthrough") return sendPassthrough(ctx, reply);
     // The answer to initialize is read whole (it is small) so that the session exists before the
     // client learns its id.

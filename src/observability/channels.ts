@@ -50,8 +50,11 @@ export interface RequestFacts {
   readonly egress: readonly EgressDecision[] | undefined;
   /** Whether the client went away before its answer was complete. */
   readonly clientLeft: boolean;
-  /** The TCP peer's address (a proxy's, behind one). */
-  readonly peerAddress: string | undefined;
+  /** The HTTP version of the request (`1.1`, `2`), for `network.protocol.version`. */
+  readonly httpVersion?: string | undefined;
+  /** The client's address and port as the socket saw them (`client.address`, `client.port`). */
+  readonly clientAddress?: string | undefined;
+  readonly clientPort?: number | undefined;
 }
 
 /** Published when a request to an MCP route is over (its answer complete, or failed). */
@@ -73,6 +76,10 @@ export interface SessionEvent {
   tenant: string | null;
   principal: string;
   reason?: string;
+  /** When the session started (ms since the epoch): an end's duration is measured from it. */
+  createdAt?: number;
+  /** The MCP protocol version the session negotiated. */
+  protocolVersion?: string;
 }
 
 /** Published for every admin action (key created, rotated, revoked; session deleted). */

@@ -1,4 +1,5 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { sessionHash } from "../lib/session-hash.ts";
 import type { Principal } from "../auth/types.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { RpcRequest } from "../mcp/jsonrpc.ts";
@@ -19,10 +20,6 @@ export function mintSessionId(): string {
   return randomBytes(32).toString("base64url");
 }
 
-/** Tags computed recently (the identity token and the audit record each ask once per call). */
-const tags = new Map<string, string>();
-const TAGS_MAX = 10_000;
-
 /**
  * Who owns a session: every later request on it must come from the same owner (else 404). The
  * principal, and for OAuth also the client application the token was issued to (`client_id`, else
@@ -38,16 +35,7 @@ export function sessionOwner(principal: Principal | undefined): string {
 }
 
 /** A short, stable, non-reversible tag for logs: session ids themselves are never logged. */
-export function sessionHash(id: string): string {
-  let tag = tags.get(id);
-  if (tag === undefined) {
-    tag = createHash("sha256").update(id).digest("base64url").slice(0, 12);
-    // Bounded: cleared when full (the ids of live sessions come back at their next call).
-    if (tags.size >= TAGS_MAX) tags.clear();
-    tags.set(id, tag);
-  }
-  return tag;
-}
+export { sessionHash };
 
 /**
  * Distributed mode (src/store/distributed.ts): other instances serve the same sessions. Given to
@@ -292,6 +280,8 @@ export class SessionManager {
         server: rec.server,
         tenant: rec.tenant,
         principal: rec.principal,
+        createdAt: rec.createdAt,
+        protocolVersion: rec.protocolVersion,
       };
       sessionChannel.publish(event);
     }
@@ -450,6 +440,8 @@ export class SessionManager {
         server: rec.server,
         tenant: rec.tenant,
         principal: rec.principal,
+        createdAt: rec.createdAt,
+        protocolVersion: rec.protocolVersion,
         reason,
       };
       sessionChannel.publish(event);

@@ -1,7 +1,7 @@
 /**
  * The edge as a process (`mcp-edge serve`): a listener that cannot bind makes it exit non-zero at
- * once, naming the address, with the processes it had spawned stopped; SIGHUP is logged and
- * ignored (reload is not built yet), never a silent death.
+ * once, naming the address, with the processes it had spawned stopped; SIGHUP reloads the
+ * configuration (test/integration/reload.test.ts covers what changes), never a silent death.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -104,7 +104,7 @@ test("a taken port: exit 1 at once, naming the address; the spawned stdio server
   });
 });
 
-test("SIGHUP is logged and ignored: the edge keeps serving, and SIGTERM still stops it", async () => {
+test("SIGHUP reloads (an unchanged file: nothing changes): the edge keeps serving, and SIGTERM still stops it", async () => {
   const dir = tempDir();
   const { child, output } = serve(
     {
@@ -118,7 +118,10 @@ test("SIGHUP is logged and ignored: the edge keeps serving, and SIGTERM still st
   await waitFor(() => /mcp-edge listening/.test(output()), { what: "the edge to listen", timeout: 30_000 });
   const admin = /"admin":"(http:[^"]+)"/.exec(output())?.[1] as string;
   child.kill("SIGHUP");
-  await waitFor(() => /SIGHUP received/.test(output()), { what: "the SIGHUP log line", timeout: 5000 });
+  await waitFor(() => /"msg":"configuration reloaded"/.test(output()), {
+    what: "the reload's log line",
+    timeout: 5000,
+  });
   const health = await fetch(`${admin}/healthz`);
   assert.equal(health.status, 200, "still serving after SIGHUP");
   child.kill("SIGTERM");

@@ -62,6 +62,7 @@ before(async () => {
         auth: ["apiKey"],
         tools: { enforceList: false },
         limits: { tools: { search: "2/min" } },
+        scopes: { tools: { admin_tool: ["admin"] } },
       },
       counted: { route: "/counted/mcp", upstream: sdk, auth: ["apiKey"], limits: { key: "4/min" } },
       modern: { route: "/modern/mcp", upstream: { urls: [v2.url] }, auth: ["apiKey"] },
@@ -202,12 +203,15 @@ describe("per-tool limits and the opt-out", () => {
     assert.equal(third.status, 429, "search is limited to 2/min, whatever the spelling");
     assert.equal(third.body.error.data.tool, "search");
     assert.deepEqual(upstream.ran.slice(before), ["search", "search"]);
-    // The opt-out forwards names the server may not list: the upstream answers for itself.
+    // The opt-out forwards names the server may not list: the upstream answers for itself. Names
+    // of Object.prototype members are names like any other (per-tool scopes are own entries).
     const calls = upstreamCalls().length;
-    const r = await post("open", call("nonexistent"), h);
-    assert.equal(r.status, 200);
-    assert.ok(r.body.error || r.body.result?.isError, JSON.stringify(r.body));
-    assert.deepEqual(upstreamCalls().slice(calls), ["nonexistent"]);
+    for (const name of ["nonexistent", "constructor", "toString"]) {
+      const r = await post("open", call(name), h);
+      assert.equal(r.status, 200, `${name}: ${JSON.stringify(r.body)}`);
+      assert.ok(r.body.error || r.body.result?.isError, JSON.stringify(r.body));
+    }
+    assert.deepEqual(upstreamCalls().slice(calls), ["nonexistent", "constructor", "toString"]);
   });
 
   test("unknown tools count against the caller's limits", async () => {

@@ -21,7 +21,7 @@ function metricsFor(
   config: Partial<ConstructorParameters<typeof Metrics>[0]["config"]> = {},
 ) {
   const m = new Metrics({
-    config: { enabled: true, maxTools: 3, maxTenants: 2, process: false, ...config },
+    config: { enabled: true, maxTools: 3, maxTenants: 2, process: false, otel: false, ...config },
     routes: new Map(routes.map((r) => [r.name, r])),
     streams: () => 4,
   });

@@ -64,11 +64,14 @@ function isRedisFailure(err: unknown): boolean {
 /** The guard of each client made here (a client given to a store from elsewhere gets its own). */
 const guards = new WeakMap<Redis, RedisGuard>();
 
-/** The guard of `client`: the one it was made with, or a new one with a 100 ms timeout. */
+/**
+ * The guard of `client`: the one it was made with, or for a client made elsewhere a new one whose
+ * deadline is the client's own `commandTimeout` (1 s when it has none).
+ */
 export function guardOf(client: Redis): RedisGuard {
   let g = guards.get(client);
   if (g === undefined) {
-    g = new RedisGuard(client, 100);
+    g = new RedisGuard(client, client.options.commandTimeout ?? 1000);
     guards.set(client, g);
   }
   return g;
