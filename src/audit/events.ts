@@ -52,8 +52,9 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
   const messages = ctx.messages;
   if (!messages) {
     // Refused (or failed) before the body was read: any such POST may have been a tool call, so it
-    // is recorded, with what is known. GET/DELETE carry no call.
-    if (ctx.httpMethod !== "POST" || !error) return [];
+    // is recorded, with what is known. GET/DELETE carry no call. Refused authentications are the
+    // exception: anyone can send them in floods, so they are recorded sampled (auth-refusals.ts).
+    if (ctx.httpMethod !== "POST" || !error || isAuthRefusal(error)) return [];
     const outcome: AuditOutcome = { kind: "http_error", status: error.status, code: error.code };
     return [draftOf(ev, now, "request", null, null, null, outcome)];
   }
@@ -89,6 +90,36 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     (drafts ??= []).push(draft);
   }
   return drafts ?? [];
+}
+
+/** A refused authentication: 401, or 403 for the credential's tenant (before the body is read). */
+export function isAuthRefusal(error: { status: number; code: string } | undefined): boolean {
+  return (
+    error !== undefined &&
+    (error.status === 401 || error.status === 403) &&
+    (error.code.startsWith("EDGE_AUTH_") || error.code.startsWith("EDGE_TENANT_"))
+  );
+}
+
+/**
+ * The audit record of a refused authentication: a `request` record (the body was not read) whose
+ * `detail` names the source address and the reason, and how many refusals from that address were
+ * not recorded since its previous record (sampling). Nothing of the presented credential.
+ */
+export function draftFromAuthRefusal(
+  ev: RequestEndEvent,
+  address: string,
+  suppressed: number,
+  now = Date.now(),
+): AuditDraft {
+  const error = ev.error as NonNullable<RequestEndEvent["error"]>;
+  const d = draftOf(ev, now, "request", null, null, null, {
+    kind: "http_error",
+    status: error.status,
+    code: error.code,
+  });
+  d.detail = { address, reason: error.code, suppressed: String(suppressed) };
+  return d;
 }
 
 /**

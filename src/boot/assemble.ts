@@ -16,6 +16,7 @@ import type { Logger } from "../observability/logger.ts";
 import { type PipelineDeps, stageLists } from "../pipeline/lists.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
 import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
+import { AuthRefusals } from "../audit/auth-refusals.ts";
 import { CallLimiter } from "../ratelimit/limiter.ts";
 import { Inflight } from "../server/listener.ts";
 import { SessionManager } from "../session/manager.ts";
@@ -58,6 +59,8 @@ export interface Edge {
   /** Well-known documents by path (a reload sets the protected-resource metadata of its routes). */
   readonly wellKnown: Map<string, () => unknown>;
   readonly observers: Observers;
+  /** Refused authentications: counted, sampled into the audit (src/audit/auth-refusals.ts). */
+  readonly authRefusals: AuthRefusals;
   /** The token vault and its connect pages (`/connect/...`), when connections are configured. */
   readonly vault: Vault | undefined;
   readonly connectPages: ConnectPages | undefined;
@@ -189,7 +192,14 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   };
   const pipeline = new Pipeline(stageLists(pipelineDeps));
   const keys = new KeyService(stores.keys, [...routes.byName.keys()]);
+  const authRefusals = new AuthRefusals({
+    routes: routes.owned,
+    audit: (d) => stores.audit.enqueue(d),
+    trustForwarded: security.trustForwardedHeaders,
+  });
+  authRefusals.subscribe();
   const admin = new AdminApi({
+    authRefusals,
     token: config.admin.token,
     keys,
     sessions,
@@ -208,6 +218,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     stores,
     streams,
     log,
+    authRefusals,
   });
   await Promise.all([...routes.byName.values()].map((r) => r.upstream.start()));
   const wellKnown = wellKnownDocuments(config, routes.byName.values(), stores.identity);
@@ -229,6 +240,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     admin,
     wellKnown,
     observers,
+    authRefusals,
     vault: vaulted?.vault,
     connectPages: vaulted?.pages,
     as,
@@ -239,6 +251,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
 /** Stops what an assembled edge runs, listeners aside: sessions, streams, upstreams, stores. */
 export async function closeEdge(e: Edge, log: Logger): Promise<void> {
   const warn = (what: string) => (err: unknown) => log.warn({ err: String(err) }, what);
+  e.authRefusals.unsubscribe();
   e.sessions.close();
   e.streams.close();
   // End markers of the streams just closed, written before the Redis client goes.

@@ -60,6 +60,10 @@ export interface ApiKeyRecord {
   /** Public key id, also inside the key string (`mcpe_<id>_<secret>`). */
   id: string;
   name: string;
+  /**
+   * The servers the key is valid for, of its tenant: one server name, several joined by `,`
+   * (sorted: `github,jira`), or `*` for every server. Server names hold none of `,` and `*`.
+   */
   server: string;
   tenant: string;
   /** The subject that survives rotation: sessions belong to (server, tenant, consumer). */
@@ -78,7 +82,13 @@ export interface ApiKeyRecord {
   rotatedTo: string | null;
 }
 
+/** Whether a key's `server` (one name, `a,b`, or `*`) covers the server `name`. */
+export function keyServes(scope: string, name: string): boolean {
+  return scope === name || scope === "*" || `,${scope},`.includes(`,${name},`);
+}
+
 export interface ApiKeyFilter {
+  /** Keys valid for this server (single-server keys of it, lists that name it, and `*` keys). */
   server?: string;
   tenant?: string;
 }
@@ -86,7 +96,7 @@ export interface ApiKeyFilter {
 export interface ApiKeyStore {
   insert(record: ApiKeyRecord): Promise<void>;
   get(id: string): Promise<ApiKeyRecord | undefined>;
-  /** Keys of that name, newest first. */
+  /** Keys of that name with exactly that `server` value (a name, a list or `*`), newest first. */
   byName(server: string, tenant: string, name: string): Promise<ApiKeyRecord[]>;
   list(filter: ApiKeyFilter): Promise<ApiKeyRecord[]>;
   /** Sets fields that change after creation. */
