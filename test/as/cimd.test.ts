@@ -27,7 +27,7 @@ let docUrl: string;
 let fetches = 0;
 const edges: SpawnedEdge[] = [];
 
-async function edgeWith(allowPrivate: boolean): Promise<AsTarget> {
+async function edgeWith(allowPrivate: boolean, timeout = "5s"): Promise<AsTarget> {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const d = tempDir("mcp-edge-cimd-edge-");
@@ -39,7 +39,10 @@ async function edgeWith(allowPrivate: boolean): Promise<AsTarget> {
     drain: { timeout: "5s", delay: "0s" },
     log: { level: "warn" },
     auth: {
-      authorizationServer: { enabled: true, registration: { cimd: { allowPrivateNetworks: allowPrivate } } },
+      authorizationServer: {
+        enabled: true,
+        registration: { cimd: { allowPrivateNetworks: allowPrivate, timeout } },
+      },
     },
     servers: {
       demo: {
@@ -97,8 +100,14 @@ before(async () => {
     { key: readFileSync(path.join(dir, "key.pem")), cert: readFileSync(path.join(dir, "cert.pem")) },
     (req, res) => {
       fetches++;
+      const id = `https://localhost:${(docServer.address() as AddressInfo).port}${req.url}`;
+      if (req.url === "/slow.json") {
+        setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end("{}"), 3000).unref();
+        return;
+      }
       const body = JSON.stringify({
-        client_id: docUrl,
+        client_id: req.url === "/oauth/client.json" ? docUrl : id,
+        ...(req.url === "/big.json" ? { padding: "x".repeat(10_000) } : {}),
         client_name: "Claude Code (test)",
         redirect_uris: ["http://127.0.0.1/callback", "http://localhost/callback"],
         grant_types: ["authorization_code", "refresh_token"],
@@ -170,4 +179,30 @@ test("without the opt-in, a document on a private address is refused: the error 
   assert.equal(page.status, 400, page.text.slice(0, 300));
   assert.match(page.text, /invalid_client/);
   assert.equal(fetches, before, "the private address was never contacted");
+});
+
+test("a document too large or too slow is refused: nothing issued, the fetch audited", async () => {
+  const a = await edgeWith(true, "1s");
+  const port = (docServer.address() as AddressInfo).port;
+  for (const doc of ["big", "slow"]) {
+    const clientId = `https://localhost:${port}/${doc}.json`;
+    const q = new URLSearchParams({
+      response_type: "code",
+      client_id: clientId,
+      redirect_uri: "http://127.0.0.1:40124/callback",
+      code_challenge: "x".repeat(43),
+      code_challenge_method: "S256",
+      scope: "mcp:tools",
+      resource: a.mcpUrl,
+    });
+    const page = await new Browser().get(`${a.base}/authorize?${q}`, "http://127.0.0.1:40124/callback");
+    assert.equal(page.status, 400, `${doc}: ${page.text.slice(0, 300)}`);
+    assert.match(page.text, /invalid_client/);
+  }
+  const audit = await fetch(`${edges.at(-1)!.adminUrl}/api/audit?limit=200`, {
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
+  const records = ((await audit.json()) as { records: any[] }).records;
+  const fetchesAudited = records.filter((r) => r.method === "oauth.cimd_fetch" && r.decision === "refused");
+  assert.ok(fetchesAudited.length >= 2, JSON.stringify(records.map((r) => [r.method, r.decision, r.detail])));
 });
