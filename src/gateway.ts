@@ -3,7 +3,10 @@ import type { AddressInfo } from "node:net";
 import type { KeyService } from "./admin/keys.ts";
 import type { AuditLog } from "./audit/log.ts";
 import { assemble, closeEdge, type Edge } from "./boot/assemble.ts";
+import { StoreReadiness } from "./boot/readiness.ts";
+import { type ReloadOutcome, reloadEdge } from "./boot/reload.ts";
 import type { Config } from "./config/schema.ts";
+import { GatewayError, isGatewayError } from "./errors/errors.ts";
 import type { EgressProxy } from "./egress/proxy.ts";
 import { allowedHostSet } from "./mcp/hygiene.ts";
 import { createLogger, type Logger } from "./observability/logger.ts";
@@ -12,8 +15,16 @@ import { listenOn, type SocketSet } from "./server/listener.ts";
 import { adminRouter, type Health, publicRouter } from "./server/router.ts";
 import type { Route } from "./upstream/types.ts";
 
+/** How long the calls ended at the drain timeout get to write their EDGE_DRAINED answers (ms). */
+const DRAINED_WRITE_MS = 1000;
+
 export interface GatewayOptions {
   logger?: Logger;
+  /**
+   * Where a reload reads the config from (the file `serve -c` was given, read and validated
+   * again). Without it, `reload()` without a config answers EDGE_RELOAD_UNAVAILABLE.
+   */
+  source?: () => Config;
 }
 
 /**
@@ -22,19 +33,22 @@ export interface GatewayOptions {
  * `start` resolves once both accept; `stop` drains (SIGTERM semantics).
  */
 export class Gateway {
-  readonly config: Config;
   readonly log: Logger;
+  /** The routes by server name (a reload changes this map in place). */
   readonly routes: ReadonlyMap<string, Route>;
   /** Audit records (src/audit): fed by diagnostics channels, written off the request path. */
   readonly audit: AuditLog;
   /** Key administration (the admin API's, also used by the quickstart to create its dev key). */
   readonly keys: KeyService;
-  /** The egress proxy of spawned stdio servers, when a route spawns any. */
-  readonly egressProxy: EgressProxy | undefined;
   readonly #edge: Edge;
+  #config: Config;
+  readonly #source: (() => Config) | undefined;
+  /** Reloads run one at a time, in the order they were asked for. */
+  #reloading: Promise<unknown> = Promise.resolve();
   readonly #public: Server;
   readonly #admin: Server;
   readonly #sockets: SocketSet;
+  readonly #readiness: StoreReadiness;
   #stopped: Promise<void> | undefined;
 
   private constructor(
@@ -43,23 +57,31 @@ export class Gateway {
     edge: Edge,
     servers: [Server, Server],
     sockets: SocketSet,
+    readiness: StoreReadiness,
+    source: (() => Config) | undefined,
   ) {
-    this.config = config;
+    this.#config = config;
     this.log = log;
     this.routes = edge.routes.byName;
     this.audit = edge.stores.audit;
     this.keys = edge.keys;
-    this.egressProxy = edge.egressProxy;
     this.#edge = edge;
+    this.#source = source;
     [this.#public, this.#admin] = servers;
     this.#sockets = sockets;
+    this.#readiness = readiness;
   }
 
   /** Assembles the edge (unsafe config refused, stores opened, upstreams started), then listens. */
   static async start(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
     const log = options.logger ?? createLogger({ level: config.log.level });
     const edge = await assemble(config, log);
-    const health: Health = { routes: edge.routes.byName, draining: () => edge.state.draining };
+    const readiness = new StoreReadiness(edge.stores.shared);
+    const health: Health = {
+      routes: edge.routes.byName,
+      draining: () => edge.state.draining,
+      storesDown: () => readiness.down(),
+    };
     const sockets: SocketSet = new Set();
     const { wellKnown, pipeline, inflight } = edge;
     const publicHandler = publicRouter({
@@ -69,6 +91,7 @@ export class Gateway {
       pipeline,
       inflight,
       log,
+      origins: new Set(config.security.allowedOrigins),
       pages:
         (edge.connectPages || edge.as) &&
         ((req, res, path, query) =>
@@ -84,11 +107,21 @@ export class Gateway {
       servers.push(await listenOn("public", config.listen, config.limits, sockets, publicHandler));
       servers.push(await listenOn("admin", config.admin.listen, config.limits, sockets, adminHandler));
     } catch (err) {
+      readiness.close();
       for (const s of servers) s.close();
       await closeEdge(edge, log);
       throw err;
     }
-    const gw = new Gateway(config, log, edge, servers as [Server, Server], sockets);
+    const gw = new Gateway(
+      config,
+      log,
+      edge,
+      servers as [Server, Server],
+      sockets,
+      readiness,
+      options.source,
+    );
+    edge.admin.setReload(() => gw.reload());
     // DNS-rebinding protection: the Host values this listener serves (its port is known now).
     edge.state.hosts = allowedHostSet({
       configured: config.security.allowedHosts,
@@ -98,6 +131,61 @@ export class Gateway {
     });
     log.info({ url: gw.baseUrl, admin: gw.adminUrl, routes: [...gw.routes.keys()] }, "mcp-edge listening");
     return gw;
+  }
+
+  /** The config the edge runs (after a reload: the running one with the reloaded live parts). */
+  get config(): Config {
+    return this.#config;
+  }
+
+  /** The egress proxy of spawned stdio servers, when a route spawns any. */
+  get egressProxy(): EgressProxy | undefined {
+    return this.#edge.egressProxy;
+  }
+
+  /**
+   * Reloads the configuration: `next`, or the source's (the config file, read and validated
+   * again). What changes live is applied at once without dropping sessions or streams
+   * (src/boot/reload.ts); what does not is named in `restartRequired`. On any error the running
+   * config stays, the error is logged and thrown (EDGE_RELOAD_REFUSED, EDGE_RELOAD_UNAVAILABLE).
+   */
+  reload(next?: Config): Promise<ReloadOutcome> {
+    const run = this.#reloading.then(() => this.#reload(next));
+    this.#reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reload(given: Config | undefined): Promise<ReloadOutcome> {
+    try {
+      if (this.#stopped) throw new GatewayError("EDGE_RELOAD_UNAVAILABLE", "the edge is stopping");
+      let next = given;
+      if (!next) {
+        if (!this.#source) throw new GatewayError("EDGE_RELOAD_UNAVAILABLE");
+        try {
+          next = this.#source();
+        } catch (err) {
+          // The file's own code (invalid, secret inline, env missing) leads the message.
+          const code = isGatewayError(err) ? `${err.code}: ` : "";
+          throw new GatewayError("EDGE_RELOAD_REFUSED", `${code}${(err as Error).message}`, { cause: err });
+        }
+      }
+      const { config, outcome } = await reloadEdge(this.#edge, this.#config, next, this.log);
+      this.#config = config;
+      this.log.info(outcome, "configuration reloaded");
+      if (outcome.restartRequired.length > 0)
+        this.log.warn(
+          { restartRequired: outcome.restartRequired },
+          "configuration reloaded: these settings keep their running value until a restart",
+        );
+      return outcome;
+    } catch (err) {
+      const code = isGatewayError(err) ? err.code : "EDGE_INTERNAL";
+      this.log.error(
+        { code, err: (err as Error).message },
+        "configuration reload refused; the running configuration stays",
+      );
+      throw err;
+    }
   }
 
   get port(): number {
@@ -154,12 +242,21 @@ export class Gateway {
     this.#public.closeIdleConnections();
     // The admin listener stays open while calls drain, so a load balancer's /readyz probe reads
     // 503 "draining" instead of a refused connection; it closes with everything else below.
-    if (!(await e.inflight.settled(this.config.drain.timeout)))
-      this.log.warn({ inflight: e.inflight.size }, "drain timeout: closing calls still in flight");
+    if (!(await e.inflight.settled(this.config.drain.timeout))) {
+      // Each call still running gets a coded JSON-RPC error (EDGE_DRAINED) on its own answer, not a
+      // bare end of stream, and its audit record says it was aborted by the drain.
+      this.log.warn(
+        { inflight: e.inflight.size },
+        "drain timeout: ending calls still in flight (EDGE_DRAINED)",
+      );
+      e.forwarder.abortCalls();
+      await e.inflight.settled(DRAINED_WRITE_MS);
+    }
     e.streams.closeClients();
     e.legacy.closeAll();
     this.#admin.close();
     for (const s of this.#sockets) s.destroy();
+    this.#readiness.close();
     await closeEdge(e, this.log);
     this.log.info("stopped");
     this.log.flush();

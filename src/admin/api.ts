@@ -110,10 +110,16 @@ export class AdminApi {
   readonly #o: AdminApiOptions;
   readonly #tokenHash: Buffer | undefined;
   readonly #keyCheck = new ApiKeyChecker();
+  #reload: (() => Promise<unknown>) | undefined;
 
   constructor(options: AdminApiOptions) {
     this.#o = options;
     this.#tokenHash = options.token ? createHash("sha256").update(options.token).digest() : undefined;
+  }
+
+  /** What `POST /api/reload` runs (the gateway's reload; set once the gateway runs). */
+  setReload(reload: () => Promise<unknown>): void {
+    this.#reload = reload;
   }
 
   /** Handles `/api/*`; false for other paths. */
@@ -200,6 +206,15 @@ export class AdminApi {
       ...(tenant !== undefined ? { tenant } : {}),
     };
 
+    // Configuration reload: the whole edge's, so the root admin's only (a tenant admin sees 404).
+    if (parts[1] === "reload" && parts.length === 2 && method === "POST" && caller.tenant === undefined) {
+      req.resume();
+      if (!this.#reload) throw new GatewayError("EDGE_RELOAD_UNAVAILABLE");
+      const outcome = await this.#reload();
+      this.#audit(caller, "config.reload", "config", null);
+      return sendJson(res, 200, { reloaded: true, ...(outcome as object) });
+    }
+
     if (parts[1] === "keys") {
       if (parts.length === 2 && method === "POST") {
         const body = parse(createKeyBody, await jsonBody(req));
@@ -240,10 +255,17 @@ export class AdminApi {
       if (ref !== undefined && parts.length === 3 && method === "DELETE") {
         const grace = query.get("grace") ?? undefined;
         if (grace !== undefined) parse(rotateBody, { grace });
-        const rec = await keys.revoke(await keys.find(ref, scope), grace);
-        this.#o.log.info({ keyId: rec.id, name: rec.name, at: rec.revokedAt }, "key revoked");
-        this.#audit(caller, "key.revoke", rec.id, rec.tenant);
-        return sendJson(res, 200, keyView(rec));
+        const { resolved, revoked } = await keys.revokeRef(ref, scope, grace);
+        for (const rec of revoked) {
+          this.#o.log.info({ keyId: rec.id, name: rec.name, at: rec.revokedAt }, "key revoked");
+          this.#audit(caller, "key.revoke", rec.id, rec.tenant);
+        }
+        // The resolved key's view (as before), and every key this revoked: a name revokes them all.
+        return sendJson(res, 200, {
+          ...keyView(resolved),
+          revoked_count: revoked.length,
+          revoked_keys: revoked.map((k) => keyView(k)),
+        });
       }
     }
 

@@ -43,6 +43,8 @@ import { accountId, adapterFor, parseAccountId, sha256 } from "./adapter.ts";
 import { loopbackMatch, normalizeRegistration, redirectUriProblems } from "./clients.ts";
 import { invalidGrant, RefreshGrace, type TokenAnswer } from "./grace.ts";
 import type { InteractionView, LoginEnv, LoginMethod, LoginResult } from "./login.ts";
+import type { Principal } from "../auth/types.ts";
+import type { ConnectChain } from "./chain.ts";
 import { LoginRevoked } from "./login.ts";
 import { consentPage, describeScope, errorPage } from "./pages.ts";
 import { GRANT_CLAIM, LocalVerifier, Revocations, TOOLS_CLAIM } from "./verify.ts";
@@ -66,6 +68,8 @@ export interface AuthorizationServerDeps {
   announce?: (id: string) => void;
   /** DCR rate limit: true when a registration from this address may go ahead. */
   mayRegister?: (address: string) => boolean;
+  /** The connections a route needs, chained right after consent (`chain.ts`). */
+  chain?: ConnectChain;
 }
 
 interface FetchInit {
@@ -672,7 +676,11 @@ export class AuthorizationServer {
       this.#event({ leg: "registration", outcome: "refused", reason: "invalid_redirect_uri" });
       return this.#json(res, 400, { error: "invalid_redirect_uri", error_description: problems });
     }
-    const normalized = normalizeRegistration(doc as Record<string, unknown>, this.#scopes);
+    // `openid` and `offline_access` stay registrable: clients (mcp-remote) ask for offline_access.
+    const normalized = normalizeRegistration(
+      doc as Record<string, unknown>,
+      new Set(["openid", "offline_access", ...this.#scopes]),
+    );
     const a = await this.#capture(req, JSON.stringify(normalized));
     if (a.status === 201) {
       // An unused registration expires: the record is kept `unusedTtl` until a login completes.
@@ -856,6 +864,19 @@ export class AuthorizationServer {
       );
     }
     const view = await this.#view(details);
+    if (action === "connected") {
+      // Back from a chained connection (success or not): the next one, or finish.
+      req.resume();
+      const login = await this.#login(details.session?.accountId ?? "");
+      const tried = (new URL(req.url ?? "/", this.issuer).searchParams.get("tried") ?? "")
+        .split(",")
+        .filter((t) => t !== "");
+      const resource =
+        view.resource ?? (this.#resources.size === 1 ? [...this.#resources.keys()][0] : undefined);
+      const consented = (details.result as { consent?: unknown } | undefined)?.consent !== undefined;
+      if (consented && login && (await this.#chainConnections(res, view.uid, resource, login, tried))) return;
+      return void res.writeHead(303, { location: details.returnTo, "cache-control": "no-store" }).end();
+    }
     if (details.prompt.name === "login") {
       req.resume();
       this.#event({
@@ -1006,7 +1027,39 @@ export class AuthorizationServer {
     this.#event({ leg: "consent", outcome: "ok", grantId, reason: skip ? "remembered" : "granted", ...base });
     details.result = { ...(details.result ?? {}), consent: { grantId } };
     await details.save(Math.max(1, details.exp - Math.floor(Date.now() / 1000)));
+    if (await this.#chainConnections(res, view.uid, resource, login, [])) return;
     res.writeHead(303, { location: details.returnTo, "cache-control": "no-store" }).end();
+  }
+
+  /**
+   * After consent: sends the browser through the next connection the route needs that the person
+   * has not made (`chain.ts`), to come back to `/as/interaction/{uid}/connected`. False when none
+   * is left (or no vault): the authorization finishes.
+   */
+  async #chainConnections(
+    res: ServerResponse,
+    uid: string,
+    resource: string | undefined,
+    login: LoginResult,
+    tried: readonly string[],
+  ): Promise<boolean> {
+    const chain = this.#d.chain;
+    if (!chain) return false;
+    const principal: Principal = {
+      id: `oauth:${this.issuer}:${login.tenant ?? ""}:${login.subject}`,
+      method: "oauth",
+      tenant: login.tenant,
+      subject: login.subject,
+      issuer: this.issuer,
+      scopes: [],
+    };
+    return chain.next(
+      res,
+      resource,
+      principal,
+      tried,
+      (t) => `/as/interaction/${encodeURIComponent(uid)}/connected?tried=${encodeURIComponent(t.join(","))}`,
+    );
   }
 
   async #login2(

@@ -28,6 +28,7 @@ const FAILURE_CODES: ReadonlySet<string> = new Set([
   "EDGE_UPSTREAM_BAD_RESPONSE",
   "EDGE_UPSTREAM_TIMEOUT",
   "EDGE_INTERNAL",
+  "EDGE_DRAINED",
 ]);
 
 const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
@@ -61,7 +62,8 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     if (!isRequest(m) || !AUDITED_METHODS.has(m.method)) continue;
     const known = ctx.outcomes?.get(requestIdKey(m.id));
     let outcome: AuditOutcome;
-    if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
+    if (error?.code === "EDGE_DRAINED") outcome = { kind: "aborted", code: error.code };
+    else if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
     else if (known) outcome = known;
     else if (ev.status === 0 || ctx.clientLeft) outcome = { kind: "aborted" };
     else if (ev.status >= 400) outcome = { kind: "http_error", status: ev.status, code: null };
@@ -79,6 +81,8 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
       outcome,
     );
     if (rawArgs !== undefined) draft.rawArgs = rawArgs;
+    // A call the edge ended (the drain) names why, as a refusal names its code.
+    if (outcome.kind === "aborted" && outcome.code !== undefined) draft.code = outcome.code;
     // Egress proxy: the server's outbound requests during the call (every call of a batch gets
     // them: the process's requests carry no id). Copied: the array may still grow.
     if (ctx.egress && ctx.egress.length > 0) draft.egress = ctx.egress.slice();

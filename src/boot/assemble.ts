@@ -3,6 +3,7 @@ import { KeyService } from "../admin/keys.ts";
 import { Authenticator } from "../auth/authenticate.ts";
 import { OAuthVerifier } from "../auth/oauth.ts";
 import { ListCache } from "../cache/list-cache.ts";
+import { ToolCatalog } from "../cache/tool-catalog.ts";
 import type { Config } from "../config/schema.ts";
 import { assessConfig } from "../config/warnings.ts";
 import { Egress } from "../egress/index.ts";
@@ -12,7 +13,7 @@ import { GetOrder } from "../forward/get-order.ts";
 import { LegacyBridge } from "../forward/legacy.ts";
 import { Forwarder } from "../forward/streamable.ts";
 import type { Logger } from "../observability/logger.ts";
-import { stageLists } from "../pipeline/lists.ts";
+import { type PipelineDeps, stageLists } from "../pipeline/lists.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
 import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
 import { CallLimiter } from "../ratelimit/limiter.ts";
@@ -20,7 +21,7 @@ import { Inflight } from "../server/listener.ts";
 import { SessionManager } from "../session/manager.ts";
 import { StreamRegistry } from "../session/streams.ts";
 import { type Observers, startObservers } from "./observers.ts";
-import { buildRoutes, type Routes } from "./routes.ts";
+import { buildRoutes, type RouteDeps, type Routes } from "./routes.ts";
 import { closeStores, openStores, type Stores } from "./stores.ts";
 import { wellKnownDocuments } from "./well-known.ts";
 import { createVault } from "./vault.ts";
@@ -37,18 +38,25 @@ export interface Edge {
   readonly stores: Stores;
   readonly egress: Egress;
   readonly oauth: OAuthVerifier | undefined;
-  /** The egress proxy of spawned stdio servers, when a route spawns any. */
-  readonly egressProxy: EgressProxy | undefined;
+  /** The egress proxy of spawned stdio servers, when a route spawns any (a reload may start it). */
+  egressProxy: EgressProxy | undefined;
   readonly routes: Routes;
+  /** What routes are built with (a reload builds the routes of new and changed servers). */
+  readonly routeDeps: RouteDeps;
   readonly streams: StreamRegistry;
   readonly sessions: SessionManager;
   readonly legacy: LegacyBridge;
   /** Calls in flight (POSTs and the streams they pump), for the drain. */
   readonly inflight: Inflight;
+  /** The Streamable HTTP forwarder (the drain ends its calls still in flight at `drain.timeout`). */
+  readonly forwarder: Forwarder;
   readonly pipeline: Pipeline;
+  /** What the stage lists were built from (a reload builds them again with its changes). */
+  readonly pipelineDeps: PipelineDeps;
   readonly keys: KeyService;
   readonly admin: AdminApi;
-  readonly wellKnown: ReadonlyMap<string, () => unknown>;
+  /** Well-known documents by path (a reload sets the protected-resource metadata of its routes). */
+  readonly wellKnown: Map<string, () => unknown>;
   readonly observers: Observers;
   /** The token vault and its connect pages (`/connect/...`), when connections are configured. */
   readonly vault: Vault | undefined;
@@ -99,9 +107,18 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   }
   const shared = stores.shared;
   let routes: Routes;
+  const tools = new ToolCatalog();
+  let routeDeps: RouteDeps;
   try {
-    const cache = new ListCache({ servers: config.servers, log });
-    routes = buildRoutes(config, { egress, log, egressProxy, shared, cache });
+    const cache = new ListCache({
+      servers: config.servers,
+      log,
+      onListChanged: (server, kind) => {
+        if (kind === "tools") tools.invalidate(server);
+      },
+    });
+    routeDeps = { egress, log, egressProxy, shared, cache };
+    routes = buildRoutes(config, routeDeps);
   } catch (err) {
     await egressProxy?.stop(); // a boot error must not leave the proxy listening
     await stores.audit.close();
@@ -115,11 +132,13 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   const sharing = shared && {
     hotTtlMs: SHARED_HOT_TTL_MS,
     ready: shared.redisReady,
+    available: shared.redisAvailable,
     tryLock: shared.tryLock,
     announce: (id: string) => shared.bus.publish({ k: "session", id }),
   };
   const sessions = new SessionManager(stores.sessions, streams, routes.byName, log, sharing);
-  const as = await createAuthorizationServer(config, { stores, egress, log });
+  const vaulted = createVault(config, { store: stores.connections, egress, shared, log });
+  const as = await createAuthorizationServer(config, { stores, egress, log, vault: vaulted });
   // Distributed mode: what other instances changed (keys, sessions), or everything after a resync.
   shared?.bus.on((m) => {
     if (m.k === "key") stores.forgetKey(m.id);
@@ -130,7 +149,6 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       sessions.forgetAll();
     }
   });
-  const vaulted = createVault(config, { store: stores.connections, egress, shared, log });
   const getOrder = new GetOrder();
   const inflight = new Inflight();
   const legacy = new LegacyBridge(sessions, config.streams.keepAlive, stores.identity);
@@ -142,29 +160,34 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     local: as?.verifier,
   });
   const security = config.security;
-  const pipeline = new Pipeline(
-    stageLists({
-      hosts: () => state.hosts,
-      origins: new Set(security.allowedOrigins),
-      maxBodyBytes: config.limits.maxBodyBytes,
-      authenticator,
-      authFailures: new AuthFailureLimiter(
-        config.rateLimits.authFailures,
-        security.trustForwardedHeaders,
-        log,
-      ),
-      limiter: new CallLimiter(config.servers, log, stores.counters),
-      audit: stores.audit,
-      sessions,
-      distributed: shared !== undefined,
-      draining,
-      getOrder,
-      cache: routes.cache,
-      forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
-      legacy,
-      vault: vaulted?.vault,
-    }),
-  );
+  const forwarder = new Forwarder({
+    sessions,
+    streams,
+    inflight,
+    identity: stores.identity,
+    getOrder,
+    audit: stores.audit,
+  });
+  const pipelineDeps: PipelineDeps = {
+    hosts: () => state.hosts,
+    origins: new Set(security.allowedOrigins),
+    maxBodyBytes: config.limits.maxBodyBytes,
+    jsonLimits: config.limits.json,
+    authenticator,
+    authFailures: new AuthFailureLimiter(config.rateLimits.authFailures, security.trustForwardedHeaders, log),
+    limiter: new CallLimiter(config.servers, log, stores.counters),
+    audit: stores.audit,
+    sessions,
+    distributed: shared !== undefined,
+    draining,
+    getOrder,
+    cache: routes.cache,
+    tools,
+    forwarder,
+    legacy,
+    vault: vaulted?.vault,
+  };
+  const pipeline = new Pipeline(stageLists(pipelineDeps));
   const keys = new KeyService(stores.keys, [...routes.byName.keys()]);
   const admin = new AdminApi({
     token: config.admin.token,
@@ -177,9 +200,15 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     as,
   });
   // Audit: record this gateway's routes only (channels are process-wide), from now on.
-  stores.audit.restrict(new Set(routes.byName.values()));
+  stores.audit.restrict(routes.owned);
   stores.audit.subscribe();
-  const observers = await startObservers(config, { routes: routes.byName, stores, streams, log });
+  const observers = await startObservers(config, {
+    routes: routes.byName,
+    owned: routes.owned,
+    stores,
+    streams,
+    log,
+  });
   await Promise.all([...routes.byName.values()].map((r) => r.upstream.start()));
   const wellKnown = wellKnownDocuments(config, routes.byName.values(), stores.identity);
   return {
@@ -188,11 +217,14 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     oauth,
     egressProxy,
     routes,
+    routeDeps,
     streams,
     sessions,
     legacy,
     inflight,
+    forwarder,
     pipeline,
+    pipelineDeps,
     keys,
     admin,
     wellKnown,

@@ -5,7 +5,7 @@ import { single } from "../mcp/hygiene.ts";
 import { isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
 import { formatEvent } from "../mcp/sse.ts";
 import { Sink } from "../session/streams.ts";
-import type { Deadlines } from "../upstream/deadline.ts";
+import { abortedWith, type Deadlines } from "../upstream/deadline.ts";
 import { forwardContext, requestIds, requestKeys } from "./exchange.ts";
 import { upstreamHeaders } from "./identity.ts";
 import { answer, errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
@@ -72,13 +72,17 @@ export async function forwardStateless(
     } catch (err) {
       if (!abort.signal.aborted) {
         const ge =
-          err instanceof GatewayError
+          abortedWith(signal, err) ??
+          (err instanceof GatewayError
             ? err
-            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
+            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err }));
         for (const id of requestIds(messages)) {
           if (ctx.outcomes?.has(requestIdKey(id))) continue;
           const data = errorResponseData(id, ge);
           sink.write(formatEvent({ data: answer(ctx, data, JSON.parse(data) as RpcMessage) }));
+          // The drain ended the call: recorded as aborted by the edge.
+          if (ge.code === "EDGE_DRAINED")
+            (ctx.outcomes ??= new Map()).set(requestIdKey(id), { kind: "aborted", code: ge.code });
         }
       }
     } finally {

@@ -21,7 +21,10 @@ export const asChannel = diagnostics_channel.channel("mcp-edge:as");
 
 /** How one JSON-RPC request of a call ended, as the client saw it. */
 export type CallOutcome =
-  { kind: "result"; isError: boolean } | { kind: "rpc_error"; code: number } | { kind: "aborted" };
+  | { kind: "result"; isError: boolean }
+  | { kind: "rpc_error"; code: number }
+  /** The client went away, or (with its code) the edge ended the call: EDGE_DRAINED. */
+  | { kind: "aborted"; code?: string };
 
 /**
  * A request to an MCP route as observers see it once it is over: what the stages learned
@@ -50,6 +53,11 @@ export interface RequestFacts {
   readonly egress: readonly EgressDecision[] | undefined;
   /** Whether the client went away before its answer was complete. */
   readonly clientLeft: boolean;
+  /** The HTTP version of the request (`1.1`, `2`), for `network.protocol.version`. */
+  readonly httpVersion?: string | undefined;
+  /** The client's address and port as the socket saw them (`client.address`, `client.port`). */
+  readonly clientAddress?: string | undefined;
+  readonly clientPort?: number | undefined;
 }
 
 /** Published when a request to an MCP route is over (its answer complete, or failed). */
@@ -71,6 +79,10 @@ export interface SessionEvent {
   tenant: string | null;
   principal: string;
   reason?: string;
+  /** When the session started (ms since the epoch): an end's duration is measured from it. */
+  createdAt?: number;
+  /** The MCP protocol version the session negotiated. */
+  protocolVersion?: string;
 }
 
 /** Published for every admin action (key created, rotated, revoked; session deleted). */

@@ -5,6 +5,8 @@ import type { Config } from "../config/schema.ts";
 import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { InstanceHealth, Route } from "../upstream/types.ts";
 import type { AdminEvent, AsEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./channels.ts";
+import type { BreakerState } from "../lib/breaker.ts";
+import { MCP_DURATION_BUCKETS, operationsOf, protocolVersionOf, sessionErrorType } from "./semconv.ts";
 
 /**
  * Prometheus metrics, fed without touching the hot
@@ -22,6 +24,17 @@ import type { AdminEvent, AsEvent, CallOutcome, RequestEndEvent, SessionEvent } 
 
 /** The label value that stands for every value past a label's cap. */
 export const OTHER = "(other)";
+
+/**
+ * `mcp_edge_store_breaker_state{store}`: a store's circuit breaker (src/lib/breaker.ts) as a number,
+ * so an alert can say `> 0`: 0 closed (calls go), 1 half-open (one probe out), 2 open (calls fail
+ * fast).
+ */
+export const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = {
+  closed: 0,
+  "half-open": 1,
+  open: 2,
+};
 /** Longer label values are counted as OTHER (tool names are at most 128 characters in MCP). */
 const MAX_LABEL_LENGTH = 128;
 
@@ -82,8 +95,13 @@ export type GaugeReading = number | ReadonlyArray<{ labels: Record<string, strin
 
 export interface MetricsOptions {
   config: Config["metrics"];
-  /** The gateway's routes: events of other gateways in the same process are ignored. */
+  /** The gateway's routes (a config reload changes the map in place). */
   routes: ReadonlyMap<string, Route>;
+  /**
+   * Whether a request's route is this gateway's (any it served since it started): events of other
+   * gateways in the same process are ignored. Default: the route is in `routes` now.
+   */
+  owned?: { has(route: Route): boolean };
   /** Open edge streams (StreamRegistry.size). */
   streams: () => number;
   /** Sessions in the store per server (the store is the truth, also after a restart). */
@@ -295,6 +313,10 @@ export class Metrics {
   readonly #sessionsEnded: CounterSeries<"server" | "reason">;
   readonly #admin: CounterSeries<"action" | "outcome">;
   readonly #as: CounterSeries<"leg" | "outcome">;
+  readonly #operationSeconds: HistogramSeries<
+    "server" | "mcp_method_name" | "gen_ai_tool_name" | "error_type" | "mcp_protocol_version"
+  >;
+  readonly #sessionSeconds: HistogramSeries<"server" | "mcp_protocol_version" | "error_type">;
   #subscribed = false;
 
   constructor(opts: MetricsOptions) {
@@ -356,6 +378,22 @@ export class Metrics {
       name: "mcp_edge_admin_actions_total",
       help: "Admin API actions, by action and outcome.",
       labelNames: ["action", "outcome"],
+      registers,
+    });
+    // The MCP semantic conventions' histograms (semconv.ts), under their Prometheus names (dots to
+    // underscores, unit suffix), attribute names likewise, plus the edge's `server`.
+    this.#operationSeconds = new HistogramSeries({
+      name: "mcp_server_operation_duration_seconds",
+      help: "OpenTelemetry mcp.server.operation.duration: one JSON-RPC request or notification of a POST, from its arrival to the end of its answer (error_type: JSON-RPC error code, tool_error, aborted, or the edge's code).",
+      labelNames: ["server", "mcp_method_name", "gen_ai_tool_name", "error_type", "mcp_protocol_version"],
+      buckets: MCP_DURATION_BUCKETS,
+      registers,
+    });
+    this.#sessionSeconds = new HistogramSeries({
+      name: "mcp_server_session_duration_seconds",
+      help: "OpenTelemetry mcp.server.session.duration: MCP sessions ended by this process, from start to end (error_type backend_lost when the upstream lost it).",
+      labelNames: ["server", "mcp_protocol_version", "error_type"],
+      buckets: MCP_DURATION_BUCKETS,
       registers,
     });
     const routes = opts.routes;
@@ -517,7 +555,8 @@ export class Metrics {
   }
 
   #ours(route: Route): boolean {
-    return this.#opts.routes.get(route.name) === route;
+    const owned = this.#opts.owned;
+    return owned ? owned.has(route) : this.#opts.routes.get(route.name) === route;
   }
 
   readonly #onRequestEnd = (message: unknown): void => {
@@ -561,6 +600,16 @@ export class Metrics {
             : "";
     const key = [server, method];
     this.#edgeSeconds.observe(key, ev.durationMs / 1000);
+    if (messages && messages.length > 0) {
+      const version = this.#bounded("mcp_protocol_version", protocolVersionOf(ctx) ?? "");
+      const seconds = ev.durationMs / 1000;
+      for (const op of operationsOf(ev)) {
+        const opMethod = this.#methods.value(op.method);
+        const tool = op.tool !== undefined ? this.#toolCap(server).value(op.tool) : "";
+        const errorType = op.errorType !== undefined ? this.#bounded("error_type", op.errorType) : "";
+        this.#operationSeconds.observe([server, opMethod, tool, errorType, version], seconds);
+      }
+    }
     const upstreamMs = ctx.upstream?.ms ?? elapsedSince(ctx.upstreamAt);
     if (upstreamMs !== undefined) this.#upstreamSeconds.observe(key, upstreamMs / 1000);
   };
@@ -578,6 +627,11 @@ export class Metrics {
     else {
       const reason = this.#bounded("reason", ev.reason ?? "");
       this.#sessionsEnded.inc([server, reason]);
+      if (ev.createdAt !== undefined) {
+        const version = this.#bounded("mcp_protocol_version", ev.protocolVersion ?? "");
+        const seconds = Math.max(0, Date.now() - ev.createdAt) / 1000;
+        this.#sessionSeconds.observe([server, version, sessionErrorType(ev) ?? ""], seconds);
+      }
     }
   };
 

@@ -5,13 +5,17 @@
  * Every statement names its tables with the configured schema (validated, then quoted), so nothing
  * depends on the connection's `search_path` (which a transaction-mode pooler does not keep).
  *
- * Failure: the pool connects with a timeout and every statement runs under one, so a database that
- * is down or hung turns into a GatewayError `EDGE_STORE_UNAVAILABLE` (503) within those bounds; a
- * call never hangs. Errors that are not about reachability (a duplicate key, a bug in a statement)
- * are thrown as pg reports them.
+ * Failure: every store operation runs through `PostgresDb.run`: one deadline over the whole
+ * operation (waiting for a pool connection included; `queryTimeoutMs`) and the pool's circuit
+ * breaker (src/lib/breaker.ts): after repeated timeouts or connection failures, operations fail at
+ * once until a probe succeeds. A database that is down or hung turns into a GatewayError
+ * `EDGE_STORE_UNAVAILABLE` (503) within that bound, or at once while the breaker is open; a call
+ * never hangs. Errors that are not about reachability (a duplicate key, a bug in a statement) are
+ * thrown as pg reports them, and count as answers.
  */
 import { DatabaseError, Pool, types } from "pg";
 import { GatewayError } from "../../errors/errors.ts";
+import { Breaker, BreakerOpenError, type BreakerOptions, DeadlineError } from "../../lib/breaker.ts";
 
 export interface PostgresOptions {
   /** Schema holding mcp-edge's tables; created when missing. Default `public`. */
@@ -24,6 +28,8 @@ export interface PostgresOptions {
   queryTimeoutMs?: number;
   /** Errors of idle pooled connections (the database restarted); they are otherwise dropped. */
   onError?: (err: Error) => void;
+  /** The pool's circuit breaker (consecutive failures, open time, state changes). */
+  breaker?: BreakerOptions;
 }
 
 /** An open pool and the schema whose migrations it applied. */
@@ -33,6 +39,14 @@ export interface PostgresDb {
   readonly schema: string;
   /** The migration version the schema is at. */
   readonly version: number;
+  /** The pool's circuit breaker: every `run` goes through it. */
+  readonly breaker: Breaker;
+  /**
+   * Runs one store operation (`what` names it in errors) under the breaker and a deadline
+   * (`queryTimeoutMs` unless given; `null`: none, the statements' own timeouts bound it). Failures
+   * of reachability become EDGE_STORE_UNAVAILABLE; other errors are thrown as they are.
+   */
+  run<T>(what: string, op: (pool: Pool) => Promise<T>, timeoutMs?: number | null): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -144,6 +158,20 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
      until BIGINT NOT NULL
    );
    CREATE INDEX as_revocations_at ON ${s}.as_revocations (at);`,
+  // Write-ahead entries of calls in flight (src/store/postgres/audit.ts `openCalls`), removed with
+  // the insert of the call's record; `audit_writers` holds each instance's heartbeat, and entries of
+  // an instance not seen for a while are recovered by another as records with outcome `unknown`.
+  (s) => `CREATE TABLE ${s}.audit_open (
+     key TEXT PRIMARY KEY,
+     instance TEXT NOT NULL,
+     at BIGINT NOT NULL,
+     record TEXT NOT NULL
+   );
+   CREATE INDEX audit_open_instance ON ${s}.audit_open (instance);
+   CREATE TABLE ${s}.audit_writers (
+     instance TEXT PRIMARY KEY,
+     seen_at BIGINT NOT NULL
+   );`,
 ];
 
 /** The newest migration version this code knows. */
@@ -229,10 +257,41 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
     throw storeError(err, "migrations at start");
   }
   let closed = false;
+  const breaker = new Breaker("postgres", options.breaker);
+  const unavailable = (err: unknown, what: string): unknown => {
+    if (err instanceof BreakerOpenError) {
+      return new GatewayError("EDGE_STORE_UNAVAILABLE", `PostgreSQL is unavailable (${what}).`, {
+        cause: err,
+        headers: { "retry-after": String(Math.ceil(err.retryAfterMs / 1000)) },
+      });
+    }
+    if (err instanceof DeadlineError) {
+      return new GatewayError("EDGE_STORE_UNAVAILABLE", `PostgreSQL did not answer in time (${what}).`, {
+        cause: err,
+      });
+    }
+    return storeError(err, what);
+  };
+  const isFailure = (err: unknown) => {
+    const e = storeError(err, "");
+    return e instanceof GatewayError && e.code === "EDGE_STORE_UNAVAILABLE";
+  };
   return {
     pool,
     schema,
     version,
+    breaker,
+    async run(what, op, timeoutMs) {
+      const deadline = timeoutMs === undefined ? queryTimeout : timeoutMs;
+      try {
+        return await breaker.run(() => op(pool), {
+          ...(deadline === null ? {} : { timeoutMs: deadline }),
+          isFailure,
+        });
+      } catch (err) {
+        throw unavailable(err, what);
+      }
+    },
     async close() {
       if (closed) return;
       closed = true;
