@@ -432,7 +432,15 @@ export class AuthorizationServer {
         signal,
       });
       const chunks: Buffer[] = [];
-      for await (const c of res.body) chunks.push(c);
+      let size = 0;
+      for await (const c of res.body) {
+        size += c.length;
+        if (size > cimd.maxBytes) {
+          res.body.destroy();
+          throw Object.assign(new Error("client metadata document too large"), { code: "too_large" });
+        }
+        chunks.push(c);
+      }
       const headers = new Headers();
       for (const [k, v] of Object.entries(res.headers)) if (typeof v === "string") headers.set(k, v);
       this.#event({
