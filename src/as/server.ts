@@ -17,7 +17,7 @@
  *
  * Endpoints (public listener): /.well-known/oauth-authorization-server,
  * /.well-known/openid-configuration, /authorize, /token, /register, /revoke, /as/jwks,
- * /as/interaction/{uid}, /as/login/{method}/..., /as/userinfo.
+ * /as/interaction/{uid}, /as/login/{method}/..., /as/userinfo, /as/grants (the grants page).
  *
  * This file stays one file: the provider's configuration and the request dispatch around it are
  * one piece (each hook refers to the state the dispatch keeps); the pieces that stand alone are in
@@ -684,11 +684,7 @@ export class AuthorizationServer {
       this.#event({ leg: "registration", outcome: "refused", reason: "invalid_redirect_uri" });
       return this.#json(res, 400, { error: "invalid_redirect_uri", error_description: problems });
     }
-    // `openid` and `offline_access` stay registrable: clients (mcp-remote) ask for offline_access.
-    const normalized = normalizeRegistration(
-      doc as Record<string, unknown>,
-      new Set(["openid", "offline_access", ...this.#scopes]),
-    );
+    const normalized = normalizeRegistration(doc as Record<string, unknown>);
     const a = await this.#capture(req, JSON.stringify(normalized));
     if (a.status === 201) {
       // An unused registration expires: the record is kept `unusedTtl` until a login completes.

@@ -62,14 +62,38 @@ async function grantsPage(browser: Browser, key: string): Promise<Page> {
 const grantIds = (p: Page): string[] =>
   [...p.text.matchAll(/name="grant" value="([^"]+)"/g)].map((m) => m[1]!);
 
+/** An MCP session with a bearer token (initialize), then one tools/call in it: the answer. */
 async function tool(token: string, name: string, args: Record<string, unknown>): Promise<Response> {
+  const headers: Record<string, string> = {
+    authorization: `Bearer ${token}`,
+    "content-type": "application/json",
+    accept: "application/json, text/event-stream",
+    "mcp-protocol-version": "2025-06-18",
+  };
+  const init = await fetch(a.mcpUrl, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "initialize",
+      params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } },
+    }),
+  });
+  await init.arrayBuffer();
+  assert.equal(init.status, 200);
+  const session = init.headers.get("mcp-session-id");
+  if (session) headers["mcp-session-id"] = session;
+  await (
+    await fetch(a.mcpUrl, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+    })
+  ).arrayBuffer();
   return fetch(a.mcpUrl, {
     method: "POST",
-    headers: {
-      authorization: `Bearer ${token}`,
-      "content-type": "application/json",
-      accept: "application/json, text/event-stream",
-    },
+    headers,
     body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name, arguments: args } }),
   });
 }
@@ -149,9 +173,12 @@ test("grants page: own grants only; revoke ends the access and refresh tokens; f
 test("step-up: 403 insufficient_scope, authorize again, consent asks only for the missing scope", async () => {
   const provider = new TestOAuthProvider({ redirectUrl: "http://127.0.0.1:53203/callback" });
   const browser = new Browser();
-  await sdkLogin(a, provider, browser);
+  // A client that asks for the route's default scope only (the SDK asks for the scopes its
+  // caller names, else every scope the resource metadata lists).
+  await sdkLogin(a, provider, browser, "mcp:tools");
   const first = provider.saved!;
-  assert.equal((await tool(first.access_token, "echo", { text: "hi" })).status, 200);
+  const echo = await tool(first.access_token, "echo", { text: "hi" });
+  assert.equal(echo.status, 200, await echo.text());
 
   const refused = await tool(first.access_token, "add", { a: 1, b: 2 });
   assert.equal(refused.status, 403);
