@@ -56,6 +56,7 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     const known = ctx.outcomes?.get(requestIdKey(m.id));
     let outcome: AuditOutcome;
     if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
+    else if (known?.kind === "rpc_error") outcome = { kind: "rpc_error", code: known.code };
     else if (known) outcome = known;
     else if (ev.status === 0 || ctx.clientLeft) outcome = { kind: "aborted" };
     else if (ev.status >= 400) outcome = { kind: "http_error", status: ev.status, code: null };
@@ -73,6 +74,8 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
       outcome,
     );
     if (rawArgs !== undefined) draft.rawArgs = rawArgs;
+    // The edge's own error in place of the answer: the record names its code.
+    if (!error && known?.kind === "rpc_error" && known.edgeCode !== undefined) draft.code = known.edgeCode;
     // Egress proxy: the server's outbound requests during the call (every call of a batch gets
     // them: the process's requests carry no id). Copied: the array may still grow.
     if (ctx.egress && ctx.egress.length > 0) draft.egress = ctx.egress.slice();

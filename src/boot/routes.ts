@@ -36,6 +36,7 @@ function createUpstream(
   log: Logger,
   egressProxy: EgressProxy | undefined,
   shared: Distributed | undefined,
+  maxResult: number,
 ): Upstream {
   const u = cfg.upstream;
   const child = log.child({ server: name });
@@ -62,13 +63,14 @@ function createUpstream(
         })
     : undefined;
   const credentials = createCredentials(cfg.credentials, egress, child, vault);
-  if (u.urls) return new HttpUpstream(u, egress, child, undefined, credentials);
-  if (u.sse) return new LegacySseUpstream(u, egress, child, credentials);
+  if (u.urls) return new HttpUpstream(u, egress, child, undefined, credentials, maxResult);
+  if (u.sse) return new LegacySseUpstream(u, egress, child, credentials, maxResult);
   // Egress proxy: the spawned processes' HTTP_PROXY, checked against this server's egress block.
   return new StdioUpstream(
     u,
     child,
     egressProxy ? { proxy: egressProxy, server: name, rules: cfg.egress } : undefined,
+    maxResult,
   );
 }
 
@@ -98,7 +100,15 @@ export function buildRoutes(
   for (const [name, cfg] of Object.entries(config.servers)) {
     const upstream = deps.cache.observe(
       name,
-      createUpstream(name, cfg, deps.egress, deps.log, deps.egressProxy, deps.shared),
+      createUpstream(
+        name,
+        cfg,
+        deps.egress,
+        deps.log,
+        deps.egressProxy,
+        deps.shared,
+        config.limits.maxResultBytes,
+      ),
     );
     // A spawned process's outbound requests through the egress proxy are recorded on the call
     // that was in flight (its audit record's `egress`); routes without one never pay for it.

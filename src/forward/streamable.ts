@@ -19,7 +19,7 @@ import type { GetOrder } from "./get-order.ts";
 import { asksFor, forwardContext, hasRequest, requestIds, requestKeys } from "./exchange.ts";
 import { upstreamHeaders } from "./identity.ts";
 import { forwardStateless } from "./stateless.ts";
-import { answer, errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
+import { answer, answerError, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
 
 /** How many times a request stream is resumed upstream after the upstream closed it early. */
 const MAX_UPSTREAM_RESUMES = 5;
@@ -215,6 +215,7 @@ export class Forwarder {
       upstream,
       fctx,
       (data, msg) => answer(ctx, data, msg),
+      (id, err) => answerError(ctx, id, err),
     );
     this.#opts.inflight.add(pumping);
     await pumping;
@@ -234,6 +235,7 @@ export class Forwarder {
     upstream: UpstreamSession,
     fctx: ForwardContext,
     deliver: (data: string, msg: RpcMessage | null) => string,
+    fail: (id: RpcId, err: GatewayError) => string,
   ): Promise<void> {
     let reply: UpstreamReply = first;
     let lastUpstreamId: string | undefined;
@@ -264,6 +266,8 @@ export class Forwarder {
         if (reply.kind === "stream") reply.close();
       }
       if (outstanding.size === 0 || lastUpstreamId === undefined || fctx.signal.aborted || stream.done) break;
+      // Resuming would replay the same oversized event.
+      if (failure?.code === "EDGE_RESULT_TOO_LARGE") break;
       await new Promise((r) => setTimeout(r, Math.min(retryMs, 10_000)));
       try {
         reply = await upstream.listen(fctx, lastUpstreamId);
@@ -285,8 +289,7 @@ export class Forwarder {
           : new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream closed the stream without an answer."));
       for (const id of ids) {
         if (!outstanding.has(requestIdKey(id))) continue;
-        const data = errorResponseData(id, err);
-        stream.append(deliver(data, JSON.parse(data) as RpcMessage));
+        stream.append(fail(id, err));
       }
     }
     stream.finish();

@@ -20,7 +20,10 @@ export const vaultChannel = diagnostics_channel.channel("mcp-edge:vault");
 
 /** How one JSON-RPC request of a call ended, as the client saw it. */
 export type CallOutcome =
-  { kind: "result"; isError: boolean } | { kind: "rpc_error"; code: number } | { kind: "aborted" };
+  | { kind: "result"; isError: boolean }
+  /** `edgeCode`: the error is the edge's own (the upstream's answer never came, or was refused). */
+  | { kind: "rpc_error"; code: number; edgeCode?: string }
+  | { kind: "aborted" };
 
 /**
  * A request to an MCP route as observers see it once it is over: what the stages learned

@@ -41,8 +41,12 @@ export function parseEventId(eventId: string): { streamId: string; seq: number }
 /** The `closeUpstream` of a stream nothing pumps (one function for all of them). */
 const nothing = (): void => {};
 
-/** A client whose socket has this many unsent bytes is cut off; it resumes with Last-Event-ID. */
+/**
+ * A client with more than this many bytes of earlier frames unsent is cut off when the next frame
+ * comes; it resumes with Last-Event-ID.
+ */
 const MAX_CLIENT_BACKLOG = 1024 * 1024;
+const COLON = 0x3a;
 
 interface Buffered {
   seq: number;
@@ -63,15 +67,27 @@ export class Sink {
     return !this.#ended && !this.res.destroyed && !this.res.writableEnded;
   }
 
-  /** Writes a frame; false when the client is gone or too far behind (then it is cut off). */
+  /** Bytes written to the response that the client has not taken yet. */
+  get backlog(): number {
+    return this.res.writableLength;
+  }
+
+  /**
+   * Writes a frame; false when the client is gone or too far behind (then it is cut off). Behind
+   * means more than MAX_CLIENT_BACKLOG bytes of earlier frames still unsent: one frame of any size
+   * (a large result) is always handed to the socket whole. A keep-alive comment is not written while
+   * bytes are pending (the connection is not idle then).
+   */
   write(frame: string): boolean {
     if (!this.open) return false;
-    this.res.write(frame);
-    this.lastWriteAt = Date.now();
-    if (this.res.writableLength > MAX_CLIENT_BACKLOG) {
+    const backlog = this.res.writableLength;
+    if (backlog > 0 && frame.charCodeAt(0) === COLON) return true;
+    if (backlog > MAX_CLIENT_BACKLOG) {
       this.res.destroy();
       return false;
     }
+    this.res.write(frame);
+    this.lastWriteAt = Date.now();
     return true;
   }
 
