@@ -17,7 +17,7 @@ import { Pipeline } from "../pipeline/pipeline.ts";
 import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
 import { CallLimiter } from "../ratelimit/limiter.ts";
 import { Inflight } from "../server/listener.ts";
-import { SessionManager } from "../session/manager.ts";
+import { SessionManager, sessionHash } from "../session/manager.ts";
 import { StreamRegistry } from "../session/streams.ts";
 import { type Observers, startObservers } from "./observers.ts";
 import { buildRoutes, type Routes } from "./routes.ts";
@@ -107,7 +107,23 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   for (const w of assessment.warnings) log.warn({ code: w.code }, w.message);
   const state: Edge["state"] = { draining: false, hosts: undefined };
   const draining = () => state.draining;
-  const streams = new StreamRegistry(config.streams, stores.events ? { events: stores.events } : undefined);
+  const streams = new StreamRegistry(config.streams, {
+    ...(stores.events ? { events: stores.events } : {}),
+    // One line per dropped stream: which session and tenant, how much, how long its client had not read.
+    budget: {
+      evicted: (e) =>
+        log.warn(
+          {
+            session: sessionHash(e.session),
+            tenant: e.tenant || null,
+            bytes: e.bytes,
+            scope: e.scope,
+            idleMs: e.idleMs,
+          },
+          "stream buffer budget spent: dropped the least recently read stream (EDGE_STREAM_BUDGET_EXCEEDED)",
+        ),
+    },
+  });
   const sharing = shared && {
     hotTtlMs: SHARED_HOT_TTL_MS,
     ready: shared.redisReady,

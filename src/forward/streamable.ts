@@ -198,7 +198,7 @@ export class Forwarder {
       reply.close();
       return sendAccepted(ctx.res);
     }
-    const stream = this.#streams.create(rec.id, "request");
+    const stream = this.#streams.create(rec.id, "request", rec.tenant);
     // Headers go out with the first event (one write less per answer); GET streams, which may wait
     // long for a first event, flush theirs at once.
     ctx.res.writeHead(200, sseHeaders());
@@ -241,6 +241,14 @@ export class Forwarder {
     let lastUpstreamId: string | undefined;
     let failure: GatewayError | undefined;
     stream.closeUpstream = () => (reply.kind === "stream" ? reply.close() : undefined);
+    // Dropped by the buffer budget: the answers still outstanding become its coded error.
+    stream.onEvict = (err) => {
+      let frames = "";
+      for (const id of ids) {
+        if (outstanding.delete(requestIdKey(id))) frames += formatEvent({ data: fail(id, err) });
+      }
+      return frames;
+    };
     for (let attempt = 0; attempt <= MAX_UPSTREAM_RESUMES && outstanding.size > 0; attempt++) {
       let retryMs = 0;
       try {
@@ -362,7 +370,7 @@ export class Forwarder {
     if (reply.kind === "passthrough") return sendPassthrough(ctx, reply);
     if (reply.kind !== "stream")
       throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream GET is not a stream.");
-    const stream = this.#streams.create(rec.id, "standalone");
+    const stream = this.#streams.create(rec.id, "standalone", rec.tenant);
     ctx.res.writeHead(200, sseHeaders());
     ctx.res.flushHeaders();
     for (const frame of replay) sink.write(frame);
