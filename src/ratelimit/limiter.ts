@@ -26,7 +26,7 @@ import type { Principal } from "../auth/types.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { isRequest, type RpcMessage } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
-import { type RateSpec, TOOL_NAME } from "../config/rate.ts";
+import { parseRate, type RateSpec, TOOL_NAME } from "../config/rate.ts";
 import { type Counter, type CounterStore, type Refusal, type Take } from "../store/types.ts";
 import { MemoryCounterStore } from "../store/memory/counters.ts";
 
@@ -63,6 +63,9 @@ export interface LimitedRequest {
   refusal: RateLimitRefusal | undefined;
   inflightSlot: InflightSlot | undefined;
 }
+
+/** `limits.initialize` of a stdio server in `mode: session` that sets none: each one spawns a process. */
+export const STDIO_INITIALIZE = parseRate("20/min");
 
 /** One configured limit of one server. */
 export interface Policy {
@@ -209,7 +212,9 @@ export class CallLimiter {
     this.#store = store;
     this.#log = log;
     for (const [name, cfg] of Object.entries(servers)) {
-      const l = cfg.limits;
+      // stdio `mode: session` spawns a process per initialize: limited by default.
+      const spawns = cfg.upstream.stdio?.mode === "session";
+      const l = cfg.limits ?? (spawns ? { tools: {}, concurrency: {} } : undefined);
       if (!l) continue;
       const make = (kind: LimitKind, spec: RateSpec | undefined, tool?: string) =>
         spec ? makePolicy(store, kind, spec, tool) : undefined;
@@ -220,7 +225,7 @@ export class CallLimiter {
       set("key", make("key", l.key));
       set("session", make("session", l.session));
       set("tenant", make("tenant", l.tenant));
-      set("initialize", make("initialize", l.initialize));
+      set("initialize", make("initialize", l.initialize ?? (spawns ? STDIO_INITIALIZE : undefined)));
       set("tool", make("tool", l.tool));
       for (const [tool, spec] of Object.entries(l.tools))
         p.tools.set(tool, makePolicy(store, "tool", spec, tool));

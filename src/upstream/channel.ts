@@ -193,6 +193,11 @@ export class ChannelSession implements UpstreamSession {
     ex.queue.fail(err);
   }
 
+  /** A call is in flight on the session. */
+  get busy(): boolean {
+    return this.#exchanges.size > 0;
+  }
+
   get lost(): boolean {
     return this.#lostReason !== undefined || this.#channel.closed;
   }

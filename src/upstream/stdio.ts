@@ -223,6 +223,9 @@ export class StdioUpstream implements Upstream {
   readonly #shared: SharedChannel | undefined;
   readonly #egress: StdioEgress | undefined;
   readonly #maxResult: number;
+  /** `mode: session`: each process's principal and last use (the caps and the idle reaper). */
+  readonly #owners = new Map<string, { principal: string; usedAt: number }>();
+  #reaper: NodeJS.Timeout | undefined;
 
   constructor(
     cfg: UpstreamConfig,
@@ -251,9 +254,45 @@ export class StdioUpstream implements Upstream {
 
   async start(): Promise<void> {
     this.#shared?.start();
+    if (this.#shared) return;
+    const idle = this.#cfg.idleTimeout;
+    this.#reaper = setInterval(() => this.#reap(Date.now()), Math.max(1000, Math.min(30_000, idle / 4)));
+    this.#reaper.unref();
+  }
+
+  /**
+   * Stops processes with no call for `idleTimeout`. Their sessions stay: the next call finds the
+   * process gone and `sessions.onBackendLoss` re-initializes on a new one (or expires the session).
+   */
+  #reap(now: number): void {
+    for (const [instance, owner] of this.#owners) {
+      const s = this.#sessions.get(instance);
+      if (!s || s.busy || now - owner.usedAt < this.#cfg.idleTimeout) continue;
+      this.#log.info({ instance, idleMs: now - owner.usedAt }, "stdio process idle: stopped");
+      void s.terminate();
+    }
+  }
+
+  /** 503 EDGE_PROCESS_LIMIT when a new process would pass the server's or the principal's cap. */
+  #checkCaps(principal: string): void {
+    const max = this.#cfg.maxProcesses;
+    if (this.#sessions.size >= max)
+      throw new GatewayError(
+        "EDGE_PROCESS_LIMIT",
+        `This server runs its ${max} processes at most (upstream.stdio.maxProcesses); retry later.`,
+      );
+    const per = this.#cfg.maxProcessesPerPrincipal;
+    let mine = 0;
+    for (const o of this.#owners.values()) if (o.principal === principal) mine++;
+    if (mine >= per)
+      throw new GatewayError(
+        "EDGE_PROCESS_LIMIT",
+        `You hold ${per} processes of this server at most (upstream.stdio.maxProcessesPerPrincipal): end a session or retry later.`,
+      );
   }
 
   async stop(): Promise<void> {
+    if (this.#reaper) clearInterval(this.#reaper);
     await Promise.allSettled([...this.#sessions.values()].map((s) => s.terminate()));
     this.#sessions.clear();
     await this.#shared?.stop();
@@ -271,6 +310,8 @@ export class StdioUpstream implements Upstream {
 
   async initialize(request: RpcRequest, body: string, ctx: ForwardContext): Promise<InitializeOutcome> {
     if (this.#shared) return this.#shared.initialize(request, ctx);
+    const principal = ctx.principal ?? "";
+    this.#checkCaps(principal);
     const instance = `stdio:${randomBytes(9).toString("base64url")}`;
     // Egress proxy: a credential for this process, naming its server, tenant and session; its
     // requests are attributed to the calls in flight on the session at the time.
@@ -282,10 +323,12 @@ export class StdioUpstream implements Upstream {
       (): EgressSink[] => session.egressSinks(),
     );
     const channel = new StdioChannel(this.#cfg, this.#log, credential, this.#maxResult);
-    const session = new ChannelSession({ instance, sessionId: null }, channel, () =>
-      this.#sessions.delete(instance),
-    );
+    const session = new ChannelSession({ instance, sessionId: null }, channel, () => {
+      this.#sessions.delete(instance);
+      this.#owners.delete(instance);
+    });
     this.#sessions.set(instance, session);
+    this.#owners.set(instance, { principal, usedAt: Date.now() });
     const reply = await session.post(body, [request], ctx);
     return { session, reply };
   }
@@ -294,6 +337,8 @@ export class StdioUpstream implements Upstream {
     if (this.#shared) return this.#shared.attach(binding);
     const s = this.#sessions.get(binding.instance);
     if (!s || s.lost) throw new UpstreamSessionLost("the session's process is gone");
+    const owner = this.#owners.get(binding.instance);
+    if (owner) owner.usedAt = Date.now();
     return s;
   }
 
