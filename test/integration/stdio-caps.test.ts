@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
+import { mcpPost } from "../helpers/mcp.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -40,18 +41,12 @@ async function connect(server: string): Promise<Client> {
   return client;
 }
 
-async function initialize(server: string): Promise<Response> {
-  return fetch(edge.url(server), {
-    method: "POST",
-    headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
-    body: JSON.stringify({
-      jsonrpc: "2.0",
-      id: 1,
-      method: "initialize",
-      params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "raw", version: "1" } },
-    }),
-  });
-}
+const INIT = {
+  jsonrpc: "2.0",
+  id: 1,
+  method: "initialize",
+  params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "raw", version: "1" } },
+};
 
 function pidOf(r: unknown): number {
   return (JSON.parse((r as { content: { text: string }[] }).content[0]?.text ?? "{}") as { pid: number }).pid;
@@ -70,20 +65,16 @@ describe("stdio mode: session caps", () => {
   test("past the principal's cap and the server's cap: 503 EDGE_PROCESS_LIMIT with Retry-After", async () => {
     await connect("capped");
     await connect("capped");
-    const third = await initialize("capped");
+    const third = await mcpPost(edge.url("capped"), INIT);
     assert.equal(third.status, 503);
     assert.ok(Number(third.headers.get("retry-after")) > 0);
-    const body = (await third.json()) as { id: number; error: { data: { code: string } } };
-    assert.equal(body.error.data.code, "EDGE_PROCESS_LIMIT");
-    assert.equal(body.id, 1);
+    assert.equal(third.body.error.data.code, "EDGE_PROCESS_LIMIT");
+    assert.equal(third.body.id, 1);
 
     await connect("one");
-    const second = await initialize("one");
+    const second = await mcpPost(edge.url("one"), INIT);
     assert.equal(second.status, 503);
-    assert.equal(
-      ((await second.json()) as { error: { data: { code: string } } }).error.data.code,
-      "EDGE_PROCESS_LIMIT",
-    );
+    assert.equal(second.body.error.data.code, "EDGE_PROCESS_LIMIT");
   });
 
   test("an idle process is stopped; the session's next call respawns it", async () => {
@@ -99,9 +90,7 @@ describe("stdio mode: session caps", () => {
   test("initialize is rate limited by default on a route that spawns a process per session", async () => {
     const statuses: number[] = [];
     for (let i = 0; i < 21; i++) {
-      const r = await initialize("one");
-      statuses.push(r.status);
-      await r.text();
+      statuses.push((await mcpPost(edge.url("one"), INIT)).status);
     }
     // 20 per minute per principal: the rest are 429, whatever the process cap answered before.
     assert.equal(statuses.at(-1), 429, statuses.join(","));
