@@ -17,7 +17,9 @@ import { waitFor } from "../helpers/wait.ts";
 const MiB = 1024 * 1024;
 let up: SpawnedFixture;
 let edge: InProcessEdge;
+let tenants: InProcessEdge;
 const readers: NonReader[] = [];
+const ADMIN_TOKEN = "stream-budget-admin-token-0123456789abcdef";
 
 before(async () => {
   up = await spawnFixture("test/fixtures/conformance-server.ts");
@@ -25,11 +27,17 @@ before(async () => {
     streams: { bufferBudget: "24MiB", tenantShare: 1, bufferBytes: "16MiB" },
     servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } },
   });
+  tenants = await startEdge({
+    admin: { listen: { host: "127.0.0.1", port: 0 }, token: ADMIN_TOKEN },
+    streams: { bufferBudget: "96MiB", tenantShare: 0.2, bufferBytes: "16MiB" },
+    servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["apiKey"] } },
+  });
 });
 
 after(async () => {
   for (const r of readers) r.socket.destroy();
   await edge?.stop();
+  await tenants?.stop();
   await up?.stop();
 });
 
@@ -90,5 +98,40 @@ describe("stream buffer budget", () => {
     const line = JSON.parse(lines[0] as string) as { bytes: number; scope: string; session: string };
     assert.ok(line.scope === "instance" || line.scope === "tenant", line.scope);
     assert.ok(line.bytes > 0);
+  });
+
+  test("one tenant's flood takes its own share only: another tenant's unread stream is kept", async () => {
+    const key = async (tenant: string) => {
+      const r = await fetch(`${tenants.gw.adminUrl}/api/keys`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: `${tenant}-ci`, server: "s", tenant }),
+      });
+      assert.equal(r.status, 201);
+      return { authorization: `Bearer ${((await r.json()) as { key: string }).key}` };
+    };
+    const acme = await key("acme");
+    const globex = await key("globex");
+    const streams = tenants.gw.streams;
+    // globex's client asks first (its stream is the least recently read of all), then stops reading.
+    const quiet = await nonReader(tenants.url(), 8 * 1024, globex);
+    readers.push(quiet);
+    await waitFor(() => streams.bufferedBytes > 0, { what: "globex's buffer" });
+    // acme floods: 6 × 8 MiB against its share of 0.2 × 96 MiB.
+    for (let i = 0; i < 6; i++) readers.push(await nonReader(tenants.url(), 8 * 1024, acme));
+    await waitFor(() => streams.evictions >= 2, { what: "evictions", timeout: 30_000 });
+    const drops = tenants
+      .logs()
+      .filter((l) => l.includes("stream buffer budget spent"))
+      .map((l) => JSON.parse(l) as { tenant: string; scope: string });
+    assert.ok(drops.length >= 2);
+    for (const d of drops) assert.deepEqual([d.tenant, d.scope], ["acme", "tenant"]);
+    // globex's answer is still whole: it reads now and gets every byte of it.
+    let got = 0;
+    quiet.socket.on("data", (d: Buffer) => {
+      got += d.length;
+    });
+    quiet.socket.resume();
+    await waitFor(() => got >= 8 * MiB, { what: "globex's whole answer", timeout: 15_000 });
   });
 });
