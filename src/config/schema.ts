@@ -91,7 +91,7 @@ const stdioSchema = z.strictObject({
     description:
       "`mode: session`: live processes of this server at most; a new session past it is 503 EDGE_PROCESS_LIMIT with Retry-After.",
   }),
-  maxProcessesPerPrincipal: z.number().int().min(1).prefault(4).meta({
+  maxProcessesPerPrincipal: z.number().int().min(1).prefault(8).meta({
     description:
       "`mode: session`: live processes of this server one principal may hold at most (503 EDGE_PROCESS_LIMIT).",
   }),

@@ -65,7 +65,7 @@ export interface LimitedRequest {
 }
 
 /** `limits.initialize` of a stdio server in `mode: session` that sets none: each one spawns a process. */
-export const STDIO_INITIALIZE = parseRate("20/min");
+export const STDIO_INITIALIZE = parseRate("30/min");
 
 /** One configured limit of one server. */
 export interface Policy {

@@ -128,7 +128,7 @@ test("result, stream-budget and stdio-process limits: defaults, and the result m
   ).servers.s?.upstream.stdio;
   assert.deepEqual(
     [stdio?.maxProcesses, stdio?.maxProcessesPerPrincipal, stdio?.idleTimeout],
-    [32, 4, 600_000],
+    [32, 8, 600_000],
   );
 });
 
