@@ -373,7 +373,7 @@ export class Forwarder {
     const stream = this.#streams.create(rec.id, "standalone", rec.tenant);
     ctx.res.writeHead(200, sseHeaders());
     ctx.res.flushHeaders();
-    for (const frame of replay) sink.write(frame);
+    for (const frame of replay) sink.write(frame, true);
     stream.attach(sink, 0);
     holdStandalone(stream, sink, ctx.res, reply, abort);
   }

@@ -46,8 +46,8 @@ export function parseEventId(eventId: string): { streamId: string; seq: number }
 const nothing = (): void => {};
 
 /**
- * A client with more than this many bytes of earlier frames unsent is cut off when the next frame
- * comes; it resumes with Last-Event-ID.
+ * A client with this many bytes unsent beyond its largest pending frame is cut off when the next
+ * frame comes; it resumes with Last-Event-ID.
  */
 const MAX_CLIENT_BACKLOG = 1024 * 1024;
 const COLON = 0x3a;
@@ -62,6 +62,8 @@ export class Sink {
   readonly res: ServerResponse;
   lastWriteAt = Date.now();
   #ended = false;
+  /** The largest frame written since the client last had nothing pending. */
+  #largest = 0;
 
   constructor(res: ServerResponse) {
     this.res = res;
@@ -78,18 +80,22 @@ export class Sink {
 
   /**
    * Writes a frame; false when the client is gone or too far behind (then it is cut off). Behind
-   * means more than MAX_CLIENT_BACKLOG bytes of earlier frames still unsent: one frame of any size
-   * (a large result) is always handed to the socket whole. A keep-alive comment is not written while
-   * bytes are pending (the connection is not idle then).
+   * means more than MAX_CLIENT_BACKLOG bytes unsent beyond the largest frame still pending: a frame
+   * of any size (a large result) is handed to the socket whole, and a client downloading one still
+   * gets the small events that follow it. `replay` writes are never cut off (a replay is bounded by
+   * the stream's buffer, and cutting it would make the client resume into the same replay). A
+   * keep-alive comment is not written while bytes are pending (the connection is not idle then).
    */
-  write(frame: string): boolean {
+  write(frame: string, replay = false): boolean {
     if (!this.open) return false;
     const backlog = this.res.writableLength;
-    if (backlog > 0 && frame.charCodeAt(0) === COLON) return true;
-    if (backlog > MAX_CLIENT_BACKLOG) {
+    if (backlog === 0) this.#largest = 0;
+    else if (frame.charCodeAt(0) === COLON) return true;
+    else if (!replay && backlog > MAX_CLIENT_BACKLOG + this.#largest) {
       this.res.destroy();
       return false;
     }
+    if (frame.length > this.#largest) this.#largest = frame.length;
     this.res.write(frame);
     this.lastWriteAt = Date.now();
     return true;
@@ -283,7 +289,7 @@ export class EdgeStream {
     this.#sink = sink;
     this.lastActivity = Date.now();
     for (const ev of this.#events) {
-      if (ev.seq > from && sink.write(ev.frame)) this.#lastWritten = ev.seq;
+      if (ev.seq > from && sink.write(ev.frame, true)) this.#lastWritten = ev.seq;
     }
     this.lastReadAt = Date.now();
     if (this.done && sink.open) {

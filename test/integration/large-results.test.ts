@@ -11,7 +11,9 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { AuditRecord } from "../../src/audit/record.ts";
 import { largeText } from "../fixtures/conformance-server.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
+import { nonReader } from "../helpers/non-reader.ts";
 import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ADMIN_TOKEN = "large-results-admin-token-0123456789abcdef";
 const FIXTURE = `${REPO_ROOT}/test/fixtures/conformance-server.ts`;
@@ -114,4 +116,31 @@ describe("large results", () => {
       assert.notDeepEqual(refused[0]?.outcome, { kind: "result", isError: false });
     });
   }
+
+  test("a client that stops reading mid-result and reads again later gets the whole answer", async () => {
+    const paused = await nonReader(roomy.url("sse"), 6 * 1024);
+    try {
+      // The edge has handed the answer to the socket meanwhile; the client has read nothing.
+      await new Promise((r) => setTimeout(r, 1500));
+      let raw = "";
+      paused.socket.setEncoding("latin1");
+      paused.socket.on("data", (d: string) => {
+        raw += d;
+      });
+      paused.socket.resume();
+      await waitFor(() => raw.endsWith("0\r\n\r\n"), {
+        what: "the end of the chunked answer",
+        timeout: 20_000,
+      });
+      const body = raw.slice(raw.indexOf("\r\n\r\n") + 4).replace(/\r\n[0-9a-f]+\r\n/g, "");
+      const data = body
+        .split("\n")
+        .filter((l) => l.startsWith("data: "))
+        .map((l) => JSON.parse(l.slice(6)) as { id?: number; result?: { content: { text: string }[] } });
+      const answer = data.find((m) => m.id === 2);
+      assert.ok(answer?.result?.content[0]?.text === largeText(6 * 1024));
+    } finally {
+      paused.socket.destroy();
+    }
+  });
 });
