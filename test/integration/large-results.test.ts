@@ -11,7 +11,11 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { AuditRecord } from "../../src/audit/record.ts";
 import { largeText } from "../fixtures/conformance-server.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
+import { Redis } from "ioredis";
+import { startCluster } from "../helpers/cluster/edges.ts";
 import { nonReader } from "../helpers/non-reader.ts";
+import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
+import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -142,5 +146,48 @@ describe("large results", () => {
     } finally {
       paused.socket.destroy();
     }
+  });
+});
+
+describe("large results, distributed mode (events mirrored to Redis)", async () => {
+  const ready =
+    (await redisReady("large results, distributed mode")) && (await postgresSkipReason()) === undefined;
+  const prefix = testPrefix();
+  const stops: (() => Promise<unknown>)[] = [];
+  after(async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
+    const redis = new Redis(REDIS_URL);
+    await dropPrefix(redis, prefix).catch(() => undefined);
+    redis.disconnect();
+  });
+  const pg = ready ? postgresFixture() : undefined;
+
+  test("a 6 MiB result arrives whole through a distributed edge", { skip: !ready }, async () => {
+    const fx = await spawnFixture("test/fixtures/conformance-server.ts");
+    stops.push(() => fx.stop());
+    const upstream = {
+      name: "a",
+      url: fx.url,
+      fixture: fx,
+      stats: async () => ({}) as never,
+      stop: () => fx.stop(),
+    };
+    const cluster = await startCluster({
+      edges: 1,
+      redisUrl: REDIS_URL,
+      keyPrefix: prefix,
+      pgSchema: (pg as ReturnType<typeof postgresFixture>).schema(),
+      upstreams: [upstream],
+    });
+    stops.push(() => cluster.stop());
+    const { key } = await cluster.createKey("large");
+    const client = new Client({ name: "large-distributed", version: "1.0.0" });
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(cluster.edgeUrl(0)), {
+        requestInit: { headers: { authorization: `Bearer ${key}` } },
+      }),
+    );
+    stops.push(() => client.close());
+    assert.ok((await large(client, 6 * 1024)) === largeText(6 * 1024));
   });
 });
