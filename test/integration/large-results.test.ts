@@ -11,11 +11,10 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import type { AuditRecord } from "../../src/audit/record.ts";
 import { largeText } from "../fixtures/conformance-server.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
-import { Redis } from "ioredis";
 import { startCluster } from "../helpers/cluster/edges.ts";
 import { nonReader } from "../helpers/non-reader.ts";
 import { postgresFixture, postgresSkipReason } from "../helpers/postgres.ts";
-import { dropPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
+import { dropTestPrefix, REDIS_URL, redisReady, testPrefix } from "../helpers/redis.ts";
 import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -156,9 +155,7 @@ describe("large results, distributed mode (events mirrored to Redis)", async () 
   const stops: (() => Promise<unknown>)[] = [];
   after(async () => {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
-    const redis = new Redis(REDIS_URL);
-    await dropPrefix(redis, prefix).catch(() => undefined);
-    redis.disconnect();
+    await dropTestPrefix(prefix);
   });
   const pg = ready ? postgresFixture() : undefined;
 
