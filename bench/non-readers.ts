@@ -53,6 +53,8 @@ try {
         admin: { listen: { host: "127.0.0.1", port: 0 } },
         store: { sqlite: path.join(dir, "edge.db") },
         log: { level: "error" },
+        // A tenant's share (half the budget) must hold one result: results stay under 16 MiB here.
+        limits: { maxResultBytes: "16MiB" },
         streams: { bufferBudget: budget === "0" ? 0 : budget },
         servers: { s: { route: "/mcp", upstream: { urls: [up.announced.url] }, auth: ["none"] } },
       }),

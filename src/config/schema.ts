@@ -474,7 +474,7 @@ const streamsSchema = z.strictObject({
   retry: duration.prefault("1s").meta({ description: "`retry:` hint sent when the edge closes a stream." }),
   bufferBudget: size.prefault("256MiB").meta({
     description:
-      "Bytes of buffered stream events this instance keeps in all, every stream together (replay buffers of streams whose client is slow, gone or not reading). Past it, the least recently read streams are dropped first: their response ends with EDGE_STREAM_BUDGET_EXCEEDED. 0 = no budget.",
+      "Bytes of buffered stream events this instance keeps in all, every stream together (replay buffers of streams whose client is slow, gone or not reading). Past it, the least recently read streams are dropped first: their response ends with EDGE_STREAM_BUDGET_EXCEEDED. A tenant's share of it must hold one result of `limits.maxResultBytes`. 0 = no budget.",
   }),
   tenantShare: z.number().gt(0).max(1).prefault(0.5).meta({
     description:
@@ -925,6 +925,13 @@ export const configSchema = z
           message: "a generic connection needs issuer, or authorizationUrl and tokenUrl",
         });
     }
+    const share = cfg.streams.bufferBudget * cfg.streams.tenantShare;
+    if (cfg.streams.bufferBudget > 0 && share < cfg.limits.maxResultBytes)
+      ctx.addIssue({
+        code: "custom",
+        path: ["streams", "bufferBudget"],
+        message: `a tenant's share of it (bufferBudget × tenantShare = ${Math.floor(share)} bytes) must hold one result of limits.maxResultBytes (${cfg.limits.maxResultBytes}); raise it, or set 0 for no budget`,
+      });
     const seen = new Map<string, string>();
     for (const [name, server] of Object.entries(cfg.servers)) {
       const other = seen.get(server.route);

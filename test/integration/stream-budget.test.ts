@@ -24,11 +24,13 @@ const ADMIN_TOKEN = "stream-budget-admin-token-0123456789abcdef";
 before(async () => {
   up = await spawnFixture("test/fixtures/conformance-server.ts");
   edge = await startEdge({
+    limits: { maxResultBytes: "16MiB" },
     streams: { bufferBudget: "24MiB", tenantShare: 1, bufferBytes: "16MiB" },
     servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["none"] } },
   });
   tenants = await startEdge({
     admin: { listen: { host: "127.0.0.1", port: 0 }, token: ADMIN_TOKEN },
+    limits: { maxResultBytes: "16MiB" },
     streams: { bufferBudget: "96MiB", tenantShare: 0.2, bufferBytes: "16MiB" },
     servers: { s: { route: "/mcp", upstream: { urls: [up.url] }, auth: ["apiKey"] } },
   });

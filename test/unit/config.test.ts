@@ -122,6 +122,15 @@ test("result, stream-budget and stdio-process limits: defaults, and the result m
   );
   assert.equal(err.code, "EDGE_CONFIG_INVALID");
   assert.match(err.message, /limits\.maxResultBytes: maxResultBytes must be at least maxBodyBytes/);
+  const budget = catchGatewayError(() =>
+    parseConfig(minimal({ streams: { bufferBudget: "64MiB", tenantShare: 0.5 } }), {}),
+  );
+  assert.match(budget.message, /streams\.bufferBudget: a tenant's share of it/);
+  assert.equal(
+    parseConfig(minimal({ streams: { bufferBudget: 0 }, limits: { maxResultBytes: "1GiB" } }), {}).streams
+      .bufferBudget,
+    0,
+  );
   const stdio = parseConfig(
     minimal({ servers: { s: { route: "/mcp", upstream: { stdio: { command: "node" } }, auth: ["none"] } } }),
     {},
