@@ -417,6 +417,7 @@ async function sessions(tmp: string): Promise<void> {
     await viaManager("SessionManager.load, Redis store (distributed)", redis, {
       hotTtlMs: 60_000,
       ready: () => true,
+      available: () => true,
       tryLock: async () => true,
       announce: () => undefined,
     });

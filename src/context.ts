@@ -99,6 +99,8 @@ export class PublicRequestContext implements RequestContext {
   credentials: UpstreamCredentials | undefined = undefined;
   #gone: AbortController | undefined = undefined;
   #left = false;
+  /** The socket the request came on (`req.socket` is null once the response finished). */
+  readonly #socket: IncomingMessage["socket"];
 
   constructor(
     requestId: string,
@@ -115,6 +117,7 @@ export class PublicRequestContext implements RequestContext {
     this.route = route;
     this.endpoint = endpoint;
     this.log = log;
+    this.#socket = req.socket;
     res.on("close", () => {
       if (res.writableFinished) return;
       this.#left = true;
@@ -128,6 +131,18 @@ export class PublicRequestContext implements RequestContext {
 
   get headers(): IncomingHttpHeaders {
     return this.req.headers;
+  }
+
+  get httpVersion(): string {
+    return this.req.httpVersion;
+  }
+
+  get clientAddress(): string | undefined {
+    return this.#socket?.remoteAddress;
+  }
+
+  get clientPort(): number | undefined {
+    return this.#socket?.remotePort;
   }
 
   get clientGone(): AbortSignal {

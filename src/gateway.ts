@@ -3,7 +3,10 @@ import type { AddressInfo } from "node:net";
 import type { KeyService } from "./admin/keys.ts";
 import type { AuditLog } from "./audit/log.ts";
 import { assemble, closeEdge, type Edge } from "./boot/assemble.ts";
+import { StoreReadiness } from "./boot/readiness.ts";
+import { type ReloadOutcome, reloadEdge } from "./boot/reload.ts";
 import type { Config } from "./config/schema.ts";
+import { GatewayError, isGatewayError } from "./errors/errors.ts";
 import type { EgressProxy } from "./egress/proxy.ts";
 import { allowedHostSet } from "./mcp/hygiene.ts";
 import { createLogger, type Logger } from "./observability/logger.ts";
@@ -15,6 +18,11 @@ import type { Route } from "./upstream/types.ts";
 
 export interface GatewayOptions {
   logger?: Logger;
+  /**
+   * Where a reload reads the config from (the file `serve -c` was given, read and validated
+   * again). Without it, `reload()` without a config answers EDGE_RELOAD_UNAVAILABLE.
+   */
+  source?: () => Config;
 }
 
 /**
@@ -23,19 +31,22 @@ export interface GatewayOptions {
  * `start` resolves once both accept; `stop` drains (SIGTERM semantics).
  */
 export class Gateway {
-  readonly config: Config;
   readonly log: Logger;
+  /** The routes by server name (a reload changes this map in place). */
   readonly routes: ReadonlyMap<string, Route>;
   /** Audit records (src/audit): fed by diagnostics channels, written off the request path. */
   readonly audit: AuditLog;
   /** Key administration (the admin API's, also used by the quickstart to create its dev key). */
   readonly keys: KeyService;
-  /** The egress proxy of spawned stdio servers, when a route spawns any. */
-  readonly egressProxy: EgressProxy | undefined;
   readonly #edge: Edge;
+  #config: Config;
+  readonly #source: (() => Config) | undefined;
+  /** Reloads run one at a time, in the order they were asked for. */
+  #reloading: Promise<unknown> = Promise.resolve();
   readonly #public: Server;
   readonly #admin: Server;
   readonly #sockets: SocketSet;
+  readonly #readiness: StoreReadiness;
   #stopped: Promise<void> | undefined;
 
   private constructor(
@@ -44,23 +55,31 @@ export class Gateway {
     edge: Edge,
     servers: [Server, Server],
     sockets: SocketSet,
+    readiness: StoreReadiness,
+    source: (() => Config) | undefined,
   ) {
-    this.config = config;
+    this.#config = config;
     this.log = log;
     this.routes = edge.routes.byName;
     this.audit = edge.stores.audit;
     this.keys = edge.keys;
-    this.egressProxy = edge.egressProxy;
     this.#edge = edge;
+    this.#source = source;
     [this.#public, this.#admin] = servers;
     this.#sockets = sockets;
+    this.#readiness = readiness;
   }
 
   /** Assembles the edge (unsafe config refused, stores opened, upstreams started), then listens. */
   static async start(config: Config, options: GatewayOptions = {}): Promise<Gateway> {
     const log = options.logger ?? createLogger({ level: config.log.level });
     const edge = await assemble(config, log);
-    const health: Health = { routes: edge.routes.byName, draining: () => edge.state.draining };
+    const readiness = new StoreReadiness(edge.stores.shared);
+    const health: Health = {
+      routes: edge.routes.byName,
+      draining: () => edge.state.draining,
+      storesDown: () => readiness.down(),
+    };
     const sockets: SocketSet = new Set();
     const { wellKnown, pipeline, inflight } = edge;
     const publicHandler = publicRouter({
@@ -70,9 +89,12 @@ export class Gateway {
       pipeline,
       inflight,
       log,
+      origins: new Set(config.security.allowedOrigins),
       pages:
-        edge.connectPages &&
-        ((req, res, path, query) => edge.connectPages?.handle(req, res, path, query) ?? false),
+        (edge.connectPages || edge.as) &&
+        ((req, res, path, query) =>
+          (edge.connectPages?.handle(req, res, path, query) ?? false) ||
+          (edge.as?.handle(req, res, path, query) ?? false)),
     });
     const adminHandler = adminRouter({ health, metrics: edge.observers.metrics, api: edge.admin });
     // A listener that cannot bind (a taken port, an address this host does not have) fails the
@@ -83,11 +105,21 @@ export class Gateway {
       servers.push(await listenOn("public", config.listen, config.limits, sockets, publicHandler));
       servers.push(await listenOn("admin", config.admin.listen, config.limits, sockets, adminHandler));
     } catch (err) {
+      readiness.close();
       for (const s of servers) s.close();
       await closeEdge(edge, log);
       throw err;
     }
-    const gw = new Gateway(config, log, edge, servers as [Server, Server], sockets);
+    const gw = new Gateway(
+      config,
+      log,
+      edge,
+      servers as [Server, Server],
+      sockets,
+      readiness,
+      options.source,
+    );
+    edge.admin.setReload(() => gw.reload());
     // DNS-rebinding protection: the Host values this listener serves (its port is known now).
     edge.state.hosts = allowedHostSet({
       configured: config.security.allowedHosts,
@@ -97,6 +129,61 @@ export class Gateway {
     });
     log.info({ url: gw.baseUrl, admin: gw.adminUrl, routes: [...gw.routes.keys()] }, "mcp-edge listening");
     return gw;
+  }
+
+  /** The config the edge runs (after a reload: the running one with the reloaded live parts). */
+  get config(): Config {
+    return this.#config;
+  }
+
+  /** The egress proxy of spawned stdio servers, when a route spawns any. */
+  get egressProxy(): EgressProxy | undefined {
+    return this.#edge.egressProxy;
+  }
+
+  /**
+   * Reloads the configuration: `next`, or the source's (the config file, read and validated
+   * again). What changes live is applied at once without dropping sessions or streams
+   * (src/boot/reload.ts); what does not is named in `restartRequired`. On any error the running
+   * config stays, the error is logged and thrown (EDGE_RELOAD_REFUSED, EDGE_RELOAD_UNAVAILABLE).
+   */
+  reload(next?: Config): Promise<ReloadOutcome> {
+    const run = this.#reloading.then(() => this.#reload(next));
+    this.#reloading = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reload(given: Config | undefined): Promise<ReloadOutcome> {
+    try {
+      if (this.#stopped) throw new GatewayError("EDGE_RELOAD_UNAVAILABLE", "the edge is stopping");
+      let next = given;
+      if (!next) {
+        if (!this.#source) throw new GatewayError("EDGE_RELOAD_UNAVAILABLE");
+        try {
+          next = this.#source();
+        } catch (err) {
+          // The file's own code (invalid, secret inline, env missing) leads the message.
+          const code = isGatewayError(err) ? `${err.code}: ` : "";
+          throw new GatewayError("EDGE_RELOAD_REFUSED", `${code}${(err as Error).message}`, { cause: err });
+        }
+      }
+      const { config, outcome } = await reloadEdge(this.#edge, this.#config, next, this.log);
+      this.#config = config;
+      this.log.info(outcome, "configuration reloaded");
+      if (outcome.restartRequired.length > 0)
+        this.log.warn(
+          { restartRequired: outcome.restartRequired },
+          "configuration reloaded: these settings keep their running value until a restart",
+        );
+      return outcome;
+    } catch (err) {
+      const code = isGatewayError(err) ? err.code : "EDGE_INTERNAL";
+      this.log.error(
+        { code, err: (err as Error).message },
+        "configuration reload refused; the running configuration stays",
+      );
+      throw err;
+    }
   }
 
   get port(): number {
@@ -164,6 +251,7 @@ export class Gateway {
     e.legacy.closeAll();
     this.#admin.close();
     for (const s of this.#sockets) s.destroy();
+    this.#readiness.close();
     await closeEdge(e, this.log);
     this.log.info("stopped");
     this.log.flush();

@@ -1,4 +1,5 @@
 import type { Vault } from "../vault/vault.ts";
+import type { AuthorizationServer } from "../as/server.ts";
 import type { ConnectionRecord } from "../store/types.ts";
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -38,6 +39,8 @@ export interface AdminApiOptions {
   audit?: AuditLog;
   /** The token vault, for `GET/DELETE /api/connections`; absent = those answer 404. */
   vault?: Vault | undefined;
+  /** The edge's authorization server, for `/api/oauth/clients` and `/api/oauth/grants`. */
+  as?: AuthorizationServer | undefined;
 }
 
 function sendJson(
@@ -107,10 +110,16 @@ export class AdminApi {
   readonly #o: AdminApiOptions;
   readonly #tokenHash: Buffer | undefined;
   readonly #keyCheck = new ApiKeyChecker();
+  #reload: (() => Promise<unknown>) | undefined;
 
   constructor(options: AdminApiOptions) {
     this.#o = options;
     this.#tokenHash = options.token ? createHash("sha256").update(options.token).digest() : undefined;
+  }
+
+  /** What `POST /api/reload` runs (the gateway's reload; set once the gateway runs). */
+  setReload(reload: () => Promise<unknown>): void {
+    this.#reload = reload;
   }
 
   /** Handles `/api/*`; false for other paths. */
@@ -197,6 +206,15 @@ export class AdminApi {
       ...(tenant !== undefined ? { tenant } : {}),
     };
 
+    // Configuration reload: the whole edge's, so the root admin's only (a tenant admin sees 404).
+    if (parts[1] === "reload" && parts.length === 2 && method === "POST" && caller.tenant === undefined) {
+      req.resume();
+      if (!this.#reload) throw new GatewayError("EDGE_RELOAD_UNAVAILABLE");
+      const outcome = await this.#reload();
+      this.#audit(caller, "config.reload", "config", null);
+      return sendJson(res, 200, { reloaded: true, ...(outcome as object) });
+    }
+
     if (parts[1] === "keys") {
       if (parts.length === 2 && method === "POST") {
         const body = parse(createKeyBody, await jsonBody(req));
@@ -237,10 +255,17 @@ export class AdminApi {
       if (ref !== undefined && parts.length === 3 && method === "DELETE") {
         const grace = query.get("grace") ?? undefined;
         if (grace !== undefined) parse(rotateBody, { grace });
-        const rec = await keys.revoke(await keys.find(ref, scope), grace);
-        this.#o.log.info({ keyId: rec.id, name: rec.name, at: rec.revokedAt }, "key revoked");
-        this.#audit(caller, "key.revoke", rec.id, rec.tenant);
-        return sendJson(res, 200, keyView(rec));
+        const { resolved, revoked } = await keys.revokeRef(ref, scope, grace);
+        for (const rec of revoked) {
+          this.#o.log.info({ keyId: rec.id, name: rec.name, at: rec.revokedAt }, "key revoked");
+          this.#audit(caller, "key.revoke", rec.id, rec.tenant);
+        }
+        // The resolved key's view (as before), and every key this revoked: a name revokes them all.
+        return sendJson(res, 200, {
+          ...keyView(resolved),
+          revoked_count: revoked.length,
+          revoked_keys: revoked.map((k) => keyView(k)),
+        });
       }
     }
 
@@ -297,6 +322,37 @@ export class AdminApi {
         this.#o.log.info({ connection: rec.connection, record: rec.id }, "connection revoked by admin");
         this.#audit(caller, "connection.revoke", rec.id, rec.tenant === "" ? null : rec.tenant);
         return sendJson(res, 200, { deleted: true });
+      }
+    }
+    // The edge's authorization server: clients (root only: they are not per tenant) and grants.
+    if (parts[1] === "oauth" && this.#o.as) {
+      const as = this.#o.as;
+      const id = parts[3];
+      if (parts[2] === "clients" && caller.tenant === undefined) {
+        if (parts.length === 3 && method === "GET")
+          return sendJson(res, 200, { clients: await as.listClients() });
+        if (id !== undefined && parts.length === 4 && method === "DELETE") {
+          if (!(await as.deleteClient(id))) throw new GatewayError("EDGE_ADMIN_NOT_FOUND", "no such client");
+          this.#audit(caller, "oauth.client.delete", id, null);
+          return sendJson(res, 200, { deleted: true });
+        }
+      }
+      if (parts[2] === "grants") {
+        if (parts.length === 3 && method === "GET") {
+          const filter = {
+            ...(tenant !== undefined ? { tenant } : {}),
+            ...(query.get("subject") ? { subject: query.get("subject") as string } : {}),
+          };
+          return sendJson(res, 200, { grants: await as.listGrants(filter) });
+        }
+        if (id !== undefined && parts.length === 4 && method === "DELETE") {
+          const g = await as.grant(id);
+          if (!g || (tenant !== undefined && g.tenant !== tenant))
+            throw new GatewayError("EDGE_ADMIN_NOT_FOUND", "no such grant");
+          await as.revokeGrant(id);
+          this.#audit(caller, "oauth.grant.revoke", id, g.tenant);
+          return sendJson(res, 200, { deleted: true });
+        }
       }
     }
     throw new GatewayError("EDGE_ADMIN_NOT_FOUND", `no admin endpoint ${method} ${path}`);

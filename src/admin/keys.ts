@@ -57,10 +57,15 @@ export function keyView(rec: ApiKeyRecord, now = Date.now()): Record<string, unk
  */
 export class KeyService {
   readonly #store: ApiKeyStore;
-  readonly #servers: readonly string[];
+  #servers: readonly string[];
 
   constructor(store: ApiKeyStore, servers: readonly string[]) {
     this.#store = store;
+    this.#servers = servers;
+  }
+
+  /** The configured server names (a config reload adds and removes servers). */
+  setServers(servers: readonly string[]): void {
     this.#servers = servers;
   }
 
@@ -163,6 +168,30 @@ export class KeyService {
       expiresAt: old.expiresAt === null ? end : Math.min(old.expiresAt, end),
     });
     return { key: minted.key, record };
+  }
+
+  /**
+   * Revokes what `ref` names, now or at the end of `grace`: the key of that id, or every key of
+   * that name that still works (the one a rotation replaced, in its grace window, included). Keys
+   * already revoked or expired are left as they are. Answers the keys revoked, newest first, and
+   * the key the reference resolved to (for a name whose keys all ended already: the newest one).
+   */
+  async revokeRef(
+    ref: string,
+    scope: { server?: string; tenant?: string },
+    grace: string | undefined,
+    now = Date.now(),
+  ): Promise<{ resolved: ApiKeyRecord; revoked: ApiKeyRecord[] }> {
+    const resolved = await this.find(ref, scope, now);
+    const targets =
+      resolved.id === ref
+        ? [resolved]
+        : (await this.#store.byName(resolved.server, resolved.tenant, resolved.name)).filter((k) =>
+            isUsable(k, now),
+          );
+    const revoked: ApiKeyRecord[] = [];
+    for (const k of targets) revoked.push(await this.revoke(k, grace, now));
+    return { resolved: revoked[0] ?? resolved, revoked };
   }
 
   /** Revokes now, or at the end of `grace`. */

@@ -4,7 +4,13 @@
  */
 import { single } from "../mcp/hygiene.ts";
 import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
-import type { AdminEvent, RequestEndEvent, SessionEvent, VaultEvent } from "../observability/channels.ts";
+import type {
+  AdminEvent,
+  AsEvent,
+  RequestEndEvent,
+  SessionEvent,
+  VaultEvent,
+} from "../observability/channels.ts";
 import { sessionHash } from "../session/manager.ts";
 import type { AuditDraft, AuditOutcome } from "./record.ts";
 
@@ -227,6 +233,39 @@ export function draftFromVault(ev: VaultEvent, now = Date.now()): AuditDraft {
     latencyMs: null,
     upstreamMs: null,
     requestId: ev.requestId ?? null,
+    traceId: null,
+    detail,
+  };
+}
+
+/** An authorization-server event: `method` is `oauth.<leg>`, `target` the client. */
+export function draftFromAs(ev: AsEvent, now = Date.now()): AuditDraft {
+  const detail: Record<string, string> = { leg: ev.leg, outcome: ev.outcome };
+  if (ev.reason !== undefined) detail.reason = ev.reason;
+  if (ev.redirectHost !== null) detail.redirectHost = ev.redirectHost;
+  if (ev.grantId !== undefined) detail.grant = ev.grantId;
+  return {
+    time: now,
+    type: "oauth",
+    tenant: ev.tenant,
+    subject: ev.subject,
+    principal: null,
+    auth: null,
+    clientId: ev.clientId,
+    keyId: null,
+    session: null,
+    server: null,
+    instance: null,
+    method: `oauth.${ev.leg}`,
+    target: ev.clientId,
+    rpcId: null,
+    decision: ev.outcome === "ok" ? "allowed" : "refused",
+    code: null,
+    status: null,
+    outcome: null,
+    latencyMs: null,
+    upstreamMs: null,
+    requestId: null,
     traceId: null,
     detail,
   };

@@ -34,12 +34,20 @@ import {
   type SessionEvent,
   sessionChannel,
   type VaultEvent,
+  type AsEvent,
   vaultChannel,
+  asChannel,
 } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
 import { chainRecord, type VerifyReport, verifyChains } from "./chain.ts";
 import { type Heads } from "../store/types.ts";
-import { draftFromAdmin, draftFromSession, draftFromVault, draftsFromRequestEnd } from "./events.ts";
+import {
+  draftFromAdmin,
+  draftFromAs,
+  draftFromSession,
+  draftFromVault,
+  draftsFromRequestEnd,
+} from "./events.ts";
 import { type ArgsPolicy, type AuditDraft, type FinalRecord, finalizeDraft, GENESIS } from "./record.ts";
 import { type KeyedFinal, Spool, type SpoolEntry } from "./spool.ts";
 import { AuditChainConflictError, finalOf } from "../store/audit-rows.ts";
@@ -112,11 +120,12 @@ export class AuditLog {
   /** Set for the last flush at stop: the spool takes everything, over its cap if it must. */
   #force = false;
   /** Only requests to these routes are recorded (another gateway in the same process has its own). */
-  #routes: ReadonlySet<Route> | undefined;
+  #routes: { has(route: Route): boolean } | undefined;
   readonly #onEnd = (m: unknown) => this.#enqueueAll(this.#ownRequest(m as RequestEndEvent));
   readonly #onSession = (m: unknown) => this.enqueue(draftFromSession(m as SessionEvent));
   readonly #onAdmin = (m: unknown) => this.enqueue(draftFromAdmin(m as AdminEvent));
   readonly #onVault = (m: unknown) => this.enqueue(draftFromVault(m as VaultEvent));
+  readonly #onAs = (m: unknown) => this.enqueue(draftFromAs(m as AsEvent));
 
   private constructor(o: AuditLogOptions, heads: Heads, spool: Spool | undefined) {
     this.#o = o;
@@ -170,7 +179,7 @@ export class AuditLog {
   }
 
   /** Records requests to these routes only. */
-  restrict(routes: ReadonlySet<Route>): void {
+  restrict(routes: { has(route: Route): boolean }): void {
     this.#routes = routes;
   }
 
@@ -179,6 +188,7 @@ export class AuditLog {
     diagnostics_channel.subscribe(sessionChannel.name, this.#onSession);
     diagnostics_channel.subscribe(adminChannel.name, this.#onAdmin);
     diagnostics_channel.subscribe(vaultChannel.name, this.#onVault);
+    diagnostics_channel.subscribe(asChannel.name, this.#onAs);
   }
 
   unsubscribe(): void {
@@ -186,6 +196,7 @@ export class AuditLog {
     diagnostics_channel.unsubscribe(sessionChannel.name, this.#onSession);
     diagnostics_channel.unsubscribe(adminChannel.name, this.#onAdmin);
     diagnostics_channel.unsubscribe(vaultChannel.name, this.#onVault);
+    diagnostics_channel.unsubscribe(asChannel.name, this.#onAs);
   }
 
   /**

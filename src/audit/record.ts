@@ -10,7 +10,8 @@
 import { hash } from "node:crypto";
 import type { EgressDecision } from "../egress/proxy.ts";
 
-export type AuditType = "call" | "request" | "session.start" | "session.end" | "admin" | "connection";
+export type AuditType =
+  "call" | "request" | "session.start" | "session.end" | "admin" | "connection" | "oauth";
 
 /** How a call ended, as the client saw it. */
 export type AuditOutcome =

@@ -29,19 +29,61 @@ export function credentialHeaders(raw: readonly string[]): {
   return { authorization, "x-api-key": apiKey };
 }
 
+/** How to send an API key and where one comes from (ASCII: it goes into a challenge too). */
+const API_KEY_HOW =
+  "Send an API key as Authorization: Bearer mcpe_... or X-API-Key; keys are issued by the operator of this edge (mcp-edge keys create)";
+
 export interface AuthenticatorOptions {
   keys: ApiKeyStore;
   oauth: OAuthVerifier | undefined;
   publicUrl: string | undefined;
   /** Config `tenancy`: the claim naming a token's tenant, and whether one is required. */
   tenancy: { claim: string; required: boolean };
+  /**
+   * The edge's own authorization server (src/as), when enabled: its access tokens are verified
+   * locally, revocations included, on every route that accepts `oauth`.
+   */
+  local?: LocalIssuer | undefined;
+}
+
+/** An issuer whose tokens the edge verifies in process (its own authorization server). */
+export interface LocalIssuer {
+  readonly issuer: string;
+  /** Throws EDGE_AUTH_INVALID_TOKEN for a token that is not valid for `resource`. */
+  verify(
+    token: string,
+    resource: string,
+  ): Promise<{
+    subject: string;
+    tenant: string | null;
+    clientId?: string;
+    scopes: readonly string[];
+    tools?: readonly string[];
+    expiresAt: number;
+  }>;
+}
+
+/** The `iss` of a compact JWS, unverified (it only picks who verifies the token). */
+function unverifiedIssuer(token: string): string | undefined {
+  const dot = token.indexOf(".");
+  const end = token.indexOf(".", dot + 1);
+  if (dot <= 0 || end < 0) return undefined;
+  try {
+    const iss = (
+      JSON.parse(Buffer.from(token.slice(dot + 1, end), "base64url").toString("utf8")) as { iss?: unknown }
+    ).iss;
+    return typeof iss === "string" ? iss : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
  * The authenticate stage. Credentials come from `Authorization: Bearer` (an API key or an OAuth
  * access token) or `X-API-Key`; exactly one way per request (RFC 6750 §2). Every failure answers
- * 401 with a challenge naming the resource metadata (MCP authorization, RFC 9728), and never says
- * which check failed.
+ * 401 saying what the route accepts: where OAuth is accepted, a challenge naming the resource
+ * metadata (MCP authorization, RFC 9728); on an API-key route, that an API key is needed and where
+ * one comes from. It never says which check failed.
  */
 export class Authenticator {
   readonly #o: AuthenticatorOptions;
@@ -52,14 +94,23 @@ export class Authenticator {
     this.#o = options;
   }
 
-  /** The WWW-Authenticate value for a route, with an error code when a credential was presented. */
+  /** Whether the route takes OAuth tokens: only then are resource metadata and scopes named. */
+  #oauthOn(route: Route): boolean {
+    return route.config.auth.includes("oauth") && this.#o.publicUrl !== undefined;
+  }
+
+  /**
+   * The WWW-Authenticate value for a route, with an error code when a credential was presented.
+   * Where OAuth is accepted: the RFC 9728 challenge (resource metadata, scopes). Where it is not
+   * (API keys only), no promise of metadata that is not served: a realm and a description saying
+   * an API key is needed.
+   */
   challenge(
     route: Route,
     error?: "invalid_token" | "insufficient_scope" | "invalid_request",
     scope?: string[],
   ): string {
-    const methods = route.config.auth;
-    if (methods.includes("oauth") && this.#o.publicUrl) {
+    if (this.#oauthOn(route) && this.#o.publicUrl) {
       const required = scope ?? route.config.scopes.default;
       return bearerChallenge({
         resourceMetadata: resourceMetadataUrl(this.#o.publicUrl, route.config.route),
@@ -67,14 +118,35 @@ export class Authenticator {
         ...(error ? { error } : {}),
       });
     }
-    return `Bearer realm="mcp-edge"${error ? `, error="${error}"` : ""}`;
+    const description = route.config.auth.includes("apiKey") ? `, error_description="${API_KEY_HOW}"` : "";
+    return `Bearer realm="mcp-edge"${error ? `, error="${error}"` : ""}${description}`;
+  }
+
+  /** The 401 message: what this route accepts, and where a credential comes from. */
+  #unauthorizedMessage(route: Route, presented: boolean): string {
+    const apiKey = route.config.auth.includes("apiKey");
+    const oauth = this.#oauthOn(route);
+    const accepted =
+      apiKey && oauth
+        ? "an OAuth access token (see the resource metadata in WWW-Authenticate) or an API key"
+        : oauth
+          ? "an OAuth access token (see the resource metadata in WWW-Authenticate)"
+          : "an API key";
+    const lead = presented
+      ? `The credential is not valid here (invalid, expired or revoked; which is not said). This server accepts ${accepted}.`
+      : `Authentication required: this server accepts ${accepted}.`;
+    return apiKey ? `${lead} ${API_KEY_HOW}.` : lead;
   }
 
   #unauthorized(route: Route, presented: boolean, cause?: unknown): GatewayError {
-    return new GatewayError(presented ? "EDGE_AUTH_INVALID_TOKEN" : "EDGE_AUTH_REQUIRED", undefined, {
-      cause,
-      headers: { "www-authenticate": this.challenge(route, presented ? "invalid_token" : undefined) },
-    });
+    return new GatewayError(
+      presented ? "EDGE_AUTH_INVALID_TOKEN" : "EDGE_AUTH_REQUIRED",
+      this.#unauthorizedMessage(route, presented),
+      {
+        cause,
+        headers: { "www-authenticate": this.challenge(route, presented ? "invalid_token" : undefined) },
+      },
+    );
   }
 
   /**
@@ -139,6 +211,34 @@ export class Authenticator {
           throw this.#unauthorized(route, true, err);
         throw err;
       }
+    }
+    const local = this.#o.local;
+    if (
+      bearer !== undefined &&
+      local &&
+      methods.includes("oauth") &&
+      this.#o.publicUrl &&
+      unverifiedIssuer(bearer) === local.issuer
+    ) {
+      let t: Awaited<ReturnType<LocalIssuer["verify"]>>;
+      try {
+        t = await local.verify(bearer, resourceUrl(this.#o.publicUrl, route.config.route));
+      } catch (err) {
+        if (err instanceof GatewayError && err.code === "EDGE_AUTH_INVALID_TOKEN")
+          throw this.#unauthorized(route, true, err);
+        throw err;
+      }
+      return {
+        id: `oauth:${local.issuer}:${t.tenant ?? ""}:${t.subject}`,
+        method: "oauth",
+        tenant: t.tenant,
+        subject: t.subject,
+        issuer: local.issuer,
+        scopes: t.scopes,
+        expiresAt: t.expiresAt,
+        ...(t.tools ? { tools: t.tools } : {}),
+        ...(t.clientId ? { clientId: t.clientId } : {}),
+      };
     }
     if (bearer !== undefined) {
       if (!methods.includes("oauth") || !this.#o.oauth || !this.#o.publicUrl)

@@ -5,7 +5,8 @@ import type { Principal } from "./types.ts";
 
 /** The scopes a call needs on a route: a tool's own, else the route default. */
 export function requiredScopes(config: ServerConfig, method: string, tool: string | undefined): string[] {
-  if (method === "tools/call" && tool !== undefined)
+  // Own entries only: a tool named "constructor" or "toString" is not a key of every object.
+  if (method === "tools/call" && tool !== undefined && Object.hasOwn(config.scopes.tools, tool))
     return config.scopes.tools[tool] ?? config.scopes.default;
   return config.scopes.default;
 }

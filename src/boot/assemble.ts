@@ -3,6 +3,7 @@ import { KeyService } from "../admin/keys.ts";
 import { Authenticator } from "../auth/authenticate.ts";
 import { OAuthVerifier } from "../auth/oauth.ts";
 import { ListCache } from "../cache/list-cache.ts";
+import { ToolCatalog } from "../cache/tool-catalog.ts";
 import type { Config } from "../config/schema.ts";
 import { assessConfig } from "../config/warnings.ts";
 import { Egress } from "../egress/index.ts";
@@ -12,7 +13,7 @@ import { GetOrder } from "../forward/get-order.ts";
 import { LegacyBridge } from "../forward/legacy.ts";
 import { Forwarder } from "../forward/streamable.ts";
 import type { Logger } from "../observability/logger.ts";
-import { stageLists } from "../pipeline/lists.ts";
+import { type PipelineDeps, stageLists } from "../pipeline/lists.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
 import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
 import { CallLimiter } from "../ratelimit/limiter.ts";
@@ -20,10 +21,12 @@ import { Inflight } from "../server/listener.ts";
 import { SessionManager, sessionHash } from "../session/manager.ts";
 import { StreamRegistry } from "../session/streams.ts";
 import { type Observers, startObservers } from "./observers.ts";
-import { buildRoutes, type Routes } from "./routes.ts";
+import { buildRoutes, type RouteDeps, type Routes } from "./routes.ts";
 import { closeStores, openStores, type Stores } from "./stores.ts";
 import { wellKnownDocuments } from "./well-known.ts";
 import { createVault } from "./vault.ts";
+import { createAuthorizationServer } from "./as.ts";
+import type { AuthorizationServer } from "../as/server.ts";
 import type { Vault } from "../vault/vault.ts";
 import type { ConnectPages } from "../vault/http.ts";
 
@@ -35,22 +38,29 @@ export interface Edge {
   readonly stores: Stores;
   readonly egress: Egress;
   readonly oauth: OAuthVerifier | undefined;
-  /** The egress proxy of spawned stdio servers, when a route spawns any. */
-  readonly egressProxy: EgressProxy | undefined;
+  /** The egress proxy of spawned stdio servers, when a route spawns any (a reload may start it). */
+  egressProxy: EgressProxy | undefined;
   readonly routes: Routes;
+  /** What routes are built with (a reload builds the routes of new and changed servers). */
+  readonly routeDeps: RouteDeps;
   readonly streams: StreamRegistry;
   readonly sessions: SessionManager;
   readonly legacy: LegacyBridge;
   /** Calls in flight (POSTs and the streams they pump), for the drain. */
   readonly inflight: Inflight;
   readonly pipeline: Pipeline;
+  /** What the stage lists were built from (a reload builds them again with its changes). */
+  readonly pipelineDeps: PipelineDeps;
   readonly keys: KeyService;
   readonly admin: AdminApi;
-  readonly wellKnown: ReadonlyMap<string, () => unknown>;
+  /** Well-known documents by path (a reload sets the protected-resource metadata of its routes). */
+  readonly wellKnown: Map<string, () => unknown>;
   readonly observers: Observers;
   /** The token vault and its connect pages (`/connect/...`), when connections are configured. */
   readonly vault: Vault | undefined;
   readonly connectPages: ConnectPages | undefined;
+  /** The edge's OAuth authorization server, when `auth.authorizationServer.enabled`. */
+  readonly as: AuthorizationServer | undefined;
   /** Set by the drain; read by the pipeline (no new sessions) and `/readyz`. */
   readonly state: { draining: boolean; hosts: Set<string> | undefined };
 }
@@ -95,9 +105,18 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   }
   const shared = stores.shared;
   let routes: Routes;
+  const tools = new ToolCatalog();
+  let routeDeps: RouteDeps;
   try {
-    const cache = new ListCache({ servers: config.servers, log });
-    routes = buildRoutes(config, { egress, log, egressProxy, shared, cache });
+    const cache = new ListCache({
+      servers: config.servers,
+      log,
+      onListChanged: (server, kind) => {
+        if (kind === "tools") tools.invalidate(server);
+      },
+    });
+    routeDeps = { egress, log, egressProxy, shared, cache, maxResultBytes: config.limits.maxResultBytes };
+    routes = buildRoutes(config, routeDeps);
   } catch (err) {
     await egressProxy?.stop(); // a boot error must not leave the proxy listening
     await stores.audit.close();
@@ -127,14 +146,17 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   const sharing = shared && {
     hotTtlMs: SHARED_HOT_TTL_MS,
     ready: shared.redisReady,
+    available: shared.redisAvailable,
     tryLock: shared.tryLock,
     announce: (id: string) => shared.bus.publish({ k: "session", id }),
   };
   const sessions = new SessionManager(stores.sessions, streams, routes.byName, log, sharing);
+  const as = await createAuthorizationServer(config, { stores, egress, log });
   // Distributed mode: what other instances changed (keys, sessions), or everything after a resync.
   shared?.bus.on((m) => {
     if (m.k === "key") stores.forgetKey(m.id);
     else if (m.k === "session") sessions.changedElsewhere(m.id);
+    else if (m.k === "revoked") as?.revokedElsewhere(m.id);
     else {
       stores.forgetKey();
       sessions.forgetAll();
@@ -149,31 +171,29 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     oauth,
     publicUrl: config.publicUrl,
     tenancy: config.tenancy,
+    local: as?.verifier,
   });
   const security = config.security;
-  const pipeline = new Pipeline(
-    stageLists({
-      hosts: () => state.hosts,
-      origins: new Set(security.allowedOrigins),
-      maxBodyBytes: config.limits.maxBodyBytes,
-      authenticator,
-      authFailures: new AuthFailureLimiter(
-        config.rateLimits.authFailures,
-        security.trustForwardedHeaders,
-        log,
-      ),
-      limiter: new CallLimiter(config.servers, log, stores.counters),
-      audit: stores.audit,
-      sessions,
-      distributed: shared !== undefined,
-      draining,
-      getOrder,
-      cache: routes.cache,
-      forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
-      legacy,
-      vault: vaulted?.vault,
-    }),
-  );
+  const pipelineDeps: PipelineDeps = {
+    hosts: () => state.hosts,
+    origins: new Set(security.allowedOrigins),
+    maxBodyBytes: config.limits.maxBodyBytes,
+    jsonLimits: config.limits.json,
+    authenticator,
+    authFailures: new AuthFailureLimiter(config.rateLimits.authFailures, security.trustForwardedHeaders, log),
+    limiter: new CallLimiter(config.servers, log, stores.counters),
+    audit: stores.audit,
+    sessions,
+    distributed: shared !== undefined,
+    draining,
+    getOrder,
+    cache: routes.cache,
+    tools,
+    forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
+    legacy,
+    vault: vaulted?.vault,
+  };
+  const pipeline = new Pipeline(stageLists(pipelineDeps));
   const keys = new KeyService(stores.keys, [...routes.byName.keys()]);
   const admin = new AdminApi({
     token: config.admin.token,
@@ -183,11 +203,18 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     log,
     audit: stores.audit,
     vault: vaulted?.vault,
+    as,
   });
   // Audit: record this gateway's routes only (channels are process-wide), from now on.
-  stores.audit.restrict(new Set(routes.byName.values()));
+  stores.audit.restrict(routes.owned);
   stores.audit.subscribe();
-  const observers = await startObservers(config, { routes: routes.byName, stores, streams, log });
+  const observers = await startObservers(config, {
+    routes: routes.byName,
+    owned: routes.owned,
+    stores,
+    streams,
+    log,
+  });
   await Promise.all([...routes.byName.values()].map((r) => r.upstream.start()));
   const wellKnown = wellKnownDocuments(config, routes.byName.values(), stores.identity);
   return {
@@ -196,17 +223,20 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     oauth,
     egressProxy,
     routes,
+    routeDeps,
     streams,
     sessions,
     legacy,
     inflight,
     pipeline,
+    pipelineDeps,
     keys,
     admin,
     wellKnown,
     observers,
     vault: vaulted?.vault,
     connectPages: vaulted?.pages,
+    as,
     state,
   };
 }
@@ -222,6 +252,7 @@ export async function closeEdge(e: Edge, log: Logger): Promise<void> {
   await e.egressProxy?.stop(); // after the processes that used it
   await closeStores(e.stores, log);
   await e.oauth?.stop();
+  e.as?.close();
   await e.egress.destroy();
   await e.observers.stop();
 }

@@ -1,6 +1,7 @@
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/logger.ts";
-import { Metrics } from "../observability/metrics.ts";
+import { BREAKER_STATE_VALUE, Metrics } from "../observability/metrics.ts";
+import { OtelMetrics } from "../observability/otel-metrics.ts";
 import { Tracing } from "../observability/tracing.ts";
 import type { StreamRegistry } from "../session/streams.ts";
 import type { Route } from "../upstream/types.ts";
@@ -20,9 +21,15 @@ export interface Observers {
  */
 export async function startObservers(
   config: Config,
-  deps: { routes: ReadonlyMap<string, Route>; stores: Stores; streams: StreamRegistry; log: Logger },
+  deps: {
+    routes: ReadonlyMap<string, Route>;
+    owned: { has(route: Route): boolean };
+    stores: Stores;
+    streams: StreamRegistry;
+    log: Logger;
+  },
 ): Promise<Observers> {
-  const { routes, stores, streams } = deps;
+  const { routes, owned, stores, streams } = deps;
   let metrics: Metrics | undefined;
   if (config.metrics.enabled) {
     // With the session store down the count fails; /metrics still answers (it is the page that
@@ -31,6 +38,7 @@ export async function startObservers(
     metrics = new Metrics({
       config: config.metrics,
       routes,
+      owned,
       streams: () => streams.size,
       sessions: async () => {
         const counts = new Map<string, number>();
@@ -63,16 +71,23 @@ export async function startObservers(
   const tracing = await Tracing.create({
     config: config.tracing,
     routes,
+    owned,
     markUpstream: metrics !== undefined,
     log: deps.log,
   });
   tracing.start();
   const intercept = tracing.interceptor();
   if (intercept) for (const route of routes.values()) route.interceptors.push(intercept);
+  // The MCP histograms through the OpenTelemetry metrics API, when asked for.
+  const otel = config.metrics.otel
+    ? new OtelMetrics({ owned, servers: routes, maxTools: config.metrics.maxTools })
+    : undefined;
+  otel?.start();
   return {
     metrics,
     tracing,
     async stop() {
+      otel?.stop();
       metrics?.stop();
       await tracing.stop(); // flushes spans still batched for the OTLP exporter
     },
@@ -107,6 +122,19 @@ function registerStoreGauges(metrics: Metrics, stores: Stores): void {
     "mcp_edge_redis_up",
     "1 while the Redis connection (sessions, counters, streams) is up.",
     () => (shared.redisReady() ? 1 : 0),
+  );
+  const breakers = [shared.redisGuard.breaker, shared.pg.breaker];
+  metrics.registerGauge(
+    "mcp_edge_store_breaker_state",
+    "Circuit breaker of a shared store: 0 closed, 1 half-open (one probe out), 2 open (calls fail fast).",
+    () => breakers.map((b) => ({ labels: { store: b.name }, value: BREAKER_STATE_VALUE[b.state] })),
+    ["store"],
+  );
+  metrics.registerGauge(
+    "mcp_edge_store_breaker_opened",
+    "Times a shared store's circuit breaker opened (since start).",
+    () => breakers.map((b) => ({ labels: { store: b.name }, value: b.opened })),
+    ["store"],
   );
   metrics.registerGauge(
     "mcp_edge_ratelimit_fallback_decisions",

@@ -24,6 +24,11 @@ export interface Routes {
   readonly byName: Map<string, Route>;
   /** By request path: `{route}` (MCP endpoint), `{route}/sse` and `{route}/messages` (legacy). */
   readonly byPath: Map<string, RouteHit>;
+  /**
+   * Every route this edge has served since it started (a reload makes new route objects; requests
+   * in flight keep theirs): observers record a request when its route is one of these.
+   */
+  readonly owned: WeakSet<Route>;
   /** The list-result cache every upstream is observed by. */
   readonly cache: ListCache;
 }
@@ -36,6 +41,7 @@ function createUpstream(
   log: Logger,
   egressProxy: EgressProxy | undefined,
   shared: Distributed | undefined,
+  sessionCounts: Map<string, number> | undefined,
   maxResult: number,
 ): Upstream {
   const u = cfg.upstream;
@@ -63,7 +69,7 @@ function createUpstream(
         })
     : undefined;
   const credentials = createCredentials(cfg.credentials, egress, child, vault);
-  if (u.urls) return new HttpUpstream(u, egress, child, undefined, credentials, maxResult);
+  if (u.urls) return new HttpUpstream(u, egress, child, sessionCounts, credentials, maxResult);
   if (u.sse) return new LegacySseUpstream(u, egress, child, credentials, maxResult);
   // Egress proxy: the spawned processes' HTTP_PROXY, checked against this server's egress block.
   return new StdioUpstream(
@@ -79,46 +85,70 @@ const recordEgress: ForwardInterceptor = (request, outgoing) => {
   outgoing.egress = callRecorder(request);
 };
 
+/** What routes are built with (boot and reload). */
+export interface RouteDeps {
+  egress: Egress;
+  log: Logger;
+  egressProxy: EgressProxy | undefined;
+  shared: Distributed | undefined;
+  cache: ListCache;
+  /** `limits.maxResultBytes`: the largest upstream message relayed. */
+  maxResultBytes: number;
+}
+
+/**
+ * The route of one server: its upstream wrapped by the list-result cache, the egress recorder as
+ * interceptor when it spawns processes through the egress proxy. `sessionCounts`: sessions already
+ * placed per instance URL (a reload that replaces an upstream keeps its placement counts).
+ */
+export function buildRoute(
+  name: string,
+  cfg: Config["servers"][string],
+  deps: RouteDeps,
+  sessionCounts?: Map<string, number>,
+): Route {
+  const upstream = deps.cache.observe(
+    name,
+    createUpstream(
+      name,
+      cfg,
+      deps.egress,
+      deps.log,
+      deps.egressProxy,
+      deps.shared,
+      sessionCounts,
+      deps.maxResultBytes,
+    ),
+  );
+  // A spawned process's outbound requests through the egress proxy are recorded on the call
+  // that was in flight (its audit record's `egress`); routes without one never pay for it.
+  const interceptors: ForwardInterceptor[] = cfg.upstream.stdio && deps.egressProxy ? [recordEgress] : [];
+  return { name, config: cfg, upstream, interceptors };
+}
+
+/** Sets the paths of a route: `{route}` (MCP endpoint), `{route}/sse` and `{route}/messages` (legacy). */
+export function addPaths(byPath: Map<string, RouteHit>, route: Route): void {
+  byPath.set(route.config.route, { route, endpoint: "mcp" });
+  const base = route.config.route === "/" ? "" : route.config.route;
+  byPath.set(`${base}/sse`, { route, endpoint: "legacy-sse" });
+  byPath.set(`${base}/messages`, { route, endpoint: "legacy-messages" });
+}
+
 /**
  * One route per configured server, its upstream wrapped once by the list-result cache (every
  * upstream is observed, so list-changed notifications on any of its streams invalidate, whichever
  * endpoint reads them). Interceptors: the egress recorder here, tracing by the observers
  * (boot/observers.ts), all before the listener opens.
  */
-export function buildRoutes(
-  config: Config,
-  deps: {
-    egress: Egress;
-    log: Logger;
-    egressProxy: EgressProxy | undefined;
-    shared: Distributed | undefined;
-    cache: ListCache;
-  },
-): Routes {
+export function buildRoutes(config: Config, deps: RouteDeps): Routes {
   const byName = new Map<string, Route>();
   const byPath = new Map<string, RouteHit>();
+  const owned = new WeakSet<Route>();
   for (const [name, cfg] of Object.entries(config.servers)) {
-    const upstream = deps.cache.observe(
-      name,
-      createUpstream(
-        name,
-        cfg,
-        deps.egress,
-        deps.log,
-        deps.egressProxy,
-        deps.shared,
-        config.limits.maxResultBytes,
-      ),
-    );
-    // A spawned process's outbound requests through the egress proxy are recorded on the call
-    // that was in flight (its audit record's `egress`); routes without one never pay for it.
-    const interceptors: ForwardInterceptor[] = cfg.upstream.stdio && deps.egressProxy ? [recordEgress] : [];
-    const route: Route = { name, config: cfg, upstream, interceptors };
+    const route = buildRoute(name, cfg, deps);
     byName.set(name, route);
-    byPath.set(cfg.route, { route, endpoint: "mcp" });
-    const base = cfg.route === "/" ? "" : cfg.route;
-    byPath.set(`${base}/sse`, { route, endpoint: "legacy-sse" });
-    byPath.set(`${base}/messages`, { route, endpoint: "legacy-messages" });
+    owned.add(route);
+    addPaths(byPath, route);
   }
-  return { byName, byPath, cache: deps.cache };
+  return { byName, byPath, owned, cache: deps.cache };
 }

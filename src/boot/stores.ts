@@ -75,6 +75,7 @@ export async function openStores(config: Config, log: Logger): Promise<Stores> {
       onError: background("session activity"),
     });
     const pgKeys = new PostgresApiKeyStore(shared.pg, {
+      staleMs: config.store.postgres?.keyStaleness,
       onError: background("key last use"),
       // Revocation everywhere within a second: the other instances drop their copy.
       onChange: (id) => shared.bus.publish({ k: "key", id }),

@@ -20,7 +20,10 @@ export function wellKnownDocuments(
     if (!route.config.auth.includes("oauth")) continue;
     const doc = protectedResourceMetadata({
       resource: resourceUrl(publicUrl, route.config.route),
-      authorizationServers: config.auth.oauth.map((i) => i.issuer),
+      authorizationServers: [
+        ...(config.auth.authorizationServer.enabled ? [publicUrl.replace(/\/$/, "")] : []),
+        ...config.auth.oauth.map((i) => i.issuer),
+      ],
       scopesSupported: [
         ...new Set([...route.config.scopes.default, ...Object.values(route.config.scopes.tools).flat()]),
       ],

@@ -80,6 +80,8 @@ export interface ListCacheOptions {
   /** Per server name, its `cache` settings (config `servers.<name>.cache`). */
   servers: Readonly<Record<string, { cache: CachePolicy }>>;
   log?: Logger;
+  /** Told of every list-changed notification seen (the tool catalog makes its views stale). */
+  onListChanged?: (server: string, kind: ListKind) => void;
   /** Clock (ms since epoch); tests freeze it. */
   now?: () => number;
 }
@@ -167,13 +169,26 @@ export class CacheLookup {
 export class ListCache {
   readonly #servers = new Map<string, ServerCache>();
   readonly #log: Logger | undefined;
+  readonly #onListChanged: ((server: string, kind: ListKind) => void) | undefined;
   readonly now: () => number;
 
   constructor(opts: ListCacheOptions) {
     this.#log = opts.log;
+    this.#onListChanged = opts.onListChanged;
     this.now = opts.now ?? Date.now;
-    for (const [name, cfg] of Object.entries(opts.servers)) {
+    this.configure(opts.servers);
+  }
+
+  /**
+   * Sets the servers and their policies (boot, and a config reload): a server whose policy is
+   * unchanged keeps its entries; a changed policy starts empty; a server no longer configured goes.
+   */
+  configure(servers: ListCacheOptions["servers"]): void {
+    for (const name of this.#servers.keys()) if (!(name in servers)) this.#servers.delete(name);
+    for (const [name, cfg] of Object.entries(servers)) {
       const policy = cfg.cache;
+      const known = this.#servers.get(name);
+      if (known && JSON.stringify(known.policy) === JSON.stringify(policy)) continue;
       this.#servers.set(name, {
         policy,
         lru: new BoundedLru<Entry>({ maxEntries: policy.maxEntries, maxBytes: policy.maxBytes }),
@@ -240,8 +255,10 @@ export class ListCache {
   /** Calls `invalidate` for a message when it is a list-changed notification. */
   see(server: string, message: RpcMessage): void {
     if (!("method" in message) || "id" in message) return;
-    const kind = LIST_CHANGED[message.method];
-    if (kind) this.invalidate(server, kind);
+    const kind = Object.hasOwn(LIST_CHANGED, message.method) ? LIST_CHANGED[message.method] : undefined;
+    if (!kind) return;
+    this.invalidate(server, kind);
+    this.#onListChanged?.(server, kind);
   }
 
   /**

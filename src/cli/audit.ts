@@ -11,6 +11,7 @@ import type { Config } from "../config/schema.ts";
 import { Egress } from "../egress/index.ts";
 import { readBody } from "../upstream/reply.ts";
 import { type CommandIo, parseCommandArgs, processIo } from "./args.ts";
+import { adminBase } from "./admin-client.ts";
 import { adminToken, table } from "./keys.ts";
 
 export const AUDIT_USAGE = `Usage: mcp-edge audit <query|tail|verify|export> [options]
@@ -27,7 +28,8 @@ Filters:
   --since T  --until T       ISO 8601, epoch ms, or a duration ago (15m, 24h, 7d)
 
 Options:
-  --url URL          admin API (default: $MCP_EDGE_ADMIN_URL or http://127.0.0.1:8788)
+  --url URL          admin API (default: $MCP_EDGE_ADMIN_URL, else the quickstart's of this
+                     folder (./.mcp-edge/admin-url), else http://127.0.0.1:8788)
   -c, --config FILE  read the audit store the config names directly instead of the admin API:
                      PostgreSQL when it sets store.postgres (every command, tail included),
                      else its SQLite file (query, verify, export)
@@ -272,7 +274,7 @@ async function openSource(
     }
     return dbSource(sqliteFile);
   }
-  const base = (v.url ?? io.env.MCP_EDGE_ADMIN_URL ?? "http://127.0.0.1:8788").replace(/\/+$/, "");
+  const base = adminBase(v.url, io.env);
   const token = adminToken(io.env);
   if (!token) {
     io.stderr.write("no admin token: set MCP_EDGE_ADMIN_TOKEN (or use -c FILE or --db FILE)\n");

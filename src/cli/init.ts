@@ -109,6 +109,13 @@ admin:
   listen:
     host: 127.0.0.1
     port: 8788
+  # The root admin token (at least 32 characters), from the environment: the admin API, the
+  # dashboard and \`mcp-edge keys\` need it. Set it before \`mcp-edge serve\`, e.g.
+  #   export MCP_EDGE_ADMIN_TOKEN="$(openssl rand -hex 32)"
+  # or keep the quickstart's:  export MCP_EDGE_ADMIN_TOKEN="$(cat .mcp-edge/admin-token)"
+  # Without the variable the file does not load (the edge says so). Delete this line to run with
+  # the admin API off.
+  token: "\${MCP_EDGE_ADMIN_TOKEN}"
 
 log:
   level: info                 # fatal | error | warn | info | debug | trace | silent
@@ -191,8 +198,14 @@ export async function runInit(
     }
     return 1;
   }
+  const here = file === resolve("mcp-edge.yaml");
   io.stdout.write(
-    `wrote ${file}\n` + `next: mcp-edge validate -c ${quote(file)}  then  mcp-edge serve -c ${quote(file)}\n`,
+    `wrote ${file}\n` +
+      (here
+        ? "`npm start` and `npx mcp-edge serve` in this folder now serve this file, not the quickstart.\n"
+        : "") +
+      'It reads the admin token from MCP_EDGE_ADMIN_TOKEN: export MCP_EDGE_ADMIN_TOKEN="$(openssl rand -hex 32)"\n' +
+      `next: npx mcp-edge validate -c ${quote(file)}  then  npx mcp-edge serve -c ${quote(file)}\n`,
   );
   return 0;
 }

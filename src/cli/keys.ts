@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
-import { Egress } from "../egress/index.ts";
-import { readBody } from "../upstream/reply.ts";
+import { adminBase, adminCall } from "./admin-client.ts";
+
+export { QUICKSTART_ADMIN_URL_FILE } from "./admin-client.ts";
 import { type CommandIo, parseCommandArgs, processIo } from "./args.ts";
 
 export const KEYS_USAGE = `Usage: mcp-edge keys <create|list|rotate|revoke> [options]
@@ -11,10 +12,13 @@ Manage API keys through the admin API.
               [--scopes a,b] [--tools x,y]          create a key; it is shown once
   keys list [--server S] [--tenant T]                  keys with status, expiry and last use
   keys rotate NAME|ID [--grace 24h]                    a new key; the old one works until grace ends
-  keys revoke NAME|ID [--grace 1h]                     revoke now (or when grace ends)
+  keys revoke NAME|ID [--grace 1h]                     revoke now (or when grace ends); a NAME
+                                                       revokes every key of that name, the one a
+                                                       rotation replaced (in its grace) included
 
 Options:
-  --url URL     admin API (default: $MCP_EDGE_ADMIN_URL or http://127.0.0.1:8788)
+  --url URL     admin API (default: $MCP_EDGE_ADMIN_URL, else the quickstart's of this folder
+                (./.mcp-edge/admin-url), else http://127.0.0.1:8788)
   --json        print JSON instead of a table
   -h, --help    show this help
 
@@ -82,7 +86,7 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
   if (typeof parsed === "number") return parsed;
   const [action, ref] = parsed.positionals;
   const v = parsed.values;
-  const base = (v.url ?? io.env.MCP_EDGE_ADMIN_URL ?? "http://127.0.0.1:8788").replace(/\/+$/, "");
+  const base = adminBase(v.url, io.env);
   const token = adminToken(io.env);
   if (!token) {
     io.stderr.write("no admin token: set MCP_EDGE_ADMIN_TOKEN\n");
@@ -141,33 +145,9 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
       return 2;
   }
 
-  const egress = new Egress({ connectTimeout: 5000 });
-  let status: number;
-  let json: unknown;
-  try {
-    const res = await egress.request(`${base}${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${token}`,
-        ...(body !== undefined ? { "content-type": "application/json" } : {}),
-      },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(15_000),
-    });
-    status = res.status;
-    const text = (await readBody(res.body, 4 * 1024 * 1024)).toString("utf8");
-    json = text ? JSON.parse(text) : {};
-  } catch (err) {
-    io.stderr.write(`cannot reach the admin API at ${base}: ${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await egress.close();
-  }
-  if (status >= 400) {
-    const e = (json as { error?: { code?: string; message?: string } }).error;
-    io.stderr.write(`${e?.code ?? status}: ${e?.message ?? "request failed"}\n`);
-    return 1;
-  }
+  const answer = await adminCall(io, base, token, method, path, body);
+  if (typeof answer === "number") return answer;
+  const json = answer.json;
   if (v.json) {
     io.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
     return 0;
@@ -199,9 +179,16 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
     if (k.previous)
       io.stdout.write(`previous key ${k.previous.id} works until ${short(k.previous.expires)}\n`);
   } else {
-    io.stdout.write(
-      `revoked ${k.name} (${k.id}) ${k.status === "revoked" ? "now" : `at ${short((json as { revoked: string }).revoked)}`}\n`,
-    );
+    const r = json as { revoked_count: number; revoked_keys: (KeyView & { revoked: string })[] };
+    if (r.revoked_count === 0) {
+      io.stdout.write(`nothing to revoke: every key named ${k.name} is already revoked or expired\n`);
+    } else {
+      io.stdout.write(
+        `revoked ${r.revoked_count} key${r.revoked_count === 1 ? "" : "s"} named ${k.name} (${k.server}/${k.tenant}):\n`,
+      );
+      for (const x of r.revoked_keys)
+        io.stdout.write(`  ${x.id}  ${x.status === "revoked" ? "now" : `at ${short(x.revoked)}`}\n`);
+    }
   }
   return 0;
 }

@@ -7,12 +7,16 @@ import { isGatewayError } from "../errors/errors.ts";
 import { Gateway } from "../gateway.ts";
 import { type CommandIo, parseCommandArgs, processIo } from "./args.ts";
 import { DEMO_SERVER_FILE } from "./init.ts";
-import { QUICKSTART_ADMIN_TOKEN_FILE } from "./keys.ts";
+import { QUICKSTART_ADMIN_TOKEN_FILE, QUICKSTART_ADMIN_URL_FILE } from "./keys.ts";
 
 export const SERVE_USAGE = `Usage: mcp-edge serve [-c FILE]
 
 Run the gateway. With -c, or with ./mcp-edge.yaml present, that configuration; otherwise the
 quickstart: the bundled demo MCP server over stdio behind http://127.0.0.1:8787/mcp.
+
+SIGTERM or SIGINT drain and stop. SIGHUP reloads the configuration file (as \`mcp-edge reload\`
+does): servers, routes, limits, auth and upstreams change live, without dropping sessions or
+streams; a file that does not validate is refused and the running configuration stays.
 
 Options:
   -c, --config FILE  configuration file (YAML)
@@ -26,7 +30,7 @@ function quickstartAdminToken(env: NodeJS.ProcessEnv): string {
   if (env.MCP_EDGE_ADMIN_TOKEN) return env.MCP_EDGE_ADMIN_TOKEN;
   if (existsSync(QUICKSTART_ADMIN_TOKEN_FILE))
     return readFileSync(QUICKSTART_ADMIN_TOKEN_FILE, "utf8").trim();
-  mkdirSync(dirname(QUICKSTART_ADMIN_TOKEN_FILE), { recursive: true });
+  mkdirSync(dirname(QUICKSTART_ADMIN_TOKEN_FILE), { recursive: true, mode: 0o700 });
   const token = randomBytes(32).toString("base64url");
   writeFileSync(QUICKSTART_ADMIN_TOKEN_FILE, `${token}\n`, { mode: 0o600 });
   return token;
@@ -63,8 +67,14 @@ async function quickstartKey(gw: Gateway): Promise<string | undefined> {
   return key;
 }
 
-function banner(gw: Gateway, quickstart: boolean, devKey: string | undefined): string {
-  const lines = [""];
+function banner(gw: Gateway, configFile: string | undefined, devKey: string | undefined): string {
+  const quickstart = configFile === undefined;
+  // Which configuration this is, always: a mcp-edge.yaml appearing in the folder (`init`) changes
+  // what `npm start` serves, and that must never be silent.
+  const lines = [
+    "",
+    quickstart ? "  Config:   none (no -c, no ./mcp-edge.yaml): the quickstart" : `  Config:   ${configFile}`,
+  ];
   for (const route of gw.routes.values())
     lines.push(`  MCP endpoint (${route.name}):  ${gw.url(route.name)}`);
   lines.push(`  Health:   ${gw.adminUrl}/healthz   ${gw.adminUrl}/readyz`);
@@ -79,8 +89,8 @@ function banner(gw: Gateway, quickstart: boolean, devKey: string | undefined): s
       "",
       "  Quickstart: the bundled demo server (tools: echo, add, slow, large, fetch_url) over stdio, API-key auth.",
       devKey
-        ? "  Your dev key (shown once, stored hashed; `mcp-edge keys create --name NAME` makes more):"
-        : "  The dev key was shown at first start. New one: mcp-edge keys create --name NAME",
+        ? "  Your dev key (shown once, stored hashed; `npx mcp-edge keys create --name NAME` makes more):"
+        : "  The dev key was shown at first start. New one: npx mcp-edge keys create --name NAME",
       ...(devKey ? [`    ${devKey}`] : []),
       "",
       "  Client config (.mcp.json for Claude Code; Cursor and most MCP clients take the same shape):",
@@ -97,7 +107,8 @@ function banner(gw: Gateway, quickstart: boolean, devKey: string | undefined): s
         .map((l) => `    ${l}`)
         .join("\n"),
       "",
-      "  Write a config to front your own servers:  mcp-edge init",
+      "  Write a config to front your own servers:  npx mcp-edge init",
+      "  (It writes ./mcp-edge.yaml, which `npm start` then serves instead of this quickstart.)",
     );
   }
   return `${lines.join("\n")}\n\n`;
@@ -107,27 +118,34 @@ export async function runServe(argv: string[], io: CommandIo = processIo): Promi
   const parsed = parseCommandArgs(argv, { config: { type: "string", short: "c" } }, SERVE_USAGE, io);
   if (typeof parsed === "number") return parsed;
   let config: Config;
-  let quickstart = false;
+  let configFile: string | undefined;
+  let source: (() => Config) | undefined;
   try {
     const file = parsed.values.config ?? (existsSync("mcp-edge.yaml") ? "mcp-edge.yaml" : undefined);
-    if (file) config = loadConfigFile(resolve(file), io.env);
-    else {
-      config = quickstartConfig(io.env);
-      quickstart = true;
-    }
+    if (file) {
+      const path = resolve(file);
+      configFile = path;
+      // A reload reads the same file again, with the environment of the start.
+      source = () => loadConfigFile(path, io.env);
+      config = source();
+    } else config = quickstartConfig(io.env);
   } catch (err) {
-    io.stderr.write(`${isGatewayError(err) ? `${err.code}: ` : ""}${(err as Error).message}\n`);
+    io.stderr.write(
+      `${configFile ? `${configFile}: ` : ""}${isGatewayError(err) ? `${err.code}: ` : ""}${(err as Error).message}\n`,
+    );
     return 1;
   }
   let gw: Gateway;
   try {
-    gw = await Gateway.start(config);
+    gw = await Gateway.start(config, source ? { source } : {});
   } catch (err) {
     io.stderr.write(`${isGatewayError(err) ? `${err.code}: ` : ""}${(err as Error).message}\n`);
     return 1;
   }
-  const devKey = quickstart ? await quickstartKey(gw) : undefined;
-  io.stderr.write(banner(gw, quickstart, devKey));
+  const devKey = configFile === undefined ? await quickstartKey(gw) : undefined;
+  // The quickstart's admin URL, where `mcp-edge keys` and `audit` in this folder find it.
+  if (configFile === undefined) writeFileSync(QUICKSTART_ADMIN_URL_FILE, `${gw.adminUrl}\n`, { mode: 0o600 });
+  io.stderr.write(banner(gw, configFile, devKey));
   await new Promise<void>((resolveStop) => {
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -138,11 +156,12 @@ export async function runServe(argv: string[], io: CommandIo = processIo): Promi
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
-    // SIGHUP (a closed terminal, or an operator expecting a reload) must not kill the edge silently:
-    // configuration reload is not built yet, so it is logged and ignored.
-    process.on("SIGHUP", () =>
-      gw.log.warn("SIGHUP received: configuration reload is not supported yet; ignored"),
-    );
+    // SIGHUP: reload the config file. The outcome, or the refusal and its code, goes to the log;
+    // a refused file leaves the running configuration as it was.
+    process.on("SIGHUP", () => {
+      gw.log.info({ signal: "SIGHUP" }, "reloading the configuration");
+      gw.reload().catch(() => undefined); // logged by reload()
+    });
   });
   return 0;
 }

@@ -36,7 +36,16 @@ const cell = (s: string): string => s.replaceAll("|", "\\|").replaceAll("\n", " 
 
 const code = (s: string): string => `\`${s}\``;
 
+/** `anyOf: [string, object]`: a short form (the string) of an object with keys. */
+function shortForm(node: Node): { short: Node; long: Node } | undefined {
+  const anyOf = node.anyOf as Node[] | undefined;
+  const short = anyOf?.find((n) => n.type === "string");
+  const long = anyOf?.find((n) => n.type === "object" && asNode(n.properties));
+  return anyOf?.length === 2 && short && long ? { short, long } : undefined;
+}
+
 function typeOf(node: Node): string {
+  if (shortForm(node)) return "string or object";
   const anyOf = node.anyOf as Node[] | undefined;
   if (anyOf?.some((n) => n.pattern === DURATION_PATTERN)) return "duration";
   if (anyOf?.some((n) => n.pattern === SIZE_PATTERN)) return "size";
@@ -89,13 +98,16 @@ interface Row {
 }
 
 function rows(node: Node, path: string, required: boolean, out: Row[]): void {
+  const both = shortForm(node);
+  const description = typeof node.description === "string" ? node.description : "";
   out.push({
     key: path,
     type: typeOf(node),
     default: defaultOf(node, required),
-    description: typeof node.description === "string" ? node.description : "",
+    description: both ? `${description} A string is short for \`{ url: <that string> }\`.` : description,
   });
-  const props = asNode(node.properties);
+  const props = asNode((both?.long ?? node).properties);
+  if (both) node = both.long;
   if (props) {
     const req = new Set((node.required as string[] | undefined) ?? []);
     for (const [key, child] of Object.entries(props))

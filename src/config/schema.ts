@@ -290,6 +290,68 @@ const vaultSchema = z
   })
   .meta({ description: "The token vault: users' upstream tokens, encrypted at rest." });
 
+// ---- federated login at the edge's authorization server (src/as/federation.ts) -----------------
+
+/** A federated IdP's name: it is a URL path segment (`/oauth/idp/{name}/callback`). */
+export const IDP_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+const federatedIdpSchema = z
+  .strictObject({
+    issuer: httpUrl.meta({
+      description:
+        "The IdP's OpenID Connect issuer: its discovery document names the endpoints and keys; ID tokens must carry exactly this `iss`.",
+    }),
+    clientId: z.string().min(1).meta({ description: "The edge's client id at the IdP." }),
+    clientSecret: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: "From the environment: ${NAME}. Absent for a public client (PKCE only)." }),
+    displayName: z.string().min(1).max(100).optional().meta({ description: "Name shown on the login page." }),
+    scopes: z
+      .array(z.string().min(1))
+      .prefault(["openid", "email", "profile", "offline_access"])
+      .refine((s) => s.includes("openid"), "must include openid")
+      .meta({
+        description:
+          "Scopes asked at the IdP. `offline_access` (or the IdP's equivalent) gets the refresh token the edge re-checks the user with.",
+      }),
+    authorizationParams: z.record(z.string(), z.string()).prefault({}).meta({
+      description:
+        "Extra authorization request parameters (Google: `access_type: offline`, `prompt: consent`).",
+    }),
+    tenantClaim: z.string().min(1).optional().meta({
+      description:
+        "ID token (or userinfo) claim naming the user's tenant (a top-level name, else a dotted path); a login without it is refused. Default: `tenancy.claim`, required only when `tenancy.required`.",
+    }),
+    tenant: z.string().min(1).max(256).optional().meta({
+      description: "The tenant of every user of this IdP (one IdP per tenant), instead of a claim.",
+    }),
+    tenants: z.array(z.string().min(1).max(256)).min(1).optional().meta({
+      description: "Tenants this IdP may assert through `tenantClaim`; a login naming another is refused.",
+    }),
+    subjectClaim: z.string().min(1).prefault("sub").meta({
+      description: "ID token claim that names the user (the edge's subject is `<idp name>|<value>`).",
+    }),
+    requireRefreshToken: z.boolean().prefault(true).meta({
+      description:
+        "Refuse a login for which the IdP issued no refresh token: without one, a user disabled at the IdP would keep refreshing at the edge.",
+    }),
+  })
+  .refine((c) => !(c.tenant && c.tenantClaim), "set tenant or tenantClaim, not both")
+  .meta({ description: "An OpenID Connect provider people sign in at (the edge is its relying party)." });
+
+export const federationSchema = z
+  .record(z.string().regex(IDP_NAME, "IdP names are 1-64 of A-Z a-z 0-9 _ -"), federatedIdpSchema)
+  .refine((r) => Object.keys(r).length > 0, "at least one IdP")
+  .meta({
+    description:
+      "Federated login: the IdPs people sign in at, by name. Their refresh tokens are sealed with `vault.key`.",
+  });
+
+export type FederationConfig = z.output<typeof federationSchema>;
+export type FederatedIdpConfig = FederationConfig[string];
+
 const credentialsSchema = z
   .strictObject({
     headers: z
@@ -345,6 +407,132 @@ const rate = z
     description:
       'Rate: "N/unit" (unit s, min, h, d, or a duration such as 10s): N calls per fixed window of that length, all of which may come at once. "N/unit burst B" keeps the average rate but admits at most B calls per window of unit×B/N (rounded up to whole seconds): "600/min burst 100" is at most 100 calls in any 10 s window.',
   });
+
+// ---- the edge's OAuth authorization server (src/as/) ------------------------------------------
+
+/** A redirect URI a client may register: https, http on loopback only, or a private-use scheme. */
+const redirectUri = z.string().min(1).max(2048);
+
+const preRegisteredClientSchema = z.strictObject({
+  clientId: z.string().min(1).max(256).meta({ description: "The client's `client_id`." }),
+  clientName: z.string().min(1).max(200).optional().meta({ description: "Shown on the consent page." }),
+  clientSecret: z.string().min(32).optional().meta({
+    description:
+      "A confidential client's secret (${ENV}); without it the client is public (`token_endpoint_auth_method: none`, PKCE only).",
+  }),
+  redirectUris: z.array(redirectUri).min(1).meta({
+    description:
+      "Exact redirect URIs; an http loopback URI (127.0.0.1, [::1], localhost) matches on any port (RFC 8252 §7.3).",
+  }),
+  scopes: z.array(z.string().min(1)).optional().meta({
+    description: "Scopes this client may ask for. Default: every scope the edge defines.",
+  }),
+  skipConsent: z.boolean().prefault(false).meta({
+    description: "First-party client: no consent page (the login still happens).",
+  }),
+});
+
+const authorizationServerSchema = z
+  .strictObject({
+    enabled: z.boolean().prefault(false).meta({
+      description:
+        "Serve the OAuth 2.1 authorization server at publicUrl (issuer = publicUrl): discovery, authorize, token, register, revoke, JWKS, login and consent pages. Its tokens are accepted on every route with `oauth`.",
+    }),
+    login: z
+      .strictObject({
+        apiKey: z.boolean().prefault(true).meta({
+          description:
+            "A person signs in by pasting an mcp-edge API key: the grant is that key's consumer's, in its tenant, bounded by its scopes and tool allow-list.",
+        }),
+        idp: federatedIdpSchema.optional().meta({
+          description:
+            "Federated sign-in: the edge is an OIDC relying party to this IdP (login method `idp`; redirect URI `<publicUrl>/as/login/idp/callback`).",
+        }),
+        idps: federationSchema.optional().meta({
+          description:
+            "Several federated IdPs by name (one per tenant, say): each a button on the login page, redirect URI `<publicUrl>/as/login/<name>/callback`.",
+        }),
+      })
+      .prefault({ apiKey: true })
+      .meta({ description: "How a person signs in (one or more)." }),
+    registration: z
+      .strictObject({
+        preRegistered: z
+          .array(preRegisteredClientSchema)
+          .prefault([])
+          .meta({ description: "Clients known in advance (also through the admin API)." }),
+        cimd: z
+          .strictObject({
+            enabled: z.boolean().prefault(true).meta({
+              description:
+                "Accept Client ID Metadata Documents: an HTTPS `client_id` whose document is fetched.",
+            }),
+            maxBytes: size.prefault("5KiB").meta({ description: "Largest metadata document." }),
+            timeout: duration.prefault("5s").meta({ description: "Longest a document fetch may take." }),
+            cacheMin: duration
+              .prefault("5m")
+              .meta({ description: "A document is cached at least this long." }),
+            cacheMax: duration.prefault("24h").meta({
+              description: "A document is cached at most this long (Cache-Control max-age within the two).",
+            }),
+            allowPrivateNetworks: z.boolean().prefault(false).meta({
+              description:
+                "Unsafe opt-in: fetch documents from loopback and private addresses (a local client's own document in development).",
+            }),
+          })
+          .prefault({})
+          .meta({ description: "Client ID Metadata Documents (the MCP authorization spec's first choice)." }),
+        dcr: z
+          .strictObject({
+            enabled: z.boolean().prefault(true).meta({
+              description: "Dynamic Client Registration (RFC 7591), for clients without a metadata document.",
+            }),
+            rate: rate.prefault("20/min").meta({ description: "Registrations per client address." }),
+            unusedTtl: duration.prefault("7d").meta({
+              description: "A registered client that never completes a login is deleted after this long.",
+            }),
+          })
+          .prefault({})
+          .meta({ description: "Dynamic Client Registration (RFC 7591)." }),
+      })
+      .prefault({})
+      .meta({ description: "How clients come to be known, in the MCP spec's order." }),
+    tokens: z
+      .strictObject({
+        accessTtl: duration.prefault("15m").meta({ description: "Lifetime of an access token (a JWT)." }),
+        refreshTtl: duration.prefault("30d").meta({
+          description: "Lifetime of a grant's refresh tokens, from the login (rotation does not extend it).",
+        }),
+        refreshGrace: duration
+          .prefault("60s")
+          .refine((ms) => ms <= 300_000, "at most 5m")
+          .meta({
+            description:
+              "The previous refresh token replayed within this long returns the same new pair; later, the grant is revoked (RFC 9700 §4.14).",
+          }),
+        codeTtl: duration
+          .prefault("60s")
+          .refine((ms) => ms <= 600_000, "at most 10m (RFC 6749 §4.1.2)")
+          .meta({ description: "Lifetime of an authorization code." }),
+        keyRotation: duration.prefault("30d").meta({ description: "A new token-signing key this often." }),
+      })
+      .prefault({})
+      .meta({ description: "Token lifetimes and refresh rotation." }),
+    consent: z
+      .strictObject({
+        remember: duration.prefault("30d").meta({
+          description:
+            "A consent is remembered this long per (tenant, user, client, scopes); 0 asks every time.",
+        }),
+      })
+      .prefault({})
+      .meta({ description: "The consent page." }),
+    scopeDescriptions: z.record(z.string().min(1), z.string().min(1).max(200)).prefault({}).meta({
+      description: "Plain words for scopes on the consent page (`mcp:tools: Call the tools`).",
+    }),
+  })
+  .prefault({})
+  .meta({ description: "The OAuth 2.1 authorization server at the edge (issuer = publicUrl)." });
 
 const callLimitsSchema = z
   .strictObject({
@@ -453,6 +641,19 @@ const serverSchema = z.strictObject({
     })
     .meta({ description: "Response cache for list results, per tenant and authorization context." }),
   limits: callLimitsSchema.optional(),
+  tools: z
+    .strictObject({
+      enforceList: z.boolean().prefault(true).meta({
+        description:
+          "Refuse (EDGE_TOOL_UNKNOWN) a `tools/call` of a tool that is not in the server's `tools/list` as the edge last saw it for the call's session (2026-07-28: authorization context); with no view yet the edge fetches the list first. false: any name the other checks allow is forwarded (names are still checked for invisible characters and variants of configured names).",
+      }),
+      refreshAfter: duration.prefault("5s").meta({
+        description:
+          "A call naming a tool missing from a complete view refetches the list when the view is older than this (a server that added a tool without a list_changed the edge saw); younger views refuse at once.",
+      }),
+    })
+    .prefault({})
+    .meta({ description: "Tool names: the server's list as the edge saw it (docs/lifecycle.md)." }),
   egress: egressSchema.prefault({ allow: [], allowPrivate: false }).meta({
     description:
       "Egress of a stdio server: its outbound HTTP(S) goes through the edge's egress proxy (HTTP_PROXY/HTTPS_PROXY with per-process credentials), checked per request and recorded on the tool call's audit record.",
@@ -498,12 +699,43 @@ const limitsSchema = z.strictObject({
     description:
       "Largest upstream answer the edge relays: one JSON body, SSE event or stdio line (a tool result with its JSON-RPC envelope). Up to it, answers reach the client whole over every transport; past it the call gets EDGE_RESULT_TOO_LARGE and its audit record says so. At least `maxBodyBytes`.",
   }),
+  json: z
+    .strictObject({
+      maxDepth: z.number().int().min(2).max(512).prefault(64).meta({
+        description: "Objects and arrays nested in one another (the outermost counts 1); deeper is 400.",
+      }),
+      maxMembers: z
+        .number()
+        .int()
+        .min(16)
+        .prefault(1000)
+        .meta({ description: "Members of one object; more is 400." }),
+      maxElements: z
+        .number()
+        .int()
+        .min(100)
+        .prefault(10_000)
+        .meta({ description: "Elements of one array (a batch included); more is 400." }),
+      maxStringLength: z.number().int().min(256).prefault(1_048_576).meta({
+        description:
+          "Characters (UTF-16 code units) of one string or member name, after unescaping; longer is 400.",
+      }),
+      maxNumberLength: z.number().int().min(24).max(1000).prefault(40).meta({
+        description:
+          "Characters of one number as written; longer is 400 (readers disagree on long numbers: a double keeps about 17 digits).",
+      }),
+    })
+    .prefault({})
+    .meta({
+      description:
+        "Bounds of a request body's JSON, checked in the single pass that parses it (400 EDGE_JSON_LIMIT, never forwarded).",
+    }),
 });
 
 const securitySchema = z.strictObject({
   allowedOrigins: z.array(z.string()).prefault([]).meta({
     description:
-      "Browser origins allowed to call MCP routes (exact, e.g. https://app.example.com). Requests without Origin are not affected.",
+      "Browser origins allowed to call MCP routes (exact, e.g. https://app.example.com): their CORS preflights are answered and their answers carry the grant. Other origins are refused (403). Requests without Origin are not affected.",
   }),
   allowedHosts: z.array(z.string()).prefault([]).meta({
     description:
@@ -538,12 +770,16 @@ const metricsSchema = z.strictObject({
     .boolean()
     .prefault(true)
     .meta({ description: "Also export the process's own metrics (CPU, memory, event-loop delay, GC)." }),
+  otel: z.boolean().prefault(false).meta({
+    description:
+      "Also record `mcp.server.operation.duration` and `mcp.server.session.duration` (OpenTelemetry semantic conventions for MCP) through the global @opentelemetry/api MeterProvider the host registers (e.g. `node --import` of an OpenTelemetry SDK setup with an OTLP metric exporter). The Prometheus page has them either way.",
+  }),
 });
 
 const tracingSchema = z.strictObject({
   enabled: z.boolean().prefault(false).meta({
     description:
-      "Create OpenTelemetry spans (`mcp.request`, `mcp.upstream`) and pass W3C trace context upstream, through the global @opentelemetry/api provider and propagator (registered by the host, e.g. `node --import` of an OpenTelemetry SDK setup). Implied by `otlp`.",
+      "Create OpenTelemetry spans per the semantic conventions for MCP (a SERVER span `{mcp.method.name} {target}` per request, a CLIENT span per upstream exchange) and pass W3C trace context upstream (headers and `params._meta`), through the global @opentelemetry/api provider and propagator (registered by the host, e.g. `node --import` of an OpenTelemetry SDK setup). Implied by `otlp`.",
   }),
   serviceName: z
     .string()
@@ -685,6 +921,18 @@ const redisUrl = z
   .regex(/^rediss?:\/\//, { message: "a redis:// or rediss:// URL" })
   .meta({ description: "`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS." });
 
+/** The circuit breaker of one shared store (src/lib/breaker.ts). */
+const breakerSchema = z.strictObject({
+  failures: z.number().int().min(1).max(1000).prefault(5).meta({
+    description:
+      "Consecutive timeouts (or connection failures) that open the breaker: calls then fail at once instead of waiting on the store.",
+  }),
+  openFor: duration.prefault("1s").meta({
+    description:
+      "How long the breaker stays open; then one call goes as a probe (half-open): its success closes the breaker, its failure opens it again.",
+  }),
+});
+
 const redisStoreSchema = z.strictObject({
   url: redisUrl,
   keyPrefix: z.string().min(1).prefault("mcp-edge:").meta({
@@ -693,19 +941,25 @@ const redisStoreSchema = z.strictObject({
   }),
   commandTimeout: duration.prefault("250ms").meta({
     description:
-      "Longest wait for one Redis command (queued ones included while reconnecting). Past it, session requests answer 503 with Retry-After and rate limits use the local fallback.",
+      "Longest wait for one Redis operation, counted from the call (queued commands included, behind unanswered ones or while reconnecting). Past it, session requests answer 503 with Retry-After and rate limits use the local fallback.",
   }),
   instances: z.number().int().min(1).prefault(2).meta({
     description:
       "About how many edge instances run: while Redis is unreachable each one allows quota / instances per limit window (the local fallback), so the fleet stays near the configured quota.",
   }),
+  breaker: breakerSchema.prefault({}).meta({
+    description:
+      "Circuit breaker of the Redis connection: while open, session requests answer 503 with Retry-After at once and rate limits use the local fallback.",
+  }),
 });
 
+const postgresUrl = z
+  .string()
+  .regex(/^postgres(ql)?:\/\//, { message: "a postgres:// or postgresql:// URL" })
+  .meta({ description: "`postgres://user:password@host:port/database`." });
+
 const postgresStoreSchema = z.strictObject({
-  url: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, { message: "a postgres:// or postgresql:// URL" })
-    .meta({ description: "`postgres://user:password@host:port/database`." }),
+  url: postgresUrl,
   schema: z
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "a lower-case SQL identifier" })
@@ -714,7 +968,15 @@ const postgresStoreSchema = z.strictObject({
   poolSize: z.number().int().min(1).max(200).prefault(10).meta({ description: "Connections per instance." }),
   queryTimeout: duration.prefault("5s").meta({
     description:
-      "Longest any one statement may take; past it the operation fails (503 for key administration).",
+      "Longest any one operation may wait for PostgreSQL (a connection from the pool included); past it the operation fails (503 for key checks that need the store and for key administration).",
+  }),
+  keyStaleness: duration.prefault("30s").meta({
+    description:
+      "Longest an API-key record read earlier is used without reading it again first: a record older than 1 s is served while it is re-read in the background, and while PostgreSQL is unreachable. Past this age a request waits for the store (at most queryTimeout) and fails closed (503). Revocations broadcast by another instance apply at once regardless.",
+  }),
+  breaker: breakerSchema.prefault({}).meta({
+    description:
+      "Circuit breaker of the PostgreSQL pool: while open, key checks use records within keyStaleness, other key checks and key administration answer 503 at once, and audit records go to the spool.",
   }),
 });
 
@@ -739,16 +1001,23 @@ export const configSchema = z
           description:
             "Embedded store file. In distributed mode nothing shared is kept in it; its directory is where the audit spool goes by default.",
         }),
-        redis: redisStoreSchema.optional().meta({
+        redis: z.union([redisUrl, redisStoreSchema]).optional().meta({
           description:
             "Distributed mode: Redis or Valkey for session records and routing, rate-limit counters, SSE event buffers, revocation and session broadcasts and locks. Set together with `postgres`.",
         }),
-        postgres: postgresStoreSchema.optional().meta({
+        postgres: z.union([postgresUrl, postgresStoreSchema]).optional().meta({
           description:
             "Distributed mode: PostgreSQL for API keys, audit records and the identity-signing keys (versioned migrations run at start). Set together with `redis`.",
         }),
       })
       .prefault({ sqlite: "./.mcp-edge/mcp-edge.db" })
+      // The short form users write first (`redis: redis://host:6379`) is the long form's `url`.
+      .transform((s) => ({
+        ...s,
+        redis: typeof s.redis === "string" ? redisStoreSchema.parse({ url: s.redis }) : s.redis,
+        postgres:
+          typeof s.postgres === "string" ? postgresStoreSchema.parse({ url: s.postgres }) : s.postgres,
+      }))
       .refine((s) => (s.redis === undefined) === (s.postgres === undefined), {
         message:
           "distributed mode needs both store.redis and store.postgres (sessions and counters in Redis, keys and audit in PostgreSQL)",
@@ -855,6 +1124,7 @@ export const configSchema = z
           .prefault("30s")
           .refine((ms) => ms <= 60_000, "at most 60s (RFC 7519 §4.1.4: small leeway only)")
           .meta({ description: "Clock skew allowed on `exp`, `nbf` and `iat`." }),
+        authorizationServer: authorizationServerSchema,
       })
       .prefault({ oauth: [], leeway: "30s" })
       .meta({ description: "Resource-server settings shared by every route that accepts `oauth`." }),
@@ -880,11 +1150,11 @@ export const configSchema = z
   .superRefine((cfg, ctx) => {
     for (const [name, server] of Object.entries(cfg.servers)) {
       if (!server.auth.includes("oauth")) continue;
-      if (cfg.auth.oauth.length === 0) {
+      if (cfg.auth.oauth.length === 0 && !cfg.auth.authorizationServer.enabled) {
         ctx.addIssue({
           code: "custom",
           path: ["servers", name, "auth"],
-          message: "oauth needs at least one issuer in auth.oauth",
+          message: "oauth needs an issuer in auth.oauth, or auth.authorizationServer.enabled",
         });
       }
       if (!cfg.publicUrl) {
@@ -932,6 +1202,46 @@ export const configSchema = z
         path: ["streams", "bufferBudget"],
         message: `a tenant's share of it (bufferBudget × tenantShare = ${Math.floor(share)} bytes) must hold one result of limits.maxResultBytes (${cfg.limits.maxResultBytes}); raise it, or set 0 for no budget`,
       });
+    const as = cfg.auth.authorizationServer;
+    if (as.enabled) {
+      const u = cfg.publicUrl ? new URL(cfg.publicUrl) : undefined;
+      if (!u || (u.pathname !== "/" && u.pathname !== "") || u.search !== "")
+        ctx.addIssue({
+          code: "custom",
+          path: ["publicUrl"],
+          message: "the authorization server needs publicUrl, an origin without a path: it is the issuer",
+        });
+      if (!as.login.apiKey && !as.login.idp && !as.login.idps)
+        ctx.addIssue({
+          code: "custom",
+          path: ["auth", "authorizationServer", "login"],
+          message: "the authorization server needs a login method: apiKey or idp",
+        });
+      for (const name of ["apiKey", "idp"])
+        if (as.login.idps && Object.hasOwn(as.login.idps, name))
+          ctx.addIssue({
+            code: "custom",
+            path: ["auth", "authorizationServer", "login", "idps", name],
+            message: `${name} is the name of another login method`,
+          });
+      if ((as.login.idp || as.login.idps) && !cfg.vault)
+        ctx.addIssue({
+          code: "custom",
+          path: ["vault"],
+          message:
+            "federated login needs vault.key: the IdPs' refresh tokens are kept encrypted with each grant",
+        });
+      if (
+        cfg.auth.oauth.some(
+          (i) => cfg.publicUrl && i.issuer.replace(/\/$/, "") === cfg.publicUrl.replace(/\/$/, ""),
+        )
+      )
+        ctx.addIssue({
+          code: "custom",
+          path: ["auth", "oauth"],
+          message: "publicUrl is the authorization server's own issuer: do not list it in auth.oauth",
+        });
+    }
     const seen = new Map<string, string>();
     for (const [name, server] of Object.entries(cfg.servers)) {
       const other = seen.get(server.route);
@@ -955,3 +1265,4 @@ export type UpstreamConfig = ServerConfig["upstream"];
 export type StdioConfig = NonNullable<UpstreamConfig["stdio"]>;
 export type ConnectionConfig = Config["connections"][string];
 export type VaultConfig = NonNullable<Config["vault"]>;
+export type AuthorizationServerConfig = Config["auth"]["authorizationServer"];

@@ -6,7 +6,8 @@ const SCHEME_THEN_ENV = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \$\{[A-Za-z_][A-Za-z0-9_]*
 /**
  * Checks the raw (not yet interpolated) config document: every value of
  * `servers.*.credentials.headers`, `servers.*.credentials.oauth.clientSecret`,
- * `connections.*.clientSecret`, `vault.key` and `vault.previousKeys` must come from the
+ * `connections.*.clientSecret`, `vault.key`, `vault.previousKeys` and the federated IdPs'
+ * `auth.authorizationServer.login.idp(s).clientSecret` must come from the
  * environment. Header values may be `${NAME}` or `<scheme> ${NAME}`; the client secret
  * must be exactly `${NAME}`. Returns one problem per offending value, prefixed by its path; the
  * value itself is never repeated (it may be a secret). Pure; the loader turns a non-empty answer
@@ -28,6 +29,18 @@ export function checkSecretsFromEnv(rawDoc: unknown): string[] {
     if ("key" in rawDoc.vault) envOnly("vault.key", rawDoc.vault.key);
     const prev = rawDoc.vault.previousKeys;
     if (Array.isArray(prev)) prev.forEach((v, i) => envOnly(`vault.previousKeys.${i}`, v));
+  }
+  // The federated IdPs' client secrets (auth.authorizationServer.login.idp, login.idps.*).
+  const login =
+    isObj(rawDoc.auth) && isObj(rawDoc.auth.authorizationServer)
+      ? rawDoc.auth.authorizationServer.login
+      : undefined;
+  if (isObj(login)) {
+    const idps: [string, unknown][] = [["idp", login.idp]];
+    if (isObj(login.idps)) for (const [n, c] of Object.entries(login.idps)) idps.push([`idps.${n}`, c]);
+    for (const [path, c] of idps)
+      if (isObj(c) && "clientSecret" in c)
+        envOnly(`auth.authorizationServer.login.${path}.clientSecret`, c.clientSecret);
   }
   if (!isObj(rawDoc.servers)) return problems;
   for (const [name, server] of Object.entries(rawDoc.servers)) {

@@ -31,6 +31,30 @@ export const ERROR_CODES = {
     rpc: -32600,
     summary: "A JSON-RPC batch on a protocol version that removed batching (2025-06-18 and later).",
   },
+  EDGE_JSON_DUPLICATE_MEMBER: {
+    http: 400,
+    rpc: -32600,
+    summary:
+      "An object in the body repeats a member name, at any depth: parsers disagree on which one counts (RFC 8259 §4, RFC 7493 §2.3), so the edge does not judge it.",
+  },
+  EDGE_JSON_FORBIDDEN_MEMBER: {
+    http: 400,
+    rpc: -32600,
+    summary:
+      "The body has a member named `__proto__`, or a `constructor` member holding `prototype`: readers that assign members would see a different message (prototype pollution).",
+  },
+  EDGE_JSON_LIMIT: {
+    http: 400,
+    rpc: -32600,
+    summary:
+      "The body is over a `limits.json` bound (nesting depth, members per object, elements per array, string or number length, or a number a double cannot hold); `data.limit` and `data.max` name it.",
+  },
+  EDGE_INVALID_UNICODE: {
+    http: 400,
+    rpc: -32700,
+    summary:
+      'The body is not valid UTF-8, or holds a lone surrogate (escaped as `"\\ud800"` or raw): I-JSON (RFC 7493 §2.1) forbids it and readers disagree on it.',
+  },
   EDGE_UNSUPPORTED_MEDIA_TYPE: { http: 415, rpc: -32000, summary: "Content-Type is not application/json." },
   EDGE_NOT_ACCEPTABLE: {
     http: 406,
@@ -67,13 +91,14 @@ export const ERROR_CODES = {
   EDGE_AUTH_REQUIRED: {
     http: 401,
     rpc: -32000,
-    summary: "No credentials. The WWW-Authenticate challenge names the resource metadata and scopes.",
+    summary:
+      "No credentials. The message and WWW-Authenticate say what the route accepts: an API key (and where one comes from), or an OAuth token (the challenge names the resource metadata and scopes).",
   },
   EDGE_AUTH_INVALID_TOKEN: {
     http: 401,
     rpc: -32000,
     summary:
-      "The token or API key is invalid, expired or revoked (which one is not said). Refresh and retry.",
+      "The token or API key is invalid, expired or revoked (which one is not said). Refresh the token and retry; for an API key, ask the edge's operator for a new one.",
   },
   EDGE_AUTH_INVALID_REQUEST: {
     http: 400,
@@ -107,6 +132,18 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The credential may not call this tool (the key's or server's tool allow-list).",
   },
+  EDGE_TOOL_UNKNOWN: {
+    http: 200,
+    rpc: -32602,
+    summary:
+      "The server's `tools/list`, as the edge last saw it for this session (or authorization context), has no tool of this exact name: refused before the upstream and counted against the caller's limits, with the JSON-RPC error a server gives for an unknown tool (MCP server/tools, error handling) in a 200 answer. Opt-out per server: `servers.<name>.tools.enforceList: false`.",
+  },
+  EDGE_TOOL_NAME_INVALID: {
+    http: 200,
+    rpc: -32602,
+    summary:
+      "A `tools/call` without a string name, a name holding control, format or invisible characters or white space at either end, or a name that equals a configured or allowed tool only after canonicalization (case, NFKC, look-alike letters): never forwarded as another name than judged. A JSON-RPC error in a 200 answer, as for an unknown tool.",
+  },
   EDGE_AUTH_UNAVAILABLE: {
     http: 503,
     rpc: -32000,
@@ -134,6 +171,18 @@ export const ERROR_CODES = {
     http: 404,
     rpc: null,
     summary: "The admin API is off: no `admin.token` is configured.",
+  },
+  // Configuration reload (POST /api/reload, SIGHUP, `mcp-edge reload`)
+  EDGE_RELOAD_REFUSED: {
+    http: 422,
+    rpc: null,
+    summary:
+      "The new configuration was refused (invalid, unsafe, or not runnable on what changes at restart only); the running one stays.",
+  },
+  EDGE_RELOAD_UNAVAILABLE: {
+    http: 409,
+    rpc: null,
+    summary: "This edge was not started from a configuration file, so there is nothing to reload from.",
   },
   // Protocol (era stage)
   EDGE_PROTOCOL_VERSION_UNSUPPORTED: {
@@ -264,6 +313,25 @@ export const ERROR_CODES = {
     summary:
       "Connecting an account failed at the provider: it answered the authorization with an error (the user declined) or refused the code exchange. Nothing was stored.",
   },
+  // Federated login at the edge's authorization server (src/as/federation.ts)
+  EDGE_LOGIN_LINK_INVALID: {
+    http: 400,
+    rpc: null,
+    summary:
+      "The IdP's redirect back to the edge (`/oauth/idp/{name}/callback`) does not match a login this browser started, or it expired: start again from the MCP client.",
+  },
+  EDGE_LOGIN_IDP_FAILED: {
+    http: 502,
+    rpc: null,
+    summary:
+      "Signing in at the federated IdP failed: the user declined, the IdP could not be reached, or its answer was refused (wrong `iss`, ID token signature, audience or nonce, no refresh token when one is required). Nothing was issued.",
+  },
+  EDGE_LOGIN_TENANT_REFUSED: {
+    http: 403,
+    rpc: null,
+    summary:
+      "The federated IdP signed the user in but names no tenant, or a tenant it may not assert (`tenants`). Nothing was issued.",
+  },
   // Egress (src/egress): outbound requests of the edge itself
   EDGE_EGRESS_DENIED: {
     http: 502,
@@ -289,7 +357,7 @@ export const ERROR_CODES = {
     http: 503,
     rpc: -32000,
     summary:
-      "A store the edge keeps its state in (Redis/Valkey or PostgreSQL in distributed mode) is unreachable or timed out.",
+      "A store the edge keeps its state in (Redis/Valkey or PostgreSQL in distributed mode) is unreachable, timed out, or its circuit breaker is open after repeated timeouts (then Retry-After is the time to its next probe).",
     retryAfter: 5,
   },
   // Lifecycle

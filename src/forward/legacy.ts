@@ -14,6 +14,7 @@ import {
   UpstreamSessionLost,
 } from "../upstream/types.ts";
 import { forwardContext } from "./exchange.ts";
+import { listHeaders, sendInSession } from "./tool-list.ts";
 import { upstreamHeaders } from "./identity.ts";
 import { answer, errorResponseData, sseHeaders } from "./respond.ts";
 
@@ -89,6 +90,24 @@ export class LegacyBridge {
     }
   }
 
+  /**
+   * The initialized session of the legacy connection a `/messages` POST names, when it is this
+   * route's and this principal's; undefined otherwise (`message` then refuses the POST).
+   */
+  sessionOf(ctx: Parsed): SessionRecord | undefined {
+    const id = new URL(ctx.req.url ?? "/", "http://edge").searchParams.get("sessionId") ?? "";
+    const conn = this.#conns.get(id);
+    if (!conn || conn.route !== ctx.route || conn.principal !== sessionOwner(ctx.principal)) return undefined;
+    return conn.record;
+  }
+
+  /** Sends a request of the edge's own (its tools/list) on the connection's upstream session. */
+  async sendOwn(ctx: Parsed, rec: SessionRecord, body: string, request: RpcRequest): Promise<UpstreamReply> {
+    const fctx = await this.#fctx(ctx, rec.protocolVersion);
+    fctx.headers = listHeaders(fctx.headers, false);
+    return sendInSession(this.#sessions, ctx.route, rec, body, request, fctx);
+  }
+
   /** As every forward: the route's interceptors (tracing, the egress recorder) run on it. */
   async #fctx(ctx: RequestContext, version: string | undefined): Promise<ForwardContext> {
     const headers = await upstreamHeaders(ctx, this.#identity);
@@ -97,11 +116,9 @@ export class LegacyBridge {
 
   async #initialize(ctx: Parsed, conn: LegacyConnection, msg: RpcRequest): Promise<void> {
     if (conn.record) throw new GatewayError("EDGE_INVALID_REQUEST", "The session is already initialized.");
-    const { session, reply } = await ctx.route.upstream.initialize(
-      msg,
-      ctx.body,
-      await this.#fctx(ctx, undefined),
-    );
+    // The interceptors run first: they may put trace context in the body's `params._meta`.
+    const fctx = await this.#fctx(ctx, undefined);
+    const { session, reply } = await ctx.route.upstream.initialize(msg, ctx.body, fctx);
     let version: string | undefined;
     await this.#deliver(conn, reply, (m) => {
       const r = (m as { result?: { protocolVersion?: unknown } }).result;

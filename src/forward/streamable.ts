@@ -19,6 +19,7 @@ import type { GetOrder } from "./get-order.ts";
 import { asksFor, forwardContext, hasRequest, requestIds, requestKeys } from "./exchange.ts";
 import { upstreamHeaders } from "./identity.ts";
 import { forwardStateless } from "./stateless.ts";
+import { listHeaders, sendInSession } from "./tool-list.ts";
 import { answer, answerError, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
 
 /** How many times a request stream is resumed upstream after the upstream closed it early. */
@@ -88,17 +89,34 @@ export class Forwarder {
     this.#opts = opts;
   }
 
+  /**
+   * Sends a request of the edge's own (its tools/list, for the `tool-list` stage) on the path the
+   * call will take: the session's upstream session, or a 2026-07-28 request, with the call's
+   * identity, credentials and deadline.
+   */
+  async sendOwn(ctx: EraKnown, body: string, request: RpcRequest): Promise<UpstreamReply> {
+    // A client that went away needs no judgement: the request of the edge's own stops with it.
+    const signal = AbortSignal.any([
+      this.#deadlines.signal(ctx.route.config.upstream.timeout),
+      ctx.clientGone,
+    ]);
+    const rec = ctx.era === "session" ? ctx.session : undefined;
+    const headers = listHeaders(await upstreamHeaders(ctx, this.#opts.identity), rec === undefined);
+    const version = single(ctx.req, "mcp-protocol-version") ?? rec?.protocolVersion;
+    const fctx = forwardContext(ctx, version, signal, headers);
+    if (!rec) return ctx.route.upstream.stateless(body, [request], fctx);
+    return sendInSession(this.#sessions, ctx.route, rec, body, request, fctx);
+  }
+
   // ---------------------------------------------------------------- POST, session era
 
   async initialize(ctx: Parsed, request: RpcRequest): Promise<void> {
     const route = ctx.route;
     const signal = this.#deadlines.signal(route.config.upstream.timeout);
     const version = single(ctx.req, "mcp-protocol-version");
-    const { session, reply } = await route.upstream.initialize(
-      request,
-      ctx.body,
-      forwardContext(ctx, version, signal, await upstreamHeaders(ctx, this.#opts.identity)),
-    );
+    // The interceptors run first: they may put trace context in the body's `params._meta`.
+    const fctx = forwardContext(ctx, version, signal, await upstreamHeaders(ctx, this.#opts.identity));
+    const { session, reply } = await route.upstream.initialize(request, ctx.body, fctx);
     if (reply.kind === "passthrough") return sendPassthrough(ctx, reply);
     // The answer to initialize is read whole (it is small) so that the session exists before the
     // client learns its id.

@@ -1,8 +1,11 @@
 /**
  * JSON-RPC 2.0 message parsing and classification for MCP.
  *
- * The parsed value is used as data only: nothing here merges it into other objects, and fields are
- * read as own properties, so a `"__proto__"` key in a body is an ordinary (ignored) key.
+ * Client bodies are read by the strict reader (strict-json.ts): duplicate member names,
+ * `__proto__` members, lone surrogates and shapes over `limits.json` are refused, so the message
+ * judged here is the message the upstream reads from the same bytes. Messages from upstreams are
+ * read with JSON.parse. Either way the value is used as data only: fields are read as own
+ * properties, and nothing here merges it into other objects.
  *
  * Stricter than plain JSON-RPC where MCP is stricter (schema `RequestId = string | integer`; SDK v2
  * `z.number().int()`, safe integers only): a numeric id must be a safe integer. That also keeps
@@ -11,6 +14,7 @@
  * cannot be tied to a request. Pure: no I/O.
  */
 import { GatewayError } from "../errors/errors.ts";
+import { DEFAULT_JSON_LIMITS, type JsonLimits, parseStrictJson } from "./strict-json.ts";
 
 export type RpcId = string | number;
 export type RpcParams = Record<string, unknown> | unknown[];
@@ -71,6 +75,8 @@ export interface ParseBodyOptions {
   allowBatch: boolean;
   /** Largest accepted batch (elements). Default 100. */
   maxBatchSize?: number;
+  /** Bounds of the body's JSON (config `limits.json`). Default DEFAULT_JSON_LIMITS. */
+  limits?: JsonLimits;
 }
 
 export interface ParsedBody {
@@ -84,25 +90,29 @@ export const DEFAULT_MAX_BATCH_SIZE = 100;
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
- * A body's text. Invalid UTF-8 → EDGE_PARSE_ERROR. Strict: U+FFFD replacement here could read
- * differently from the upstream's decoder. For valid UTF-8 the same text as `toString("utf8")`.
+ * A body's text. Invalid UTF-8 (encoded surrogates and overlong forms included) →
+ * EDGE_INVALID_UNICODE. Strict: U+FFFD replacement here could read differently from the upstream's
+ * decoder. For valid UTF-8 the same text as `toString("utf8")`.
  */
 export function decodeBody(body: Buffer): string {
   try {
     return strictUtf8.decode(body);
   } catch (err) {
-    throw new GatewayError("EDGE_PARSE_ERROR", "The body is not valid UTF-8.", { cause: err });
+    throw new GatewayError("EDGE_INVALID_UNICODE", "The body is not valid UTF-8.", { cause: err });
   }
 }
 
 /**
- * Parses a POST body. Invalid UTF-8 or JSON → EDGE_PARSE_ERROR; an array when `!allowBatch` →
+ * Parses a POST body with the strict reader. Invalid UTF-8 or a lone surrogate →
+ * EDGE_INVALID_UNICODE; invalid JSON → EDGE_PARSE_ERROR; a repeated member name →
+ * EDGE_JSON_DUPLICATE_MEMBER; `__proto__` → EDGE_JSON_FORBIDDEN_MEMBER; over `opts.limits` →
+ * EDGE_JSON_LIMIT; an array when `!allowBatch` →
  * EDGE_BATCH_REJECTED; anything that is not a valid JSON-RPC 2.0 message (or an empty or oversized
  * batch) → EDGE_INVALID_REQUEST, echoing the id when it was readable (single messages only).
  */
 export function parseBody(body: Buffer | string, opts: ParseBodyOptions): ParsedBody {
   const text = typeof body === "string" ? body : decodeBody(body);
-  const value = parseJson(text);
+  const value = parseStrictJson(text, opts.limits ?? DEFAULT_JSON_LIMITS);
   if (Array.isArray(value)) {
     if (!opts.allowBatch) {
       throw new GatewayError(

@@ -17,6 +17,7 @@ export const requestEndChannel = diagnostics_channel.channel("mcp-edge:request:e
 export const sessionChannel = diagnostics_channel.channel("mcp-edge:session");
 export const adminChannel = diagnostics_channel.channel("mcp-edge:admin");
 export const vaultChannel = diagnostics_channel.channel("mcp-edge:vault");
+export const asChannel = diagnostics_channel.channel("mcp-edge:as");
 
 /** How one JSON-RPC request of a call ended, as the client saw it. */
 export type CallOutcome =
@@ -52,6 +53,11 @@ export interface RequestFacts {
   readonly egress: readonly EgressDecision[] | undefined;
   /** Whether the client went away before its answer was complete. */
   readonly clientLeft: boolean;
+  /** The HTTP version of the request (`1.1`, `2`), for `network.protocol.version`. */
+  readonly httpVersion?: string | undefined;
+  /** The client's address and port as the socket saw them (`client.address`, `client.port`). */
+  readonly clientAddress?: string | undefined;
+  readonly clientPort?: number | undefined;
 }
 
 /** Published when a request to an MCP route is over (its answer complete, or failed). */
@@ -73,6 +79,10 @@ export interface SessionEvent {
   tenant: string | null;
   principal: string;
   reason?: string;
+  /** When the session started (ms since the epoch): an end's duration is measured from it. */
+  createdAt?: number;
+  /** The MCP protocol version the session negotiated. */
+  protocolVersion?: string;
 }
 
 /** Published for every admin action (key created, rotated, revoked; session deleted). */
@@ -100,4 +110,34 @@ export interface VaultEvent {
   /** The server whose call used the connection (`use`). */
   server?: string;
   requestId?: string;
+}
+
+/** A leg of the edge's authorization server (src/as). */
+export type AsLeg =
+  | "registration"
+  | "cimd_fetch"
+  | "authorize"
+  | "login"
+  | "consent"
+  | "code"
+  | "token"
+  | "refresh"
+  | "reuse_detected"
+  | "revoke";
+
+/**
+ * Published by the authorization server (src/as) for every leg of every flow, success or not.
+ * Never a token, code or secret.
+ */
+export interface AsEvent {
+  leg: AsLeg;
+  outcome: "ok" | "refused";
+  clientId: string | null;
+  /** The host of the redirect URI the flow returns to, when known. */
+  redirectHost: string | null;
+  tenant: string | null;
+  subject: string | null;
+  /** The OAuth error code (RFC 6749 §5.2, RFC 7591 §3.2.2) of a refusal, or a short reason. */
+  reason?: string;
+  grantId?: string;
 }

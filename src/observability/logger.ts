@@ -56,9 +56,29 @@ export function createLogger(options: LoggerOptions): Logger {
       redact: { paths: REDACT_PATHS, censor: "[redacted]" },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      // A copy: pino merges each line's fields into what the mixin returns.
-      mixin: () => ({ ...logScope.getStore() }),
+      // A copy: pino merges each line's fields into what the mixin returns (so a field given to
+      // the call wins over the scope's, once). A child logger's bindings are written apart from
+      // that merge: scope fields it already binds are left out, or the line would carry them twice.
+      mixin: (_obj: object, _level: number, logger: Logger) => scopeFields(logger),
     },
     options.destination ?? pino.destination({ fd: 1, sync: false }),
   );
+}
+
+/** Keys each child logger binds (`log.child({...})`), read once per logger. */
+const boundKeys = new WeakMap<Logger, ReadonlySet<string>>();
+
+/** The request scope's fields, minus those the logger's own bindings already write. */
+function scopeFields(logger: Logger): Record<string, unknown> {
+  const scope = logScope.getStore();
+  if (!scope) return {};
+  let bound = boundKeys.get(logger);
+  if (!bound) {
+    bound = new Set(Object.keys(logger.bindings()));
+    boundKeys.set(logger, bound);
+  }
+  if (bound.size === 0) return { ...scope };
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(scope)) if (!bound.has(k)) out[k] = v;
+  return out;
 }

@@ -4,7 +4,9 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { Config } from "../config/schema.ts";
 import { isRequest, type RpcRequest, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { InstanceHealth, Route } from "../upstream/types.ts";
-import type { AdminEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./channels.ts";
+import type { AdminEvent, AsEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./channels.ts";
+import type { BreakerState } from "../lib/breaker.ts";
+import { MCP_DURATION_BUCKETS, operationsOf, protocolVersionOf, sessionErrorType } from "./semconv.ts";
 
 /**
  * Prometheus metrics, fed without touching the hot
@@ -22,6 +24,17 @@ import type { AdminEvent, CallOutcome, RequestEndEvent, SessionEvent } from "./c
 
 /** The label value that stands for every value past a label's cap. */
 export const OTHER = "(other)";
+
+/**
+ * `mcp_edge_store_breaker_state{store}`: a store's circuit breaker (src/lib/breaker.ts) as a number,
+ * so an alert can say `> 0`: 0 closed (calls go), 1 half-open (one probe out), 2 open (calls fail
+ * fast).
+ */
+export const BREAKER_STATE_VALUE: Readonly<Record<BreakerState, number>> = {
+  closed: 0,
+  "half-open": 1,
+  open: 2,
+};
 /** Longer label values are counted as OTHER (tool names are at most 128 characters in MCP). */
 const MAX_LABEL_LENGTH = 128;
 
@@ -82,8 +95,13 @@ export type GaugeReading = number | ReadonlyArray<{ labels: Record<string, strin
 
 export interface MetricsOptions {
   config: Config["metrics"];
-  /** The gateway's routes: events of other gateways in the same process are ignored. */
+  /** The gateway's routes (a config reload changes the map in place). */
   routes: ReadonlyMap<string, Route>;
+  /**
+   * Whether a request's route is this gateway's (any it served since it started): events of other
+   * gateways in the same process are ignored. Default: the route is in `routes` now.
+   */
+  owned?: { has(route: Route): boolean };
   /** Open edge streams (StreamRegistry.size). */
   streams: () => number;
   /** Sessions in the store per server (the store is the truth, also after a restart). */
@@ -294,6 +312,11 @@ export class Metrics {
   readonly #sessionsStarted: CounterSeries<"server">;
   readonly #sessionsEnded: CounterSeries<"server" | "reason">;
   readonly #admin: CounterSeries<"action" | "outcome">;
+  readonly #as: CounterSeries<"leg" | "outcome">;
+  readonly #operationSeconds: HistogramSeries<
+    "server" | "mcp_method_name" | "gen_ai_tool_name" | "error_type" | "mcp_protocol_version"
+  >;
+  readonly #sessionSeconds: HistogramSeries<"server" | "mcp_protocol_version" | "error_type">;
   #subscribed = false;
 
   constructor(opts: MetricsOptions) {
@@ -345,10 +368,32 @@ export class Metrics {
       labelNames: ["server", "reason"],
       registers,
     });
+    this.#as = new CounterSeries({
+      name: "mcp_edge_oauth_legs_total",
+      help: "Legs of the edge's authorization server (registration, authorize, login, consent, token, refresh, revoke...), by leg and outcome.",
+      labelNames: ["leg", "outcome"],
+      registers,
+    });
     this.#admin = new CounterSeries({
       name: "mcp_edge_admin_actions_total",
       help: "Admin API actions, by action and outcome.",
       labelNames: ["action", "outcome"],
+      registers,
+    });
+    // The MCP semantic conventions' histograms (semconv.ts), under their Prometheus names (dots to
+    // underscores, unit suffix), attribute names likewise, plus the edge's `server`.
+    this.#operationSeconds = new HistogramSeries({
+      name: "mcp_server_operation_duration_seconds",
+      help: "OpenTelemetry mcp.server.operation.duration: one JSON-RPC request or notification of a POST, from its arrival to the end of its answer (error_type: JSON-RPC error code, tool_error, aborted, or the edge's code).",
+      labelNames: ["server", "mcp_method_name", "gen_ai_tool_name", "error_type", "mcp_protocol_version"],
+      buckets: MCP_DURATION_BUCKETS,
+      registers,
+    });
+    this.#sessionSeconds = new HistogramSeries({
+      name: "mcp_server_session_duration_seconds",
+      help: "OpenTelemetry mcp.server.session.duration: MCP sessions ended by this process, from start to end (error_type backend_lost when the upstream lost it).",
+      labelNames: ["server", "mcp_protocol_version", "error_type"],
+      buckets: MCP_DURATION_BUCKETS,
       registers,
     });
     const routes = opts.routes;
@@ -405,6 +450,7 @@ export class Metrics {
     diagnostics_channel.subscribe("mcp-edge:request:end", this.#onRequestEnd);
     diagnostics_channel.subscribe("mcp-edge:session", this.#onSession);
     diagnostics_channel.subscribe("mcp-edge:admin", this.#onAdmin);
+    diagnostics_channel.subscribe("mcp-edge:as", this.#onAs);
   }
 
   stop(): void {
@@ -413,6 +459,7 @@ export class Metrics {
     diagnostics_channel.unsubscribe("mcp-edge:request:end", this.#onRequestEnd);
     diagnostics_channel.unsubscribe("mcp-edge:session", this.#onSession);
     diagnostics_channel.unsubscribe("mcp-edge:admin", this.#onAdmin);
+    diagnostics_channel.unsubscribe("mcp-edge:as", this.#onAs);
   }
 
   /**
@@ -527,7 +574,8 @@ export class Metrics {
   }
 
   #ours(route: Route): boolean {
-    return this.#opts.routes.get(route.name) === route;
+    const owned = this.#opts.owned;
+    return owned ? owned.has(route) : this.#opts.routes.get(route.name) === route;
   }
 
   readonly #onRequestEnd = (message: unknown): void => {
@@ -571,6 +619,16 @@ export class Metrics {
             : "";
     const key = [server, method];
     this.#edgeSeconds.observe(key, ev.durationMs / 1000);
+    if (messages && messages.length > 0) {
+      const version = this.#bounded("mcp_protocol_version", protocolVersionOf(ctx) ?? "");
+      const seconds = ev.durationMs / 1000;
+      for (const op of operationsOf(ev)) {
+        const opMethod = this.#methods.value(op.method);
+        const tool = op.tool !== undefined ? this.#toolCap(server).value(op.tool) : "";
+        const errorType = op.errorType !== undefined ? this.#bounded("error_type", op.errorType) : "";
+        this.#operationSeconds.observe([server, opMethod, tool, errorType, version], seconds);
+      }
+    }
     const upstreamMs = ctx.upstream?.ms ?? elapsedSince(ctx.upstreamAt);
     if (upstreamMs !== undefined) this.#upstreamSeconds.observe(key, upstreamMs / 1000);
   };
@@ -588,7 +646,17 @@ export class Metrics {
     else {
       const reason = this.#bounded("reason", ev.reason ?? "");
       this.#sessionsEnded.inc([server, reason]);
+      if (ev.createdAt !== undefined) {
+        const version = this.#bounded("mcp_protocol_version", ev.protocolVersion ?? "");
+        const seconds = Math.max(0, Date.now() - ev.createdAt) / 1000;
+        this.#sessionSeconds.observe([server, version, sessionErrorType(ev) ?? ""], seconds);
+      }
     }
+  };
+
+  readonly #onAs = (message: unknown): void => {
+    const ev = message as AsEvent;
+    this.#as.inc([ev.leg, ev.outcome]);
   };
 
   readonly #onAdmin = (message: unknown): void => {

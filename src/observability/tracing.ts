@@ -16,15 +16,29 @@ import {
 } from "@opentelemetry/api";
 import type { Config } from "../config/schema.ts";
 import type { ForwardInterceptor, ForwardingRequest, Route } from "../upstream/types.ts";
-import { isRequest } from "../mcp/jsonrpc.ts";
+import type { RpcMessage } from "../mcp/jsonrpc.ts";
 import type { Logger } from "./logger.ts";
 import type { RequestEndEvent, RequestFacts } from "./channels.ts";
+import {
+  namedOperations,
+  type Operation,
+  operationAttributes,
+  operationsOf,
+  requestAttributes,
+  spanName,
+  upstreamAttributes,
+} from "./semconv.ts";
 
 /**
- * OpenTelemetry traces through @opentelemetry/api: one `mcp.request` span (SERVER) per request to
- * an MCP route and, when the request reaches the upstream, one `mcp.upstream` span (CLIENT) under
- * it. W3C Trace Context (https://www.w3.org/TR/trace-context/): a client's `traceparent` is
- * continued, and the upstream receives the `mcp.upstream` span's context in its `traceparent`.
+ * OpenTelemetry traces through @opentelemetry/api, per the semantic conventions for MCP
+ * (src/observability/semconv.ts): one SERVER span per request to an MCP route, named
+ * `{mcp.method.name} {target}` (`tools/call get-weather`; `GET /mcp` for a request that carries
+ * no message), and, when the request reaches the upstream, one CLIENT span of the same name under
+ * it. W3C Trace Context (https://www.w3.org/TR/trace-context/) travels both ways in the HTTP
+ * headers and, for MCP messages, in `params._meta` (`traceparent`, `tracestate`): a client's
+ * context from `params._meta` is the parent (the conventions prefer it to the transport's; the
+ * header context, when it differs, becomes a link), else the header's; the upstream receives the
+ * CLIENT span's context in both.
  *
  * Spans are started lazily, with the request's arrival as start time, from two points that exist
  * anyway: the forward interceptor (`interceptor()`, composed into each route at boot, run as the
@@ -32,7 +46,8 @@ import type { RequestEndEvent, RequestFacts } from "./channels.ts";
  * in src/forward/streamable.ts) and the request-end channel. Nothing else on the hot path changes,
  * and nothing relies on an active-context manager: parents are passed explicitly.
  *
- * Attributes name the method, tool, server and tenant; never arguments, session ids or credentials.
+ * Attributes name the method, tool or prompt, server and tenant, the session as its hash; never
+ * arguments, session ids or credentials.
  *
  * Off (the default), nothing is created and the client's own `traceparent`/`tracestate` are
  * forwarded unchanged, as they always were (src/mcp/hygiene.ts forwardableHeaders).
@@ -52,15 +67,20 @@ interface RequestSpans {
   /** The client's trace context (ROOT_CONTEXT when it sent none). */
   parent: Context;
   request: Span;
+  /** The span name as first known (the request's end sets the final one). */
+  name: string;
   upstream?: Span;
 }
 
 /** What a request's spans are made from and keyed by (the forwarding request and the facts at its end are one object). */
-type SpanKey = Pick<ForwardingRequest, "requestId" | "route" | "httpMethod" | "headers" | "startedAt">;
+type SpanKey = Pick<ForwardingRequest, "requestId" | "route" | "httpMethod" | "headers" | "startedAt"> &
+  Partial<RequestFacts>;
 
 export interface TracingOptions {
   config: Config["tracing"];
   routes: ReadonlyMap<string, Route>;
+  /** Whether a request's route is this gateway's (see MetricsOptions.owned). */
+  owned?: { has(route: Route): boolean };
   /** Record when requests reach their upstream (for the upstream latency histogram). */
   markUpstream: boolean;
   log: Logger;
@@ -68,6 +88,7 @@ export interface TracingOptions {
 
 export class Tracing {
   readonly #routes: ReadonlyMap<string, Route>;
+  readonly #owned: { has(route: Route): boolean } | undefined;
   /** Undefined: spans are off. */
   readonly #tracer: Tracer | undefined;
   readonly #propagator: Propagator;
@@ -83,6 +104,7 @@ export class Tracing {
     shutdown?: () => Promise<void>,
   ) {
     this.#routes = opts.routes;
+    this.#owned = opts.owned;
     this.#tracer = tracer;
     this.#propagator = propagator;
     this.#markUpstream = opts.markUpstream;
@@ -140,7 +162,7 @@ export class Tracing {
   /**
    * The forward interceptor of every route, or undefined when neither spans nor the upstream mark
    * are wanted: marks the start of the upstream exchange (upstream latency metric) and, with
-   * tracing on, starts the `mcp.upstream` span and puts its context in `traceparent`/`tracestate`.
+   * tracing on, starts the CLIENT span and puts its context in `traceparent`/`tracestate` and `params._meta`.
    */
   interceptor(): ForwardInterceptor | undefined {
     if (!this.#tracer && !this.#markUpstream) return undefined;
@@ -153,7 +175,7 @@ export class Tracing {
     if (!tracer) return;
     const spans = this.#requestSpans(tracer, ctx);
     spans.upstream ??= tracer.startSpan(
-      "mcp.upstream",
+      spans.name,
       { kind: SpanKind.CLIENT, startTime: now(), attributes: { "mcp_edge.server": ctx.route.name } },
       trace.setSpan(spans.parent, spans.request),
     );
@@ -165,14 +187,24 @@ export class Tracing {
     headers.traceparent = carrier.traceparent;
     if (carrier.tracestate !== undefined) headers.tracestate = carrier.tracestate;
     else delete headers.tracestate;
+    injectMeta(ctx, carrier);
   }
 
   #requestSpans(tracer: Tracer, ctx: SpanKey): RequestSpans {
     let spans = this.#spans.get(ctx);
     if (!spans) {
-      const parent = this.#propagator.extract(ROOT_CONTEXT, ctx.headers, defaultTextMapGetter);
+      // The MCP message's context first (params._meta); the transport's, when it differs, is linked.
+      const fromHeaders = this.#propagator.extract(ROOT_CONTEXT, ctx.headers, defaultTextMapGetter);
+      const meta = metaCarrier(ctx.messages);
+      const fromMeta = meta ? this.#propagator.extract(ROOT_CONTEXT, meta, defaultTextMapGetter) : undefined;
+      const metaSpan = fromMeta && trace.getSpanContext(fromMeta);
+      const headerSpan = trace.getSpanContext(fromHeaders);
+      const parent = metaSpan ? (fromMeta as Context) : fromHeaders;
+      const links =
+        metaSpan && headerSpan && headerSpan.spanId !== metaSpan.spanId ? [{ context: headerSpan }] : [];
+      const name = nameOf(ctx, namedOperations(ctx.messages));
       const request = tracer.startSpan(
-        "mcp.request",
+        name,
         {
           kind: SpanKind.SERVER,
           startTime: performance.timeOrigin + ctx.startedAt,
@@ -181,36 +213,62 @@ export class Tracing {
             "mcp_edge.request_id": ctx.requestId,
             "http.request.method": ctx.httpMethod,
           },
+          links,
         },
         parent,
       );
-      spans = { parent, request };
+      spans = { parent, request, name };
       this.#spans.set(ctx, spans);
     }
     return spans;
+  }
+
+  #ours(route: Route): boolean {
+    return this.#owned ? this.#owned.has(route) : this.#routes.get(route.name) === route;
   }
 
   readonly #onRequestEnd = (message: unknown): void => {
     const ev = message as RequestEndEvent;
     const ctx = ev.request;
     const tracer = this.#tracer;
-    if (!tracer || this.#routes.get(ctx.route.name) !== ctx.route) return;
+    if (!tracer || !this.#ours(ctx.route)) return;
     const end = now();
     const spans = this.#requestSpans(tracer, ctx);
     this.#spans.delete(ctx);
-    const attributes = callAttributes(ctx);
+    const ops = operationsOf(ev);
+    const name = nameOf(ctx, ops);
+    const op = ops.length === 1 ? ops[0] : undefined;
+    const attributes: Attributes = { ...requestAttributes(ctx), ...callAttributes(ctx, ops, op) };
     attributes["http.response.status_code"] = ev.status;
-    // OTel HTTP semantic conventions: a server span is an error for 5xx only; a refusal (4xx) is
-    // the client's, and keeps its code in `error.type`.
-    const failed = (ev.error?.status ?? 0) >= 500 || ev.status >= 500;
-    if (ev.error) attributes["error.type"] = ev.error.code;
+    if (ctx.clientAddress) {
+      attributes["client.address"] = ctx.clientAddress;
+      if (ctx.clientPort !== undefined) attributes["client.port"] = ctx.clientPort;
+    }
+    // The request's failure: the edge's own error, else the one operation's.
+    const errorType = ev.error?.code ?? op?.errorType ?? ops.find((o) => o.errorType)?.errorType;
+    if (errorType !== undefined) attributes["error.type"] = errorType;
+    spans.request.updateName(name);
     spans.request.setAttributes(attributes);
-    if (failed)
-      spans.request.setStatus({ code: SpanStatusCode.ERROR, message: ev.error?.code ?? `HTTP ${ev.status}` });
+    // MCP conventions: the status is ERROR when `error.type` is set, described by the error message.
+    if (errorType !== undefined)
+      spans.request.setStatus({
+        code: SpanStatusCode.ERROR,
+        message: ev.error?.message ?? op?.errorMessage ?? errorType,
+      });
     if (spans.upstream) {
-      spans.upstream.setAttributes(callAttributes(ctx));
-      if (failed && ev.error?.code.startsWith("EDGE_UPSTREAM"))
-        spans.upstream.setStatus({ code: SpanStatusCode.ERROR, message: ev.error.code });
+      spans.upstream.updateName(name);
+      spans.upstream.setAttributes({ ...callAttributes(ctx, ops, op), ...upstreamAttributes(ctx) });
+      // The upstream's own failure (an error answer, a tool error, the edge's upstream codes).
+      const upstreamError =
+        ev.error === undefined
+          ? (op?.errorType ?? ops.find((o) => o.errorType)?.errorType)
+          : ev.error.code.startsWith("EDGE_UPSTREAM")
+            ? ev.error.code
+            : undefined;
+      if (upstreamError !== undefined) {
+        spans.upstream.setAttribute("error.type", upstreamError);
+        spans.upstream.setStatus({ code: SpanStatusCode.ERROR, message: ev.error?.message ?? upstreamError });
+      }
       spans.upstream.end(end);
     }
     spans.request.end(end);
@@ -226,18 +284,71 @@ function now(): number {
   return performance.timeOrigin + performance.now();
 }
 
-/** Method, tool and tenant of a request: names only, never arguments. */
-function callAttributes(ctx: RequestFacts): Attributes {
-  const attributes: Attributes = {};
-  const requests = (ctx.messages ?? []).filter(isRequest);
-  const first = requests[0];
-  if (requests.length > 1) attributes["mcp.method.name"] = "batch";
-  else if (first) {
-    attributes["mcp.method.name"] = first.method;
-    const tool = (first.params as { name?: unknown } | undefined)?.name;
-    if (first.method === "tools/call" && typeof tool === "string") attributes["gen_ai.tool.name"] = tool;
-  }
+/** The span name of a request: its one operation's, `batch`, or the HTTP method and route. */
+function nameOf(ctx: SpanKey, ops: Operation[]): string {
+  const only = ops.length === 1 ? ops[0] : undefined;
+  if (only) return spanName(only);
+  if (ops.length > 1) return "batch";
+  return `${ctx.httpMethod} ${ctx.route.config.route}`;
+}
+
+/** Method, tool or prompt, request id and tenant of a request: names only, never arguments. */
+function callAttributes(ctx: RequestFacts, ops: Operation[], op: Operation | undefined): Attributes {
+  const attributes: Attributes = op
+    ? operationAttributes(op, true)
+    : ops.length > 1
+      ? { "mcp.method.name": "batch" }
+      : {};
+  delete attributes["error.type"]; // the caller sets the request's (or the upstream's) own
   const tenant = ctx.principal?.tenant;
   if (tenant) attributes["mcp_edge.tenant"] = tenant;
   return attributes;
+}
+
+/** The `params._meta` of the first MCP message that carries a `traceparent` there. */
+function metaCarrier(messages: readonly RpcMessage[] | undefined): Record<string, string> | undefined {
+  for (const m of messages ?? []) {
+    const meta = (m as { params?: { _meta?: Record<string, unknown> } }).params?._meta;
+    if (meta && typeof meta.traceparent === "string") {
+      const carrier: Record<string, string> = { traceparent: meta.traceparent };
+      if (typeof meta.tracestate === "string") carrier.tracestate = meta.tracestate;
+      return carrier;
+    }
+  }
+  return undefined;
+}
+
+const LOSSY_NUMBER = /\d{16,}/;
+
+/**
+ * Puts the upstream span's context in `params._meta` of every request and notification going
+ * upstream (the conventions' place for it in MCP), replacing the client's, and the body text
+ * with it: the forwarders send `body` after the interceptors ran.
+ */
+function injectMeta(ctx: ForwardingRequest, carrier: Record<string, string>): void {
+  const messages = ctx.messages;
+  if (!messages || messages.length === 0) return;
+  // A body that JSON.parse cannot hold exactly (a run of 16+ digits: an integer past 2^53, a
+  // decimal past double precision) is forwarded as the client wrote it; its context goes in the
+  // headers only.
+  if (ctx.body !== undefined && LOSSY_NUMBER.test(ctx.body)) return;
+  let changed = false;
+  for (const m of messages) {
+    if (!("method" in m)) continue;
+    const holder = m as { params?: unknown };
+    const params = holder.params;
+    if (params !== undefined && (params === null || typeof params !== "object" || Array.isArray(params)))
+      continue;
+    const p = (params ?? {}) as { _meta?: unknown };
+    const meta =
+      p._meta !== null && typeof p._meta === "object" && !Array.isArray(p._meta)
+        ? (p._meta as Record<string, unknown>)
+        : {};
+    const next: Record<string, unknown> = { ...meta, traceparent: carrier.traceparent };
+    if (carrier.tracestate !== undefined) next.tracestate = carrier.tracestate;
+    else delete next.tracestate;
+    holder.params = { ...p, _meta: next };
+    changed = true;
+  }
+  if (changed) ctx.body = JSON.stringify(ctx.batch ? messages : messages[0]);
 }

@@ -11,6 +11,7 @@ import type { Authenticator } from "../auth/authenticate.ts";
 import type { ListCache } from "../cache/list-cache.ts";
 import type { EraKnown, Parsed, RequestContext } from "../context.ts";
 import type { GetOrder } from "../forward/get-order.ts";
+import type { JsonLimits } from "../mcp/strict-json.ts";
 import type { LegacyBridge } from "../forward/legacy.ts";
 import type { Forwarder } from "../forward/streamable.ts";
 import type { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
@@ -24,6 +25,8 @@ import { acceptStream, batchRules, body, era, legacyRules, statelessRules } from
 import { auditGate, authorize, rateLimit } from "./stages/policy.ts";
 import { drain, getOrder, prefetchSession, session } from "./stages/session.ts";
 import { connection } from "./stages/vault.ts";
+import { toolList } from "./stages/tools.ts";
+import type { ToolCatalog } from "../cache/tool-catalog.ts";
 import type { Vault } from "../vault/vault.ts";
 
 /** What the stages are built from, once, at boot. */
@@ -32,6 +35,8 @@ export interface PipelineDeps {
   hosts: () => Set<string> | undefined;
   origins: ReadonlySet<string>;
   maxBodyBytes: number;
+  /** Bounds of a body's JSON (config `limits.json`). */
+  jsonLimits: JsonLimits;
   authenticator: Authenticator;
   authFailures: AuthFailureLimiter;
   limiter: CallLimiter;
@@ -43,6 +48,8 @@ export interface PipelineDeps {
   draining: () => boolean;
   getOrder: GetOrder;
   cache: ListCache | undefined;
+  /** The edge's view of each server's tools (the `tool-list` stage). */
+  tools: ToolCatalog;
   forwarder: Forwarder;
   legacy: LegacyBridge;
   /** The token vault, when connections are configured. */
@@ -76,6 +83,9 @@ function sessionEra(d: PipelineDeps) {
       .then(getOrder(d.getOrder))
       // The user's own upstream token: only for a call that passed every check and holds its session.
       .then(connection(d.vault))
+      // After rate-limit (an unknown tool still counts) and connection (the edge's own tools/list
+      // goes with the user's token, in the session, as the call would).
+      .then(toolList(d, "mcp"))
       // A hit never reaches the upstream (and was filtered for this principal like any answer).
       .then(cache(d.cache))
       .then(forwardSession(d.forwarder))
@@ -93,6 +103,7 @@ function statelessEra(d: PipelineDeps) {
       // Key, tenant and tool limits (no session in this era).
       .then(rateLimit(d.limiter))
       .then(connection(d.vault))
+      .then(toolList(d, "mcp"))
       .then(cache(d.cache))
       .then(forwardStateless(d.forwarder))
   );
@@ -108,6 +119,7 @@ function legacyMessages(d: PipelineDeps) {
       // The session is the `sessionId` of the messages URL.
       .then(rateLimit(d.limiter))
       .then(connection(d.vault))
+      .then(toolList(d, "legacy"))
       .then(legacyMessage(d.legacy))
   );
 }
@@ -127,7 +139,7 @@ export function stageLists(d: PipelineDeps): StageList<RequestContext, unknown> 
     .then(method())
     // Before the body: a client that cannot authenticate must not make the edge buffer one.
     .then(authenticate(d.authenticator, d.authFailures))
-    .then(body(d.maxBodyBytes));
+    .then(body(d.maxBodyBytes, d.jsonLimits));
   const mcp = StageList.start<typeof parsed extends StageList<RequestContext, infer C> ? C : never>()
     .then(era())
     .fork({

@@ -11,9 +11,17 @@ import { compose, type StageList } from "./compose.ts";
  * on `mcp-edge:request:end` when its work is over (audit, metrics and tracing subscribe).
  */
 export class Pipeline {
-  readonly #run: (ctx: RequestContext) => void | Promise<void>;
+  #run: (ctx: RequestContext) => void | Promise<void>;
 
   constructor(lists: StageList<RequestContext, unknown>) {
+    this.#run = compose(lists);
+  }
+
+  /**
+   * Stage lists built again from a reloaded config: requests that arrive from now on run them;
+   * requests already under way finish on the lists they started with.
+   */
+  rebuild(lists: StageList<RequestContext, unknown>): void {
     this.#run = compose(lists);
   }
 

@@ -201,6 +201,8 @@ function sessionIdOf(ctx: LimitedRequest): string | undefined {
  */
 export class CallLimiter {
   readonly #routes = new Map<string, RoutePolicies>();
+  /** The limits of each server as configured (JSON), to keep the policies of unchanged ones. */
+  readonly #configured = new Map<string, string>();
   readonly #store: CounterStore;
   readonly #log: Logger;
 
@@ -211,36 +213,62 @@ export class CallLimiter {
   ) {
     this.#store = store;
     this.#log = log;
+    this.configure(servers);
+  }
+
+  /**
+   * Sets the limits of every server (boot, and a config reload): a server whose limits are
+   * unchanged keeps its policies and their counters; changed ones are made anew.
+   */
+  configure(servers: Record<string, ServerConfig>): void {
+    for (const name of this.#configured.keys()) {
+      if (name in servers) continue;
+      this.#configured.delete(name);
+      this.#routes.delete(name);
+    }
     for (const [name, cfg] of Object.entries(servers)) {
+      const text = JSON.stringify(cfg.limits ?? null);
+      if (this.#configured.get(name) === text) continue;
+      this.#configured.set(name, text);
       // stdio `mode: session` spawns a process per initialize: limited by default.
       const spawns = cfg.upstream.stdio?.mode === "session";
       const l = cfg.limits ?? (spawns ? { tools: {}, concurrency: {} } : undefined);
-      if (!l) continue;
-      const make = (kind: LimitKind, spec: RateSpec | undefined, tool?: string) =>
-        spec ? makePolicy(store, kind, spec, tool) : undefined;
-      const p: RoutePolicies = { tools: new Map() };
-      const set = <K extends keyof RoutePolicies>(k: K, v: RoutePolicies[K] | undefined) => {
-        if (v !== undefined) p[k] = v;
-      };
-      set("key", make("key", l.key));
-      set("session", make("session", l.session));
-      set("tenant", make("tenant", l.tenant));
-      set("initialize", make("initialize", l.initialize ?? (spawns ? STDIO_INITIALIZE : undefined)));
-      set("tool", make("tool", l.tool));
-      for (const [tool, spec] of Object.entries(l.tools))
-        p.tools.set(tool, makePolicy(store, "tool", spec, tool));
-      const inflight = l.concurrency.session;
-      if (inflight !== undefined)
-        p.concurrency = makePolicy(store, "concurrency", { quota: inflight, windowSec: 0 });
-      const any =
-        p.key || p.session || p.tenant || p.initialize || p.tool || p.tools.size > 0 || p.concurrency;
-      if (any) this.#routes.set(name, p);
+      const p = l ? this.#policiesOf(l, spawns) : undefined;
+      if (p) this.#routes.set(name, p);
+      else this.#routes.delete(name);
     }
-    this.tracksInflight = [...this.#routes.values()].some((p) => p.concurrency !== undefined);
   }
 
-  /** Whether any server has an in-flight cap (the gateway then gives slots back as calls end). */
-  readonly tracksInflight: boolean;
+  #policiesOf(l: NonNullable<ServerConfig["limits"]>, spawns = false): RoutePolicies | undefined {
+    const store = this.#store;
+    const make = (kind: LimitKind, spec: RateSpec | undefined, tool?: string) =>
+      spec ? makePolicy(store, kind, spec, tool) : undefined;
+    const p: RoutePolicies = { tools: new Map() };
+    const set = <K extends keyof RoutePolicies>(k: K, v: RoutePolicies[K] | undefined) => {
+      if (v !== undefined) p[k] = v;
+    };
+    set("key", make("key", l.key));
+    set("session", make("session", l.session));
+    set("tenant", make("tenant", l.tenant));
+    set("initialize", make("initialize", l.initialize ?? (spawns ? STDIO_INITIALIZE : undefined)));
+    set("tool", make("tool", l.tool));
+    for (const [tool, spec] of Object.entries(l.tools))
+      p.tools.set(tool, makePolicy(store, "tool", spec, tool));
+    const inflight = l.concurrency.session;
+    if (inflight !== undefined)
+      p.concurrency = makePolicy(store, "concurrency", { quota: inflight, windowSec: 0 });
+    const any = p.key || p.session || p.tenant || p.initialize || p.tool || p.tools.size > 0 || p.concurrency;
+    return any ? p : undefined;
+  }
+
+  /**
+   * Whether any server has an in-flight cap (the stage then gives slots back as calls end). Read
+   * when the stage is built: a reload that changes limits builds the pipeline again.
+   */
+  get tracksInflight(): boolean {
+    for (const p of this.#routes.values()) if (p.concurrency !== undefined) return true;
+    return false;
+  }
 
   /**
    * The stage. Undefined when nothing applies (no await on the hot path of an unlimited route) or

@@ -16,23 +16,36 @@ import type { Inflight } from "./listener.ts";
 export interface Health {
   readonly routes: ReadonlyMap<string, Route>;
   readonly draining: () => boolean;
+  /** This instance's stores that are down now (`redis`, `postgres`); empty when all can serve. */
+  readonly storesDown: () => string[];
 }
 
-/** `/healthz` (alive) and `/readyz` (can take work). True when the path was one of them. */
-function health(h: Health, res: ServerResponse, path: string): boolean {
+/**
+ * `/healthz` (alive) and `/readyz` (this instance can take work: not draining, its stores up).
+ * True when the path was one of them. An upstream that is down does not make the instance unready
+ * (every instance would be, and a balancer would have nowhere to send): the admin listener's
+ * `/readyz` adds each route's upstream state. The public one names no route, and no answer carries
+ * session ids, tokens or instance URLs: health endpoints are often scraped unauthenticated.
+ */
+function health(h: Health, res: ServerResponse, path: string, admin: boolean): boolean {
   if (path === "/healthz") {
     res.writeHead(200, { "content-type": "application/json", "cache-control": "no-store" });
     res.end('{"status":"ok"}');
     return true;
   }
   if (path !== "/readyz") return false;
-  // Ready = not draining and every route has an upstream that can take work. No session ids,
-  // tokens or instance URLs here: health endpoints are often scraped unauthenticated.
-  const notReady = [...h.routes.values()].filter((r) => !r.upstream.ready()).map((r) => r.name);
   const draining = h.draining();
-  const ok = !draining && notReady.length === 0;
+  const stores = h.storesDown();
+  const ok = !draining && stores.length === 0;
+  const body: Record<string, unknown> = { status: ok ? "ready" : draining ? "draining" : "unavailable" };
+  if (stores.length > 0) body.storesDown = stores;
+  if (admin) {
+    body.routes = Object.fromEntries(
+      [...h.routes.values()].map((r) => [r.name, r.upstream.ready() ? "ready" : "unavailable"]),
+    );
+  }
   res.writeHead(ok ? 200 : 503, { "content-type": "application/json", "cache-control": "no-store" });
-  res.end(JSON.stringify({ status: ok ? "ready" : draining ? "draining" : "unavailable", notReady }));
+  res.end(JSON.stringify(body));
   return true;
 }
 
@@ -56,6 +69,57 @@ function wellKnown(req: IncomingMessage, res: ServerResponse, doc: () => unknown
   res.end(req.method === "HEAD" ? undefined : body);
 }
 
+/** Request headers a browser MCP client sends (the CORS preflight grants them). */
+const CORS_ALLOW_HEADERS =
+  "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name";
+/** Answer headers a browser MCP client must read (CORS hides all others). */
+const CORS_EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate, Retry-After";
+const CORS_METHODS: Record<RouteHit["endpoint"], string> = {
+  mcp: "GET, POST, DELETE",
+  "legacy-sse": "GET",
+  "legacy-messages": "POST",
+};
+
+/**
+ * CORS (Fetch standard) for `security.allowedOrigins`, on a route's paths. A preflight from an
+ * allowed origin is answered 204 with the transport's methods and the MCP request headers; from
+ * any other origin 403 EDGE_ORIGIN_FORBIDDEN, with no grant. Requests from an allowed origin get
+ * the grant and the MCP answer headers exposed. True when the request was a preflight (answered).
+ * `Mcp-Param-*` headers are granted as the browser lists them, since their names vary per call.
+ */
+function cors(
+  req: IncomingMessage,
+  res: ServerResponse,
+  hit: RouteHit,
+  origins: ReadonlySet<string>,
+): boolean {
+  const origin = req.headers.origin;
+  const allowed = origin !== undefined && origins.has(origin);
+  if (allowed) {
+    res.setHeader("access-control-allow-origin", origin);
+    res.setHeader("access-control-expose-headers", CORS_EXPOSE_HEADERS);
+  }
+  if (origins.size > 0) res.setHeader("vary", "Origin");
+  if (req.method !== "OPTIONS" || req.headers["access-control-request-method"] === undefined) return false;
+  req.resume();
+  if (!allowed) {
+    sendError(res, new GatewayError("EDGE_ORIGIN_FORBIDDEN"));
+    return true;
+  }
+  const params = (req.headers["access-control-request-headers"] ?? "")
+    .split(",")
+    .map((h) => h.trim())
+    .filter((h) => /^mcp-param-[a-z0-9-]+$/i.test(h));
+  res.writeHead(204, {
+    "access-control-allow-methods": CORS_METHODS[hit.endpoint],
+    "access-control-allow-headers": [CORS_ALLOW_HEADERS, ...params].join(", "),
+    "access-control-max-age": "600",
+    "cache-control": "no-store",
+  });
+  res.end();
+  return true;
+}
+
 /**
  * The public listener's router: health, then well-known documents, then the route of the path
  * (`{route}`, `{route}/sse`, `{route}/messages`), whose request runs the pipeline. Anything else
@@ -68,6 +132,8 @@ export function publicRouter(deps: {
   pipeline: Pipeline;
   inflight: Inflight;
   log: Logger;
+  /** `security.allowedOrigins`: browser origins granted CORS on the routes. */
+  origins: ReadonlySet<string>;
   /** Pages for people (`/connect/...`): true when the path was theirs. */
   pages?:
     | ((req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams) => boolean)
@@ -78,7 +144,7 @@ export function publicRouter(deps: {
     const url = req.url ?? "/";
     const query = url.indexOf("?");
     const path = query < 0 ? url : url.slice(0, query);
-    if (health(deps.health, res, path)) return;
+    if (health(deps.health, res, path, false)) return;
     const doc = path.startsWith("/.well-known/") ? deps.wellKnown.get(path) : undefined;
     if (doc) return wellKnown(req, res, doc);
     const hit = deps.byPath.get(path);
@@ -90,6 +156,7 @@ export function publicRouter(deps: {
       sendError(res, new GatewayError("EDGE_ROUTE_NOT_FOUND"));
       return;
     }
+    if (cors(req, res, hit, deps.origins)) return;
     const requestId = randomUUID();
     // Its `clientGone` is made when first read; the client's going away is noted from now on.
     const ctx = new PublicRequestContext(requestId, req, res, hit.route, hit.endpoint, deps.log);
@@ -110,7 +177,7 @@ export function adminRouter(deps: {
 }): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const url = new URL(req.url ?? "/", "http://admin");
-    if (health(deps.health, res, url.pathname)) return;
+    if (health(deps.health, res, url.pathname, true)) return;
     // GET /metrics: open on the admin listener unless `metrics.token` is set.
     if (url.pathname === "/metrics" && deps.metrics) {
       void deps.metrics.serve(req, res);

@@ -1,4 +1,5 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { sessionHash } from "../lib/session-hash.ts";
 import type { Principal } from "../auth/types.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { RpcRequest } from "../mcp/jsonrpc.ts";
@@ -19,10 +20,6 @@ export function mintSessionId(): string {
   return randomBytes(32).toString("base64url");
 }
 
-/** Tags computed recently (the identity token and the audit record each ask once per call). */
-const tags = new Map<string, string>();
-const TAGS_MAX = 10_000;
-
 /**
  * Who owns a session: every later request on it must come from the same owner (else 404). The
  * principal, and for OAuth also the client application the token was issued to (`client_id`, else
@@ -38,16 +35,7 @@ export function sessionOwner(principal: Principal | undefined): string {
 }
 
 /** A short, stable, non-reversible tag for logs: session ids themselves are never logged. */
-export function sessionHash(id: string): string {
-  let tag = tags.get(id);
-  if (tag === undefined) {
-    tag = createHash("sha256").update(id).digest("base64url").slice(0, 12);
-    // Bounded: cleared when full (the ids of live sessions come back at their next call).
-    if (tags.size >= TAGS_MAX) tags.clear();
-    tags.set(id, tag);
-  }
-  return tag;
-}
+export { sessionHash };
 
 /**
  * Distributed mode (src/store/distributed.ts): other instances serve the same sessions. Given to
@@ -58,7 +46,10 @@ export function sessionHash(id: string): string {
  */
 export interface SessionSharing {
   hotTtlMs: number;
+  /** The shared store is connected (a session with a fresh local copy can be served). */
   ready(): boolean;
+  /** The shared store is connected and its breaker lets calls go (a new session can be stored). */
+  available(): boolean;
   tryLock(name: string, ttlMs: number): Promise<boolean>;
   /** Tells the other instances that this session ended or moved upstream. */
   announce(id: string): void;
@@ -69,6 +60,9 @@ interface HotEntry {
   /** When the record was read from (or written to) the store. */
   at: number;
 }
+
+/** How long a failed session read answers the reads that join it (ms; see `#read`). */
+const FAILED_READ_JOIN_MS = 100;
 
 /** How long an instance waits for another one that is re-initializing the same session (ms). */
 const REINIT_WAIT_MS = 10_000;
@@ -139,6 +133,14 @@ export class SessionManager {
     if (this.#sharing && !this.#sharing.ready()) throw new GatewayError("EDGE_STORE_UNAVAILABLE");
   }
 
+  /**
+   * A new session cannot start while its record could not be stored: the store unreachable, or its
+   * breaker open after repeated timeouts (503 + Retry-After at once, before the upstream opens one).
+   */
+  assertCanOpen(): void {
+    if (this.#sharing && !this.#sharing.available()) throw new GatewayError("EDGE_STORE_UNAVAILABLE");
+  }
+
   get store(): SessionStore {
     return this.#store;
   }
@@ -173,7 +175,12 @@ export class SessionManager {
           return rec;
         },
         (err: unknown) => {
-          this.#reading.delete(id);
+          // A failed read stays joinable for a moment: the `load` of the request whose prefetch it
+          // was (after the rate-limit decision that shared its round trip) takes this answer
+          // instead of waiting for the store a second time.
+          setTimeout(() => {
+            if (this.#reading.get(id) === pending) this.#reading.delete(id);
+          }, FAILED_READ_JOIN_MS).unref();
           throw err;
         },
       );
@@ -273,6 +280,8 @@ export class SessionManager {
         server: rec.server,
         tenant: rec.tenant,
         principal: rec.principal,
+        createdAt: rec.createdAt,
+        protocolVersion: rec.protocolVersion,
       };
       sessionChannel.publish(event);
     }
@@ -431,6 +440,8 @@ export class SessionManager {
         server: rec.server,
         tenant: rec.tenant,
         principal: rec.principal,
+        createdAt: rec.createdAt,
+        protocolVersion: rec.protocolVersion,
         reason,
       };
       sessionChannel.publish(event);

@@ -14,20 +14,24 @@
  * invalidate also has a short bound of its own (key records: 1 s; hot session records: a few
  * seconds), and on reconnect the subscriber reports a `resync` so the caches are cleared at once.
  *
- * Failure: the clients fail fast (`store.redis.commandTimeout`, default 250 ms) and reconnect
- * on their own; nothing here needs a restart when Redis or PostgreSQL come back.
+ * Failure: the clients fail fast (`store.redis.commandTimeout`, default 250 ms;
+ * `store.postgres.queryTimeout`) and reconnect on their own; each store has a circuit breaker
+ * (src/lib/breaker.ts: `store.*.breaker`) that stops waiting on it after repeated timeouts and
+ * probes for its return; nothing here needs a restart when Redis or PostgreSQL come back.
  */
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/logger.ts";
+import type { BreakerOptions, BreakerState } from "../lib/breaker.ts";
 import { openPostgres, type PostgresDb } from "./postgres/db.ts";
-import { createRedisClient } from "./redis/client.ts";
+import { createRedisClient, guardOf, type RedisGuard } from "./redis/client.ts";
 
 /** A message on the bus. `from` is the sending instance (it has applied the change already). */
 export type BusMessage =
   | { k: "key"; id: string; from?: string }
   | { k: "session"; id: string; from?: string }
+  | { k: "revoked"; id: string; from?: string }
   | { k: "resync"; from?: string };
 
 type Handler = (m: BusMessage) => void;
@@ -119,6 +123,8 @@ export class Bus {
 export interface Distributed {
   /** Commands (auto-pipelined, short timeout). Shared by the Redis stores. */
   readonly redis: Redis;
+  /** The breaker and deadline every Redis store operation runs through. */
+  readonly redisGuard: RedisGuard;
   readonly prefix: string;
   readonly pg: PostgresDb;
   readonly bus: Bus;
@@ -126,6 +132,11 @@ export interface Distributed {
   readonly instances: number;
   /** True while the Redis connection is up (session requests fail closed, fast, when it is not). */
   redisReady(): boolean;
+  /**
+   * True while the Redis connection is up and its breaker lets calls go: what a new session needs
+   * (its record must be stored before the client learns its id).
+   */
+  redisAvailable(): boolean;
   /**
    * A short lock (SET NX PX): true when this instance got it. For work one instance should do at
    * a time (the idle reaper, re-initializing one session upstream). Never throws: false on failure.
@@ -159,8 +170,14 @@ export async function openDistributed(store: Config["store"], log: Logger): Prom
     max: p.poolSize,
     queryTimeoutMs: p.queryTimeout,
     onError: (err) => log.warn({ err: String(err) }, "PostgreSQL: idle connection lost"),
+    breaker: breakerOptions("postgres", p.breaker, log),
   });
-  const redis = createRedisClient({ url: r.url, commandTimeoutMs: r.commandTimeout });
+  const redis = createRedisClient({
+    url: r.url,
+    commandTimeoutMs: r.commandTimeout,
+    breaker: breakerOptions("redis", r.breaker, log),
+  });
+  const redisGuard = guardOf(redis);
   const prefix = r.keyPrefix;
   let lastDown = 0;
   redis.on("ready", () => log.info({ redis: redactUrl(r.url) }, "Redis connected"));
@@ -172,21 +189,24 @@ export async function openDistributed(store: Config["store"], log: Logger): Prom
     }
   });
   const bus = new Bus(redis, `${prefix}bus`, log);
-  await bus.start();
+  await Promise.all([bus.start(), connected(redis, 3000, log)]);
   log.info(
     { redis: redactUrl(r.url), postgres: redactUrl(p.url), schema: p.schema, version: pg.version },
     "distributed mode: shared stores open",
   );
   return {
     redis,
+    redisGuard,
     prefix,
     pg,
     bus,
     instances: r.instances,
     redisReady: () => redis.status === "ready",
+    redisAvailable: () => redisGuard.available(),
     async tryLock(name, ttlMs) {
       try {
-        return (await redis.set(`${prefix}lock:${name}`, bus.id, "PX", ttlMs, "NX")) === "OK";
+        const set = () => redis.set(`${prefix}lock:${name}`, bus.id, "PX", ttlMs, "NX");
+        return (await redisGuard.run(set)) === "OK";
       } catch {
         return false;
       }
@@ -197,4 +217,57 @@ export async function openDistributed(store: Config["store"], log: Logger): Prom
       await pg.close();
     },
   };
+}
+
+/**
+ * A store's breaker settings with its log lines: one line when it opens (with the failure that
+ * opened it) and one when it closes again; a probe (half-open) is logged at debug.
+ */
+function breakerOptions(
+  store: "redis" | "postgres",
+  cfg: { failures: number; openFor: number },
+  log: Logger,
+): BreakerOptions {
+  return {
+    failures: cfg.failures,
+    openMs: cfg.openFor,
+    onChange: (to: BreakerState, from: BreakerState, cause?: unknown) => {
+      if (to === "open" && from === "closed") {
+        log.warn(
+          { store, breaker: to, failures: cfg.failures, openForMs: cfg.openFor, err: String(cause) },
+          `${store}: circuit breaker open (calls fail fast; probing every ${cfg.openFor} ms)`,
+        );
+      } else if (to === "closed") {
+        log.info({ store, breaker: to }, `${store}: circuit breaker closed (the store answers again)`);
+      } else {
+        log.debug(
+          { store, breaker: to, err: cause === undefined ? undefined : String(cause) },
+          `${store}: circuit breaker ${to}`,
+        );
+      }
+    },
+  };
+}
+
+/**
+ * Waits (at most `timeoutMs`) until the Redis connection is ready, so that an instance does not
+ * announce itself ready and then refuse its first session requests because it was still
+ * connecting. Redis may still come later: past the wait, requests answer 503 until it does.
+ */
+async function connected(redis: Redis, timeoutMs: number, log: Logger): Promise<void> {
+  if (redis.status === "ready") return;
+  let timer: NodeJS.Timeout | undefined;
+  let onReady: (() => void) | undefined;
+  const ready = await Promise.race([
+    new Promise<boolean>((resolve) => {
+      onReady = () => resolve(true);
+      redis.once("ready", onReady);
+    }),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (onReady) redis.off("ready", onReady);
+  if (!ready) log.warn({}, "Redis: not connected yet (session requests answer 503 until it is)");
 }

@@ -2,7 +2,11 @@ import type { ApiKeyRecord } from "./types.ts";
 
 /** How long a key record read by id is reused before the row is read again (ms). */
 export const KEY_CACHE_TTL_MS = 1000;
-/** While the key store is unreachable, records read up to this long ago still authenticate (ms). */
+/**
+ * Default bound of a record's age in the PostgreSQL key store (`store.postgres.keyStaleness`): a
+ * record older than KEY_CACHE_TTL_MS and younger than this is served while it is re-read in the
+ * background (and while the store is unreachable); an older one is never served (ms).
+ */
 export const KEY_STALE_MAX_MS = 30_000;
 /** Records kept by id at most (the cache is cleared past it: it holds live keys, not every id tried). */
 const KEY_CACHE_MAX = 10_000;
@@ -36,6 +40,7 @@ export function copyKey(rec: ApiKeyRecord): ApiKeyRecord {
  */
 export class KeyRecordCache {
   readonly #byId = new Map<string, { rec: ApiKeyRecord; readAt: number }>();
+  #epoch = 0;
 
   /** A copy of the record when it was read less than the TTL ago. */
   fresh(id: string, now: number): ApiKeyRecord | undefined {
@@ -44,24 +49,38 @@ export class KeyRecordCache {
   }
 
   /**
-   * A copy of the record when it was read less than `maxAgeMs` ago: what key checks use while the
-   * store is unreachable (closed after a bounded staleness).
+   * A copy of the record and its age when it was read less than `maxAgeMs` ago: what key checks
+   * use while it is re-read, or while the store is unreachable (closed after a bounded staleness).
    */
-  stale(id: string, now: number, maxAgeMs: number): ApiKeyRecord | undefined {
+  aged(id: string, now: number, maxAgeMs: number): { rec: ApiKeyRecord; ageMs: number } | undefined {
     const hit = this.#byId.get(id);
-    return hit && now - hit.readAt < maxAgeMs ? copyKey(hit.rec) : undefined;
+    if (hit === undefined) return undefined;
+    const ageMs = now - hit.readAt;
+    return ageMs < maxAgeMs ? { rec: copyKey(hit.rec), ageMs } : undefined;
   }
 
-  remember(rec: ApiKeyRecord, now: number): void {
+  /**
+   * Keeps a record read at `now`, unless a `forget` or `clear` came after `epoch` (the `epoch` taken
+   * when its read started): a read that began before a revocation never puts the old row back.
+   */
+  remember(rec: ApiKeyRecord, now: number, epoch = this.#epoch): void {
+    if (epoch !== this.#epoch) return;
     if (this.#byId.size >= KEY_CACHE_MAX) this.#byId.clear();
     this.#byId.set(rec.id, { rec: copyKey(rec), readAt: now });
   }
 
+  /** Changes on every `forget` and `clear` (see `remember`). */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
   forget(id: string): void {
+    this.#epoch++;
     this.#byId.delete(id);
   }
 
   clear(): void {
+    this.#epoch++;
     this.#byId.clear();
   }
 

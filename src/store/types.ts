@@ -445,3 +445,70 @@ export interface ConnectionStore {
   list(filter: ConnectionFilter): Promise<ConnectionRecord[]>;
   close(): Promise<void>;
 }
+
+// ---- the authorization server (src/as/)
+
+/**
+ * One record of the edge's authorization server: an oidc-provider model (Session, Interaction,
+ * AuthorizationCode, RefreshToken, Grant, Client, ...) or one of the AS's own (Consent, Rotation,
+ * Account). Token-like records are stored under the SHA-256 of their value (`id`), with the value
+ * removed from `payload`: a copy of the store holds no usable token.
+ */
+export interface AsRecord {
+  kind: string;
+  id: string;
+  /** JSON text. */
+  payload: string;
+  grantId: string | null;
+  /** oidc-provider's `uid` (sessions and interactions are also found by it). */
+  uid: string | null;
+  /** Copies for listings (grants by tenant and subject, clients). */
+  tenant: string | null;
+  subject: string | null;
+  clientId: string | null;
+  /** ms since epoch; null = never. An expired record is not found. */
+  expiresAt: number | null;
+  /** Set once by `consume` (codes, refresh tokens). */
+  consumedAt: number | null;
+}
+
+export interface AsFilter {
+  tenant?: string;
+  subject?: string;
+  clientId?: string;
+}
+
+/** A revoked grant or access token (`jti`), remembered while a token of it could still verify. */
+export interface AsRevocation {
+  id: string;
+  at: number;
+  until: number;
+}
+
+/**
+ * The authorization server's records: SQLite embedded, PostgreSQL distributed. Every write is
+ * one statement, so two instances racing on one record see one winner:
+ * - `add` inserts only when no live record of that (kind, id) exists (the refresh single-flight);
+ * - `consume` sets `consumedAt` once and says whether this call did.
+ */
+export interface AsStore {
+  put(record: AsRecord): Promise<void>;
+  /** Inserts unless a live (unexpired) record exists; true when this call inserted. */
+  add(record: AsRecord): Promise<boolean>;
+  get(kind: string, id: string): Promise<AsRecord | undefined>;
+  getByUid(kind: string, uid: string): Promise<AsRecord | undefined>;
+  /** Marks the record consumed at `at`; true when this call did (false: already consumed or absent). */
+  consume(kind: string, id: string, at: number): Promise<boolean>;
+  delete(kind: string, id: string): Promise<boolean>;
+  /** Deletes every record of a grant and remembers the revocation until `until`. */
+  revokeGrant(grantId: string, at: number, until: number): Promise<number>;
+  /** Remembers a revoked access token's `jti` until `until` (its expiry). */
+  revokeToken(jti: string, at: number, until: number): Promise<void>;
+  /** Revocations recorded at or after `since` that are still remembered, oldest first. */
+  revocations(since: number): Promise<AsRevocation[]>;
+  /** Live records of a kind, newest first. */
+  list(kind: string, filter: AsFilter, limit: number): Promise<AsRecord[]>;
+  /** Deletes expired records and revocations; returns how many. */
+  sweep(now: number): Promise<number>;
+  close(): Promise<void>;
+}

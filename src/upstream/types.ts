@@ -161,4 +161,12 @@ export interface ForwardingRequest {
   upstreamAt?: number | undefined;
   /** Outbound requests of a spawned process during the call (the egress recorder appends). */
   egress?: EgressDecision[] | undefined;
+  /** The JSON-RPC messages of the body (parsed); an interceptor may add to their `params._meta`. */
+  readonly messages?: readonly RpcMessage[] | undefined;
+  readonly batch?: boolean | undefined;
+  /**
+   * The body text sent upstream: an interceptor that changed `messages` sets it again (tracing
+   * puts its context in `params._meta`); the forwarders read it after the interceptors ran.
+   */
+  body?: string | undefined;
 }

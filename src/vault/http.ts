@@ -7,6 +7,9 @@
  *   GET  /connect/{name}/callback          the provider's redirect: code exchanged, tokens sealed and stored
  *   POST /connect/{name}/disconnect        the record deleted, its tokens revoked at the provider (RFC 7009)
  *
+ * Chained at OAuth login (`chain`), the authorization server sends a browser that just consented
+ * straight to the provider, and the callback sends it back to the authorization server.
+ *
  * The ticket (signed, short-lived, from the URL elicitation of a call) names the user. The OAuth
  * `state` is sealed (it carries the PKCE verifier) and bound to this browser by a cookie, so a
  * callback from another browser — a login CSRF that would plant someone else's account in the
@@ -16,6 +19,7 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ERROR_CODES } from "../errors/codes.ts";
+import type { Principal } from "../auth/types.ts";
 import type { Logger } from "../observability/logger.ts";
 import { confirmPage, escapeHtml, listPage, sendPage } from "./pages.ts";
 import { isProviderError, pkcePair } from "./provider.ts";
@@ -36,6 +40,8 @@ interface FlowState {
   n: string;
   /** expiry */
   e: number;
+  /** chained at OAuth login: the edge path the browser goes back to once connected (or not) */
+  r?: string;
 }
 
 export class ConnectPages {
@@ -151,7 +157,27 @@ export class ConnectPages {
     sendPage(res, 200, "Your connected accounts", listPage(who(ticket), ticketText as string, rows));
   }
 
-  async #start(res: ServerResponse, name: string, ticket: Ticket): Promise<void> {
+  /**
+   * Chained at OAuth login: sends the browser (which just consented on the edge's own page, so no
+   * confirmation page) straight to the provider for `principal`'s `connection`; once the provider
+   * answers, success or not, the browser goes back to `returnTo`, a path of the edge's
+   * authorization server (`/as/…`: never anywhere else).
+   */
+  async chain(
+    res: ServerResponse,
+    principal: Principal,
+    connection: string,
+    returnTo: string,
+  ): Promise<void> {
+    if (!returnTo.startsWith("/as/"))
+      throw new Error("a chained connect returns to the authorization server");
+    const ticket = this.#vault.readTicket(
+      new URL(this.#vault.connectUrl(principal, connection)).searchParams.get("ticket"),
+    ) as Ticket;
+    return this.#start(res, connection, ticket, returnTo);
+  }
+
+  async #start(res: ServerResponse, name: string, ticket: Ticket, returnTo?: string): Promise<void> {
     const provider = this.#vault.provider(name);
     if (!provider) return this.#fail(res, 404, "Unknown connection", "");
     const { verifier, challenge } = pkcePair();
@@ -162,6 +188,7 @@ export class ConnectPages {
       v: verifier,
       n: nonce,
       e: Date.now() + FLOW_TTL_MS,
+      ...(returnTo === undefined ? {} : { r: returnTo }),
     } satisfies FlowState);
     let location: string;
     try {
@@ -206,6 +233,7 @@ export class ConnectPages {
       timingSafeEqual(Buffer.from(cookie), Buffer.from(state.n));
     if (!bound || typeof state.e !== "number" || state.e < Date.now()) return this.#badLink(res);
     const clear = { "set-cookie": this.#cookie(name, "", 0) };
+    const back = typeof state.r === "string" && state.r.startsWith("/as/") ? state.r : undefined;
     const provider = this.#vault.provider(name);
     if (!provider) return this.#fail(res, 404, "Unknown connection", "", clear);
     const error = query.get("error");
@@ -216,6 +244,7 @@ export class ConnectPages {
           ? "You declined at the provider."
           : `The provider answered: ${error ?? "no code"}.`;
       this.#vault.failed(state.k, name, error ?? "no code");
+      if (back) return this.#back(res, back, clear);
       return this.#fail(
         res,
         400,
@@ -232,6 +261,7 @@ export class ConnectPages {
       const why = isProviderError(err) ? err.message : "the provider did not answer";
       this.#log.warn({ connection: name, reason: why }, "connect: the code exchange failed");
       this.#vault.failed(state.k, name, why);
+      if (back) return this.#back(res, back, clear);
       return this.#fail(
         res,
         502,
@@ -242,6 +272,7 @@ export class ConnectPages {
       );
     }
     await this.#vault.save(state.k, name, tokens);
+    if (back) return this.#back(res, back, clear);
     sendPage(
       res,
       200,
@@ -258,6 +289,11 @@ export class ConnectPages {
       location: `/connect?ticket=${encodeURIComponent(ticketText)}`,
       "cache-control": "no-store",
     });
+    res.end();
+  }
+
+  #back(res: ServerResponse, path: string, headers: Record<string, string>): void {
+    res.writeHead(303, { ...headers, location: `${this.#origin}${path}`, "cache-control": "no-store" });
     res.end();
   }
 

@@ -1,7 +1,13 @@
 /**
  * The connect pages a person sees: plain HTML, no script, no external resources; every value
  * escaped. Served with a strict Content-Security-Policy, `frame-ancestors 'none'` (a connect page
- * is never framed: clickjacking), no caching and no referrer (the links carry a ticket).
+ * is never framed: clickjacking), no caching, and no referrer toward other sites (the links carry
+ * a ticket). `same-origin`, not `no-referrer`: under `no-referrer` a browser sends `Origin: null`
+ * with the page's form posts (Fetch, "serializing a request origin"), and the edge's own-origin
+ * check on those posts would refuse every real browser. No `form-action`: browsers apply it to
+ * the redirects that follow a form post too, and the pages' posts are answered with redirects to
+ * another origin (the provider, the client's redirect URI); every value on the pages is escaped,
+ * so there is no injected form for it to stop.
  */
 import type { ServerResponse } from "node:http";
 
@@ -14,11 +20,11 @@ export const escapeHtml = (s: string): string =>
 export const PAGE_HEADERS = {
   "content-type": "text/html; charset=utf-8",
   "cache-control": "no-store",
-  "referrer-policy": "no-referrer",
+  "referrer-policy": "same-origin",
   "x-frame-options": "DENY",
   "x-content-type-options": "nosniff",
   "content-security-policy":
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
 } as const;
 
 const STYLE = `body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;color:#1b1f24}

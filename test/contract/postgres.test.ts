@@ -4,6 +4,7 @@
  * call into EDGE_STORE_UNAVAILABLE within its timeout, never a hang.
  */
 import assert from "node:assert/strict";
+import { waitFor } from "../helpers/wait.ts";
 import { createServer, type Server, type Socket, connect } from "node:net";
 import { test } from "node:test";
 import { PostgresAuditStore } from "../../src/store/postgres/audit.ts";
@@ -162,7 +163,15 @@ if (skip !== undefined) {
 
       server = relay();
       await listen(server, port);
-      await keys.flush(); // the use kept from the failed flush is written now
+      // The failures opened the pool's breaker: calls fail fast until its open time is over and a
+      // probe succeeds. The use kept from the failed flushes is written then.
+      assert.equal(db.breaker.state, "open");
+      await waitFor(() => keys.flush().then(() => true), {
+        what: "a flush once the breaker lets a probe through",
+        timeout: 5000,
+        interval: 100,
+      });
+      assert.equal(db.breaker.state, "closed");
       const reader = new PostgresApiKeyStore(await pg.open(db.schema.slice(1, -1)));
       assert.equal((await reader.get(k.id))?.lastUsedAt, 9000);
       assert.equal((await audit.heads()).get("acme")?.seq, 1);

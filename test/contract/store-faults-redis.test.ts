@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import { GatewayError } from "../../src/errors/errors.ts";
 import { RedisCounterStore } from "../../src/store/redis/counters.ts";
-import { createRedisClient } from "../../src/store/redis/client.ts";
+import { createRedisClient, guardOf } from "../../src/store/redis/client.ts";
 import { RedisSessionStore } from "../../src/store/redis/sessions.ts";
 import { record } from "./session-store.contract.ts";
 import { type PrivateRedis, redisReady, startRedisServer } from "../helpers/redis.ts";
@@ -103,5 +103,80 @@ if (await redisReady("Redis fault tests")) {
     await sessions.close();
     await counters.close();
     client.disconnect();
+  });
+}
+
+if (await redisReady("Redis slow and stalled-loop tests")) {
+  const TIMEOUT_MS = 1000;
+  const stores = (url: string, prefix: string) => {
+    const client = createRedisClient({ url, commandTimeoutMs: TIMEOUT_MS, breaker: { failures: 1000 } });
+    return {
+      client,
+      sessions: new RedisSessionStore({ client, keyPrefix: prefix }),
+      counters: new RedisCounterStore({ client, keyPrefix: `${prefix}rl:` }),
+    };
+  };
+
+  test("Redis hung: a command queued behind an unanswered one waits one timeout from its call, not two", async () => {
+    const server = await startRedisServer();
+    const { client, sessions, counters } = stores(server.url, "slow:");
+    try {
+      await counters.ready();
+      const limit = counters.counter({ quota: 100, windowSec: 60 }, "key");
+      server.pause();
+      const first = sessions.get("a").catch((err: unknown) => err);
+      await new Promise((r) => setTimeout(r, 300)); // its pipeline is out and unanswered
+      const started = performance.now();
+      const decision = await counters.take([{ counter: limit, key: "k", points: 1 }]);
+      const ms = performance.now() - started;
+      assert.equal(decision, undefined, "the local fallback admitted it");
+      assert.equal(counters.fallbackDecisions, 1);
+      assert.ok(ms < 1.5 * TIMEOUT_MS, `one timeout from the call (${ms.toFixed(0)} ms; two would be ~1700)`);
+      const err = await first;
+      assert.ok(err instanceof GatewayError && err.code === "EDGE_STORE_UNAVAILABLE");
+    } finally {
+      server.resume();
+      await sessions.close().catch(() => undefined);
+      await counters.close();
+      client.disconnect();
+      await server.stop();
+    }
+  });
+
+  test("an event-loop stall longer than the command timeout is not a store failure", async () => {
+    const server = await startRedisServer();
+    const { client, sessions, counters } = stores(server.url, "stall:");
+    const block = (ms: number) => {
+      const end = performance.now() + ms;
+      while (performance.now() < end) {
+        // a synchronous stall (start-up compilation, a long task)
+      }
+    };
+    try {
+      await counters.ready();
+      const limit = counters.counter({ quota: 100, windowSec: 60 }, "key");
+      const r = record();
+      await sessions.put(r);
+      // Stalled before the commands are written...
+      const read = sessions.get(r.id);
+      const take = counters.take([{ counter: limit, key: "k", points: 1 }]);
+      block(2.5 * TIMEOUT_MS);
+      assert.deepEqual(await read, r);
+      assert.equal(await take, undefined);
+      // ...and after they were written, their answers waiting on the socket.
+      const read2 = sessions.get(r.id);
+      const take2 = counters.take([{ counter: limit, key: "k", points: 1 }]);
+      await new Promise((resolve) => setImmediate(resolve)); // the auto-pipeline writes them
+      block(2.5 * TIMEOUT_MS);
+      assert.deepEqual(await read2, r);
+      assert.equal(await take2, undefined);
+      assert.equal(counters.fallbackDecisions, 0, "decided in Redis, not by the fallback");
+      assert.equal(guardOf(client).breaker.state, "closed");
+    } finally {
+      await sessions.close().catch(() => undefined);
+      await counters.close();
+      client.disconnect();
+      await server.stop();
+    }
   });
 }

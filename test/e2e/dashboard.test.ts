@@ -15,12 +15,12 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
+import { CHROMIUM, launchChromium } from "../helpers/chromium.ts";
 import type { AuditRecord } from "../../src/audit/record.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ADMIN_TOKEN = "dashboard-admin-token-0123456789abcdef-0123456789";
 const ARTIFACTS = path.join(REPO_ROOT, "test-artifacts", "dashboard");
 const EVIL_TENANT = `evil"><img src=x onerror="window.__pwned=1">`;
@@ -206,22 +206,7 @@ describe("dashboard", { skip: !haveChromium }, () => {
 
     mkdirSync(ARTIFACTS, { recursive: true });
     profileDir = mkdtempSync(path.join(tmpdir(), "mcp-edge-chromium-"));
-    context = await chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      viewport: { width: 1440, height: 900 },
-      timeout: 60_000,
-    });
+    context = await launchChromium(profileDir, { viewport: { width: 1440, height: 900 } });
   });
 
   after(async () => {

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -69,6 +69,13 @@ test("quickstart: the printed snippet works with an SDK client as printed", asyn
   await client.close();
 
   assert.ok(existsSync(path.join(cwd, ".mcp-edge", "mcp-edge.db")), "state under ./.mcp-edge/");
+  // The store and the quickstart's files are the owner's alone: keys' hashes, identity-signing
+  // private keys, the audit, the admin token.
+  const state = path.join(cwd, ".mcp-edge");
+  assert.equal(statSync(state).mode & 0o777, 0o700, "./.mcp-edge/ is 0700");
+  for (const f of ["mcp-edge.db", "mcp-edge.db-wal", "mcp-edge.db-shm", "admin-token", "admin-url"]) {
+    assert.equal((statSync(path.join(state, f)).mode & 0o777).toString(8), "600", `${f} is 0600`);
+  }
 
   // `mcp-edge keys list` finds the quickstart's admin token and shows the dev key, recently used.
   const adminPort = /Health:\s+http:\/\/127\.0\.0\.1:(\d+)\/healthz/.exec(banner)?.[1];
@@ -97,4 +104,69 @@ test("the mcp-edge bin runs from a checkout, re-running itself on the pinned Nod
   }
   const validate = execFileSync(NODE_BIN, [bin, "validate", "--help"], { encoding: "utf8" });
   assert.match(validate, /Usage: mcp-edge validate/);
+});
+
+/** Runs a command line exactly as printed, with `sh`, in `cwd`; never installs from a registry. */
+function runAsPrinted(line: string, cwd: string, env: NodeJS.ProcessEnv = {}): string {
+  return execFileSync("sh", ["-c", line], {
+    cwd,
+    encoding: "utf8",
+    // npx must run the project's command, never fetch a package of that name.
+    env: { ...process.env, ...env, npm_config_yes: "false", npm_config_update_notifier: "false" },
+  });
+}
+
+test("the banner names its config; every command it prints runs as printed; init then changes what serve says it serves", async () => {
+  const cwd = tempDir("mcp-edge-first-hour-");
+  // A project that has mcp-edge installed (what `npm install <checkout>` or `npm link mcp-edge`
+  // leaves): the `mcp-edge` command in node_modules/.bin, where `npx mcp-edge` finds it.
+  mkdirSync(path.join(cwd, "node_modules", ".bin"), { recursive: true });
+  symlinkSync(path.join(REPO_ROOT, "bin/mcp-edge.js"), path.join(cwd, "node_modules", ".bin", "mcp-edge"));
+  const serve = (env: NodeJS.ProcessEnv) => {
+    const child = spawn(NODE_BIN, [path.join(REPO_ROOT, "src/main.ts"), "serve"], {
+      cwd,
+      env: { ...process.env, MCP_EDGE_PORT: "0", MCP_EDGE_ADMIN_PORT: "0", ...env },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    children.push(child);
+    let banner = "";
+    child.stderr?.on("data", (d: Buffer) => (banner += d.toString()));
+    return { child, banner: () => banner };
+  };
+  const quick = serve({});
+  await waitFor(() => /Write a config .*\n.*\n/.test(quick.banner()), { what: "the quickstart banner" });
+  assert.match(quick.banner(), /^ {2}Config: {3}none \(no -c, no \.\/mcp-edge\.yaml\): the quickstart$/m);
+  const printed = [...quick.banner().matchAll(/npx mcp-edge [^`\n]*[^`\s]/g)].map((m) => m[0]);
+  assert.deepEqual(printed, ["npx mcp-edge keys create --name NAME", "npx mcp-edge init"]);
+  const created = runAsPrinted(printed[0] as string, cwd);
+  assert.match(created, /^created NAME \([a-z0-9]{12}\) for demo\/default\nkey \(shown once/);
+  const init = runAsPrinted(printed[1] as string, cwd);
+  assert.match(init, /`npm start` and `npx mcp-edge serve` in this folder now serve this file/);
+  const file = path.join(cwd, "mcp-edge.yaml");
+  // The lines init printed run as printed too (validate needs the admin token it names).
+  const token = "first-hour-admin-token-0123456789abcdef";
+  const validate = /next: (npx mcp-edge validate -c \S+)/.exec(init)?.[1] as string;
+  assert.match(runAsPrinted(validate, cwd, { MCP_EDGE_ADMIN_TOKEN: token }), /^ok: /);
+  quick.child.kill("SIGTERM");
+  assert.equal(await waitForExit(quick.child, 10_000), 0);
+
+  // The same `serve` now says it serves the file (its ports moved to free ones for the test).
+  writeFileSync(
+    file,
+    readFileSync(file, "utf8").replace("port: 8787", "port: 0").replace("port: 8788", "port: 0"),
+  );
+  const missing = serve({ MCP_EDGE_ADMIN_TOKEN: undefined });
+  assert.equal(await waitForExit(missing.child, 15_000), 1);
+  assert.match(
+    missing.banner(),
+    /mcp-edge\.yaml: EDGE_CONFIG_ENV_MISSING: admin\.token: \$\{MCP_EDGE_ADMIN_TOKEN\} is not set/s,
+  );
+  const configured = serve({ MCP_EDGE_ADMIN_TOKEN: token });
+  await waitFor(() => /MCP endpoint/.test(configured.banner()), { what: "the configured banner" });
+  assert.match(
+    configured.banner(),
+    new RegExp(`^ {2}Config: {3}${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`, "m"),
+  );
+  configured.child.kill("SIGTERM");
+  assert.equal(await waitForExit(configured.child, 10_000), 0);
 });

@@ -53,3 +53,23 @@ export async function mcpPost(url: string, body: object, options: McpPostOptions
     sessionId: res.headers.get("mcp-session-id"),
   };
 }
+
+/** A session-era `initialize` request (2025-11-25), id 1. */
+export const INITIALIZE = {
+  jsonrpc: "2.0",
+  id: 1,
+  method: "initialize",
+  params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "t", version: "1" } },
+} as const;
+
+/** A `tools/call` request of `name` with `args`. */
+export function toolCall(id: number, name: string, args: Record<string, unknown> = {}): object {
+  return { jsonrpc: "2.0", id, method: "tools/call", params: { name, arguments: args } };
+}
+
+/** `op`'s value and how long it took (ms). */
+export async function timed<T>(op: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const at = performance.now();
+  const value = await op();
+  return { value, ms: performance.now() - at };
+}

@@ -9,6 +9,7 @@ import { randomBytes } from "node:crypto";
 import { after } from "node:test";
 import { Client } from "pg";
 import { openPostgres, type PostgresDb, type PostgresOptions } from "../../src/store/postgres/db.ts";
+import { startTcpProxy, type TcpProxy } from "./tcp-proxy.ts";
 
 export const POSTGRES_URL =
   process.env.MCP_EDGE_TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/test";
@@ -87,4 +88,17 @@ export function postgresFixture(): PostgresFixture {
     },
   };
   return fixture;
+}
+
+/**
+ * A fault-injecting TCP proxy in front of the test database (`cut`, `hang`, `restore`) and the
+ * database URL through it.
+ */
+export async function proxiedPostgres(): Promise<{ proxy: TcpProxy; url: string }> {
+  const target = new URL(POSTGRES_URL);
+  const proxy = await startTcpProxy(Number(target.port || 5432), target.hostname);
+  const via = new URL(POSTGRES_URL);
+  via.hostname = "127.0.0.1";
+  via.port = String(proxy.port);
+  return { proxy, url: via.toString() };
 }

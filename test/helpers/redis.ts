@@ -104,6 +104,10 @@ export interface PrivateRedis {
   kill(): Promise<void>;
   /** Starts the server again on the same port (empty: no persistence). */
   restart(): Promise<void>;
+  /** SIGSTOP: the server hangs (connections stay open, nothing is answered) until `resume`. */
+  pause(): void;
+  /** SIGCONT: a paused server answers again, the commands it held included. */
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -146,6 +150,9 @@ export async function startRedisServer(): Promise<PrivateRedis> {
     c.kill("SIGKILL");
     await exited;
   };
+  const signal = (s: NodeJS.Signals) => () => {
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill(s);
+  };
   await start();
-  return { url, port, kill, restart: start, stop: kill };
+  return { url, port, kill, restart: start, pause: signal("SIGSTOP"), resume: signal("SIGCONT"), stop: kill };
 }

@@ -117,6 +117,8 @@ export interface Provider {
   refreshTokens(): string[];
   /** Revokes every grant of a user (the provider's "revoke access" button). */
   revokeUser(account: string): Promise<number>;
+  /** Disables an account (an administrator at the IdP): it can no longer sign in or refresh. */
+  disableUser(account: string): void;
   /** Revokes one access token early (its grant and refresh token stay). */
   revokeAccessToken(token: string): boolean;
   /** Lifetime of access tokens issued from now on (s). */
@@ -129,6 +131,10 @@ export interface Provider {
 export async function startProvider(options: {
   redirectUris: string[];
   ttlSeconds?: number;
+  /** Extra claims per account (an IdP's `org_id`, `email`), released under the `openid` scope. */
+  accountClaims?: Record<string, Record<string, unknown>>;
+  /** Issue refresh tokens (default true). */
+  refreshTokens?: boolean;
 }): Promise<Provider> {
   const { default: ProviderCtor } = (await import(OIDC_PROVIDER)) as { default: ProviderClass };
   const clientId = "edge-connector";
@@ -141,6 +147,9 @@ export async function startProvider(options: {
   const issued: { token: string; account: string }[] = [];
   const refreshTokens: string[] = [];
   const storage = new Storage();
+  const disabled = new Set<string>();
+  const extra = options.accountClaims ?? {};
+  const claimNames = [...new Set(Object.values(extra).flatMap((c) => Object.keys(c)))];
   const { privateKey } = await generateKeyPair("RS256", { extractable: true });
   const jwk = { ...(await exportJWK(privateKey)), kid: randomUUID(), alg: "RS256", use: "sig" };
   const ref: { p?: ProviderInstance; handler?: (req: IncomingMessage, res: ServerResponse) => void } = {};
@@ -174,17 +183,21 @@ export async function startProvider(options: {
       },
     ],
     scopes: ["openid", "offline_access", "repo"],
+    claims: { openid: ["sub", "name", ...claimNames] },
     jwks: { keys: [jwk] },
     cookies: { keys: [randomBytes(32).toString("base64url")] },
     pkce: { required: () => true },
     features: { devInteractions: { enabled: false } },
     interactions: { url: (_ctx: unknown, i: { uid: string }) => `/interaction/${i.uid}` },
     // Refresh tokens are issued without `prompt=consent` and rotate on every use.
-    issueRefreshToken: () => true,
+    issueRefreshToken: () => options.refreshTokens !== false,
     rotateRefreshToken: () => true,
     ttl: { AccessToken: () => ttl, RefreshToken: 86_400, Grant: 86_400, Session: 3600, Interaction: 600 },
+    // A disabled account is not found: its refresh tokens are refused (invalid_grant).
     findAccount: (_ctx: unknown, id: string) =>
-      ACCOUNTS[id] ? { accountId: id, claims: () => ({ sub: id, name: ACCOUNTS[id]?.name }) } : undefined,
+      ACCOUNTS[id] && !disabled.has(id)
+        ? { accountId: id, claims: () => ({ sub: id, name: ACCOUNTS[id]?.name, ...extra[id] }) }
+        : undefined,
   });
   provider.on("grant.success", (ctx: unknown) => {
     const c = ctx as {
@@ -234,6 +247,7 @@ export async function startProvider(options: {
       }
       return n;
     },
+    disableUser: (account) => void disabled.add(account),
     revokeAccessToken: (token) => storage.all.delete(`AccessToken:${token}`),
     setTtl: (s) => {
       ttl = s;

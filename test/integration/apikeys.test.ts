@@ -12,7 +12,7 @@ import { promisify } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
-import { type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
+import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { mcpPost } from "../helpers/mcp.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -275,6 +275,35 @@ describe("key threats: keys", () => {
       ((await both.json()) as { error: { data: { code: string } } }).error.data.code,
       "EDGE_AUTH_INVALID_REQUEST",
     );
+  });
+
+  test("keys revoke NAME revokes every key of that name, the rotated one in its grace included, and says how many", async () => {
+    const first = await createKey({ name: "gadget", server: "github" });
+    const rotated = await api("POST", "/api/keys/gadget/rotate?server=github", { grace: "24h" });
+    assert.equal(rotated.status, 201);
+    const second = rotated.json.key as string;
+    for (const key of [first, second]) assert.equal((await mcp("/github/mcp", key, INIT)).status, 200);
+    // The CLI as a user runs it, against the running edge's admin API.
+    const run = promisify(execFile);
+    const cli = (...args: string[]) =>
+      run(NODE_BIN, [path.join(REPO_ROOT, "src/main.ts"), "keys", ...args, "--url", admin], {
+        env: { ...process.env, MCP_EDGE_ADMIN_TOKEN: ADMIN_TOKEN },
+      });
+    const out = await cli("revoke", "gadget", "--server", "github");
+    assert.match(out.stdout, /^revoked 2 keys named gadget \(github\/default\):\n/);
+    assert.equal(out.stdout.match(/ now$/gm)?.length, 2, out.stdout);
+    for (const key of [first, second]) {
+      const r = await mcp("/github/mcp", key, INIT);
+      assert.equal(r.status, 401, "every key of the name is revoked");
+    }
+    const again = await cli("revoke", "gadget", "--server", "github");
+    assert.match(again.stdout, /nothing to revoke: every key named gadget is already revoked or expired/);
+    // By id: that key alone.
+    const a = await createKey({ name: "solo", server: "github" });
+    const b = await api("POST", "/api/keys/solo/rotate?server=github", {});
+    const byId = await api("DELETE", `/api/keys/${b.json.id as string}`);
+    assert.equal(byId.json.revoked_count, 1);
+    assert.equal((await mcp("/github/mcp", a, INIT)).status, 200, "the other key of the name still works");
   });
 
   test("revoke with a grace period: the key works until the grace ends", async () => {

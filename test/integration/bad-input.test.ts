@@ -273,7 +273,7 @@ describe("bad input on the public listener", () => {
       ]),
       status: 400,
       rpc: -32700,
-      code: "EDGE_PARSE_ERROR",
+      code: "EDGE_INVALID_UNICODE",
       id: null,
     },
     {

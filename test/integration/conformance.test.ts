@@ -102,7 +102,17 @@ describe("conformance through the edge", { timeout: 600_000 }, () => {
     const regressions = [...direct]
       .filter(([k, status]) => status === "SUCCESS" && through.get(k) !== "SUCCESS")
       .map(([k]) => `${k}: ${through.get(k)}`);
-    assert.deepEqual(regressions, []);
+    // These two call fixture tools server-everything does not have: direct they "pass" on its
+    // isError "Tool … not found" result (the checks read only the result's shape). The edge refuses
+    // a tool the server does not list before the server sees it (EDGE_TOOL_UNKNOWN, -32602).
+    const unlisted = [
+      "tools-call-error / tools-call-error",
+      "tools-call-simple-text / tools-call-simple-text",
+    ];
+    assert.deepEqual(
+      regressions.filter((r) => !unlisted.some((u) => r.startsWith(`${u}:`))),
+      [],
+    );
     assert.ok(
       [...direct.values()].some((s) => s === "SUCCESS"),
       "server-everything passes some checks",

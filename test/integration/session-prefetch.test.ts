@@ -28,6 +28,7 @@ if (await redisReady("SessionManager.prefetch")) {
     const sharing: SessionSharing = {
       hotTtlMs: 5000,
       ready: () => true,
+      available: () => true,
       tryLock: async () => true,
       announce: () => undefined,
     };

@@ -71,7 +71,9 @@ function startLegacy(): Promise<void> {
                 capabilities: { tools: {} },
                 serverInfo: { name: "legacy-recorder", version: "1" },
               }
-            : { content: [{ type: "text", text: `${String(msg.params?.name)} ran` }] };
+            : msg.method === "tools/list"
+              ? { tools: [{ name: "echo", inputSchema: { type: "object" } }] }
+              : { content: [{ type: "text", text: `${String(msg.params?.name)} ran` }] };
         send(JSON.stringify({ jsonrpc: "2.0", id: msg.id, result }));
       });
       return;
@@ -154,6 +156,9 @@ async function open(route: string): Promise<string> {
     (await post(route, '{"jsonrpc":"2.0","method":"notifications/initialized"}', sid)).status,
     202,
   );
+  // The client lists the tools first, so the edge judges calls from that list without a
+  // tools/list of its own: each call below is exactly one message upstream.
+  assert.equal((await post(route, '{"jsonrpc":"2.0","id":"list","method":"tools/list"}', sid)).status, 200);
   return sid;
 }
 

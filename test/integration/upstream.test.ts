@@ -323,7 +323,19 @@ describe("stateless era (2026-07-28)", () => {
     const closed = new Promise<void>((r) => {
       upstreamClosed = r;
     });
-    const up = await hostile((_msg, res, req) => {
+    const up = await hostile((msg, res, req) => {
+      if (msg.method === "tools/list") {
+        // The edge's own tools/list before it judges the call: the tool exists.
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(
+          JSON.stringify({
+            jsonrpc: "2.0",
+            id: msg.id,
+            result: { tools: [{ name: "slow", inputSchema: {} }] },
+          }),
+        );
+        return;
+      }
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.write(
         `data: ${JSON.stringify({ jsonrpc: "2.0", method: "notifications/progress", params: { progressToken: 1, progress: 1 } })}\n\n`,

@@ -68,6 +68,18 @@ test(
           res.writeHead(202).end();
           return;
         }
+        if (msg.method === "tools/list") {
+          // The edge reads the tool list before it judges the call (the `tool-list` stage).
+          res.writeHead(200, { "content-type": "application/json" });
+          res.end(
+            JSON.stringify({
+              jsonrpc: "2.0",
+              id: msg.id,
+              result: { tools: [{ name: "x", inputSchema: {} }] },
+            }),
+          );
+          return;
+        }
         // Like an SDK server: the server-to-client message goes to the standalone stream if open.
         const open = standalone !== undefined;
         standalone?.write(

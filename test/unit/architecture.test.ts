@@ -89,6 +89,7 @@ export const RULES: Rule[] = [
       "src/upstream/",
       "src/session/",
       "src/auth/",
+      "src/as/",
       "src/audit/",
       "src/ratelimit/",
       "src/cache/",

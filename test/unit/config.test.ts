@@ -470,3 +470,31 @@ test("store: distributed mode needs both Redis and PostgreSQL; URLs are checked"
   assert.equal(c.store.redis?.commandTimeout, 250);
   assert.equal(c.store.postgres?.schema, "mcp_edge");
 });
+
+test("store.redis and store.postgres take a plain URL: the long form's url, every default applied", () => {
+  const short = parseConfig(
+    minimal({ store: { redis: "redis://127.0.0.1:6379/2", postgres: "postgres://u@db.internal/edge" } }),
+    {},
+  );
+  const long = parseConfig(
+    minimal({
+      store: {
+        redis: { url: "redis://127.0.0.1:6379/2" },
+        postgres: { url: "postgres://u@db.internal/edge" },
+      },
+    }),
+    {},
+  );
+  assert.deepEqual(short.store, long.store);
+  assert.equal(short.store.redis?.keyPrefix, "mcp-edge:");
+  assert.equal(short.store.postgres?.schema, "mcp_edge");
+  // ${ENV} works in the short form too, and a wrong scheme is named.
+  const env = parseConfig(minimal({ store: { redis: "${REDIS_URL}", postgres: "postgres://u@h/db" } }), {
+    REDIS_URL: "rediss://cache:6380",
+  });
+  assert.equal(env.store.redis?.url, "rediss://cache:6380");
+  const bad = catchGatewayError(() =>
+    parseConfig(minimal({ store: { redis: "http://cache:6379", postgres: "postgres://u@h/db" } }), {}),
+  );
+  assert.match(bad.message, /store\.redis: a redis:\/\/ or rediss:\/\/ URL/);
+});

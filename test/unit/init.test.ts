@@ -10,6 +10,8 @@ import { runValidate, validateConfigFile } from "../../src/cli/validate.ts";
 import { loadConfigFile, parseConfig } from "../../src/config/load.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mcp-edge-init-"));
+/** The written file reads its admin token from the environment, as the file's comment says. */
+const ENV = { MCP_EDGE_ADMIN_TOKEN: "init-test-admin-token-0123456789abcdef" };
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function capture() {
@@ -19,7 +21,7 @@ function capture() {
     io: {
       stdout: { write: (s: string) => out.push(s) },
       stderr: { write: (s: string) => err.push(s) },
-      env: {},
+      env: ENV,
     },
     out: () => out.join(""),
     err: () => err.join(""),
@@ -31,7 +33,11 @@ test("init writes a file that loads and validates", async () => {
   const c = capture();
   assert.equal(await runInit(["-o", file], c.io), 0);
   assert.match(c.out(), /wrote .*mcp-edge\.yaml/);
-  const config = loadConfigFile(file, {});
+  const config = loadConfigFile(file, ENV);
+  assert.equal(config.admin.token, ENV.MCP_EDGE_ADMIN_TOKEN);
+  assert.match(readFileSync(file, "utf8"), /^ {2}# .*\n {2}#\s+export MCP_EDGE_ADMIN_TOKEN=/m);
+  // Without the variable the file does not load, and the error names it.
+  assert.throws(() => loadConfigFile(file, {}), /admin\.token: \$\{MCP_EDGE_ADMIN_TOKEN\} is not set/);
   const demo = config.servers["demo"];
   assert.ok(demo, "the demo server is configured");
   assert.equal(demo.upstream.stdio?.command, process.execPath);
@@ -39,7 +45,7 @@ test("init writes a file that loads and validates", async () => {
   assert.ok(existsSync(DEMO_SERVER_FILE), "the demo server it points at exists");
   assert.equal(config.listen.host, "127.0.0.1");
 
-  const report = validateConfigFile(file, {});
+  const report = validateConfigFile(file, ENV);
   assert.equal(report.ok, true);
   assert.deepEqual(
     report.warnings.map((w) => w.code),
@@ -55,8 +61,9 @@ test("init writes a file that loads and validates", async () => {
 
 test("the values init writes out are the schema defaults", () => {
   const file = join(dir, "mcp-edge.yaml");
-  const written = loadConfigFile(file, {});
-  const defaults = parseConfig({ servers: parseYaml(readFileSync(file, "utf8")).servers }, {});
+  const written = loadConfigFile(file, ENV);
+  const doc = parseYaml(readFileSync(file, "utf8"));
+  const defaults = parseConfig({ servers: doc.servers, admin: { token: doc.admin.token } }, ENV);
   assert.deepEqual(written, defaults);
 });
 
@@ -68,7 +75,7 @@ test("init refuses to overwrite without --force", async () => {
   assert.match(c.err(), /already exists; use --force/);
   assert.equal(readFileSync(file, "utf8"), "# mine\n");
   assert.equal(await runInit(["--output", file, "--force"], capture().io), 0);
-  assert.doesNotThrow(() => loadConfigFile(file, {}));
+  assert.doesNotThrow(() => loadConfigFile(file, ENV));
 });
 
 test("init rejects unknown flags and stray arguments with exit 2", async () => {

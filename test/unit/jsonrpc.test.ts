@@ -63,11 +63,6 @@ const valid: { name: string; body: string; kind: Kind; errorResponse?: boolean }
     kind: "request",
   },
   { name: "extra members ignored", body: '{"jsonrpc":"2.0","id":1,"method":"m","x":1}', kind: "request" },
-  {
-    name: "__proto__ key is plain data",
-    body: '{"jsonrpc":"2.0","id":1,"method":"m","__proto__":{"x":1}}',
-    kind: "request",
-  },
   { name: "whitespace around", body: ' \n\t{"jsonrpc":"2.0","id":1,"method":"m"}\r\n ', kind: "request" },
   {
     name: "notification",
@@ -111,7 +106,11 @@ const valid: { name: string; body: string; kind: Kind; errorResponse?: boolean }
   },
 ];
 
-const invalid: { name: string; body: string; code: ErrorCode; rpcId?: RpcId }[] = [
+/**
+ * `code`: what both readers answer; `strict`: what a client body gets when the strict reader
+ * (src/mcp/strict-json.ts) refuses it earlier than JSON.parse + validation would.
+ */
+const invalid: { name: string; body: string; code: ErrorCode; strict?: ErrorCode; rpcId?: RpcId }[] = [
   // Not JSON
   { name: "empty body", body: "", code: "EDGE_PARSE_ERROR" },
   { name: "whitespace only", body: "  \n", code: "EDGE_PARSE_ERROR" },
@@ -145,7 +144,13 @@ const invalid: { name: string; body: string; code: ErrorCode; rpcId?: RpcId }[] 
     name: "jsonrpc in __proto__",
     body: '{"__proto__":{"jsonrpc":"2.0"},"id":1,"method":"m"}',
     code: "EDGE_INVALID_REQUEST",
+    strict: "EDGE_JSON_FORBIDDEN_MEMBER",
     rpcId: 1,
+  },
+  {
+    name: "__proto__ beside valid members",
+    body: '{"jsonrpc":"2.0","id":1,"method":"m","__proto__":{"x":1}}',
+    code: "EDGE_JSON_FORBIDDEN_MEMBER",
   },
   // method
   {
@@ -199,6 +204,7 @@ const invalid: { name: string; body: string; code: ErrorCode; rpcId?: RpcId }[] 
     name: "id overflowing to Infinity",
     body: '{"jsonrpc":"2.0","id":1e400,"method":"m"}',
     code: "EDGE_INVALID_REQUEST",
+    strict: "EDGE_JSON_LIMIT",
   },
   // params
   {
@@ -319,8 +325,11 @@ describe("parseBody: single messages", () => {
   }
   for (const c of invalid) {
     it(`rejects ${c.name} with ${c.code}`, () => {
-      expectError(() => parseBody(c.body, { allowBatch: false }), c.code, c.rpcId ?? null);
-      expectError(() => parseBody(Buffer.from(c.body), { allowBatch: true }), c.code, c.rpcId ?? null);
+      const strict = c.strict ?? c.code;
+      const strictId = c.strict ? null : (c.rpcId ?? null);
+      expectError(() => parseBody(c.body, { allowBatch: false }), strict, strictId);
+      expectError(() => parseBody(Buffer.from(c.body), { allowBatch: true }), strict, strictId);
+      if (c.code.startsWith("EDGE_JSON_")) return; // JSON.parse reads these: only client bodies are strict
       expectError(() => parseMessage(c.body), c.code, c.rpcId ?? null);
     });
   }
@@ -331,13 +340,13 @@ describe("parseBody: single messages", () => {
       Buffer.from([0xc3, 0x28]),
       Buffer.from('"}'),
     ]);
-    expectError(() => parseBody(bad, { allowBatch: false }), "EDGE_PARSE_ERROR");
+    expectError(() => parseBody(bad, { allowBatch: false }), "EDGE_INVALID_UNICODE");
     const overlong = Buffer.concat([
       Buffer.from('{"jsonrpc":"2.0","id":1,"method":"'),
       Buffer.from([0xc0, 0xaf]),
       Buffer.from('"}'),
     ]);
-    expectError(() => parseBody(overlong, { allowBatch: false }), "EDGE_PARSE_ERROR");
+    expectError(() => parseBody(overlong, { allowBatch: false }), "EDGE_INVALID_UNICODE");
   });
 
   it("accepts multi-byte UTF-8", () => {
@@ -355,17 +364,22 @@ describe("parseBody: single messages", () => {
     });
   });
 
-  it("does not pollute prototypes", () => {
-    const { messages } = parseBody(
-      '{"jsonrpc":"2.0","id":1,"method":"m","params":{"__proto__":{"polluted":true}}}',
-      {
-        allowBatch: false,
-      },
+  it("refuses __proto__ members and does not pollute prototypes", () => {
+    expectError(
+      () =>
+        parseBody('{"jsonrpc":"2.0","id":1,"method":"m","params":{"__proto__":{"polluted":true}}}', {
+          allowBatch: false,
+        }),
+      "EDGE_JSON_FORBIDDEN_MEMBER",
     );
     assert.equal(({} as Record<string, unknown>)["polluted"], undefined);
+    const { messages } = parseBody('{"jsonrpc":"2.0","id":1,"method":"m","params":{"constructor":"x"}}', {
+      allowBatch: false,
+    });
     const m = messages[0]!;
     assert.ok(isRequest(m));
     assert.equal(Object.getPrototypeOf(m.params), Object.prototype);
+    assert.equal((m.params as Record<string, unknown>)["constructor"], "x");
   });
 
   it("GatewayError carries the right status and JSON-RPC code", () => {
@@ -505,12 +519,12 @@ describe("parseBody: Buffer specifics", () => {
     ]);
     expectError(() => parseBody(body, { allowBatch: false }), "EDGE_PARSE_ERROR");
   });
-  it("a lone surrogate encoded in UTF-8 (CESU) is a parse error", () => {
+  it("a lone surrogate encoded in UTF-8 (CESU) is invalid Unicode", () => {
     const body = Buffer.concat([
       Buffer.from('{"jsonrpc":"2.0","id":1,"method":"'),
       Buffer.from([0xed, 0xa0, 0x80]),
       Buffer.from('"}'),
     ]);
-    expectError(() => parseBody(body, { allowBatch: false }), "EDGE_PARSE_ERROR");
+    expectError(() => parseBody(body, { allowBatch: false }), "EDGE_INVALID_UNICODE");
   });
 });

@@ -21,7 +21,7 @@ function metricsFor(
   config: Partial<ConstructorParameters<typeof Metrics>[0]["config"]> = {},
 ) {
   const m = new Metrics({
-    config: { enabled: true, maxTools: 3, maxTenants: 2, process: false, ...config },
+    config: { enabled: true, maxTools: 3, maxTenants: 2, process: false, otel: false, ...config },
     routes: new Map(routes.map((r) => [r.name, r])),
     streams: () => 4,
   });
@@ -147,7 +147,7 @@ describe("Metrics", () => {
       assert.equal(value(text, 'mcp_edge_upstream_up{server="s",instance="10.0.0.1:8080#1"}'), 0);
       assert.equal(value(text, 'mcp_edge_upstream_sessions{server="s",instance="10.0.0.1:8080#0"}'), 2);
       assert.equal(value(text, 'mcp_edge_upstream_up{server="s",instance="stdio"}'), 1);
-      for (const secret of ["pw", "token", "abc", "/mcp", "/other"])
+      for (const secret of ["pw", "token=", "abc", "/mcp", "/other"])
         assert.ok(!text.includes(secret), secret);
     } finally {
       m.stop();

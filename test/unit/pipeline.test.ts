@@ -160,6 +160,7 @@ test("docs: every stage of every list names its file and only codes of the one t
     "accept",
     "get-order",
     "connection",
+    "tool-list",
     "cache",
     "forward",
   ]);

@@ -3,25 +3,33 @@ import { GatewayError } from "../../errors/errors.ts";
 import { detectEra, isKnownVersion, metaProtocolVersion, validateStatelessHeaders } from "../../mcp/era.ts";
 import { checkPostHeaders, readBody, single } from "../../mcp/hygiene.ts";
 import { decodeBody, isRequest, parseBody, type RpcMessage } from "../../mcp/jsonrpc.ts";
+import type { JsonLimits } from "../../mcp/strict-json.ts";
 import type { Stage } from "../compose.ts";
 
 const FILE = "src/pipeline/stages/message.ts";
 
 /**
- * Body: capped (413), JSON only (415), a valid JSON-RPC message (400 -32700 / -32600). Decoded
- * once: the text parsed is the text forwarded. GET and DELETE carry none (no messages).
+ * Body: capped (413), JSON only (415), a valid JSON-RPC message (400 -32700 / -32600), read by the
+ * strict reader (src/mcp/strict-json.ts) so that it has one reading: no repeated member names, no
+ * `__proto__`, no lone surrogates, within `limits.json`. Decoded once: the text parsed is the text
+ * forwarded, on every transport. GET and DELETE carry none (no messages).
  */
 export function body(
   maxBodyBytes: number,
+  jsonLimits: JsonLimits,
 ): Stage<Authenticated, { body: string; messages: RpcMessage[]; batch: boolean }> {
   return {
     name: "body",
-    does: "POST: checks Content-Type and Accept, reads the body up to `limits.maxBodyBytes`, parses one JSON-RPC message or a batch. GET/DELETE: no body.",
+    does: "POST: checks Content-Type and Accept, reads the body up to `limits.maxBodyBytes`, parses one JSON-RPC message or a batch with the strict reader (one reading only: no repeated member names, no `__proto__`, no lone surrogates; within `limits.json`). GET/DELETE: no body.",
     codes: [
       "EDGE_UNSUPPORTED_MEDIA_TYPE",
       "EDGE_NOT_ACCEPTABLE",
       "EDGE_BODY_TOO_LARGE",
+      "EDGE_INVALID_UNICODE",
       "EDGE_PARSE_ERROR",
+      "EDGE_JSON_DUPLICATE_MEMBER",
+      "EDGE_JSON_FORBIDDEN_MEMBER",
+      "EDGE_JSON_LIMIT",
       "EDGE_INVALID_REQUEST",
     ],
     file: FILE,
@@ -35,7 +43,7 @@ export function body(
       checkPostHeaders(ctx.req, ctx.endpoint === "mcp");
       return readBody(ctx.req, maxBodyBytes).then((buf) => {
         const text = decodeBody(buf);
-        const parsed = parseBody(text, { allowBatch: true });
+        const parsed = parseBody(text, { allowBatch: true, limits: jsonLimits });
         ctx.body = text;
         ctx.messages = parsed.messages;
         ctx.batch = parsed.batch;

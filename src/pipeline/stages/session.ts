@@ -68,7 +68,7 @@ export function session(sessions: SessionManager): Stage<EraKnown, { session: Se
     file: FILE,
     run: (ctx) => {
       if (isInitialize(ctx)) {
-        sessions.assertAvailable();
+        sessions.assertCanOpen();
         return;
       }
       const id = single(ctx.req, "mcp-session-id");

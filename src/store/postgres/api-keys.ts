@@ -1,9 +1,14 @@
 /** API keys in PostgreSQL (distributed mode; tables: src/store/postgres/db.ts migrations). */
-import type { Pool } from "pg";
-import { GatewayError } from "../../errors/errors.ts";
 import type { ApiKeyFilter, ApiKeyRecord, ApiKeyStore } from "../types.ts";
-import { KEY_STALE_MAX_MS, KEY_UPDATE_COLUMNS, KeyRecordCache, withUse } from "../key-cache.ts";
-import { type PostgresDb, storeError } from "./db.ts";
+import {
+  KEY_CACHE_TTL_MS,
+  KEY_STALE_MAX_MS,
+  KEY_UPDATE_COLUMNS,
+  KeyRecordCache,
+  withUse,
+} from "../key-cache.ts";
+import type { PostgresDb } from "./db.ts";
+import { withDeadline } from "../../lib/breaker.ts";
 
 interface ApiKeyRow {
   id: string;
@@ -39,6 +44,9 @@ function toKey(row: ApiKeyRow): ApiKeyRecord {
   };
 }
 
+/** How long a request waits for the re-read of a key past its freshness before the copy answers (ms). */
+const KEY_REREAD_WAIT_MS = 100;
+
 const KEY_COLUMNS =
   "id, name, server, tenant, consumer, hash, scopes, tools, created_at, expires_at, revoked_at, last_used_at, rotated_to";
 
@@ -46,18 +54,30 @@ const KEY_COLUMNS =
  * API keys in PostgreSQL: hashes only, the semantics of SqliteApiKeyStore.
  *
  * - `get` (every authenticated request) goes through a KeyRecordCache (src/store/key-cache.ts):
- *   a record read by id is reused for up to 1 s, writes through this store drop it at once, so a
- *   revocation made on another instance applies within 1 s.
+ *   a record read by id is reused for up to 1 s (KEY_CACHE_TTL_MS). An older one is read again
+ *   (one re-read per key at a time); when PostgreSQL answers within KEY_REREAD_WAIT_MS the answer
+ *   is used, so on a healthy store a change made elsewhere applies within 1 s even without its
+ *   broadcast. When it does not (slow, hung, or the pool's breaker open), the copy is served, up
+ *   to `staleMs` old (`store.postgres.keyStaleness`), while the re-read goes on in the background:
+ *   a slow or hung PostgreSQL costs a request at most KEY_REREAD_WAIT_MS when its key was read
+ *   recently. Only a key never read, or read longer than `staleMs` ago, waits for the store (at
+ *   most its query timeout; 503 at once while the breaker is open) and fails closed (503).
+ * - Writes through this store drop the record at once, and `invalidate` (the broadcast of a change
+ *   made on another instance) drops it too: a revoked key is read again before its next use, and
+ *   a read that started before the revocation does not put the old row back.
  * - Last use is batched: `touch` keeps the latest time per id in memory, and every `touchFlushMs`
  *   one multi-row UPDATE writes them all (never moving a time back, so instances can race).
  *   When the write fails the times are kept for the next flush.
  * - The pool belongs to the caller: `close` flushes and stops the timer, it does not end the pool.
  */
 export class PostgresApiKeyStore implements ApiKeyStore {
-  readonly #pool: Pool;
+  readonly #db: PostgresDb;
   readonly #t: string;
   readonly #pending = new Map<string, number>();
   readonly #cache = new KeyRecordCache();
+  readonly #staleMs: number;
+  /** Re-reads of keys past their freshness, under way (one per key at a time). */
+  readonly #rereads = new Map<string, { read: Promise<ApiKeyRecord | undefined>; startedAt: number }>();
   readonly #timer: NodeJS.Timeout;
   readonly #onError: ((err: unknown) => void) | undefined;
   readonly #onChange: ((id: string) => void) | undefined;
@@ -71,12 +91,15 @@ export class PostgresApiKeyStore implements ApiKeyStore {
     db: PostgresDb,
     options: {
       touchFlushMs?: number;
+      /** Longest age of a record served without waiting for the store (ms). Default 30 s. */
+      staleMs?: number;
       onError?: (err: unknown) => void;
       onChange?: (id: string) => void;
     } = {},
   ) {
-    this.#pool = db.pool;
+    this.#db = db;
     this.#t = `${db.schema}.api_keys`;
+    this.#staleMs = Math.max(KEY_CACHE_TTL_MS, options.staleMs ?? KEY_STALE_MAX_MS);
     this.#onError = options.onError;
     this.#onChange = options.onChange;
     this.#timer = setInterval(() => {
@@ -86,11 +109,7 @@ export class PostgresApiKeyStore implements ApiKeyStore {
   }
 
   async #query<R extends object>(what: string, sql: string, params: unknown[]): Promise<R[]> {
-    try {
-      return (await this.#pool.query<R>(sql, params)).rows;
-    } catch (err) {
-      throw storeError(err, what);
-    }
+    return (await this.#db.run(what, (pool) => pool.query<R>(sql, params))).rows;
   }
 
   async insert(r: ApiKeyRecord): Promise<void> {
@@ -129,30 +148,51 @@ export class PostgresApiKeyStore implements ApiKeyStore {
 
   async get(id: string): Promise<ApiKeyRecord | undefined> {
     const now = Date.now();
-    const cached = this.#cache.fresh(id, now);
-    if (cached) return this.#withPending(cached);
-    let rows: ApiKeyRow[];
-    try {
-      rows = await this.#query<ApiKeyRow>(
-        "api key lookup",
-        `SELECT ${KEY_COLUMNS} FROM ${this.#t} WHERE id = $1`,
-        [id],
-      );
-    } catch (err) {
-      // PostgreSQL unreachable: a record read recently still answers, for a bounded time
-      // (KEY_STALE_MAX_MS); past it, or for a key never seen, the check fails closed (503).
-      const stale = this.#cache.stale(id, now, KEY_STALE_MAX_MS);
-      if (stale && err instanceof GatewayError && err.code === "EDGE_STORE_UNAVAILABLE")
-        return this.#withPending(stale);
-      throw err;
+    const hit = this.#cache.aged(id, now, this.#staleMs);
+    if (hit === undefined) return this.#read(id);
+    if (hit.ageMs < KEY_CACHE_TTL_MS) return this.#withPending(hit.rec);
+    // Past its freshness: the re-read answers when PostgreSQL does within KEY_REREAD_WAIT_MS of
+    // the re-read's start; otherwise the copy does, and the re-read goes on in the background.
+    const reread = this.#reread(id, now);
+    const wait = KEY_REREAD_WAIT_MS - (now - reread.startedAt);
+    if (wait > 0) {
+      try {
+        return await withDeadline(reread.read, wait, () => new Error("re-read still running"));
+      } catch {
+        // Slow, failed or refused (the breaker is open): the copy, within its bounded age.
+      }
     }
+    return this.#withPending(hit.rec);
+  }
+
+  /** The re-read of a key under way, or a new one (one per key at a time). */
+  #reread(id: string, now: number): { read: Promise<ApiKeyRecord | undefined>; startedAt: number } {
+    let r = this.#rereads.get(id);
+    if (r === undefined) {
+      const read = this.#read(id);
+      r = { read, startedAt: now };
+      this.#rereads.set(id, r);
+      const done = () => this.#rereads.delete(id);
+      read.then(done, done);
+    }
+    return r;
+  }
+
+  async #read(id: string): Promise<ApiKeyRecord | undefined> {
+    const epoch = this.#cache.epoch;
+    const readAt = Date.now();
+    const rows = await this.#query<ApiKeyRow>(
+      "api key lookup",
+      `SELECT ${KEY_COLUMNS} FROM ${this.#t} WHERE id = $1`,
+      [id],
+    );
     const row = rows[0];
     if (!row) {
       this.#cache.forget(id);
       return undefined;
     }
     const rec = this.#withPending(toKey(row));
-    this.#cache.remember(rec, now);
+    this.#cache.remember(rec, readAt, epoch);
     return rec;
   }
 

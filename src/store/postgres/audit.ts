@@ -40,24 +40,29 @@ const FILTER = `($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR subje
   AND ($5::bigint IS NULL OR ts >= $5) AND ($6::bigint IS NULL OR ts < $6)`;
 
 export class PostgresAuditStore implements AuditStore {
-  readonly #pool: Pool;
+  readonly #db: PostgresDb;
   readonly #audit: string;
   readonly #heads: string;
   readonly #lockKey: string;
 
   /** The pool belongs to the caller: `close` does not end it. */
   constructor(db: PostgresDb) {
-    this.#pool = db.pool;
+    this.#db = db;
     this.#audit = `${db.schema}.audit`;
     this.#heads = `${db.schema}.audit_heads`;
     this.#lockKey = `audit-append:${db.schema}`;
   }
 
   /** Runs `fn` in a transaction holding the append lock. */
-  async #locked<T>(what: string, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+  #locked<T>(what: string, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+    // No deadline over the whole transaction: each statement has its own (the pool's timeouts).
+    return this.#db.run(what, (pool) => this.#transaction(pool, what, fn), null);
+  }
+
+  async #transaction<T>(pool: Pool, what: string, fn: (c: PoolClient) => Promise<T>): Promise<T> {
     let client: PoolClient;
     try {
-      client = await this.#pool.connect();
+      client = await pool.connect();
     } catch (err) {
       throw storeError(err, what);
     }
@@ -219,11 +224,7 @@ export class PostgresAuditStore implements AuditStore {
   }
 
   async #query<R extends object>(what: string, sql: string, params: unknown[]): Promise<R[]> {
-    try {
-      return (await this.#pool.query<R>(sql, params)).rows;
-    } catch (err) {
-      throw storeError(err, what);
-    }
+    return (await this.#db.run(what, (pool) => pool.query<R>(sql, params))).rows;
   }
 
   async heads(): Promise<Map<string, { seq: number; hash: string }>> {

@@ -5,8 +5,7 @@
  * store: the loser re-reads what the winner stored. The pool belongs to the caller.
  */
 import { randomUUID } from "node:crypto";
-import type { Pool } from "pg";
-import { type PostgresDb, storeError } from "./db.ts";
+import type { PostgresDb } from "./db.ts";
 import type { ConnectionFilter, ConnectionRecord, ConnectionStore, ConnectionWrite } from "../types.ts";
 
 interface Row {
@@ -36,20 +35,16 @@ const toRecord = (r: Row): ConnectionRecord => ({
 });
 
 export class PostgresConnectionStore implements ConnectionStore {
-  readonly #pool: Pool;
+  readonly #db: PostgresDb;
   readonly #t: string;
 
   constructor(db: PostgresDb) {
-    this.#pool = db.pool;
+    this.#db = db;
     this.#t = `${db.schema}.connections`;
   }
 
   async #rows(sql: string, args: unknown[]): Promise<Row[]> {
-    try {
-      return (await this.#pool.query<Row>(sql, args)).rows;
-    } catch (err) {
-      throw storeError(err, "connections");
-    }
+    return (await this.#db.run("connections", (pool) => pool.query<Row>(sql, args))).rows;
   }
 
   async get(tenant: string, subject: string, connection: string): Promise<ConnectionRecord | undefined> {

@@ -5,13 +5,17 @@
  * Every statement names its tables with the configured schema (validated, then quoted), so nothing
  * depends on the connection's `search_path` (which a transaction-mode pooler does not keep).
  *
- * Failure: the pool connects with a timeout and every statement runs under one, so a database that
- * is down or hung turns into a GatewayError `EDGE_STORE_UNAVAILABLE` (503) within those bounds; a
- * call never hangs. Errors that are not about reachability (a duplicate key, a bug in a statement)
- * are thrown as pg reports them.
+ * Failure: every store operation runs through `PostgresDb.run`: one deadline over the whole
+ * operation (waiting for a pool connection included; `queryTimeoutMs`) and the pool's circuit
+ * breaker (src/lib/breaker.ts): after repeated timeouts or connection failures, operations fail at
+ * once until a probe succeeds. A database that is down or hung turns into a GatewayError
+ * `EDGE_STORE_UNAVAILABLE` (503) within that bound, or at once while the breaker is open; a call
+ * never hangs. Errors that are not about reachability (a duplicate key, a bug in a statement) are
+ * thrown as pg reports them, and count as answers.
  */
 import { DatabaseError, Pool, types } from "pg";
 import { GatewayError } from "../../errors/errors.ts";
+import { Breaker, BreakerOpenError, type BreakerOptions, DeadlineError } from "../../lib/breaker.ts";
 
 export interface PostgresOptions {
   /** Schema holding mcp-edge's tables; created when missing. Default `public`. */
@@ -24,6 +28,8 @@ export interface PostgresOptions {
   queryTimeoutMs?: number;
   /** Errors of idle pooled connections (the database restarted); they are otherwise dropped. */
   onError?: (err: Error) => void;
+  /** The pool's circuit breaker (consecutive failures, open time, state changes). */
+  breaker?: BreakerOptions;
 }
 
 /** An open pool and the schema whose migrations it applied. */
@@ -33,6 +39,14 @@ export interface PostgresDb {
   readonly schema: string;
   /** The migration version the schema is at. */
   readonly version: number;
+  /** The pool's circuit breaker: every `run` goes through it. */
+  readonly breaker: Breaker;
+  /**
+   * Runs one store operation (`what` names it in errors) under the breaker and a deadline
+   * (`queryTimeoutMs` unless given; `null`: none, the statements' own timeouts bound it). Failures
+   * of reachability become EDGE_STORE_UNAVAILABLE; other errors are thrown as they are.
+   */
+  run<T>(what: string, op: (pool: Pool) => Promise<T>, timeoutMs?: number | null): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -119,6 +133,31 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
      scope TEXT,
      UNIQUE (tenant, subject, connection)
    );`,
+  // The authorization server (src/store/postgres/as.ts): oidc-provider's models and the AS's own
+  // records, token-like ones under the SHA-256 of their value; revoked grants and access tokens.
+  (s) => `CREATE TABLE ${s}.as_records (
+     kind TEXT NOT NULL,
+     id TEXT NOT NULL,
+     ord BIGSERIAL NOT NULL,
+     payload TEXT NOT NULL,
+     grant_id TEXT,
+     uid TEXT,
+     tenant TEXT,
+     subject TEXT,
+     client_id TEXT,
+     expires_at BIGINT,
+     consumed_at BIGINT,
+     PRIMARY KEY (kind, id)
+   );
+   CREATE INDEX as_records_grant ON ${s}.as_records (grant_id) WHERE grant_id IS NOT NULL;
+   CREATE INDEX as_records_uid ON ${s}.as_records (kind, uid) WHERE uid IS NOT NULL;
+   CREATE INDEX as_records_expiry ON ${s}.as_records (expires_at) WHERE expires_at IS NOT NULL;
+   CREATE TABLE ${s}.as_revocations (
+     id TEXT PRIMARY KEY,
+     at BIGINT NOT NULL,
+     until BIGINT NOT NULL
+   );
+   CREATE INDEX as_revocations_at ON ${s}.as_revocations (at);`,
 ];
 
 /** The newest migration version this code knows. */
@@ -204,10 +243,41 @@ export async function openPostgres(url: string, options: PostgresOptions = {}): 
     throw storeError(err, "migrations at start");
   }
   let closed = false;
+  const breaker = new Breaker("postgres", options.breaker);
+  const unavailable = (err: unknown, what: string): unknown => {
+    if (err instanceof BreakerOpenError) {
+      return new GatewayError("EDGE_STORE_UNAVAILABLE", `PostgreSQL is unavailable (${what}).`, {
+        cause: err,
+        headers: { "retry-after": String(Math.ceil(err.retryAfterMs / 1000)) },
+      });
+    }
+    if (err instanceof DeadlineError) {
+      return new GatewayError("EDGE_STORE_UNAVAILABLE", `PostgreSQL did not answer in time (${what}).`, {
+        cause: err,
+      });
+    }
+    return storeError(err, what);
+  };
+  const isFailure = (err: unknown) => {
+    const e = storeError(err, "");
+    return e instanceof GatewayError && e.code === "EDGE_STORE_UNAVAILABLE";
+  };
   return {
     pool,
     schema,
     version,
+    breaker,
+    async run(what, op, timeoutMs) {
+      const deadline = timeoutMs === undefined ? queryTimeout : timeoutMs;
+      try {
+        return await breaker.run(() => op(pool), {
+          ...(deadline === null ? {} : { timeoutMs: deadline }),
+          isFailure,
+        });
+      } catch (err) {
+        throw unavailable(err, what);
+      }
+    },
     async close() {
       if (closed) return;
       closed = true;

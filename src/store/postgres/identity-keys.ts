@@ -17,39 +17,41 @@ import type { IdentityKey, IdentityKeyStore } from "../types.ts";
 
 export class PostgresIdentityKeyStore implements IdentityKeyStore {
   readonly shared = true;
-  readonly #pool: Pool;
+  readonly #db: PostgresDb;
   readonly #t: string;
   readonly #lockKey: string;
 
   constructor(db: PostgresDb) {
-    this.#pool = db.pool;
+    this.#db = db;
     this.#t = `${db.schema}.identity_keys`;
     this.#lockKey = `identity-rotate:${db.schema}`;
   }
 
   async list(): Promise<IdentityKey[]> {
-    try {
-      const { rows } = await this.#pool.query<{
+    const { rows } = await this.#db.run("identity keys", (pool) =>
+      pool.query<{
         kid: string;
         private_jwk: string;
         public_jwk: string;
         created_at: number;
-      }>(`SELECT kid, private_jwk, public_jwk, created_at FROM ${this.#t} ORDER BY created_at DESC, kid`);
-      return rows.map((r) => ({
-        kid: r.kid,
-        privateJwk: r.private_jwk,
-        publicJwk: r.public_jwk,
-        createdAt: r.created_at,
-      }));
-    } catch (err) {
-      throw storeError(err, "identity keys");
-    }
+      }>(`SELECT kid, private_jwk, public_jwk, created_at FROM ${this.#t} ORDER BY created_at DESC, kid`),
+    );
+    return rows.map((r) => ({
+      kid: r.kid,
+      privateJwk: r.private_jwk,
+      publicJwk: r.public_jwk,
+      createdAt: r.created_at,
+    }));
   }
 
-  async insertIfDue(key: IdentityKey, since: number): Promise<boolean> {
+  insertIfDue(key: IdentityKey, since: number): Promise<boolean> {
+    return this.#db.run("identity key rotation", (pool) => this.#insertIfDue(pool, key, since), null);
+  }
+
+  async #insertIfDue(pool: Pool, key: IdentityKey, since: number): Promise<boolean> {
     let client: PoolClient;
     try {
-      client = await this.#pool.connect();
+      client = await pool.connect();
     } catch (err) {
       throw storeError(err, "identity key rotation");
     }

@@ -25,15 +25,16 @@
  * current event-loop turn in one script when no decision comes first.
  *
  * Failure (open to a local fallback): when Redis is not
- * connected, errors or times out (the client's short command timeout), the whole decision goes to a
- * local MemoryCounterStore with conservative caps (`quota / fallbackDivisor`, at least 1), all or
+ * connected, errors or times out (one command timeout from the call: the connection's guard,
+ * src/store/redis/client.ts), or the guard's breaker is open after repeated timeouts (then without
+ * waiting), the whole decision goes to a local MemoryCounterStore with conservative caps (`quota / fallbackDivisor`, at least 1), all or
  * nothing as well; a store error never becomes a 429. `fallbackDecisions` counts those decisions.
  * Slots that fallback admitted are given back to it. Slots given back while Redis is not connected
  * are kept (bounded) and written when it is back; those sent in a command that then failed are
  * dropped (the command may or may not have run), and the count expires with `inflightTtlSec`.
  */
 import type { Redis } from "ioredis";
-import { createRedisClient, type RedisConnectionOptions } from "./client.ts";
+import { createRedisClient, guardOf, type RedisConnectionOptions, type RedisGuard } from "./client.ts";
 import { type Counter, type CounterSpec, type CounterStore, type Refusal, type Take } from "../types.ts";
 import { MemoryCounterStore } from "../memory/counters.ts";
 
@@ -139,6 +140,7 @@ const PENDING_GIVES_MAX = 100_000;
 /** Counters shared by every instance through Redis, with a local fallback when Redis is down. */
 export class RedisCounterStore implements CounterStore {
   readonly #client: Redis;
+  readonly #guard: RedisGuard;
   readonly #cmd: CounterCommands;
   readonly #ownsClient: boolean;
   readonly #prefix: string;
@@ -157,6 +159,7 @@ export class RedisCounterStore implements CounterStore {
   constructor(options: RedisCounterStoreOptions) {
     this.#ownsClient = !isClient(options.client);
     this.#client = isClient(options.client) ? options.client : createRedisClient(options.client);
+    this.#guard = guardOf(this.#client);
     this.#prefix = options.keyPrefix ?? "mcp-edge:rl:";
     this.#divisor = Math.max(1, options.fallbackDivisor ?? 2);
     this.#inflightTtlMs = Math.max(1, Math.floor(options.inflightTtlSec ?? 3600)) * 1000;
@@ -215,8 +218,9 @@ export class RedisCounterStore implements CounterStore {
   }
 
   async take(takes: readonly Take[]): Promise<Refusal | undefined> {
-    // Not connected: the fallback answers at once instead of a queued command timing out.
-    if (this.#client.status !== "ready") return this.#fallback(takes);
+    // Not connected, or the breaker is open: the fallback answers at once instead of a queued
+    // command timing out.
+    if (!this.#guard.available()) return this.#fallback(takes);
     const gives = this.#gives;
     if (gives.size > 0) this.#gives = new Map();
     const n = takes.length;
@@ -239,9 +243,9 @@ export class RedisCounterStore implements CounterStore {
     }
     let r: number | [number, number];
     try {
-      r = await this.#cmd.mcpeRateTake(...(args as [number, ...(string | number)[]]));
+      r = await this.#guard.run(() => this.#cmd.mcpeRateTake(...(args as [number, ...(string | number)[]])));
     } catch {
-      // Redis errored or timed out (the gives this command carried may or may not have been
+      // Redis errored or timed out, or the breaker opened meanwhile (the gives this command carried may or may not have been
       // written: they are not sent again, see the file comment).
       return this.#fallback(takes);
     }
@@ -290,13 +294,13 @@ export class RedisCounterStore implements CounterStore {
 
   /** Writes pending gives in one script. Kept while Redis is not connected; dropped on an error. */
   async #flushGives(): Promise<void> {
-    if (this.#gives.size === 0 || this.#client.status !== "ready") return;
+    if (this.#gives.size === 0 || !this.#guard.available()) return;
     const gives = this.#gives;
     this.#gives = new Map();
     const args: (string | number)[] = [gives.size, ...gives.keys(), 0, this.#inflightTtlMs];
     for (const g of gives.values()) args.push(g.points, g.windowMs);
     try {
-      await this.#cmd.mcpeRateTake(...(args as [number, ...(string | number)[]]));
+      await this.#guard.run(() => this.#cmd.mcpeRateTake(...(args as [number, ...(string | number)[]])));
     } catch {
       // Unknown whether it ran: not sent again (the counts expire with their TTL).
     }

@@ -69,7 +69,7 @@ import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import { GatewayError } from "../../errors/errors.ts";
 import { formatComment, formatEvent } from "../../mcp/sse.ts";
-import { storeUnavailable } from "./client.ts";
+import { guardOf, type RedisGuard, storeUnavailable } from "./client.ts";
 import type { EventLogLimits, MirroredStream, SharedStream, StreamEventLog, StreamSink } from "../types.ts";
 
 /** How often an instance renews its heartbeat key (which lives three times as long), by default. */
@@ -200,6 +200,7 @@ export class RedisEventLog implements StreamEventLog {
   /** Failures for metrics: background writes of A, and reads of B while following. */
   readonly stats = { writeFailures: 0, readFailures: 0 };
   readonly #client: Redis;
+  readonly #guard: RedisGuard;
   readonly #cmd: EventCommands;
   readonly #sub: Redis;
   readonly #ownsSub: boolean;
@@ -220,6 +221,7 @@ export class RedisEventLog implements StreamEventLog {
 
   constructor(options: RedisEventLogOptions) {
     this.#client = options.client;
+    this.#guard = guardOf(this.#client);
     this.#prefix = options.keyPrefix;
     this.#limits = options.limits;
     this.#onError = options.onError ?? (() => undefined);
@@ -300,25 +302,27 @@ export class RedisEventLog implements StreamEventLog {
       this.#heartbeatTtl,
     ];
     if (!drop) for (const e of u.events) args.push(e.seq, e.frame);
-    const p = this.#cmd.mcpeEventsAppend(this.#key(s.id), this.#meta(s.id), ...args).then(
-      () => {
-        this.#writeFailing = false;
-      },
-      (err: unknown) => {
-        this.stats.writeFailures++;
-        if (!this.#writeFailing) {
-          this.#writeFailing = true;
-          this.#onError(err, "write");
-        }
-      },
-    );
+    const p = this.#guard
+      .run(() => this.#cmd.mcpeEventsAppend(this.#key(s.id), this.#meta(s.id), ...args))
+      .then(
+        () => {
+          this.#writeFailing = false;
+        },
+        (err: unknown) => {
+          this.stats.writeFailures++;
+          if (!this.#writeFailing) {
+            this.#writeFailing = true;
+            this.#onError(err, "write");
+          }
+        },
+      );
     this.#writes.add(p);
     void p.finally(() => this.#writes.delete(p));
   }
 
   /** When a client on another instance last followed the stream (A's sweep keeps it then). */
   async followedAt(streamId: string): Promise<number | undefined> {
-    const at = await this.#client.hget(this.#meta(streamId), "fa");
+    const at = await this.#guard.run(() => this.#client.hget(this.#meta(streamId), "fa"));
     return at === null ? undefined : Number(at);
   }
 
@@ -330,15 +334,17 @@ export class RedisEventLog implements StreamEventLog {
     after: number,
     follow: boolean,
   ): Promise<Snapshot | undefined> {
-    const r = await this.#cmd.mcpeEventsFetch(
-      this.#key(streamId),
-      this.#meta(streamId),
-      sessionId,
-      after,
-      PAGE,
-      `${this.#prefix}evo:`,
-      follow ? Date.now() : 0,
-      Math.max(1, Math.ceil(this.#limits.ttl)),
+    const r = await this.#guard.run(() =>
+      this.#cmd.mcpeEventsFetch(
+        this.#key(streamId),
+        this.#meta(streamId),
+        sessionId,
+        after,
+        PAGE,
+        `${this.#prefix}evo:`,
+        follow ? Date.now() : 0,
+        Math.max(1, Math.ceil(this.#limits.ttl)),
+      ),
     );
     if (r === null) return undefined;
     const [kind, last, evicted, ended, alive, entries] = r;

@@ -4,6 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
+import { guardOf } from "./client.ts";
 
 const RELEASE = `if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`;
 
@@ -18,10 +19,14 @@ export class RedisLock {
   }
 
   async acquire(key: string, ttlMs: number): Promise<boolean> {
-    return (await this.#redis.set(this.#prefix + key, this.#owner, "PX", ttlMs, "NX")) === "OK";
+    return (
+      (await guardOf(this.#redis).run(() =>
+        this.#redis.set(this.#prefix + key, this.#owner, "PX", ttlMs, "NX"),
+      )) === "OK"
+    );
   }
 
   async release(key: string): Promise<void> {
-    await this.#redis.eval(RELEASE, 1, this.#prefix + key, this.#owner);
+    await guardOf(this.#redis).run(() => this.#redis.eval(RELEASE, 1, this.#prefix + key, this.#owner));
   }
 }

@@ -20,15 +20,22 @@
  * Scripts build key names from the prefix, so all keys must live on one node: on Redis Cluster use
  * a prefix with a hash tag (`{mcp-edge}:`), which puts every key in one slot.
  *
- * Failure (the session store fails closed): every command has a short timeout
- * (`commandTimeoutMs`, default 100 ms, queued commands included while ioredis reconnects), and any
- * failure surfaces as GatewayError EDGE_STORE_UNAVAILABLE (503 + Retry-After), never as "no such
- * session" (a 404 would make every client re-initialize at once). The client reconnects on its own;
- * the store needs no restart.
+ * Failure (the session store fails closed): every round trip runs through the connection's guard
+ * (src/store/redis/client.ts: one command timeout from the call, `commandTimeoutMs`, default
+ * 100 ms; a breaker that fails calls at once after repeated timeouts), and any failure surfaces as
+ * GatewayError EDGE_STORE_UNAVAILABLE (503 + Retry-After), never as "no such session" (a 404 would
+ * make every client re-initialize at once). The client reconnects on its own; the store needs no
+ * restart.
  */
 import { Redis } from "ioredis";
 import type { SessionRecord, SessionStore, UpstreamBinding } from "../types.ts";
-import { createRedisClient, type RedisConnectionOptions, storeUnavailable } from "./client.ts";
+import {
+  createRedisClient,
+  guardOf,
+  type RedisConnectionOptions,
+  type RedisGuard,
+  storeUnavailable,
+} from "./client.ts";
 
 // Keys come from ARGV[1] (the prefix) so that one script can reach another server's keys when a put
 // moves a session between servers. `unbind` removes id's counted binding and index members.
@@ -150,6 +157,7 @@ const PAGE = 200;
  */
 export class RedisSessionStore implements SessionStore {
   readonly #client: Redis;
+  readonly #guard: RedisGuard;
   readonly #cmd: SessionCommands;
   readonly #ownsClient: boolean;
   readonly #prefix: string;
@@ -161,6 +169,7 @@ export class RedisSessionStore implements SessionStore {
   constructor(options: RedisSessionStoreOptions) {
     this.#ownsClient = !(options.client instanceof Redis);
     this.#client = options.client instanceof Redis ? options.client : createRedisClient(options.client);
+    this.#guard = guardOf(this.#client);
     this.#prefix = options.keyPrefix ?? "mcp-edge:";
     const ttl = options.idleTtlMs ?? 24 * 3600_000;
     this.#ttl = typeof ttl === "number" ? () => ttl : ttl;
@@ -188,7 +197,7 @@ export class RedisSessionStore implements SessionStore {
 
   async get(id: string): Promise<SessionRecord | undefined> {
     try {
-      const h = await this.#client.hgetall(this.#key(id));
+      const h = await this.#guard.run(() => this.#client.hgetall(this.#key(id)));
       const rec = toRecord(h);
       if (!rec) return undefined;
       const pending = this.#pending.get(id);
@@ -210,18 +219,20 @@ export class RedisSessionStore implements SessionStore {
       createdAt: r.createdAt,
     };
     try {
-      await this.#cmd.mcpeSessionPut(
-        this.#key(r.id),
-        this.#prefix,
-        r.id,
-        r.server,
-        r.upstream.instance,
-        JSON.stringify(fixed),
-        JSON.stringify(r.upstream),
-        r.protocolVersion,
-        r.lastSeenAt,
-        r.createdAt,
-        Math.max(1, Math.ceil(this.#ttl(r.server))),
+      await this.#guard.run(() =>
+        this.#cmd.mcpeSessionPut(
+          this.#key(r.id),
+          this.#prefix,
+          r.id,
+          r.server,
+          r.upstream.instance,
+          JSON.stringify(fixed),
+          JSON.stringify(r.upstream),
+          r.protocolVersion,
+          r.lastSeenAt,
+          r.createdAt,
+          Math.max(1, Math.ceil(this.#ttl(r.server))),
+        ),
       );
     } catch (err) {
       throw storeUnavailable(err);
@@ -230,13 +241,15 @@ export class RedisSessionStore implements SessionStore {
 
   async rebind(id: string, upstream: UpstreamBinding, protocolVersion: string): Promise<void> {
     try {
-      await this.#cmd.mcpeSessionRebind(
-        this.#key(id),
-        this.#prefix,
-        id,
-        upstream.instance,
-        JSON.stringify({ instance: upstream.instance, sessionId: upstream.sessionId }),
-        protocolVersion,
+      await this.#guard.run(() =>
+        this.#cmd.mcpeSessionRebind(
+          this.#key(id),
+          this.#prefix,
+          id,
+          upstream.instance,
+          JSON.stringify({ instance: upstream.instance, sessionId: upstream.sessionId }),
+          protocolVersion,
+        ),
       );
     } catch (err) {
       throw storeUnavailable(err);
@@ -251,7 +264,9 @@ export class RedisSessionStore implements SessionStore {
   async delete(id: string): Promise<boolean> {
     this.#pending.delete(id);
     try {
-      return (await this.#cmd.mcpeSessionDelete(this.#key(id), this.#prefix, id)) === 1;
+      return (
+        (await this.#guard.run(() => this.#cmd.mcpeSessionDelete(this.#key(id), this.#prefix, id))) === 1
+      );
     } catch (err) {
       throw storeUnavailable(err);
     }
@@ -266,13 +281,15 @@ export class RedisSessionStore implements SessionStore {
       for (let round = 0; out.length < limit && round < 100; round++) {
         const want = Math.min(PAGE, limit - out.length);
         // The records read so far stay at the head of the range (stale members are removed).
-        const ids = await this.#client.zrangebyscore(
-          `${this.#prefix}idle:${server}`,
-          "-inf",
-          `(${cutoff}`,
-          "LIMIT",
-          out.length,
-          want,
+        const ids = await this.#guard.run(() =>
+          this.#client.zrangebyscore(
+            `${this.#prefix}idle:${server}`,
+            "-inf",
+            `(${cutoff}`,
+            "LIMIT",
+            out.length,
+            want,
+          ),
         );
         const { found, stale } = await this.#read(ids);
         out.push(...found);
@@ -291,7 +308,7 @@ export class RedisSessionStore implements SessionStore {
     const out: SessionRecord[] = [];
     try {
       for (let offset = 0; out.length < limit;) {
-        const ids = await this.#client.zrevrange(index, offset, offset + PAGE - 1);
+        const ids = await this.#guard.run(() => this.#client.zrevrange(index, offset, offset + PAGE - 1));
         if (ids.length === 0) break;
         const { found, stale } = await this.#read(ids);
         for (const r of found) if (!filter.tenant || r.tenant === filter.tenant) out.push(r);
@@ -308,7 +325,7 @@ export class RedisSessionStore implements SessionStore {
   async #read(ids: string[]): Promise<{ found: SessionRecord[]; stale: string[] }> {
     const pipe = this.#client.pipeline();
     for (const id of ids) pipe.hgetall(this.#key(id));
-    const results = (await pipe.exec()) ?? [];
+    const results = (await this.#guard.run(() => pipe.exec())) ?? [];
     const found: SessionRecord[] = [];
     const stale: string[] = [];
     ids.forEach((id, i) => {
@@ -326,12 +343,12 @@ export class RedisSessionStore implements SessionStore {
     if (ids.length === 0) return;
     const pipe = this.#client.pipeline() as unknown as Pipelined & { exec(): Promise<unknown> };
     for (const id of ids) pipe.mcpeSessionDelete(this.#key(id), this.#prefix, id);
-    await pipe.exec();
+    await this.#guard.run(() => pipe.exec());
   }
 
   async countByInstance(server: string): Promise<Map<string, number>> {
     try {
-      const h = await this.#client.hgetall(`${this.#prefix}count:${server}`);
+      const h = await this.#guard.run(() => this.#client.hgetall(`${this.#prefix}count:${server}`));
       const counts = new Map<string, number>();
       for (const [instance, n] of Object.entries(h)) if (Number(n) > 0) counts.set(instance, Number(n));
       return counts;
@@ -355,7 +372,9 @@ export class RedisSessionStore implements SessionStore {
       for (const [id] of part) args.push(this.#key(id));
       args.push(this.#prefix);
       for (const [id, at] of part) args.push(id, at);
-      sent.push(this.#cmd.mcpeSessionTouch(...(args as [number, ...(string | number)[]])));
+      sent.push(
+        this.#guard.run(() => this.#cmd.mcpeSessionTouch(...(args as [number, ...(string | number)[]]))),
+      );
     }
     try {
       // Every part settles first; on any failure the whole batch is put back (below).

@@ -17,6 +17,7 @@
  */
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
+import { guardOf } from "./client.ts";
 import { type TokenVault, VAULT_LOCK_MS, type VaultToken } from "../types.ts";
 
 /** Tokens without `expires_in` are shared this long. */
@@ -54,7 +55,7 @@ export class RedisTokenVault implements TokenVault {
   async get(): Promise<VaultToken | undefined> {
     let stored: string | null;
     try {
-      stored = await this.#redis.get(this.#key);
+      stored = await guardOf(this.#redis).run(() => this.#redis.get(this.#key));
     } catch {
       return undefined;
     }
@@ -84,7 +85,7 @@ export class RedisTokenVault implements TokenVault {
     const body = Buffer.concat([cipher.update(JSON.stringify(token), "utf8"), cipher.final()]);
     const sealed = Buffer.concat([iv, cipher.getAuthTag(), body]).toString("base64url");
     try {
-      await this.#redis.set(this.#key, sealed, "PX", ttl);
+      await guardOf(this.#redis).run(() => this.#redis.set(this.#key, sealed, "PX", ttl));
     } catch {
       // Not shared this time: the others fetch their own.
     }
@@ -92,7 +93,11 @@ export class RedisTokenVault implements TokenVault {
 
   async lock(): Promise<boolean> {
     try {
-      return (await this.#redis.set(this.#lockKey, this.#owner, "PX", VAULT_LOCK_MS, "NX")) === "OK";
+      return (
+        (await guardOf(this.#redis).run(() =>
+          this.#redis.set(this.#lockKey, this.#owner, "PX", VAULT_LOCK_MS, "NX"),
+        )) === "OK"
+      );
     } catch {
       return true; // Redis down: behave as a single instance
     }
@@ -101,11 +106,13 @@ export class RedisTokenVault implements TokenVault {
   async unlock(): Promise<void> {
     try {
       // Only our own lock (it may have expired and been taken by another instance meanwhile).
-      await this.#redis.eval(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        1,
-        this.#lockKey,
-        this.#owner,
+      await guardOf(this.#redis).run(() =>
+        this.#redis.eval(
+          "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+          1,
+          this.#lockKey,
+          this.#owner,
+        ),
       );
     } catch {
       // It expires by itself.

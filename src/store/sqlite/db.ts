@@ -2,7 +2,7 @@
  * The embedded SQLite database (one file per instance): opening it with its migrations applied, and
  * the batched "last seen" writes the session and API-key stores share.
  */
-import { mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 
@@ -59,9 +59,18 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX audit_tenant_ts ON audit (tenant, ts);`,
 ];
 
-/** Opens (creating if needed) the embedded database file with WAL and the migrations applied. */
+/**
+ * Opens (creating if needed) the embedded database file with WAL and the migrations applied. A new
+ * file is created 0600 (and its folder 0700) before SQLite opens it: it holds key hashes, session
+ * records, identity-signing private keys and the audit. SQLite gives its `-wal` and `-shm` files
+ * the database file's permissions. An existing file keeps the permissions its owner chose.
+ */
 export function openDatabase(file: string): DatabaseSync {
-  if (file !== ":memory:") mkdirSync(dirname(file), { recursive: true });
+  if (file !== ":memory:" && !file.startsWith("file:")) {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    // "a": create if missing, never truncate; the mode applies only to a file created here.
+    closeSync(openSync(file, "a", 0o600));
+  }
   const db = new DatabaseSync(file);
   // 16 KiB pages for a new file (an existing one keeps its size): audit rows are ~1 KB each, and
   // appending them costs about 30% less CPU than with 4 KiB pages (scratch measurement: 3.1 → 2.3

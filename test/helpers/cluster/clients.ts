@@ -86,15 +86,23 @@ export function sessionHeaders(key: string, sid: string): Record<string, string>
 
 /** A raw `tools/call where` POST on a session (no SDK client): the answer as fetch gives it. */
 export function postWhere(url: string, key: string, sid: string, id: number): Promise<Response> {
+  return postTool(url, key, sid, id, "where");
+}
+
+/** A raw `tools/call` of `tool` (no arguments) on a session. */
+export function postTool(
+  url: string,
+  key: string,
+  sid: string,
+  id: number,
+  tool: string,
+  signal?: AbortSignal,
+): Promise<Response> {
   return fetch(url, {
     method: "POST",
     headers: sessionHeaders(key, sid),
-    body: JSON.stringify({
-      jsonrpc: "2.0",
-      id,
-      method: "tools/call",
-      params: { name: "where", arguments: {} },
-    }),
+    body: JSON.stringify({ jsonrpc: "2.0", id, method: "tools/call", params: { name: tool, arguments: {} } }),
+    ...(signal ? { signal } : {}),
   });
 }
 
