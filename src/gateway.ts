@@ -16,6 +16,9 @@ import type { StreamRegistry } from "./session/streams.ts";
 import { adminRouter, type Health, publicRouter } from "./server/router.ts";
 import type { Route } from "./upstream/types.ts";
 
+/** How long the calls ended at the drain timeout get to write their EDGE_DRAINED answers (ms). */
+const DRAINED_WRITE_MS = 1000;
+
 export interface GatewayOptions {
   logger?: Logger;
   /**
@@ -245,8 +248,16 @@ export class Gateway {
     this.#public.closeIdleConnections();
     // The admin listener stays open while calls drain, so a load balancer's /readyz probe reads
     // 503 "draining" instead of a refused connection; it closes with everything else below.
-    if (!(await e.inflight.settled(this.config.drain.timeout)))
-      this.log.warn({ inflight: e.inflight.size }, "drain timeout: closing calls still in flight");
+    if (!(await e.inflight.settled(this.config.drain.timeout))) {
+      // Each call still running gets a coded JSON-RPC error (EDGE_DRAINED) on its own answer, not a
+      // bare end of stream, and its audit record says it was aborted by the drain.
+      this.log.warn(
+        { inflight: e.inflight.size },
+        "drain timeout: ending calls still in flight (EDGE_DRAINED)",
+      );
+      e.forwarder.abortCalls();
+      await e.inflight.settled(DRAINED_WRITE_MS);
+    }
     e.streams.closeClients();
     e.legacy.closeAll();
     this.#admin.close();

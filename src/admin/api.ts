@@ -19,6 +19,7 @@ import { sessionHash } from "../session/manager.ts";
 import type { SessionRecord } from "../store/types.ts";
 import { createKeyBody, type KeyService, keyView, rotateBody } from "./keys.ts";
 import { stats, statsRequest } from "./stats.ts";
+import type { AuthRefusals } from "../audit/auth-refusals.ts";
 
 /** The scope that makes an API key a tenant admin credential. */
 export const ADMIN_SCOPE = "mcp-edge:admin";
@@ -29,6 +30,8 @@ interface AdminCaller {
 }
 
 export interface AdminApiOptions {
+  /** Refused authentications by route, reason and address (root admins' `/api/stats`). */
+  authRefusals?: AuthRefusals;
   /** The root admin token; without it the API answers 404 EDGE_ADMIN_DISABLED. */
   token: string | undefined;
   keys: KeyService;
@@ -277,7 +280,10 @@ export class AdminApi {
 
     // Stats for the dashboard (src/admin/stats.ts): read-only, from audit records, scoped like audit.
     if (parts[1] === "stats" && parts.length === 2 && method === "GET" && this.#o.audit) {
-      return sendJson(res, 200, await stats(this.#o.audit, statsRequest(query, tenant)));
+      const answer = await stats(this.#o.audit, statsRequest(query, tenant));
+      // Refused authentications belong to no tenant (no credential was accepted): root admin only.
+      const authRefused = tenant === undefined ? (this.#o.authRefusals?.figures() ?? null) : null;
+      return sendJson(res, 200, { ...answer, auth_refused: authRefused });
     }
 
     if (parts[1] === "sessions") {

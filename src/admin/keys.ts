@@ -2,7 +2,7 @@ import { z } from "zod";
 import { isUsable, keyStatus, mintApiKey } from "../auth/apikey.ts";
 import { parseDuration } from "../config/units.ts";
 import { GatewayError } from "../errors/errors.ts";
-import type { ApiKeyRecord, ApiKeyStore } from "../store/types.ts";
+import { type ApiKeyRecord, type ApiKeyStore, keyServes } from "../store/types.ts";
 
 /** The tenant of keys created without one, until tenancy is configured. */
 export const DEFAULT_TENANT = "default";
@@ -22,6 +22,8 @@ const durationText = z
 export const createKeyBody = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "1-64 of A-Z a-z 0-9 . _ -"),
   server: z.string().min(1).max(64).optional(),
+  /** Several servers of the tenant, or `*` for all of them (instead of `server`). */
+  servers: z.union([z.literal("*"), z.array(z.string().min(1).max(64)).min(1).max(256)]).optional(),
   tenant: z.string().min(1).max(128).optional(),
   consumer: z.string().min(1).max(128).optional(),
   expires_in: durationText.optional(),
@@ -38,6 +40,7 @@ export function keyView(rec: ApiKeyRecord, now = Date.now()): Record<string, unk
     name: rec.name,
     prefix: `mcpe_${rec.id}`,
     server: rec.server,
+    servers: rec.server === "*" ? "*" : rec.server.split(","),
     tenant: rec.tenant,
     consumer: rec.consumer,
     status: keyStatus(rec, now),
@@ -87,13 +90,27 @@ export class KeyService {
     );
   }
 
+  /** The `server` value of a new key: one name, a sorted list (`a,b`), or `*`. */
+  #scopeOf(input: { server?: string | undefined; servers?: "*" | string[] | undefined }): string {
+    if (input.servers === undefined) return this.serverOf(input.server);
+    if (input.server !== undefined)
+      throw new GatewayError("EDGE_ADMIN_BAD_REQUEST", "give server or servers, not both");
+    if (input.servers === "*") return "*";
+    return [...new Set(input.servers.map((s) => this.serverOf(s)))].sort().join(",");
+  }
+
   async create(
     input: z.infer<typeof createKeyBody>,
     now = Date.now(),
   ): Promise<{ key: string; record: ApiKeyRecord }> {
-    const server = this.serverOf(input.server);
+    const server = this.#scopeOf(input);
     const tenant = input.tenant ?? DEFAULT_TENANT;
-    const existing = await this.#store.byName(server, tenant, input.name);
+    // A name is one key's at a time on every server it covers.
+    const existing = (await this.#store.list({ tenant })).filter(
+      (k) =>
+        k.name === input.name &&
+        (server === "*" || k.server === "*" || server.split(",").some((s) => keyServes(k.server, s))),
+    );
     if (existing.some((k) => isUsable(k, now) && k.rotatedTo === null)) {
       throw new GatewayError(
         "EDGE_ADMIN_CONFLICT",
@@ -129,13 +146,16 @@ export class KeyService {
     const byId = await this.#store.get(ref);
     if (
       byId &&
-      (!scope.server || byId.server === scope.server) &&
+      (!scope.server || keyServes(byId.server, scope.server)) &&
       (!scope.tenant || byId.tenant === scope.tenant)
     ) {
       return byId;
     }
     const server = this.serverOf(scope.server);
-    const named = await this.#store.byName(server, scope.tenant ?? DEFAULT_TENANT, ref);
+    // Keys valid for that server: its own, lists that name it, and `*` keys.
+    const named = (await this.#store.list({ server, tenant: scope.tenant ?? DEFAULT_TENANT })).filter(
+      (k) => k.name === ref,
+    );
     const found = named.find((k) => isUsable(k, now)) ?? named[0];
     if (!found) throw new GatewayError("EDGE_ADMIN_NOT_FOUND", `no key ${ref}`);
     return found;

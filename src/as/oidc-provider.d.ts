@@ -64,6 +64,11 @@ declare module "oidc-provider" {
     interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<OidcInteraction>;
   }
 
+  export const interactionPolicy: {
+    base(): { get(name: string): { checks: { add(check: unknown): void } } };
+    Check: new (reason: string, description: string, check: (ctx: unknown) => boolean) => unknown;
+  };
+
   export const errors: Record<
     string,
     new (

@@ -27,7 +27,12 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { decodeJwt, exportJWK, generateKeyPair, type JWK } from "jose";
-import Provider, { errors as oidcErrors, type OidcClient, type OidcInteraction } from "oidc-provider";
+import Provider, {
+  errors as oidcErrors,
+  interactionPolicy,
+  type OidcClient,
+  type OidcInteraction,
+} from "oidc-provider";
 import type { Config } from "../config/schema.ts";
 import type { Egress } from "../egress/index.ts";
 import { type AsEvent, asChannel } from "../observability/channels.ts";
@@ -38,6 +43,8 @@ import { accountId, adapterFor, parseAccountId, sha256 } from "./adapter.ts";
 import { loopbackMatch, normalizeRegistration, redirectUriProblems } from "./clients.ts";
 import { invalidGrant, RefreshGrace, type TokenAnswer } from "./grace.ts";
 import type { InteractionView, LoginEnv, LoginMethod, LoginResult } from "./login.ts";
+import type { Principal } from "../auth/types.ts";
+import type { ConnectChain } from "./chain.ts";
 import { LoginRevoked } from "./login.ts";
 import { consentPage, describeScope, errorPage } from "./pages.ts";
 import { GRANT_CLAIM, LocalVerifier, Revocations, TOOLS_CLAIM } from "./verify.ts";
@@ -49,6 +56,7 @@ const SIGNING_KIND = "SigningKey";
 const ACCOUNT_KIND = "Account";
 const CONSENT_KIND = "Consent";
 const CLIENT_SEEN_KIND = "ClientSeen";
+const IMPLICIT_SCOPE = "mcp:tools";
 
 export interface AuthorizationServerDeps {
   config: Config;
@@ -60,6 +68,8 @@ export interface AuthorizationServerDeps {
   announce?: (id: string) => void;
   /** DCR rate limit: true when a registration from this address may go ahead. */
   mayRegister?: (address: string) => boolean;
+  /** The connections a route needs, chained right after consent (`chain.ts`). */
+  chain?: ConnectChain;
 }
 
 interface FetchInit {
@@ -98,6 +108,9 @@ export class AuthorizationServer {
     for (const s of Object.values(cfg.servers)) {
       if (!s.auth.includes("oauth")) continue;
       const scopes = [...new Set([...s.scopes.default, ...Object.values(s.scopes.tools).flat()])];
+      // oidc-provider issues a token for a resource only with a scope of it: a route that defines
+      // none gets `mcp:tools` (which it does not check).
+      if (scopes.length === 0) scopes.push(IMPLICIT_SCOPE);
       this.#resources.set(`${this.issuer}${s.route}`, scopes);
     }
     this.#scopes = new Set([...this.#resources.values()].flat());
@@ -244,7 +257,10 @@ export class AuthorizationServer {
         device_authorization: "/as/device/auth",
         backchannel_authentication: "/as/backchannel",
       },
-      interactions: { url: (_ctx: unknown, i: { uid: string }) => `/as/interaction/${i.uid}` },
+      interactions: {
+        url: (_ctx: unknown, i: { uid: string }) => `/as/interaction/${i.uid}`,
+        policy: consentAlways(),
+      },
       features: {
         devInteractions: { enabled: false },
         registration: { enabled: as.registration.dcr.enabled, initialAccessToken: false },
@@ -416,7 +432,15 @@ export class AuthorizationServer {
         signal,
       });
       const chunks: Buffer[] = [];
-      for await (const c of res.body) chunks.push(c);
+      let size = 0;
+      for await (const c of res.body) {
+        size += c.length;
+        if (size > cimd.maxBytes) {
+          res.body.destroy();
+          throw Object.assign(new Error("client metadata document too large"), { code: "too_large" });
+        }
+        chunks.push(c);
+      }
       const headers = new Headers();
       for (const [k, v] of Object.entries(res.headers)) if (typeof v === "string") headers.set(k, v);
       this.#event({
@@ -462,6 +486,10 @@ export class AuthorizationServer {
       void this.#login2(req, res, path, query).catch((err: unknown) => this.#crash(res, err));
       return true;
     }
+    if (path === "/authorize" && (req.method === "GET" || req.method === "HEAD")) {
+      this.#provide(req, res, this.#withDefaultScope(query));
+      return true;
+    }
     if (
       path === "/authorize" ||
       path.startsWith("/authorize/") ||
@@ -476,6 +504,24 @@ export class AuthorizationServer {
       return true;
     }
     return false;
+  }
+
+  /**
+   * An authorization request that names none of the route's scopes gets the route's default
+   * scopes (RFC 6749 §3.3: the AS may apply a default): MCP clients often send no `scope`.
+   */
+  #withDefaultScope(query: URLSearchParams): string {
+    const only = this.#resources.size === 1 ? [...this.#resources.keys()][0] : undefined;
+    const resource = query.get("resource") ?? only;
+    const routeScopes = resource ? this.#resources.get(resource) : undefined;
+    const asked = (query.get("scope") ?? "").split(" ").filter(Boolean);
+    if (routeScopes && !asked.some((s) => routeScopes.includes(s))) {
+      const server = this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource ?? "")];
+      const defaults =
+        server && server.scopes.default.length > 0 ? server.scopes.default : routeScopes.slice(0, 1);
+      query.set("scope", [...asked, ...defaults].join(" "));
+    }
+    return `/authorize?${query.toString()}`;
   }
 
   #crash(res: ServerResponse, err: unknown): void {
@@ -630,7 +676,11 @@ export class AuthorizationServer {
       this.#event({ leg: "registration", outcome: "refused", reason: "invalid_redirect_uri" });
       return this.#json(res, 400, { error: "invalid_redirect_uri", error_description: problems });
     }
-    const normalized = normalizeRegistration(doc as Record<string, unknown>, this.#scopes);
+    // `openid` and `offline_access` stay registrable: clients (mcp-remote) ask for offline_access.
+    const normalized = normalizeRegistration(
+      doc as Record<string, unknown>,
+      new Set(["openid", "offline_access", ...this.#scopes]),
+    );
     const a = await this.#capture(req, JSON.stringify(normalized));
     if (a.status === 201) {
       // An unused registration expires: the record is kept `unusedTtl` until a login completes.
@@ -814,6 +864,19 @@ export class AuthorizationServer {
       );
     }
     const view = await this.#view(details);
+    if (action === "connected") {
+      // Back from a chained connection (success or not): the next one, or finish.
+      req.resume();
+      const login = await this.#login(details.session?.accountId ?? "");
+      const tried = (new URL(req.url ?? "/", this.issuer).searchParams.get("tried") ?? "")
+        .split(",")
+        .filter((t) => t !== "");
+      const resource =
+        view.resource ?? (this.#resources.size === 1 ? [...this.#resources.keys()][0] : undefined);
+      const consented = (details.result as { consent?: unknown } | undefined)?.consent !== undefined;
+      if (consented && login && (await this.#chainConnections(res, view.uid, resource, login, tried))) return;
+      return void res.writeHead(303, { location: details.returnTo, "cache-control": "no-store" }).end();
+    }
     if (details.prompt.name === "login") {
       req.resume();
       this.#event({
@@ -879,10 +942,11 @@ export class AuthorizationServer {
     }
     const routeScopes = this.#resources.get(resource) ?? [];
     let wanted = view.scopes.filter((s) => routeScopes.includes(s));
-    if (wanted.length === 0)
-      wanted = [
-        ...(this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource)]?.scopes.default ?? []),
-      ];
+    if (wanted.length === 0) {
+      const server = this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource)];
+      wanted =
+        server && server.scopes.default.length > 0 ? [...server.scopes.default] : routeScopes.slice(0, 1);
+    }
     if (login.scopes) wanted = wanted.filter((s) => login.scopes!.includes(s));
     const consentId = sha256(`${account}\n${view.clientId}\n${resource}`);
     const remembered = await this.#d.store.get(CONSENT_KIND, consentId);
@@ -963,7 +1027,39 @@ export class AuthorizationServer {
     this.#event({ leg: "consent", outcome: "ok", grantId, reason: skip ? "remembered" : "granted", ...base });
     details.result = { ...(details.result ?? {}), consent: { grantId } };
     await details.save(Math.max(1, details.exp - Math.floor(Date.now() / 1000)));
+    if (await this.#chainConnections(res, view.uid, resource, login, [])) return;
     res.writeHead(303, { location: details.returnTo, "cache-control": "no-store" }).end();
+  }
+
+  /**
+   * After consent: sends the browser through the next connection the route needs that the person
+   * has not made (`chain.ts`), to come back to `/as/interaction/{uid}/connected`. False when none
+   * is left (or no vault): the authorization finishes.
+   */
+  async #chainConnections(
+    res: ServerResponse,
+    uid: string,
+    resource: string | undefined,
+    login: LoginResult,
+    tried: readonly string[],
+  ): Promise<boolean> {
+    const chain = this.#d.chain;
+    if (!chain) return false;
+    const principal: Principal = {
+      id: `oauth:${this.issuer}:${login.tenant ?? ""}:${login.subject}`,
+      method: "oauth",
+      tenant: login.tenant,
+      subject: login.subject,
+      issuer: this.issuer,
+      scopes: [],
+    };
+    return chain.next(
+      res,
+      resource,
+      principal,
+      tried,
+      (t) => `/as/interaction/${encodeURIComponent(uid)}/connected?tried=${encodeURIComponent(t.join(","))}`,
+    );
   }
 
   async #login2(
@@ -1069,6 +1165,23 @@ export class AuthorizationServer {
 }
 
 // ---- helpers
+
+/**
+ * oidc-provider's interaction policy, with consent asked whenever no grant of this AS exists yet
+ * (every grant the consent page saves holds `openid`): a route without scopes would otherwise
+ * have nothing missing to consent to, and no grant to issue from.
+ */
+function consentAlways(): unknown {
+  const policy = interactionPolicy.base();
+  const consent = policy.get("consent");
+  consent.checks.add(
+    new interactionPolicy.Check("no_grant", "no grant yet", (ctx: unknown) => {
+      const grant = (ctx as { oidc: { grant?: { getOIDCScopeEncountered(): string } } }).oidc.grant;
+      return !(grant?.getOIDCScopeEncountered() ?? "").split(" ").includes("openid");
+    }),
+  );
+  return policy;
+}
 
 /**
  * The request again, with a body the AS read (and may have rewritten) readable once more: a

@@ -28,6 +28,7 @@ const FAILURE_CODES: ReadonlySet<string> = new Set([
   "EDGE_UPSTREAM_BAD_RESPONSE",
   "EDGE_UPSTREAM_TIMEOUT",
   "EDGE_INTERNAL",
+  "EDGE_DRAINED",
 ]);
 
 const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
@@ -51,8 +52,9 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
   const messages = ctx.messages;
   if (!messages) {
     // Refused (or failed) before the body was read: any such POST may have been a tool call, so it
-    // is recorded, with what is known. GET/DELETE carry no call.
-    if (ctx.httpMethod !== "POST" || !error) return [];
+    // is recorded, with what is known. GET/DELETE carry no call. Refused authentications are the
+    // exception: anyone can send them in floods, so they are recorded sampled (auth-refusals.ts).
+    if (ctx.httpMethod !== "POST" || !error || isAuthRefusal(error)) return [];
     const outcome: AuditOutcome = { kind: "http_error", status: error.status, code: error.code };
     return [draftOf(ev, now, "request", null, null, null, outcome)];
   }
@@ -61,7 +63,8 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     if (!isRequest(m) || !AUDITED_METHODS.has(m.method)) continue;
     const known = ctx.outcomes?.get(requestIdKey(m.id));
     let outcome: AuditOutcome;
-    if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
+    if (error?.code === "EDGE_DRAINED") outcome = { kind: "aborted", code: error.code };
+    else if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
     else if (known?.kind === "rpc_error") outcome = { kind: "rpc_error", code: known.code };
     else if (known) outcome = known;
     else if (ev.status === 0 || ctx.clientLeft) outcome = { kind: "aborted" };
@@ -82,12 +85,44 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     if (rawArgs !== undefined) draft.rawArgs = rawArgs;
     // The edge's own error in place of the answer: the record names its code.
     if (!error && known?.kind === "rpc_error" && known.edgeCode !== undefined) draft.code = known.edgeCode;
+    // A call the edge ended (the drain) names why, as a refusal names its code.
+    if (outcome.kind === "aborted" && outcome.code !== undefined) draft.code = outcome.code;
     // Egress proxy: the server's outbound requests during the call (every call of a batch gets
     // them: the process's requests carry no id). Copied: the array may still grow.
     if (ctx.egress && ctx.egress.length > 0) draft.egress = ctx.egress.slice();
     (drafts ??= []).push(draft);
   }
   return drafts ?? [];
+}
+
+/** A refused authentication: 401, or 403 for the credential's tenant (before the body is read). */
+export function isAuthRefusal(error: { status: number; code: string } | undefined): boolean {
+  return (
+    error !== undefined &&
+    (error.status === 401 || error.status === 403) &&
+    (error.code.startsWith("EDGE_AUTH_") || error.code.startsWith("EDGE_TENANT_"))
+  );
+}
+
+/**
+ * The audit record of a refused authentication: a `request` record (the body was not read) whose
+ * `detail` names the source address and the reason, and how many refusals from that address were
+ * not recorded since its previous record (sampling). Nothing of the presented credential.
+ */
+export function draftFromAuthRefusal(
+  ev: RequestEndEvent,
+  address: string,
+  suppressed: number,
+  now = Date.now(),
+): AuditDraft {
+  const error = ev.error as NonNullable<RequestEndEvent["error"]>;
+  const d = draftOf(ev, now, "request", null, null, null, {
+    kind: "http_error",
+    status: error.status,
+    code: error.code,
+  });
+  d.detail = { address, reason: error.code, suppressed: String(suppressed) };
+  return d;
 }
 
 /**

@@ -1,6 +1,8 @@
 /**
  * The audit log: subscribes to the pipeline's diagnostics channels, queues drafts, and writes them
- * in batches off the request path.
+ * in batches off the request path. One file of ~660 lines on purpose: the queue, the spool, the
+ * two ways of chaining and the write-ahead entries share one flush sequence and its state (what
+ * is spooled decides where the next record and the next entry go).
  *
  *   publish ──▶ draft (field copies) ──▶ queue ──(every flushInterval)──▶ finalize ▶ chain ▶ store
  *                                                                                  └─ store down ▶ spool
@@ -22,6 +24,12 @@
  *   refuses `tools/call` with 503 EDGE_AUDIT_UNAVAILABLE rather than run a call unaudited.
  * - On stop the queue is flushed; after a SIGKILL at most the drafts of the last flush interval
  *   (default 100 ms) are missing.
+ * - Write-ahead (`ahead`): before an audited call is forwarded, an entry for it is stored (or, the
+ *   store down, spooled), awaited. The call's record removes it in the transaction that stores the
+ *   record. Entries whose writer is gone (a SIGKILL; a crash) are recovered as records with
+ *   outcome `unknown`: by this process at start when one process writes the store, by any live
+ *   instance once the writer's heartbeat is stale when several do. So a call that reached the
+ *   upstream is recorded even if the edge died before the answer.
  */
 import { randomBytes } from "node:crypto";
 import diagnostics_channel from "node:diagnostics_channel";
@@ -30,6 +38,7 @@ import {
   type AdminEvent,
   adminChannel,
   type RequestEndEvent,
+  type RequestFacts,
   requestEndChannel,
   type SessionEvent,
   sessionChannel,
@@ -40,7 +49,8 @@ import {
 } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
 import { chainRecord, type VerifyReport, verifyChains } from "./chain.ts";
-import { type Heads } from "../store/types.ts";
+import { GatewayError } from "../errors/errors.ts";
+import { type Heads, type OpenCall, openKey } from "../store/types.ts";
 import {
   draftFromAdmin,
   draftFromAs,
@@ -48,7 +58,15 @@ import {
   draftFromVault,
   draftsFromRequestEnd,
 } from "./events.ts";
-import { type ArgsPolicy, type AuditDraft, type FinalRecord, finalizeDraft, GENESIS } from "./record.ts";
+import {
+  type ArgsPolicy,
+  type AuditDraft,
+  type AuditOutcome,
+  type FinalRecord,
+  finalizeDraft,
+  GENESIS,
+} from "./record.ts";
+import { requestIdKey, type RpcId } from "../mcp/jsonrpc.ts";
 import { type KeyedFinal, Spool, type SpoolEntry } from "./spool.ts";
 import { AuditChainConflictError, finalOf } from "../store/audit-rows.ts";
 import {
@@ -61,6 +79,25 @@ import {
 
 /** Records per store call when the store chains (one transaction each). */
 const CHAINED_BATCH = 1000;
+
+/** How long a call waits for its write-ahead entry to be stored before it is spooled instead (ms). */
+const AHEAD_WAIT_MS = 500;
+/** Several writers: how often an instance renews its heartbeat and looks for orphans (ms). */
+const AHEAD_BEAT_MS = 5000;
+/** A writer whose heartbeat is older than this is gone: its entries are recovered (ms). */
+export const AHEAD_STALE_MS = 3 * AHEAD_BEAT_MS;
+/** Entries recovered per look. */
+const AHEAD_RECOVER_BATCH = 1000;
+
+/** The record of a call whose instance stopped before it was answered. */
+function recoveredRecord(o: OpenCall): FinalRecord {
+  const r = JSON.parse(o.record) as FinalRecord;
+  return {
+    ...r,
+    outcome: { kind: "unknown" },
+    detail: { reason: "the instance stopped before the call was answered" },
+  };
+}
 
 type AppendChained = NonNullable<AuditStore["appendChained"]>;
 
@@ -119,6 +156,15 @@ export class AuditLog {
   #closed = false;
   /** Set for the last flush at stop: the spool takes everything, over its cap if it must. */
   #force = false;
+  /** This process as a writer of write-ahead entries (recovery tells writers apart by it). */
+  readonly instance = randomBytes(9).toString("base64url");
+  /** Write-ahead entries of this event-loop turn, stored together. */
+  #opening: OpenCall[] = [];
+  #openingDone: Promise<void> | undefined;
+  /** Orphaned entries turned into records, chained at the next flush. */
+  #recovered: { key: string; final: FinalRecord }[] = [];
+  #aheadTimer: NodeJS.Timeout | undefined;
+  #recovering = false;
   /** Only requests to these routes are recorded (another gateway in the same process has its own). */
   #routes: { has(route: Route): boolean } | undefined;
   readonly #onEnd = (m: unknown) => this.#enqueueAll(this.#ownRequest(m as RequestEndEvent));
@@ -153,18 +199,19 @@ export class AuditLog {
       // in spool order, and the spool rewritten chained, so that new records follow them.
       if (!o.store.appendChained) {
         let unchained = false;
-        const chained = entries.map((e) => {
+        const converted = entries.map((e): SpoolEntry => {
+          if (e.kind === "open") return e;
           if (e.kind === "final") {
             unchained = true;
-            return chainRecord(heads, e.final);
+            return { kind: "chained", chained: chainRecord(heads, e.final) };
           }
           const c = e.chained;
           const h = heads.get(c.record.chain);
           if (!h || c.record.seq > h.seq)
             heads.set(c.record.chain, { seq: c.record.seq, hash: c.record.hash });
-          return c;
+          return e;
         });
-        if (unchained) spool.rewrite(chained.map((c) => ({ kind: "chained", chained: c })));
+        if (unchained) spool.rewrite(converted);
       }
     }
     const audit = new AuditLog(o, heads, spool);
@@ -175,7 +222,144 @@ export class AuditLog {
     }
     audit.#timer = setInterval(() => void audit.flush(), o.flushInterval ?? 100);
     audit.#timer.unref();
+    await audit.#beat();
+    await audit.#recover();
+    // Several writers: stay visible as alive, and recover what instances that died left open.
+    if (audit.#appendChained) {
+      audit.#aheadTimer = setInterval(() => {
+        void audit.#beat().then(() => audit.#recover());
+      }, AHEAD_BEAT_MS);
+      audit.#aheadTimer.unref();
+    }
     return audit;
+  }
+
+  async #beat(): Promise<void> {
+    await this.#store.seen(this.instance).catch(() => undefined);
+  }
+
+  /** Records, with outcome `unknown`, the write-ahead entries of writers that are gone. */
+  async #recover(): Promise<void> {
+    if (this.#recovering || this.#closed) return;
+    this.#recovering = true;
+    try {
+      const orphans = await this.#store.orphanCalls(this.instance, AHEAD_STALE_MS, AHEAD_RECOVER_BATCH);
+      if (orphans.length === 0) return;
+      // The key makes two instances recovering the same entry store one record.
+      for (const o of orphans) this.#recovered.push({ key: `ahead:${o.key}`, final: recoveredRecord(o) });
+      this.#o.log.warn(
+        { calls: orphans.length },
+        "audit: calls in flight when an instance stopped are recorded with outcome unknown",
+      );
+      await this.flush();
+    } catch (err) {
+      this.#o.log.debug({ err }, "audit: write-ahead entries could not be read");
+    } finally {
+      this.#recovering = false;
+    }
+  }
+
+  /**
+   * A stream taken over from an instance that died (distributed mode): the write-ahead entries of
+   * its POST become this instance's (no longer orphans to recover as `unknown`), and `complete`
+   * records them with the outcomes this instance relayed.
+   */
+  async adopt(requestId: string): Promise<OpenCall[]> {
+    try {
+      return await this.#store.adoptCalls(requestId, this.instance);
+    } catch (err) {
+      this.#o.log.warn({ err }, "audit: write-ahead entries of a taken-over call could not be adopted");
+      return [];
+    }
+  }
+
+  /**
+   * Records adopted calls with their outcomes (keyed by requestIdKey of their JSON-RPC ids); a call
+   * without one is `unknown`. The write key is the one a recovery would use: one record per call.
+   */
+  complete(entries: readonly OpenCall[], outcomes: ReadonlyMap<string, AuditOutcome> | undefined): void {
+    const now = new Date().toISOString();
+    for (const o of entries) {
+      const r = JSON.parse(o.record) as FinalRecord;
+      let outcome: AuditOutcome | undefined;
+      try {
+        outcome = r.rpcId !== null ? outcomes?.get(requestIdKey(JSON.parse(r.rpcId) as RpcId)) : undefined;
+      } catch {
+        outcome = undefined;
+      }
+      this.#recovered.push({
+        key: `ahead:${o.key}`,
+        final: {
+          ...r,
+          time: now,
+          outcome: outcome ?? { kind: "unknown" },
+          detail: { reason: "the instance relaying the call stopped; another took its stream over" },
+        },
+      });
+    }
+  }
+
+  /**
+   * Write-ahead: stores an entry for each audited call of the request, before it is forwarded;
+   * resolves once it is stored, or spooled when the store does not take it within AHEAD_WAIT_MS.
+   * Rejects with EDGE_AUDIT_UNAVAILABLE when neither did (the call is refused rather than run
+   * without a trace). Undefined when the request holds no audited call.
+   */
+  ahead(facts: RequestFacts): Promise<void> | undefined {
+    if (this.#closed || (this.#routes && !this.#routes.has(facts.route))) return undefined;
+    const drafts = draftsFromRequestEnd({ request: facts, status: 0, error: undefined, durationMs: 0 });
+    let added = false;
+    const at = Date.now();
+    for (const d of drafts) {
+      if (d.type !== "call") continue;
+      d.outcome = { kind: "unknown" };
+      d.decision = "allowed";
+      d.status = null;
+      d.code = null;
+      d.latencyMs = null;
+      d.upstreamMs = null;
+      const final = this.#finalize(d);
+      const key = openKey(final);
+      if (key === undefined) continue;
+      this.#opening.push({ key, instance: this.instance, at, record: JSON.stringify(final) });
+      added = true;
+    }
+    if (!added) return undefined;
+    this.#openingDone ??= new Promise<void>((r) => setImmediate(r)).then(() => this.#writeAhead());
+    return this.#openingDone;
+  }
+
+  async #writeAhead(): Promise<void> {
+    const batch = this.#opening;
+    this.#opening = [];
+    this.#openingDone = undefined;
+    // Known down (or a spool still waiting for it): straight to the spool.
+    if (this.#storeUp || Date.now() >= this.#retryAt) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          this.#store.openCalls(batch),
+          new Promise((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error("write-ahead entry not stored in time")),
+              AHEAD_WAIT_MS,
+            );
+          }),
+        ]);
+        return;
+      } catch (err) {
+        this.#down(err);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    try {
+      if (!this.#spool) throw new Error("no spool");
+      this.#spool.appendOpen(batch);
+    } catch (err) {
+      this.#o.log.error({ err }, "audit: a write-ahead entry could not be kept; the call is refused");
+      throw new GatewayError("EDGE_AUDIT_UNAVAILABLE");
+    }
   }
 
   /** Records requests to these routes only. */
@@ -270,7 +454,7 @@ export class AuditLog {
     if (this.#appendChained) return this.#flushStoreChained(this.#appendChained);
     const spool = this.#spool;
     if (spool && spool.size > 0 && Date.now() >= this.#retryAt) await this.#replay(spool);
-    if (this.#queue.length === 0 && this.#limbo.length === 0) return;
+    if (this.#queue.length === 0 && this.#limbo.length === 0 && this.#recovered.length === 0) return;
     const spooling = (spool?.size ?? 0) > 0 || (!spool && !this.#storeUp && Date.now() < this.#retryAt);
     // Spool full and the store still out: drafts stay queued, unchained, until there is room.
     if (spooling && spool?.full && !this.#force) return;
@@ -278,6 +462,7 @@ export class AuditLog {
     this.#queue = [];
     const batch = this.#limbo;
     this.#limbo = [];
+    for (const r of this.#recovered.splice(0)) batch.push(chainRecord(this.#heads, r.final));
     for (const d of drafts) batch.push(chainRecord(this.#heads, this.#finalize(d)));
     if (!spooling) {
       try {
@@ -301,10 +486,20 @@ export class AuditLog {
   }
 
   async #replay(spool: Spool): Promise<void> {
-    // One writer: the spool holds chained records only (open() chained any others).
-    const records = spool.readAll().flatMap((e) => (e.kind === "chained" ? [e.chained] : []));
+    // One writer: the spool holds chained records (open() chained any others) and write-ahead
+    // entries, replayed in order (a call's entry, then its record, which removes it).
+    const entries = spool.readAll();
+    const records: ChainedRecord[] = [];
     try {
-      for (let i = 0; i < records.length; i += 1000) await this.#store.append(records.slice(i, i + 1000));
+      for (const run of runsOf(entries)) {
+        if (run[0]?.kind === "open") {
+          await this.#store.openCalls(run.map((e) => (e as SpoolEntry & { kind: "open" }).open));
+          continue;
+        }
+        const chained = run.flatMap((e) => (e.kind === "chained" ? [e.chained] : []));
+        await this.#store.append(chained);
+        records.push(...chained);
+      }
     } catch (err) {
       this.#down(err);
       return;
@@ -323,13 +518,15 @@ export class AuditLog {
   async #flushStoreChained(append: AppendChained): Promise<void> {
     const spool = this.#spool;
     if (spool && spool.size > 0 && Date.now() >= this.#retryAt) await this.#replayStoreChained(spool, append);
-    if (this.#queue.length === 0 && this.#limboFinal.length === 0) return;
+    if (this.#queue.length === 0 && this.#limboFinal.length === 0 && this.#recovered.length === 0) return;
     const spooling = (spool?.size ?? 0) > 0 || (!spool && !this.#storeUp && Date.now() < this.#retryAt);
     if (spooling && spool?.full && !this.#force) return;
     const drafts = this.#queue;
     this.#queue = [];
     let batch = this.#limboFinal;
     this.#limboFinal = [];
+    // Recovered records go as retries: another instance may have stored the same one (same key).
+    batch.push(...this.#recovered.splice(0));
     const retried = batch.length;
     for (const d of drafts)
       batch.push({
@@ -382,7 +579,9 @@ export class AuditLog {
         let j = i;
         while (j < entries.length && j - i < CHAINED_BATCH && (entries[j] as SpoolEntry).kind === kind) j++;
         const run = entries.slice(i, j);
-        if (kind === "final") {
+        if (kind === "open") {
+          await this.#store.openCalls(run.map((e) => (e as SpoolEntry & { kind: "open" }).open));
+        } else if (kind === "final") {
           const finals = run as (SpoolEntry & { kind: "final" })[];
           this.#stored(
             await append(
@@ -497,6 +696,8 @@ export class AuditLog {
     this.#force = true;
     await this.flush();
     this.#closed = true;
+    if (this.#aheadTimer) clearInterval(this.#aheadTimer);
+    await this.#store.gone(this.instance).catch(() => undefined);
     const left = this.stats();
     if (left.queued > 0 || left.spooled > 0) {
       this.#o.log.warn(left, "audit: records left in the spool (replayed at the next start)");
@@ -504,4 +705,19 @@ export class AuditLog {
     this.#spool?.close();
     await this.#store.close();
   }
+}
+
+/** Consecutive entries of one kind, at most CHAINED_BATCH each (a spool is replayed in order). */
+function runsOf(entries: readonly SpoolEntry[]): SpoolEntry[][] {
+  const runs: SpoolEntry[][] = [];
+  let run: SpoolEntry[] = [];
+  for (const e of entries) {
+    if (run.length > 0 && (run[0]?.kind !== e.kind || run.length >= CHAINED_BATCH)) {
+      runs.push(run);
+      run = [];
+    }
+    run.push(e);
+  }
+  if (run.length > 0) runs.push(run);
+  return runs;
 }

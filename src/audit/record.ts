@@ -20,7 +20,13 @@ export type AuditOutcome =
   | { kind: "rpc_error"; code: number }
   /** An HTTP error answer: the edge's own (with its code) or the upstream's (code null). */
   | { kind: "http_error"; status: number; code: string | null }
-  | { kind: "aborted" };
+  /** The client went away; with a code, the edge ended the call (EDGE_DRAINED: the drain timeout). */
+  | { kind: "aborted"; code?: string }
+  /**
+   * The call reached the upstream and its instance stopped before it was answered (SIGKILL, a
+   * crash): recorded from its write-ahead entry when an instance recovered it.
+   */
+  | { kind: "unknown" };
 
 /** Arguments as recorded: always the digest; the value itself in `redacted` and `full` modes. */
 export interface AuditArgs {

@@ -8,6 +8,10 @@
  *   `{"key": "<write key>", "final": {...}}`. It is chained when the store takes it, after whatever
  *   the other writers stored meanwhile; the write key makes that replay store it once.
  *
+ * - a write-ahead entry (a call about to be forwarded while the store is down): `{"open": {...}}`.
+ *   A replay stores it as the store would have; the record of the call, later in the spool, then
+ *   removes it.
+ *
  * Spools written before the second kind existed hold only the first and are replayed as they were.
  *
  * Durability (docs/audit.md): every append is one write followed by fdatasync, so a spooled batch
@@ -28,7 +32,7 @@ import {
 } from "node:fs";
 import { dirname } from "node:path";
 import type { AuditRecord, FinalRecord } from "./record.ts";
-import type { ChainedRecord } from "../store/types.ts";
+import type { ChainedRecord, OpenCall } from "../store/types.ts";
 
 /** A finalized record and its write key (unique across writers), waiting to be chained by the store. */
 export interface KeyedFinal {
@@ -37,9 +41,13 @@ export interface KeyedFinal {
 }
 
 /** One spooled record: chained in memory, or finalized and waiting for the store to chain it. */
-export type SpoolEntry = { kind: "chained"; chained: ChainedRecord } | ({ kind: "final" } & KeyedFinal);
+export type SpoolEntry =
+  | { kind: "chained"; chained: ChainedRecord }
+  | ({ kind: "final" } & KeyedFinal)
+  | { kind: "open"; open: OpenCall };
 
 function lineOf(e: SpoolEntry): string {
+  if (e.kind === "open") return `${JSON.stringify({ open: e.open })}\n`;
   return e.kind === "chained"
     ? `${JSON.stringify({ hash: e.chained.record.hash, text: e.chained.text })}\n`
     : `${JSON.stringify({ key: e.key, final: e.final })}\n`;
@@ -91,6 +99,12 @@ export class Spool {
   appendFinal(records: readonly KeyedFinal[]): void {
     if (records.length === 0) return;
     this.#write(records.map((r) => lineOf({ kind: "final", ...r })).join(""), records.length);
+  }
+
+  /** Appends write-ahead entries, and syncs (before their calls are forwarded). Throws as `append` does. */
+  appendOpen(entries: readonly OpenCall[]): void {
+    if (entries.length === 0) return;
+    this.#write(entries.map((open) => lineOf({ kind: "open", open })).join(""), entries.length);
   }
 
   #write(text: string, count: number): void {
@@ -174,8 +188,16 @@ export class Spool {
       const line = data.subarray(start, nl).toString("utf8");
       start = nl + 1;
       try {
-        const entry = JSON.parse(line) as { hash?: unknown; text?: unknown; key?: unknown; final?: unknown };
-        if (typeof entry.key === "string" && entry.final !== null && typeof entry.final === "object") {
+        const entry = JSON.parse(line) as {
+          hash?: unknown;
+          text?: unknown;
+          key?: unknown;
+          final?: unknown;
+          open?: unknown;
+        };
+        if (entry.open !== null && typeof entry.open === "object") {
+          out.push({ kind: "open", open: entry.open as OpenCall });
+        } else if (typeof entry.key === "string" && entry.final !== null && typeof entry.final === "object") {
           out.push({ kind: "final", key: entry.key, final: entry.final as FinalRecord });
         } else if (typeof entry.hash === "string" && typeof entry.text === "string") {
           const record = { ...(JSON.parse(entry.text) as Omit<AuditRecord, "hash">), hash: entry.hash };

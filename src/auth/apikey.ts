@@ -1,7 +1,7 @@
 import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import { GatewayError } from "../errors/errors.ts";
 import { KEY_CACHE_TTL_MS } from "../store/key-cache.ts";
-import type { ApiKeyRecord, ApiKeyStore } from "../store/types.ts";
+import { type ApiKeyRecord, type ApiKeyStore, keyServes } from "../store/types.ts";
 import type { Principal } from "./types.ts";
 
 /**
@@ -167,7 +167,7 @@ export class ApiKeyChecker {
       hashed = true;
       if (matches && id && rec) this.#remember(key, id, rec.hash);
     }
-    if (!rec || !matches || (server !== undefined && rec.server !== server) || !isUsable(rec, now)) {
+    if (!rec || !matches || (server !== undefined && !keyServes(rec.server, server)) || !isUsable(rec, now)) {
       // A refusal costs the same whether the key was remembered or not: hash and compare.
       if (!hashed) this.#compare(this.#digest(key), rec);
       waitOutFloor(startedAt);

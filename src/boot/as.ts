@@ -1,4 +1,6 @@
 import { ApiKeyLogin } from "../as/apikey.ts";
+import { ConnectChain } from "../as/chain.ts";
+import { federationFromConfig } from "../as/federation.ts";
 import type { LoginMethod } from "../as/login.ts";
 import { AuthorizationServer } from "../as/server.ts";
 import type { Config } from "../config/schema.ts";
@@ -6,11 +8,13 @@ import type { Egress } from "../egress/index.ts";
 import type { Logger } from "../observability/logger.ts";
 import { PostgresAsStore } from "../store/postgres/as.ts";
 import { SqliteAsStore } from "../store/sqlite/as.ts";
+import type { ConnectPages } from "../vault/http.ts";
+import type { Vault } from "../vault/vault.ts";
 import type { Stores } from "./stores.ts";
 
 /**
  * The login methods of the authorization server, in the order its chooser page lists them.
- * API-key sign-in needs nothing but the key store; federation (`login.idp`) is added here.
+ * API-key sign-in needs nothing but the key store; then the federated IdPs (`login.idp`, `login.idps`).
  */
 export function loginMethods(
   config: Config,
@@ -27,6 +31,7 @@ export function loginMethods(
       }),
     );
   }
+  methods.push(...(federationFromConfig(config, deps)?.methods() ?? []));
   return methods;
 }
 
@@ -53,7 +58,13 @@ function registrationLimiter(quota: number, windowSec: number): (address: string
  */
 export async function createAuthorizationServer(
   config: Config,
-  deps: { stores: Stores; egress: Egress; log: Logger },
+  deps: {
+    stores: Stores;
+    egress: Egress;
+    log: Logger;
+    /** The token vault: its connections are chained right after consent. */
+    vault?: { vault: Vault; pages: ConnectPages } | undefined;
+  },
 ): Promise<AuthorizationServer | undefined> {
   const as = config.auth.authorizationServer;
   if (!as.enabled || !config.publicUrl) return undefined;
@@ -67,6 +78,7 @@ export async function createAuthorizationServer(
     log: deps.log.child({ component: "as" }),
     methods: loginMethods(config, deps),
     mayRegister: registrationLimiter(rate.quota, rate.windowSec),
+    ...(deps.vault ? { chain: new ConnectChain(config, deps.vault.vault, deps.vault.pages) } : {}),
     ...(shared ? { announce: (id: string) => shared.bus.publish({ k: "revoked", id }) } : {}),
   });
   // Expired records (codes, interactions, unused clients, old rotations) go hourly.

@@ -16,6 +16,7 @@ import type { Logger } from "../observability/logger.ts";
 import { type PipelineDeps, stageLists } from "../pipeline/lists.ts";
 import { Pipeline } from "../pipeline/pipeline.ts";
 import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
+import { AuthRefusals } from "../audit/auth-refusals.ts";
 import { CallLimiter } from "../ratelimit/limiter.ts";
 import { Inflight } from "../server/listener.ts";
 import { SessionManager, sessionHash } from "../session/manager.ts";
@@ -48,6 +49,8 @@ export interface Edge {
   readonly legacy: LegacyBridge;
   /** Calls in flight (POSTs and the streams they pump), for the drain. */
   readonly inflight: Inflight;
+  /** The Streamable HTTP forwarder (the drain ends its calls still in flight at `drain.timeout`). */
+  readonly forwarder: Forwarder;
   readonly pipeline: Pipeline;
   /** What the stage lists were built from (a reload builds them again with its changes). */
   readonly pipelineDeps: PipelineDeps;
@@ -56,6 +59,8 @@ export interface Edge {
   /** Well-known documents by path (a reload sets the protected-resource metadata of its routes). */
   readonly wellKnown: Map<string, () => unknown>;
   readonly observers: Observers;
+  /** Refused authentications: counted, sampled into the audit (src/audit/auth-refusals.ts). */
+  readonly authRefusals: AuthRefusals;
   /** The token vault and its connect pages (`/connect/...`), when connections are configured. */
   readonly vault: Vault | undefined;
   readonly connectPages: ConnectPages | undefined;
@@ -151,7 +156,8 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     announce: (id: string) => shared.bus.publish({ k: "session", id }),
   };
   const sessions = new SessionManager(stores.sessions, streams, routes.byName, log, sharing);
-  const as = await createAuthorizationServer(config, { stores, egress, log });
+  const vaulted = createVault(config, { store: stores.connections, egress, shared, log });
+  const as = await createAuthorizationServer(config, { stores, egress, log, vault: vaulted });
   // Distributed mode: what other instances changed (keys, sessions), or everything after a resync.
   shared?.bus.on((m) => {
     if (m.k === "key") stores.forgetKey(m.id);
@@ -162,7 +168,6 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
       sessions.forgetAll();
     }
   });
-  const vaulted = createVault(config, { store: stores.connections, egress, shared, log });
   const getOrder = new GetOrder();
   const inflight = new Inflight();
   const legacy = new LegacyBridge(sessions, config.streams.keepAlive, stores.identity);
@@ -174,6 +179,14 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     local: as?.verifier,
   });
   const security = config.security;
+  const forwarder = new Forwarder({
+    sessions,
+    streams,
+    inflight,
+    identity: stores.identity,
+    getOrder,
+    audit: stores.audit,
+  });
   const pipelineDeps: PipelineDeps = {
     hosts: () => state.hosts,
     origins: new Set(security.allowedOrigins),
@@ -189,13 +202,20 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     getOrder,
     cache: routes.cache,
     tools,
-    forwarder: new Forwarder({ sessions, streams, inflight, identity: stores.identity, getOrder }),
+    forwarder,
     legacy,
     vault: vaulted?.vault,
   };
   const pipeline = new Pipeline(stageLists(pipelineDeps));
   const keys = new KeyService(stores.keys, [...routes.byName.keys()]);
+  const authRefusals = new AuthRefusals({
+    routes: routes.owned,
+    audit: (d) => stores.audit.enqueue(d),
+    trustForwarded: security.trustForwardedHeaders,
+  });
+  authRefusals.subscribe();
   const admin = new AdminApi({
+    authRefusals,
     token: config.admin.token,
     keys,
     sessions,
@@ -214,6 +234,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     stores,
     streams,
     log,
+    authRefusals,
   });
   await Promise.all([...routes.byName.values()].map((r) => r.upstream.start()));
   const wellKnown = wellKnownDocuments(config, routes.byName.values(), stores.identity);
@@ -228,12 +249,14 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
     sessions,
     legacy,
     inflight,
+    forwarder,
     pipeline,
     pipelineDeps,
     keys,
     admin,
     wellKnown,
     observers,
+    authRefusals,
     vault: vaulted?.vault,
     connectPages: vaulted?.pages,
     as,
@@ -244,6 +267,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
 /** Stops what an assembled edge runs, listeners aside: sessions, streams, upstreams, stores. */
 export async function closeEdge(e: Edge, log: Logger): Promise<void> {
   const warn = (what: string) => (err: unknown) => log.warn({ err: String(err) }, what);
+  e.authRefusals.unsubscribe();
   e.sessions.close();
   e.streams.close();
   // End markers of the streams just closed, written before the Redis client goes.

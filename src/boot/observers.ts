@@ -1,5 +1,6 @@
 import type { Config } from "../config/schema.ts";
 import type { Logger } from "../observability/logger.ts";
+import type { AuthRefusals } from "../audit/auth-refusals.ts";
 import { BREAKER_STATE_VALUE, Metrics } from "../observability/metrics.ts";
 import { OtelMetrics } from "../observability/otel-metrics.ts";
 import { Tracing } from "../observability/tracing.ts";
@@ -27,6 +28,7 @@ export async function startObservers(
     stores: Stores;
     streams: StreamRegistry;
     log: Logger;
+    authRefusals: AuthRefusals;
   },
 ): Promise<Observers> {
   const { routes, owned, stores, streams } = deps;
@@ -67,6 +69,7 @@ export async function startObservers(
       "Streams dropped by the buffer budget (streams.bufferBudget or a tenant's share of it).",
       () => streams.evictions,
     );
+    registerAuthRefusalGauges(metrics, deps.authRefusals);
   }
   const tracing = await Tracing.create({
     config: config.tracing,
@@ -92,6 +95,30 @@ export async function startObservers(
       await tracing.stop(); // flushes spans still batched for the OTLP exporter
     },
   };
+}
+
+/** Refused authentications since start: by route and reason, and the addresses with the most. */
+function registerAuthRefusalGauges(metrics: Metrics, refusals: AuthRefusals): void {
+  metrics.registerGauge(
+    "mcp_edge_auth_refused",
+    "Refused authentications (401, and 403 for a credential's tenant) since start, by server and reason (error code).",
+    () =>
+      refusals
+        .figures(0)
+        .by_route.map((r) => ({ labels: { server: r.server, reason: r.reason }, value: r.count })),
+    ["server", "reason"],
+  );
+  metrics.registerGauge(
+    "mcp_edge_auth_refused_by_address",
+    "Refused authentications in the current and previous hour from the 10 source addresses with the most (IPv6 per /64).",
+    () => refusals.figures(10).top_addresses.map((a) => ({ labels: { address: a.address }, value: a.count })),
+    ["address"],
+  );
+  metrics.registerGauge(
+    "mcp_edge_auth_refused_not_audited",
+    "Refused authentications left out of the audit by its sampling bounds (since start).",
+    () => refusals.figures(0).not_audited,
+  );
 }
 
 /** Gauges read at scrape time: the audit queue and spool; in distributed mode Redis and its users. */

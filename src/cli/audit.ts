@@ -147,7 +147,9 @@ function outcomeText(o: AuditOutcome | null): string {
     case "http_error":
       return `http ${o.status}${o.code ? ` ${o.code}` : ""}`;
     case "aborted":
-      return "aborted";
+      return o.code ? `aborted ${o.code}` : "aborted";
+    case "unknown":
+      return "unknown";
   }
 }
 

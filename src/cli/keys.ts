@@ -8,8 +8,10 @@ export const KEYS_USAGE = `Usage: mcp-edge keys <create|list|rotate|revoke> [opt
 
 Manage API keys through the admin API.
 
-  keys create --name NAME [--server S] [--tenant T] [--consumer C] [--expires-in 30d]
-              [--scopes a,b] [--tools x,y]          create a key; it is shown once
+  keys create --name NAME [--server S | --servers S1,S2 | --servers '*'] [--tenant T]
+              [--consumer C] [--expires-in 30d] [--scopes a,b] [--tools x,y]
+                                                       create a key (for one server, several, or
+                                                       every server of its tenant); shown once
   keys list [--server S] [--tenant T]                  keys with status, expiry and last use
   keys rotate NAME|ID [--grace 24h]                    a new key; the old one works until grace ends
   keys revoke NAME|ID [--grace 1h]                     revoke now (or when grace ends); a NAME
@@ -73,6 +75,7 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
       json: { type: "boolean" },
       name: { type: "string" },
       server: { type: "string" },
+      servers: { type: "string" },
       tenant: { type: "string" },
       consumer: { type: "string" },
       "expires-in": { type: "string" },
@@ -116,6 +119,7 @@ export async function runKeys(argv: string[], io: CommandIo = processIo): Promis
       body = {
         name: v.name,
         ...(v.server ? { server: v.server } : {}),
+        ...(v.servers ? { servers: v.servers.trim() === "*" ? "*" : list(v.servers) } : {}),
         ...(v.tenant ? { tenant: v.tenant } : {}),
         ...(v.consumer ? { consumer: v.consumer } : {}),
         ...(v["expires-in"] ? { expires_in: v["expires-in"] } : {}),

@@ -38,9 +38,19 @@ function quickstartAdminToken(env: NodeJS.ProcessEnv): string {
 
 /** The quickstart: the bundled demo server over stdio on loopback, API-key auth, state under ./.mcp-edge/. */
 export function quickstartConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const port = Number(env.MCP_EDGE_PORT ?? 8787);
+  // The authorization server needs its issuer URL before the listener opens: a fixed port.
+  const oauth = port > 0;
   return parseConfig(
     {
-      listen: { host: "127.0.0.1", port: Number(env.MCP_EDGE_PORT ?? 8787) },
+      listen: { host: "127.0.0.1", port },
+      ...(oauth
+        ? {
+            publicUrl: `http://127.0.0.1:${port}`,
+            // OAuth-only clients log in at the edge by pasting the dev key on its sign-in page.
+            auth: { authorizationServer: { enabled: true } },
+          }
+        : {}),
       admin: {
         listen: { host: "127.0.0.1", port: Number(env.MCP_EDGE_ADMIN_PORT ?? 8788) },
         token: quickstartAdminToken(env),
@@ -51,7 +61,7 @@ export function quickstartConfig(env: NodeJS.ProcessEnv = process.env): Config {
           route: "/mcp",
           // The Node running the edge (24, with type stripping) runs the demo server too.
           upstream: { stdio: { command: process.execPath, args: [DEMO_SERVER_FILE] } },
-          auth: ["apiKey"],
+          auth: oauth ? ["apiKey", "oauth"] : ["apiKey"],
         },
       },
     },
@@ -88,6 +98,11 @@ function banner(gw: Gateway, configFile: string | undefined, devKey: string | un
     lines.push(
       "",
       "  Quickstart: the bundled demo server (tools: echo, add, slow, large, fetch_url) over stdio, API-key auth.",
+      ...(gw.config.auth.authorizationServer.enabled
+        ? [
+            `  OAuth clients (claude.ai, ChatGPT, mcp-remote) log in at ${gw.config.publicUrl}/authorize: paste the dev key on the sign-in page.`,
+          ]
+        : []),
       devKey
         ? "  Your dev key (shown once, stored hashed; `npx mcp-edge keys create --name NAME` makes more):"
         : "  The dev key was shown at first start. New one: npx mcp-edge keys create --name NAME",

@@ -1074,9 +1074,10 @@ export const configSchema = z
       .meta({ description: "SSE streams: the replay buffer behind Last-Event-ID resumption; keep-alives." }),
     drain: z
       .strictObject({
-        timeout: duration
-          .prefault("30s")
-          .meta({ description: "In-flight calls get this long to finish on SIGTERM." }),
+        timeout: duration.prefault("30s").meta({
+          description:
+            "In-flight calls get this long to finish on SIGTERM; one still running then gets the JSON-RPC error EDGE_DRAINED and an audit record aborted by the drain.",
+        }),
         delay: duration.optional().meta({
           description:
             "On SIGTERM, /readyz fails at once but the listener keeps serving this long before it closes, so a load balancer stops sending new connections first (a closed listener resets connections still in its accept queue). New sessions are refused (503 EDGE_DRAINING) meanwhile. Default: 5s in distributed mode, 0 otherwise.",

@@ -80,6 +80,16 @@ export function assessConfig(config: Config): ConfigAssessment {
     });
   }
 
+  // The authorization server fetching client metadata documents from private addresses.
+  const cimd = config.auth.authorizationServer.registration.cimd;
+  if (config.auth.authorizationServer.enabled && cimd.enabled && cimd.allowPrivateNetworks) {
+    warnings.push({
+      code: "EDGE_WARN_EGRESS_PRIVATE",
+      message:
+        "auth.authorizationServer.registration.cimd.allowPrivateNetworks: client metadata documents may be fetched from private, loopback and link-local addresses",
+    });
+  }
+
   // Egress proxy (src/egress/proxy.ts): reaching private ranges is a named opt-in per server.
   for (const [name, server] of Object.entries(config.servers)) {
     const egress = server.egress;

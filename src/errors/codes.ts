@@ -287,6 +287,12 @@ export const ERROR_CODES = {
       "A stdio server in `mode: session` has as many live processes as `upstream.stdio.maxProcesses` (the server) or `maxProcessesPerPrincipal` (this principal) allow: no new session until one ends or is reaped. Retry after `Retry-After` seconds.",
     retryAfter: 5,
   },
+  EDGE_UPSTREAM_STREAM_LOST: {
+    http: 502,
+    rpc: -32000,
+    summary:
+      "The instance relaying this call's stream stopped before the answer, and the upstream cannot resume the stream (it gives no event ids, or no longer has them): the outcome is unknown; check before retrying a call that is not idempotent.",
+  },
   // Token vault (src/vault): users' own upstream tokens
   EDGE_CONNECTION_REQUIRED: {
     http: 200,
@@ -366,6 +372,13 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary:
       "This instance is shutting down and takes no new sessions; retry (another instance will answer).",
+    retryAfter: 1,
+  },
+  EDGE_DRAINED: {
+    http: 503,
+    rpc: -32000,
+    summary:
+      "The instance stopped (drain.timeout passed) before the upstream answered; the call's outcome is unknown: check before retrying a call that is not idempotent.",
     retryAfter: 1,
   },
   EDGE_INTERNAL: {

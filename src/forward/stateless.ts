@@ -5,7 +5,7 @@ import { single } from "../mcp/hygiene.ts";
 import { isResponse, type RpcId, requestIdKey } from "../mcp/jsonrpc.ts";
 import { formatEvent } from "../mcp/sse.ts";
 import { Sink } from "../session/streams.ts";
-import type { Deadlines } from "../upstream/deadline.ts";
+import { abortedWith, type Deadlines } from "../upstream/deadline.ts";
 import { forwardContext, requestIds, requestKeys } from "./exchange.ts";
 import { upstreamHeaders } from "./identity.ts";
 import { answer, answerError, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
@@ -72,12 +72,16 @@ export async function forwardStateless(
     } catch (err) {
       if (!abort.signal.aborted) {
         const ge =
-          err instanceof GatewayError
+          abortedWith(signal, err) ??
+          (err instanceof GatewayError
             ? err
-            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
+            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err }));
         for (const id of requestIds(messages)) {
           if (ctx.outcomes?.has(requestIdKey(id))) continue;
           sink.write(formatEvent({ data: answerError(ctx, id, ge) }));
+          // The drain ended the call: recorded as aborted by the edge.
+          if (ge.code === "EDGE_DRAINED")
+            (ctx.outcomes ??= new Map()).set(requestIdKey(id), { kind: "aborted", code: ge.code });
         }
       }
     } finally {

@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import type { AuditLog } from "../audit/log.ts";
 import type { IdentitySigner } from "../auth/identity.ts";
 import type { EraKnown, Parsed, Sessioned } from "../context.ts";
 import { GatewayError } from "../errors/errors.ts";
@@ -7,6 +8,7 @@ import { isResponse, type RpcId, type RpcMessage, type RpcRequest, requestIdKey 
 import { formatEvent } from "../mcp/sse.ts";
 import { type SessionManager, sessionHash } from "../session/manager.ts";
 import { type EdgeStream, Sink, type StreamRegistry } from "../session/streams.ts";
+import { isTakenOver, type TakenOverStream } from "../store/types.ts";
 import {
   type ForwardContext,
   type UpstreamEvent,
@@ -14,13 +16,21 @@ import {
   type UpstreamSession,
   UpstreamSessionLost,
 } from "../upstream/types.ts";
-import { Deadlines } from "../upstream/deadline.ts";
+import { abortedWith, Deadlines } from "../upstream/deadline.ts";
 import type { GetOrder } from "./get-order.ts";
 import { asksFor, forwardContext, hasRequest, requestIds, requestKeys } from "./exchange.ts";
 import { upstreamHeaders } from "./identity.ts";
 import { forwardStateless } from "./stateless.ts";
 import { listHeaders, sendInSession } from "./tool-list.ts";
-import { answer, answerError, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
+import {
+  answer,
+  answerError,
+  errorResponseData,
+  sendAccepted,
+  sendJson,
+  sendPassthrough,
+  sseHeaders,
+} from "./respond.ts";
 
 /** How many times a request stream is resumed upstream after the upstream closed it early. */
 const MAX_UPSTREAM_RESUMES = 5;
@@ -34,6 +44,8 @@ export interface ForwarderOptions {
   identity?: IdentitySigner;
   /** POSTs of a session wait for its GET stream to open upstream (the `get-order` stage). */
   getOrder: GetOrder;
+  /** The audit log: a taken-over call's write-ahead entries are adopted and completed here. */
+  audit?: Pick<AuditLog, "adopt" | "complete">;
 }
 
 /**
@@ -217,6 +229,13 @@ export class Forwarder {
       return sendAccepted(ctx.res);
     }
     const stream = this.#streams.create(rec.id, "request", rec.tenant);
+    // Distributed mode: what another instance needs to take the stream over if this one dies.
+    if (this.#streams.shared)
+      stream.takeover = {
+        requestId: ctx.requestId,
+        protocolVersion: fctx.protocolVersion,
+        ids: requestIds(messages) as (string | number)[],
+      };
     // Headers go out with the first event (one write less per answer); GET streams, which may wait
     // long for a first event, flush theirs at once.
     ctx.res.writeHead(200, sseHeaders());
@@ -236,8 +255,22 @@ export class Forwarder {
       (id, err) => answerError(ctx, id, err),
     );
     this.#opts.inflight.add(pumping);
-    await pumping;
+    const unanswered = await pumping;
     served.ms = performance.now() - t0;
+    // Calls the drain ended: the client got EDGE_DRAINED; the audit records them as aborted.
+    if (unanswered?.err.code === "EDGE_DRAINED") {
+      for (const id of unanswered.ids)
+        (ctx.outcomes ??= new Map()).set(requestIdKey(id), { kind: "aborted", code: "EDGE_DRAINED" });
+    }
+  }
+
+  /**
+   * Drain: every call still in flight (its upstream exchange under a deadline of this forwarder)
+   * ends now with EDGE_DRAINED: an SSE answer gets the JSON-RPC error for each request still
+   * unanswered, a JSON answer still awaited is the coded 503.
+   */
+  abortCalls(): void {
+    this.#deadlines.abortAll(new GatewayError("EDGE_DRAINED"));
   }
 
   /**
@@ -254,7 +287,7 @@ export class Forwarder {
     fctx: ForwardContext,
     deliver: (data: string, msg: RpcMessage | null) => string,
     fail: (id: RpcId, err: GatewayError) => string,
-  ): Promise<void> {
+  ): Promise<{ ids: RpcId[]; err: GatewayError } | undefined> {
     let reply: UpstreamReply = first;
     let lastUpstreamId: string | undefined;
     let failure: GatewayError | undefined;
@@ -276,18 +309,24 @@ export class Forwarder {
           if (ev.message && isResponse(ev.message)) {
             const key = requestIdKey(ev.message.id as RpcId);
             if (!outstanding.delete(key)) continue; // an answer to another request: refused
-            stream.append(deliver(ev.data, ev.message), ev.retry);
+            if (stream.takeover)
+              stream.takeover = {
+                ...stream.takeover,
+                ids: stream.takeover.ids.filter((id) => requestIdKey(id) !== key),
+              };
+            stream.append(deliver(ev.data, ev.message), ev.retry, ev.upstreamId);
             if (outstanding.size === 0) break;
             continue;
           }
-          stream.append(ev.data, ev.retry);
+          stream.append(ev.data, ev.retry, ev.upstreamId);
           if (outstanding.size === 0) break;
         }
       } catch (err) {
         failure =
-          err instanceof GatewayError
+          abortedWith(fctx.signal, err) ??
+          (err instanceof GatewayError
             ? err
-            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
+            : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err }));
       } finally {
         if (reply.kind === "stream") reply.close();
       }
@@ -307,18 +346,22 @@ export class Forwarder {
       }
       if (reply.kind !== "stream") break;
     }
+    let unanswered: { ids: RpcId[]; err: GatewayError } | undefined;
     if (outstanding.size > 0 && !stream.done) {
+      // The drain's reason wins over what the abort made of the upstream read.
       const err =
+        abortedWith(fctx.signal) ??
         failure ??
-        (fctx.signal.aborted
-          ? new GatewayError("EDGE_UPSTREAM_TIMEOUT")
-          : new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream closed the stream without an answer."));
+        new GatewayError("EDGE_UPSTREAM_ERROR", "The upstream closed the stream without an answer.");
+      unanswered = { ids: [], err };
       for (const id of ids) {
         if (!outstanding.has(requestIdKey(id))) continue;
+        unanswered.ids.push(id);
         stream.append(fail(id, err));
       }
     }
     stream.finish();
+    return unanswered;
   }
 
   // ---------------------------------------------------------------- GET
@@ -346,6 +389,8 @@ export class Forwarder {
       // whose instance stopped before the final answer included: the client retries); a finished
       // standalone one is replayed, then a fresh standalone stream continues as for an unknown id.
       const shared = found ? undefined : await this.#streams.resolveShared(rec.id, lastEventId);
+      // Its owner died before every answer: this instance continues it.
+      if (isTakenOver(shared)) return this.#takeOver(ctx, shared, sink);
       if (shared && (shared.kind === "request" || !shared.done)) {
         if (ctx.res.destroyed) return shared.end();
         ctx.res.writeHead(200, sseHeaders());
@@ -394,6 +439,80 @@ export class Forwarder {
     for (const frame of replay) sink.write(frame, true);
     stream.attach(sink, 0);
     holdStandalone(stream, sink, ctx.res, reply, abort);
+  }
+
+  /**
+   * A request stream whose instance died before every answer, claimed by this one: the client
+   * gets the events that instance mirrored after its Last-Event-ID, then the rest of the stream,
+   * numbered on under the same stream id. The upstream stream is resumed (GET + Last-Event-ID)
+   * after the newest event id the dead instance mirrored, so the upstream replays exactly what
+   * the edge never passed on; an upstream that gave no event ids (or cannot resume) leaves the
+   * outcome unknown, and each pending request gets EDGE_UPSTREAM_STREAM_LOST at once.
+   */
+  async #takeOver(ctx: Sessioned, taken: TakenOverStream, sink: Sink): Promise<void> {
+    const stream = this.#streams.adopt(taken);
+    const adopted = this.#opts.audit?.adopt(taken.state.requestId);
+    try {
+      await this.#continue(ctx, taken, stream, sink);
+    } finally {
+      // The calls' records: the outcomes this instance relayed (their entries are this instance's now).
+      if (adopted) this.#opts.audit?.complete(await adopted, ctx.outcomes);
+    }
+  }
+
+  async #continue(ctx: Sessioned, taken: TakenOverStream, stream: EdgeStream, sink: Sink): Promise<void> {
+    const rec = ctx.session;
+    ctx.res.writeHead(200, sseHeaders());
+    ctx.res.flushHeaders();
+    for (const frame of taken.frames) sink.write(frame);
+    stream.attach(sink, taken.last);
+    ctx.res.on("close", () => stream.detach(sink));
+    const ids = taken.state.ids;
+    const deliver = (data: string, msg: RpcMessage | null) => answer(ctx, data, msg);
+    const signal = this.#deadlines.signal(ctx.route.config.upstream.timeout);
+    let failure: GatewayError | undefined;
+    try {
+      if (taken.upstreamId !== undefined) {
+        const fctx = forwardContext(
+          ctx,
+          taken.state.protocolVersion ?? rec.protocolVersion,
+          signal,
+          await upstreamHeaders(ctx, this.#opts.identity),
+        );
+        const upstream = await this.#sessions.upstreamOf(ctx.route, rec, undefined, fctx.headers);
+        const reply = await upstream.listen(fctx, taken.upstreamId);
+        if (reply.kind === "stream") {
+          ctx.log.info({ stream: taken.id, pending: ids.length }, "took over a stream whose instance died");
+          const pumping = this.#pump(
+            stream,
+            reply,
+            new Set(ids.map(requestIdKey)),
+            ids,
+            upstream,
+            fctx,
+            deliver,
+            (id, e) => errorResponseData(id, e),
+          );
+          this.#opts.inflight.add(pumping);
+          await pumping;
+          return;
+        }
+      }
+    } catch (err) {
+      failure =
+        err instanceof GatewayError
+          ? err
+          : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err });
+    }
+    ctx.log.warn(
+      { stream: taken.id, pending: ids.length, code: failure?.code },
+      "a stream whose instance died cannot be resumed upstream: its pending requests get EDGE_UPSTREAM_STREAM_LOST",
+    );
+    const err = new GatewayError("EDGE_UPSTREAM_STREAM_LOST", undefined, failure ? { cause: failure } : {});
+    // No outcome is noted: the call's outcome upstream is unknown (its audit record says so).
+    for (const id of ids) stream.append(errorResponseData(id, err));
+    stream.takeover = { ...taken.state, ids: [] };
+    stream.finish();
   }
 
   // ---------------------------------------------------------------- DELETE

@@ -24,7 +24,8 @@ export type CallOutcome =
   | { kind: "result"; isError: boolean }
   /** `edgeCode`: the error is the edge's own (the upstream's answer never came, or was refused). */
   | { kind: "rpc_error"; code: number; edgeCode?: string }
-  | { kind: "aborted" };
+  /** The client went away, or (with its code) the edge ended the call: EDGE_DRAINED. */
+  | { kind: "aborted"; code?: string };
 
 /**
  * A request to an MCP route as observers see it once it is over: what the stages learned

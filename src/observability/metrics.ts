@@ -370,7 +370,7 @@ export class Metrics {
     });
     this.#as = new CounterSeries({
       name: "mcp_edge_oauth_legs_total",
-      help: "Legs of the edge's authorization server (registration, authorize, login, consent, token, refresh, revoke...), by leg and outcome.",
+      help: "Legs of the edge's OAuth authorization server (docs/auth.md), by leg and outcome.",
       labelNames: ["leg", "outcome"],
       registers,
     });

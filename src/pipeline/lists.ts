@@ -22,7 +22,7 @@ import { forwardSession, forwardStateless, legacyMessage, legacyOpen, cache } fr
 import { authenticate, authFailureLimit } from "./stages/identity.ts";
 import { hostOrigin, method } from "./stages/ingress.ts";
 import { acceptStream, batchRules, body, era, legacyRules, statelessRules } from "./stages/message.ts";
-import { auditGate, authorize, rateLimit } from "./stages/policy.ts";
+import { type AuditAdmission, auditAhead, auditGate, authorize, rateLimit } from "./stages/policy.ts";
 import { drain, getOrder, prefetchSession, session } from "./stages/session.ts";
 import { connection } from "./stages/vault.ts";
 import { toolList } from "./stages/tools.ts";
@@ -40,8 +40,8 @@ export interface PipelineDeps {
   authenticator: Authenticator;
   authFailures: AuthFailureLimiter;
   limiter: CallLimiter;
-  /** The audit log's admission check; absent = no audit gate. */
-  audit: { accepting(): boolean } | undefined;
+  /** The audit log's admission check and write-ahead entries; absent = neither. */
+  audit: AuditAdmission | undefined;
   sessions: SessionManager;
   /** Distributed mode: session records live in Redis (the prefetch stage then runs). */
   distributed: boolean;
@@ -88,6 +88,8 @@ function sessionEra(d: PipelineDeps) {
       .then(toolList(d, "mcp"))
       // A hit never reaches the upstream (and was filtered for this principal like any answer).
       .then(cache(d.cache))
+      // Last before the upstream: an audited call has its write-ahead entry before it is sent.
+      .then(auditAhead(d.audit))
       .then(forwardSession(d.forwarder))
   );
 }
@@ -105,6 +107,7 @@ function statelessEra(d: PipelineDeps) {
       .then(connection(d.vault))
       .then(toolList(d, "mcp"))
       .then(cache(d.cache))
+      .then(auditAhead(d.audit))
       .then(forwardStateless(d.forwarder))
   );
 }
@@ -120,6 +123,7 @@ function legacyMessages(d: PipelineDeps) {
       .then(rateLimit(d.limiter))
       .then(connection(d.vault))
       .then(toolList(d, "legacy"))
+      .then(auditAhead(d.audit))
       .then(legacyMessage(d.legacy))
   );
 }

@@ -2,7 +2,14 @@ import { randomBytes } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import { GatewayError } from "../errors/errors.ts";
 import { formatComment, formatEvent } from "../mcp/sse.ts";
-import type { SharedStream, StreamEventLog, StreamMirror, Unmirrored } from "../store/types.ts";
+import type {
+  SharedStream,
+  StreamEventLog,
+  StreamMirror,
+  TakenOverStream,
+  TakeoverState,
+  Unmirrored,
+} from "../store/types.ts";
 
 /** Buffer and lifetime limits of resumable streams (config `streams`). */
 export interface StreamLimits {
@@ -165,7 +172,15 @@ export class EdgeStream {
   discard = false;
   /** A check in the mirror for a client following from another instance is under way (sweep). */
   checking = false;
+  /** The upstream's event id of the newest event appended that had one. */
+  #upstreamId: string | undefined;
+  /** A request stream's POST, for an instance that takes it over (distributed mode). */
+  takeover: TakeoverState | undefined;
 
+  /**
+   * `after`: a stream taken over from an instance that died, whose events up to that seq are in
+   * the mirror already; this one numbers on from there.
+   */
   constructor(
     id: string,
     sessionId: string,
@@ -173,6 +188,7 @@ export class EdgeStream {
     limits: StreamLimits,
     mirror?: StreamMirror,
     tenant = "",
+    after = 0,
   ) {
     this.id = id;
     this.sessionId = sessionId;
@@ -180,6 +196,13 @@ export class EdgeStream {
     this.tenant = tenant;
     this.#limits = limits;
     this.#mirror = mirror;
+    if (after > 0) {
+      this.#nextSeq = after + 1;
+      this.#evicted = after;
+      this.#lastWritten = after;
+      this.#mirroredSeq = after;
+      this.mirrored = true;
+    }
   }
 
   get attached(): boolean {
@@ -194,9 +217,13 @@ export class EdgeStream {
     return this.done && this.#lastWritten === this.#nextSeq - 1 && this.#endedCleanly;
   }
 
-  /** Adds one event (the data as the upstream sent it) and delivers it if a client is attached. */
-  append(data: string, retry?: number): void {
+  /**
+   * Adds one event (the data as the upstream sent it) and delivers it if a client is attached.
+   * `upstreamId`: the upstream's id of the event, when it gave one.
+   */
+  append(data: string, retry?: number, upstreamId?: string): void {
     const seq = this.#nextSeq++;
+    if (upstreamId !== undefined) this.#upstreamId = upstreamId;
     // "" is a priming event (an id and no data line): a `data:` line would dispatch an empty message.
     const frame = formatEvent({
       id: `${this.id}.${seq}`,
@@ -275,7 +302,22 @@ export class EdgeStream {
     this.#mirroredSeq = this.#nextSeq - 1;
     const end = this.done && !this.#mirroredEnd;
     if (this.done) this.#mirroredEnd = true;
-    return { events, evicted: this.#evicted, end };
+    return {
+      events,
+      evicted: this.#evicted,
+      end,
+      upstreamId: this.#upstreamId,
+      resume: this.takeover && JSON.stringify(this.takeover),
+    };
+  }
+
+  /** Another instance took this stream over: the upstream side here stops, nothing more is added. */
+  lost(): void {
+    if (this.done) return;
+    this.done = true;
+    this.closeUpstream();
+    this.#sink?.end();
+    this.onSettled?.(this);
   }
 
   /**
@@ -504,6 +546,26 @@ export class StreamRegistry {
     return s;
   }
 
+  /**
+   * A request stream taken over from an instance that died (its events up to `last` are in the
+   * mirror): registered under its id, numbering on after `last`.
+   */
+  adopt(taken: TakenOverStream): EdgeStream {
+    const s = new EdgeStream(
+      taken.id,
+      taken.sessionId,
+      "request",
+      this.#limits,
+      this.#events,
+      "",
+      taken.last,
+    );
+    s.takeover = taken.state;
+    this.#streams.set(s.id, s);
+    s.onSettled = this.#settled;
+    return s;
+  }
+
   standaloneOf(sessionId: string): EdgeStream | undefined {
     const s = this.#standalone.get(sessionId);
     return s && !s.done ? s : undefined;
@@ -525,16 +587,20 @@ export class StreamRegistry {
 
   /**
    * Distributed mode: resolves a Last-Event-ID this process does not hold through the shared event
-   * log, for a stream another instance holds (or held). Undefined in embedded mode, for this
+   * log, for a stream another instance holds (or held); a request stream whose owner died before
+   * its answers comes back claimed by this process (`TakenOverStream`: `adopt` it). Undefined in embedded mode, for this
    * process's own ids (what it does not hold is gone), for unknown ids and for another session's.
    * Throws EDGE_EVENT_ID_INVALID (malformed), EDGE_STREAM_EXPIRED (evicted events) and
    * EDGE_STORE_UNAVAILABLE (Redis down).
    */
-  async resolveShared(sessionId: string, eventId: string): Promise<SharedStream | undefined> {
+  async resolveShared(
+    sessionId: string,
+    eventId: string,
+  ): Promise<SharedStream | TakenOverStream | undefined> {
     const { streamId, seq } = parseEventId(eventId);
     if (!this.#events || streamId.startsWith(this.#ids.prefix) || this.#streams.has(streamId))
       return undefined;
-    return this.#events.open(sessionId, streamId, seq);
+    return this.#events.resume(sessionId, streamId, seq);
   }
 
   #drop(s: EdgeStream): void {

@@ -60,6 +60,10 @@ export interface ApiKeyRecord {
   /** Public key id, also inside the key string (`mcpe_<id>_<secret>`). */
   id: string;
   name: string;
+  /**
+   * The servers the key is valid for, of its tenant: one server name, several joined by `,`
+   * (sorted: `github,jira`), or `*` for every server. Server names hold none of `,` and `*`.
+   */
   server: string;
   tenant: string;
   /** The subject that survives rotation: sessions belong to (server, tenant, consumer). */
@@ -78,7 +82,13 @@ export interface ApiKeyRecord {
   rotatedTo: string | null;
 }
 
+/** Whether a key's `server` (one name, `a,b`, or `*`) covers the server `name`. */
+export function keyServes(scope: string, name: string): boolean {
+  return scope === name || scope === "*" || `,${scope},`.includes(`,${name},`);
+}
+
 export interface ApiKeyFilter {
+  /** Keys valid for this server (single-server keys of it, lists that name it, and `*` keys). */
   server?: string;
   tenant?: string;
 }
@@ -86,7 +96,7 @@ export interface ApiKeyFilter {
 export interface ApiKeyStore {
   insert(record: ApiKeyRecord): Promise<void>;
   get(id: string): Promise<ApiKeyRecord | undefined>;
-  /** Keys of that name, newest first. */
+  /** Keys of that name with exactly that `server` value (a name, a list or `*`), newest first. */
   byName(server: string, tenant: string, name: string): Promise<ApiKeyRecord[]>;
   list(filter: ApiKeyFilter): Promise<ApiKeyRecord[]>;
   /** Sets fields that change after creation. */
@@ -229,7 +239,49 @@ export interface AppendChainedOptions {
   retry?: boolean;
 }
 
+/**
+ * A write-ahead entry (src/audit/log.ts `open`): a call about to be forwarded, stored before it
+ * is, so that an instance that dies before the answer still leaves a record of the call.
+ */
+export interface OpenCall {
+  /** `openKey(record)`: the record of the call carries the same fields, and storing it removes this. */
+  key: string;
+  /** The AuditLog that opened it (its process): entries of writers gone are recovered. */
+  instance: string;
+  /** Epoch ms. */
+  at: number;
+  /** The call's record as finalized when it was opened (JSON), outcome not known yet. */
+  record: string;
+}
+
+/** The key of a call's write-ahead entry: its request id and JSON-RPC id, as its records hold them. */
+export function openKey(r: { requestId: string | null; rpcId: string | null }): string | undefined {
+  return r.requestId !== null && r.rpcId !== null ? `${r.requestId} ${r.rpcId}` : undefined;
+}
+
 export interface AuditStore {
+  /**
+   * Stores write-ahead entries, durably, before their calls are forwarded (an entry already
+   * stored is kept). Storing a `call` record removes the entry of the same `openKey` in the same
+   * transaction, so a call has its entry or its record, never both. Throws when unavailable.
+   */
+  openCalls(entries: readonly OpenCall[]): Promise<void>;
+  /**
+   * Entries whose writer is gone, for `instance` to recover: of every other writer when only one
+   * process writes the store (SQLite: what is left is from before a restart); of writers not seen
+   * for `staleMs` (`seen`) when several do (PostgreSQL). At most `limit`.
+   */
+  orphanCalls(instance: string, staleMs: number, limit: number): Promise<OpenCall[]>;
+  /**
+   * Moves the entries of one request (`requestId`: every call of its body) to `instance` and
+   * returns them: the instance that took its stream over completes them (several writers).
+   */
+  adoptCalls(requestId: string, instance: string): Promise<OpenCall[]>;
+  /** A writer's heartbeat (several writers): it is alive, its entries are not orphans. */
+  seen(instance: string): Promise<void>;
+  /** The instance stops cleanly: its heartbeat goes (its entries were completed). */
+  gone(instance: string): Promise<void>;
+
   /**
    * Appends records atomically (all or none), in the given order. A record whose (chain, seq) is
    * already stored is skipped (spool replay after a crash is idempotent). Throws when unavailable.
@@ -298,6 +350,38 @@ export interface Unmirrored {
   evicted: number;
   /** The stream has finished and the mirror has not been told yet. */
   end: boolean;
+  /** The upstream's event id of the newest event given (a new owner resumes the upstream after it). */
+  upstreamId: string | undefined;
+  /** A request stream's POST as a new owner needs it (`TakeoverState`), JSON; undefined otherwise. */
+  resume: string | undefined;
+}
+
+/**
+ * What a request stream's POST leaves for an instance that takes the stream over when its owner
+ * died before the answers: the edge request id (its audit entries), the protocol version and the
+ * JSON-RPC ids still unanswered.
+ */
+export interface TakeoverState {
+  requestId: string;
+  protocolVersion: string | undefined;
+  ids: (string | number)[];
+}
+
+/**
+ * A request stream whose owner died before every answer was given, now claimed by this instance:
+ * it pumps the rest (resuming the upstream after `upstreamId`) or answers each pending request with
+ * a coded error.
+ */
+export interface TakenOverStream {
+  readonly takeover: true;
+  readonly id: string;
+  readonly sessionId: string;
+  /** The frames after the client's id, as mirrored. */
+  readonly frames: string[];
+  /** The highest seq mirrored: the new owner numbers on from it. */
+  readonly last: number;
+  readonly upstreamId: string | undefined;
+  readonly state: TakeoverState;
 }
 
 /** A local stream as its mirror reads it (session/streams.ts EdgeStream). */
@@ -315,6 +399,8 @@ export interface MirroredStream {
   readonly lastSeq: number;
   /** The buffered events not handed over yet, and whether the end is new; marks them handed over. */
   unmirrored(): Unmirrored;
+  /** Another instance took the stream over (its owner here was thought dead): stop pumping it. */
+  lost(): void;
 }
 
 /** A client's SSE response as a stream writes to it (session/streams.ts Sink). */
@@ -355,6 +441,17 @@ export interface SharedStream {
   end(): void;
 }
 
+/** Whether a resumed stream was taken over (claimed by this instance) rather than shared. */
+export function isTakenOver(s: SharedStream | TakenOverStream | undefined): s is TakenOverStream {
+  return s !== undefined && "takeover" in s;
+}
+
+/** The stream as shared: a taken-over one is an error here (tests of streams that have no takeover). */
+export function sharedOnly(s: SharedStream | TakenOverStream | undefined): SharedStream | undefined {
+  if (isTakenOver(s)) throw new Error(`stream ${s.id} was taken over`);
+  return s;
+}
+
 /** A StreamMirror that other instances read back from. */
 export interface StreamEventLog extends StreamMirror {
   /**
@@ -363,6 +460,16 @@ export interface StreamEventLog extends StreamMirror {
    * when later events were trimmed, EDGE_STORE_UNAVAILABLE when the log cannot be read.
    */
   open(sessionId: string, streamId: string, afterSeq: number): Promise<SharedStream | undefined>;
+  /**
+   * `open`, and a request stream whose owner died before every answer was given is claimed by this
+   * instance and returned as a TakenOverStream (once: another instance resuming it then follows
+   * the new owner).
+   */
+  resume(
+    sessionId: string,
+    streamId: string,
+    afterSeq: number,
+  ): Promise<SharedStream | TakenOverStream | undefined>;
   /** When a client on another instance last followed the stream (its owner keeps it then). */
   followedAt(streamId: string): Promise<number | undefined>;
   /** Keep-alives and catch-up reads of the streams followed here (the registry's sweep). */

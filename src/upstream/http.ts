@@ -5,6 +5,7 @@ import type { RpcMessage, RpcRequest } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { createCredentials, type UpstreamCredentials } from "./credentials.ts";
+import { abortedWith } from "./deadline.ts";
 import { DEFAULT_MAX_RESULT_BYTES, header, MAX_UPSTREAM_BODY, readBody, replyFromResponse } from "./reply.ts";
 import {
   type ForwardContext,
@@ -308,11 +309,8 @@ function readReply(res: EgressResponse, ctx: ForwardContext, maxResult: number):
 }
 
 function upstreamFailure(err: unknown, ctx: ForwardContext): GatewayError {
-  if (ctx.signal.aborted) {
-    const reason = ctx.signal.reason as { name?: string } | undefined;
-    if (reason?.name === "TimeoutError")
-      return new GatewayError("EDGE_UPSTREAM_TIMEOUT", undefined, { cause: err });
-  }
+  const aborted = abortedWith(ctx.signal, err);
+  if (aborted) return aborted;
   if (err instanceof GatewayError) return err;
   const code = (err as { code?: string }).code;
   if (code === "UND_ERR_HEADERS_TIMEOUT")

@@ -19,6 +19,13 @@ import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
 export const ADMIN_TOKEN = "as-test-admin-token-0123456789abcdef";
 export const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
 
+/** What the flows need of an edge: its public URL, its MCP URL and an API key to sign in with. */
+export interface AsTarget {
+  base: string;
+  mcpUrl: string;
+  key: string;
+}
+
 export interface AsEdge {
   edge: InProcessEdge;
   base: string;
@@ -156,7 +163,7 @@ export class TestOAuthProvider implements OAuthClientProvider {
 
 /** The SDK's whole flow: discovery, registration, PKCE, the person's consent, the code exchange. */
 export async function sdkLogin(
-  a: AsEdge,
+  a: AsTarget,
   provider: TestOAuthProvider,
   browser = new Browser(),
   scope?: string,
@@ -218,7 +225,7 @@ export async function tokenRequest(
 
 /** The authorization URL of a code flow with PKCE S256 for the edge's route. */
 export function authorizeUrl(
-  a: AsEdge,
+  a: AsTarget,
   o: {
     clientId: string;
     redirectUri: string;
@@ -243,7 +250,7 @@ export function authorizeUrl(
 
 /** A whole code flow by hand (register unless a client id is given): the code and its verifier. */
 export async function codeFlow(
-  a: AsEdge,
+  a: AsTarget,
   o: { clientId?: string; redirectUri?: string; browser?: Browser; scope?: string } = {},
 ): Promise<{ clientId: string; redirectUri: string; code: string; verifier: string; redirect: URL }> {
   const redirectUri = o.redirectUri ?? "http://127.0.0.1:41999/cb";
@@ -267,7 +274,7 @@ export async function codeFlow(
 
 /** A code flow and its exchange: a fresh pair of tokens. */
 export async function loginTokens(
-  a: AsEdge,
+  a: AsTarget,
   o: { clientId?: string; redirectUri?: string } = {},
 ): Promise<RawTokens & { clientId: string }> {
   const f = await codeFlow(a, o);
@@ -283,7 +290,7 @@ export async function loginTokens(
 }
 
 /** An MCP initialize with a bearer token: the HTTP status. */
-export async function mcpStatus(a: AsEdge, token: string): Promise<number> {
+export async function mcpStatus(a: Pick<AsTarget, "mcpUrl">, token: string): Promise<number> {
   const res = await fetch(a.mcpUrl, {
     method: "POST",
     headers: {

@@ -109,6 +109,26 @@ export function apiKeyStoreContract(name: string, open: () => Promise<ApiKeyStor
       await store.close();
     });
 
+    test("list by server: a key for several servers (a,b) or every server (*) is listed under each it covers", async () => {
+      const store = await open();
+      const one = apiKey({ createdAt: 1000, server: "github" });
+      const two = apiKey({ createdAt: 2000, server: "github,jira" });
+      const all = apiKey({ createdAt: 3000, server: "*" });
+      // A name that contains another as a prefix or suffix is not it.
+      const near = apiKey({ createdAt: 4000, server: "git,jira-cloud" });
+      for (const r of [one, two, all, near]) await store.insert(r);
+      const ids = async (server: string) => (await store.list({ server })).map((r) => r.id);
+      assert.deepEqual(await ids("github"), [all.id, two.id, one.id]);
+      assert.deepEqual(await ids("jira"), [all.id, two.id]);
+      assert.deepEqual(await ids("git"), [near.id, all.id]);
+      assert.deepEqual(await ids("slack"), [all.id]);
+      assert.deepEqual(
+        (await store.byName("github,jira", two.tenant, two.name)).map((r) => r.id),
+        [two.id],
+      );
+      await store.close();
+    });
+
     test("update sets only the fields given, visible at once to get (a revocation applies now)", async () => {
       const store = await open();
       const r = apiKey();

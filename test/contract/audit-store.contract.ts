@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import { chainRecord, verifyChains } from "../../src/audit/chain.ts";
 import { type Heads } from "../../src/store/types.ts";
 import type { FinalRecord } from "../../src/audit/record.ts";
-import type { AuditStore, ChainedRecord } from "../../src/store/types.ts";
+import type { AuditStore, ChainedRecord, OpenCall } from "../../src/store/types.ts";
 
 let clock = Date.parse("2026-01-01T00:00:00Z");
 
@@ -148,6 +148,43 @@ export function auditStoreContract(name: string, open: () => Promise<AuditStore>
       await store.close();
     });
 
+    test("write-ahead entries: stored once, removed by the call's record, other writers' listed", async () => {
+      const store = await open();
+      const opened = (requestId: string, rpcId: string, instance: string): OpenCall => ({
+        key: `${requestId} ${rpcId}`,
+        instance,
+        at: Date.now(),
+        record: JSON.stringify(final({ requestId, rpcId, outcome: { kind: "unknown" } })),
+      });
+      await store.openCalls([opened("q1", "1", "w1"), opened("q1", "2", "w1"), opened("q2", "1", "w2")]);
+      // Stored again (a spool replay): kept once.
+      await store.openCalls([opened("q1", "1", "w1")]);
+      const keys = async (instance: string) =>
+        (await store.orphanCalls(instance, 0, 100)).map((o) => o.key).sort();
+      // A writer never lists its own entries as orphans.
+      assert.deepEqual(await keys("w1"), ["q2 1"]);
+      assert.deepEqual(await keys("w3"), ["q1 1", "q1 2", "q2 1"]);
+      // The record of call q1/1 replaces its entry; a record of another type or call does not.
+      await store.append(
+        chained(new Map(), [
+          { requestId: "q1", rpcId: "1" },
+          { requestId: "q2", rpcId: "1", type: "request" },
+        ]),
+      );
+      assert.deepEqual(await keys("w3"), ["q1 2", "q2 1"]);
+      const entry = (await store.orphanCalls("w3", 0, 100)).find((o) => o.key === "q1 2");
+      assert.equal(entry?.instance, "w1");
+      assert.equal((JSON.parse(entry?.record ?? "{}") as FinalRecord).rpcId, "2");
+      assert.equal((await store.orphanCalls("w3", 0, 1)).length, 1, "at most `limit`");
+      // A request's entries move to the writer that took its stream over (and only that request's).
+      const adopted = await store.adoptCalls("q1", "w9");
+      assert.deepEqual(
+        adopted.map((o) => [o.key, o.instance]),
+        [["q1 2", "w9"]],
+      );
+      assert.deepEqual(await keys("w9"), ["q2 1"]);
+    });
+
     test("scan returns one chain's rows by seq with the exact hashed text", async () => {
       const store = await open();
       const batch = chained(new Map(), [{}, { tenant: "globex" }, {}]);
@@ -178,6 +215,24 @@ export function auditChainingContract(name: string, open: () => Promise<AuditSto
   };
 
   describe(`AuditStore chaining contract: ${name}`, () => {
+    test("write-ahead entries of a writer with a fresh heartbeat are not orphans; its record removes them", async () => {
+      const store = await open();
+      const record = final({ requestId: "live", rpcId: "7", outcome: { kind: "unknown" } });
+      await store.openCalls([
+        { key: "live 7", instance: "alive", at: Date.now(), record: JSON.stringify(record) },
+      ]);
+      await store.seen("alive");
+      assert.deepEqual(await store.orphanCalls("other", 60_000, 10), []);
+      // Gone (a clean stop), or not seen for longer than the bound: its entries are orphans.
+      await store.gone("alive");
+      assert.deepEqual(
+        (await store.orphanCalls("other", 60_000, 10)).map((o) => o.key),
+        ["live 7"],
+      );
+      await appendChained(store)([final({ requestId: "live", rpcId: "7" })], { keys: ["k-live"] });
+      assert.deepEqual(await store.orphanCalls("other", 0, 10), []);
+    });
+
     test("appendChained chains after the committed heads, per tenant, and returns the records as stored", async () => {
       const store = await open();
       const append = appendChained(store);

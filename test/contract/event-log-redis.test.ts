@@ -1,8 +1,9 @@
 /**
  * RedisEventLog (src/store/redis/event-log.ts) against real Redis: what instance A writes for its
  * streams (frames, window, TTL, end, removal), what instance B reads back (own session only, the
- * trimmed window as EDGE_STREAM_EXPIRED, holes never silent), and a Redis that dies under A (A's
- * own client keeps being served; one report per failure run; 503 on a resume).
+ * trimmed window as EDGE_STREAM_EXPIRED, holes never silent), a request stream taken over when its
+ * owner's connection is gone (claimed once, the old owner's writes refused), and a Redis that dies
+ * under A (A's own client keeps being served; one report per failure run; 503 on a resume).
  */
 import assert from "node:assert/strict";
 import type { ServerResponse } from "node:http";
@@ -13,6 +14,7 @@ import { RedisEventLog } from "../../src/store/redis/event-log.ts";
 import { Sink, type StreamLimits, StreamRegistry } from "../../src/session/streams.ts";
 import { createRedisClient } from "../../src/store/redis/client.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
+import { isTakenOver, sharedOnly } from "../../src/store/types.ts";
 
 const limits: StreamLimits = {
   bufferEvents: 3,
@@ -203,6 +205,55 @@ if (await redisReady("RedisEventLog")) {
       assert.equal(await client.exists(`${prefix}ev:${t.id}`, `${prefix}evm:${t.id}`), 0);
     });
 
+    test("takeover: a request stream whose owner is gone is claimed once; the old owner's writes are refused", async () => {
+      const prefix = testPrefix();
+      prefixes.push(prefix);
+      // A's subscriber connection is its own: closing it is what a killed process's looks like.
+      const subA = createRedisClient({ url: REDIS_URL });
+      const logA = new RedisEventLog({ client, keyPrefix: prefix, limits, subscriber: () => subA });
+      const a = { log: logA, registry: new StreamRegistry(limits, { events: logA }) };
+      closers.push(async () => {
+        a.registry.close();
+        await logA.close();
+      });
+      const b = instance(prefix);
+      const c = instance(prefix);
+      const s = a.registry.create("sess-1", "request");
+      s.takeover = { requestId: "req-1", protocolVersion: "2025-11-25", ids: [7] };
+      s.append('{"n":1}', undefined, "up-1");
+      s.append('{"n":2}', undefined, "up-2");
+      await written(a.log);
+      const liveness = async () =>
+        ((await client.pubsub("NUMSUB", `${prefix}evi:${a.log.instance}`)) as [string, number])[1];
+      await waitFor(async () => (await liveness()) === 1);
+      // Owner alive: B follows, no claim.
+      const followed = sharedOnly(await b.registry.resolveShared("sess-1", `${s.id}.1`));
+      assert.equal(followed?.done, false);
+      followed?.end();
+      subA.disconnect();
+      await waitFor(async () => (await liveness()) === 0);
+      const taken = await b.registry.resolveShared("sess-1", `${s.id}.1`);
+      assert.ok(isTakenOver(taken), "B takes the stream over");
+      assert.equal(taken.last, 2);
+      assert.equal(taken.upstreamId, "up-2");
+      assert.deepEqual(taken.state.ids, [7]);
+      assert.deepEqual(seqs(taken.frames), [2]);
+      const adopted = b.registry.adopt(taken);
+      // Another instance resuming now follows B (one claim wins).
+      const other = await c.registry.resolveShared("sess-1", `${s.id}.1`);
+      assert.equal(isTakenOver(other), false);
+      sharedOnly(other)?.end();
+      adopted.append('{"n":3}', undefined, "up-3");
+      await written(b.log);
+      // A, wrongly thinking it still owns the stream, writes: refused, and it stops.
+      s.append('{"n":99}');
+      await written(a.log);
+      await waitFor(() => s.done);
+      const after3 = sharedOnly(await c.registry.resolveShared("sess-1", `${s.id}.2`));
+      assert.deepEqual(seqs(after3?.framesAfter() ?? []), [3]);
+      after3?.end();
+    });
+
     test("close writes what is queued and removes the heartbeat", async () => {
       const prefix = testPrefix();
       prefixes.push(prefix);
@@ -274,7 +325,7 @@ if (await redisReady("RedisEventLog")) {
         logA.flush();
         await ca.ping();
         await isCode(b.resolveShared("sess-1", `${s.id}.3`), "EDGE_STREAM_EXPIRED");
-        const r = await b.resolveShared("sess-1", `${s.id}.4`);
+        const r = sharedOnly(await b.resolveShared("sess-1", `${s.id}.4`));
         assert.deepEqual(seqs(r?.framesAfter() ?? []), [5]);
         r?.end();
         s.append('{"n":6}');

@@ -15,6 +15,7 @@ import { describe, test } from "node:test";
 import { GatewayError } from "../../src/errors/errors.ts";
 import { Sink, type StreamLimits, StreamRegistry } from "../../src/session/streams.ts";
 import type { StreamEventLog } from "../../src/store/types.ts";
+import { sharedOnly } from "../../src/store/types.ts";
 
 export interface EventLogPair {
   a: StreamEventLog;
@@ -91,7 +92,7 @@ export function eventLogContract(name: string, open: () => Promise<EventLogPair>
         assert.match(r.framesAfter()[0] ?? "", new RegExp(`^id: ${s.id}\\.2\ndata: \\{"n":2\\}\n\n$`));
         r.end();
         // Through B's registry, by Last-Event-ID, the same.
-        const viaRegistry = await t.rb.resolveShared("sess-1", `${s.id}.2`);
+        const viaRegistry = sharedOnly(await t.rb.resolveShared("sess-1", `${s.id}.2`));
         assert.deepEqual(seqs(viaRegistry?.framesAfter() ?? []), [3]);
         viaRegistry?.end();
       } finally {
@@ -164,7 +165,7 @@ export function eventLogContract(name: string, open: () => Promise<EventLogPair>
         const s = t.ra.create("sess-1", "standalone");
         s.append('{"n":1}');
         await t.written();
-        const r = await t.rb.resolveShared("sess-1", `${s.id}.0`);
+        const r = sharedOnly(await t.rb.resolveShared("sess-1", `${s.id}.0`));
         assert.ok(r);
         const c = client();
         r.attach(c.sink);

@@ -8,19 +8,17 @@
  * provider — both made every real browser fail to connect.
  */
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { after, before, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
+import { haveChromium, launchChromiumBrowser } from "../helpers/chromium.ts";
 import { freePort, type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { type ApiServer, type Provider, startApiServer, startProvider } from "../helpers/third-party.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ADMIN_TOKEN = "connect-pages-e2e-admin-token-0123456789";
 const SECRET_ENV = "MCP_EDGE_TEST_CP_TP_SECRET";
 const KEY_ENV = "MCP_EDGE_TEST_CP_VAULT_KEY";
-const haveChromium = existsSync(CHROMIUM);
 
 let tp: Provider;
 let api: ApiServer;
@@ -63,18 +61,7 @@ before(async () => {
     },
     tempDir("mcp-edge-connect-pages-"),
   );
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--no-first-run",
-      "--disable-background-networking",
-    ],
-    timeout: 60_000,
-  });
+  browser = await launchChromiumBrowser();
 });
 
 after(async () => {

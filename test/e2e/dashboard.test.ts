@@ -197,6 +197,20 @@ describe("dashboard", { skip: !haveChromium }, () => {
     const evil = await connect("beta", keys.evil.key);
     await call(evil, EVIL_TOOL, 1);
 
+    // Five wrong keys on alpha: refused authentications, which the root admin's page counts.
+    for (let i = 0; i < 5; i++) {
+      const res = await fetch(edge.url("alpha"), {
+        method: "POST",
+        headers: {
+          authorization: `Bearer mcpe_wrongwrong${i}_${"z".repeat(43)}`,
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+        },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }),
+      });
+      assert.equal(res.status, 401);
+    }
+
     // Audit flush (the admin API's audit query flushes too) and key last-use flush.
     await edge.gw.audit.flush();
     await edge.gw.keys.store.flush();
@@ -415,6 +429,18 @@ describe("dashboard", { skip: !haveChromium }, () => {
 
     await signIn(page, ADMIN_TOKEN);
     assert.equal(await page.getByTestId("scope").textContent(), "root admin");
+    // Refused authentications: the five wrong keys, by route and reason, and their address.
+    assert.equal(await page.getByTestId("total-auth-refused").textContent(), "5");
+    const refusedRow = page.locator('[data-testid="auth-refused-row"][data-server="alpha"]');
+    assert.equal(await refusedRow.getAttribute("data-reason"), "EDGE_AUTH_INVALID_TOKEN");
+    assert.equal(await refusedRow.getByTestId("count").textContent(), "5");
+    assert.equal(
+      await page
+        .locator('[data-testid="auth-refused-address"][data-address="127.0.0.1"]')
+        .getByTestId("count")
+        .textContent(),
+      "5",
+    );
     const s = await checkFigures(page, records, "");
     assert.equal(s.scope, "all");
 
@@ -510,6 +536,7 @@ describe("dashboard", { skip: !haveChromium }, () => {
     await signIn(page, token);
     assert.equal(await page.getByTestId("scope").textContent(), "tenant admin · acme");
     assert.equal(await page.getByTestId("tenant-filter").isVisible(), false);
+    assert.equal(await page.getByTestId("auth-refused").isVisible(), false, "refusals belong to no tenant");
     const acme = records.filter((r) => r.tenant === "acme");
     const s = await checkFigures(page, acme, "", token);
     assert.equal(s.scope, "tenant");

@@ -36,7 +36,9 @@ export async function startOAuthClient(options: {
   const early: (string | Error)[] = [];
   const seen: URLSearchParams[] = [];
   const server: Server = createServer((req, res) => {
-    const q = new URL(req.url ?? "/", "http://127.0.0.1").searchParams;
+    const u = new URL(req.url ?? "/", "http://127.0.0.1");
+    if (u.pathname !== "/callback") return void res.writeHead(404).end(); // a browser's /favicon.ico
+    const q = u.searchParams;
     seen.push(q);
     const code = q.get("code");
     const outcome =

@@ -306,6 +306,60 @@ describe("key threats: keys", () => {
     assert.equal((await mcp("/github/mcp", a, INIT)).status, 200, "the other key of the name still works");
   });
 
+  test("a key for several servers of its tenant (a list, or all): valid on each, refused elsewhere; rotated and revoked by name", async () => {
+    const both = await api("POST", "/api/keys", { name: "multi", servers: ["other", "github"] });
+    assert.equal(both.status, 201, JSON.stringify(both.json));
+    assert.equal(both.json.server, "github,other");
+    assert.deepEqual(both.json.servers, ["github", "other"]);
+    const all = await api("POST", "/api/keys", { name: "everywhere", servers: "*" });
+    assert.equal(all.status, 201, JSON.stringify(all.json));
+    const one = await createKey({ name: "only-github", server: "github" });
+    for (const route of ["/github/mcp", "/other/mcp"]) {
+      assert.equal((await mcp(route, both.json.key, INIT)).status, 200, `list key on ${route}`);
+      assert.equal((await mcp(route, all.json.key, INIT)).status, 200, `* key on ${route}`);
+    }
+    assert.equal((await mcp("/other/mcp", one, INIT)).status, 401, "a one-server key elsewhere");
+    // Listed under each server it covers; found by name from either.
+    const listed = await api("GET", "/api/keys?server=other");
+    const names = (listed.json.keys as { name: string }[]).map((k) => k.name);
+    assert.ok(names.includes("multi") && names.includes("everywhere") && !names.includes("only-github"));
+    const rotated = await api("POST", "/api/keys/multi/rotate?server=other", { grace: "1h" });
+    assert.equal(rotated.status, 201);
+    assert.equal(rotated.json.server, "github,other", "rotation keeps the servers");
+    // The CLI: a key for every server, as a user creates it.
+    const run = promisify(execFile);
+    const out = await run(
+      NODE_BIN,
+      [
+        path.join(REPO_ROOT, "src/main.ts"),
+        "keys",
+        "create",
+        "--name",
+        "cli-all",
+        "--servers",
+        "*",
+        "--url",
+        admin,
+      ],
+      { env: { ...process.env, MCP_EDGE_ADMIN_TOKEN: ADMIN_TOKEN } },
+    );
+    assert.match(out.stdout, /^created cli-all \([a-z0-9]{12}\) for \*\/default\n/);
+    // An unknown server in the list is refused; server and servers together too.
+    assert.equal((await api("POST", "/api/keys", { name: "bad", servers: ["github", "nope"] })).status, 400);
+    assert.equal(
+      (await api("POST", "/api/keys", { name: "bad", server: "github", servers: "*" })).status,
+      400,
+    );
+    // A name is one key's at a time on every server it covers.
+    assert.equal(
+      (await api("POST", "/api/keys", { name: "only-github", servers: ["other", "github"] })).status,
+      409,
+    );
+    const revoked = await api("DELETE", "/api/keys/multi?server=github");
+    assert.equal(revoked.json.revoked_count, 2, "the rotated key and its successor");
+    assert.equal((await mcp("/other/mcp", rotated.json.key, INIT)).status, 401);
+  });
+
   test("revoke with a grace period: the key works until the grace ends", async () => {
     const key = await createKey({ name: "graceful", server: "github" });
     assert.equal((await api("DELETE", "/api/keys/graceful?server=github&grace=1s")).json.status, "revoking");

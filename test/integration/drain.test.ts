@@ -8,6 +8,9 @@
  *   (d) the open standalone GET stream receives a `retry:` field before it closes;
  *   (e) the process exits 0, and the session record survives: an edge started again on the same
  *       port and state dir serves the same SDK client's session.
+ * And a call still running at `drain.timeout`: its client gets the coded JSON-RPC error
+ * EDGE_DRAINED on its stream at the timeout (not a bare end of stream), and the audit holds its
+ * record, aborted by the drain, in a chain that verifies.
  */
 import assert from "node:assert/strict";
 import { request as httpRequest } from "node:http";
@@ -18,6 +21,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { freePort, type SpawnedEdge, spawnEdge, tempDir } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
 import { until as untilDefined } from "../helpers/wait.ts";
+import type { AuditRecord } from "../../src/audit/record.ts";
 
 const DEMO = `${REPO_ROOT}/src/demo/server.ts`;
 const JSON_ACCEPT = { "content-type": "application/json", accept: "application/json, text/event-stream" };
@@ -188,6 +192,77 @@ describe("drain on SIGTERM", () => {
     const again = await client.callTool({ name: "echo", arguments: { text: "after restart" } });
     assert.equal((again.content as { text: string }[])[0]?.text, "after restart");
     assert.equal(transport.sessionId, sessionId, "the client kept its session id");
+    assert.equal(await edge.stop(), 0);
+  });
+});
+
+describe("drain timeout", () => {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  after(async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  });
+
+  test("a call still running at drain.timeout gets EDGE_DRAINED on its stream and an audit record", async (t) => {
+    const dir = tempDir();
+    const token = "drain-admin-token-0123456789abcdef-0123456789";
+    const doc = {
+      admin: { listen: { host: "127.0.0.1", port: 0 }, token },
+      drain: { timeout: "1s", delay: "0s" },
+      servers: {
+        demo: { route: "/mcp", upstream: { stdio: { command: NODE_BIN, args: [DEMO] } }, auth: ["none"] },
+      },
+    };
+    let edge = await spawnEdge(doc, dir);
+    cleanups.push(() => edge.kill());
+    const client = new Client({ name: "drain-timeout", version: "1.0.0" });
+    await client.connect(new StreamableHTTPClientTransport(new URL(`${edge.baseUrl}/mcp`)));
+    cleanups.push(() => client.close());
+
+    // 40 steps of 250 ms: still running long after the drain timeout.
+    let progressed!: () => void;
+    const inFlight = new Promise<void>((r) => {
+      progressed = r;
+    });
+    const slow = client
+      .callTool({ name: "slow", arguments: { steps: 40, delayMs: 250 } }, undefined, {
+        onprogress: () => progressed(),
+        timeout: 60_000,
+      })
+      .then(
+        () => undefined,
+        (err: unknown) => err as { code?: number; message?: string; data?: { code?: string } },
+      );
+    await inFlight;
+    const t0 = performance.now();
+    edge.child.kill("SIGTERM");
+    const err = await slow;
+    const ms = performance.now() - t0;
+    assert.ok(err, "the call fails rather than completing");
+    assert.equal(err.code, -32000, String(err.message));
+    assert.equal(err.data?.code, "EDGE_DRAINED", String(err.message));
+    // At the drain timeout (1 s), not at the client's own timeout (60 s) nor the tool's end (10 s).
+    assert.ok(ms < 8000, `EDGE_DRAINED after ${Math.round(ms)} ms`);
+    assert.equal(await edge.exited, 0);
+    assert.match(edge.output(), /drain timeout: ending calls still in flight/);
+    t.diagnostic(`drain.timeout 1 s: EDGE_DRAINED reached the client ${Math.round(ms)} ms after SIGTERM`);
+
+    // The record of the call: allowed, aborted by the drain, in a chain that verifies.
+    edge = await spawnEdge(doc, dir);
+    const admin = { authorization: `Bearer ${token}` };
+    const page = (await (await fetch(`${edge.adminUrl}/api/audit?tool=slow`, { headers: admin })).json()) as {
+      records: AuditRecord[];
+    };
+    assert.equal(page.records.length, 1, JSON.stringify(page.records));
+    const rec = page.records[0] as AuditRecord;
+    assert.equal(rec.decision, "allowed");
+    assert.equal(rec.code, "EDGE_DRAINED");
+    assert.deepEqual(rec.outcome, { kind: "aborted", code: "EDGE_DRAINED" });
+    const verified = (await (
+      await fetch(`${edge.adminUrl}/api/audit/verify`, { headers: admin })
+    ).json()) as {
+      ok: boolean;
+    };
+    assert.equal(verified.ok, true);
     assert.equal(await edge.stop(), 0);
   });
 });

@@ -4,7 +4,9 @@
  * (RFC 9207), rotating single-use refresh tokens and accounts an administrator can disable.
  * A small HTTP server on loopback hosts each IdP's login method (src/as/login.ts: start, finish,
  * recheck) at the authorization server's paths, with the pages of a minimal `LoginEnv`; a
- * person's browser is driven over HTTP (test/helpers/browser.ts).
+ * person's browser is driven over HTTP (test/helpers/browser.ts). Last, an edge whose
+ * authorization server offers two IdPs (one per tenant) on its sign-in page: the one chosen
+ * decides the grant's tenant.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -23,7 +25,13 @@ import { type FederationConfig, federationSchema } from "../../src/config/schema
 import { Egress } from "../../src/egress/index.ts";
 import { createLogger } from "../../src/observability/logger.ts";
 import { KeyRing } from "../../src/vault/seal.ts";
-import { Browser, formAction } from "../helpers/browser.ts";
+import { auth } from "@modelcontextprotocol/sdk/client/auth.js";
+import { decodeJwt } from "jose";
+import { parseAccountId } from "../../src/as/adapter.ts";
+import { DEMO, TestOAuthProvider } from "../as/helpers.ts";
+import { Browser, formAction, formValue } from "../helpers/browser.ts";
+import { freePort, type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
+import { NODE_BIN } from "../helpers/spawn.ts";
 import { type Provider, startProvider } from "../helpers/third-party.ts";
 
 const ring = new KeyRing(randomBytes(32).toString("base64"));
@@ -390,5 +398,92 @@ describe("federation config", () => {
       () => parseConfig({ ...base, auth: as({ idp: { ...idpDoc, scopes: ["email"] } }) }),
       /must include openid/,
     );
+  });
+});
+
+describe("several IdPs behind the authorization server (one per tenant)", () => {
+  let edge: InProcessEdge;
+  let shared: Provider;
+  let asBase: string;
+
+  before(async () => {
+    const port = await freePort();
+    asBase = `http://127.0.0.1:${port}`;
+    shared = await startProvider({
+      redirectUris: [`${asBase}/as/login/acme/callback`, `${asBase}/as/login/globex/callback`],
+      ttlSeconds: 60,
+    });
+    process.env.MCP_EDGE_TEST_FED_IDP2_SECRET = shared.clientSecret;
+    process.env.MCP_EDGE_TEST_FED_VAULT_KEY2 = Buffer.alloc(32, 3).toString("base64");
+    const idpDoc = (name: string) => ({
+      issuer: shared.issuer,
+      clientId: shared.clientId,
+      clientSecret: "${MCP_EDGE_TEST_FED_IDP2_SECRET}",
+      scopes: ["openid", "offline_access"],
+      tenant: name.toLowerCase(),
+      displayName: name,
+    });
+    edge = await startEdge(
+      {
+        listen: { host: "127.0.0.1", port },
+        publicUrl: asBase,
+        vault: { key: "${MCP_EDGE_TEST_FED_VAULT_KEY2}" },
+        auth: {
+          authorizationServer: {
+            enabled: true,
+            login: { apiKey: false, idps: { acme: idpDoc("Acme"), globex: idpDoc("Globex") } },
+          },
+        },
+        servers: {
+          demo: {
+            route: "/mcp",
+            upstream: { stdio: { command: NODE_BIN, args: [DEMO], mode: "shared" } },
+            auth: ["oauth"],
+            scopes: { default: ["mcp:tools"] },
+          },
+        },
+      },
+      tempDir("mcp-edge-fed-idps-"),
+    );
+  });
+
+  after(async () => {
+    await edge?.stop();
+    await shared?.stop();
+    delete process.env.MCP_EDGE_TEST_FED_IDP2_SECRET;
+    delete process.env.MCP_EDGE_TEST_FED_VAULT_KEY2;
+  });
+
+  test("the sign-in page offers each IdP; the one chosen decides the tenant of the grant", async () => {
+    const client = new TestOAuthProvider({ redirectUrl: "http://127.0.0.1:1/callback" });
+    const mcpUrl = `${asBase}/mcp`;
+    assert.equal(await auth(client, { serverUrl: mcpUrl }), "REDIRECT");
+    const browser = new Browser();
+    const chooser = await browser.get(String(client.lastAuthorizationUrl), "http://127.0.0.1:1/");
+    assert.equal(chooser.status, 200, chooser.text);
+    assert.match(chooser.text, /Sign in with Acme/);
+    const link = /href="([^"]*)">Sign in with Globex/.exec(chooser.text)?.[1];
+    assert.ok(link, chooser.text);
+    const login = await browser.get(new URL(link.replaceAll("&amp;", "&"), asBase).toString());
+    assert.match(login.text, /Sign in to Example Provider/);
+    const consent = await browser.post(formAction(login) as string, { login: "alice" }, login.url);
+    assert.equal(consent.status, 200, consent.text);
+    assert.match(consent.text, /Allow access\?/);
+    const back = await browser.post(
+      formAction(consent) as string,
+      { csrf: formValue(consent.text, "csrf") as string, decision: "allow" },
+      consent.url,
+      "http://127.0.0.1:1/",
+    );
+    const code = new URL(back.url).searchParams.get("code");
+    assert.ok(code, back.url);
+    assert.equal(await auth(client, { serverUrl: mcpUrl, authorizationCode: code }), "AUTHORIZED");
+    const claims = decodeJwt(client.saved?.access_token as string);
+    assert.deepEqual(parseAccountId(String(claims.sub)), {
+      method: "globex",
+      tenant: "globex",
+      subject: "globex|alice",
+    });
+    assert.equal(claims.org_id, "globex");
   });
 });

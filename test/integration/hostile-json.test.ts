@@ -19,6 +19,7 @@ import { type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { lastMessage } from "../helpers/mcp.ts";
 import { postAs, type RecordingUpstream, startRecordingUpstream } from "../helpers/recording-upstream.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ADMIN_TOKEN = "test-admin-token-hostile-json-0123456789";
 const dir = tempDir();
@@ -364,9 +365,14 @@ describe("hostile JSON bodies are refused before anything reaches the upstream",
   });
 
   test("a stdio route: the same refusals; the process reads none of it", async () => {
+    const record = () =>
+      existsSync(STDIO_RECORD) ? readFileSync(STDIO_RECORD, "utf8").split("\n").filter(Boolean) : [];
+    const lines = () => record().length;
+    const initialized = () => record().filter((l) => l.includes("notifications/initialized")).length;
+    const seen = initialized();
     const stdioSid = await openSession("stdio");
-    const lines = () =>
-      existsSync(STDIO_RECORD) ? readFileSync(STDIO_RECORD, "utf8").split("\n").filter(Boolean).length : 0;
+    // The notification's 202 comes when the edge has written it; the process records it after.
+    await waitFor(() => initialized() > seen, { what: "the process to record notifications/initialized" });
     const before = lines();
     for (const c of CASES) {
       const r = await post("stdio", c.body, {

@@ -184,9 +184,9 @@ test("bin wrapper: SIGKILL of the wrapper stops the edge it started, and the edg
 test("bin wrapper: a terminal's SIGINT to the process group reaches the edge once: it drains and exits 0", async () => {
   const { wrapper, edgePid, admin, output } = await wrapped();
   assert.equal((await fetch(`${admin}/healthz`)).status, 200);
-  // SIGHUP is forwarded and ignored by the edge: both keep running.
+  // SIGHUP is forwarded: the edge reloads its (unchanged) file, and both keep running.
   wrapper.kill("SIGHUP");
-  await waitFor(() => /SIGHUP received/.test(output()), { what: "the edge's SIGHUP log line" });
+  await waitFor(() => /reloading the configuration/.test(output()), { what: "the edge's SIGHUP log line" });
   assert.equal((await fetch(`${admin}/healthz`)).status, 200, "still serving after SIGHUP");
   process.kill(-(wrapper.pid as number), "SIGINT");
   const [code] = (await onceWithin(wrapper, "exit", { what: "the wrapper to exit", timeout: 20_000 })) as [

@@ -22,6 +22,7 @@ import { type EdgeStream, type StreamLimits, StreamRegistry } from "../../src/se
 import { createRedisClient } from "../../src/store/redis/client.ts";
 import { dropPrefix, REDIS_URL, redisReady, startRedisServer, testPrefix } from "../helpers/redis.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { sharedOnly } from "../../src/store/types.ts";
 
 const LIMITS: StreamLimits = {
   bufferEvents: 1000,
@@ -231,7 +232,7 @@ if (await redisReady("distributed SSE resumption")) {
       assert.deepEqual(onB.ids, range(s.id, 2, 3));
       // The upstream side is gone: B replays what Redis holds after the id; the forwarder then
       // opens a fresh standalone stream, as for an unknown id.
-      const r = await b.registry.resolveShared("sess-1", `${s.id}.3`);
+      const r = sharedOnly(await b.registry.resolveShared("sess-1", `${s.id}.3`));
       assert.ok(r);
       assert.equal(r.kind, "standalone");
       assert.equal(r.done, true);

@@ -7,7 +7,10 @@ import { appendFileSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { Writable } from "node:stream";
 import { test } from "node:test";
+import { draftsFromRequestEnd } from "../../src/audit/events.ts";
 import { AuditLog } from "../../src/audit/log.ts";
+import type { RequestFacts } from "../../src/observability/channels.ts";
+import type { Route } from "../../src/upstream/types.ts";
 import { argsPolicy, type AuditDraft } from "../../src/audit/record.ts";
 import { MemoryAuditStore } from "../../src/store/memory/audit.ts";
 import { createLogger } from "../../src/observability/logger.ts";
@@ -191,4 +194,86 @@ test("the spool file is created 0600 and only ever appended to", async () => {
   assert.ok(readFileSync(spoolPath, "utf8").startsWith(before));
   assert.equal(statSync(spoolPath).mode & 0o777, 0o600);
   await audit.close();
+});
+
+/** What the pipeline knows of a tools/call about to be forwarded (the write-ahead entry's source). */
+function callFacts(requestId: string, id: number): RequestFacts {
+  return {
+    requestId,
+    startedAt: performance.now(),
+    route: { name: "github" } as Route,
+    httpMethod: "POST",
+    headers: {},
+    principal: undefined,
+    messages: [{ jsonrpc: "2.0", id, method: "tools/call", params: { name: "deploy", arguments: { id } } }],
+    session: undefined,
+    outcomes: undefined,
+    upstream: undefined,
+    upstreamAt: undefined,
+    egress: undefined,
+    clientLeft: false,
+  };
+}
+
+test("write-ahead: an entry before the call, removed by its record; store down: both spooled, in order", async () => {
+  const store = new MemoryAuditStore();
+  const spool = path.join(tempDir(), "spool.jsonl");
+  const audit = await open(store, spool);
+  await audit.ahead(callFacts("req-a", 1));
+  assert.deepEqual(
+    store.openEntries().map((e) => e.key),
+    ["req-a 1"],
+  );
+  for (const d of draftsFromRequestEnd({
+    request: callFacts("req-a", 1),
+    status: 200,
+    error: undefined,
+    durationMs: 3,
+  }))
+    audit.enqueue(d);
+  await audit.flush();
+  assert.deepEqual(store.openEntries(), []);
+  assert.deepEqual(await targets(store), ["deploy"]);
+
+  store.failing = true;
+  await audit.ahead(callFacts("req-b", 2));
+  assert.match(readFileSync(spool, "utf8"), /"open":\{"key":"req-b 2"/, "the entry is spooled");
+  for (const d of draftsFromRequestEnd({
+    request: callFacts("req-b", 2),
+    status: 200,
+    error: undefined,
+    durationMs: 3,
+  }))
+    audit.enqueue(d);
+  await audit.flush();
+  store.failing = false;
+  await audit.flush();
+  assert.deepEqual(store.openEntries(), [], "the replayed record removed the replayed entry");
+  assert.deepEqual(await targets(store), ["deploy", "deploy"]);
+  assert.equal((await audit.verify()).ok, true);
+  await audit.close();
+});
+
+test("write-ahead: entries a stopped process left (stored or spooled) become records with outcome unknown", async () => {
+  const store = new MemoryAuditStore();
+  const spool = path.join(tempDir(), "spool.jsonl");
+  const first = await open(store, spool);
+  await first.ahead(callFacts("req-c", 3));
+  store.failing = true;
+  await first.ahead(callFacts("req-d", 4));
+  // The process dies here: no record of either call, one entry stored, one spooled.
+  first.unsubscribe();
+  store.failing = false;
+  const second = await open(store, spool);
+  const records = (await store.query({}, { limit: 10 })).records;
+  assert.deepEqual(
+    records.map((r) => [r.requestId, r.outcome]),
+    [
+      ["req-c", { kind: "unknown" }],
+      ["req-d", { kind: "unknown" }],
+    ],
+  );
+  assert.deepEqual(store.openEntries(), []);
+  assert.equal((await second.verify()).ok, true);
+  await second.close();
 });

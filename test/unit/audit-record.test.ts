@@ -179,12 +179,14 @@ test("drafts: refusals and failures get the right decision; a POST refused unrea
       error: new GatewayError(code),
       durationMs: 1,
     });
-  const unread = at("EDGE_AUTH_INVALID_TOKEN", 401, false);
+  const unread = at("EDGE_BODY_TOO_LARGE", 413, false);
   assert.equal(unread.length, 1);
   assert.equal(unread[0]?.type, "request");
   assert.equal(unread[0]?.decision, "refused");
-  assert.equal(unread[0]?.code, "EDGE_AUTH_INVALID_TOKEN");
+  assert.equal(unread[0]?.code, "EDGE_BODY_TOO_LARGE");
   assert.equal(unread[0]?.tenant, null);
+  // A refused authentication is recorded sampled, by src/audit/auth-refusals.ts, not here.
+  assert.equal(at("EDGE_AUTH_INVALID_TOKEN", 401, false).length, 0);
   for (const [code, status] of [
     ["EDGE_TOOL_FORBIDDEN", 403],
     ["EDGE_SESSION_NOT_FOUND", 404],

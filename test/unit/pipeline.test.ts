@@ -162,6 +162,7 @@ test("docs: every stage of every list names its file and only codes of the one t
     "connection",
     "tool-list",
     "cache",
+    "audit-ahead",
     "forward",
   ]);
 });

@@ -13,7 +13,7 @@ function make(): { ctx: PublicRequestContext; res: EventEmitter & { writableFini
   const res = Object.assign(new EventEmitter(), { writableFinished: false });
   const ctx = new PublicRequestContext(
     "r1",
-    {} as IncomingMessage,
+    { socket: { remoteAddress: "127.0.0.1" } } as IncomingMessage,
     res as unknown as ServerResponse,
     { name: "s" } as Route,
     "mcp",

@@ -158,6 +158,44 @@
     set("total-p95", t.p95_ms === null ? "–" : `${t.p95_ms} ms`);
   }
 
+  /** Refused authentications (root admins only: they belong to no tenant), since the edge started. */
+  function renderAuthRefused(s) {
+    const a = s.auth_refused;
+    document.querySelector('[data-testid="auth-refused-tile"]').hidden = !a;
+    document.querySelector('[data-testid="auth-refused"]').hidden = !a;
+    if (!a) return;
+    document.querySelector('[data-testid="total-auth-refused"]').textContent = String(a.total);
+    document.querySelector('[data-testid="auth-refused-since"]').textContent =
+      `since ${a.since.slice(0, 16).replace("T", " ")} UTC · ${a.audited} audited, ${a.not_audited} left out by sampling`;
+    const routes = $("auth-refused-routes");
+    if (a.by_route.length === 0) emptyRow(routes, 3, "None.");
+    else
+      routes.replaceChildren(
+        ...a.by_route.map((r) =>
+          el(
+            "tr",
+            { "data-testid": "auth-refused-row", "data-server": r.server, "data-reason": r.reason },
+            td(r.server),
+            td(r.reason),
+            td(r.count, { class: "num", "data-testid": "count" }),
+          ),
+        ),
+      );
+    const addresses = $("auth-refused-addresses");
+    if (a.top_addresses.length === 0) emptyRow(addresses, 2, "None.");
+    else
+      addresses.replaceChildren(
+        ...a.top_addresses.map((r) =>
+          el(
+            "tr",
+            { "data-testid": "auth-refused-address", "data-address": r.address },
+            td(r.address),
+            td(r.count, { class: "num", "data-testid": "count" }),
+          ),
+        ),
+      );
+  }
+
   function figureCells(f, withRefused) {
     return [
       td(f.calls, { class: "num", "data-testid": "calls" }),
@@ -547,6 +585,7 @@
       ]);
       state.stats = s;
       renderTotals(s);
+      renderAuthRefused(s);
       renderTables(s);
       renderCharts(s);
       renderKeys(keys.keys);

@@ -3,6 +3,7 @@ import { authorize as authorizeCalls, filterToolsList, toolAllowed } from "../..
 import type { Parsed } from "../../context.ts";
 import { GatewayError } from "../../errors/errors.ts";
 import { isRequest } from "../../mcp/jsonrpc.ts";
+import type { RequestFacts } from "../../observability/channels.ts";
 import type { CallLimiter } from "../../ratelimit/limiter.ts";
 import type { Stage } from "../compose.ts";
 
@@ -13,7 +14,7 @@ const FILE = "src/pipeline/stages/policy.ts";
  * is refused (503) rather than run unaudited while the audit spool is full. Other methods continue.
  * The refusal is itself queued for the audit log.
  */
-export function auditGate(audit: { accepting(): boolean } | undefined): Stage<Parsed> {
+export function auditGate(audit: AuditAdmission | undefined): Stage<Parsed> {
   return {
     name: "audit-gate",
     does: "Refuses a `tools/call` (503) while the audit log cannot take records; other methods pass.",
@@ -26,6 +27,27 @@ export function auditGate(audit: { accepting(): boolean } | undefined): Stage<Pa
             throw new GatewayError("EDGE_AUDIT_UNAVAILABLE");
         }
       : undefined,
+  };
+}
+
+/** What the audit stages need of the audit log (src/audit/log.ts). */
+export interface AuditAdmission {
+  accepting(): boolean;
+  ahead(facts: RequestFacts): Promise<void> | undefined;
+}
+
+/**
+ * Write-ahead audit: the last stage before the forward stage, so that every audited call that
+ * can reach the upstream has a stored entry first. The call's record replaces it; an instance that
+ * dies before the answer leaves it, and it is recovered as a record with outcome `unknown`.
+ */
+export function auditAhead(audit: AuditAdmission | undefined): Stage<Parsed> {
+  return {
+    name: "audit-ahead",
+    does: "Stores a write-ahead audit entry for each audited call (tools/call, resources/read, prompts/get) before it is forwarded; if the instance dies before the answer, the entry becomes a record with outcome `unknown`.",
+    codes: ["EDGE_AUDIT_UNAVAILABLE"],
+    file: FILE,
+    run: audit ? (ctx) => audit.ahead(ctx) : undefined,
   };
 }
 

@@ -1,5 +1,5 @@
 /** API keys in memory (the ApiKeyStore interface is in src/store/types.ts). */
-import type { ApiKeyFilter, ApiKeyRecord, ApiKeyStore } from "../types.ts";
+import { type ApiKeyFilter, type ApiKeyRecord, type ApiKeyStore, keyServes } from "../types.ts";
 
 /** API keys in a Map (tests). */
 export class MemoryApiKeyStore implements ApiKeyStore {
@@ -33,7 +33,9 @@ export class MemoryApiKeyStore implements ApiKeyStore {
 
   async list(filter: ApiKeyFilter): Promise<ApiKeyRecord[]> {
     return this.#sorted(
-      (r) => (!filter.server || r.server === filter.server) && (!filter.tenant || r.tenant === filter.tenant),
+      (r) =>
+        (!filter.server || keyServes(r.server, filter.server)) &&
+        (!filter.tenant || r.tenant === filter.tenant),
     );
   }
 

@@ -17,8 +17,10 @@ import type {
   AuditStore,
   ChainedRecord,
   Heads,
+  OpenCall,
   StoredRow,
 } from "../types.ts";
+import { openKey } from "../types.ts";
 import { AuditChainConflictError, matches, recordOf, rowOf } from "../audit-rows.ts";
 
 /** Records in memory (tests, and a gateway without a database). */
@@ -28,6 +30,10 @@ export class MemoryAuditStore implements AuditStore {
   /** Fault switch for tests of the spool: while set, `append` throws. */
   failing = false;
 
+  readonly #open = new Map<string, OpenCall>();
+  /** Writers' heartbeats (ms), as the PostgreSQL store keeps them. */
+  readonly #seen = new Map<string, number>();
+
   async append(records: readonly ChainedRecord[]): Promise<void> {
     if (this.failing) throw new Error("audit store unavailable");
     for (const c of records) {
@@ -35,7 +41,50 @@ export class MemoryAuditStore implements AuditStore {
       if (this.#keys.has(key)) continue;
       this.#keys.add(key);
       this.#rows.push(rowOf(c));
+      const open = c.record.type === "call" ? openKey(c.record) : undefined;
+      if (open !== undefined) this.#open.delete(open);
     }
+  }
+
+  async openCalls(entries: readonly OpenCall[]): Promise<void> {
+    if (this.failing) throw new Error("audit store unavailable");
+    for (const e of entries) if (!this.#open.has(e.key)) this.#open.set(e.key, e);
+  }
+
+  /** One writer (as SQLite): every other writer's entries are from before a restart. */
+  async orphanCalls(instance: string, _staleMs: number, limit: number): Promise<OpenCall[]> {
+    if (this.failing) throw new Error("audit store unavailable");
+    return [...this.#open.values()].filter((e) => e.instance !== instance).slice(0, limit);
+  }
+
+  /** When a writer was last seen (ms), undefined when never or gone. */
+  protected seenAt(instance: string): number | undefined {
+    return this.#seen.get(instance);
+  }
+
+  async adoptCalls(requestId: string, instance: string): Promise<OpenCall[]> {
+    if (this.failing) throw new Error("audit store unavailable");
+    const out: OpenCall[] = [];
+    for (const [key, e] of this.#open) {
+      if (!key.startsWith(`${requestId} `)) continue;
+      const moved = { ...e, instance };
+      this.#open.set(key, moved);
+      out.push(moved);
+    }
+    return out;
+  }
+
+  async seen(instance: string): Promise<void> {
+    this.#seen.set(instance, Date.now());
+  }
+
+  async gone(instance: string): Promise<void> {
+    this.#seen.delete(instance);
+  }
+
+  /** Test helper: the write-ahead entries still open. */
+  openEntries(): OpenCall[] {
+    return [...this.#open.values()];
   }
 
   async heads(): Promise<Map<string, { seq: number; hash: string }>> {
@@ -102,6 +151,14 @@ export class MemoryAuditStore implements AuditStore {
 export class MemoryChainingAuditStore extends MemoryAuditStore {
   readonly #byKey = new Map<string, ChainedRecord>();
   failAfterCommit = false;
+
+  /** Several writers (as PostgreSQL): entries of writers not seen within `staleMs` (or gone). */
+  override async orphanCalls(instance: string, staleMs: number, limit: number): Promise<OpenCall[]> {
+    const now = Date.now();
+    return (await super.orphanCalls(instance, staleMs, Number.MAX_SAFE_INTEGER))
+      .filter((e) => now - (this.seenAt(e.instance) ?? 0) > staleMs)
+      .slice(0, limit);
+  }
 
   /** As PostgreSQL's: records chained elsewhere must extend the stored chain (or be stored already). */
   override async append(records: readonly ChainedRecord[]): Promise<void> {

@@ -209,7 +209,8 @@ export class PostgresApiKeyStore implements ApiKeyStore {
   async list(filter: ApiKeyFilter): Promise<ApiKeyRecord[]> {
     const rows = await this.#query<ApiKeyRow>(
       "api key list",
-      `SELECT ${KEY_COLUMNS} FROM ${this.#t} WHERE ($1::text IS NULL OR server = $1) AND ($2::text IS NULL OR tenant = $2)
+      `SELECT ${KEY_COLUMNS} FROM ${this.#t} WHERE ($1::text IS NULL OR server = $1 OR server = '*'
+         OR position(',' || $1 || ',' in ',' || server || ',') > 0) AND ($2::text IS NULL OR tenant = $2)
        ORDER BY created_at DESC, ord DESC`,
       [filter.server ?? null, filter.tenant ?? null],
     );

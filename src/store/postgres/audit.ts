@@ -32,6 +32,8 @@ import {
   type AuditStore,
   type ChainedRecord,
   type Heads,
+  type OpenCall,
+  openKey,
   type StoredRow,
 } from "../types.ts";
 
@@ -43,6 +45,8 @@ export class PostgresAuditStore implements AuditStore {
   readonly #db: PostgresDb;
   readonly #audit: string;
   readonly #heads: string;
+  readonly #open: string;
+  readonly #writers: string;
   readonly #lockKey: string;
 
   /** The pool belongs to the caller: `close` does not end it. */
@@ -50,6 +54,8 @@ export class PostgresAuditStore implements AuditStore {
     this.#db = db;
     this.#audit = `${db.schema}.audit`;
     this.#heads = `${db.schema}.audit_heads`;
+    this.#open = `${db.schema}.audit_open`;
+    this.#writers = `${db.schema}.audit_writers`;
     this.#lockKey = `audit-append:${db.schema}`;
   }
 
@@ -127,6 +133,13 @@ export class PostgresAuditStore implements AuditStore {
         keys ?? records.map(() => null),
       ],
     );
+    // A call's record replaces its write-ahead entry, in the same transaction.
+    const closed: string[] = [];
+    for (const { record: r } of records) {
+      const key = r.type === "call" ? openKey(r) : undefined;
+      if (key !== undefined) closed.push(key);
+    }
+    if (closed.length > 0) await c.query(`DELETE FROM ${this.#open} WHERE key = ANY($1::text[])`, [closed]);
     const last = new Map<string, { seq: number; hash: string }>();
     for (const { record: r } of records) last.set(r.chain, { seq: r.seq, hash: r.hash });
     await c.query(
@@ -221,6 +234,57 @@ export class PostgresAuditStore implements AuditStore {
       let next = 0;
       return records.map((_, i) => stored.get(keys?.[i] ?? "") ?? (chained[next++] as ChainedRecord));
     });
+  }
+
+  async openCalls(entries: readonly OpenCall[]): Promise<void> {
+    if (entries.length === 0) return;
+    await this.#query(
+      "audit open",
+      `INSERT INTO ${this.#open} (key, instance, at, record)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) ON CONFLICT (key) DO NOTHING`,
+      [
+        entries.map((e) => e.key),
+        entries.map((e) => e.instance),
+        entries.map((e) => e.at),
+        entries.map((e) => e.record),
+      ],
+    );
+  }
+
+  /** Entries of instances whose heartbeat (database clock) is older than `staleMs`, or absent. */
+  async orphanCalls(instance: string, staleMs: number, limit: number): Promise<OpenCall[]> {
+    return this.#query<OpenCall>(
+      "audit orphans",
+      `SELECT o.key, o.instance, o.at, o.record FROM ${this.#open} o
+       LEFT JOIN ${this.#writers} w ON w.instance = o.instance
+       WHERE o.instance <> $1
+         AND (w.seen_at IS NULL OR w.seen_at < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - $2)
+       ORDER BY o.at LIMIT $3`,
+      [instance, staleMs, limit],
+    );
+  }
+
+  async adoptCalls(requestId: string, instance: string): Promise<OpenCall[]> {
+    return this.#query<OpenCall>(
+      "audit adopt",
+      `UPDATE ${this.#open} SET instance = $2 WHERE left(key, length($1) + 1) = $1 || ' '
+       RETURNING key, instance, at, record`,
+      [requestId, instance],
+    );
+  }
+
+  async seen(instance: string): Promise<void> {
+    await this.#query(
+      "audit heartbeat",
+      `INSERT INTO ${this.#writers} (instance, seen_at)
+       VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+       ON CONFLICT (instance) DO UPDATE SET seen_at = EXCLUDED.seen_at`,
+      [instance],
+    );
+  }
+
+  async gone(instance: string): Promise<void> {
+    await this.#query("audit heartbeat", `DELETE FROM ${this.#writers} WHERE instance = $1`, [instance]);
   }
 
   async #query<R extends object>(what: string, sql: string, params: unknown[]): Promise<R[]> {

@@ -158,6 +158,20 @@ const MIGRATIONS: readonly ((s: string) => string)[] = [
      until BIGINT NOT NULL
    );
    CREATE INDEX as_revocations_at ON ${s}.as_revocations (at);`,
+  // Write-ahead entries of calls in flight (src/store/postgres/audit.ts `openCalls`), removed with
+  // the insert of the call's record; `audit_writers` holds each instance's heartbeat, and entries of
+  // an instance not seen for a while are recovered by another as records with outcome `unknown`.
+  (s) => `CREATE TABLE ${s}.audit_open (
+     key TEXT PRIMARY KEY,
+     instance TEXT NOT NULL,
+     at BIGINT NOT NULL,
+     record TEXT NOT NULL
+   );
+   CREATE INDEX audit_open_instance ON ${s}.audit_open (instance);
+   CREATE TABLE ${s}.audit_writers (
+     instance TEXT PRIMARY KEY,
+     seen_at BIGINT NOT NULL
+   );`,
 ];
 
 /** The newest migration version this code knows. */

@@ -1,5 +1,5 @@
 /**
- * SSE event buffers in Redis / Valkey (distributed mode; one file of ~640 lines on purpose: the
+ * SSE event buffers in Redis / Valkey (distributed mode; one file of ~780 lines on purpose: the
  * writer, the reader and the follower share one key layout and one set of Lua scripts). A client resumes on
  * instance B, with Last-Event-ID, a stream that began on instance A, and gets every event after its
  * id exactly once, the events A read from the upstream while the client was away included, then the
@@ -30,12 +30,18 @@
  *   evm:<stream>    hash: `s` session id, `k` kind, `i` owner instance, `last` highest seq written,
  *                   `ev` highest seq trimmed (a resume after an older seq is EDGE_STREAM_EXPIRED),
  *                   `end` 1 once the stream finished on A, `fa` when a client on another instance
- *                   last followed it (ms). Both keys expire `streams.ttl` after the last write or
- *                   follow.
+ *                   last followed it (ms), `u` the upstream's event id of the newest event written
+ *                   (when it gave ids), `rq` a request stream's TakeoverState (its POST's request id,
+ *                   protocol version and the JSON-RPC ids not answered yet). Both keys expire
+ *                   `streams.ttl` after the last write or follow.
  *   evo:<instance>  an instance's heartbeat, renewed every `heartbeatMs` (5 s) and by every write,
- *                   expiring three beats later: a stream whose owner is gone without writing its end
- *                   (SIGKILL) is treated as ended (at once on a resume; by a follower after two
- *                   sweeps that find it gone).
+ *                   expiring three beats later.
+ * Channel `evi:<instance>`: each instance's subscriber connection subscribes to its own, and an
+ * owner is alive while its heartbeat exists and that channel has a subscriber (PUBSUB NUMSUB): a
+ * killed process loses its connections at once, so its death is seen at once, not three beats
+ * later. A stream whose owner is gone without writing its end (SIGKILL) is treated as ended (at
+ * once on a resume; by a follower after two sweeps that find it gone), except a request stream with
+ * answers pending, which the instance the client resumes on takes over (below).
  * Channel `evc:<stream>` (pub/sub): `<last>` after each write, `<last>e` with the end. A hint only:
  * followers read the frames from the Redis Stream.
  *
@@ -62,6 +68,14 @@
  * While B follows, its sweep stamps `fa` and refreshes the TTL, so A neither drops the stream
  * (closing its upstream) nor lets Redis expire it while the client is away from A.
  *
+ * Takeover (instance B, `resume`): a request stream not ended, its owner dead, answers pending, is
+ * claimed by B in one script (owner still the dead one, not ended → `i` = B): one instance wins.
+ * B gets every frame after the client's seq and numbers on after `last` under the same stream id,
+ * resuming the upstream after `u` (src/forward/streamable.ts); its writes go through the same
+ * APPEND. APPEND refuses (-1) a writer that is no longer the owner, and that writer stops pumping
+ * the stream (`lost`): an owner wrongly thought dead (its subscriber connection reconnecting) never
+ * writes beside the new one.
+ *
  * Failure: Redis down during a resume → EDGE_STORE_UNAVAILABLE (503); during a follow, reads are
  * retried on the next sweeps, and after 3 failures in a row the response ends (the client resumes).
  */
@@ -70,7 +84,15 @@ import type { Redis } from "ioredis";
 import { GatewayError } from "../../errors/errors.ts";
 import { formatComment, formatEvent } from "../../mcp/sse.ts";
 import { guardOf, type RedisGuard, storeUnavailable } from "./client.ts";
-import type { EventLogLimits, MirroredStream, SharedStream, StreamEventLog, StreamSink } from "../types.ts";
+import type {
+  EventLogLimits,
+  MirroredStream,
+  SharedStream,
+  StreamEventLog,
+  StreamSink,
+  TakenOverStream,
+  TakeoverState,
+} from "../types.ts";
 
 /** How often an instance renews its heartbeat key (which lives three times as long), by default. */
 const HEARTBEAT_MS = 5000;
@@ -83,22 +105,25 @@ const OWNER_GONE_STRIKES = 2;
 
 /**
  * KEYS[1] frames (stream), KEYS[2] meta. ARGV: session, kind, owner, ttl ms, evicted, flags (`e`
- * end, `d` drop), channel, top (A's highest seq), owner heartbeat key, its ttl ms, then seq/frame
- * pairs in ascending seq (a write renews the owner's heartbeat too). Whatever A
- * gave that Redis does not hold (a failed write, keys lost) counts as evicted: what Redis holds
- * stays contiguous.
+ * end, `d` drop), channel, top (A's highest seq), owner heartbeat key, its ttl ms, upstream event
+ * id ("" if none), takeover state ("" if none), then seq/frame pairs in ascending seq (a write
+ * renews the owner's heartbeat too). Whatever A gave that Redis does not hold (a failed write, keys
+ * lost) counts as evicted: what Redis holds stays contiguous. -1 when another instance took the
+ * stream over (its owner is no longer ARGV[3]): nothing is written.
  */
 const APPEND = `
+local owner = redis.call('HGET', KEYS[2], 'i')
+if owner and owner ~= ARGV[3] then return -1 end
 local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '0')
 local ev = tonumber(redis.call('HGET', KEYS[2], 'ev') or '0')
 local given = tonumber(ARGV[5])
 if given > ev then ev = given end
 local n = #ARGV
 redis.call('SET', ARGV[9], '1', 'PX', ARGV[10])
-if n >= 12 then
-  local first = tonumber(ARGV[11])
+if n >= 14 then
+  local first = tonumber(ARGV[13])
   if first > last + 1 and first - 1 > ev then ev = first - 1 end
-  for i = 11, n - 1, 2 do
+  for i = 13, n - 1, 2 do
     local seq = tonumber(ARGV[i])
     if seq > last then
       redis.call('XADD', KEYS[1], '0-' .. ARGV[i], 'f', ARGV[i + 1])
@@ -120,6 +145,8 @@ if string.find(flags, 'd', 1, true) then
 end
 if ev > 0 then redis.call('XTRIM', KEYS[1], 'MINID', '0-' .. string.format('%d', ev + 1)) end
 redis.call('HSET', KEYS[2], 's', ARGV[1], 'k', ARGV[2], 'i', ARGV[3], 'last', string.format('%d', last), 'ev', string.format('%d', ev))
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[2], 'u', ARGV[11]) end
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'rq', ARGV[12]) end
 local mark = string.format('%d', last)
 if string.find(flags, 'e', 1, true) then
   redis.call('HSET', KEYS[2], 'end', '1')
@@ -133,11 +160,14 @@ return 1
 
 /**
  * KEYS[1] frames, KEYS[2] meta. ARGV: session, after seq, count, owner key prefix, follow-at ms (0:
- * read only), ttl ms. Nil for an unknown stream or another session's; else kind, last, evicted,
- * ended, owner alive, [[id, [f, frame]], ...].
+ * read only), ttl ms, owner liveness channel prefix. Nil for an unknown stream or another
+ * session's; else kind, last, evicted, ended, owner alive, [[id, [f, frame]], ...], owner,
+ * upstream event id, takeover state. The owner is alive while its heartbeat key exists and its
+ * subscriber connection is subscribed to its liveness channel (a process killed loses that
+ * connection at once; its heartbeat lives on for up to three beats).
  */
 const FETCH = `
-local m = redis.call('HMGET', KEYS[2], 's', 'k', 'i', 'last', 'ev', 'end')
+local m = redis.call('HMGET', KEYS[2], 's', 'k', 'i', 'last', 'ev', 'end', 'u', 'rq')
 if not m[1] or m[1] ~= ARGV[1] then return false end
 if ARGV[5] ~= '0' then
   redis.call('HSET', KEYS[2], 'fa', ARGV[5])
@@ -145,8 +175,26 @@ if ARGV[5] ~= '0' then
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
 local alive = redis.call('EXISTS', ARGV[4] .. (m[3] or ''))
+if alive == 1 then
+  local subs = redis.call('PUBSUB', 'NUMSUB', ARGV[7] .. (m[3] or ''))
+  if tonumber(subs[2]) == 0 then alive = 0 end
+end
 local entries = redis.call('XRANGE', KEYS[1], '(0-' .. ARGV[2], '+', 'COUNT', ARGV[3])
-return { m[2] or 'request', m[4] or '0', m[5] or '0', m[6] or '0', alive, entries }
+return { m[2] or 'request', m[4] or '0', m[5] or '0', m[6] or '0', alive, entries, m[3] or '', m[7] or '', m[8] or '' }
+`;
+
+/**
+ * KEYS[2] meta (KEYS[1] frames). ARGV: the owner found dead, the new owner, ttl ms. 1 when the
+ * stream, not ended, still had that owner and now has the new one; else 0 (another instance
+ * claimed it first, or it ended).
+ */
+const CLAIM = `
+local m = redis.call('HMGET', KEYS[2], 'i', 'end')
+if m[1] ~= ARGV[1] or m[2] == '1' then return 0 end
+redis.call('HSET', KEYS[2], 'i', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
 `;
 
 interface EventCommands {
@@ -160,10 +208,12 @@ interface EventCommands {
     ownerPrefix: string,
     followAt: number,
     ttl: number,
+    livenessPrefix: string,
   ): Promise<FetchReply | null>;
+  mcpeEventsClaim(k1: string, k2: string, dead: string, owner: string, ttl: number): Promise<number>;
 }
 
-type FetchReply = [string, string, string, string, number, [string, string[]][]];
+type FetchReply = [string, string, string, string, number, [string, string[]][], string, string, string];
 
 /** One read of a stream from Redis. */
 interface Snapshot {
@@ -173,6 +223,19 @@ interface Snapshot {
   ended: boolean;
   ownerAlive: boolean;
   frames: [number, string][];
+  owner: string;
+  upstreamId: string | undefined;
+  takeover: TakeoverState | undefined;
+}
+
+function takeoverState(json: string): TakeoverState | undefined {
+  if (json === "") return undefined;
+  try {
+    const t = JSON.parse(json) as TakeoverState;
+    return typeof t.requestId === "string" && Array.isArray(t.ids) ? t : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface RedisEventLogOptions {
@@ -227,12 +290,16 @@ export class RedisEventLog implements StreamEventLog {
     this.#onError = options.onError ?? (() => undefined);
     this.#client.defineCommand("mcpeEventsAppend", { numberOfKeys: 2, lua: APPEND });
     this.#client.defineCommand("mcpeEventsFetch", { numberOfKeys: 2, lua: FETCH });
+    this.#client.defineCommand("mcpeEventsClaim", { numberOfKeys: 2, lua: CLAIM });
     this.#cmd = this.#client as unknown as EventCommands;
     const sub = options.subscriber;
     this.#ownsSub = sub === undefined || typeof sub === "function";
     this.#sub = sub === undefined ? this.#client.duplicate() : typeof sub === "function" ? sub() : sub;
     if (this.#ownsSub) this.#sub.on("error", () => undefined);
     this.#sub.on("message", (channel: string, message: string) => this.#notify(channel, message));
+    // Liveness: while this process lives, its subscriber connection is subscribed to its channel
+    // (other instances count subscribers to tell a killed owner from one whose heartbeat lingers).
+    this.#sub.subscribe(this.#liveness(this.instance)).catch(() => undefined);
     // After a reconnect (ioredis resubscribes): notifications may have been missed meanwhile.
     this.#sub.on("ready", () => {
       for (const f of this.#followers) f.pull();
@@ -254,6 +321,10 @@ export class RedisEventLog implements StreamEventLog {
 
   #channel(streamId: string): string {
     return `${this.#prefix}evc:${streamId}`;
+  }
+
+  #liveness(instance: string): string {
+    return `${this.#prefix}evi:${instance}`;
   }
 
   get #ownerKey(): string {
@@ -300,13 +371,17 @@ export class RedisEventLog implements StreamEventLog {
       s.lastSeq,
       this.#ownerKey,
       this.#heartbeatTtl,
+      u.upstreamId ?? "",
+      u.resume ?? "",
     ];
     if (!drop) for (const e of u.events) args.push(e.seq, e.frame);
     const p = this.#guard
       .run(() => this.#cmd.mcpeEventsAppend(this.#key(s.id), this.#meta(s.id), ...args))
       .then(
-        () => {
+        (written) => {
           this.#writeFailing = false;
+          // Another instance found this one dead and took the stream over: it pumps it now.
+          if (written === -1) s.lost();
         },
         (err: unknown) => {
           this.stats.writeFailures++;
@@ -344,10 +419,11 @@ export class RedisEventLog implements StreamEventLog {
         `${this.#prefix}evo:`,
         follow ? Date.now() : 0,
         Math.max(1, Math.ceil(this.#limits.ttl)),
+        `${this.#prefix}evi:`,
       ),
     );
     if (r === null) return undefined;
-    const [kind, last, evicted, ended, alive, entries] = r;
+    const [kind, last, evicted, ended, alive, entries, owner, upstreamId, takeover] = r;
     return {
       kind: kind === "standalone" ? "standalone" : "request",
       last: Number(last),
@@ -355,6 +431,9 @@ export class RedisEventLog implements StreamEventLog {
       ended: ended === "1",
       ownerAlive: alive === 1,
       frames: entries.map(([id, fields]) => [Number(id.slice(id.indexOf("-") + 1)), fields[1] ?? ""]),
+      owner,
+      upstreamId: upstreamId === "" ? undefined : upstreamId,
+      takeover: takeoverState(takeover),
     };
   }
 
@@ -365,6 +444,24 @@ export class RedisEventLog implements StreamEventLog {
    * the client's sink, or `release` it.
    */
   async open(sessionId: string, streamId: string, afterSeq: number): Promise<RemoteStream | undefined> {
+    return (await this.#open(sessionId, streamId, afterSeq, false)) as RemoteStream | undefined;
+  }
+
+  /** `open`, taking over a request stream whose owner died before its answers (StreamEventLog). */
+  resume(
+    sessionId: string,
+    streamId: string,
+    afterSeq: number,
+  ): Promise<RemoteStream | TakenOverStream | undefined> {
+    return this.#open(sessionId, streamId, afterSeq, true);
+  }
+
+  async #open(
+    sessionId: string,
+    streamId: string,
+    afterSeq: number,
+    takeOver: boolean,
+  ): Promise<RemoteStream | TakenOverStream | undefined> {
     if (this.#closed) return undefined;
     let stream: RemoteStream | undefined;
     try {
@@ -372,6 +469,26 @@ export class RedisEventLog implements StreamEventLog {
       if (!snap) return undefined;
       if (afterSeq < snap.evicted) throw new GatewayError("EDGE_STREAM_EXPIRED");
       const frames = snap.frames;
+      // A request stream whose owner died before every answer: this instance takes it over.
+      const takeover = snap.takeover;
+      if (
+        takeOver &&
+        snap.kind === "request" &&
+        !snap.ended &&
+        !snap.ownerAlive &&
+        takeover &&
+        takeover.ids.length > 0
+      ) {
+        const ttl = Math.max(1, Math.ceil(this.#limits.ttl));
+        const dead = snap.owner;
+        const claimed = await this.#guard.run(() =>
+          this.#cmd.mcpeEventsClaim(this.#key(streamId), this.#meta(streamId), dead, this.instance, ttl),
+        );
+        if (claimed === 1) return await this.#takenOver(sessionId, streamId, afterSeq, snap, takeover);
+        // Claimed by another instance (or ended) meanwhile: read it again, as any live stream.
+        snap = (await this.#fetch(sessionId, streamId, afterSeq, true)) ?? snap;
+        frames.splice(0, frames.length, ...snap.frames);
+      }
       // A finished stream is replayed whole here (a live one is read on by the follower).
       while (snap.frames.length === PAGE && (snap.ended || !snap.ownerAlive)) {
         const after = frames[frames.length - 1]?.[0] ?? afterSeq;
@@ -388,6 +505,35 @@ export class RedisEventLog implements StreamEventLog {
       if (stream) this.release(stream);
       throw err instanceof GatewayError ? err : storeUnavailable(err);
     }
+  }
+
+  /** The stream this instance claimed: every frame after the client's, read whole. */
+  async #takenOver(
+    sessionId: string,
+    streamId: string,
+    afterSeq: number,
+    snap: Snapshot,
+    state: TakeoverState,
+  ): Promise<TakenOverStream> {
+    const frames = snap.frames.map(([, f]) => f);
+    let page = snap;
+    let after = snap.frames.at(-1)?.[0] ?? afterSeq;
+    while (page.frames.length === PAGE) {
+      const next = await this.#fetch(sessionId, streamId, after, false);
+      if (!next) break;
+      page = next;
+      frames.push(...next.frames.map(([, f]) => f));
+      after = next.frames.at(-1)?.[0] ?? after;
+    }
+    return {
+      takeover: true,
+      id: streamId,
+      sessionId,
+      frames,
+      last: snap.last,
+      upstreamId: snap.upstreamId,
+      state,
+    };
   }
 
   async #subscribe(f: RemoteStream): Promise<void> {
@@ -484,6 +630,7 @@ export class RedisEventLog implements StreamEventLog {
     await Promise.allSettled([...this.#writes]);
     await this.#client.del(this.#ownerKey).catch(() => undefined);
     if (this.#ownsSub) this.#sub.disconnect();
+    else await this.#sub.unsubscribe(this.#liveness(this.instance)).catch(() => undefined);
   }
 }
 

@@ -68,7 +68,9 @@ export class SqliteApiKeyStore implements ApiKeyStore {
         "SELECT * FROM api_keys WHERE server = ? AND tenant = ? AND name = ? ORDER BY created_at DESC, rowid DESC",
       ),
       list: this.#db.prepare(
-        "SELECT * FROM api_keys WHERE (?1 IS NULL OR server = ?1) AND (?2 IS NULL OR tenant = ?2) ORDER BY created_at DESC, rowid DESC",
+        `SELECT * FROM api_keys WHERE (?1 IS NULL OR server = ?1 OR server = '*'
+           OR instr(',' || server || ',', ',' || ?1 || ',') > 0) AND (?2 IS NULL OR tenant = ?2)
+         ORDER BY created_at DESC, rowid DESC`,
       ),
       touch: this.#db.prepare(
         "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",

@@ -8,6 +8,8 @@ import {
   type AuditRow as Row,
   type AuditStore,
   type ChainedRecord,
+  type OpenCall,
+  openKey,
   type StoredRow,
 } from "../types.ts";
 import { recordOf } from "../audit-rows.ts";
@@ -53,6 +55,11 @@ export class SqliteAuditStore implements AuditStore {
     max: StatementSync;
     chains: StatementSync;
     scan: StatementSync;
+    open: StatementSync;
+    close: StatementSync;
+    orphans: StatementSync;
+    adopt: StatementSync;
+    request: StatementSync;
   };
 
   constructor(file: string, options: { busyTimeoutMs?: number } = {}) {
@@ -66,6 +73,19 @@ export class SqliteAuditStore implements AuditStore {
       max: this.#db.prepare("SELECT COALESCE(MAX(id), 0) AS id FROM audit"),
       chains: this.#db.prepare("SELECT DISTINCT chain FROM audit ORDER BY chain"),
       scan: this.#db.prepare("SELECT * FROM audit WHERE chain = ? AND seq > ? ORDER BY seq LIMIT ?"),
+      open: this.#db.prepare(
+        "INSERT OR IGNORE INTO audit_open (key, instance, at, record) VALUES (?, ?, ?, ?)",
+      ),
+      close: this.#db.prepare("DELETE FROM audit_open WHERE key = ?"),
+      orphans: this.#db.prepare(
+        "SELECT key, instance, at, record FROM audit_open WHERE instance <> ? ORDER BY at LIMIT ?",
+      ),
+      adopt: this.#db.prepare(
+        "UPDATE audit_open SET instance = ?1 WHERE substr(key, 1, length(?2) + 1) = ?2 || ' '",
+      ),
+      request: this.#db.prepare(
+        "SELECT key, instance, at, record FROM audit_open WHERE substr(key, 1, length(?1) + 1) = ?1 || ' '",
+      ),
     };
   }
 
@@ -87,12 +107,43 @@ export class SqliteAuditStore implements AuditStore {
           at += size;
         }
       }
+      // A call's record replaces its write-ahead entry, in the same transaction.
+      for (const { record: r } of records) {
+        const key = r.type === "call" ? openKey(r) : undefined;
+        if (key !== undefined) this.#stmt.close.run(key);
+      }
       this.#db.exec("COMMIT");
     } catch (err) {
       if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
       throw err;
     }
   }
+
+  async openCalls(entries: readonly OpenCall[]): Promise<void> {
+    if (entries.length === 0) return;
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      for (const e of entries) this.#stmt.open.run(e.key, e.instance, e.at, e.record);
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+
+  /** One process writes the file: every entry another one left is from before a restart. */
+  async orphanCalls(instance: string, _staleMs: number, limit: number): Promise<OpenCall[]> {
+    return this.#stmt.orphans.all(instance, limit) as unknown as OpenCall[];
+  }
+
+  async adoptCalls(requestId: string, instance: string): Promise<OpenCall[]> {
+    this.#stmt.adopt.run(instance, requestId);
+    return this.#stmt.request.all(requestId) as unknown as OpenCall[];
+  }
+
+  async seen(): Promise<void> {}
+
+  async gone(): Promise<void> {}
 
   #insert(rows: number): StatementSync {
     let stmt = this.#inserts.get(rows);

@@ -57,6 +57,15 @@ const MIGRATIONS: readonly string[] = [
      UNIQUE (chain, seq)
    ) STRICT;
    CREATE INDEX audit_tenant_ts ON audit (tenant, ts);`,
+  // Write-ahead entries of calls in flight (src/store/sqlite/audit.ts `openCalls`): stored before a
+  // call is forwarded, removed with the insert of its record; what a stopped process left is
+  // recovered as records with outcome `unknown` at the next start.
+  `CREATE TABLE audit_open (
+     key TEXT PRIMARY KEY,
+     instance TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     record TEXT NOT NULL
+   ) STRICT;`,
 ];
 
 /**

@@ -15,6 +15,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { InMemoryEventStore } from "@modelcontextprotocol/sdk/examples/shared/inMemoryEventStore.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 import { z } from "zod";
@@ -56,7 +57,7 @@ export interface Upstream {
   stop(): Promise<void>;
 }
 
-async function runUpstream(instance: string, port: number): Promise<void> {
+async function runUpstream(instance: string, port: number, resumable = false): Promise<void> {
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; state: { calls: number } }>();
   const stats = {
     initialized: 0,
@@ -175,6 +176,9 @@ async function runUpstream(instance: string, port: number): Promise<void> {
       const state = { calls: 0 };
       const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
+        // Resumable (MCP transports, "Resumability and Redelivery"): SSE events carry ids and a
+        // GET with Last-Event-ID replays what followed and continues the stream.
+        ...(resumable ? { eventStore: new InMemoryEventStore() } : {}),
         onsessioninitialized: (id) => {
           stats.initialized++;
           sessions.set(id, { transport, state });
@@ -209,10 +213,16 @@ async function runUpstream(instance: string, port: number): Promise<void> {
 }
 
 /** Starts one upstream instance per name, in parallel. */
-export async function startUpstreams(names: string[] = ["a", "b"]): Promise<Upstream[]> {
+export async function startUpstreams(
+  names: string[] = ["a", "b"],
+  options: { resumable?: boolean } = {},
+): Promise<Upstream[]> {
   const self = fileURLToPath(import.meta.url);
+  const flags = options.resumable ? ["--resumable"] : [];
   const settled = await Promise.allSettled(
-    names.map((name) => spawnFixture(self, ["--upstream", "--instance", name], { timeoutMs: 30_000 })),
+    names.map((name) =>
+      spawnFixture(self, ["--upstream", "--instance", name, ...flags], { timeoutMs: 30_000 }),
+    ),
   );
   const started = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
   const failed = settled.find((s) => s.status === "rejected");
@@ -238,6 +248,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       upstream: { type: "boolean", default: false },
       instance: { type: "string", default: "a" },
       port: { type: "string", default: "0" },
+      resumable: { type: "boolean", default: false },
     },
   });
   if (!values.upstream) {
@@ -246,7 +257,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     );
     process.exit(2);
   }
-  runUpstream(values.instance, Number(values.port)).catch((err: unknown) => {
+  runUpstream(values.instance, Number(values.port), values.resumable).catch((err: unknown) => {
     process.stderr.write(`${String(err)}\n`);
     process.exit(1);
   });
