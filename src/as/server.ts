@@ -34,6 +34,7 @@ import Provider, {
   type OidcInteraction,
 } from "oidc-provider";
 import type { Config } from "../config/schema.ts";
+import { defaultScopes, routeScopes as scopesOfRoute } from "../config/scopes.ts";
 import type { Egress } from "../egress/index.ts";
 import { type AsEvent, asChannel } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -56,7 +57,6 @@ const SIGNING_KIND = "SigningKey";
 const ACCOUNT_KIND = "Account";
 const CONSENT_KIND = "Consent";
 const CLIENT_SEEN_KIND = "ClientSeen";
-const IMPLICIT_SCOPE = "mcp:tools";
 /** Sign-ins for the grants page: pseudo-interactions the login methods see like any other. */
 const GRANTS_LOGIN_KIND = "GrantsLogin";
 const GRANTS_UID = "grants-";
@@ -111,11 +111,7 @@ export class AuthorizationServer {
     this.#resources = new Map();
     for (const s of Object.values(cfg.servers)) {
       if (!s.auth.includes("oauth")) continue;
-      const scopes = [...new Set([...s.scopes.default, ...Object.values(s.scopes.tools).flat()])];
-      // oidc-provider issues a token for a resource only with a scope of it: a route that defines
-      // none gets `mcp:tools` (which it does not check).
-      if (scopes.length === 0) scopes.push(IMPLICIT_SCOPE);
-      this.#resources.set(`${this.issuer}${s.route}`, scopes);
+      this.#resources.set(`${this.issuer}${s.route}`, scopesOfRoute(s, true));
     }
     this.#scopes = new Set([...this.#resources.values()].flat());
     this.revocations = new Revocations(d.store);
@@ -525,8 +521,7 @@ export class AuthorizationServer {
     const asked = (query.get("scope") ?? "").split(" ").filter(Boolean);
     if (routeScopes && !asked.some((s) => routeScopes.includes(s))) {
       const server = this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource ?? "")];
-      const defaults =
-        server && server.scopes.default.length > 0 ? server.scopes.default : routeScopes.slice(0, 1);
+      const defaults = server ? defaultScopes(server, true) : routeScopes.slice(0, 1);
       query.set("scope", [...asked, ...defaults].join(" "));
     }
     return `/authorize?${query.toString()}`;
@@ -949,8 +944,7 @@ export class AuthorizationServer {
     let wanted = view.scopes.filter((s) => routeScopes.includes(s));
     if (wanted.length === 0) {
       const server = this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource)];
-      wanted =
-        server && server.scopes.default.length > 0 ? [...server.scopes.default] : routeScopes.slice(0, 1);
+      wanted = server ? defaultScopes(server, true) : routeScopes.slice(0, 1);
     }
     if (login.scopes) wanted = wanted.filter((s) => login.scopes!.includes(s));
     const consentId = sha256(`${account}\n${view.clientId}\n${resource}`);
