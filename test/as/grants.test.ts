@@ -120,6 +120,7 @@ test("grants page: own grants only; revoke ends the access and refresh tokens; f
   assert.match(list.text, /SDK test client/);
   assert.match(list.text, /unverified/);
   assert.match(list.text, /Use the tools of the MCP servers/, "scopes in plain words");
+  assert.match(list.text, /Allowed \d{4}-\d\d-\d\dT[^;]*; last token issued \d{4}-/, "created and last used");
   assert.doesNotMatch(list.text, /Bob&#39;s client|Bob's client/);
   const csrf = formValue(list.text, "csrf")!;
   const revokeUrl = `${a.base}/as/grants/revoke`;
