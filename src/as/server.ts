@@ -54,6 +54,7 @@ type AsConfig = Config["auth"]["authorizationServer"];
 
 const MAX_FORM_BYTES = 64 * 1024;
 const SIGNING_KIND = "SigningKey";
+const FORM_KEY_KIND = "FormKey";
 const ACCOUNT_KIND = "Account";
 const CONSENT_KIND = "Consent";
 const CLIENT_SEEN_KIND = "ClientSeen";
@@ -92,7 +93,8 @@ export class AuthorizationServer {
   readonly #scopes: Set<string>;
   /** The route resource URLs (publicUrl + route) of routes that accept oauth, with their scopes. */
   readonly #resources: Map<string, string[]>;
-  readonly #csrfKey = randomBytes(32);
+  /** Signs the forms' CSRF tokens and the grants page's session: one key shared by every instance. */
+  #csrfKey: Buffer = randomBytes(32);
   readonly #cookieSecure: boolean;
   readonly #grace: RefreshGrace;
   #provider!: Provider;
@@ -150,6 +152,7 @@ export class AuthorizationServer {
   static async create(d: AuthorizationServerDeps): Promise<AuthorizationServer> {
     const as = new AuthorizationServer(d);
     await as.revocations.start(5000);
+    await as.#loadFormKey();
     await as.#loadKeys();
     as.#timer = setInterval(
       () =>
@@ -167,6 +170,29 @@ export class AuthorizationServer {
   close(): void {
     clearInterval(this.#timer);
     this.revocations.stop();
+  }
+
+  /**
+   * The key of the pages' CSRF tokens and session cookie, kept in the store so that a form served
+   * by one instance is accepted by another (no session affinity needed): the first instance to
+   * start stores it, every other reads it.
+   */
+  async #loadFormKey(): Promise<void> {
+    await this.#d.store.add({
+      kind: FORM_KEY_KIND,
+      id: "current",
+      payload: JSON.stringify(randomBytes(32).toString("base64url")),
+      grantId: null,
+      uid: null,
+      tenant: null,
+      subject: null,
+      clientId: null,
+      expiresAt: null,
+      consumedAt: null,
+    });
+    const stored = await this.#d.store.get(FORM_KEY_KIND, "current");
+    if (!stored) throw new Error("authorization server: the form key could not be stored");
+    this.#csrfKey = Buffer.from(JSON.parse(stored.payload) as string, "base64url");
   }
 
   // ---- signing keys: one per rotation period, the current and the previous one published
@@ -230,7 +256,9 @@ export class AuthorizationServer {
       })),
       jwks: { keys: this.#jwks },
       cookies: {
-        keys: [sha256(`cookies:${this.#jwks[0]?.d ?? ""}`)],
+        // Signed with the current key, accepted under the previous one too (a sign-in that spans
+        // a key rotation goes on).
+        keys: (this.#jwks.length > 0 ? this.#jwks : [{ d: "" }]).map((k) => sha256(`cookies:${k.d ?? ""}`)),
         names: {
           session: this.#cookieSecure ? "__Host-mcp_edge_as" : "mcp_edge_as",
           interaction: "mcp_edge_as_interaction",
