@@ -38,7 +38,8 @@ function call(
   const id = nextId++;
   const ctx = {
     route: r,
-    req: { method: "POST" },
+    req: { method: "POST", headers: {} },
+    headers: {},
     httpMethod: "POST",
     messages: [
       { jsonrpc: "2.0", id, method: "tools/call", params: { name: tool, arguments: { secret: "x" } } },
