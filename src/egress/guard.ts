@@ -544,14 +544,18 @@ function finish(
   maxBytes: number | undefined,
 ): GuardedResponse {
   const body = res.body as unknown as Readable & AsyncIterable<Buffer>;
+  // undici fails a body destroyed before its end with an 'error' event (RequestAbortedError), also
+  // when the caller destroys it on purpose without reading it: with no listener, that would be an
+  // uncaught exception. A reader (for await, pipeline) still gets every error through its own.
+  body.on("error", ignore);
   if (maxBytes !== undefined && Number.isFinite(maxBytes) && declaredLength(res) > maxBytes) {
-    // Nobody reads this body: undici fails a body destroyed unread with an 'error' event, which
-    // without a listener would be an uncaught exception.
-    res.body.on("error", () => undefined).destroy();
+    body.destroy();
     throw tooLarge(url, maxBytes);
   }
   return { status: res.statusCode, headers: res.headers, body, url: url.href, redirects };
 }
+
+function ignore(): void {}
 
 function declaredLength(res: Dispatcher.ResponseData): number {
   return Number(firstHeader(res.headers["content-length"]) ?? Number.NaN);

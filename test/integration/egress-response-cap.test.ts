@@ -54,6 +54,10 @@ before(async () => {
       res.writeHead(200, { "content-length": String(TEN_KB) });
       return void res.end(Buffer.alloc(TEN_KB, 0x61));
     }
+    if (p === "/small-declared") {
+      res.writeHead(200, { "content-length": "2000" });
+      return void res.end(Buffer.alloc(2000, 0x61));
+    }
     if (p === "/gzip") {
       res.writeHead(200, { "content-encoding": "gzip", "content-type": "text/plain" });
       return void res.end(GZIPPED);
@@ -184,5 +188,36 @@ describe("maxResponseBytes holds for every body shape", () => {
     const r = await consume(`http://127.0.0.1:${httpPort}/gzip`, 64 * 1024);
     assert.equal(r.err, undefined);
     assert.deepEqual(r.body, GZIPPED, "handed on as sent, still gzip");
+  });
+
+  test("a body destroyed unread by its caller, or failed by the cap unread, never crashes the process", async () => {
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.prependListener("uncaughtException", onUncaught);
+    try {
+      // The whole body has arrived; the caller refuses it without reading (as a size check does).
+      const a = await egress.request(`http://127.0.0.1:${httpPort}/small-declared`, {
+        method: "GET",
+        headers: {},
+      });
+      await new Promise((r) => setTimeout(r, 20));
+      a.body.destroy();
+      // The cap fails a body nobody reads yet; a later read still sees the coded error.
+      const b = await egress.request(`http://127.0.0.1:${httpPort}/one-chunk`, {
+        method: "GET",
+        headers: {},
+      });
+      await new Promise((r) => setTimeout(r, 50));
+      await assert.rejects(
+        (async () => {
+          for await (const _ of b.body) void _;
+        })(),
+        (e: GatewayError) => e instanceof GatewayError && e.code === "EDGE_EGRESS_RESPONSE_TOO_LARGE",
+      );
+      await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      process.off("uncaughtException", onUncaught);
+    }
+    assert.deepEqual(uncaught, []);
   });
 });
