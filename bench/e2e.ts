@@ -544,10 +544,18 @@ async function startStdioEdge(
       stdio: {
         route: "/stdio/mcp",
         upstream: {
-          stdio: { command: NODE_BIN, args: [path.join(REPO_ROOT, "bench/stdio-server.ts")], mode },
+          // One principal opens every connection's session: caps and the initialize limit set high
+          // (a process per session is what is measured).
+          stdio: {
+            command: NODE_BIN,
+            args: [path.join(REPO_ROOT, "bench/stdio-server.ts")],
+            mode,
+            maxProcesses: 1024,
+            maxProcessesPerPrincipal: 1024,
+          },
         },
         auth: ["apiKey"],
-        limits: FULL_LIMITS,
+        limits: { ...FULL_LIMITS, initialize: "100000000/min" },
       },
     },
   };

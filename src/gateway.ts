@@ -12,6 +12,7 @@ import { allowedHostSet } from "./mcp/hygiene.ts";
 import { createLogger, type Logger } from "./observability/logger.ts";
 import type { Metrics } from "./observability/metrics.ts";
 import { listenOn, type SocketSet } from "./server/listener.ts";
+import type { StreamRegistry } from "./session/streams.ts";
 import { adminRouter, type Health, publicRouter } from "./server/router.ts";
 import type { Route } from "./upstream/types.ts";
 
@@ -209,6 +210,11 @@ export class Gateway {
     const route = server ? this.routes.get(server) : this.routes.values().next().value;
     if (!route) throw new Error(`no server ${server}`);
     return `${this.baseUrl}${route.config.route}`;
+  }
+
+  /** The resumable streams of this instance (their buffered bytes and budget evictions). */
+  get streams(): StreamRegistry {
+    return this.#edge.streams;
   }
 
   /** The metrics registry, for modules that add gauges (`registerGauge`); undefined when off. */

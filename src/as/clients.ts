@@ -78,20 +78,19 @@ export function loopbackMatch(requested: string, registered: readonly string[]):
 }
 
 /**
- * The registration document as oidc-provider is to see it: unknown scopes dropped, public client
- * (PKCE) unless it asked for a secret-based method, `application_type` chosen from the redirect
- * URIs when absent (a private-use scheme needs `native`).
+ * The registration document as oidc-provider is to see it: no `scope`, public client (PKCE) unless
+ * it asked for a secret-based method, `application_type` chosen from the redirect URIs when absent
+ * (a private-use scheme needs `native`).
+ *
+ * A registered `scope` is not kept (RFC 7591 §3.2.1 lets the server replace metadata): the
+ * provider would bound every later authorization of the client by it, and MCP clients register
+ * the scope of their first request, then step up to more after a 403 `insufficient_scope`. Unknown
+ * scopes (claude.ai registers `claudeai`) are dropped with it; what a grant holds is decided at
+ * consent, bounded by the route's scopes and the login's.
  */
-export function normalizeRegistration(
-  body: Record<string, unknown>,
-  knownScopes: ReadonlySet<string>,
-): Record<string, unknown> {
+export function normalizeRegistration(body: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...body };
-  if (typeof out.scope === "string") {
-    const kept = out.scope.split(" ").filter((s) => knownScopes.has(s));
-    if (kept.length > 0) out.scope = kept.join(" ");
-    else delete out.scope;
-  } else if (out.scope !== undefined) delete out.scope;
+  delete out.scope;
   out.token_endpoint_auth_method ??= "none";
   if (out.application_type === undefined && Array.isArray(out.redirect_uris)) {
     const custom = out.redirect_uris.some((u) => {

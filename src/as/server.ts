@@ -17,7 +17,7 @@
  *
  * Endpoints (public listener): /.well-known/oauth-authorization-server,
  * /.well-known/openid-configuration, /authorize, /token, /register, /revoke, /as/jwks,
- * /as/interaction/{uid}, /as/login/{method}/..., /as/userinfo.
+ * /as/interaction/{uid}, /as/login/{method}/..., /as/userinfo, /as/grants (the grants page).
  *
  * This file stays one file: the provider's configuration and the request dispatch around it are
  * one piece (each hook refers to the state the dispatch keeps); the pieces that stand alone are in
@@ -34,6 +34,7 @@ import Provider, {
   type OidcInteraction,
 } from "oidc-provider";
 import type { Config } from "../config/schema.ts";
+import { defaultScopes, routeScopes as scopesOfRoute } from "../config/scopes.ts";
 import type { Egress } from "../egress/index.ts";
 import { type AsEvent, asChannel } from "../observability/channels.ts";
 import type { Logger } from "../observability/logger.ts";
@@ -46,7 +47,7 @@ import type { InteractionView, LoginEnv, LoginMethod, LoginResult } from "./logi
 import type { Principal } from "../auth/types.ts";
 import type { ConnectChain } from "./chain.ts";
 import { LoginRevoked } from "./login.ts";
-import { consentPage, describeScope, errorPage } from "./pages.ts";
+import { consentPage, describeScope, errorPage, type GrantRow, grantsPage } from "./pages.ts";
 import { GRANT_CLAIM, LocalVerifier, Revocations, TOOLS_CLAIM } from "./verify.ts";
 
 type AsConfig = Config["auth"]["authorizationServer"];
@@ -56,7 +57,10 @@ const SIGNING_KIND = "SigningKey";
 const ACCOUNT_KIND = "Account";
 const CONSENT_KIND = "Consent";
 const CLIENT_SEEN_KIND = "ClientSeen";
-const IMPLICIT_SCOPE = "mcp:tools";
+/** Sign-ins for the grants page: pseudo-interactions the login methods see like any other. */
+const GRANTS_LOGIN_KIND = "GrantsLogin";
+const GRANTS_UID = "grants-";
+const GRANTS_SESSION_MS = 30 * 60_000;
 
 export interface AuthorizationServerDeps {
   config: Config;
@@ -107,11 +111,7 @@ export class AuthorizationServer {
     this.#resources = new Map();
     for (const s of Object.values(cfg.servers)) {
       if (!s.auth.includes("oauth")) continue;
-      const scopes = [...new Set([...s.scopes.default, ...Object.values(s.scopes.tools).flat()])];
-      // oidc-provider issues a token for a resource only with a scope of it: a route that defines
-      // none gets `mcp:tools` (which it does not check).
-      if (scopes.length === 0) scopes.push(IMPLICIT_SCOPE);
-      this.#resources.set(`${this.issuer}${s.route}`, scopes);
+      this.#resources.set(`${this.issuer}${s.route}`, scopesOfRoute(s, true));
     }
     this.#scopes = new Set([...this.#resources.values()].flat());
     this.revocations = new Revocations(d.store);
@@ -476,6 +476,10 @@ export class AuthorizationServer {
       void this.#interaction(req, res, path).catch((err: unknown) => this.#crash(res, err));
       return true;
     }
+    if (path === "/as/grants" || path === "/as/grants/revoke") {
+      void this.#grantsPage(req, res, path).catch((err: unknown) => this.#crash(res, err));
+      return true;
+    }
     if (path.startsWith("/as/login/")) {
       void this.#login2(req, res, path, query).catch((err: unknown) => this.#crash(res, err));
       return true;
@@ -511,8 +515,7 @@ export class AuthorizationServer {
     const asked = (query.get("scope") ?? "").split(" ").filter(Boolean);
     if (routeScopes && !asked.some((s) => routeScopes.includes(s))) {
       const server = this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource ?? "")];
-      const defaults =
-        server && server.scopes.default.length > 0 ? server.scopes.default : routeScopes.slice(0, 1);
+      const defaults = server ? defaultScopes(server, true) : routeScopes.slice(0, 1);
       query.set("scope", [...asked, ...defaults].join(" "));
     }
     return `/authorize?${query.toString()}`;
@@ -670,11 +673,7 @@ export class AuthorizationServer {
       this.#event({ leg: "registration", outcome: "refused", reason: "invalid_redirect_uri" });
       return this.#json(res, 400, { error: "invalid_redirect_uri", error_description: problems });
     }
-    // `openid` and `offline_access` stay registrable: clients (mcp-remote) ask for offline_access.
-    const normalized = normalizeRegistration(
-      doc as Record<string, unknown>,
-      new Set(["openid", "offline_access", ...this.#scopes]),
-    );
+    const normalized = normalizeRegistration(doc as Record<string, unknown>);
     const a = await this.#capture(req, JSON.stringify(normalized));
     if (a.status === 201) {
       // An unused registration expires: the record is kept `unusedTtl` until a login completes.
@@ -778,6 +777,7 @@ export class AuthorizationServer {
       publicUrl: this.issuer,
       callbackUrl: (name) => `${this.issuer}/as/login/${encodeURIComponent(name)}/callback`,
       interaction: async (uid) => {
+        if (uid.startsWith(GRANTS_UID)) return this.#grantsView(uid);
         const i = uid ? await this.#provider.Interaction.find(uid) : undefined;
         return i ? this.#view(i) : undefined;
       },
@@ -938,8 +938,7 @@ export class AuthorizationServer {
     let wanted = view.scopes.filter((s) => routeScopes.includes(s));
     if (wanted.length === 0) {
       const server = this.#d.config.servers[serverOf(this.#d.config, this.issuer, resource)];
-      wanted =
-        server && server.scopes.default.length > 0 ? [...server.scopes.default] : routeScopes.slice(0, 1);
+      wanted = server ? defaultScopes(server, true) : routeScopes.slice(0, 1);
     }
     if (login.scopes) wanted = wanted.filter((s) => login.scopes!.includes(s));
     const consentId = sha256(`${account}\n${view.clientId}\n${resource}`);
@@ -1086,6 +1085,7 @@ export class AuthorizationServer {
       this.#event({ leg: "login", outcome: "refused", reason: method.name });
       return;
     }
+    if (done.uid.startsWith(GRANTS_UID)) return this.#grantsSignedIn(req, res, done.uid, done.result);
     const interaction = await this.#provider.Interaction.find(done.uid);
     if (!interaction)
       return sendPage(
@@ -1107,6 +1107,196 @@ export class AuthorizationServer {
     interaction.result = { login: { accountId: account, remember: false } };
     await interaction.save(Math.max(1, interaction.exp - Math.floor(Date.now() / 1000)));
     res.writeHead(303, { location: interaction.returnTo, "cache-control": "no-store" }).end();
+  }
+
+  // ---- the self-service grants page: a person signs in (the same login methods), lists and
+  // revokes the grants of their (tenant, subject)
+
+  #grantsCookie(): string {
+    return this.#cookieSecure ? "__Host-mcp_edge_grants" : "mcp_edge_grants";
+  }
+
+  /** The signed-in person of the grants page (a cookie sealed with this AS's key), if any. */
+  #grantsSession(
+    req: IncomingMessage,
+  ): { tenant: string | null; subject: string; who: string; raw: string } | undefined {
+    const raw = cookieOf(req, this.#grantsCookie());
+    const dot = raw?.lastIndexOf(".") ?? -1;
+    if (!raw || dot < 0) return undefined;
+    const body = raw.slice(0, dot);
+    const want = createHmac("sha256", this.#csrfKey).update(`grants\n${body}`).digest();
+    const got = Buffer.from(raw.slice(dot + 1), "base64url");
+    if (got.length !== want.length || !timingSafeEqual(got, want)) return undefined;
+    try {
+      const s = JSON.parse(Buffer.from(body, "base64url").toString("utf8")) as {
+        t: string | null;
+        s: string;
+        w: string;
+        e: number;
+      };
+      return s.e > Date.now() ? { tenant: s.t, subject: s.s, who: s.w, raw } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #grantsView(uid: string): Promise<InteractionView | undefined> {
+    const rec = await this.#d.store.get(GRANTS_LOGIN_KIND, uid);
+    if (!rec) return undefined;
+    return {
+      uid,
+      clientId: "",
+      clientName: "The grants page of this gateway",
+      scopes: [],
+      resource: undefined,
+      expiresAt: rec.expiresAt ?? Date.now(),
+    };
+  }
+
+  async #grantsPage(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    const session = this.#grantsSession(req);
+    if (path === "/as/grants/revoke") return this.#grantsRevoke(req, res, session);
+    req.resume();
+    if (req.method !== "GET" && req.method !== "HEAD")
+      return sendPage(res, 405, "Your grants", "<p>Use the grants page.</p>");
+    if (!session) {
+      // Not signed in: a sign-in of its own, through the login methods of the authorize flow.
+      const uid = `${GRANTS_UID}${randomBytes(16).toString("base64url")}`;
+      await this.#d.store.put({
+        kind: GRANTS_LOGIN_KIND,
+        id: uid,
+        payload: "{}",
+        grantId: null,
+        uid: null,
+        tenant: null,
+        subject: null,
+        clientId: null,
+        expiresAt: Date.now() + 600_000,
+        consumedAt: null,
+      });
+      const view = (await this.#grantsView(uid))!;
+      const methods = [...this.#methods.values()];
+      if (methods.length === 1) return methods[0]!.start(view, req, res, this.#env());
+      const links = methods
+        .map(
+          (m) =>
+            `<p><a href="/as/login/${encodeURIComponent(m.name)}/${encodeURIComponent(uid)}">${escapeHtml(m.label)}</a></p>`,
+        )
+        .join("");
+      return sendPage(res, 200, "Sign in", `<p>Sign in to see the apps you allowed.</p>${links}`);
+    }
+    const rows: GrantRow[] = [];
+    for (const r of await this.#d.store.list("Grant", { subject: session.subject }, 1000)) {
+      if (r.tenant !== session.tenant || r.clientId === null) continue;
+      const g = JSON.parse(r.payload) as { resources?: Record<string, string>; iat?: number };
+      const client = await this.#provider.Client.find(r.clientId).catch(() => undefined);
+      let lastUsed: number | null = null;
+      for (const t of await this.#d.store.list(
+        "RefreshToken",
+        { clientId: r.clientId, subject: session.subject },
+        1000,
+      )) {
+        if (t.grantId !== r.id) continue;
+        const iat = (JSON.parse(t.payload) as { iat?: number }).iat;
+        if (iat && iat * 1000 > (lastUsed ?? 0)) lastUsed = iat * 1000;
+      }
+      const scopes = [
+        ...new Set(
+          Object.values(g.resources ?? {})
+            .flatMap((v) => v.split(" "))
+            .filter(Boolean),
+        ),
+      ];
+      rows.push({
+        id: r.id,
+        clientName: client?.clientName ?? r.clientId,
+        verifiedDomain: client?.clientIdMetadataDocument ? (hostOf(r.clientId) ?? undefined) : undefined,
+        preRegistered: this.#as.registration.preRegistered.some((c) => c.clientId === r.clientId),
+        scopes: scopes.map((s) => describeScope(s, this.#as.scopeDescriptions)),
+        created: g.iat ? g.iat * 1000 : null,
+        lastUsed,
+      });
+    }
+    return sendPage(
+      res,
+      200,
+      "Your grants",
+      grantsPage(session.who, this.#csrfToken(req, res, `grants\n${session.raw}`), rows),
+    );
+  }
+
+  async #grantsRevoke(
+    req: IncomingMessage,
+    res: ServerResponse,
+    session: { tenant: string | null; subject: string; raw: string } | undefined,
+  ): Promise<void> {
+    if (req.method !== "POST") {
+      req.resume();
+      return sendPage(res, 405, "Your grants", "<p>Use the grants page.</p>");
+    }
+    const form = new URLSearchParams((await this.#readBody(req)) ?? "");
+    const by = { tenant: session?.tenant ?? null, subject: session?.subject ?? null };
+    if (!session || !this.#checkCsrf(req, `grants\n${session.raw}`, form.get("csrf") ?? undefined)) {
+      this.#event({ leg: "revoke", outcome: "refused", reason: "csrf", ...by });
+      return sendPage(
+        res,
+        403,
+        "Revoke refused",
+        `<p>The form did not come from this page. <a href="/as/grants">Start again</a>.</p>`,
+      );
+    }
+    const id = form.get("grant") ?? "";
+    const rec = id ? await this.#d.store.get("Grant", id) : undefined;
+    if (!rec || rec.tenant !== session.tenant || rec.subject !== session.subject) {
+      this.#event({ leg: "revoke", outcome: "refused", reason: "not the user's grant", ...by });
+      return sendPage(
+        res,
+        404,
+        "No such grant",
+        `<p>You hold no such grant. <a href="/as/grants">Back to your grants</a>.</p>`,
+      );
+    }
+    await this.revokeGrant(id);
+    this.#event({ leg: "revoke", outcome: "ok", reason: "user", grantId: id, clientId: rec.clientId, ...by });
+    res.writeHead(303, { location: "/as/grants", "cache-control": "no-store" }).end();
+  }
+
+  /** A login method finished for the grants page: the person's session cookie, back to the list. */
+  async #grantsSignedIn(
+    req: IncomingMessage,
+    res: ServerResponse,
+    uid: string,
+    login: LoginResult,
+  ): Promise<void> {
+    req.resume();
+    if (!(await this.#d.store.delete(GRANTS_LOGIN_KIND, uid)))
+      return sendPage(
+        res,
+        400,
+        "Sign-in expired",
+        `<p>This sign-in has expired. <a href="/as/grants">Start again</a>.</p>`,
+      );
+    this.#event({
+      leg: "login",
+      outcome: "ok",
+      tenant: login.tenant,
+      subject: login.subject,
+      reason: `${login.method} (grants page)`,
+    });
+    const body = Buffer.from(
+      JSON.stringify({
+        t: login.tenant,
+        s: login.subject,
+        w: login.display ?? login.subject,
+        e: Date.now() + GRANTS_SESSION_MS,
+      }),
+    ).toString("base64url");
+    const mac = createHmac("sha256", this.#csrfKey).update(`grants\n${body}`).digest("base64url");
+    res.appendHeader(
+      "set-cookie",
+      `${this.#grantsCookie()}=${body}.${mac}; Path=/; HttpOnly; SameSite=Lax; Max-Age=${GRANTS_SESSION_MS / 1000}${this.#cookieSecure ? "; Secure" : ""}`,
+    );
+    res.writeHead(303, { location: "/as/grants", "cache-control": "no-store" }).end();
   }
 
   // ---- admin (src/admin/api.ts): clients and grants

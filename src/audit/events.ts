@@ -65,6 +65,7 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
     let outcome: AuditOutcome;
     if (error?.code === "EDGE_DRAINED") outcome = { kind: "aborted", code: error.code };
     else if (error) outcome = { kind: "http_error", status: error.status, code: error.code };
+    else if (known?.kind === "rpc_error") outcome = { kind: "rpc_error", code: known.code };
     else if (known) outcome = known;
     else if (ev.status === 0 || ctx.clientLeft) outcome = { kind: "aborted" };
     else if (ev.status >= 400) outcome = { kind: "http_error", status: ev.status, code: null };
@@ -82,6 +83,8 @@ export function draftsFromRequestEnd(ev: RequestEndEvent, now = Date.now()): Aud
       outcome,
     );
     if (rawArgs !== undefined) draft.rawArgs = rawArgs;
+    // The edge's own error in place of the answer: the record names its code.
+    if (!error && known?.kind === "rpc_error" && known.edgeCode !== undefined) draft.code = known.edgeCode;
     // A call the edge ended (the drain) names why, as a refusal names its code.
     if (outcome.kind === "aborted" && outcome.code !== undefined) draft.code = outcome.code;
     // Egress proxy: the server's outbound requests during the call (every call of a batch gets

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import type { Route } from "../upstream/types.ts";
+import { defaultScopes } from "../config/scopes.ts";
 import { GatewayError } from "../errors/errors.ts";
 import type { ApiKeyStore } from "../store/types.ts";
 import { ApiKeyChecker, KEY_PREFIX } from "./apikey.ts";
@@ -111,7 +112,7 @@ export class Authenticator {
     scope?: string[],
   ): string {
     if (this.#oauthOn(route) && this.#o.publicUrl) {
-      const required = scope ?? route.config.scopes.default;
+      const required = scope ?? defaultScopes(route.config, this.#o.local !== undefined);
       return bearerChallenge({
         resourceMetadata: resourceMetadataUrl(this.#o.publicUrl, route.config.route),
         ...(required.length > 0 ? { scope: required } : {}),

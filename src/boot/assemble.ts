@@ -19,7 +19,7 @@ import { AuthFailureLimiter } from "../ratelimit/auth-failures.ts";
 import { AuthRefusals } from "../audit/auth-refusals.ts";
 import { CallLimiter } from "../ratelimit/limiter.ts";
 import { Inflight } from "../server/listener.ts";
-import { SessionManager } from "../session/manager.ts";
+import { SessionManager, sessionHash } from "../session/manager.ts";
 import { StreamRegistry } from "../session/streams.ts";
 import { type Observers, startObservers } from "./observers.ts";
 import { buildRoutes, type RouteDeps, type Routes } from "./routes.ts";
@@ -120,7 +120,7 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
         if (kind === "tools") tools.invalidate(server);
       },
     });
-    routeDeps = { egress, log, egressProxy, shared, cache };
+    routeDeps = { egress, log, egressProxy, shared, cache, maxResultBytes: config.limits.maxResultBytes };
     routes = buildRoutes(config, routeDeps);
   } catch (err) {
     await egressProxy?.stop(); // a boot error must not leave the proxy listening
@@ -131,7 +131,23 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
   for (const w of assessment.warnings) log.warn({ code: w.code }, w.message);
   const state: Edge["state"] = { draining: false, hosts: undefined };
   const draining = () => state.draining;
-  const streams = new StreamRegistry(config.streams, stores.events ? { events: stores.events } : undefined);
+  const streams = new StreamRegistry(config.streams, {
+    ...(stores.events ? { events: stores.events } : {}),
+    // One line per dropped stream: which session and tenant, how much, how long its client had not read.
+    budget: {
+      evicted: (e) =>
+        log.warn(
+          {
+            session: sessionHash(e.session),
+            tenant: e.tenant || null,
+            bytes: e.bytes,
+            scope: e.scope,
+            idleMs: e.idleMs,
+          },
+          "stream buffer budget spent: dropped the least recently read stream (EDGE_STREAM_BUDGET_EXCEEDED)",
+        ),
+    },
+  });
   const sharing = shared && {
     hotTtlMs: SHARED_HOT_TTL_MS,
     ready: shared.redisReady,

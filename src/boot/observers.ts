@@ -59,6 +59,16 @@ export async function startObservers(
     });
     metrics.start();
     registerStoreGauges(metrics, stores);
+    metrics.registerGauge(
+      "mcp_edge_stream_buffer_bytes",
+      "Bytes of stream events buffered for replay (every stream together; the budget is streams.bufferBudget).",
+      () => streams.bufferedBytes,
+    );
+    metrics.registerCounter(
+      "mcp_edge_stream_buffer_evictions_total",
+      "Streams dropped by the buffer budget (streams.bufferBudget or a tenant's share of it).",
+      () => streams.evictions,
+    );
     registerAuthRefusalGauges(metrics, deps.authRefusals);
   }
   const tracing = await Tracing.create({

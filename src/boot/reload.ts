@@ -55,6 +55,7 @@ const RESTART_PATHS = [
   "limits.requestTimeout",
   "limits.keepAliveTimeout",
   "limits.maxHeaderBytes",
+  "limits.maxResultBytes",
   "security.allowedHosts",
   "security.trustForwardedHeaders",
 ] as const;

@@ -42,6 +42,7 @@ function createUpstream(
   egressProxy: EgressProxy | undefined,
   shared: Distributed | undefined,
   sessionCounts: Map<string, number> | undefined,
+  maxResult: number,
 ): Upstream {
   const u = cfg.upstream;
   const child = log.child({ server: name });
@@ -68,13 +69,14 @@ function createUpstream(
         })
     : undefined;
   const credentials = createCredentials(cfg.credentials, egress, child, vault);
-  if (u.urls) return new HttpUpstream(u, egress, child, sessionCounts, credentials);
-  if (u.sse) return new LegacySseUpstream(u, egress, child, credentials);
+  if (u.urls) return new HttpUpstream(u, egress, child, sessionCounts, credentials, maxResult);
+  if (u.sse) return new LegacySseUpstream(u, egress, child, credentials, maxResult);
   // Egress proxy: the spawned processes' HTTP_PROXY, checked against this server's egress block.
   return new StdioUpstream(
     u,
     child,
     egressProxy ? { proxy: egressProxy, server: name, rules: cfg.egress } : undefined,
+    maxResult,
   );
 }
 
@@ -90,6 +92,8 @@ export interface RouteDeps {
   egressProxy: EgressProxy | undefined;
   shared: Distributed | undefined;
   cache: ListCache;
+  /** `limits.maxResultBytes`: the largest upstream message relayed. */
+  maxResultBytes: number;
 }
 
 /**
@@ -105,7 +109,16 @@ export function buildRoute(
 ): Route {
   const upstream = deps.cache.observe(
     name,
-    createUpstream(name, cfg, deps.egress, deps.log, deps.egressProxy, deps.shared, sessionCounts),
+    createUpstream(
+      name,
+      cfg,
+      deps.egress,
+      deps.log,
+      deps.egressProxy,
+      deps.shared,
+      sessionCounts,
+      deps.maxResultBytes,
+    ),
   );
   // A spawned process's outbound requests through the egress proxy are recorded on the call
   // that was in flight (its audit record's `egress`); routes without one never pay for it.

@@ -1,6 +1,7 @@
 import type { IdentitySigner } from "../auth/identity.ts";
 import { protectedResourceMetadata, resourceMetadataUrl, resourceUrl } from "../auth/challenge.ts";
 import type { Config } from "../config/schema.ts";
+import { routeScopes } from "../config/scopes.ts";
 import type { Route } from "../upstream/types.ts";
 
 /**
@@ -24,9 +25,7 @@ export function wellKnownDocuments(
         ...(config.auth.authorizationServer.enabled ? [publicUrl.replace(/\/$/, "")] : []),
         ...config.auth.oauth.map((i) => i.issuer),
       ],
-      scopesSupported: [
-        ...new Set([...route.config.scopes.default, ...Object.values(route.config.scopes.tools).flat()]),
-      ],
+      scopesSupported: routeScopes(route.config, config.auth.authorizationServer.enabled),
     });
     docs.set(new URL(resourceMetadataUrl(publicUrl, route.config.route)).pathname, () => doc);
   }

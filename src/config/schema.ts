@@ -87,6 +87,18 @@ const stdioSchema = z.strictObject({
   restartBackoff: duration
     .prefault("1s")
     .meta({ description: "Wait before respawning a crashed shared process." }),
+  maxProcesses: z.number().int().min(1).prefault(32).meta({
+    description:
+      "`mode: session`: live processes of this server at most; a new session past it is 503 EDGE_PROCESS_LIMIT with Retry-After.",
+  }),
+  maxProcessesPerPrincipal: z.number().int().min(1).prefault(8).meta({
+    description:
+      "`mode: session`: live processes of this server one principal may hold at most (503 EDGE_PROCESS_LIMIT).",
+  }),
+  idleTimeout: duration.prefault("10m").meta({
+    description:
+      "`mode: session`: a process with no call for this long is stopped (its session stays; the next call starts a new process per `sessions.onBackendLoss`). Keep it below `sessions.idleTtl`.",
+  }),
 });
 
 const upstreamSchema = z
@@ -661,6 +673,14 @@ const streamsSchema = z.strictObject({
     .meta({ description: "How long a finished or abandoned stream stays replayable." }),
   keepAlive: duration.prefault("15s").meta({ description: "SSE comment sent on idle streams." }),
   retry: duration.prefault("1s").meta({ description: "`retry:` hint sent when the edge closes a stream." }),
+  bufferBudget: size.prefault("256MiB").meta({
+    description:
+      "Bytes of buffered stream events this instance keeps in all, every stream together (replay buffers of streams whose client is slow, gone or not reading). Past it, the least recently read streams are dropped first: their response ends with EDGE_STREAM_BUDGET_EXCEEDED. A tenant's share of it must hold one result of `limits.maxResultBytes`. 0 = no budget.",
+  }),
+  tenantShare: z.number().gt(0).max(1).prefault(0.5).meta({
+    description:
+      "Fraction of `bufferBudget` one tenant's streams may hold; past it that tenant's least recently read streams go first, whatever other tenants hold.",
+  }),
 });
 
 const limitsSchema = z.strictObject({
@@ -675,6 +695,10 @@ const limitsSchema = z.strictObject({
     .prefault("65s")
     .meta({ description: "Idle keep-alive connections close after this (above the load balancer's)." }),
   maxHeaderBytes: size.prefault("16KiB").meta({ description: "Largest request header block; more is 431." }),
+  maxResultBytes: size.prefault("64MiB").meta({
+    description:
+      "Largest upstream answer the edge relays: one JSON body, SSE event or stdio line (a tool result with its JSON-RPC envelope). Up to it, answers reach the client whole over every transport; past it the call gets EDGE_RESULT_TOO_LARGE and its audit record says so. At least `maxBodyBytes`.",
+  }),
   json: z
     .strictObject({
       maxDepth: z.number().int().min(2).max(512).prefault(64).meta({
@@ -1030,10 +1054,23 @@ export const configSchema = z
         requestTimeout: "30s",
         keepAliveTimeout: "65s",
         maxHeaderBytes: "16KiB",
+        maxResultBytes: "64MiB",
       })
-      .meta({ description: "Request limits on the public listener." }),
+      .refine((l) => l.maxResultBytes >= l.maxBodyBytes, {
+        message: "maxResultBytes must be at least maxBodyBytes",
+        path: ["maxResultBytes"],
+      })
+      .meta({ description: "Request and answer size limits on the public listener." }),
     streams: streamsSchema
-      .prefault({ bufferEvents: 1000, bufferBytes: "4MiB", ttl: "10m", keepAlive: "15s", retry: "1s" })
+      .prefault({
+        bufferEvents: 1000,
+        bufferBytes: "4MiB",
+        ttl: "10m",
+        keepAlive: "15s",
+        retry: "1s",
+        bufferBudget: "256MiB",
+        tenantShare: 0.5,
+      })
       .meta({ description: "SSE streams: the replay buffer behind Last-Event-ID resumption; keep-alives." }),
     drain: z
       .strictObject({
@@ -1159,6 +1196,13 @@ export const configSchema = z
           message: "a generic connection needs issuer, or authorizationUrl and tokenUrl",
         });
     }
+    const share = cfg.streams.bufferBudget * cfg.streams.tenantShare;
+    if (cfg.streams.bufferBudget > 0 && share < cfg.limits.maxResultBytes)
+      ctx.addIssue({
+        code: "custom",
+        path: ["streams", "bufferBudget"],
+        message: `a tenant's share of it (bufferBudget × tenantShare = ${Math.floor(share)} bytes) must hold one result of limits.maxResultBytes (${cfg.limits.maxResultBytes}); raise it, or set 0 for no budget`,
+      });
     const as = cfg.auth.authorizationServer;
     if (as.enabled) {
       const u = cfg.publicUrl ? new URL(cfg.publicUrl) : undefined;

@@ -460,16 +460,21 @@ function configItems(config: Config, stores: StoreState): DoctorItem[] {
     ),
   );
   const tenancyRequired = config.tenancy.required;
+  // Tokens of the edge's own authorization server carry the tenant of the sign-in (the API key's,
+  // or the one the IdP's claim names); only outside issuers can send a token without one.
+  const outsideTokens = oauthRoutes.length > 0 && config.auth.oauth.length > 0;
   out.push(
     item(
       "checklist.tenant-isolation",
       "3. Tenant isolation",
-      oauthRoutes.length > 0 && !tenancyRequired ? "warn" : "pass",
-      oauthRoutes.length > 0 && !tenancyRequired
+      outsideTokens && !tenancyRequired ? "warn" : "pass",
+      outsideTokens && !tenancyRequired
         ? `a token without the ${config.tenancy.claim} claim is accepted into the default tenant`
-        : oauthRoutes.length > 0
+        : outsideTokens
           ? `tenant from the ${config.tenancy.claim} claim, required`
-          : "tenants come from the API keys",
+          : oauthRoutes.length > 0
+            ? "tenants come from the API keys and the sign-ins of the edge's own authorization server"
+            : "tenants come from the API keys",
       "set tenancy.required: true so that a token without a tenant is refused",
     ),
   );

@@ -267,6 +267,26 @@ export const ERROR_CODES = {
     rpc: -32000,
     summary: "The upstream did not answer within the configured deadline.",
   },
+  EDGE_RESULT_TOO_LARGE: {
+    http: 502,
+    rpc: -32000,
+    summary:
+      "The upstream's answer (one JSON body, SSE event or stdio line) is over `limits.maxResultBytes`: the call gets this error instead of its result, and its audit record says so. `data.limit` names the maximum in bytes.",
+  },
+  EDGE_STREAM_BUDGET_EXCEEDED: {
+    http: 503,
+    rpc: -32000,
+    summary:
+      "The edge's memory budget for buffered stream events (`streams.bufferBudget`, or the tenant's share of it) is spent and this stream's buffer was the least recently read: its events are dropped and its response ends. Read your streams; resuming it with its Last-Event-ID then answers EDGE_STREAM_EXPIRED.",
+    retryAfter: 1,
+  },
+  EDGE_PROCESS_LIMIT: {
+    http: 503,
+    rpc: -32000,
+    summary:
+      "A stdio server in `mode: session` has as many live processes as `upstream.stdio.maxProcesses` (the server) or `maxProcessesPerPrincipal` (this principal) allow: no new session until one ends or is reaped. Retry after `Retry-After` seconds.",
+    retryAfter: 5,
+  },
   EDGE_UPSTREAM_STREAM_LOST: {
     http: 502,
     rpc: -32000,

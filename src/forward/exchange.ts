@@ -15,6 +15,7 @@ export function forwardContext(
     headers,
     signal,
     tenant: ctx.principal?.tenant ?? null,
+    principal: ctx.principal?.id ?? null,
     egress: undefined,
     credentials: ctx.credentials,
   };

@@ -1,6 +1,7 @@
 import type { ServerResponse } from "node:http";
 import { GatewayError } from "../errors/errors.ts";
 import type { Logger } from "../observability/logger.ts";
+import { ERROR_CODES } from "../errors/codes.ts";
 import { errorBody } from "../errors/wire.ts";
 import type { RequestContext } from "../context.ts";
 import { isRequest, isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
@@ -86,6 +87,20 @@ export function sendJson(res: ServerResponse, data: string, sessionId?: string):
 /** The JSON-RPC error response that stands in for an answer the upstream never gave. */
 export function errorResponseData(id: RpcId, err: GatewayError): string {
   return errorBody(err.withRpcId(id));
+}
+
+/**
+ * The edge's own JSON-RPC error standing in for an answer (the upstream failed, or its answer was
+ * over the result maximum): its outcome is noted with the edge's code, for the audit record.
+ */
+export function answerError(ctx: RequestContext, id: RpcId, err: GatewayError): string {
+  const data = errorResponseData(id, err);
+  (ctx.outcomes ??= new Map()).set(requestIdKey(id), {
+    kind: "rpc_error",
+    code: ERROR_CODES[err.code].rpc ?? -32000,
+    edgeCode: err.code,
+  });
+  return data;
 }
 
 /** How a response ended its request, as the client sees it (audit and metrics read it). */

@@ -2,13 +2,13 @@ import type { IdentitySigner } from "../auth/identity.ts";
 import type { EraKnown } from "../context.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { single } from "../mcp/hygiene.ts";
-import { isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
+import { isResponse, type RpcId, requestIdKey } from "../mcp/jsonrpc.ts";
 import { formatEvent } from "../mcp/sse.ts";
 import { Sink } from "../session/streams.ts";
 import { abortedWith, type Deadlines } from "../upstream/deadline.ts";
 import { forwardContext, requestIds, requestKeys } from "./exchange.ts";
 import { upstreamHeaders } from "./identity.ts";
-import { answer, errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
+import { answer, answerError, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
 
 /**
  * 2026-07-28: no session, any healthy instance, and a client that goes away cancels the request
@@ -78,8 +78,7 @@ export async function forwardStateless(
             : new GatewayError("EDGE_UPSTREAM_ERROR", undefined, { cause: err }));
         for (const id of requestIds(messages)) {
           if (ctx.outcomes?.has(requestIdKey(id))) continue;
-          const data = errorResponseData(id, ge);
-          sink.write(formatEvent({ data: answer(ctx, data, JSON.parse(data) as RpcMessage) }));
+          sink.write(formatEvent({ data: answerError(ctx, id, ge) }));
           // The drain ended the call: recorded as aborted by the edge.
           if (ge.code === "EDGE_DRAINED")
             (ctx.outcomes ??= new Map()).set(requestIdKey(id), { kind: "aborted", code: ge.code });

@@ -22,7 +22,15 @@ import { asksFor, forwardContext, hasRequest, requestIds, requestKeys } from "./
 import { upstreamHeaders } from "./identity.ts";
 import { forwardStateless } from "./stateless.ts";
 import { listHeaders, sendInSession } from "./tool-list.ts";
-import { answer, errorResponseData, sendAccepted, sendJson, sendPassthrough, sseHeaders } from "./respond.ts";
+import {
+  answer,
+  answerError,
+  errorResponseData,
+  sendAccepted,
+  sendJson,
+  sendPassthrough,
+  sseHeaders,
+} from "./respond.ts";
 
 /** How many times a request stream is resumed upstream after the upstream closed it early. */
 const MAX_UPSTREAM_RESUMES = 5;
@@ -220,7 +228,7 @@ export class Forwarder {
       reply.close();
       return sendAccepted(ctx.res);
     }
-    const stream = this.#streams.create(rec.id, "request");
+    const stream = this.#streams.create(rec.id, "request", rec.tenant);
     // Distributed mode: what another instance needs to take the stream over if this one dies.
     if (this.#streams.shared)
       stream.takeover = {
@@ -244,6 +252,7 @@ export class Forwarder {
       upstream,
       fctx,
       (data, msg) => answer(ctx, data, msg),
+      (id, err) => answerError(ctx, id, err),
     );
     this.#opts.inflight.add(pumping);
     const unanswered = await pumping;
@@ -277,11 +286,20 @@ export class Forwarder {
     upstream: UpstreamSession,
     fctx: ForwardContext,
     deliver: (data: string, msg: RpcMessage | null) => string,
+    fail: (id: RpcId, err: GatewayError) => string,
   ): Promise<{ ids: RpcId[]; err: GatewayError } | undefined> {
     let reply: UpstreamReply = first;
     let lastUpstreamId: string | undefined;
     let failure: GatewayError | undefined;
     stream.closeUpstream = () => (reply.kind === "stream" ? reply.close() : undefined);
+    // Dropped by the buffer budget: the answers still outstanding become its coded error.
+    stream.onEvict = (err) => {
+      let frames = "";
+      for (const id of ids) {
+        if (outstanding.delete(requestIdKey(id))) frames += formatEvent({ data: fail(id, err) });
+      }
+      return frames;
+    };
     for (let attempt = 0; attempt <= MAX_UPSTREAM_RESUMES && outstanding.size > 0; attempt++) {
       let retryMs = 0;
       try {
@@ -313,6 +331,8 @@ export class Forwarder {
         if (reply.kind === "stream") reply.close();
       }
       if (outstanding.size === 0 || lastUpstreamId === undefined || fctx.signal.aborted || stream.done) break;
+      // Resuming would replay the same oversized event.
+      if (failure?.code === "EDGE_RESULT_TOO_LARGE") break;
       await new Promise((r) => setTimeout(r, Math.min(retryMs, 10_000)));
       try {
         reply = await upstream.listen(fctx, lastUpstreamId);
@@ -337,8 +357,7 @@ export class Forwarder {
       for (const id of ids) {
         if (!outstanding.has(requestIdKey(id))) continue;
         unanswered.ids.push(id);
-        const data = errorResponseData(id, err);
-        stream.append(deliver(data, JSON.parse(data) as RpcMessage));
+        stream.append(fail(id, err));
       }
     }
     stream.finish();
@@ -414,10 +433,10 @@ export class Forwarder {
     if (reply.kind === "passthrough") return sendPassthrough(ctx, reply);
     if (reply.kind !== "stream")
       throw new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream GET is not a stream.");
-    const stream = this.#streams.create(rec.id, "standalone");
+    const stream = this.#streams.create(rec.id, "standalone", rec.tenant);
     ctx.res.writeHead(200, sseHeaders());
     ctx.res.flushHeaders();
-    for (const frame of replay) sink.write(frame);
+    for (const frame of replay) sink.write(frame, true);
     stream.attach(sink, 0);
     holdStandalone(stream, sink, ctx.res, reply, abort);
   }
@@ -472,6 +491,7 @@ export class Forwarder {
             upstream,
             fctx,
             deliver,
+            (id, e) => errorResponseData(id, e),
           );
           this.#opts.inflight.add(pumping);
           await pumping;

@@ -134,6 +134,8 @@ export function collectStream(
       size += chunk.length;
       if (size > max) {
         done();
+        // `tooLarge` may destroy the stream: its error must not go unhandled (it would end the process).
+        stream.on("error", ignoreError);
         reject(on.tooLarge());
         return;
       }
@@ -157,6 +159,8 @@ export function collectStream(
     stream.on("close", onClose);
   });
 }
+
+function ignoreError(): void {}
 
 /** Mcp-Session-Id values are visible ASCII (0x21-0x7E), at most 256 characters here. */
 export function validSessionId(id: string): boolean {

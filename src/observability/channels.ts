@@ -22,7 +22,8 @@ export const asChannel = diagnostics_channel.channel("mcp-edge:as");
 /** How one JSON-RPC request of a call ended, as the client saw it. */
 export type CallOutcome =
   | { kind: "result"; isError: boolean }
-  | { kind: "rpc_error"; code: number }
+  /** `edgeCode`: the error is the edge's own (the upstream's answer never came, or was refused). */
+  | { kind: "rpc_error"; code: number; edgeCode?: string }
   /** The client went away, or (with its code) the edge ended the call: EDGE_DRAINED. */
   | { kind: "aborted"; code?: string };
 

@@ -495,6 +495,25 @@ export class Metrics {
     });
   }
 
+  /**
+   * A counter read at scrape time, for other modules: `read` returns the total since start (it only
+   * grows). Same naming rules as `registerGauge`.
+   */
+  registerCounter(name: string, help: string, read: () => number): void {
+    if (!/^mcp_edge_[a-z0-9_]+_total$/.test(name))
+      throw new Error(`metric name ${name}: mcp_edge_[a-z0-9_]+_total`);
+    if (this.registry.getSingleMetric(name)) throw new Error(`metric ${name} is already registered`);
+    new Counter({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  }
+
   /** The exposition text (Prometheus text format 0.0.4). */
   async render(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };

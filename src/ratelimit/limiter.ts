@@ -26,7 +26,7 @@ import type { Principal } from "../auth/types.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { isRequest, type RpcMessage } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
-import { type RateSpec, TOOL_NAME } from "../config/rate.ts";
+import { parseRate, type RateSpec, TOOL_NAME } from "../config/rate.ts";
 import { type Counter, type CounterStore, type Refusal, type Take } from "../store/types.ts";
 import { MemoryCounterStore } from "../store/memory/counters.ts";
 
@@ -63,6 +63,9 @@ export interface LimitedRequest {
   refusal: RateLimitRefusal | undefined;
   inflightSlot: InflightSlot | undefined;
 }
+
+/** `limits.initialize` of a stdio server in `mode: session` that sets none: each one spawns a process. */
+export const STDIO_INITIALIZE = parseRate("30/min");
 
 /** One configured limit of one server. */
 export interface Policy {
@@ -227,13 +230,16 @@ export class CallLimiter {
       const text = JSON.stringify(cfg.limits ?? null);
       if (this.#configured.get(name) === text) continue;
       this.#configured.set(name, text);
-      const p = cfg.limits ? this.#policiesOf(cfg.limits) : undefined;
+      // stdio `mode: session` spawns a process per initialize: limited by default.
+      const spawns = cfg.upstream.stdio?.mode === "session";
+      const l = cfg.limits ?? (spawns ? { tools: {}, concurrency: {} } : undefined);
+      const p = l ? this.#policiesOf(l, spawns) : undefined;
       if (p) this.#routes.set(name, p);
       else this.#routes.delete(name);
     }
   }
 
-  #policiesOf(l: NonNullable<ServerConfig["limits"]>): RoutePolicies | undefined {
+  #policiesOf(l: NonNullable<ServerConfig["limits"]>, spawns = false): RoutePolicies | undefined {
     const store = this.#store;
     const make = (kind: LimitKind, spec: RateSpec | undefined, tool?: string) =>
       spec ? makePolicy(store, kind, spec, tool) : undefined;
@@ -244,7 +250,7 @@ export class CallLimiter {
     set("key", make("key", l.key));
     set("session", make("session", l.session));
     set("tenant", make("tenant", l.tenant));
-    set("initialize", make("initialize", l.initialize));
+    set("initialize", make("initialize", l.initialize ?? (spawns ? STDIO_INITIALIZE : undefined)));
     set("tool", make("tool", l.tool));
     for (const [tool, spec] of Object.entries(l.tools))
       p.tools.set(tool, makePolicy(store, "tool", spec, tool));

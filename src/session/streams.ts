@@ -18,6 +18,10 @@ export interface StreamLimits {
   ttl: number;
   keepAlive: number;
   retry: number;
+  /** Bytes of buffered events of every stream together; 0 = no budget. */
+  bufferBudget?: number;
+  /** Fraction of the budget one tenant's streams may hold. */
+  tenantShare?: number;
 }
 
 /**
@@ -48,8 +52,12 @@ export function parseEventId(eventId: string): { streamId: string; seq: number }
 /** The `closeUpstream` of a stream nothing pumps (one function for all of them). */
 const nothing = (): void => {};
 
-/** A client whose socket has this many unsent bytes is cut off; it resumes with Last-Event-ID. */
+/**
+ * A client with this many bytes unsent beyond its largest pending frame is cut off when the next
+ * frame comes; it resumes with Last-Event-ID.
+ */
 const MAX_CLIENT_BACKLOG = 1024 * 1024;
+const COLON = 0x3a;
 
 interface Buffered {
   seq: number;
@@ -61,6 +69,8 @@ export class Sink {
   readonly res: ServerResponse;
   lastWriteAt = Date.now();
   #ended = false;
+  /** The largest frame written since the client last had nothing pending. */
+  #largest = 0;
 
   constructor(res: ServerResponse) {
     this.res = res;
@@ -70,15 +80,31 @@ export class Sink {
     return !this.#ended && !this.res.destroyed && !this.res.writableEnded;
   }
 
-  /** Writes a frame; false when the client is gone or too far behind (then it is cut off). */
-  write(frame: string): boolean {
+  /** Bytes written to the response that the client has not taken yet. */
+  get backlog(): number {
+    return this.res.writableLength;
+  }
+
+  /**
+   * Writes a frame; false when the client is gone or too far behind (then it is cut off). Behind
+   * means more than MAX_CLIENT_BACKLOG bytes unsent beyond the largest frame still pending: a frame
+   * of any size (a large result) is handed to the socket whole, and a client downloading one still
+   * gets the small events that follow it. `replay` writes are never cut off (a replay is bounded by
+   * the stream's buffer, and cutting it would make the client resume into the same replay). A
+   * keep-alive comment is not written while bytes are pending (the connection is not idle then).
+   */
+  write(frame: string, replay = false): boolean {
     if (!this.open) return false;
-    this.res.write(frame);
-    this.lastWriteAt = Date.now();
-    if (this.res.writableLength > MAX_CLIENT_BACKLOG) {
+    const backlog = this.res.writableLength;
+    if (backlog === 0) this.#largest = 0;
+    else if (frame.charCodeAt(0) === COLON) return true;
+    else if (!replay && backlog > MAX_CLIENT_BACKLOG + this.#largest) {
       this.res.destroy();
       return false;
     }
+    if (frame.length > this.#largest) this.#largest = frame.length;
+    this.res.write(frame);
+    this.lastWriteAt = Date.now();
     return true;
   }
 
@@ -86,6 +112,16 @@ export class Sink {
     if (!this.open) return;
     this.#ended = true;
     this.res.end(frame);
+  }
+
+  /** Every byte of the response was handed to the OS (the client read what it was sent). */
+  get flushed(): boolean {
+    return this.res.writableFinished;
+  }
+
+  /** Drops the connection and whatever of the response it still holds. */
+  release(): void {
+    if (!this.res.writableFinished) this.res.destroy();
   }
 }
 
@@ -100,6 +136,8 @@ export class EdgeStream {
   readonly id: string;
   readonly sessionId: string;
   readonly kind: "request" | "standalone";
+  /** The session's tenant ("" without one): the budget's share is per tenant. */
+  readonly tenant: string;
   readonly #limits: StreamLimits;
   readonly #events: Buffered[] = [];
   #bytes = 0;
@@ -107,7 +145,18 @@ export class EdgeStream {
   /** Highest seq evicted from the buffer. */
   #evicted = 0;
   #sink: Sink | undefined;
+  /** The last client, kept after its response ended until every byte of it was flushed. */
+  #ending: Sink | undefined;
   #lastWritten = 0;
+  /** When the client last took what it was sent (attached, or written to with nothing pending). */
+  lastReadAt = Date.now();
+  /** The registry's accounting of buffered bytes (set while the stream is registered). */
+  onBytes: ((s: EdgeStream, delta: number) => void) | undefined;
+  /**
+   * The budget dropped this stream: the JSON-RPC errors that stand in for the answers still
+   * outstanding, as SSE frames (set by whoever pumps a request stream).
+   */
+  onEvict: ((err: GatewayError) => string) | undefined;
   #endedCleanly = false;
   done = false;
   lastActivity = Date.now();
@@ -138,11 +187,13 @@ export class EdgeStream {
     kind: "request" | "standalone",
     limits: StreamLimits,
     mirror?: StreamMirror,
+    tenant = "",
     after = 0,
   ) {
     this.id = id;
     this.sessionId = sessionId;
     this.kind = kind;
+    this.tenant = tenant;
     this.#limits = limits;
     this.#mirror = mirror;
     if (after > 0) {
@@ -180,6 +231,7 @@ export class EdgeStream {
       ...(retry !== undefined ? { retry } : {}),
     });
     this.#events.push({ seq, frame });
+    const before = this.#bytes;
     this.#bytes += frame.length;
     while (
       this.#events.length > 1 &&
@@ -189,9 +241,43 @@ export class EdgeStream {
       this.#bytes -= old.frame.length;
       this.#evicted = old.seq;
     }
-    this.lastActivity = Date.now();
-    if (this.#sink?.write(frame)) this.#lastWritten = seq;
+    const now = Date.now();
+    this.lastActivity = now;
+    const sink = this.#sink;
+    if (sink !== undefined) {
+      const idle = sink.open && sink.backlog === 0;
+      if (sink.write(frame)) {
+        this.#lastWritten = seq;
+        if (idle) this.lastReadAt = now;
+      }
+    }
     this.#mirror?.mark(this);
+    // Last: the budget may drop this very stream.
+    this.onBytes?.(this, this.#bytes - before);
+  }
+
+  /** Bytes of events buffered for replay. */
+  get bufferedBytes(): number {
+    return this.#bytes;
+  }
+
+  /**
+   * The budget takes this stream's buffer: its events are gone (a resume is EDGE_STREAM_EXPIRED),
+   * its client gets the errors standing in for outstanding answers and the end of its response,
+   * or, when it has not read what it was sent, loses the connection.
+   */
+  evict(err: GatewayError): void {
+    const frames = this.onEvict?.(err) ?? "";
+    this.#events.length = 0;
+    const freed = this.#bytes;
+    this.#bytes = 0;
+    this.#evicted = this.#nextSeq - 1;
+    const sink = this.#sink;
+    this.#sink = undefined;
+    if (sink?.open && sink.backlog === 0) sink.end(frames === "" ? undefined : frames);
+    else sink?.release();
+    this.#ending?.release();
+    this.onBytes?.(this, -freed);
   }
 
   /** The highest seq given so far (0 before the first event). */
@@ -245,13 +331,33 @@ export class EdgeStream {
     this.#sink = sink;
     this.lastActivity = Date.now();
     for (const ev of this.#events) {
-      if (ev.seq > from && sink.write(ev.frame)) this.#lastWritten = ev.seq;
+      if (ev.seq > from && sink.write(ev.frame, true)) this.#lastWritten = ev.seq;
     }
+    this.lastReadAt = Date.now();
     if (this.done && sink.open) {
-      sink.end();
-      this.#endedCleanly = true;
+      this.#endClient(sink);
       this.onSettled?.(this);
     }
+  }
+
+  /**
+   * Ends the client's response after what was written. The stream is settled once every byte of it
+   * reached the OS: a client that does not read keeps it (and its buffer) registered, and so
+   * under the budget and the TTL, instead of holding the bytes in its socket unseen.
+   */
+  #endClient(sink: Sink): void {
+    sink.end();
+    if (sink.flushed) {
+      this.#endedCleanly = true;
+      return;
+    }
+    this.#ending = sink;
+    sink.res.once("finish", () => {
+      if (this.#ending !== sink) return;
+      this.#ending = undefined;
+      this.#endedCleanly = true;
+      this.onSettled?.(this);
+    });
   }
 
   /** The buffered frames after `seq` (a finished stream's remainder). */
@@ -271,16 +377,20 @@ export class EdgeStream {
     const first = !this.done;
     this.done = true;
     this.lastActivity = Date.now();
-    if (this.#sink?.open) {
-      this.#sink.end();
-      this.#endedCleanly = true;
-    }
+    if (this.#sink?.open) this.#endClient(this.#sink);
     if (first) this.#mirror?.mark(this);
     this.onSettled?.(this);
   }
 
   /** Called when the stream finishes; the registry drops settled streams at once. */
   onSettled: ((s: EdgeStream) => void) | undefined;
+
+  /** Drops a client connection still holding unsent bytes of this stream (the stream is dropped). */
+  releaseClient(): void {
+    this.#ending?.release();
+    this.#ending = undefined;
+    if (this.#sink && !this.#sink.open) this.#sink.release();
+  }
 
   /** Closes the client side with a `retry` hint (drain); the stream stays resumable. */
   closeClient(retryMs: number): void {
@@ -302,7 +412,21 @@ export class EdgeStream {
   }
 }
 
+/** What the registry reports when the budget drops a stream (a metric and a log line). */
+export interface BudgetObserver {
+  evicted(info: {
+    stream: string;
+    session: string;
+    tenant: string;
+    bytes: number;
+    scope: "instance" | "tenant";
+    idleMs: number;
+  }): void;
+}
+
 export interface StreamRegistryOptions {
+  /** Told of every stream the buffer budget drops. */
+  budget?: BudgetObserver;
   /**
    * Distributed mode: every stream's events are mirrored to Redis, and a Last-Event-ID of a stream
    * another instance holds is resumed from there (src/store/redis/event-log.ts). Absent: streams live
@@ -319,10 +443,17 @@ export class StreamRegistry {
   readonly #timer: NodeJS.Timeout;
   readonly #ids = new StreamIds();
   readonly #events: StreamEventLog | undefined;
+  readonly #observer: BudgetObserver | undefined;
+  /** Buffered event bytes of every registered stream, and per tenant. */
+  #bytes = 0;
+  readonly #tenantBytes = new Map<string, number>();
+  /** Streams the budget dropped since start. */
+  evictions = 0;
 
   constructor(limits: StreamLimits, options: StreamRegistryOptions = {}) {
     this.#limits = limits;
     this.#events = options.events;
+    this.#observer = options.budget;
     this.#timer = setInterval(() => this.sweep(Date.now()), Math.min(5000, limits.keepAlive));
     this.#timer.unref();
   }
@@ -344,10 +475,69 @@ export class StreamRegistry {
     if (done.settled && this.#streams.get(done.id) === done) this.#drop(done);
   };
 
-  create(sessionId: string, kind: "request" | "standalone"): EdgeStream {
-    const s = new EdgeStream(this.#ids.next(), sessionId, kind, this.#limits, this.#events);
+  /** Buffered event bytes held now (every stream together). */
+  get bufferedBytes(): number {
+    return this.#bytes;
+  }
+
+  /**
+   * Accounting of buffered bytes, and the budget: past the tenant's share, that tenant's least
+   * recently read streams are dropped; past the whole budget, anyone's. One function for every stream.
+   */
+  readonly #charge = (s: EdgeStream, delta: number): void => {
+    if (delta === 0) return;
+    this.#bytes += delta;
+    const t = (this.#tenantBytes.get(s.tenant) ?? 0) + delta;
+    if (t <= 0) this.#tenantBytes.delete(s.tenant);
+    else this.#tenantBytes.set(s.tenant, t);
+    const budget = this.#limits.bufferBudget ?? 0;
+    if (delta < 0 || budget <= 0) return;
+    const share = budget * (this.#limits.tenantShare ?? 1);
+    if (t > share)
+      this.#evictUntil(
+        "tenant",
+        (x) => x.tenant === s.tenant,
+        () => this.#tenant(s.tenant) > share,
+      );
+    if (this.#bytes > budget)
+      this.#evictUntil(
+        "instance",
+        () => true,
+        () => this.#bytes > budget,
+      );
+  };
+
+  #tenant(tenant: string): number {
+    return this.#tenantBytes.get(tenant) ?? 0;
+  }
+
+  #evictUntil(scope: "instance" | "tenant", which: (s: EdgeStream) => boolean, over: () => boolean): void {
+    const candidates = [...this.#streams.values()]
+      .filter((s) => s.bufferedBytes > 0 && which(s))
+      .sort((a, b) => a.lastReadAt - b.lastReadAt);
+    const now = Date.now();
+    for (const s of candidates) {
+      if (!over()) return;
+      const bytes = s.bufferedBytes;
+      this.evictions++;
+      this.#observer?.evicted({
+        stream: s.id,
+        session: s.sessionId,
+        tenant: s.tenant,
+        bytes,
+        scope,
+        idleMs: now - s.lastReadAt,
+      });
+      s.evict(new GatewayError("EDGE_STREAM_BUDGET_EXCEEDED"));
+      if (this.#streams.get(s.id) === s) this.#drop(s);
+    }
+  }
+
+  create(sessionId: string, kind: "request" | "standalone", tenant?: string | null): EdgeStream {
+    const s = new EdgeStream(this.#ids.next(), sessionId, kind, this.#limits, this.#events, tenant ?? "");
     this.#streams.set(s.id, s);
     s.onSettled = this.#settled;
+    s.onBytes = this.#charge;
     if (kind === "standalone") {
       const old = this.#standalone.get(sessionId);
       if (old) this.#drop(old);
@@ -361,7 +551,15 @@ export class StreamRegistry {
    * mirror): registered under its id, numbering on after `last`.
    */
   adopt(taken: TakenOverStream): EdgeStream {
-    const s = new EdgeStream(taken.id, taken.sessionId, "request", this.#limits, this.#events, taken.last);
+    const s = new EdgeStream(
+      taken.id,
+      taken.sessionId,
+      "request",
+      this.#limits,
+      this.#events,
+      "",
+      taken.last,
+    );
     s.takeover = taken.state;
     this.#streams.set(s.id, s);
     s.onSettled = this.#settled;
@@ -408,8 +606,12 @@ export class StreamRegistry {
   #drop(s: EdgeStream): void {
     this.#streams.delete(s.id);
     if (this.#standalone.get(s.sessionId) === s) this.#standalone.delete(s.sessionId);
+    s.onBytes = undefined;
+    this.#charge(s, -s.bufferedBytes);
     s.closeUpstream();
     s.finish();
+    // A client that never read the end of its response no longer holds it in this process.
+    if (!s.settled) s.releaseClient();
   }
 
   /** Ends every stream of a session (DELETE, expiry). */

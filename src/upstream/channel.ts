@@ -3,6 +3,7 @@ import { GatewayError } from "../errors/errors.ts";
 import { isRequest, isResponse, type RpcId, type RpcMessage, requestIdKey } from "../mcp/jsonrpc.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { frameMessage } from "./framing.ts";
+import { resultTooLarge } from "./reply.ts";
 import type { ForwardContext, UpstreamEvent, UpstreamReply, UpstreamSession } from "./types.ts";
 
 /**
@@ -19,8 +20,50 @@ export interface MessageChannel {
   /** Registers the receiver of every message the server sends (one receiver). */
   onMessage(cb: (msg: RpcMessage, text: string) => void): void;
   onClose(cb: (reason: string) => void): void;
+  /** Registers the receiver of messages the channel dropped for being over `limits.maxResultBytes`. */
+  onOversized(cb: (dropped: Oversized) => void): void;
   close(): Promise<void>;
   readonly closed: boolean;
+}
+
+/** A message dropped for its size: what its ends tell of it. */
+export interface Oversized {
+  /** The id of the response it was, when its ends show one. */
+  id: RpcId | undefined;
+  /** Its ends show a request or notification (no call waits for it). */
+  notResponse: boolean;
+  limit: number;
+}
+
+/** What the first and last bytes of a dropped message (empty when unknown) tell of it. */
+export function oversized(head: string, tail: string, limit: number): Oversized {
+  const id = oversizedId(head, tail);
+  return { id, notResponse: id === undefined && HEAD_METHOD.test(head), limit };
+}
+
+/** A JSON value that can be an id: a number or a JSON string (RFC 8259 §6, §7). */
+const ID_VALUE = String.raw`(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|"(?:[^"\\]|\\.)*")`;
+/** `{"id":…` or `{"jsonrpc":"2.0","id":…` at the start of a message. */
+const HEAD_ID = new RegExp(String.raw`^\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*${ID_VALUE}`);
+/** `…,"id":…}` (or followed by `"jsonrpc":"2.0"`) at the end of a message. */
+const TAIL_ID = new RegExp(String.raw`,\s*"id"\s*:\s*${ID_VALUE}\s*(?:,\s*"jsonrpc"\s*:\s*"2\.0"\s*)?\}\s*$`);
+/** A request or notification: `"method"` among the first keys. */
+const HEAD_METHOD = /^\s*\{[^{[]*"method"\s*:/;
+
+/**
+ * The id of a message too large to parse, read from its ends: JSON-RPC envelopes put `id` first
+ * (after `jsonrpc`) or last, and a `"id"` inside a string value is escaped (`\"id\"`), so an
+ * unescaped one right at either end is the envelope's. Undefined when neither end shows it.
+ */
+export function oversizedId(head: string, tail: string): RpcId | undefined {
+  const m = HEAD_ID.exec(head) ?? TAIL_ID.exec(tail);
+  if (!m) return undefined;
+  try {
+    const id = JSON.parse(m[1] as string) as unknown;
+    return typeof id === "string" || typeof id === "number" ? id : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** An async queue of upstream events, ended by the producer. Bounded: a stuck consumer fails it. */
@@ -124,6 +167,35 @@ export class ChannelSession implements UpstreamSession {
     this.#onEnd = onEnd;
     channel.onMessage((msg) => this.#route(msg));
     channel.onClose((reason) => this.#closed(reason));
+    channel.onOversized((dropped) => this.#oversized(dropped));
+  }
+
+  /**
+   * A message over the result maximum: the call it answers fails with EDGE_RESULT_TOO_LARGE. Its
+   * id is read from its ends; when they do not show it, the only call in flight (or, with several,
+   * every one: one of them will never get its answer) fails. A request or notification is dropped.
+   */
+  #oversized(dropped: Oversized): void {
+    const err = resultTooLarge(dropped.limit);
+    if (dropped.id !== undefined) {
+      const ex = this.#byRequest.get(requestIdKey(dropped.id));
+      if (ex) this.#fail(ex, err);
+      return;
+    }
+    if (dropped.notResponse) return;
+    for (const ex of [...this.#exchanges]) this.#fail(ex, err);
+  }
+
+  #fail(ex: Exchange, err: GatewayError): void {
+    for (const key of ex.outstanding) this.#byRequest.delete(key);
+    this.#exchanges.delete(ex);
+    for (const [k, v] of this.#byProgress) if (v === ex) this.#byProgress.delete(k);
+    ex.queue.fail(err);
+  }
+
+  /** A call is in flight on the session. */
+  get busy(): boolean {
+    return this.#exchanges.size > 0;
   }
 
   get lost(): boolean {

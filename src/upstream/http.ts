@@ -6,7 +6,7 @@ import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
 import { createCredentials, type UpstreamCredentials } from "./credentials.ts";
 import { abortedWith } from "./deadline.ts";
-import { header, MAX_UPSTREAM_BODY, readBody, replyFromResponse } from "./reply.ts";
+import { DEFAULT_MAX_RESULT_BYTES, header, MAX_UPSTREAM_BODY, readBody, replyFromResponse } from "./reply.ts";
 import {
   type ForwardContext,
   type InitializeOutcome,
@@ -48,6 +48,7 @@ export class HttpUpstream implements Upstream {
   readonly #egress: Egress;
   readonly #log: Logger;
   readonly #creds: UpstreamCredentials;
+  readonly #maxResult: number;
   #timer: NodeJS.Timeout | undefined;
   #rr = 0;
 
@@ -57,11 +58,13 @@ export class HttpUpstream implements Upstream {
     log: Logger,
     sessionCounts?: Map<string, number>,
     credentials: UpstreamCredentials = createCredentials(undefined, egress, log),
+    maxResultBytes = DEFAULT_MAX_RESULT_BYTES,
   ) {
     this.#cfg = cfg;
     this.#egress = egress;
     this.#log = log;
     this.#creds = credentials;
+    this.#maxResult = maxResultBytes;
     this.#instances = (cfg.urls ?? []).map((url) => ({
       url,
       healthy: true,
@@ -170,6 +173,9 @@ export class HttpUpstream implements Upstream {
           signal: ctx.signal,
           stream: longLived,
           headersTimeout: this.#cfg.timeout,
+          // No cap on the whole answer: each message of it is bounded by limits.maxResultBytes where
+          // it is read (readBody for JSON, the SSE parser per event), with its own coded error.
+          maxResponseBytes: Number.POSITIVE_INFINITY,
         };
         if (body !== undefined) req.body = body;
         return this.#egress.request(inst.url, req);
@@ -212,7 +218,7 @@ export class HttpUpstream implements Upstream {
         throw upstreamFailure(err, ctx);
       }
       const upstreamSession = header(res, "mcp-session-id") ?? null;
-      const reply = await readReply(res, ctx);
+      const reply = await readReply(res, ctx, this.#maxResult);
       if (reply.kind === "passthrough") return { session: null, reply };
       inst.sessions++;
       return { session: new HttpSession(this, inst, upstreamSession), reply };
@@ -235,7 +241,7 @@ export class HttpUpstream implements Upstream {
     for (const inst of candidates) {
       try {
         const res = await this.#send(inst, "POST", this.#headers(ctx, null), body, ctx, longLived);
-        return await replyFromResponse(res);
+        return await replyFromResponse(res, this.#maxResult);
       } catch (err) {
         if (isConnectError(err)) continue;
         throw upstreamFailure(err, ctx);
@@ -276,7 +282,7 @@ export class HttpUpstream implements Upstream {
       }
       return { kind: "passthrough", status: res.status, contentType: header(res, "content-type"), body: buf };
     }
-    return readReply(res, ctx);
+    return readReply(res, ctx, this.#maxResult);
   }
 
   /** @internal */
@@ -296,8 +302,8 @@ function hasAny(o: Record<string, string>): boolean {
  * upstream that drips its body past `upstream.timeout` is a timeout (504, the request's id), not an
  * internal error.
  */
-function readReply(res: EgressResponse, ctx: ForwardContext): Promise<UpstreamReply> {
-  return replyFromResponse(res).catch((err: unknown) => {
+function readReply(res: EgressResponse, ctx: ForwardContext, maxResult: number): Promise<UpstreamReply> {
+  return replyFromResponse(res, maxResult).catch((err: unknown) => {
     throw upstreamFailure(err, ctx);
   });
 }

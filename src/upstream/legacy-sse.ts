@@ -3,13 +3,13 @@ import type { UpstreamConfig } from "../config/schema.ts";
 import type { Egress } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { parseMessage, type RpcMessage, type RpcRequest } from "../mcp/jsonrpc.ts";
-import { SseParser } from "../mcp/sse.ts";
+import { SseParser, SseTooLargeError } from "../mcp/sse.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
-import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { ChannelSession, type MessageChannel, type Oversized, oversized } from "./channel.ts";
 import { frameMessage } from "./framing.ts";
 import { createCredentials, type UpstreamCredentials } from "./credentials.ts";
-import { readBody } from "./reply.ts";
+import { DEFAULT_MAX_RESULT_BYTES, readBody } from "./reply.ts";
 import {
   type ForwardContext,
   type InitializeOutcome,
@@ -33,6 +33,8 @@ export class LegacySseChannel implements MessageChannel {
   readonly #abort = new AbortController();
   #endpoint: string | undefined;
   #onMessage: (msg: RpcMessage, text: string) => void = () => {};
+  #onOversized: (dropped: Oversized) => void = () => {};
+  readonly #maxResult: number;
   readonly #onClose: ((reason: string) => void)[] = [];
   #closed = false;
   #sendChain: Promise<void> = Promise.resolve();
@@ -42,11 +44,13 @@ export class LegacySseChannel implements MessageChannel {
     url: string,
     headers: Record<string, string>,
     creds: UpstreamCredentials,
+    maxResult: number,
   ) {
     this.#egress = egress;
     this.#url = url;
     this.#headers = headers;
     this.#creds = creds;
+    this.#maxResult = maxResult;
   }
 
   /** Connects and waits for the `endpoint` event. */
@@ -57,8 +61,9 @@ export class LegacySseChannel implements MessageChannel {
     timeoutMs: number,
     log: Logger,
     creds: UpstreamCredentials = createCredentials(undefined, egress, log),
+    maxResult = DEFAULT_MAX_RESULT_BYTES,
   ): Promise<LegacySseChannel> {
-    const ch = new LegacySseChannel(egress, url, headers, creds);
+    const ch = new LegacySseChannel(egress, url, headers, creds, maxResult);
     await ch.#open(timeoutMs, log);
     return ch;
   }
@@ -93,7 +98,8 @@ export class LegacySseChannel implements MessageChannel {
         ready.reject(new GatewayError("EDGE_UPSTREAM_TIMEOUT", "No endpoint event from the SSE upstream.")),
       timeoutMs,
     );
-    const parser = new SseParser();
+    // An event is one message plus its `data: ` prefixes and line ends.
+    const parser = new SseParser({ maxEventBytes: this.#maxResult + 64 * 1024 });
     const origin = new URL(this.#url).origin;
     void (async () => {
       try {
@@ -121,6 +127,9 @@ export class LegacySseChannel implements MessageChannel {
         }
         this.#finish("stream ended");
       } catch (err) {
+        // The parser cannot go on past an event over the maximum: its call gets the coded error,
+        // then the connection (and the session on it) ends.
+        if (err instanceof SseTooLargeError) this.#onOversized(oversized("", "", this.#maxResult));
         this.#finish(`stream failed: ${String(err)}`);
       } finally {
         clearTimeout(timer);
@@ -188,6 +197,10 @@ export class LegacySseChannel implements MessageChannel {
     this.#onClose.push(cb);
   }
 
+  onOversized(cb: (dropped: Oversized) => void): void {
+    this.#onOversized = cb;
+  }
+
   async close(): Promise<void> {
     this.#abort.abort();
     this.#finish("closed by the edge");
@@ -202,17 +215,20 @@ export class LegacySseUpstream implements Upstream {
   readonly #log: Logger;
   readonly #creds: UpstreamCredentials;
   readonly #sessions = new Map<string, ChannelSession>();
+  readonly #maxResult: number;
 
   constructor(
     cfg: UpstreamConfig,
     egress: Egress,
     log: Logger,
     credentials: UpstreamCredentials = createCredentials(undefined, egress, log),
+    maxResultBytes = DEFAULT_MAX_RESULT_BYTES,
   ) {
     this.#cfg = cfg;
     this.#egress = egress;
     this.#log = log;
     this.#creds = credentials;
+    this.#maxResult = maxResultBytes;
   }
 
   async start(): Promise<void> {}
@@ -240,6 +256,7 @@ export class LegacySseUpstream implements Upstream {
         this.#cfg.connectTimeout,
         this.#log,
         this.#creds,
+        this.#maxResult,
       );
     } catch (err) {
       if (err instanceof GatewayError) throw err;

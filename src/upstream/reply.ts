@@ -3,12 +3,24 @@ import type { EgressResponse } from "../egress/index.ts";
 import { GatewayError } from "../errors/errors.ts";
 import { collectStream } from "../mcp/hygiene.ts";
 import { parseMessage } from "../mcp/jsonrpc.ts";
-import { type SseEvent, SseParser } from "../mcp/sse.ts";
+import { type SseEvent, SseParser, SseTooLargeError } from "../mcp/sse.ts";
 import { frameMessage } from "./framing.ts";
 import type { UpstreamEvent, UpstreamReply } from "./types.ts";
 
-/** Upstream error bodies and JSON answers are read up to this many bytes. */
+/** Upstream error bodies (4xx/5xx, passthrough) are read up to this many bytes. */
 export const MAX_UPSTREAM_BODY = 16 * 1024 * 1024;
+
+/** `limits.maxResultBytes` by default: the largest JSON answer, SSE event or stdio line relayed. */
+export const DEFAULT_MAX_RESULT_BYTES = 64 * 1024 * 1024;
+
+/** An upstream answer over `limits.maxResultBytes` (the call's error, never a silent loss). */
+export function resultTooLarge(limit: number, cause?: unknown): GatewayError {
+  return new GatewayError(
+    "EDGE_RESULT_TOO_LARGE",
+    `The upstream's answer is over the ${limit}-byte maximum (limits.maxResultBytes).`,
+    { data: { limit }, ...(cause !== undefined ? { cause } : {}) },
+  );
+}
 
 export function header(res: EgressResponse, name: string): string | undefined {
   const v = res.headers[name];
@@ -19,8 +31,9 @@ export function header(res: EgressResponse, name: string): string | undefined {
 export async function readBody(
   body: AsyncIterable<Buffer> & { destroy(): void },
   max: number,
+  tooLarge: () => GatewayError = badSize,
 ): Promise<Buffer> {
-  if (body instanceof Readable) return readStream(body, max);
+  if (body instanceof Readable) return readStream(body, max, tooLarge);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body) {
@@ -34,7 +47,7 @@ export async function readBody(
   return Buffer.concat(chunks);
 }
 
-function tooLarge(): GatewayError {
+function badSize(): GatewayError {
   return new GatewayError("EDGE_UPSTREAM_BAD_RESPONSE", "The upstream answer is over the size limit.");
 }
 
@@ -43,7 +56,7 @@ function tooLarge(): GatewayError {
  * "Premature close" when it closes before its end) without an async iterator and a promise per
  * chunk on every upstream answer.
  */
-function readStream(body: Readable, max: number): Promise<Buffer> {
+function readStream(body: Readable, max: number, tooLarge: () => GatewayError): Promise<Buffer> {
   if (body.errored) return Promise.reject(body.errored);
   if (body.readableEnded) return Promise.resolve(Buffer.alloc(0));
   if (body.destroyed) return Promise.reject(prematureClose());
@@ -74,13 +87,15 @@ function prematureClose(): Error {
  */
 class SseBody implements AsyncIterable<UpstreamEvent> {
   readonly #body: Readable & AsyncIterable<Buffer>;
+  readonly #max: number;
 
-  constructor(body: Readable & AsyncIterable<Buffer>) {
+  constructor(body: Readable & AsyncIterable<Buffer>, max: number) {
     this.#body = body;
+    this.#max = max;
   }
 
   [Symbol.asyncIterator](): AsyncIterator<UpstreamEvent> {
-    return new SseBodyIterator(this.#body);
+    return new SseBodyIterator(this.#body, this.#max);
   }
 }
 
@@ -90,13 +105,13 @@ const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value:
  * Reads an SSE body as it flows. Events parsed while nobody waits are queued and the body paused
  * until they are taken (the backpressure of `for await`). Ends as `for await` over the body does,
  * once the body has closed: done after its end; rejected with its error, or with "Premature close"
- * when it closed before the end, or with SseTooLargeError (the body destroyed) for an oversized
- * event. `return` (early exit)
+ * when it closed before the end, or with EDGE_RESULT_TOO_LARGE (the body destroyed) for an event
+ * over `limits.maxResultBytes`. `return` (early exit)
  * leaves the body paused, not destroyed: the reply's `close` drains or destroys it.
  */
 class SseBodyIterator implements AsyncIterator<UpstreamEvent> {
   readonly #body: Readable;
-  readonly #parser = new SseParser({ maxEventBytes: MAX_UPSTREAM_BODY });
+  readonly #parser: SseParser;
   #queue: UpstreamEvent[] | undefined;
   #waiting: PromiseWithResolvers<IteratorResult<UpstreamEvent>> | undefined;
   /** Set once the body has ended (`null`) or failed (the error), and no more events will come. */
@@ -109,8 +124,10 @@ class SseBodyIterator implements AsyncIterator<UpstreamEvent> {
     this.#finish(body.readableEnded ? null : (body.errored ?? prematureClose()));
   };
 
-  constructor(body: Readable) {
+  constructor(body: Readable, max: number) {
     this.#body = body;
+    // The event's field lines carry its data plus a few bytes of `data: ` and line ends per line.
+    this.#parser = new SseParser({ maxEventBytes: max + SSE_FIELD_SLACK });
     body.on("data", this.#onData);
     body.on("close", this.#onClose);
     // Errors are read from `errored` at 'close'; the listener keeps an error from being unhandled.
@@ -151,7 +168,7 @@ class SseBodyIterator implements AsyncIterator<UpstreamEvent> {
       events = this.#parser.push(chunk);
     } catch (err) {
       this.#body.destroy();
-      this.#finish(err);
+      this.#finish(err instanceof SseTooLargeError ? resultTooLarge(err.limit - SSE_FIELD_SLACK, err) : err);
       return;
     }
     for (const ev of events) {
@@ -192,6 +209,9 @@ class SseBodyIterator implements AsyncIterator<UpstreamEvent> {
 
 function ignore(): void {}
 
+/** Bytes of SSE framing allowed on top of the answer itself. */
+const SSE_FIELD_SLACK = 64 * 1024;
+
 /**
  * Ends the edge's use of an upstream body. One whose end has already arrived (the upstream sent
  * its last event and closed the stream; only the end is still unread) is drained, so the connection
@@ -229,7 +249,10 @@ function toUpstreamEvent(ev: SseEvent): UpstreamEvent | null {
  * Turns an upstream HTTP answer into an UpstreamReply. 202 → accepted; JSON → one parsed message;
  * SSE → lazy events; anything else (errors included) → passthrough, byte for byte.
  */
-export async function replyFromResponse(res: EgressResponse): Promise<UpstreamReply> {
+export async function replyFromResponse(
+  res: EgressResponse,
+  maxResult = DEFAULT_MAX_RESULT_BYTES,
+): Promise<UpstreamReply> {
   const type = header(res, "content-type")?.split(";")[0]?.trim().toLowerCase();
   if (res.status === 202) {
     res.body.resume();
@@ -237,9 +260,12 @@ export async function replyFromResponse(res: EgressResponse): Promise<UpstreamRe
   }
   if (res.status === 200 && type === "text/event-stream") {
     const body = res.body;
-    return { kind: "stream", events: new SseBody(body), close: () => closeBody(body) };
+    return { kind: "stream", events: new SseBody(body, maxResult), close: () => closeBody(body) };
   }
-  const buf = await readBody(res.body, MAX_UPSTREAM_BODY);
+  const buf =
+    res.status === 200 && type === "application/json"
+      ? await readBody(res.body, maxResult, () => resultTooLarge(maxResult))
+      : await readBody(res.body, MAX_UPSTREAM_BODY);
   if (res.status === 200 && type === "application/json") {
     try {
       const message = parseMessage(buf.toString("utf8"));

@@ -11,7 +11,7 @@ import {
 } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
-import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { ChannelSession, type MessageChannel, type Oversized } from "./channel.ts";
 import { frameMessage } from "./framing.ts";
 import { type ForwardContext, type InitializeOutcome, UpstreamSessionLost } from "./types.ts";
 
@@ -86,6 +86,7 @@ export class SharedChannel {
     this.#initResult = undefined;
     this.#initializing = undefined;
     real.onMessage((msg) => this.#fromServer(msg));
+    real.onOversized((dropped) => this.#oversized(dropped));
     real.onClose((reason) => {
       this.#log.warn({ reason }, "shared stdio upstream exited; its sessions are lost");
       for (const v of this.#virtual.values()) v.lost(reason);
@@ -207,6 +208,20 @@ export class SharedChannel {
     }
   }
 
+  /** A dropped answer goes to its session under the session's own id; an unknown one to every session. */
+  #oversized(dropped: Oversized): void {
+    if (dropped.id !== undefined) {
+      const key = requestIdKey(dropped.id);
+      const o = this.#outstanding.get(key);
+      if (!o || !o.vid) return;
+      this.#outstanding.delete(key);
+      if (o.tokenKey) this.#tokens.delete(o.tokenKey);
+      this.#virtual.get(o.vid)?.dropped({ ...dropped, id: o.id });
+      return;
+    }
+    if (!dropped.notResponse) for (const v of this.#virtual.values()) v.dropped(dropped);
+  }
+
   #fromServer(msg: RpcMessage): void {
     if (isResponse(msg)) {
       const key = requestIdKey(msg.id as RpcId);
@@ -251,6 +266,7 @@ class VirtualChannel implements MessageChannel {
   readonly #vid: string;
   readonly #shared: SharedChannel;
   #onMessage: (msg: RpcMessage, text: string) => void = () => {};
+  #onOversized: (dropped: Oversized) => void = () => {};
   readonly #onClose: ((reason: string) => void)[] = [];
   #closed = false;
 
@@ -277,6 +293,14 @@ class VirtualChannel implements MessageChannel {
 
   onClose(cb: (reason: string) => void): void {
     this.#onClose.push(cb);
+  }
+
+  onOversized(cb: (dropped: Oversized) => void): void {
+    this.#onOversized = cb;
+  }
+
+  dropped(d: Oversized): void {
+    if (!this.#closed) this.#onOversized(d);
   }
 
   lost(reason: string): void {

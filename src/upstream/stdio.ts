@@ -7,9 +7,9 @@ import { GatewayError } from "../errors/errors.ts";
 import { parseMessage, type RpcMessage, type RpcRequest } from "../mcp/jsonrpc.ts";
 import type { Logger } from "../observability/logger.ts";
 import type { UpstreamBinding } from "../store/types.ts";
-import { ChannelSession, type MessageChannel } from "./channel.ts";
+import { ChannelSession, type MessageChannel, type Oversized, oversized } from "./channel.ts";
 import { frameMessage } from "./framing.ts";
-import { MAX_UPSTREAM_BODY } from "./reply.ts";
+import { DEFAULT_MAX_RESULT_BYTES } from "./reply.ts";
 import { SharedChannel } from "./shared.ts";
 import {
   type ForwardContext,
@@ -42,17 +42,20 @@ export function childEnv(
 /**
  * Splits a byte stream into lines at LF (a CR before it is dropped), decoding each line as UTF-8:
  * the framing of MCP stdio, where a message must not contain an embedded newline. A line longer
- * than `max` bytes is dropped whole (`onTooLong`), never buffered without bound.
+ * than `max` bytes is dropped whole, never buffered without bound; at its end `onTooLong` gets its
+ * first and last OVERSIZE_EDGE bytes (where a JSON-RPC envelope keeps its `id`).
  */
 export class LfLines {
   readonly #max: number;
-  readonly #onTooLong: () => void;
+  readonly #onTooLong: (head: string, tail: string) => void;
   #parts: Buffer[] = [];
   #size = 0;
   #skipping = false;
+  #head = "";
+  #tail: Buffer = Buffer.alloc(0);
   #onLine: (line: string) => void = () => {};
 
-  constructor(max: number, onTooLong: () => void) {
+  constructor(max: number, onTooLong: (head: string, tail: string) => void) {
     this.#max = max;
     this.#onTooLong = onTooLong;
   }
@@ -68,14 +71,25 @@ export class LfLines {
       const end = lf < 0 ? chunk.length : lf;
       if (!this.#skipping) {
         this.#size += end - start;
+        if (end > start) this.#parts.push(chunk.subarray(start, end));
         if (this.#size > this.#max) {
+          const all = Buffer.concat(this.#parts);
+          this.#head = all.subarray(0, OVERSIZE_EDGE).toString("utf8");
+          this.#tail = Buffer.from(all.subarray(-OVERSIZE_EDGE));
           this.#parts = [];
           this.#skipping = true;
-          this.#onTooLong();
-        } else if (end > start) this.#parts.push(chunk.subarray(start, end));
+        }
+      } else if (end > start) {
+        const piece = chunk.subarray(Math.max(start, end - OVERSIZE_EDGE), end);
+        const kept = this.#tail.subarray(Math.max(0, this.#tail.length + piece.length - OVERSIZE_EDGE));
+        this.#tail = Buffer.concat([kept, piece]);
       }
       if (lf < 0) return;
-      if (!this.#skipping) {
+      if (this.#skipping) {
+        const tail = this.#tail.toString("utf8");
+        this.#tail = Buffer.alloc(0);
+        this.#onTooLong(this.#head, tail.endsWith("\r") ? tail.slice(0, -1) : tail);
+      } else {
         let line = Buffer.concat(this.#parts).toString("utf8");
         if (line.endsWith("\r")) line = line.slice(0, -1);
         this.#onLine(line);
@@ -88,6 +102,9 @@ export class LfLines {
   }
 }
 
+/** Bytes kept from each end of a line over the maximum. */
+const OVERSIZE_EDGE = 4096;
+
 /** What a stdio upstream needs to give its processes the egress proxy (src/egress/proxy.ts). */
 export interface StdioEgress {
   proxy: EgressProxy;
@@ -99,10 +116,16 @@ export interface StdioEgress {
 export class StdioChannel implements MessageChannel {
   readonly #child: ChildProcessWithoutNullStreams;
   #onMessage: (msg: RpcMessage, text: string) => void = () => {};
+  #onOversized: (dropped: Oversized) => void = () => {};
   readonly #onClose: ((reason: string) => void)[] = [];
   #closed = false;
 
-  constructor(cfg: StdioConfig, log: Logger, credential?: ProxyCredential) {
+  constructor(
+    cfg: StdioConfig,
+    log: Logger,
+    credential?: ProxyCredential,
+    maxResultBytes = DEFAULT_MAX_RESULT_BYTES,
+  ) {
     this.#child = spawn(cfg.command, cfg.args, {
       cwd: cfg.cwd,
       env: childEnv(cfg, process.env, credential?.env),
@@ -111,9 +134,13 @@ export class StdioChannel implements MessageChannel {
     const pid = this.#child.pid;
     // Lines end at LF only (MCP stdio: newline-delimited), never at U+2028/U+2029 as readline's
     // do: a server may write those raw inside a JSON string (JSON.stringify does).
-    const stdout = new LfLines(MAX_UPSTREAM_BODY, () =>
-      log.warn({ pid, limit: MAX_UPSTREAM_BODY }, "stdio upstream wrote a line over the size limit; dropped"),
-    );
+    const stdout = new LfLines(maxResultBytes, (head, tail) => {
+      log.warn(
+        { pid, limit: maxResultBytes },
+        "stdio upstream wrote a line over limits.maxResultBytes; dropped (its call gets EDGE_RESULT_TOO_LARGE)",
+      );
+      this.#onOversized(oversized(head, tail, maxResultBytes));
+    });
     this.#child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
     stdout.on("line", (line) => {
       if (line.trim() === "") return;
@@ -165,6 +192,10 @@ export class StdioChannel implements MessageChannel {
     this.#onClose.push(cb);
   }
 
+  onOversized(cb: (dropped: Oversized) => void): void {
+    this.#onOversized = cb;
+  }
+
   /** Closes stdin (the MCP stdio shutdown), then SIGTERM, then SIGKILL (MCP lifecycle, stdio). */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -191,11 +222,21 @@ export class StdioUpstream implements Upstream {
   readonly #sessions = new Map<string, ChannelSession>();
   readonly #shared: SharedChannel | undefined;
   readonly #egress: StdioEgress | undefined;
+  readonly #maxResult: number;
+  /** `mode: session`: each process's principal and last use (the caps and the idle reaper). */
+  readonly #owners = new Map<string, { principal: string; usedAt: number }>();
+  #reaper: NodeJS.Timeout | undefined;
 
-  constructor(cfg: UpstreamConfig, log: Logger, egress?: StdioEgress) {
+  constructor(
+    cfg: UpstreamConfig,
+    log: Logger,
+    egress?: StdioEgress,
+    maxResultBytes = DEFAULT_MAX_RESULT_BYTES,
+  ) {
     this.#cfg = cfg.stdio as StdioConfig;
     this.#log = log;
     this.#egress = egress;
+    this.#maxResult = maxResultBytes;
     if (this.#cfg.mode === "shared") {
       // Egress proxy: one credential per shared process, so its outbound requests are attributed to
       // the route only (many sessions and tenants share it; nothing says which caused a request).
@@ -205,7 +246,7 @@ export class StdioUpstream implements Upstream {
           egress.rules,
           () => [],
         );
-        return new StdioChannel(this.#cfg, log, credential);
+        return new StdioChannel(this.#cfg, log, credential, maxResultBytes);
       };
       this.#shared = new SharedChannel(spawnShared, this.#cfg.restartBackoff, log);
     }
@@ -213,9 +254,45 @@ export class StdioUpstream implements Upstream {
 
   async start(): Promise<void> {
     this.#shared?.start();
+    if (this.#shared) return;
+    const idle = this.#cfg.idleTimeout;
+    this.#reaper = setInterval(() => this.#reap(Date.now()), Math.max(1000, Math.min(30_000, idle / 4)));
+    this.#reaper.unref();
+  }
+
+  /**
+   * Stops processes with no call for `idleTimeout`. Their sessions stay: the next call finds the
+   * process gone and `sessions.onBackendLoss` re-initializes on a new one (or expires the session).
+   */
+  #reap(now: number): void {
+    for (const [instance, owner] of this.#owners) {
+      const s = this.#sessions.get(instance);
+      if (!s || s.busy || now - owner.usedAt < this.#cfg.idleTimeout) continue;
+      this.#log.info({ instance, idleMs: now - owner.usedAt }, "stdio process idle: stopped");
+      void s.terminate();
+    }
+  }
+
+  /** 503 EDGE_PROCESS_LIMIT when a new process would pass the server's or the principal's cap. */
+  #checkCaps(principal: string): void {
+    const max = this.#cfg.maxProcesses;
+    if (this.#sessions.size >= max)
+      throw new GatewayError(
+        "EDGE_PROCESS_LIMIT",
+        `This server runs its ${max} processes at most (upstream.stdio.maxProcesses); retry later.`,
+      );
+    const per = this.#cfg.maxProcessesPerPrincipal;
+    let mine = 0;
+    for (const o of this.#owners.values()) if (o.principal === principal) mine++;
+    if (mine >= per)
+      throw new GatewayError(
+        "EDGE_PROCESS_LIMIT",
+        `You hold ${per} processes of this server at most (upstream.stdio.maxProcessesPerPrincipal): end a session or retry later.`,
+      );
   }
 
   async stop(): Promise<void> {
+    if (this.#reaper) clearInterval(this.#reaper);
     await Promise.allSettled([...this.#sessions.values()].map((s) => s.terminate()));
     this.#sessions.clear();
     await this.#shared?.stop();
@@ -233,6 +310,8 @@ export class StdioUpstream implements Upstream {
 
   async initialize(request: RpcRequest, body: string, ctx: ForwardContext): Promise<InitializeOutcome> {
     if (this.#shared) return this.#shared.initialize(request, ctx);
+    const principal = ctx.principal ?? "";
+    this.#checkCaps(principal);
     const instance = `stdio:${randomBytes(9).toString("base64url")}`;
     // Egress proxy: a credential for this process, naming its server, tenant and session; its
     // requests are attributed to the calls in flight on the session at the time.
@@ -243,11 +322,13 @@ export class StdioUpstream implements Upstream {
       e.rules,
       (): EgressSink[] => session.egressSinks(),
     );
-    const channel = new StdioChannel(this.#cfg, this.#log, credential);
-    const session = new ChannelSession({ instance, sessionId: null }, channel, () =>
-      this.#sessions.delete(instance),
-    );
+    const channel = new StdioChannel(this.#cfg, this.#log, credential, this.#maxResult);
+    const session = new ChannelSession({ instance, sessionId: null }, channel, () => {
+      this.#sessions.delete(instance);
+      this.#owners.delete(instance);
+    });
     this.#sessions.set(instance, session);
+    this.#owners.set(instance, { principal, usedAt: Date.now() });
     const reply = await session.post(body, [request], ctx);
     return { session, reply };
   }
@@ -256,6 +337,8 @@ export class StdioUpstream implements Upstream {
     if (this.#shared) return this.#shared.attach(binding);
     const s = this.#sessions.get(binding.instance);
     if (!s || s.lost) throw new UpstreamSessionLost("the session's process is gone");
+    const owner = this.#owners.get(binding.instance);
+    if (owner) owner.usedAt = Date.now();
     return s;
   }
 

@@ -64,6 +64,8 @@ export interface ForwardContext {
   signal: AbortSignal;
   /** The tenant of the principal (a spawned process's egress credential names it). */
   tenant?: string | null;
+  /** The principal's id (a stdio server's processes are capped per principal). */
+  principal?: string | null;
   /**
    * Egress proxy: where a spawned process's outbound requests made while this request is in
    * flight are recorded (the call's audit record). stdio carries no correlation of its own.

@@ -78,6 +78,13 @@ export async function dropPrefix(client: Redis, prefix: string): Promise<void> {
   } while (cursor !== "0");
 }
 
+/** `dropPrefix` on the test Redis, with a connection of its own (for `after` hooks); errors ignored. */
+export async function dropTestPrefix(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL);
+  await dropPrefix(redis, prefix).catch(() => undefined);
+  redis.disconnect();
+}
+
 /** A free TCP port on loopback (closed again before it is returned). */
 async function freePort(): Promise<number> {
   const server = createServer();

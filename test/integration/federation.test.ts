@@ -6,7 +6,7 @@
  * recheck) at the authorization server's paths, with the pages of a minimal `LoginEnv`; a
  * person's browser is driven over HTTP (test/helpers/browser.ts). Last, an edge whose
  * authorization server offers two IdPs (one per tenant) on its sign-in page: the one chosen
- * decides the grant's tenant.
+ * decides the grant's tenant; its grants page (/as/grants) signs in through the same IdPs.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -485,5 +485,26 @@ describe("several IdPs behind the authorization server (one per tenant)", () => 
       subject: "globex|alice",
     });
     assert.equal(claims.org_id, "globex");
+  });
+
+  test("the grants page signs in through the same IdPs: Globex's alice sees her grant, Acme's alice none", async () => {
+    const grantsAs = async (idp: string): Promise<string> => {
+      const browser = new Browser();
+      const chooser = await browser.get(`${asBase}/as/grants`);
+      assert.equal(chooser.status, 200, chooser.text);
+      const link = new RegExp(`href="([^"]*)">Sign in with ${idp}`).exec(chooser.text)?.[1];
+      assert.ok(link, chooser.text);
+      const login = await browser.get(new URL(link.replaceAll("&amp;", "&"), asBase).toString());
+      assert.match(login.text, /Sign in to Example Provider/);
+      const page = await browser.post(formAction(login) as string, { login: "alice" }, login.url);
+      assert.equal(page.status, 200, page.text);
+      assert.equal(new URL(page.url).pathname, "/as/grants");
+      return page.text;
+    };
+    const globex = await grantsAs("Globex");
+    assert.match(globex, /SDK test client/);
+    assert.equal([...globex.matchAll(/name="grant"/g)].length, 1);
+    const acme = await grantsAs("Acme");
+    assert.match(acme, /No app holds access for you/);
   });
 });

@@ -42,6 +42,9 @@ before(async () => {
       admin: { listen: { host: "127.0.0.1", port: 0 }, token: ADMIN_TOKEN },
       audit: { flushInterval: "50ms" },
       tenancy: { claim: "org" },
+      // Each refused case comes from its own address (X-Forwarded-For, trusted here): the audit
+      // keeps a bounded sample of refused authentications per address and minute.
+      security: { trustForwardedHeaders: true },
       auth: {
         oauth: [
           { issuer: idpA.issuer, jwksUri: idpA.jwksUri, tenants: ["acme", "acme-labs"] },
@@ -118,10 +121,13 @@ describe("issuers bound to tenants", () => {
     { name: "issuer A, tenant differing only by case", idp: () => idpA, org: "ACME" },
     { name: "issuer C (no list) naming a tenant issuer A lists", idp: () => idpC, org: "acme" },
   ];
-  for (const c of refused) {
+  for (const [i, c] of refused.entries()) {
     test(`${c.name} → 403 EDGE_TENANT_NOT_ALLOWED, audited, nothing reaches the upstream`, async () => {
       const before = upstreamMessages().length;
-      const r = await mcpPost(resource, INIT(), { credential: await token(c.idp(), { org: c.org }) });
+      const r = await mcpPost(resource, INIT(), {
+        credential: await token(c.idp(), { org: c.org }),
+        headers: { "x-forwarded-for": `203.0.113.${i + 1}` },
+      });
       assert.equal(r.status, 403, JSON.stringify(r.body));
       assert.equal(r.body.error.data.code, "EDGE_TENANT_NOT_ALLOWED");
       assert.equal(r.sessionId, null);

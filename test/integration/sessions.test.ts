@@ -312,9 +312,14 @@ describe("session ids", () => {
   });
 
   test("ids are 256-bit random base64url; a client-suggested id on initialize is ignored (no fixation)", async () => {
+    // 20 sessions of one principal: above the default process cap per principal.
     const edge = await startEdge({
       servers: {
-        demo: { route: "/mcp", upstream: { stdio: { command: NODE_BIN, args: [DEMO] } }, auth: ["none"] },
+        demo: {
+          route: "/mcp",
+          upstream: { stdio: { command: NODE_BIN, args: [DEMO], maxProcessesPerPrincipal: 20 } },
+          auth: ["none"],
+        },
       },
     });
     cleanups.push(() => edge.stop());

@@ -74,7 +74,15 @@ before(async () => {
     store: { sqlite: ":memory:" },
     servers: { s: { route: "/s", upstream: { urls: [url] }, auth: ["none"] } },
   });
-  upstream = new HttpUpstream(config.servers.s!.upstream, egress, createLogger({ level: "silent" }));
+  // limits.maxResultBytes of 16 MiB: the size-limit test below writes just past it.
+  upstream = new HttpUpstream(
+    config.servers.s!.upstream,
+    egress,
+    createLogger({ level: "silent" }),
+    undefined,
+    undefined,
+    16 << 20,
+  );
 });
 
 after(async () => {
@@ -197,7 +205,7 @@ describe("upstream GET stream", () => {
     }
   });
 
-  test("an event over the size limit fails the stream and closes it upstream", async () => {
+  test("an event over limits.maxResultBytes fails the stream (EDGE_RESULT_TOO_LARGE) and closes it upstream", async () => {
     let res!: ServerResponse;
     const reply = await listen((_req, r) => {
       res = r;
@@ -208,7 +216,7 @@ describe("upstream GET stream", () => {
     const chunk = "x".repeat(1 << 20);
     res.write("data: ");
     for (let k = 0; k < 17 && !res.destroyed; k++) res.write(chunk);
-    await assert.rejects(pending, { name: "SseTooLargeError" });
+    await assert.rejects(pending, { code: "EDGE_RESULT_TOO_LARGE" });
     await until(() => open.size === 0);
   });
 

@@ -112,6 +112,35 @@ test("durations and sizes in the config are parsed, with path-qualified errors",
   assert.match(err.message, /drain\.timeout: "soon" is not a duration/);
 });
 
+test("result, stream-budget and stdio-process limits: defaults, and the result maximum is at least the body limit", () => {
+  const cfg = parseConfig(minimal(), {});
+  assert.equal(cfg.limits.maxResultBytes, 64 * 1024 * 1024);
+  assert.equal(cfg.streams.bufferBudget, 256 * 1024 * 1024);
+  assert.equal(cfg.streams.tenantShare, 0.5);
+  const err = catchGatewayError(() =>
+    parseConfig(minimal({ limits: { maxBodyBytes: "8MiB", maxResultBytes: "4MiB" } }), {}),
+  );
+  assert.equal(err.code, "EDGE_CONFIG_INVALID");
+  assert.match(err.message, /limits\.maxResultBytes: maxResultBytes must be at least maxBodyBytes/);
+  const budget = catchGatewayError(() =>
+    parseConfig(minimal({ streams: { bufferBudget: "64MiB", tenantShare: 0.5 } }), {}),
+  );
+  assert.match(budget.message, /streams\.bufferBudget: a tenant's share of it/);
+  assert.equal(
+    parseConfig(minimal({ streams: { bufferBudget: 0 }, limits: { maxResultBytes: "1GiB" } }), {}).streams
+      .bufferBudget,
+    0,
+  );
+  const stdio = parseConfig(
+    minimal({ servers: { s: { route: "/mcp", upstream: { stdio: { command: "node" } }, auth: ["none"] } } }),
+    {},
+  ).servers.s?.upstream.stdio;
+  assert.deepEqual(
+    [stdio?.maxProcesses, stdio?.maxProcessesPerPrincipal, stdio?.idleTimeout],
+    [32, 8, 600_000],
+  );
+});
+
 test("defaults are applied with their units", () => {
   const cfg = parseConfig(minimal(), {});
   assert.deepEqual(cfg.listen, { host: "127.0.0.1", port: 8787 });

@@ -64,6 +64,8 @@ export function forwardSession(
       "EDGE_STREAM_EXPIRED",
       "EDGE_STREAM_CONFLICT",
       "EDGE_EVENT_ID_INVALID",
+      "EDGE_RESULT_TOO_LARGE",
+      "EDGE_PROCESS_LIMIT",
     ],
     file: FILE,
     run: (ctx) => {
