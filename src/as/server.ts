@@ -459,16 +459,10 @@ export class AuthorizationServer {
         headersTimeout: cimd.timeout,
         signal,
       });
+      // The egress fails the body with EDGE_EGRESS_RESPONSE_TOO_LARGE past `maxResponseBytes`,
+      // whatever its framing (declared length, chunked, close-delimited).
       const chunks: Buffer[] = [];
-      let size = 0;
-      for await (const c of res.body) {
-        size += c.length;
-        if (size > cimd.maxBytes) {
-          res.body.destroy();
-          throw Object.assign(new Error("client metadata document too large"), { code: "too_large" });
-        }
-        chunks.push(c);
-      }
+      for await (const c of res.body) chunks.push(c);
       const headers = new Headers();
       for (const [k, v] of Object.entries(res.headers)) if (typeof v === "string") headers.set(k, v);
       this.#event({

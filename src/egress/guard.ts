@@ -447,15 +447,26 @@ async function follow(
       // `request` would parse the URL again and copy the options); anything else takes that
       // path, for undici's own scheme errors.
       res = hopTarget.web
-        ? await dispatcher.request({
-            origin: hopTarget.origin,
-            path: hopTarget.path,
-            method,
-            headers,
-            body: body ?? null,
-            signal: signal ?? null,
-            headersTimeout,
-            bodyTimeout,
+        ? await new Promise<Dispatcher.ResponseData>((resolve, reject) => {
+            dispatcher.request(
+              {
+                origin: hopTarget.origin,
+                path: hopTarget.path,
+                method,
+                headers,
+                body: body ?? null,
+                signal: signal ?? null,
+                headersTimeout,
+                bodyTimeout,
+              },
+              (err, data) => {
+                if (err) return reject(err);
+                // undici calls this inside its header callback, before it pushes the body bytes
+                // that came in the same read: the cap must be on the body before then.
+                guardBody(data, current, opts.maxResponseBytes);
+                resolve(data);
+              },
+            );
           })
         : await request(current, {
             method,
@@ -469,6 +480,7 @@ async function follow(
     } catch (err) {
       throw mapError(err, deadline);
     }
+    if (!hopTarget.web) guardBody(res, current, opts.maxResponseBytes);
     const location = firstHeader(res.headers["location"]);
     if (opts.redirect === "manual" || !REDIRECTS.has(res.statusCode) || location === undefined) {
       return finish(res, current, hop, opts.maxResponseBytes);
@@ -532,17 +544,32 @@ function finish(
   maxBytes: number | undefined,
 ): GuardedResponse {
   const body = res.body as unknown as Readable & AsyncIterable<Buffer>;
-  if (maxBytes !== undefined && Number.isFinite(maxBytes)) {
-    const declared = Number(firstHeader(res.headers["content-length"]) ?? Number.NaN);
-    if (declared > maxBytes) {
-      res.body.destroy();
-      throw tooLarge(url, maxBytes);
-    }
-    // A declared length within the cap bounds the body already: the HTTP parser reads exactly that
-    // many bytes (a mismatch fails the body), so only bodies of unknown length are counted.
-    if (!(declared >= 0)) cap(body, url, maxBytes);
+  // undici fails a body destroyed before its end with an 'error' event (RequestAbortedError), also
+  // when the caller destroys it on purpose without reading it: with no listener, that would be an
+  // uncaught exception. A reader (for await, pipeline) still gets every error through its own.
+  body.on("error", ignore);
+  if (maxBytes !== undefined && Number.isFinite(maxBytes) && declaredLength(res) > maxBytes) {
+    body.destroy();
+    throw tooLarge(url, maxBytes);
   }
   return { status: res.statusCode, headers: res.headers, body, url: url.href, redirects };
+}
+
+function ignore(): void {}
+
+function declaredLength(res: Dispatcher.ResponseData): number {
+  return Number(firstHeader(res.headers["content-length"]) ?? Number.NaN);
+}
+
+/**
+ * Puts the cap on a body of unknown length (chunked, or ended by the connection's close). A
+ * declared length bounds the body already: the HTTP parser reads exactly that many bytes (a
+ * mismatch fails the body), and one over the cap is refused by `finish`. Must run as soon as the
+ * body exists (see the call in `follow`): a byte pushed before the cap is on would go uncounted.
+ */
+function guardBody(res: Dispatcher.ResponseData, url: URL, maxBytes: number | undefined): void {
+  if (maxBytes === undefined || !Number.isFinite(maxBytes)) return;
+  if (!(declaredLength(res) >= 0)) cap(res.body as unknown as Readable, url, maxBytes);
 }
 
 function tooLarge(url: URL, maxBytes: number): GatewayError {
@@ -561,8 +588,10 @@ function tooLarge(url: URL, maxBytes: number): GatewayError {
  * destroyed on the next tick, outside undici's parser callback.
  */
 function cap(body: Readable, url: URL, maxBytes: number): void {
-  let size = 0;
-  let over = false;
+  // Bytes already buffered count too (none when called from undici's header callback).
+  let size = body.readableLength;
+  let over = size > maxBytes;
+  if (over) process.nextTick(() => body.destroy(tooLarge(url, maxBytes)));
   const push = body.push;
   body.push = function (this: Readable, chunk: unknown, encoding?: BufferEncoding): boolean {
     if (over) return false;

@@ -205,4 +205,11 @@ test("a document too large or too slow is refused: nothing issued, the fetch aud
   const records = ((await audit.json()) as { records: any[] }).records;
   const fetchesAudited = records.filter((r) => r.method === "oauth.cimd_fetch" && r.decision === "refused");
   assert.ok(fetchesAudited.length >= 2, JSON.stringify(records.map((r) => [r.method, r.decision, r.detail])));
+  // big.json is sent chunked (no Content-Length): the egress cap itself stops it, with its code.
+  assert.ok(
+    fetchesAudited.some(
+      (r) => r.target?.endsWith("/big.json") && r.detail?.reason === "EDGE_EGRESS_RESPONSE_TOO_LARGE",
+    ),
+    JSON.stringify(fetchesAudited.map((r) => [r.target, r.detail])),
+  );
 });
