@@ -22,6 +22,7 @@ import { Inflight } from "../server/listener.ts";
 import { SessionManager, sessionHash } from "../session/manager.ts";
 import { StreamRegistry } from "../session/streams.ts";
 import { type Observers, startObservers } from "./observers.ts";
+import { ProcessBudget } from "../upstream/stdio.ts";
 import { buildRoutes, type RouteDeps, type Routes } from "./routes.ts";
 import { closeStores, openStores, type Stores } from "./stores.ts";
 import { wellKnownDocuments } from "./well-known.ts";
@@ -120,7 +121,15 @@ export async function assemble(config: Config, log: Logger): Promise<Edge> {
         if (kind === "tools") tools.invalidate(server);
       },
     });
-    routeDeps = { egress, log, egressProxy, shared, cache, maxResultBytes: config.limits.maxResultBytes };
+    routeDeps = {
+      egress,
+      log,
+      egressProxy,
+      shared,
+      cache,
+      maxResultBytes: config.limits.maxResultBytes,
+      processes: new ProcessBudget(config.limits.maxStdioProcesses),
+    };
     routes = buildRoutes(config, routeDeps);
   } catch (err) {
     await egressProxy?.stop(); // a boot error must not leave the proxy listening

@@ -56,6 +56,7 @@ const RESTART_PATHS = [
   "limits.keepAliveTimeout",
   "limits.maxHeaderBytes",
   "limits.maxResultBytes",
+  "limits.maxStdioProcesses",
   "security.allowedHosts",
   "security.trustForwardedHeaders",
 ] as const;

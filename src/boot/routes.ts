@@ -9,7 +9,7 @@ import type { Distributed } from "../store/distributed.ts";
 import { createCredentials, type OAuthCredentialsConfig } from "../upstream/credentials.ts";
 import { HttpUpstream } from "../upstream/http.ts";
 import { LegacySseUpstream } from "../upstream/legacy-sse.ts";
-import { StdioUpstream } from "../upstream/stdio.ts";
+import { type ProcessBudget, StdioUpstream } from "../upstream/stdio.ts";
 import { RedisTokenVault } from "../store/redis/token-vault.ts";
 import type { ForwardInterceptor, Route, Upstream } from "../upstream/types.ts";
 
@@ -43,6 +43,7 @@ function createUpstream(
   shared: Distributed | undefined,
   sessionCounts: Map<string, number> | undefined,
   maxResult: number,
+  processes: ProcessBudget | undefined,
 ): Upstream {
   const u = cfg.upstream;
   const child = log.child({ server: name });
@@ -77,6 +78,7 @@ function createUpstream(
     child,
     egressProxy ? { proxy: egressProxy, server: name, rules: cfg.egress } : undefined,
     maxResult,
+    processes,
   );
 }
 
@@ -94,6 +96,8 @@ export interface RouteDeps {
   cache: ListCache;
   /** `limits.maxResultBytes`: the largest upstream message relayed. */
   maxResultBytes: number;
+  /** `limits.maxStdioProcesses`: live `mode: session` processes over every stdio server. */
+  processes?: ProcessBudget;
 }
 
 /**
@@ -118,6 +122,7 @@ export function buildRoute(
       deps.shared,
       sessionCounts,
       deps.maxResultBytes,
+      deps.processes,
     ),
   );
   // A spawned process's outbound requests through the egress proxy are recorded on the call

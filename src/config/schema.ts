@@ -695,6 +695,10 @@ const limitsSchema = z.strictObject({
     .prefault("65s")
     .meta({ description: "Idle keep-alive connections close after this (above the load balancer's)." }),
   maxHeaderBytes: size.prefault("16KiB").meta({ description: "Largest request header block; more is 431." }),
+  maxStdioProcesses: z.number().int().min(1).prefault(64).meta({
+    description:
+      "Live stdio processes of `mode: session` servers at most over every server of this gateway together (each server's `upstream.stdio.maxProcesses` bounds it alone); a new session past it is 503 EDGE_PROCESS_LIMIT with Retry-After.",
+  }),
   maxResultBytes: size.prefault("64MiB").meta({
     description:
       "Largest upstream answer the edge relays: one JSON body, SSE event or stdio line (a tool result with its JSON-RPC envelope). Up to it, answers reach the client whole over every transport; past it the call gets EDGE_RESULT_TOO_LARGE and its audit record says so. At least `maxBodyBytes`.",

@@ -284,7 +284,7 @@ export const ERROR_CODES = {
     http: 503,
     rpc: -32000,
     summary:
-      "A stdio server in `mode: session` has as many live processes as `upstream.stdio.maxProcesses` (the server) or `maxProcessesPerPrincipal` (this principal) allow: no new session until one ends or is reaped. Retry after `Retry-After` seconds.",
+      "A stdio server in `mode: session` has as many live processes as `limits.maxStdioProcesses` (the gateway, every server together), `upstream.stdio.maxProcesses` (the server) or `maxProcessesPerPrincipal` (this principal) allow: no new session until one ends or is reaped. Retry after `Retry-After` seconds.",
     retryAfter: 5,
   },
   EDGE_UPSTREAM_STREAM_LOST: {

@@ -215,6 +215,33 @@ export class StdioChannel implements MessageChannel {
  * A process that dies takes its sessions' state with it: the route's onBackendLoss policy then
  * re-initializes on a new process or expires them.
  */
+/**
+ * The edge-wide cap on live `mode: session` processes (`limits.maxStdioProcesses`), over every
+ * stdio server: each server's own cap bounds it, this bounds them together.
+ */
+export class ProcessBudget {
+  readonly max: number;
+  readonly #members = new Set<{ liveProcesses(): number }>();
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  join(m: { liveProcesses(): number }): void {
+    this.#members.add(m);
+  }
+
+  leave(m: { liveProcesses(): number }): void {
+    this.#members.delete(m);
+  }
+
+  live(): number {
+    let n = 0;
+    for (const m of this.#members) n += m.liveProcesses();
+    return n;
+  }
+}
+
 export class StdioUpstream implements Upstream {
   readonly kind = "stdio" as const;
   readonly #cfg: StdioConfig;
@@ -225,6 +252,7 @@ export class StdioUpstream implements Upstream {
   readonly #maxResult: number;
   /** `mode: session`: each process's principal and last use (the caps and the idle reaper). */
   readonly #owners = new Map<string, { principal: string; usedAt: number }>();
+  readonly #budget: ProcessBudget | undefined;
   #reaper: NodeJS.Timeout | undefined;
 
   constructor(
@@ -232,8 +260,10 @@ export class StdioUpstream implements Upstream {
     log: Logger,
     egress?: StdioEgress,
     maxResultBytes = DEFAULT_MAX_RESULT_BYTES,
+    budget?: ProcessBudget,
   ) {
     this.#cfg = cfg.stdio as StdioConfig;
+    this.#budget = budget;
     this.#log = log;
     this.#egress = egress;
     this.#maxResult = maxResultBytes;
@@ -255,6 +285,7 @@ export class StdioUpstream implements Upstream {
   async start(): Promise<void> {
     this.#shared?.start();
     if (this.#shared) return;
+    this.#budget?.join(this);
     const idle = this.#cfg.idleTimeout;
     this.#reaper = setInterval(() => this.#reap(Date.now()), Math.max(1000, Math.min(30_000, idle / 4)));
     this.#reaper.unref();
@@ -273,8 +304,18 @@ export class StdioUpstream implements Upstream {
     }
   }
 
-  /** 503 EDGE_PROCESS_LIMIT when a new process would pass the server's or the principal's cap. */
+  /** Live `mode: session` processes of this server. */
+  liveProcesses(): number {
+    return this.#sessions.size;
+  }
+
+  /** 503 EDGE_PROCESS_LIMIT when a new process would pass the edge's, the server's or the principal's cap. */
   #checkCaps(principal: string): void {
+    if (this.#budget && this.#budget.live() >= this.#budget.max)
+      throw new GatewayError(
+        "EDGE_PROCESS_LIMIT",
+        `This gateway runs ${this.#budget.max} stdio processes at most over all its servers (limits.maxStdioProcesses); retry later.`,
+      );
     const max = this.#cfg.maxProcesses;
     if (this.#sessions.size >= max)
       throw new GatewayError(
@@ -292,6 +333,7 @@ export class StdioUpstream implements Upstream {
   }
 
   async stop(): Promise<void> {
+    this.#budget?.leave(this);
     if (this.#reaper) clearInterval(this.#reaper);
     await Promise.allSettled([...this.#sessions.values()].map((s) => s.terminate()));
     this.#sessions.clear();

@@ -1,6 +1,7 @@
 /**
  * stdio `mode: session` caps, with real spawned stdio servers (the SDK v1 fixture): live processes
- * per principal and per server (503 EDGE_PROCESS_LIMIT with Retry-After), the idle reaper (a later
+ * per principal, per server and over every server of the gateway (503 EDGE_PROCESS_LIMIT with
+ * Retry-After), the idle reaper (a later
  * call respawns per `onBackendLoss`), and the initialize limit that is on by default.
  */
 import assert from "node:assert/strict";
@@ -94,5 +95,47 @@ describe("stdio mode: session caps", () => {
     }
     // 30 per minute per principal: the rest are 429, whatever the process cap answered before.
     assert.equal(statuses.at(-1), 429, statuses.join(","));
+  });
+});
+
+describe("stdio mode: session, the gateway-wide cap", () => {
+  let small: InProcessEdge;
+  const mine: Client[] = [];
+  before(async () => {
+    const stdio = { stdio: { command: NODE_BIN, args: [FIXTURE, "--stdio"] } };
+    small = await startEdge({
+      limits: { maxStdioProcesses: 2 },
+      servers: {
+        a: { route: "/a/mcp", upstream: stdio, auth: ["none"] },
+        b: { route: "/b/mcp", upstream: stdio, auth: ["none"] },
+      },
+    });
+  });
+  after(async () => {
+    for (const c of mine) await c.close().catch(() => undefined);
+    await small?.stop();
+  });
+
+  test("processes of every server count together: past limits.maxStdioProcesses, 503 on any server", async () => {
+    const transports: StreamableHTTPClientTransport[] = [];
+    for (const server of ["a", "b"]) {
+      const client = new Client({ name: "stdio-caps", version: "1.0.0" });
+      const transport = new StreamableHTTPClientTransport(new URL(small.url(server)));
+      await client.connect(transport);
+      mine.push(client);
+      transports.push(transport);
+    }
+    for (const server of ["a", "b"]) {
+      const third = await mcpPost(small.url(server), INIT);
+      assert.equal(third.status, 503, server);
+      assert.ok(Number(third.headers.get("retry-after")) > 0);
+      assert.equal(third.body.error.data.code, "EDGE_PROCESS_LIMIT");
+      assert.match(third.body.error.message, /limits\.maxStdioProcesses/);
+    }
+    // A session ending (DELETE) frees its place for any server.
+    await transports[0]!.terminateSession();
+    await waitFor(async () => (await mcpPost(small.url("b"), INIT)).status === 200, {
+      what: "a session on b once one on a has ended",
+    });
   });
 });
