@@ -32,13 +32,14 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { decodeJwt } from "jose";
 import type { Browser } from "playwright-core";
-import { haveChromium, launchChromiumBrowser } from "../helpers/chromium.ts";
+import { chromiumMissing, launchChromiumBrowser } from "../helpers/chromium.ts";
 import { freePort, type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { type OAuthClient, startOAuthClient } from "../helpers/oauth-client.ts";
 import { NODE_BIN, REPO_ROOT, type SpawnedFixture, spawnFixture } from "../helpers/spawn.ts";
 import { type ApiServer, type Provider, startApiServer, startProvider } from "../helpers/third-party.ts";
 import { waitFor } from "../helpers/wait.ts";
 
+const missing = chromiumMissing("federated login in Chromium");
 const ARTIFACTS = path.join(REPO_ROOT, "test-artifacts", "as-federation");
 const MCP_REMOTE = path.join(REPO_ROOT, "node_modules", "mcp-remote", "dist", "proxy.js");
 const SECRET_ENV = "MCP_EDGE_TEST_FED_IDP_SECRET";
@@ -57,7 +58,7 @@ const scratch: string[] = [];
 const stops: (() => Promise<unknown>)[] = [];
 
 before(async () => {
-  if (!haveChromium) return;
+  if (missing) return;
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   mcpUrl = `${base}/mcp`;
@@ -207,7 +208,7 @@ async function identityOf(client: Client): Promise<Record<string, unknown>> {
   return decodeJwt(headers["x-mcp-edge-identity"] as string) as Record<string, unknown>;
 }
 
-describe("federated login through the edge's authorization server", { skip: !haveChromium }, () => {
+describe("federated login through the edge's authorization server", { skip: missing }, () => {
   let alice: OAuthClient;
   let aliceClient: Client;
 

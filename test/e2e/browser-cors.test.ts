@@ -13,20 +13,12 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import type { BrowserContext } from "playwright-core";
-import { CHROMIUM, launchChromium } from "../helpers/chromium.ts";
+import { chromiumMissing, launchChromium } from "../helpers/chromium.ts";
 import { type InProcessEdge, startEdge } from "../helpers/edge.ts";
 import { NODE_BIN, REPO_ROOT } from "../helpers/spawn.ts";
 
 const NM = path.join(REPO_ROOT, "node_modules");
-const haveChromium = existsSync(CHROMIUM);
-if (!haveChromium && process.env.CI === "true") {
-  test("chromium is installed at /usr/bin/chromium", () =>
-    assert.fail(`${CHROMIUM} is missing under CI=true`));
-} else if (!haveChromium) {
-  process.stderr.write(
-    `\n*** SKIPPING the browser CORS test: ${CHROMIUM} is missing (apt-get install chromium). ***\n\n`,
-  );
-}
+const missing = chromiumMissing("the browser CORS test");
 
 // ---- an import map for the SDK's browser build, by the package.json `exports` rules ----------
 
@@ -124,7 +116,7 @@ let profileDir: string | undefined;
 let key: string;
 
 before(async () => {
-  if (!haveChromium) return;
+  if (missing) return;
   const map = importMap("@modelcontextprotocol/client");
   allowedPage = await pageServer(map);
   otherPage = await pageServer(map);
@@ -197,7 +189,7 @@ async function runClient(origin: string, url: string, credential: string | undef
 
 test(
   "an allowed origin: the SDK client in Chromium connects, calls, reads the session id and the challenge, ends its session",
-  { skip: !haveChromium },
+  { skip: missing },
   async () => {
     const seen = await runClient(allowedPage.origin, edge.url("demo"), key);
     assert.equal(seen.error, undefined, String(seen.error));
@@ -213,7 +205,7 @@ test(
 
 test(
   "another origin: no grant — the browser hands the page nothing; the preflight is refused",
-  { skip: !haveChromium },
+  { skip: missing },
   async () => {
     const seen = await runClient(otherPage.origin, edge.url("demo"), key);
     assert.match(String(seen.error), /Failed to fetch|NetworkError|TypeError/);

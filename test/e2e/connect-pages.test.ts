@@ -12,10 +12,11 @@ import { after, before, test } from "node:test";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { Browser } from "playwright-core";
-import { haveChromium, launchChromiumBrowser } from "../helpers/chromium.ts";
+import { chromiumMissing, launchChromiumBrowser } from "../helpers/chromium.ts";
 import { freePort, type InProcessEdge, startEdge, tempDir } from "../helpers/edge.ts";
 import { type ApiServer, type Provider, startApiServer, startProvider } from "../helpers/third-party.ts";
 
+const missing = chromiumMissing("the connect pages in Chromium");
 const ADMIN_TOKEN = "connect-pages-e2e-admin-token-0123456789";
 const SECRET_ENV = "MCP_EDGE_TEST_CP_TP_SECRET";
 const KEY_ENV = "MCP_EDGE_TEST_CP_VAULT_KEY";
@@ -27,7 +28,7 @@ let base: string;
 let browser: Browser;
 
 before(async () => {
-  if (!haveChromium) return;
+  if (missing) return;
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   tp = await startProvider({ redirectUris: [`${base}/connect/tp/callback`], ttlSeconds: 300 });
@@ -75,7 +76,7 @@ after(async () => {
 
 test(
   "Chromium connects an account from a -32042 link: confirm, provider login, connected; the call then succeeds",
-  { skip: !haveChromium },
+  { skip: missing },
   async () => {
     const created = await fetch(`${edge.gw.adminUrl}/api/keys`, {
       method: "POST",

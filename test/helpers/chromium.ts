@@ -2,11 +2,30 @@
  * Debian's Chromium, driven by playwright-core, for the browser tests: headless, no sandbox (tests
  * run as root in containers), nothing running in the background that could reach the network.
  */
+import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
+import { test } from "node:test";
 import { type Browser, type BrowserContext, chromium } from "playwright-core";
 
 export const CHROMIUM = "/usr/bin/chromium";
 export const haveChromium = existsSync(CHROMIUM);
+
+/**
+ * Whether a browser suite must be skipped: false when Chromium is there. Under CI=true a missing
+ * Chromium is a failed test (.ci/run installs it), never a skip; elsewhere the suite is skipped
+ * with a loud message. Returns the skip reason.
+ */
+export function chromiumMissing(suite: string): string | false {
+  if (haveChromium) return false;
+  if (process.env.CI === "true")
+    test(`${suite}: chromium is installed at ${CHROMIUM}`, () =>
+      assert.fail(`${CHROMIUM} is missing under CI=true: install Debian's chromium package (see .ci/run)`));
+  else
+    process.stderr.write(
+      `\n*** SKIPPING ${suite}: ${CHROMIUM} is missing (apt-get install chromium). ***\n\n`,
+    );
+  return `${CHROMIUM} is missing`;
+}
 
 const ARGS = [
   "--headless",
