@@ -182,18 +182,22 @@ function draftOf(
   };
 }
 
-export function draftFromSession(ev: SessionEvent, now = Date.now()): AuditDraft {
+/**
+ * A draft of an event that is not a request: every field in record order, those a request fills
+ * null; `fields` sets the event's own.
+ */
+function eventDraft(now: number, type: AuditDraft["type"], fields: Partial<AuditDraft>): AuditDraft {
   return {
     time: now,
-    type: ev.kind === "start" ? "session.start" : "session.end",
-    tenant: ev.tenant,
+    type,
+    tenant: null,
     subject: null,
-    principal: ev.principal,
+    principal: null,
     auth: null,
     clientId: null,
     keyId: null,
-    session: sessionHash(ev.sessionId),
-    server: ev.server,
+    session: null,
+    server: null,
     instance: null,
     method: null,
     target: null,
@@ -206,36 +210,30 @@ export function draftFromSession(ev: SessionEvent, now = Date.now()): AuditDraft
     upstreamMs: null,
     requestId: null,
     traceId: null,
-    detail: ev.reason !== undefined ? { reason: ev.reason } : null,
+    detail: null,
+    ...fields,
   };
 }
 
+export function draftFromSession(ev: SessionEvent, now = Date.now()): AuditDraft {
+  return eventDraft(now, ev.kind === "start" ? "session.start" : "session.end", {
+    tenant: ev.tenant,
+    principal: ev.principal,
+    session: sessionHash(ev.sessionId),
+    server: ev.server,
+    detail: ev.reason !== undefined ? { reason: ev.reason } : null,
+  });
+}
+
 export function draftFromAdmin(ev: AdminEvent, now = Date.now()): AuditDraft {
-  return {
-    time: now,
-    type: "admin",
+  return eventDraft(now, "admin", {
     tenant: ev.tenant,
     subject: ev.actor,
-    principal: null,
-    auth: null,
-    clientId: null,
-    keyId: null,
-    session: null,
-    server: null,
-    instance: null,
     method: ev.action,
     target: ev.target,
-    rpcId: null,
     decision: ev.outcome === "ok" ? "allowed" : "refused",
-    code: null,
-    status: null,
-    outcome: null,
-    latencyMs: null,
-    upstreamMs: null,
-    requestId: null,
-    traceId: null,
     detail: { action: ev.action, actor: ev.actor, target: ev.target },
-  };
+  });
 }
 
 /** A token-vault event: `method` is `connection.<action>`, `target` the connection. */
@@ -246,31 +244,16 @@ export function draftFromVault(ev: VaultEvent, now = Date.now()): AuditDraft {
     outcome: ev.outcome,
   };
   if (ev.reason !== undefined) detail.reason = ev.reason;
-  return {
-    time: now,
-    type: "connection",
+  return eventDraft(now, "connection", {
     tenant: ev.tenant === "" ? null : ev.tenant,
-    subject: null,
     principal: ev.principal,
-    auth: null,
-    clientId: null,
-    keyId: null,
-    session: null,
     server: ev.server ?? null,
-    instance: null,
     method: `connection.${ev.action}`,
     target: ev.connection,
-    rpcId: null,
     decision: ev.outcome === "ok" ? "allowed" : "refused",
-    code: null,
-    status: null,
-    outcome: null,
-    latencyMs: null,
-    upstreamMs: null,
     requestId: ev.requestId ?? null,
-    traceId: null,
     detail,
-  };
+  });
 }
 
 /** An authorization-server event: `method` is `oauth.<leg>`, `target` the client. */
@@ -279,29 +262,13 @@ export function draftFromAs(ev: AsEvent, now = Date.now()): AuditDraft {
   if (ev.reason !== undefined) detail.reason = ev.reason;
   if (ev.redirectHost !== null) detail.redirectHost = ev.redirectHost;
   if (ev.grantId !== undefined) detail.grant = ev.grantId;
-  return {
-    time: now,
-    type: "oauth",
+  return eventDraft(now, "oauth", {
     tenant: ev.tenant,
     subject: ev.subject,
-    principal: null,
-    auth: null,
     clientId: ev.clientId,
-    keyId: null,
-    session: null,
-    server: null,
-    instance: null,
     method: `oauth.${ev.leg}`,
     target: ev.clientId,
-    rpcId: null,
     decision: ev.outcome === "ok" ? "allowed" : "refused",
-    code: null,
-    status: null,
-    outcome: null,
-    latencyMs: null,
-    upstreamMs: null,
-    requestId: null,
-    traceId: null,
     detail,
-  };
+  });
 }
